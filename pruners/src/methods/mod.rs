@@ -1,0 +1,138 @@
+//! Every selection and merging method, one file each, and the [`Method`] enum that names them for the registry.
+
+pub mod importance;
+
+pub mod cdpruner;
+pub mod dcode;
+pub mod density;
+pub mod divprune;
+pub mod dycoke;
+pub mod fastvid;
+pub mod holitom;
+pub mod kcenter;
+pub mod mmr;
+pub mod pool;
+pub mod prumerge_plus;
+pub mod query;
+pub mod random;
+pub mod todre;
+pub mod tome;
+pub mod visionzip;
+pub mod vispruner;
+
+use crate::backend::Backend;
+use crate::error::{Result, Signal};
+use crate::params::{ParamSpec, Params};
+use crate::pruner::Pruner;
+use crate::selection::Selection;
+use crate::token_set::TokenSet;
+
+/// Registry entry of one method: its name, a one-line summary, its parameters and the signals it needs.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInfo {
+    /// Command-line name.
+    pub name: &'static str,
+    /// One line for `tokensieve prune --list`.
+    pub summary: &'static str,
+    /// Parameters with defaults.
+    pub params: &'static [ParamSpec],
+    /// Signals the method cannot run without.
+    pub requires: &'static [Signal],
+    build: fn(&Params) -> Result<Method>,
+}
+
+macro_rules! methods {
+    ($( $variant:ident($ty:ty) = $name:literal, $params:expr, $requires:expr, $summary:literal; )*) => {
+        /// Any registered method, chosen at run time by name.
+        #[derive(Debug, Clone)]
+        pub enum Method {
+            $( #[doc = $summary] $variant($ty), )*
+        }
+
+        /// The registry, in the order `--list` prints it.
+        pub const METHODS: &[MethodInfo] = &[
+            $( MethodInfo {
+                name: $name,
+                summary: $summary,
+                params: &$params,
+                requires: &$requires,
+                build: |p| Ok(Method::$variant(<$ty>::from_params(p)?)),
+            }, )*
+        ];
+
+        impl Pruner for Method {
+            fn name(&self) -> &'static str {
+                match self { $( Method::$variant(m) => m.name(), )* }
+            }
+            fn requires(&self) -> &'static [Signal] {
+                match self { $( Method::$variant(m) => m.requires(), )* }
+            }
+            fn exact_budget(&self) -> bool {
+                match self { $( Method::$variant(m) => m.exact_budget(), )* }
+            }
+            fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize)
+                -> Result<Selection<B::Matrix>> {
+                match self { $( Method::$variant(m) => m.select(backend, tokens, k), )* }
+            }
+        }
+    };
+}
+
+const NONE: [ParamSpec; 0] = [];
+
+methods! {
+    Todre(todre::Todre) = "todre", todre::PivotRule::PARAMS, [],
+        "ToDRE stage 1: greedy max-sum cosine diversity from a CLS (or seeded random) pivot";
+    KCenter(kcenter::KCenter) = "kcenter", todre::PivotRule::PARAMS, [],
+        "greedy k-center (farthest-first) from ToDRE's pivot";
+    Mmr(mmr::Mmr) = "mmr", mmr::Mmr::PARAMS, [],
+        "IDPruner: maximal marginal relevance, lambda*importance - (1-lambda)*max cosine to the kept set";
+    Query(query::QueryAware) = "query", query::QueryAware::PARAMS, [],
+        "LaVida-style: top-k text-patch cosine relevance, dropped tokens merged into their most similar kept token";
+    Density(density::Density) = "density", density::Density::PARAMS, [],
+        "LangDC-style: per-clip budgets in proportion to temporal change and spatial spread, inner selector per clip";
+    DCoDe(dcode::DCoDe) = "dcode", dcode::DCoDe::PARAMS, [],
+        "D-CoDe spatial: per-frame top-k by activation norm, then merge kept tokens with cosine >= theta";
+    DivPrune(divprune::DivPrune) = "divprune", NONE, [],
+        "DivPrune: max-min cosine diversity, first pick = farthest nearest neighbour";
+    VisionZip(visionzip::VisionZip) = "visionzip", visionzip::VisionZip::PARAMS, [Signal::ClsAttention],
+        "VisionZip: dominant tokens by CLS attention + contextual tokens merged by key similarity";
+    ToMe(tome::ToMe) = "tome", NONE, [],
+        "ToMe: bipartite soft matching on keys, size-weighted merges, repeated to the budget";
+    CdPruner(cdpruner::CdPruner) = "cdpruner", cdpruner::CdPruner::PARAMS, [],
+        "CDPruner: greedy MAP of a DPP on query-relevance-weighted cosine (needs --query or --relevance)";
+    PruMergePlus(prumerge_plus::PruMergePlus) = "prumerge-plus", prumerge_plus::PruMergePlus::PARAMS, [Signal::ClsAttention],
+        "PruMerge+: CLS-attention IQR outliers + spatial scaffold, key-similar tokens merged in (adaptive)";
+    VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention],
+        "VisPruner: important tokens by CLS attention, diverse ones by iterative duplicate removal";
+    DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid],
+        "DyCoke TTM: windows of 4 frames, keep the tokens that changed against their reference frame";
+    FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention],
+        "FastVID: DySeg segments, salient tokens by attention, the rest merged into density-peak anchors";
+    HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention],
+        "HoliTom outer: DP temporal windows, static tokens averaged, dynamic ones kept by attention or DPC-merged";
+    Random(random::RandomPick) = "random", random::RandomPick::PARAMS, [],
+        "baseline: k tokens uniformly at random (seeded)";
+    Pool(pool::Pool) = "pool", NONE, [],
+        "baseline: average pooling of each frame onto a coarser uniform grid";
+}
+
+impl Method {
+    /// Builds a method from its name and `key=value` pairs; returns it with the effective parameters.
+    pub fn build(name: &str, given: &[(String, String)]) -> Result<(Method, Params)> {
+        let info = lookup(name)?;
+        let params = Params::new(info.name, info.params, given)?;
+        Ok(((info.build)(&params)?, params))
+    }
+
+    /// Builds a method from `name:key=value,...`.
+    pub fn from_spec(spec: &str) -> Result<(Method, Params)> {
+        let (name, pairs) = crate::params::parse_spec(spec)?;
+        Method::build(&name, &pairs)
+    }
+}
+
+/// The registry entry of `name`.
+pub fn lookup(name: &str) -> Result<&'static MethodInfo> {
+    METHODS.iter().find(|m| m.name == name).ok_or_else(|| crate::PruneError::UnknownMethod(name.to_string()))
+}
