@@ -22,6 +22,7 @@ pub mod backend;
 pub mod budget;
 pub mod cpu;
 pub mod error;
+pub mod in_decoder;
 pub mod layout;
 pub mod methods;
 pub mod params;

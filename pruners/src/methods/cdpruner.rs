@@ -10,8 +10,10 @@
 //! ```
 //!
 //! A row of `L` is `r_j · r ∘ (X̂ x̂_j)`, so the kernel is never stored: `O(k·N·D + k²·N)` time and `O(k·N)`
-//! memory (the reference builds `N x N`). When `d²` is exhausted (`<= 1e-10`: duplicates, rank below `k`) the rest is
-//! filled by relevance, highest first [project]. A `relevance` signal is used as given (min-max scaled); optional
+//! memory (the reference builds `N x N`). When `d²` is exhausted (duplicates, or a kernel of rank below `k`, as when
+//! `N > D`) the rest is filled by relevance, highest first [project]. "Exhausted" is `d² <= max(1e-10, 1e-4·max d²₀)`:
+//! in f32 a rank-deficient kernel leaves rounding residue of about 1e-7 instead of exact zeros, and an absolute
+//! 1e-10 test would keep picking by rounding noise, differently on every backend [project]. A `relevance` signal is used as given (min-max scaled); optional
 //! `theta` applies the reference's commented-out `exp(θ/(2(1−θ))·r)`.
 //! Source: Zhang et al., "Beyond Attention or Similarity: Maximizing Conditional Diversity for Token Pruning in
 //! MLLMs", NeurIPS 2025 (arXiv 2506.10967), Theia-4869/CDPruner; greedy MAP from Chen et al. 2018.
@@ -70,12 +72,14 @@ impl Pruner for CdPruner {
         let n = tokens.len();
         let self_sim = backend.rowwise_dots(&x, &x)?;
         let mut d2: Vec<f32> = (0..n).map(|i| r[i] * r[i] * self_sim[i]).collect();
+        let exhausted = d2.iter().copied().fold(0f32, f32::max) * 1e-4;
+        let exhausted = exhausted.max(1e-10);
         let mut rows: Vec<Vec<f32>> = Vec::with_capacity(k);
         let mut kept = Vec::with_capacity(k);
         let mut taken = vec![false; n];
         while kept.len() < k {
             let j = argmax(&d2).ok_or(PruneError::Backend("empty variance vector".into()))?;
-            if d2[j] <= 1e-10 {
+            if d2[j] <= exhausted {
                 break;
             }
             let sims = backend.dots_with_row(&x, j)?;

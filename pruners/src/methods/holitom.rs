@@ -17,7 +17,7 @@
 //! cluster count are unpublished: `D = 0.5` by default and static groups take their proportional share [project].
 //! Defaults `τ = 0.65` (0.80 for 15–25 % budgets in the paper), `β = 0.6`. A merged token takes its centre's index;
 //! a static token the index of its position in the window's first frame. The inner-LLM stage is
-//! `in_decoder::holitom_inner_merge`. Complexity: `O(F·W·n)` for the DP plus `O(m²·D)` DPC-kNN per group.
+//! `in_decoder::holitom_inner`. Complexity: `O(F·W·n)` for the DP plus `O(m²·D)` DPC-kNN per group.
 //! Source: Shao et al., "HoliTom: Holistic Token Merging for Fast Video Large Language Models", NeurIPS 2025
 //! (arXiv 2505.21334), cokeshao/HoliTom `holitom/llava_arch.py`.
 
