@@ -1,1 +1,11 @@
-//! stub
+//! # tokensieve-models
+//!
+//! Vision encoders, projectors and LLM decoders for tokensieve, behind two backends: `torch` (libtorch through
+//! tch, CUDA when present) and `onnx` (ONNX Runtime through ort, loaded at run time). This crate exposes the
+//! signals the pruners need (hidden states, CLS attention, keys, attention rows at a decoder layer) and accepts the
+//! kept indices; it knows nothing about pruning policy.
+//!
+//! Today it provides the runtime probes (`runtime`) that `tokensieve doctor` reports; the model implementations
+//! arrive with the models issue.
+
+pub mod runtime;

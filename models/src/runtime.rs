@@ -1,0 +1,103 @@
+//! Probes of the native runtimes the backends load: which libtorch the binary is linked against and whether CUDA
+//! is usable, and whether an ONNX Runtime library loads and which version it is.
+
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a runtime is not usable.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The backend was not compiled into this build.
+    #[error("the `{0}` backend is not compiled in (rebuild with `--features {0}`)")]
+    NotCompiled(&'static str),
+    /// `ORT_DYLIB_PATH` is unset.
+    #[error("ORT_DYLIB_PATH is not set (run `make setup` and source $TOKENSIEVE_HOME/env.sh)")]
+    OrtPathUnset,
+    /// The ONNX Runtime library could not be loaded or has the wrong version.
+    #[error("ONNX Runtime at {path}: {reason}")]
+    OrtLoad {
+        /// The library path.
+        path: PathBuf,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+/// What libtorch offers this process.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TorchRuntime {
+    /// `torch.__version__` of the linked libtorch (e.g. `2.13.0+cu130`).
+    pub version: String,
+    /// Folder of the linked libtorch libraries.
+    pub library_dir: String,
+    /// Whether CUDA can be used.
+    pub cuda_available: bool,
+    /// Number of CUDA devices.
+    pub cuda_devices: i64,
+    /// Whether cuDNN can be used.
+    pub cudnn_available: bool,
+}
+
+/// What ONNX Runtime offers this process.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OnnxRuntime {
+    /// The library loaded.
+    pub library: PathBuf,
+    /// Its version (e.g. `1.31.1`).
+    pub version: String,
+}
+
+/// Probes libtorch (feature `torch`).
+pub fn torch() -> Result<TorchRuntime, RuntimeError> {
+    #[cfg(feature = "torch")]
+    {
+        Ok(TorchRuntime {
+            version: env!("TOKENSIEVE_LIBTORCH_VERSION").to_string(),
+            library_dir: env!("TOKENSIEVE_LIBTORCH_LIB").to_string(),
+            cuda_available: tch::Cuda::is_available(),
+            cuda_devices: tch::Cuda::device_count(),
+            cudnn_available: tch::Cuda::cudnn_is_available(),
+        })
+    }
+    #[cfg(not(feature = "torch"))]
+    {
+        Err(RuntimeError::NotCompiled("torch"))
+    }
+}
+
+/// Loads ONNX Runtime from `ORT_DYLIB_PATH` (feature `onnx`) and reports its version. Loading happens once per
+/// process; later calls report the library already loaded.
+pub fn onnx() -> Result<OnnxRuntime, RuntimeError> {
+    let path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or(RuntimeError::OrtPathUnset)?;
+    onnx_from(&path)
+}
+
+/// Loads ONNX Runtime from `path` (feature `onnx`).
+pub fn onnx_from(path: &Path) -> Result<OnnxRuntime, RuntimeError> {
+    #[cfg(feature = "onnx")]
+    {
+        let fail = |reason: String| RuntimeError::OrtLoad { path: path.to_path_buf(), reason };
+        if !path.is_file() {
+            return Err(fail("no such file".into()));
+        }
+        // ort resolves relative paths against the executable's folder, which surprises users: make it absolute.
+        let absolute = std::fs::canonicalize(path).map_err(|e| fail(e.to_string()))?;
+        let builder = ort::init_from(&absolute).map_err(|e| fail(e.to_string()))?;
+        drop(builder);
+        let info = ort::info();
+        let version = info
+            .split([',', ' '])
+            .find_map(|part| part.strip_prefix("git-branch=rel-"))
+            .map(str::to_string)
+            .or_else(|| {
+                absolute.file_name()?.to_str()?.strip_prefix("libonnxruntime.so.").map(str::to_string)
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        Ok(OnnxRuntime { library: absolute, version })
+    }
+    #[cfg(not(feature = "onnx"))]
+    {
+        let _ = path;
+        Err(RuntimeError::NotCompiled("onnx"))
+    }
+}

@@ -1,0 +1,64 @@
+//! Subcommands and the error type the binary prints.
+
+mod doctor;
+mod prune;
+
+use clap::{Parser, Subcommand};
+
+/// Send vision-language models fewer visual tokens.
+#[derive(Debug, Parser)]
+#[command(name = "tokensieve", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Report the backends, libraries and cached assets this build can use.
+    Doctor(doctor::Args),
+    /// Select visual tokens from a feature matrix with any registered method.
+    Prune(prune::Args),
+}
+
+/// A failure the binary reports on one line.
+#[derive(Debug)]
+pub struct CliError {
+    /// The cause.
+    pub message: String,
+    /// What to try.
+    pub hint: Option<String>,
+    /// Exit code: 2 usage, 1 runtime.
+    pub code: i32,
+}
+
+impl CliError {
+    /// A usage error (exit 2).
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError { message: message.into(), hint: Some(hint.into()), code: 2 }
+    }
+
+    /// A runtime error (exit 1).
+    pub fn runtime(message: impl Into<String>, hint: Option<String>) -> Self {
+        CliError { message: message.into(), hint, code: 1 }
+    }
+}
+
+/// Writes `text` to standard output. A closed pipe (`tokensieve prune --list | head`) ends the output quietly
+/// instead of panicking, as command-line tools are expected to.
+pub fn emit(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::runtime(format!("stdout: {e}"), None)),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+        Command::Prune(args) => prune::run(args),
+    }
+}
