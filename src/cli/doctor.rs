@@ -65,8 +65,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         emit(&format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()))?;
     } else {
         let mut text = String::new();
-        macro_rules! line { ($($t:tt)*) => {{ text += &format!($($t)*); text.push('\n'); }} }
-        line!("tokensieve {} (features: {})", env!("CARGO_PKG_VERSION"), features().join(", "));
+        macro_rules! say { ($($t:tt)*) => {{ text += &format!($($t)*); text.push('\n'); }} }
+        say!("tokensieve {} (features: {})", env!("CARGO_PKG_VERSION"), features().join(", "));
         match &torch {
             Ok(t) => {
                 let device = if t.cuda_available {
@@ -74,31 +74,32 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 } else {
                     "CPU (no CUDA device)".to_string()
                 };
-                line!("libtorch      {} [{}] at {}", t.version, device, t.library_dir);
+                say!("libtorch      {} [{}] at {}", t.version, device, t.library_dir);
             }
-            Err(e) => line!("libtorch      unavailable: {e}"),
+            Err(e) => say!("libtorch      unavailable: {e}"),
         }
         match &onnx {
-            Ok(o) => line!("onnxruntime   {} at {}", o.version, o.library.display()),
-            Err(e) => line!("onnxruntime   unavailable: {e}"),
+            Ok(o) => say!("onnxruntime   {} at {}", o.version, o.library.display()),
+            Err(e) => say!("onnxruntime   unavailable: {e}"),
         }
         match &ff {
             #[cfg(feature = "video")]
-            Ok(i) => line!("ffmpeg        {} (libavcodec {}, libavformat {})", i.version, i.avcodec, i.avformat),
+            Ok(i) => say!("ffmpeg        {} (libavcodec {}, libavformat {})", i.version, i.avcodec, i.avformat),
             #[cfg(not(feature = "video"))]
             Ok(_) => {}
-            Err(e) => line!("ffmpeg        unavailable: {e}"),
+            Err(e) => say!("ffmpeg        unavailable: {e}"),
         }
         let present = status.iter().filter(|s| s.ok).count();
-        line!("assets        {} ({present} of {} present)", asset_dir.display(), status.len());
+        say!("assets        {} ({present} of {} present)", asset_dir.display(), status.len());
         for s in &status {
             let state = match (s.ok, s.found_bytes) {
                 (true, Some(b)) => format!("ok       {:>11} B", b),
                 (false, Some(b)) => format!("BAD SIZE {:>11} B (expected {})", b, s.asset.bytes.unwrap_or(0)),
                 _ => "MISSING".to_string(),
             };
-            line!("  {state}  {}  ({})", s.asset.name, s.asset.package);
+            say!("  {state}  {}  ({})", s.asset.name, s.asset.package);
         }
+        emit(&text)?;
     }
     if healthy {
         Ok(())
