@@ -23,8 +23,10 @@ fn main() {
     let version = std::fs::read_to_string(&version_py)
         .ok()
         .and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"', ' ']).to_string()))
+            text.lines().find_map(|line| {
+                line.strip_prefix("__version__ = ")
+                    .map(|v| v.trim_matches(['\'', '"', ' ']).to_string())
+            })
         })
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=TOKENSIEVE_LIBTORCH_VERSION={version}");

@@ -25,7 +25,12 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks_a = a.chunks_exact(8);
     let chunks_b = b.chunks_exact(8);
-    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = chunks_a
+        .remainder()
+        .iter()
+        .zip(chunks_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (ca, cb) in chunks_a.zip(chunks_b) {
         for l in 0..8 {
             acc[l] += ca[l] * cb[l];
@@ -61,7 +66,10 @@ impl Backend for CpuBackend {
     }
 
     fn first_non_finite(&self, m: &Array2<f32>) -> Result<Option<(usize, f32)>> {
-        Ok(m.iter().enumerate().find(|(_, v)| !v.is_finite()).map(|(i, v)| (i, *v)))
+        Ok(m.iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(i, v)| (i, *v)))
     }
 
     fn normalize_rows(&self, m: &Array2<f32>) -> Result<Array2<f32>> {
@@ -84,7 +92,9 @@ impl Backend for CpuBackend {
     fn dots_with_row(&self, m: &Array2<f32>, j: usize) -> Result<Vec<f32>> {
         let (n, d) = m.dim();
         if j >= n {
-            return Err(PruneError::Backend(format!("row {j} out of range for {n} rows")));
+            return Err(PruneError::Backend(format!(
+                "row {j} out of range for {n} rows"
+            )));
         }
         let data = standard(m);
         let pivot = &data[j * d..(j + 1) * d];
@@ -92,17 +102,23 @@ impl Backend for CpuBackend {
         if d == 0 {
             return Ok(out);
         }
-        out.par_chunks_mut(ROWS_PER_TASK).zip(data.par_chunks(ROWS_PER_TASK * d)).for_each(|(o, rows)| {
-            for (slot, row) in o.iter_mut().zip(rows.chunks_exact(d)) {
-                *slot = dot(row, pivot);
-            }
-        });
+        out.par_chunks_mut(ROWS_PER_TASK)
+            .zip(data.par_chunks(ROWS_PER_TASK * d))
+            .for_each(|(o, rows)| {
+                for (slot, row) in o.iter_mut().zip(rows.chunks_exact(d)) {
+                    *slot = dot(row, pivot);
+                }
+            });
         Ok(out)
     }
 
     fn matmul_t(&self, a: &Array2<f32>, b: &Array2<f32>) -> Result<Vec<f32>> {
         if a.ncols() != b.ncols() {
-            return Err(PruneError::Backend(format!("matmul_t: widths {} and {} differ", a.ncols(), b.ncols())));
+            return Err(PruneError::Backend(format!(
+                "matmul_t: widths {} and {} differ",
+                a.ncols(),
+                b.ncols()
+            )));
         }
         let product = a.dot(&b.t());
         Ok(product.as_standard_layout().iter().copied().collect())
@@ -121,7 +137,11 @@ impl Backend for CpuBackend {
                     .enumerate()
                     .map(|(r, row)| {
                         let i = start + r;
-                        row.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| *v).fold(f32::NEG_INFINITY, f32::max)
+                        row.iter()
+                            .enumerate()
+                            .filter(|(j, _)| *j != i)
+                            .map(|(_, v)| *v)
+                            .fold(f32::NEG_INFINITY, f32::max)
                     })
                     .collect()
             })
@@ -131,40 +151,61 @@ impl Backend for CpuBackend {
 
     fn rowwise_dots(&self, a: &Array2<f32>, b: &Array2<f32>) -> Result<Vec<f32>> {
         if a.dim() != b.dim() {
-            return Err(PruneError::Backend(format!("rowwise_dots: shapes {:?} and {:?} differ", a.dim(), b.dim())));
+            return Err(PruneError::Backend(format!(
+                "rowwise_dots: shapes {:?} and {:?} differ",
+                a.dim(),
+                b.dim()
+            )));
         }
         let d = a.ncols().max(1);
         let (da, db) = (standard(a), standard(b));
-        Ok(da.par_chunks(d).zip(db.par_chunks(d)).map(|(x, y)| dot(x, y)).collect())
+        Ok(da
+            .par_chunks(d)
+            .zip(db.par_chunks(d))
+            .map(|(x, y)| dot(x, y))
+            .collect())
     }
 
     fn gather_rows(&self, m: &Array2<f32>, idx: &[usize]) -> Result<Array2<f32>> {
         if let Some(&bad) = idx.iter().find(|&&i| i >= m.nrows()) {
-            return Err(PruneError::Backend(format!("gather: row {bad} out of range for {} rows", m.nrows())));
+            return Err(PruneError::Backend(format!(
+                "gather: row {bad} out of range for {} rows",
+                m.nrows()
+            )));
         }
         Ok(m.select(Axis(0), idx))
     }
 
-    fn combine_rows(&self, m: &Array2<f32>, groups: &[Vec<Weighted>], normalize: bool) -> Result<Array2<f32>> {
+    fn combine_rows(
+        &self,
+        m: &Array2<f32>,
+        groups: &[Vec<Weighted>],
+        normalize: bool,
+    ) -> Result<Array2<f32>> {
         let d = m.ncols();
         let mut out = Array2::<f32>::zeros((groups.len(), d));
         let data = standard(m);
         if let Some(&(bad, _)) = groups.iter().flatten().find(|(i, _)| *i >= m.nrows()) {
-            return Err(PruneError::Backend(format!("combine: row {bad} out of range for {} rows", m.nrows())));
+            return Err(PruneError::Backend(format!(
+                "combine: row {bad} out of range for {} rows",
+                m.nrows()
+            )));
         }
         let rows = out.as_slice_mut().expect("fresh arrays are contiguous");
-        rows.par_chunks_mut(d.max(1)).zip(groups.par_iter()).for_each(|(row, group)| {
-            let mut total = 0f32;
-            for &(i, w) in group {
-                total += w;
-                for (o, v) in row.iter_mut().zip(&data[i * d..(i + 1) * d]) {
-                    *o += w * v;
+        rows.par_chunks_mut(d.max(1))
+            .zip(groups.par_iter())
+            .for_each(|(row, group)| {
+                let mut total = 0f32;
+                for &(i, w) in group {
+                    total += w;
+                    for (o, v) in row.iter_mut().zip(&data[i * d..(i + 1) * d]) {
+                        *o += w * v;
+                    }
                 }
-            }
-            if normalize && total != 0.0 {
-                row.iter_mut().for_each(|o| *o /= total);
-            }
-        });
+                if normalize && total != 0.0 {
+                    row.iter_mut().for_each(|o| *o /= total);
+                }
+            });
         Ok(out)
     }
 
@@ -173,7 +214,10 @@ impl Backend for CpuBackend {
         for (mut row, group) in out.axis_iter_mut(Axis(0)).zip(groups) {
             for &i in group {
                 if i >= m.nrows() {
-                    return Err(PruneError::Backend(format!("max: row {i} out of range for {} rows", m.nrows())));
+                    return Err(PruneError::Backend(format!(
+                        "max: row {i} out of range for {} rows",
+                        m.nrows()
+                    )));
                 }
                 row.zip_mut_with(&m.row(i), |o, v| *o = o.max(*v));
             }
@@ -183,6 +227,7 @@ impl Backend for CpuBackend {
 
     fn concat_rows(&self, parts: &[Array2<f32>]) -> Result<Array2<f32>> {
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        ndarray::concatenate(Axis(0), &views).map_err(|e| PruneError::Backend(format!("concat: {e}")))
+        ndarray::concatenate(Axis(0), &views)
+            .map_err(|e| PruneError::Backend(format!("concat: {e}")))
     }
 }

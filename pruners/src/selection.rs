@@ -24,7 +24,15 @@ impl<M> Selection<M> {
     /// A pure pruning result: `kept` must already be ascending.
     pub fn pruned(kept: Vec<usize>, requested: usize) -> Self {
         let sizes = vec![1; kept.len()];
-        Selection { kept, merged: None, sizes, extra: None, requested, clamped: false, notes: Vec::new() }
+        Selection {
+            kept,
+            merged: None,
+            sizes,
+            extra: None,
+            requested,
+            clamped: false,
+            notes: Vec::new(),
+        }
     }
 
     /// A pruning result from indices in any order (sorted here).

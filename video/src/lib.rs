@@ -3,8 +3,12 @@
 //! Everything between a video file (or images, or a multi-camera driving frame) and the pixel tensors a vision
 //! encoder takes: FFmpeg decoding with seeks, frame and clip samplers, and model-exact preprocessing.
 //!
-//! Today it provides the FFmpeg probe that `tokensieve doctor` reports; decoding and samplers arrive with the
-//! video issue.
+//! Today it provides seek-based decoding at chosen timestamps, the uniform sampler and the FFmpeg probe that
+//! `tokensieve doctor` reports; the other samplers and preprocessing arrive with the video issue.
+
+pub mod decode;
+
+pub use decode::{decode_at, probe, sample_uniform, Frame, VideoError, VideoInfo};
 
 /// Versions of the FFmpeg libraries this process uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +29,9 @@ fn triple(v: u32) -> String {
 pub fn ffmpeg_info() -> Result<FfmpegInfo, ffmpeg_next::Error> {
     ffmpeg_next::init()?;
     // SAFETY: av_version_info returns a pointer to a static, NUL-terminated string owned by libavutil.
-    let version = unsafe { std::ffi::CStr::from_ptr(ffmpeg_next::ffi::av_version_info()) }.to_string_lossy().into_owned();
+    let version = unsafe { std::ffi::CStr::from_ptr(ffmpeg_next::ffi::av_version_info()) }
+        .to_string_lossy()
+        .into_owned();
     Ok(FfmpegInfo {
         version,
         avcodec: triple(ffmpeg_next::codec::version()),

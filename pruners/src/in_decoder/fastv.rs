@@ -26,7 +26,10 @@ pub struct FastV {
 
 impl Default for FastV {
     fn default() -> Self {
-        FastV { layer: 2, ratio: 0.5 }
+        FastV {
+            layer: 2,
+            ratio: 0.5,
+        }
     }
 }
 
@@ -34,7 +37,11 @@ impl FastV {
     /// Validates the settings.
     pub fn validate(&self) -> Result<()> {
         if self.layer == 0 {
-            return Err(PruneError::Param { method: "fastv".into(), param: "layer".into(), reason: "must be at least 1".into() });
+            return Err(PruneError::Param {
+                method: "fastv".into(),
+                param: "layer".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         if !(0.0..1.0).contains(&self.ratio) {
             return Err(PruneError::Param {
@@ -71,7 +78,12 @@ mod tests {
         // Sequence: 2 prefix tokens, 4 image tokens (2..6), 1 text token.
         let row = [0.3, 0.1, 0.05, 0.2, 0.01, 0.15, 0.19];
         assert_eq!(FastV::default().select(&row, 2..6).unwrap(), vec![1, 3]);
-        assert!(FastV { layer: 0, ratio: 0.5 }.select(&row, 2..6).is_err());
+        assert!(FastV {
+            layer: 0,
+            ratio: 0.5
+        }
+        .select(&row, 2..6)
+        .is_err());
         assert!(FastV::default().select(&row, 2..9).is_err());
         assert!(FastV::default().select(&[f32::NAN; 7], 2..6).is_err());
     }

@@ -25,14 +25,23 @@ pub fn merge<B: Backend>(
     true_mean: bool,
 ) -> Result<(Vec<usize>, B::Matrix)> {
     let n = attention.len();
-    let k = Budget::Ratio((1.0 - r).clamp(f64::MIN_POSITIVE, 1.0)).resolve(n)?.k;
+    let k = Budget::Ratio((1.0 - r).clamp(f64::MIN_POSITIVE, 1.0))
+        .resolve(n)?
+        .k;
     let kept = top_image_tokens(attention, k);
     let mut is_kept = vec![false; n];
     kept.iter().for_each(|&i| is_kept[i] = true);
     let x = backend.normalize_rows(hidden)?;
     let targets = backend.gather_rows(&x, &kept)?;
     let dropped: Vec<usize> = (0..n).filter(|&i| !is_kept[i]).collect();
-    let mut weights: Vec<Vec<f32>> = kept.iter().map(|&s| { let mut w = vec![0f32; n]; w[s] = 1.0; w }).collect();
+    let mut weights: Vec<Vec<f32>> = kept
+        .iter()
+        .map(|&s| {
+            let mut w = vec![0f32; n];
+            w[s] = 1.0;
+            w
+        })
+        .collect();
     let mut members: Vec<usize> = vec![1; kept.len()];
     if !dropped.is_empty() && !kept.is_empty() {
         let sims = backend.matmul_t(&backend.gather_rows(&x, &dropped)?, &targets)?;
@@ -50,8 +59,16 @@ pub fn merge<B: Backend>(
             }
         }
     }
-    let groups: Vec<Vec<(usize, f32)>> =
-        weights.iter().map(|w| w.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, v)| (i, *v)).collect()).collect();
+    let groups: Vec<Vec<(usize, f32)>> = weights
+        .iter()
+        .map(|w| {
+            w.iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0.0)
+                .map(|(i, v)| (i, *v))
+                .collect()
+        })
+        .collect();
     Ok((kept, backend.combine_rows(hidden, &groups, false)?))
 }
 

@@ -1,0 +1,34 @@
+# tokensieve: `make demo` and `make test` each do all set-up first (idempotent, cached under $TOKENSIEVE_HOME).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+TOKENSIEVE_HOME ?= $(HOME)/.cache/tokensieve
+export TOKENSIEVE_HOME
+ENV := source $(TOKENSIEVE_HOME)/env.sh
+# All backends: the binary and the tests link libtorch (CPU or CUDA) and load ONNX Runtime.
+FEATURES := --all-features
+
+.PHONY: setup build test demo bench doctor clean-cache
+
+setup:
+	@bash libtorch-setup/setup.sh
+
+build: setup
+	@$(ENV) && cargo build --release $(FEATURES)
+
+test: setup
+	@$(ENV) && cargo fmt --all --check
+	@$(ENV) && cargo clippy --workspace --all-targets $(FEATURES) -- -D warnings
+	@$(ENV) && cargo test --workspace $(FEATURES)
+
+doctor: build
+	@$(ENV) && ./target/release/tokensieve doctor
+
+demo: build
+	@$(ENV) && ./target/release/tokensieve doctor
+	@$(ENV) && cargo run --release $(FEATURES) --example prune_video -- "$$TOKENSIEVE_ASSETS/videos/vtest.avi" target/demo
+
+bench: setup
+	@$(ENV) && cargo bench --bench pruners $(FEATURES)
+
+clean-cache:
+	rm -rf $(TOKENSIEVE_HOME)
