@@ -41,6 +41,20 @@ pub trait Backend: Sync {
     /// `m · m[j]`: the dot product of every row with row `j` (one pass over the matrix).
     fn dots_with_row(&self, m: &Self::Matrix, j: usize) -> Result<Vec<f32>>;
 
+    /// `m · m[j]` for every `j` in `rows`, one column per entry. The default calls [`Backend::dots_with_row`] for
+    /// each; backends that can compute several columns in one pass over `m` override it (see
+    /// [`crate::columns::ColumnCache`]).
+    fn dots_with_rows(&self, m: &Self::Matrix, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        rows.iter().map(|&j| self.dots_with_row(m, j)).collect()
+    }
+
+    /// How many extra columns a greedy step should compute speculatively in the same pass over `m` (0 = none).
+    /// Worth it when a pass is bound by memory bandwidth rather than arithmetic, so the extra dot products are free.
+    fn speculative_columns(&self, m: &Self::Matrix) -> usize {
+        let _ = m;
+        0
+    }
+
     /// `a · bᵀ`, row-major `[a.rows, b.rows]` on the host. For the blocks that need it (query relevance, DPC-kNN,
     /// bipartite matching); never called on the whole `N x N` problem by the greedy methods.
     fn matmul_t(&self, a: &Self::Matrix, b: &Self::Matrix) -> Result<Vec<f32>>;

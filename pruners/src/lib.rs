@@ -20,6 +20,7 @@
 
 pub mod backend;
 pub mod budget;
+pub mod columns;
 pub mod cpu;
 pub mod error;
 pub mod in_decoder;
@@ -29,6 +30,7 @@ pub mod params;
 pub mod primitives;
 pub mod pruner;
 pub mod selection;
+pub mod simd;
 pub mod token_set;
 #[cfg(feature = "torch")]
 pub mod torch;

@@ -20,6 +20,7 @@
 
 use super::query::query_relevance;
 use crate::backend::Backend;
+use crate::columns::ColumnCache;
 use crate::error::{PruneError, Result, Signal};
 use crate::params::{ParamSpec, Params};
 use crate::primitives::{argmax, min_max, top_k};
@@ -99,20 +100,29 @@ impl Pruner for CdPruner {
         let mut rows: Vec<Vec<f32>> = Vec::with_capacity(k);
         let mut kept = Vec::with_capacity(k);
         let mut taken = vec![false; n];
+        let mut columns = ColumnCache::new(backend, &x);
         while kept.len() < k {
             let j = argmax(&d2).ok_or(PruneError::Backend("empty variance vector".into()))?;
             if d2[j] <= exhausted {
                 break;
             }
-            let sims = backend.dots_with_row(&x, j)?;
+            // The next picks are likely among the largest remaining conditional variances.
+            let sims = columns.column(j, |m| top_k(&d2, m + 1))?;
             let inv = 1.0 / d2[j].sqrt();
             let coeffs: Vec<f32> = rows.iter().map(|c| c[j]).collect();
+            // e = (r_j·r∘sims − Σ_t C[t][j]·C[t]) / √d²_j, accumulated row by row so each C[t] streams once.
             let mut e = vec![0f32; n];
-            e.par_chunks_mut(1024).enumerate().for_each(|(chunk, out)| {
-                for (o, i) in out.iter_mut().zip(chunk * 1024..) {
-                    let projected: f32 = coeffs.iter().zip(&rows).map(|(c, row)| c * row[i]).sum();
-                    *o = (r[j] * r[i] * sims[i] - projected) * inv;
+            e.par_chunks_mut(2048).enumerate().for_each(|(chunk, out)| {
+                let (start, len) = (chunk * 2048, out.len());
+                for (o, i) in out.iter_mut().zip(start..) {
+                    *o = r[j] * r[i] * sims[i];
                 }
+                for (c, row) in coeffs.iter().zip(&rows) {
+                    out.iter_mut()
+                        .zip(&row[start..start + len])
+                        .for_each(|(o, v)| *o -= c * v);
+                }
+                out.iter_mut().for_each(|o| *o *= inv);
             });
             d2.iter_mut().zip(&e).for_each(|(d, v)| *d -= v * v);
             d2[j] = f32::NEG_INFINITY;

@@ -14,9 +14,10 @@
 
 use super::todre::PivotRule;
 use crate::backend::Backend;
+use crate::columns::ColumnCache;
 use crate::error::{PruneError, Result};
 use crate::params::Params;
-use crate::primitives::argmax;
+use crate::primitives::{argmax, top_k};
 use crate::pruner::Pruner;
 use crate::selection::Selection;
 use crate::token_set::TokenSet;
@@ -28,9 +29,10 @@ pub(crate) fn farthest_first<B: Backend>(
     first: usize,
     k: usize,
 ) -> Result<Vec<usize>> {
-    let mut nearest: Vec<f32> = backend
-        .dots_with_row(x, first)?
-        .into_iter()
+    let mut columns = ColumnCache::new(backend, x);
+    let mut nearest: Vec<f32> = columns
+        .column(first, |_| Vec::new())?
+        .iter()
         .map(|c| 1.0 - c)
         .collect();
     nearest[first] = f32::NEG_INFINITY;
@@ -39,12 +41,13 @@ pub(crate) fn farthest_first<B: Backend>(
     while kept.len() < k {
         let c = argmax(&nearest).ok_or(PruneError::Backend("empty distance vector".into()))?;
         kept.push(c);
-        let sims = backend.dots_with_row(x, c)?;
+        nearest[c] = f32::NEG_INFINITY;
+        // The next picks are likely among the tokens currently farthest from the kept set.
+        let sims = columns.column(c, |m| top_k(&nearest, m))?;
         nearest
             .iter_mut()
-            .zip(&sims)
-            .for_each(|(m, s)| *m = m.min(1.0 - s));
-        nearest[c] = f32::NEG_INFINITY;
+            .zip(sims)
+            .for_each(|(d, s)| *d = d.min(1.0 - s));
     }
     Ok(kept)
 }

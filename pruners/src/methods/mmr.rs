@@ -16,6 +16,7 @@
 
 use super::importance::{importance, SOURCES};
 use crate::backend::Backend;
+use crate::columns::ColumnCache;
 use crate::error::Result;
 use crate::params::{ParamSpec, Params};
 use crate::primitives::{min_max, top_k};
@@ -78,6 +79,7 @@ impl Pruner for Mmr {
         let (scores, source) = importance(backend, tokens, self.importance, self.name())?;
         let imp = min_max(&scores);
         let x = backend.normalize_rows(tokens.features())?;
+        let mut columns = ColumnCache::new(backend, &x);
         let n = tokens.len();
         let mut max_sim = vec![-2.0f32; n];
         let mut taken = vec![false; n];
@@ -91,13 +93,23 @@ impl Pruner for Mmr {
                 })
                 .collect();
             let step = self.parallel_k.min(k - kept.len());
-            for b in top_k(&score, step) {
+            let picks = top_k(&score, step);
+            for &b in &picks {
                 taken[b] = true;
                 kept.push(b);
-                let sims = backend.dots_with_row(&x, b)?;
+            }
+            for &b in &picks {
+                // The next picks are likely among the current best scores.
+                let guess = |m: usize| {
+                    top_k(&score, m + step)
+                        .into_iter()
+                        .filter(|&i| !taken[i])
+                        .collect()
+                };
+                let sims = columns.column(b, guess)?;
                 max_sim
                     .iter_mut()
-                    .zip(&sims)
+                    .zip(sims)
                     .for_each(|(m, s)| *m = m.max(*s));
             }
         }

@@ -18,9 +18,10 @@
 //! arXiv 2505.18757 v2 (greedy max-sum diversification, Gollapudi & Sharma 2009). No public code.
 
 use crate::backend::Backend;
+use crate::columns::ColumnCache;
 use crate::error::{PruneError, Result};
 use crate::params::{ParamSpec, Params};
-use crate::primitives::{argmax, argmin, SplitMix64};
+use crate::primitives::{argmax, argmin, bottom_k, SplitMix64};
 use crate::pruner::Pruner;
 use crate::selection::Selection;
 use crate::token_set::TokenSet;
@@ -137,16 +138,18 @@ impl Pruner for Todre {
     ) -> Result<Selection<B::Matrix>> {
         let (pivot, note) = self.pivot.choose(tokens, self.name())?;
         let x = backend.normalize_rows(tokens.features())?;
-        let mut cumulative = backend.dots_with_row(&x, pivot)?;
+        let mut columns = ColumnCache::new(backend, &x);
+        let mut cumulative = columns.column(pivot, |_| Vec::new())?.to_vec();
         cumulative[pivot] = f32::INFINITY;
         let mut kept = Vec::with_capacity(k);
         kept.push(pivot);
         while kept.len() < k {
             let c = argmin(&cumulative).ok_or(PruneError::Backend("empty score vector".into()))?;
             kept.push(c);
-            let sims = backend.dots_with_row(&x, c)?;
-            cumulative.iter_mut().zip(&sims).for_each(|(s, v)| *s += v);
             cumulative[c] = f32::INFINITY;
+            // The next picks are likely among the currently least-similar tokens.
+            let sims = columns.column(c, |m| bottom_k(&cumulative, m))?;
+            cumulative.iter_mut().zip(sims).for_each(|(s, v)| *s += v);
         }
         Ok(Selection::from_unsorted(kept, k).with_note(note))
     }
