@@ -17,8 +17,32 @@ pub struct CpuBackend;
 
 /// Rows per rayon task: big enough to amortise scheduling, small enough to balance two to many cores.
 const ROWS_PER_TASK: usize = 64;
-/// Matrix size above which greedy passes speculate (about the last-level cache of a server core complex).
-const SPECULATE_ABOVE_BYTES: usize = 16 << 20;
+/// Size of the last-level cache (Linux sysfs), 32 MiB when unknown: above it a pass over a matrix is memory-bound.
+fn last_level_cache_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        (0..8)
+            .rev()
+            .find_map(|i| {
+                let text = std::fs::read_to_string(format!(
+                    "/sys/devices/system/cpu/cpu0/cache/index{i}/size"
+                ))
+                .ok()?;
+                let text = text.trim();
+                let (digits, unit) = text.split_at(
+                    text.find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(text.len()),
+                );
+                let value: usize = digits.parse().ok()?;
+                Some(match unit {
+                    "K" => value << 10,
+                    "M" => value << 20,
+                    _ => value,
+                })
+            })
+            .unwrap_or(32 << 20)
+    })
+}
 /// Rows per block of the blocked all-pairs products.
 const BLOCK_ROWS: usize = 256;
 
@@ -130,8 +154,9 @@ impl Backend for CpuBackend {
 
     fn speculative_columns(&self, m: &Array2<f32>) -> usize {
         // Matrices larger than the last-level cache make a pass memory-bound; then 15 extra dot products per row
-        // cost less than the row's trip from memory.
-        if m.len() * 4 > SPECULATE_ABOVE_BYTES {
+        // cost less than the row's trip from memory. A matrix that fits in cache makes a pass arithmetic-bound,
+        // and speculation would only add work.
+        if m.len() * 4 > last_level_cache_bytes() {
             15
         } else {
             0

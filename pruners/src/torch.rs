@@ -140,6 +140,32 @@ impl Backend for TchBackend {
         tch::no_grad(|| to_vec(&m.f_mv(&m.f_get(j as i64).map_err(err)?).map_err(err)?))
     }
 
+    fn dots_with_rows(&self, m: &Tensor, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let n = self.shape(m).0;
+        let flat = tch::no_grad(|| -> Result<Vec<f32>> {
+            let pivots = m
+                .f_index_select(0, &index(rows, self.device))
+                .map_err(err)?;
+            to_vec(&pivots.f_matmul(&m.f_tr().map_err(err)?).map_err(err)?)
+        })?;
+        Ok(flat
+            .chunks(n.max(1))
+            .map(<[f32]>::to_vec)
+            .take(rows.len())
+            .collect())
+    }
+
+    fn speculative_columns(&self, _: &Tensor) -> usize {
+        // On a GPU every greedy step is a kernel launch plus a copy to the host; computing 16 columns per launch
+        // amortises both. libtorch's CPU path keeps one column per pass, as the ndarray backend does for small
+        // matrices.
+        if self.device.is_cuda() {
+            15
+        } else {
+            0
+        }
+    }
+
     fn matmul_t(&self, a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
         tch::no_grad(|| to_vec(&a.f_matmul(&b.f_tr().map_err(err)?).map_err(err)?))
     }
