@@ -21,10 +21,10 @@ pub trait Backend: Sync {
     fn name(&self) -> String;
 
     /// Copies a host matrix into the backend.
-    fn from_host(&self, host: ArrayView2<'_, f32>) -> Result<Self::Matrix>;
+    fn upload(&self, host: ArrayView2<'_, f32>) -> Result<Self::Matrix>;
 
     /// Copies a backend matrix to the host.
-    fn to_host(&self, m: &Self::Matrix) -> Result<Array2<f32>>;
+    fn download(&self, m: &Self::Matrix) -> Result<Array2<f32>>;
 
     /// `(rows, cols)`.
     fn shape(&self, m: &Self::Matrix) -> (usize, usize);

@@ -60,11 +60,11 @@ impl Backend for CpuBackend {
         "cpu".to_string()
     }
 
-    fn from_host(&self, host: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    fn upload(&self, host: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         Ok(host.as_standard_layout().into_owned())
     }
 
-    fn to_host(&self, m: &Array2<f32>) -> Result<Array2<f32>> {
+    fn download(&self, m: &Array2<f32>) -> Result<Array2<f32>> {
         Ok(m.clone())
     }
 

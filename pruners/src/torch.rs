@@ -72,7 +72,7 @@ impl Backend for TchBackend {
         format!("torch:{:?}", self.device).to_lowercase()
     }
 
-    fn from_host(&self, host: ArrayView2<'_, f32>) -> Result<Tensor> {
+    fn upload(&self, host: ArrayView2<'_, f32>) -> Result<Tensor> {
         let (r, c) = host.dim();
         let data: Vec<f32> = host.iter().copied().collect();
         Tensor::from_slice(&data)
@@ -81,7 +81,7 @@ impl Backend for TchBackend {
             .map_err(err)
     }
 
-    fn to_host(&self, m: &Tensor) -> Result<Array2<f32>> {
+    fn download(&self, m: &Tensor) -> Result<Array2<f32>> {
         let (r, c) = self.shape(m);
         Array2::from_shape_vec((r, c), to_vec(m)?).map_err(|e| PruneError::Backend(e.to_string()))
     }

@@ -58,13 +58,13 @@ pub fn inputs(seed: u64, frames: usize, h: usize, w: usize, d: usize) -> Inputs 
 
 /// The token set on `backend` with every signal except relevance.
 pub fn token_set<B: Backend>(backend: &B, i: &Inputs) -> TokenSet<B::Matrix> {
-    TokenSet::new(backend, backend.from_host(i.features.view()).unwrap())
+    TokenSet::new(backend, backend.upload(i.features.view()).unwrap())
         .unwrap()
         .with_layout(i.layout)
         .unwrap()
-        .with_keys(backend, backend.from_host(i.keys.view()).unwrap())
+        .with_keys(backend, backend.upload(i.keys.view()).unwrap())
         .unwrap()
-        .with_query(backend, backend.from_host(i.query.view()).unwrap())
+        .with_query(backend, backend.upload(i.query.view()).unwrap())
         .unwrap()
         .with_cls_attention(i.cls.clone())
         .unwrap()

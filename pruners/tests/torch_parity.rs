@@ -31,7 +31,7 @@ fn every_method_matches_between_ndarray_and_tch() {
                 match (&a.merged, &b.merged) {
                     (None, None) => {}
                     (Some(x), Some(y)) => {
-                        let y = torch.to_host(y).unwrap();
+                        let y = torch.download(y).unwrap();
                         let worst = x
                             .iter()
                             .zip(y.iter())
@@ -54,7 +54,7 @@ fn half_precision_inputs_are_scored_in_f32() {
     let torch = TchBackend::cuda_if_available();
     let data = inputs(13, 2, 4, 4, 16);
     let half = torch
-        .from_host(data.features.view())
+        .upload(data.features.view())
         .unwrap()
         .to_kind(tch::Kind::Half);
     let adopted = torch.adopt(&half).unwrap();

@@ -18,7 +18,7 @@ enum Command {
     /// Report the backends, libraries and cached assets this build can use.
     Doctor(doctor::Args),
     /// Select visual tokens from a feature matrix with any registered method.
-    Prune(prune::Args),
+    Prune(Box<prune::Args>),
 }
 
 /// A failure the binary reports on one line.
@@ -69,6 +69,6 @@ pub fn emit(text: &str) -> Result<(), CliError> {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
-        Command::Prune(args) => prune::run(args),
+        Command::Prune(args) => prune::run(*args),
     }
 }

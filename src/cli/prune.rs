@@ -187,13 +187,13 @@ fn execute<B: Backend>(
     inputs: Inputs,
     budget: Budget,
 ) -> Result<Outcome, PruneError> {
-    let mut tokens = TokenSet::new(backend, backend.from_host(inputs.features.view())?)?
+    let mut tokens = TokenSet::new(backend, backend.upload(inputs.features.view())?)?
         .with_layout(inputs.layout)?;
     if let Some(k) = inputs.keys {
-        tokens = tokens.with_keys(backend, backend.from_host(k.view())?)?;
+        tokens = tokens.with_keys(backend, backend.upload(k.view())?)?;
     }
     if let Some(q) = inputs.query {
-        tokens = tokens.with_query(backend, backend.from_host(q.view())?)?;
+        tokens = tokens.with_query(backend, backend.upload(q.view())?)?;
     }
     if let Some(c) = inputs.cls {
         tokens = tokens.with_cls_attention(c)?;
@@ -208,8 +208,8 @@ fn execute<B: Backend>(
     let s = prune(backend, method, &tokens, budget)?;
     let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
     let output = match &s.merged {
-        Some(m) => backend.to_host(m)?,
-        None => backend.to_host(&backend.gather_rows(tokens.features(), &s.kept)?)?,
+        Some(m) => backend.download(m)?,
+        None => backend.download(&backend.gather_rows(tokens.features(), &s.kept)?)?,
     };
     let extra = s.extra.as_ref().map_or(0, |e| backend.shape(e).0);
     Ok(Outcome {

@@ -142,7 +142,7 @@ impl Pruner for Density {
         for &(first_frame, len) in &clip_list {
             let idx: Vec<usize> =
                 (first_frame * per_frame..(first_frame + len) * per_frame).collect();
-            let mean = backend.to_host(&backend.combine_rows(
+            let mean = backend.download(&backend.combine_rows(
                 &x,
                 &[idx.iter().map(|&i| (i, 1.0)).collect()],
                 true,
