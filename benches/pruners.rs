@@ -87,17 +87,10 @@ fn time<T>(repeats: usize, mut f: impl FnMut() -> T) -> f64 {
 
 /// Runs the PyTorch reference; returns method -> milliseconds, or why it could not run.
 fn torch_times(c: &Config, k: usize) -> Result<serde_json::Value, String> {
-    let venv = std::env::var("VIRTUAL_ENV")
-        .map_err(|_| "VIRTUAL_ENV unset (source the setup's env.sh)".to_string())?;
+    let venv = std::env::var("VIRTUAL_ENV").map_err(|_| "VIRTUAL_ENV unset (source the setup's env.sh)".to_string())?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py");
     let out = Command::new(format!("{venv}/bin/python"))
-        .args([
-            script,
-            "--n",
-            &(c.frames * c.tokens_per_frame).to_string(),
-            "--d",
-            &c.dim.to_string(),
-        ])
+        .args([script, "--n", &(c.frames * c.tokens_per_frame).to_string(), "--d", &c.dim.to_string()])
         .args([
             "--k",
             &k.to_string(),
@@ -109,41 +102,29 @@ fn torch_times(c: &Config, k: usize) -> Result<serde_json::Value, String> {
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .last()
-            .unwrap_or("failed")
-            .to_string());
+        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_string());
     }
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
 fn main() {
-    let wanted =
-        std::env::var("TOKENSIEVE_BENCH").unwrap_or_else(|_| "image,next,video,long".into());
+    let wanted = std::env::var("TOKENSIEVE_BENCH").unwrap_or_else(|_| "image,next,video,long".into());
     println!("threads: {}", rayon::current_num_threads());
-    println!("| configuration | method | tokensieve ms | k x read floor ms | x floor | PyTorch ms | PyTorch / tokensieve |");
+    println!(
+        "| configuration | method | tokensieve ms | k x read floor ms | x floor | PyTorch ms | PyTorch / tokensieve |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|");
-    for c in CONFIGS
-        .iter()
-        .filter(|c| wanted.split(',').any(|w| w == c.key))
-    {
+    for c in CONFIGS.iter().filter(|c| wanted.split(',').any(|w| w == c.key)) {
         let n = c.frames * c.tokens_per_frame;
         let mut rng = SplitMix64::new(7);
         let x = ndarray::Array2::from_shape_simple_fn((n, c.dim), || {
             (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         });
-        let cls: Vec<f32> = (0..n)
-            .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
-            .collect();
+        let cls: Vec<f32> = (0..n).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32).collect();
         let query = ndarray::Array2::from_shape_simple_fn((8, c.dim), || {
             (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         });
-        let layout = if c.frames > 1 {
-            Layout::frames(c.frames, 14, 14)
-        } else {
-            Layout::Flat
-        };
+        let layout = if c.frames > 1 { Layout::frames(c.frames, 14, 14) } else { Layout::Flat };
         let tokens = TokenSet::from_array(x.clone())
             .and_then(|t| t.with_layout(layout))
             .and_then(|t| t.with_cls_attention(cls))
@@ -159,18 +140,12 @@ fn main() {
         }
         for name in METHODS {
             let (method, _) = Method::from_spec(name).expect("registered");
-            let ms = time(c.repeats, || {
-                prune(&CpuBackend, &method, &tokens, c.budget).expect("prune")
-            });
+            let ms = time(c.repeats, || prune(&CpuBackend, &method, &tokens, c.budget).expect("prune"));
             let (pt, ratio) = match torch.as_ref().ok().and_then(|t| t[name].as_f64()) {
                 Some(p) => (format!("{p:.1}"), format!("{:.1}x", p / ms)),
                 None => ("-".into(), "-".into()),
             };
-            println!(
-                "| {} | {name} | {ms:.1} | {floor:.1} | {:.2} | {pt} | {ratio} |",
-                c.label,
-                ms / floor
-            );
+            println!("| {} | {name} | {ms:.1} | {floor:.1} | {:.2} | {pt} | {ratio} |", c.label, ms / floor);
         }
     }
 }

@@ -27,11 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out)?;
     let start = Instant::now();
     let frames = sample_uniform(video.as_ref(), FRAMES, SIZE, SIZE)?;
-    println!(
-        "decoded {} frames of {video} in {:.0} ms",
-        frames.len(),
-        start.elapsed().as_secs_f64() * 1e3
-    );
+    println!("decoded {} frames of {video} in {:.0} ms", frames.len(), start.elapsed().as_secs_f64() * 1e3);
 
     // Token (f, gy, gx): the 4 x 4 average-pooled RGB of its 16 x 16 patch.
     let n = frames.len() * GRID * GRID;
@@ -50,28 +46,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         sum / (16.0 * 255.0) - 0.5
     });
-    let tokens =
-        TokenSet::from_array(features)?.with_layout(Layout::frames(frames.len(), GRID, GRID))?;
+    let tokens = TokenSet::from_array(features)?.with_layout(Layout::frames(frames.len(), GRID, GRID))?;
     let budget = Budget::Ratio(0.1);
-    println!(
-        "{n} visual tokens ({} frames x {GRID} x {GRID}), keeping 10 %",
-        frames.len()
-    );
-    println!(
-        "{:<10} {:>6} {:>10}  picture",
-        "method", "kept", "time (ms)"
-    );
-    for spec in [
-        "todre",
-        "kcenter",
-        "divprune",
-        "mmr:importance=norm",
-        "dycoke",
-        "dcode",
-        "tome",
-        "pool",
-        "random",
-    ] {
+    println!("{n} visual tokens ({} frames x {GRID} x {GRID}), keeping 10 %", frames.len());
+    println!("{:<10} {:>6} {:>10}  picture", "method", "kept", "time (ms)");
+    for spec in ["todre", "kcenter", "divprune", "mmr:importance=norm", "dycoke", "dcode", "tome", "pool", "random"] {
         let (method, _) = Method::from_spec(spec)?;
         let start = Instant::now();
         let name = spec.split(':').next().unwrap_or(spec);
@@ -86,11 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let picture = out.join(format!("{name}.png"));
         contact_sheet(&frames, &selection.kept, &picture)?;
-        println!(
-            "{name:<10} {:>6} {ms:>10.2}  {}",
-            selection.kept.len(),
-            picture.display()
-        );
+        println!("{name:<10} {:>6} {ms:>10.2}  {}", selection.kept.len(), picture.display());
     }
     Ok(())
 }

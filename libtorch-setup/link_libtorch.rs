@@ -24,8 +24,7 @@ fn main() {
         .ok()
         .and_then(|text| {
             text.lines().find_map(|line| {
-                line.strip_prefix("__version__ = ")
-                    .map(|v| v.trim_matches(['\'', '"', ' ']).to_string())
+                line.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"', ' ']).to_string())
             })
         })
         .unwrap_or_else(|| "unknown".to_string());

@@ -36,17 +36,13 @@ pub fn home() -> PathBuf {
     if let Some(dir) = std::env::var_os("TOKENSIEVE_HOME") {
         return PathBuf::from(dir);
     }
-    let base = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     base.join(".cache").join("tokensieve")
 }
 
 /// The assets folder: `$TOKENSIEVE_ASSETS`, default `$TOKENSIEVE_HOME/assets`.
 pub fn dir() -> PathBuf {
-    std::env::var_os("TOKENSIEVE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join("assets"))
+    std::env::var_os("TOKENSIEVE_ASSETS").map(PathBuf::from).unwrap_or_else(|| home().join("assets"))
 }
 
 /// Every asset setup fetches.
@@ -71,17 +67,9 @@ pub fn check(root: &Path) -> Vec<AssetStatus> {
         .into_iter()
         .map(|asset| {
             let path = root.join(&asset.name);
-            let found_bytes = std::fs::metadata(&path)
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len());
+            let found_bytes = std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| m.len());
             let ok = found_bytes.is_some() && (asset.bytes.is_none() || asset.bytes == found_bytes);
-            AssetStatus {
-                asset,
-                path,
-                found_bytes,
-                ok,
-            }
+            AssetStatus { asset, path, found_bytes, ok }
         })
         .collect()
 }
@@ -92,10 +80,7 @@ pub fn require(name: &str) -> Result<PathBuf, String> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!(
-            "asset {} is missing; run `make setup` (or libtorch-setup/setup.sh)",
-            path.display()
-        ))
+        Err(format!("asset {} is missing; run `make setup` (or libtorch-setup/setup.sh)", path.display()))
     }
 }
 
@@ -118,10 +103,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("videos")).unwrap();
         std::fs::write(dir.path().join("videos/vtest.avi"), b"short").unwrap();
         let status = check(dir.path());
-        let vtest = status
-            .iter()
-            .find(|s| s.asset.name == "videos/vtest.avi")
-            .unwrap();
+        let vtest = status.iter().find(|s| s.asset.name == "videos/vtest.avi").unwrap();
         assert_eq!(vtest.found_bytes, Some(5));
         assert!(!vtest.ok);
         assert!(status.iter().all(|s| !s.ok));

@@ -49,74 +49,46 @@ fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 
 /// Reads a little-endian f32 or f16 C-order array.
 pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bad = |reason: String| NpyError::Format {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
+    let bad = |reason: String| NpyError::Format { path: path.to_path_buf(), reason };
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("not a .npy file (missing the \\x93NUMPY magic)".into()));
     }
     let (header_len, offset) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => return Err(bad(format!("unsupported .npy format version {v}"))),
     };
     let header = bytes
         .get(offset..offset + header_len)
         .and_then(|h| std::str::from_utf8(h).ok())
         .ok_or_else(|| bad("truncated or non-text header".into()))?;
-    let descr = header_value(header, "descr")
-        .ok_or_else(|| bad("header has no descr".into()))?
-        .trim_matches(['\'', '"']);
+    let descr =
+        header_value(header, "descr").ok_or_else(|| bad("header has no descr".into()))?.trim_matches(['\'', '"']);
     if header_value(header, "fortran_order") != Some("False") {
-        return Err(bad(
-            "Fortran-order arrays are not supported; save with np.ascontiguousarray".into(),
-        ));
+        return Err(bad("Fortran-order arrays are not supported; save with np.ascontiguousarray".into()));
     }
-    let shape_text =
-        header_value(header, "shape").ok_or_else(|| bad("header has no shape".into()))?;
+    let shape_text = header_value(header, "shape").ok_or_else(|| bad("header has no shape".into()))?;
     let shape: Vec<usize> = shape_text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse()
-                .map_err(|_| bad(format!("bad shape ({shape_text})")))
-        })
+        .map(|s| s.parse().map_err(|_| bad(format!("bad shape ({shape_text})"))))
         .collect::<Result<_, _>>()?;
     let count: usize = shape.iter().product();
     let body = &bytes[offset + header_len..];
     let width = match descr {
         "<f4" => 4,
         "<f2" => 2,
-        other => {
-            return Err(bad(format!(
-                "dtype {other} is not supported (use float32 or float16, little-endian)"
-            )))
-        }
+        other => return Err(bad(format!("dtype {other} is not supported (use float32 or float16, little-endian)"))),
     };
     if body.len() != count * width {
-        return Err(bad(format!(
-            "shape {shape:?} needs {} data bytes, file has {}",
-            count * width,
-            body.len()
-        )));
+        return Err(bad(format!("shape {shape:?} needs {} data bytes, file has {}", count * width, body.len())));
     }
     let data = if width == 4 {
-        body.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     } else {
-        body.chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect()
+        body.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
     };
     Ok(NpyArray { shape, data })
 }
@@ -124,13 +96,8 @@ pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
 /// Writes a little-endian f32 C-order array (format version 1).
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), NpyError> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let shape_text = if dims.len() == 1 {
-        format!("{},", dims[0])
-    } else {
-        dims.join(", ")
-    };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape_text}), }}");
+    let shape_text = if dims.len() == 1 { format!("{},", dims[0]) } else { dims.join(", ") };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape_text}), }}");
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
@@ -138,10 +105,7 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), NpyEr
     bytes.extend((header.len() as u16).to_le_bytes());
     bytes.extend(header.as_bytes());
     data.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
-    std::fs::write(path, bytes).map_err(|source| NpyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -164,9 +128,6 @@ mod tests {
         assert!(matches!(read(&p), Err(NpyError::Format { .. })));
         std::fs::write(&p, b"hello world, not numpy").unwrap();
         assert!(matches!(read(&p), Err(NpyError::Format { .. })));
-        assert!(matches!(
-            read(&dir.path().join("missing.npy")),
-            Err(NpyError::Io { .. })
-        ));
+        assert!(matches!(read(&dir.path().join("missing.npy")), Err(NpyError::Io { .. })));
     }
 }

@@ -5,10 +5,7 @@ use std::process::Command;
 use tokensieve::npy::write_f32;
 
 fn tokensieve(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tokensieve"))
-        .args(args)
-        .output()
-        .expect("binary runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_tokensieve")).args(args).output().expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -17,9 +14,7 @@ fn tokensieve(args: &[&str]) -> (i32, String, String) {
 }
 
 fn features(dir: &Path, n: usize, d: usize) -> String {
-    let data: Vec<f32> = (0..n * d)
-        .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5)
-        .collect();
+    let data: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5).collect();
     let path = dir.join("f.npy");
     write_f32(&path, &[n, d], &data).unwrap();
     path.to_string_lossy().into()
@@ -46,25 +41,12 @@ fn prune_prints_the_documented_json() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["method"], "tome");
     assert_eq!(v["n"], 100);
-    let kept: Vec<u64> = v["kept"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect();
+    let kept: Vec<u64> = v["kept"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
     assert_eq!(kept.len(), 10);
     assert!(kept.windows(2).all(|w| w[0] < w[1]));
     assert!(v["elapsed_ms"].as_f64().unwrap() >= 0.0);
     assert!(v["params"].is_object());
-    assert_eq!(
-        v["sizes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_u64().unwrap())
-            .sum::<u64>(),
-        100
-    );
+    assert_eq!(v["sizes"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).sum::<u64>(), 100);
     let m = tokensieve::npy::read(&merged).unwrap();
     assert_eq!(m.shape, vec![10, 8]);
 }
@@ -74,19 +56,7 @@ fn seed_and_params_reach_the_method() {
     let dir = tempfile::tempdir().unwrap();
     let f = features(dir.path(), 64, 4);
     let run = |seed: &str| {
-        tokensieve(&[
-            "prune",
-            "--features",
-            &f,
-            "--method",
-            "random",
-            "--keep",
-            "5",
-            "--seed",
-            seed,
-            "--json",
-        ])
-        .1
+        tokensieve(&["prune", "--features", &f, "--method", "random", "--keep", "5", "--seed", seed, "--json"]).1
     };
     let a: serde_json::Value = serde_json::from_str(run("1").trim()).unwrap();
     let again: serde_json::Value = serde_json::from_str(run("1").trim()).unwrap();
@@ -94,18 +64,8 @@ fn seed_and_params_reach_the_method() {
     let b: serde_json::Value = serde_json::from_str(run("2").trim()).unwrap();
     assert_ne!(a["kept"], b["kept"]);
     assert_eq!(a["params"]["seed"], "1");
-    let (code, out, _) = tokensieve(&[
-        "prune",
-        "--features",
-        &f,
-        "--method",
-        "mmr",
-        "--keep",
-        "5",
-        "--param",
-        "lambda=0.9",
-        "--json",
-    ]);
+    let (code, out, _) =
+        tokensieve(&["prune", "--features", &f, "--method", "mmr", "--keep", "5", "--param", "lambda=0.9", "--json"]);
     assert_eq!(code, 0);
     assert!(out.contains("\"lambda\":\"0.9\""), "{out}");
 }
@@ -115,79 +75,13 @@ fn errors_are_one_line_with_usage_and_runtime_codes() {
     let dir = tempfile::tempdir().unwrap();
     let f = features(dir.path(), 16, 4);
     let cases: [(&[&str], i32, &str); 6] = [
+        (&["prune", "--features", &f, "--method", "nope", "--keep", "2"], 2, "unknown method"),
+        (&["prune", "--features", &f, "--method", "visionzip", "--keep", "2"], 2, "needs CLS attention"),
+        (&["prune", "--features", &f, "--method", "todre", "--ratio", "1.5"], 2, "invalid budget"),
+        (&["prune", "--features", &f, "--method", "todre", "--keep", "2", "--grid", "2,3,3"], 2, "layout"),
+        (&["prune", "--features", "/nonexistent.npy", "--method", "todre", "--keep", "2"], 1, "nonexistent"),
         (
-            &["prune", "--features", &f, "--method", "nope", "--keep", "2"],
-            2,
-            "unknown method",
-        ),
-        (
-            &[
-                "prune",
-                "--features",
-                &f,
-                "--method",
-                "visionzip",
-                "--keep",
-                "2",
-            ],
-            2,
-            "needs CLS attention",
-        ),
-        (
-            &[
-                "prune",
-                "--features",
-                &f,
-                "--method",
-                "todre",
-                "--ratio",
-                "1.5",
-            ],
-            2,
-            "invalid budget",
-        ),
-        (
-            &[
-                "prune",
-                "--features",
-                &f,
-                "--method",
-                "todre",
-                "--keep",
-                "2",
-                "--grid",
-                "2,3,3",
-            ],
-            2,
-            "layout",
-        ),
-        (
-            &[
-                "prune",
-                "--features",
-                "/nonexistent.npy",
-                "--method",
-                "todre",
-                "--keep",
-                "2",
-            ],
-            1,
-            "nonexistent",
-        ),
-        (
-            &[
-                "prune",
-                "--features",
-                &f,
-                "--method",
-                "random",
-                "--keep",
-                "2",
-                "--seed",
-                "1",
-                "--param",
-                "x",
-            ],
+            &["prune", "--features", &f, "--method", "random", "--keep", "2", "--seed", "1", "--param", "x"],
             2,
             "key=value",
         ),
@@ -197,14 +91,8 @@ fn errors_are_one_line_with_usage_and_runtime_codes() {
         assert_eq!(got, code, "{args:?}: {err}");
         assert!(out.is_empty(), "{args:?} printed {out}");
         let first = err.lines().next().unwrap_or("");
-        assert!(
-            first.starts_with("error: ") && first.contains(text),
-            "{args:?}: {err}"
-        );
-        assert!(
-            err.lines().count() <= 2,
-            "more than a line and a hint: {err}"
-        );
+        assert!(first.starts_with("error: ") && first.contains(text), "{args:?}: {err}");
+        assert!(err.lines().count() <= 2, "more than a line and a hint: {err}");
     }
     let (code, _, _) = tokensieve(&["prune", "--method", "todre"]);
     assert_eq!(code, 2, "clap usage errors exit 2");
@@ -215,11 +103,7 @@ fn list_names_every_method_with_its_parameters() {
     let (code, out, _) = tokensieve(&["prune", "--list"]);
     assert_eq!(code, 0);
     for m in tokensieve::pruners::METHODS {
-        assert!(
-            out.lines().any(|l| l.starts_with(m.name)),
-            "{} missing from --list",
-            m.name
-        );
+        assert!(out.lines().any(|l| l.starts_with(m.name)), "{} missing from --list", m.name);
     }
     assert!(out.contains("lambda=0.5"));
 }
@@ -228,33 +112,14 @@ fn list_names_every_method_with_its_parameters() {
 fn doctor_reports_every_backend_and_the_assets() {
     // `make test` sources the setup's env.sh; without it ONNX Runtime cannot be found and this test fails loudly.
     let (code, out, err) = tokensieve(&["doctor", "--json"]);
-    assert_eq!(
-        code, 0,
-        "doctor unhealthy (run `make setup`):\n{out}\n{err}"
-    );
+    assert_eq!(code, 0, "doctor unhealthy (run `make setup`):\n{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["onnxruntime"]["version"], "1.31.1", "{out}");
-    assert!(
-        v["ffmpeg"]["version"].as_str().unwrap().starts_with("5.1"),
-        "{out}"
-    );
+    assert!(v["ffmpeg"]["version"].as_str().unwrap().starts_with("5.1"), "{out}");
     if cfg!(feature = "torch") {
-        assert!(
-            v["libtorch"]["version"]
-                .as_str()
-                .unwrap()
-                .starts_with("2.13.0"),
-            "{out}"
-        );
+        assert!(v["libtorch"]["version"].as_str().unwrap().starts_with("2.13.0"), "{out}");
     }
     let files = v["assets"]["files"].as_array().unwrap();
-    let missing: Vec<&str> = files
-        .iter()
-        .filter(|f| f["ok"] != true)
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "assets missing (run `make setup`): {missing:?}"
-    );
+    let missing: Vec<&str> = files.iter().filter(|f| f["ok"] != true).map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(missing.is_empty(), "assets missing (run `make setup`): {missing:?}");
 }

@@ -68,9 +68,7 @@ pub fn torch() -> Result<TorchRuntime, RuntimeError> {
 /// Loads ONNX Runtime from `ORT_DYLIB_PATH` (feature `onnx`) and reports its version. Loading happens once per
 /// process; later calls report the library already loaded.
 pub fn onnx() -> Result<OnnxRuntime, RuntimeError> {
-    let path = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .ok_or(RuntimeError::OrtPathUnset)?;
+    let path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or(RuntimeError::OrtPathUnset)?;
     onnx_from(&path)
 }
 
@@ -78,10 +76,7 @@ pub fn onnx() -> Result<OnnxRuntime, RuntimeError> {
 pub fn onnx_from(path: &Path) -> Result<OnnxRuntime, RuntimeError> {
     #[cfg(feature = "onnx")]
     {
-        let fail = |reason: String| RuntimeError::OrtLoad {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let fail = |reason: String| RuntimeError::OrtLoad { path: path.to_path_buf(), reason };
         if !path.is_file() {
             return Err(fail("no such file".into()));
         }
@@ -94,18 +89,9 @@ pub fn onnx_from(path: &Path) -> Result<OnnxRuntime, RuntimeError> {
             .split([',', ' '])
             .find_map(|part| part.strip_prefix("git-branch=rel-"))
             .map(str::to_string)
-            .or_else(|| {
-                absolute
-                    .file_name()?
-                    .to_str()?
-                    .strip_prefix("libonnxruntime.so.")
-                    .map(str::to_string)
-            })
+            .or_else(|| absolute.file_name()?.to_str()?.strip_prefix("libonnxruntime.so.").map(str::to_string))
             .unwrap_or_else(|| "unknown".to_string());
-        Ok(OnnxRuntime {
-            library: absolute,
-            version,
-        })
+        Ok(OnnxRuntime { library: absolute, version })
     }
     #[cfg(not(feature = "onnx"))]
     {

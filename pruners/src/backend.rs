@@ -70,12 +70,7 @@ pub trait Backend: Sync {
     fn gather_rows(&self, m: &Self::Matrix, idx: &[usize]) -> Result<Self::Matrix>;
 
     /// One output row per group: `Σ w·m[i]`, divided by `Σ w` when `normalize` (a weighted mean, P6).
-    fn combine_rows(
-        &self,
-        m: &Self::Matrix,
-        groups: &[Vec<Weighted>],
-        normalize: bool,
-    ) -> Result<Self::Matrix>;
+    fn combine_rows(&self, m: &Self::Matrix, groups: &[Vec<Weighted>], normalize: bool) -> Result<Self::Matrix>;
 
     /// One output row per group: the element-wise maximum of its rows.
     fn max_rows(&self, m: &Self::Matrix, groups: &[Vec<usize>]) -> Result<Self::Matrix>;

@@ -30,15 +30,11 @@ impl Budget {
     /// Checks the budget's domain without a token count.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            Budget::Keep(0) => Err(PruneError::Budget {
-                value: "keep 0".into(),
-                reason: "keep at least 1 token",
-            }),
+            Budget::Keep(0) => Err(PruneError::Budget { value: "keep 0".into(), reason: "keep at least 1 token" }),
             Budget::Keep(_) => Ok(()),
-            Budget::Ratio(f) if !(f > 0.0 && f <= 1.0) => Err(PruneError::Budget {
-                value: format!("ratio {f}"),
-                reason: "a kept fraction must be in (0, 1]",
-            }),
+            Budget::Ratio(f) if !(f > 0.0 && f <= 1.0) => {
+                Err(PruneError::Budget { value: format!("ratio {f}"), reason: "a kept fraction must be in (0, 1]" })
+            }
             Budget::Ratio(_) => Ok(()),
         }
     }
@@ -47,22 +43,13 @@ impl Budget {
     pub fn resolve(&self, n: usize) -> Result<ResolvedBudget> {
         self.validate()?;
         if n == 0 {
-            return Ok(ResolvedBudget {
-                k: 0,
-                clamped: false,
-            });
+            return Ok(ResolvedBudget { k: 0, clamped: false });
         }
         Ok(match *self {
-            Budget::Keep(k) => ResolvedBudget {
-                k: k.min(n),
-                clamped: k > n,
-            },
+            Budget::Keep(k) => ResolvedBudget { k: k.min(n), clamped: k > n },
             Budget::Ratio(f) => {
                 let k = (f * n as f64).round_ties_even() as usize;
-                ResolvedBudget {
-                    k: k.clamp(1, n),
-                    clamped: false,
-                }
+                ResolvedBudget { k: k.clamp(1, n), clamped: false }
             }
         })
     }
@@ -94,36 +81,16 @@ mod tests {
 
     #[test]
     fn tiny_ratio_keeps_one_and_keep_above_n_clamps() {
-        assert_eq!(
-            Budget::Ratio(1e-6).resolve(10).unwrap(),
-            ResolvedBudget {
-                k: 1,
-                clamped: false
-            }
-        );
-        assert_eq!(
-            Budget::Keep(50).resolve(10).unwrap(),
-            ResolvedBudget {
-                k: 10,
-                clamped: true
-            }
-        );
+        assert_eq!(Budget::Ratio(1e-6).resolve(10).unwrap(), ResolvedBudget { k: 1, clamped: false });
+        assert_eq!(Budget::Keep(50).resolve(10).unwrap(), ResolvedBudget { k: 10, clamped: true });
         assert_eq!(Budget::Keep(3).resolve(0).unwrap().k, 0);
     }
 
     #[test]
     fn invalid_budgets_are_typed_errors() {
-        for b in [
-            Budget::Keep(0),
-            Budget::Ratio(0.0),
-            Budget::Ratio(1.5),
-            Budget::Ratio(f64::NAN),
-            Budget::Ratio(-0.1),
-        ] {
-            assert!(
-                matches!(b.resolve(10), Err(PruneError::Budget { .. })),
-                "{b}"
-            );
+        for b in [Budget::Keep(0), Budget::Ratio(0.0), Budget::Ratio(1.5), Budget::Ratio(f64::NAN), Budget::Ratio(-0.1)]
+        {
+            assert!(matches!(b.resolve(10), Err(PruneError::Budget { .. })), "{b}");
         }
     }
 }

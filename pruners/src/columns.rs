@@ -38,20 +38,13 @@ impl<'a, B: Backend> ColumnCache<'a, B> {
     }
 
     /// The column of `j`. On a miss, `candidates` (best first) supplies the tokens worth computing alongside.
-    pub fn column(
-        &mut self,
-        j: usize,
-        candidates: impl FnOnce(usize) -> Vec<usize>,
-    ) -> Result<&[f32]> {
+    pub fn column(&mut self, j: usize, candidates: impl FnOnce(usize) -> Vec<usize>) -> Result<&[f32]> {
         if !self.columns.contains_key(&j) {
             let mut wanted = vec![j];
             if self.speculate > 0 {
                 let extra = candidates(self.speculate + self.columns.len());
                 wanted.extend(
-                    extra
-                        .into_iter()
-                        .filter(|c| *c != j && !self.columns.contains_key(c))
-                        .take(self.speculate),
+                    extra.into_iter().filter(|c| *c != j && !self.columns.contains_key(c)).take(self.speculate),
                 );
             }
             let computed = self.backend.dots_with_rows(self.matrix, &wanted)?;

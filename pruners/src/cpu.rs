@@ -24,15 +24,9 @@ fn last_level_cache_bytes() -> usize {
         (0..8)
             .rev()
             .find_map(|i| {
-                let text = std::fs::read_to_string(format!(
-                    "/sys/devices/system/cpu/cpu0/cache/index{i}/size"
-                ))
-                .ok()?;
+                let text = std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size")).ok()?;
                 let text = text.trim();
-                let (digits, unit) = text.split_at(
-                    text.find(|c: char| !c.is_ascii_digit())
-                        .unwrap_or(text.len()),
-                );
+                let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
                 let value: usize = digits.parse().ok()?;
                 Some(match unit {
                     "K" => value << 10,
@@ -73,10 +67,7 @@ impl Backend for CpuBackend {
     }
 
     fn first_non_finite(&self, m: &Array2<f32>) -> Result<Option<(usize, f32)>> {
-        Ok(m.iter()
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
-            .map(|(i, v)| (i, *v)))
+        Ok(m.iter().enumerate().find(|(_, v)| !v.is_finite()).map(|(i, v)| (i, *v)))
     }
 
     fn normalize_rows(&self, m: &Array2<f32>) -> Result<Array2<f32>> {
@@ -99,9 +90,7 @@ impl Backend for CpuBackend {
     fn dots_with_row(&self, m: &Array2<f32>, j: usize) -> Result<Vec<f32>> {
         let (n, d) = m.dim();
         if j >= n {
-            return Err(PruneError::Backend(format!(
-                "row {j} out of range for {n} rows"
-            )));
+            return Err(PruneError::Backend(format!("row {j} out of range for {n} rows")));
         }
         let data = standard(m);
         let pivot = &data[j * d..(j + 1) * d];
@@ -109,22 +98,18 @@ impl Backend for CpuBackend {
         if d == 0 {
             return Ok(out);
         }
-        out.par_chunks_mut(ROWS_PER_TASK)
-            .zip(data.par_chunks(ROWS_PER_TASK * d))
-            .for_each(|(o, rows)| {
-                for (slot, row) in o.iter_mut().zip(rows.chunks_exact(d)) {
-                    *slot = dot(row, pivot);
-                }
-            });
+        out.par_chunks_mut(ROWS_PER_TASK).zip(data.par_chunks(ROWS_PER_TASK * d)).for_each(|(o, rows)| {
+            for (slot, row) in o.iter_mut().zip(rows.chunks_exact(d)) {
+                *slot = dot(row, pivot);
+            }
+        });
         Ok(out)
     }
 
     fn dots_with_rows(&self, m: &Array2<f32>, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
         let (n, d) = m.dim();
         if let Some(&bad) = rows.iter().find(|&&j| j >= n) {
-            return Err(PruneError::Backend(format!(
-                "row {bad} out of range for {n} rows"
-            )));
+            return Err(PruneError::Backend(format!("row {bad} out of range for {n} rows")));
         }
         let data = standard(m);
         let b = rows.len();
@@ -165,11 +150,7 @@ impl Backend for CpuBackend {
 
     fn matmul_t(&self, a: &Array2<f32>, b: &Array2<f32>) -> Result<Vec<f32>> {
         if a.ncols() != b.ncols() {
-            return Err(PruneError::Backend(format!(
-                "matmul_t: widths {} and {} differ",
-                a.ncols(),
-                b.ncols()
-            )));
+            return Err(PruneError::Backend(format!("matmul_t: widths {} and {} differ", a.ncols(), b.ncols())));
         }
         let product = a.dot(&b.t());
         Ok(product.as_standard_layout().iter().copied().collect())
@@ -214,61 +195,40 @@ impl Backend for CpuBackend {
 
     fn rowwise_dots(&self, a: &Array2<f32>, b: &Array2<f32>) -> Result<Vec<f32>> {
         if a.dim() != b.dim() {
-            return Err(PruneError::Backend(format!(
-                "rowwise_dots: shapes {:?} and {:?} differ",
-                a.dim(),
-                b.dim()
-            )));
+            return Err(PruneError::Backend(format!("rowwise_dots: shapes {:?} and {:?} differ", a.dim(), b.dim())));
         }
         let d = a.ncols().max(1);
         let (da, db) = (standard(a), standard(b));
-        Ok(da
-            .par_chunks(d)
-            .zip(db.par_chunks(d))
-            .map(|(x, y)| dot(x, y))
-            .collect())
+        Ok(da.par_chunks(d).zip(db.par_chunks(d)).map(|(x, y)| dot(x, y)).collect())
     }
 
     fn gather_rows(&self, m: &Array2<f32>, idx: &[usize]) -> Result<Array2<f32>> {
         if let Some(&bad) = idx.iter().find(|&&i| i >= m.nrows()) {
-            return Err(PruneError::Backend(format!(
-                "gather: row {bad} out of range for {} rows",
-                m.nrows()
-            )));
+            return Err(PruneError::Backend(format!("gather: row {bad} out of range for {} rows", m.nrows())));
         }
         Ok(m.select(Axis(0), idx))
     }
 
-    fn combine_rows(
-        &self,
-        m: &Array2<f32>,
-        groups: &[Vec<Weighted>],
-        normalize: bool,
-    ) -> Result<Array2<f32>> {
+    fn combine_rows(&self, m: &Array2<f32>, groups: &[Vec<Weighted>], normalize: bool) -> Result<Array2<f32>> {
         let d = m.ncols();
         let mut out = Array2::<f32>::zeros((groups.len(), d));
         let data = standard(m);
         if let Some(&(bad, _)) = groups.iter().flatten().find(|(i, _)| *i >= m.nrows()) {
-            return Err(PruneError::Backend(format!(
-                "combine: row {bad} out of range for {} rows",
-                m.nrows()
-            )));
+            return Err(PruneError::Backend(format!("combine: row {bad} out of range for {} rows", m.nrows())));
         }
         let rows = out.as_slice_mut().expect("fresh arrays are contiguous");
-        rows.par_chunks_mut(d.max(1))
-            .zip(groups.par_iter())
-            .for_each(|(row, group)| {
-                let mut total = 0f32;
-                for &(i, w) in group {
-                    total += w;
-                    for (o, v) in row.iter_mut().zip(&data[i * d..(i + 1) * d]) {
-                        *o += w * v;
-                    }
+        rows.par_chunks_mut(d.max(1)).zip(groups.par_iter()).for_each(|(row, group)| {
+            let mut total = 0f32;
+            for &(i, w) in group {
+                total += w;
+                for (o, v) in row.iter_mut().zip(&data[i * d..(i + 1) * d]) {
+                    *o += w * v;
                 }
-                if normalize && total != 0.0 {
-                    row.iter_mut().for_each(|o| *o /= total);
-                }
-            });
+            }
+            if normalize && total != 0.0 {
+                row.iter_mut().for_each(|o| *o /= total);
+            }
+        });
         Ok(out)
     }
 
@@ -277,10 +237,7 @@ impl Backend for CpuBackend {
         for (mut row, group) in out.axis_iter_mut(Axis(0)).zip(groups) {
             for &i in group {
                 if i >= m.nrows() {
-                    return Err(PruneError::Backend(format!(
-                        "max: row {i} out of range for {} rows",
-                        m.nrows()
-                    )));
+                    return Err(PruneError::Backend(format!("max: row {i} out of range for {} rows", m.nrows())));
                 }
                 row.zip_mut_with(&m.row(i), |o, v| *o = o.max(*v));
             }
@@ -290,7 +247,6 @@ impl Backend for CpuBackend {
 
     fn concat_rows(&self, parts: &[Array2<f32>]) -> Result<Array2<f32>> {
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| PruneError::Backend(format!("concat: {e}")))
+        ndarray::concatenate(Axis(0), &views).map_err(|e| PruneError::Backend(format!("concat: {e}")))
     }
 }

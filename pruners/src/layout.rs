@@ -38,24 +38,14 @@ pub struct GridPos {
 impl Layout {
     /// A single-view video (or an image when `frames = 1`).
     pub fn frames(frames: usize, height: usize, width: usize) -> Self {
-        Layout::Grid {
-            views: 1,
-            frames,
-            height,
-            width,
-        }
+        Layout::Grid { views: 1, frames, height, width }
     }
 
     /// Tokens the layout describes, `None` for `Flat`.
     pub fn token_count(&self) -> Option<usize> {
         match *self {
             Layout::Flat => None,
-            Layout::Grid {
-                views,
-                frames,
-                height,
-                width,
-            } => Some(views * frames * height * width),
+            Layout::Grid { views, frames, height, width } => Some(views * frames * height * width),
         }
     }
 
@@ -91,27 +81,12 @@ impl Layout {
     /// Grid coordinates of token `i` (flat layouts are one row).
     pub fn position(&self, i: usize) -> GridPos {
         match *self {
-            Layout::Flat => GridPos {
-                view: 0,
-                frame: 0,
-                row: 0,
-                col: i,
-            },
-            Layout::Grid {
-                frames,
-                height,
-                width,
-                ..
-            } => {
+            Layout::Flat => GridPos { view: 0, frame: 0, row: 0, col: i },
+            Layout::Grid { frames, height, width, .. } => {
                 let per_frame = height * width;
                 let unit = i / per_frame;
                 let within = i % per_frame;
-                GridPos {
-                    view: unit / frames,
-                    frame: unit % frames,
-                    row: within / width,
-                    col: within % width,
-                }
+                GridPos { view: unit / frames, frame: unit % frames, row: within / width, col: within % width }
             }
         }
     }
@@ -121,18 +96,8 @@ impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Layout::Flat => f.write_str("flat"),
-            Layout::Grid {
-                views: 1,
-                frames,
-                height,
-                width,
-            } => write!(f, "{frames}x{height}x{width}"),
-            Layout::Grid {
-                views,
-                frames,
-                height,
-                width,
-            } => write!(f, "{views}x{frames}x{height}x{width}"),
+            Layout::Grid { views: 1, frames, height, width } => write!(f, "{frames}x{height}x{width}"),
+            Layout::Grid { views, frames, height, width } => write!(f, "{views}x{frames}x{height}x{width}"),
         }
     }
 }

@@ -26,10 +26,8 @@ pub struct Params {
 impl Params {
     /// Merges `given` over the defaults of `specs`; an unknown key is an error naming the known ones.
     pub fn new(method: &str, specs: &[ParamSpec], given: &[(String, String)]) -> Result<Self> {
-        let mut values: BTreeMap<String, String> = specs
-            .iter()
-            .map(|s| (s.name.to_string(), s.default.to_string()))
-            .collect();
+        let mut values: BTreeMap<String, String> =
+            specs.iter().map(|s| (s.name.to_string(), s.default.to_string())).collect();
         for (key, value) in given {
             if !values.contains_key(key) {
                 let known: Vec<&str> = specs.iter().map(|s| s.name).collect();
@@ -38,47 +36,28 @@ impl Params {
                     param: key.clone(),
                     reason: format!(
                         "is unknown (known: {})",
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
                     ),
                 });
             }
             values.insert(key.clone(), value.clone());
         }
-        Ok(Params {
-            method: method.to_string(),
-            values,
-        })
+        Ok(Params { method: method.to_string(), values })
     }
 
     fn error(&self, key: &str, reason: String) -> PruneError {
-        PruneError::Param {
-            method: self.method.clone(),
-            param: key.to_string(),
-            reason,
-        }
+        PruneError::Param { method: self.method.clone(), param: key.to_string(), reason }
     }
 
     /// The raw text of a parameter.
     pub fn text(&self, key: &str) -> Result<&str> {
-        self.values
-            .get(key)
-            .map(String::as_str)
-            .ok_or_else(|| self.error(key, "is not defined".into()))
+        self.values.get(key).map(String::as_str).ok_or_else(|| self.error(key, "is not defined".into()))
     }
 
     /// A parameter parsed as `T`.
     pub fn get<T: FromStr>(&self, key: &str) -> Result<T> {
         let text = self.text(key)?;
-        text.parse().map_err(|_| {
-            self.error(
-                key,
-                format!("= `{text}` is not a valid {}", std::any::type_name::<T>()),
-            )
-        })
+        text.parse().map_err(|_| self.error(key, format!("= `{text}` is not a valid {}", std::any::type_name::<T>())))
     }
 
     /// A float parameter that must lie in `[lo, hi]`.
@@ -106,12 +85,7 @@ impl Params {
             .iter()
             .find(|o| **o == text)
             .copied()
-            .ok_or_else(|| {
-                self.error(
-                    key,
-                    format!("= `{text}` is not one of {}", options.join(" | ")),
-                )
-            })
+            .ok_or_else(|| self.error(key, format!("= `{text}` is not one of {}", options.join(" | "))))
     }
 
     /// The effective values (defaults included), for result records.

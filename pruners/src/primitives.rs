@@ -63,10 +63,7 @@ pub fn split_proportional(total: usize, weights: &[f64], caps: &[usize]) -> Vec<
     let mut remaining = total.min(caps.iter().sum());
     let mut open: Vec<bool> = caps.iter().map(|&c| c > 0).collect();
     while remaining > 0 && open.iter().any(|&o| o) {
-        let weight_sum: f64 = (0..n)
-            .filter(|&i| open[i])
-            .map(|i| weights[i].max(0.0))
-            .sum();
+        let weight_sum: f64 = (0..n).filter(|&i| open[i]).map(|i| weights[i].max(0.0)).sum();
         let share = |i: usize| {
             if weight_sum > 0.0 {
                 remaining as f64 * weights[i].max(0.0) / weight_sum
@@ -171,29 +168,16 @@ pub struct Clusters {
 /// `δ_i` = distance to the nearest denser token (the largest distance for the densest), centres = top `c` of `ρ·δ`.
 /// Ties in density break by index (the lower index counts as denser) instead of the reference's 1e-6 noise.
 /// `O(N²D)` time and `O(N²)` memory: the algorithm needs every pairwise distance.
-pub fn dpc_knn<B: Backend>(
-    backend: &B,
-    x: &B::Matrix,
-    clusters: usize,
-    neighbours: usize,
-) -> Result<Clusters> {
+pub fn dpc_knn<B: Backend>(backend: &B, x: &B::Matrix, clusters: usize, neighbours: usize) -> Result<Clusters> {
     let (n, d) = backend.shape(x);
     if n == 0 {
-        return Ok(Clusters {
-            centres: Vec::new(),
-            assignment: Vec::new(),
-        });
+        return Ok(Clusters { centres: Vec::new(), assignment: Vec::new() });
     }
     let gram = backend.matmul_t(x, x)?;
     let sq: Vec<f32> = (0..n).map(|i| gram[i * n + i]).collect();
     let scale = 1.0 / (d.max(1) as f32);
-    let dist: Vec<f32> = (0..n * n)
-        .map(|ij| {
-            ((sq[ij / n] + sq[ij % n] - 2.0 * gram[ij]) * scale)
-                .max(0.0)
-                .sqrt()
-        })
-        .collect();
+    let dist: Vec<f32> =
+        (0..n * n).map(|ij| ((sq[ij / n] + sq[ij % n] - 2.0 * gram[ij]) * scale).max(0.0).sqrt()).collect();
     let kappa = neighbours.clamp(1, n);
     let density: Vec<f32> = (0..n)
         .map(|i| {
@@ -204,14 +188,10 @@ pub fn dpc_knn<B: Backend>(
         })
         .collect();
     let max_dist = dist.iter().copied().fold(0f32, f32::max);
-    let denser =
-        |j: usize, i: usize| density[j] > density[i] || (density[j] == density[i] && j < i);
+    let denser = |j: usize, i: usize| density[j] > density[i] || (density[j] == density[i] && j < i);
     let score: Vec<f32> = (0..n)
         .map(|i| {
-            let delta = (0..n)
-                .filter(|&j| denser(j, i))
-                .map(|j| dist[i * n + j])
-                .fold(f32::INFINITY, f32::min);
+            let delta = (0..n).filter(|&j| denser(j, i)).map(|j| dist[i * n + j]).fold(f32::INFINITY, f32::min);
             let delta = if delta.is_finite() { delta } else { max_dist };
             density[i] * delta
         })
@@ -226,10 +206,7 @@ pub fn dpc_knn<B: Backend>(
             argmin(&to_centres).unwrap_or(0)
         })
         .collect();
-    Ok(Clusters {
-        centres,
-        assignment,
-    })
+    Ok(Clusters { centres, assignment })
 }
 
 #[cfg(test)]
@@ -254,15 +231,9 @@ mod tests {
 
     #[test]
     fn proportional_split_is_exact_and_respects_caps() {
-        assert_eq!(
-            split_proportional(10, &[1.0, 1.0, 2.0], &[100, 100, 100]),
-            vec![3, 2, 5]
-        );
+        assert_eq!(split_proportional(10, &[1.0, 1.0, 2.0], &[100, 100, 100]), vec![3, 2, 5]);
         // The middle part is capped at 1; its excess flows to the others in proportion.
-        assert_eq!(
-            split_proportional(10, &[1.0, 8.0, 1.0], &[100, 1, 100]),
-            vec![5, 1, 4]
-        );
+        assert_eq!(split_proportional(10, &[1.0, 8.0, 1.0], &[100, 1, 100]), vec![5, 1, 4]);
         assert_eq!(split_proportional(7, &[0.0, 0.0], &[10, 10]), vec![4, 3]);
         assert_eq!(split_proportional(50, &[1.0, 1.0], &[3, 4]), vec![3, 4]);
     }
@@ -288,14 +259,7 @@ mod tests {
     #[test]
     fn dpc_finds_two_blobs() {
         let backend = crate::CpuBackend;
-        let x = ndarray::array![
-            [0.0f32, 0.0],
-            [0.1, 0.0],
-            [0.0, 0.1],
-            [5.0, 5.0],
-            [5.1, 5.0],
-            [5.0, 5.2]
-        ];
+        let x = ndarray::array![[0.0f32, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [5.1, 5.0], [5.0, 5.2]];
         let c = dpc_knn(&backend, &x, 2, 2).unwrap();
         assert_eq!(c.assignment[0], c.assignment[1]);
         assert_eq!(c.assignment[1], c.assignment[2]);

@@ -25,12 +25,7 @@ pub trait Pruner {
     }
 
     /// Selects from `tokens` with `1 <= k < N`. Call [`prune`] instead: it handles the edge cases.
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>>;
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>>;
 }
 
 fn has_signal<M>(tokens: &TokenSet<M>, signal: Signal) -> bool {
@@ -57,10 +52,7 @@ pub fn prune<B: Backend, P: Pruner>(
         return Ok(Selection::pruned(Vec::new(), 0));
     }
     if let Some(&signal) = pruner.requires().iter().find(|&&s| !has_signal(tokens, s)) {
-        return Err(PruneError::MissingSignal {
-            method: pruner.name(),
-            signal,
-        });
+        return Err(PruneError::MissingSignal { method: pruner.name(), signal });
     }
     let mut selection = if resolved.k >= n {
         Selection::pruned((0..n).collect(), n)
@@ -70,20 +62,10 @@ pub fn prune<B: Backend, P: Pruner>(
     selection.requested = resolved.k;
     selection.clamped = resolved.clamped;
     if resolved.clamped {
-        selection
-            .notes
-            .push(format!("budget {budget} exceeds the {n} tokens: all kept"));
+        selection.notes.push(format!("budget {budget} exceeds the {n} tokens: all kept"));
     }
-    debug_assert!(
-        selection.kept.windows(2).all(|w| w[0] < w[1]),
-        "{}: kept not ascending",
-        pruner.name()
-    );
-    debug_assert!(
-        selection.kept.len() <= resolved.k.max(1),
-        "{}: over budget",
-        pruner.name()
-    );
+    debug_assert!(selection.kept.windows(2).all(|w| w[0] < w[1]), "{}: kept not ascending", pruner.name());
+    debug_assert!(selection.kept.len() <= resolved.k.max(1), "{}: over budget", pruner.name());
     Ok(selection)
 }
 
@@ -100,8 +82,5 @@ where
     B::Matrix: Sync,
     P: Pruner + Sync,
 {
-    batch
-        .par_iter()
-        .map(|tokens| prune(backend, pruner, tokens, budget))
-        .collect()
+    batch.par_iter().map(|tokens| prune(backend, pruner, tokens, budget)).collect()
 }

@@ -1,5 +1,8 @@
 //! The output of every selector (ALGORITHMS.md §1.4).
 
+use crate::backend::{Backend, Weighted};
+use crate::error::Result;
+
 /// What a selector kept for one sample.
 #[derive(Debug, Clone)]
 pub struct Selection<M> {
@@ -24,21 +27,31 @@ impl<M> Selection<M> {
     /// A pure pruning result: `kept` must already be ascending.
     pub fn pruned(kept: Vec<usize>, requested: usize) -> Self {
         let sizes = vec![1; kept.len()];
-        Selection {
-            kept,
-            merged: None,
-            sizes,
-            extra: None,
-            requested,
-            clamped: false,
-            notes: Vec::new(),
-        }
+        Selection { kept, merged: None, sizes, extra: None, requested, clamped: false, notes: Vec::new() }
     }
 
     /// A pruning result from indices in any order (sorted here).
     pub fn from_unsorted(mut kept: Vec<usize>, requested: usize) -> Self {
         kept.sort_unstable();
         Self::pruned(kept, requested)
+    }
+
+    /// A merging result from `(representative index, weighted source rows)` groups in any order: the groups are
+    /// sorted by representative, each becomes one output row (`Σ w·x`, divided by `Σ w` when `normalize`), and a
+    /// token's size is its number of source rows.
+    pub fn merged<B: Backend<Matrix = M>>(
+        backend: &B,
+        features: &M,
+        mut groups: Vec<(usize, Vec<Weighted>)>,
+        normalize: bool,
+        requested: usize,
+    ) -> Result<Self> {
+        groups.sort_by_key(|(rep, _)| *rep);
+        let (kept, members): (Vec<usize>, Vec<Vec<Weighted>>) = groups.into_iter().unzip();
+        let mut s = Self::pruned(kept, requested);
+        s.merged = Some(backend.combine_rows(features, &members, normalize)?);
+        s.sizes = members.iter().map(Vec::len).collect();
+        Ok(s)
     }
 
     /// Adds a note.

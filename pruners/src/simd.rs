@@ -15,12 +15,7 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks_a = a.chunks_exact(8);
     let chunks_b = b.chunks_exact(8);
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
     for (ca, cb) in chunks_a.zip(chunks_b) {
         for l in 0..8 {
             acc[l] += ca[l] * cb[l];
@@ -62,11 +57,7 @@ mod x86 {
             i += 64;
         }
         while i + 16 <= n {
-            acc[0] = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(i)),
-                _mm512_loadu_ps(pb.add(i)),
-                acc[0],
-            );
+            acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc[0]);
             i += 16;
         }
         let total = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
@@ -161,26 +152,15 @@ mod x86 {
         let mut i = 0;
         while i + 32 <= n {
             for (l, slot) in acc.iter_mut().enumerate() {
-                *slot = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i + 8 * l)),
-                    _mm256_loadu_ps(pb.add(i + 8 * l)),
-                    *slot,
-                );
+                *slot = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * l)), _mm256_loadu_ps(pb.add(i + 8 * l)), *slot);
             }
             i += 32;
         }
         while i + 8 <= n {
-            acc[0] = _mm256_fmadd_ps(
-                _mm256_loadu_ps(pa.add(i)),
-                _mm256_loadu_ps(pb.add(i)),
-                acc[0],
-            );
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
             i += 8;
         }
-        let mut sum = hsum256(_mm256_add_ps(
-            _mm256_add_ps(acc[0], acc[1]),
-            _mm256_add_ps(acc[2], acc[3]),
-        ));
+        let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
         while i < n {
             sum += *pa.add(i) * *pb.add(i);
             i += 1;
@@ -202,10 +182,7 @@ mod x86 {
             }
             i += 32;
         }
-        let mut sum = hsum256(_mm256_add_ps(
-            _mm256_add_ps(acc[0], acc[1]),
-            _mm256_add_ps(acc[2], acc[3]),
-        ));
+        let mut sum = hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
         while i < n {
             sum += *p.add(i);
             i += 1;
@@ -218,9 +195,7 @@ type KernelMany = fn(&[f32], &[&[f32]], &mut [f32]);
 
 fn dot_many_portable(row: &[f32], pivots: &[&[f32]], out: &mut [f32]) {
     let dot = kernels().0;
-    out.iter_mut()
-        .zip(pivots)
-        .for_each(|(o, p)| *o = dot(row, p));
+    out.iter_mut().zip(pivots).for_each(|(o, p)| *o = dot(row, p));
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -233,9 +208,7 @@ fn dot_many_avx512(row: &[f32], pivots: &[&[f32]], out: &mut [f32]) {
         slot.copy_from_slice(&unsafe { x86::dot4_avx512(row, [g[0], g[1], g[2], g[3]]) });
     }
     let tail = o.into_remainder();
-    tail.iter_mut()
-        .zip(rest)
-        .for_each(|(t, p)| *t = unsafe { x86::dot_avx512(row, p) });
+    tail.iter_mut().zip(rest).for_each(|(t, p)| *t = unsafe { x86::dot_avx512(row, p) });
 }
 
 fn pick_many() -> KernelMany {
@@ -261,18 +234,11 @@ fn pick() -> (Kernel2, Kernel1) {
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the feature was detected at run time.
-            return (
-                |a, b| unsafe { x86::dot_avx512(a, b) },
-                |a| unsafe { x86::sum_avx512(a) },
-            );
+            return (|a, b| unsafe { x86::dot_avx512(a, b) }, |a| unsafe { x86::sum_avx512(a) });
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the features were detected at run time.
-            return (
-                |a, b| unsafe { x86::dot_avx2(a, b) },
-                |a| unsafe { x86::sum_avx2(a) },
-            );
+            return (|a, b| unsafe { x86::dot_avx2(a, b) }, |a| unsafe { x86::sum_avx2(a) });
         }
     }
     (dot_portable, sum_portable)
@@ -309,19 +275,12 @@ mod tests {
     #[test]
     fn every_kernel_agrees_with_the_portable_one() {
         for len in [0usize, 1, 7, 8, 15, 16, 31, 33, 64, 65, 100, 4096, 4099] {
-            let a: Vec<f32> = (0..len)
-                .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-                .collect();
-            let b: Vec<f32> = (0..len)
-                .map(|i| ((i * 53) % 97) as f32 / 40.0 - 1.2)
-                .collect();
+            let a: Vec<f32> = (0..len).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+            let b: Vec<f32> = (0..len).map(|i| ((i * 53) % 97) as f32 / 40.0 - 1.2).collect();
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             let tol = 1e-4 * (1.0 + len as f64).sqrt();
             assert!((dot(&a, &b) as f64 - exact).abs() < tol, "dot len {len}");
-            assert!(
-                (dot_portable(&a, &b) as f64 - exact).abs() < tol,
-                "portable dot len {len}"
-            );
+            assert!((dot_portable(&a, &b) as f64 - exact).abs() < tol, "portable dot len {len}");
             let exact_sum: f64 = a.iter().map(|x| *x as f64).sum();
             assert!((sum(&a) as f64 - exact_sum).abs() < tol, "sum len {len}");
             assert!((sum_portable(&a) as f64 - exact_sum).abs() < tol);
@@ -332,16 +291,9 @@ mod tests {
     #[test]
     fn many_dots_are_bit_identical_to_single_dots() {
         for len in [5usize, 64, 100, 4096, 4099] {
-            let row: Vec<f32> = (0..len)
-                .map(|i| ((i * 31) % 89) as f32 / 30.0 - 1.0)
-                .collect();
-            let pivots: Vec<Vec<f32>> = (0..7)
-                .map(|p| {
-                    (0..len)
-                        .map(|i| ((i * (p + 3)) % 71) as f32 / 25.0 - 1.3)
-                        .collect()
-                })
-                .collect();
+            let row: Vec<f32> = (0..len).map(|i| ((i * 31) % 89) as f32 / 30.0 - 1.0).collect();
+            let pivots: Vec<Vec<f32>> =
+                (0..7).map(|p| (0..len).map(|i| ((i * (p + 3)) % 71) as f32 / 25.0 - 1.3).collect()).collect();
             let refs: Vec<&[f32]> = pivots.iter().map(Vec::as_slice).collect();
             let mut out = vec![0f32; 7];
             dot_many(&row, &refs, &mut out);

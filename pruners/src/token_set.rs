@@ -23,29 +23,17 @@ pub struct TokenSet<M> {
 
 fn check_vector(name: &'static str, v: &[f32], n: usize) -> Result<()> {
     if v.len() != n {
-        return Err(PruneError::Shape {
-            tensor: name,
-            got: vec![v.len()],
-            expected: format!("[{n}] (one per token)"),
-        });
+        return Err(PruneError::Shape { tensor: name, got: vec![v.len()], expected: format!("[{n}] (one per token)") });
     }
     match v.iter().position(|x| !x.is_finite()) {
-        Some(index) => Err(PruneError::NonFinite {
-            tensor: name,
-            index,
-            value: v[index],
-        }),
+        Some(index) => Err(PruneError::NonFinite { tensor: name, index, value: v[index] }),
         None => Ok(()),
     }
 }
 
 fn check_matrix<B: Backend>(b: &B, name: &'static str, m: &B::Matrix) -> Result<()> {
     match b.first_non_finite(m)? {
-        Some((index, value)) => Err(PruneError::NonFinite {
-            tensor: name,
-            index,
-            value,
-        }),
+        Some((index, value)) => Err(PruneError::NonFinite { tensor: name, index, value }),
         None => Ok(()),
     }
 }
@@ -72,11 +60,7 @@ impl<M> TokenSet<M> {
     pub fn with_layout(mut self, layout: Layout) -> Result<Self> {
         if let Some(count) = layout.token_count() {
             if count != self.n {
-                return Err(PruneError::Layout {
-                    layout: layout.to_string(),
-                    layout_tokens: count,
-                    tokens: self.n,
-                });
+                return Err(PruneError::Layout { layout: layout.to_string(), layout_tokens: count, tokens: self.n });
             }
         }
         self.layout = layout;
@@ -188,21 +172,14 @@ impl<M> TokenSet<M> {
     /// shared whole. Used by methods that run an inner selector per clip or frame.
     pub fn subset<B: Backend<Matrix = M>>(&self, backend: &B, idx: &[usize]) -> Result<Self> {
         let pick = |v: &Option<Vec<f32>>| v.as_ref().map(|v| idx.iter().map(|&i| v[i]).collect());
-        let all_query: Option<Vec<usize>> = self
-            .query
-            .as_ref()
-            .map(|q| (0..backend.shape(q).0).collect());
+        let all_query: Option<Vec<usize>> = self.query.as_ref().map(|q| (0..backend.shape(q).0).collect());
         Ok(TokenSet {
             features: backend.gather_rows(&self.features, idx)?,
             n: idx.len(),
             d: self.d,
             layout: Layout::Flat,
             cls_attention: pick(&self.cls_attention),
-            keys: self
-                .keys
-                .as_ref()
-                .map(|k| backend.gather_rows(k, idx))
-                .transpose()?,
+            keys: self.keys.as_ref().map(|k| backend.gather_rows(k, idx)).transpose()?,
             importance: pick(&self.importance),
             relevance: pick(&self.relevance),
             query: match (&self.query, all_query) {
@@ -215,33 +192,19 @@ impl<M> TokenSet<M> {
     /// The grid layout `(views, frames, height, width)`, or a typed error naming `method` when the layout is flat.
     pub fn grid(&self, method: &'static str) -> Result<(usize, usize, usize, usize)> {
         match self.layout {
-            Layout::Grid {
-                views,
-                frames,
-                height,
-                width,
-            } => Ok((views, frames, height, width)),
-            Layout::Flat => Err(PruneError::MissingSignal {
-                method,
-                signal: Signal::FrameGrid,
-            }),
+            Layout::Grid { views, frames, height, width } => Ok((views, frames, height, width)),
+            Layout::Flat => Err(PruneError::MissingSignal { method, signal: Signal::FrameGrid }),
         }
     }
 
     /// CLS attention, or a typed error naming `method`.
     pub fn require_cls_attention(&self, method: &'static str) -> Result<&[f32]> {
-        self.cls_attention().ok_or(PruneError::MissingSignal {
-            method,
-            signal: Signal::ClsAttention,
-        })
+        self.cls_attention().ok_or(PruneError::MissingSignal { method, signal: Signal::ClsAttention })
     }
 
     /// Keys, or a typed error naming `method`.
     pub fn require_keys(&self, method: &'static str) -> Result<&M> {
-        self.keys().ok_or(PruneError::MissingSignal {
-            method,
-            signal: Signal::Keys,
-        })
+        self.keys().ok_or(PruneError::MissingSignal { method, signal: Signal::Keys })
     }
 }
 

@@ -20,13 +20,8 @@ fn err(e: tch::TchError) -> PruneError {
 }
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    let t = t
-        .f_to_device(Device::Cpu)
-        .map_err(err)?
-        .f_to_kind(Kind::Float)
-        .map_err(err)?
-        .f_contiguous()
-        .map_err(err)?;
+    let t =
+        t.f_to_device(Device::Cpu).map_err(err)?.f_to_kind(Kind::Float).map_err(err)?.f_contiguous().map_err(err)?;
     let flat = t.f_reshape([-1]).map_err(err)?;
     Vec::<f32>::try_from(&flat).map_err(err)
 }
@@ -44,9 +39,7 @@ impl TchBackend {
 
     /// CUDA device 0 when available, else the CPU.
     pub fn cuda_if_available() -> Self {
-        TchBackend {
-            device: Device::cuda_if_available(),
-        }
+        TchBackend { device: Device::cuda_if_available() }
     }
 
     /// The device.
@@ -75,10 +68,7 @@ impl Backend for TchBackend {
     fn upload(&self, host: ArrayView2<'_, f32>) -> Result<Tensor> {
         let (r, c) = host.dim();
         let data: Vec<f32> = host.iter().copied().collect();
-        Tensor::from_slice(&data)
-            .f_reshape([r as i64, c as i64])
-            .and_then(|t| t.f_to_device(self.device))
-            .map_err(err)
+        Tensor::from_slice(&data).f_reshape([r as i64, c as i64]).and_then(|t| t.f_to_device(self.device)).map_err(err)
     }
 
     fn download(&self, m: &Tensor) -> Result<Array2<f32>> {
@@ -97,43 +87,26 @@ impl Backend for TchBackend {
 
     fn first_non_finite(&self, m: &Tensor) -> Result<Option<(usize, f32)>> {
         tch::no_grad(|| {
-            let bad = m
-                .f_isfinite()
-                .map_err(err)?
-                .f_logical_not()
-                .map_err(err)?
-                .f_reshape([-1])
-                .map_err(err)?;
+            let bad = m.f_isfinite().map_err(err)?.f_logical_not().map_err(err)?.f_reshape([-1]).map_err(err)?;
             let positions = bad.f_nonzero().map_err(err)?;
             if positions.size()[0] == 0 {
                 return Ok(None);
             }
             let first = positions.f_int64_value(&[0, 0]).map_err(err)?;
-            let value = m
-                .f_reshape([-1])
-                .map_err(err)?
-                .f_double_value(&[first])
-                .map_err(err)? as f32;
+            let value = m.f_reshape([-1]).map_err(err)?.f_double_value(&[first]).map_err(err)? as f32;
             Ok(Some((first as usize, value)))
         })
     }
 
     fn normalize_rows(&self, m: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| {
-            let norm = m
-                .f_norm_scalaropt_dim(2, [1i64].as_slice(), true)
-                .map_err(err)?;
+            let norm = m.f_norm_scalaropt_dim(2, [1i64].as_slice(), true).map_err(err)?;
             m.f_div(&(norm + 1e-8)).map_err(err)
         })
     }
 
     fn row_norms(&self, m: &Tensor) -> Result<Vec<f32>> {
-        tch::no_grad(|| {
-            to_vec(
-                &m.f_norm_scalaropt_dim(2, [1i64].as_slice(), false)
-                    .map_err(err)?,
-            )
-        })
+        tch::no_grad(|| to_vec(&m.f_norm_scalaropt_dim(2, [1i64].as_slice(), false).map_err(err)?))
     }
 
     fn dots_with_row(&self, m: &Tensor, j: usize) -> Result<Vec<f32>> {
@@ -143,16 +116,10 @@ impl Backend for TchBackend {
     fn dots_with_rows(&self, m: &Tensor, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
         let n = self.shape(m).0;
         let flat = tch::no_grad(|| -> Result<Vec<f32>> {
-            let pivots = m
-                .f_index_select(0, &index(rows, self.device))
-                .map_err(err)?;
+            let pivots = m.f_index_select(0, &index(rows, self.device)).map_err(err)?;
             to_vec(&pivots.f_matmul(&m.f_tr().map_err(err)?).map_err(err)?)
         })?;
-        Ok(flat
-            .chunks(n.max(1))
-            .map(<[f32]>::to_vec)
-            .take(rows.len())
-            .collect())
+        Ok(flat.chunks(n.max(1)).map(<[f32]>::to_vec).take(rows.len()).collect())
     }
 
     fn speculative_columns(&self, _: &Tensor) -> usize {
@@ -178,11 +145,7 @@ impl Backend for TchBackend {
             let at = a.f_tr().map_err(err)?;
             for start in (0..n).step_by(BLOCK as usize) {
                 let len = BLOCK.min(n - start);
-                let mut block = a
-                    .f_narrow(0, start, len)
-                    .map_err(err)?
-                    .f_matmul(&at)
-                    .map_err(err)?;
+                let mut block = a.f_narrow(0, start, len).map_err(err)?.f_matmul(&at).map_err(err)?;
                 let rows = Tensor::arange(len, (Kind::Int64, self.device));
                 let cols = &rows + start;
                 let _ = block
@@ -201,12 +164,7 @@ impl Backend for TchBackend {
 
     fn rowwise_dots(&self, a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
         tch::no_grad(|| {
-            to_vec(
-                &a.f_mul(b)
-                    .map_err(err)?
-                    .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-                    .map_err(err)?,
-            )
+            to_vec(&a.f_mul(b).map_err(err)?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float).map_err(err)?)
         })
     }
 
@@ -214,12 +172,7 @@ impl Backend for TchBackend {
         tch::no_grad(|| m.f_index_select(0, &index(idx, self.device)).map_err(err))
     }
 
-    fn combine_rows(
-        &self,
-        m: &Tensor,
-        groups: &[Vec<Weighted>],
-        normalize: bool,
-    ) -> Result<Tensor> {
+    fn combine_rows(&self, m: &Tensor, groups: &[Vec<Weighted>], normalize: bool) -> Result<Tensor> {
         let (_, d) = self.shape(m);
         let (mut src, mut dst, mut w) = (Vec::new(), Vec::new(), Vec::new());
         let mut totals = Vec::with_capacity(groups.len());
@@ -231,33 +184,17 @@ impl Backend for TchBackend {
                 w.push(weight);
                 total += weight;
             }
-            totals.push(if normalize && total != 0.0 {
-                total
-            } else {
-                1.0
-            });
+            totals.push(if normalize && total != 0.0 { total } else { 1.0 });
         }
         tch::no_grad(|| {
             let out = Tensor::zeros([groups.len() as i64, d as i64], (Kind::Float, self.device));
             if src.is_empty() {
                 return Ok(out);
             }
-            let weights = Tensor::from_slice(&w)
-                .to_device(self.device)
-                .f_unsqueeze(1)
-                .map_err(err)?;
-            let rows = m
-                .f_index_select(0, &index(&src, self.device))
-                .map_err(err)?
-                .f_mul(&weights)
-                .map_err(err)?;
-            let summed = out
-                .f_index_add(0, &index(&dst, self.device), &rows)
-                .map_err(err)?;
-            let totals = Tensor::from_slice(&totals)
-                .to_device(self.device)
-                .f_unsqueeze(1)
-                .map_err(err)?;
+            let weights = Tensor::from_slice(&w).to_device(self.device).f_unsqueeze(1).map_err(err)?;
+            let rows = m.f_index_select(0, &index(&src, self.device)).map_err(err)?.f_mul(&weights).map_err(err)?;
+            let summed = out.f_index_add(0, &index(&dst, self.device), &rows).map_err(err)?;
+            let totals = Tensor::from_slice(&totals).to_device(self.device).f_unsqueeze(1).map_err(err)?;
             summed.f_div(&totals).map_err(err)
         })
     }
@@ -273,10 +210,7 @@ impl Backend for TchBackend {
                 })
                 .collect::<Result<_>>()?;
             if rows.is_empty() {
-                return Ok(Tensor::zeros(
-                    [0, self.shape(m).1 as i64],
-                    (Kind::Float, self.device),
-                ));
+                return Ok(Tensor::zeros([0, self.shape(m).1 as i64], (Kind::Float, self.device)));
             }
             Tensor::f_stack(&rows, 0).map_err(err)
         })

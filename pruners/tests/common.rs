@@ -8,9 +8,7 @@ use tokensieve_pruners::{Backend, Layout, TokenSet};
 
 /// Continuous random values in [-1, 1) (no ties, as parity needs).
 pub fn random_matrix(rng: &mut SplitMix64, rows: usize, cols: usize) -> Array2<f32> {
-    Array2::from_shape_fn((rows, cols), |_| {
-        (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    })
+    Array2::from_shape_fn((rows, cols), |_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
 }
 
 /// Host-side inputs of one sample.
@@ -41,19 +39,9 @@ pub fn inputs(seed: u64, frames: usize, h: usize, w: usize, d: usize) -> Inputs 
     }
     let keys = random_matrix(&mut rng, n, 16);
     let query = random_matrix(&mut rng, 3, d);
-    let cls: Vec<f32> = random_matrix(&mut rng, n, 1)
-        .iter()
-        .map(|v| (3.0 * v).exp())
-        .collect();
+    let cls: Vec<f32> = random_matrix(&mut rng, n, 1).iter().map(|v| (3.0 * v).exp()).collect();
     let importance: Vec<f32> = random_matrix(&mut rng, n, 1).iter().copied().collect();
-    Inputs {
-        features,
-        keys,
-        query,
-        cls,
-        importance,
-        layout: Layout::frames(frames, h, w),
-    }
+    Inputs { features, keys, query, cls, importance, layout: Layout::frames(frames, h, w) }
 }
 
 /// The token set on `backend` with every signal except relevance.

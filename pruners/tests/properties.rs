@@ -6,15 +6,10 @@ mod common;
 
 use common::{inputs, token_set, Inputs};
 use ndarray::Array2;
-use tokensieve_pruners::{
-    prune, Budget, CpuBackend, Layout, Method, PruneError, Pruner, Signal, TokenSet, METHODS,
-};
+use tokensieve_pruners::{prune, Budget, CpuBackend, Layout, Method, PruneError, Pruner, Signal, TokenSet, METHODS};
 
 fn all_methods() -> Vec<Method> {
-    METHODS
-        .iter()
-        .map(|m| Method::build(m.name, &[]).unwrap().0)
-        .collect()
+    METHODS.iter().map(|m| Method::build(m.name, &[]).unwrap().0).collect()
 }
 
 #[test]
@@ -31,19 +26,12 @@ fn every_method_honours_the_budget_and_the_output_contract() {
                 Err(e) => panic!("{} at {budget}: {e}", method.name()),
             };
             let name = method.name();
-            assert!(
-                s.kept.windows(2).all(|w| w[0] < w[1]),
-                "{name}: not ascending/unique"
-            );
+            assert!(s.kept.windows(2).all(|w| w[0] < w[1]), "{name}: not ascending/unique");
             assert!(s.kept.iter().all(|&i| i < n), "{name}: index out of range");
             if method.exact_budget() {
                 assert_eq!(s.kept.len(), k, "{name} at {budget}");
             } else {
-                assert!(
-                    !s.kept.is_empty() && s.kept.len() <= k,
-                    "{name} at {budget}: {} > {k}",
-                    s.kept.len()
-                );
+                assert!(!s.kept.is_empty() && s.kept.len() <= k, "{name} at {budget}: {} > {k}", s.kept.len());
             }
             assert_eq!(s.sizes.len(), s.kept.len(), "{name}: sizes misaligned");
             assert_eq!(s.requested, k);
@@ -57,11 +45,7 @@ fn every_method_honours_the_budget_and_the_output_contract() {
                 assert!(total <= n, "{name}: sizes sum to {total} > {n}");
             }
             if ["tome", "pool"].contains(&name) {
-                assert_eq!(
-                    s.sizes.iter().sum::<usize>(),
-                    n,
-                    "{name}: a merge lost or double-counted tokens"
-                );
+                assert_eq!(s.sizes.iter().sum::<usize>(), n, "{name}: a merge lost or double-counted tokens");
             }
             let again = prune(&CpuBackend, &method, &tokens, budget).unwrap();
             assert_eq!(again.kept, s.kept, "{name}: not deterministic");
@@ -75,14 +59,8 @@ fn keep_one_returns_one_token_where_the_method_allows_it() {
     let tokens = token_set(&CpuBackend, &data);
     for method in all_methods() {
         match prune(&CpuBackend, &method, &tokens, Budget::Keep(1)) {
-            Ok(s) => assert!(
-                s.kept.len() == 1 || !method.exact_budget() && s.kept.len() <= 1,
-                "{}",
-                method.name()
-            ),
-            Err(PruneError::BudgetTooSmall {
-                method: "dycoke", ..
-            }) => {}
+            Ok(s) => assert!(s.kept.len() == 1 || !method.exact_budget() && s.kept.len() <= 1, "{}", method.name()),
+            Err(PruneError::BudgetTooSmall { method: "dycoke", .. }) => {}
             Err(e) => panic!("{}: {e}", method.name()),
         }
     }
@@ -97,10 +75,7 @@ fn identity_when_the_budget_covers_everything_and_empty_for_no_tokens() {
         let s = prune(&CpuBackend, &method, &tokens, Budget::Keep(100)).unwrap();
         assert_eq!(s.kept, (0..18).collect::<Vec<_>>(), "{}", method.name());
         assert!(s.clamped && s.merged.is_none());
-        assert!(prune(&CpuBackend, &method, &empty, Budget::Ratio(0.5))
-            .unwrap()
-            .kept
-            .is_empty());
+        assert!(prune(&CpuBackend, &method, &empty, Budget::Ratio(0.5)).unwrap().kept.is_empty());
     }
 }
 
@@ -118,11 +93,7 @@ fn zero_vectors_and_duplicates_do_not_break_any_method() {
         let s = prune(&CpuBackend, &method, &tokens, Budget::Ratio(0.5)).unwrap();
         assert!(!s.kept.is_empty(), "{}", method.name());
         if let Some(m) = s.merged {
-            assert!(
-                m.iter().all(|v| v.is_finite()),
-                "{}: non-finite output",
-                method.name()
-            );
+            assert!(m.iter().all(|v| v.is_finite()), "{}: non-finite output", method.name());
         }
     }
 }
@@ -141,14 +112,8 @@ fn position_free_methods_are_permutation_equivariant() {
         importance: perm.iter().map(|&p| data.importance[p]).collect(),
         layout: Layout::Flat,
     };
-    let original = Inputs {
-        layout: Layout::Flat,
-        ..data
-    };
-    let (a, b) = (
-        token_set(&CpuBackend, &original),
-        token_set(&CpuBackend, &permuted),
-    );
+    let original = Inputs { layout: Layout::Flat, ..data };
+    let (a, b) = (token_set(&CpuBackend, &original), token_set(&CpuBackend, &permuted));
     for name in ["todre", "kcenter", "mmr", "divprune", "cdpruner", "query"] {
         let (method, _) = Method::build(
             name,
@@ -170,73 +135,32 @@ fn position_free_methods_are_permutation_equivariant() {
 fn bad_inputs_are_typed_errors() {
     let mut x = Array2::<f32>::ones((4, 3));
     x[[2, 1]] = f32::NAN;
-    assert!(matches!(
-        TokenSet::from_array(x),
-        Err(PruneError::NonFinite {
-            tensor: "features",
-            index: 7,
-            ..
-        })
-    ));
+    assert!(matches!(TokenSet::from_array(x), Err(PruneError::NonFinite { tensor: "features", index: 7, .. })));
     let t = TokenSet::from_array(Array2::ones((4, 3))).unwrap();
     assert!(matches!(
         t.with_cls_attention(vec![1.0, f32::INFINITY, 0.0, 0.0]),
-        Err(PruneError::NonFinite {
-            tensor: "cls attention",
-            index: 1,
-            ..
-        })
+        Err(PruneError::NonFinite { tensor: "cls attention", index: 1, .. })
     ));
     let t = TokenSet::from_array(Array2::ones((4, 3))).unwrap();
-    assert!(matches!(
-        t.with_query(&CpuBackend, Array2::ones((2, 5))),
-        Err(PruneError::Shape {
-            tensor: "query",
-            ..
-        })
-    ));
+    assert!(matches!(t.with_query(&CpuBackend, Array2::ones((2, 5))), Err(PruneError::Shape { tensor: "query", .. })));
     let t = TokenSet::from_array(Array2::ones((4, 3))).unwrap();
-    assert!(matches!(
-        t.with_layout(Layout::frames(2, 2, 2)),
-        Err(PruneError::Layout { .. })
-    ));
+    assert!(matches!(t.with_layout(Layout::frames(2, 2, 2)), Err(PruneError::Layout { .. })));
     let t = TokenSet::from_array(Array2::ones((4, 3))).unwrap();
     let (vz, _) = Method::build("visionzip", &[]).unwrap();
     assert!(matches!(
         prune(&CpuBackend, &vz, &t, Budget::Keep(2)),
-        Err(PruneError::MissingSignal {
-            signal: Signal::ClsAttention,
-            ..
-        })
+        Err(PruneError::MissingSignal { signal: Signal::ClsAttention, .. })
     ));
     let (dy, _) = Method::build("dycoke", &[]).unwrap();
     assert!(matches!(
         prune(&CpuBackend, &dy, &t, Budget::Keep(2)),
-        Err(PruneError::MissingSignal {
-            signal: Signal::FrameGrid,
-            ..
-        })
+        Err(PruneError::MissingSignal { signal: Signal::FrameGrid, .. })
     ));
-    assert!(matches!(
-        prune(&CpuBackend, &vz, &t, Budget::Keep(0)),
-        Err(PruneError::Budget { .. })
-    ));
-    assert!(matches!(
-        Method::from_spec("nope"),
-        Err(PruneError::UnknownMethod(_))
-    ));
-    assert!(matches!(
-        Method::from_spec("mmr:lambda=2"),
-        Err(PruneError::Param { .. })
-    ));
-    assert!(matches!(
-        Method::from_spec("mmr:alpha=0.2"),
-        Err(PruneError::Param { .. })
-    ));
-    assert!(matches!(
-        Method::from_spec("mmr:lambda"),
-        Err(PruneError::Param { .. })
-    ));
+    assert!(matches!(prune(&CpuBackend, &vz, &t, Budget::Keep(0)), Err(PruneError::Budget { .. })));
+    assert!(matches!(Method::from_spec("nope"), Err(PruneError::UnknownMethod(_))));
+    assert!(matches!(Method::from_spec("mmr:lambda=2"), Err(PruneError::Param { .. })));
+    assert!(matches!(Method::from_spec("mmr:alpha=0.2"), Err(PruneError::Param { .. })));
+    assert!(matches!(Method::from_spec("mmr:lambda"), Err(PruneError::Param { .. })));
 }
 
 #[test]

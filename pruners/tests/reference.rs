@@ -56,12 +56,7 @@ impl Backend for Speculating {
     fn gather_rows(&self, m: &Array2<f32>, idx: &[usize]) -> Result<Array2<f32>> {
         CpuBackend.gather_rows(m, idx)
     }
-    fn combine_rows(
-        &self,
-        m: &Array2<f32>,
-        groups: &[Vec<Weighted>],
-        normalize: bool,
-    ) -> Result<Array2<f32>> {
+    fn combine_rows(&self, m: &Array2<f32>, groups: &[Vec<Weighted>], normalize: bool) -> Result<Array2<f32>> {
         CpuBackend.combine_rows(m, groups, normalize)
     }
     fn max_rows(&self, m: &Array2<f32>, groups: &[Vec<usize>]) -> Result<Array2<f32>> {
@@ -82,13 +77,7 @@ fn cosine(x: &Array2<f32>) -> Vec<Vec<f64>> {
             r.iter().map(|v| *v as f64 / norm).collect()
         })
         .collect();
-    rows.iter()
-        .map(|a| {
-            rows.iter()
-                .map(|b| a.iter().zip(b).map(|(p, q)| p * q).sum())
-                .collect()
-        })
-        .collect()
+    rows.iter().map(|a| rows.iter().map(|b| a.iter().zip(b).map(|(p, q)| p * q).sum()).collect()).collect()
 }
 
 fn argbest(v: &[f64], better: impl Fn(f64, f64) -> bool, skip: &[bool]) -> usize {
@@ -107,9 +96,7 @@ fn todre_reference(x: &Array2<f32>, pivot: usize, k: usize) -> Vec<usize> {
     taken[pivot] = true;
     let mut kept = vec![pivot];
     while kept.len() < k {
-        let sums: Vec<f64> = (0..x.nrows())
-            .map(|v| kept.iter().map(|&u| s[v][u]).sum())
-            .collect();
+        let sums: Vec<f64> = (0..x.nrows()).map(|v| kept.iter().map(|&u| s[v][u]).sum()).collect();
         let c = argbest(&sums, |a, b| a < b, &taken);
         taken[c] = true;
         kept.push(c);
@@ -121,26 +108,15 @@ fn todre_reference(x: &Array2<f32>, pivot: usize, k: usize) -> Vec<usize> {
 fn divprune_reference(x: &Array2<f32>, k: usize) -> Vec<usize> {
     let s = cosine(x);
     let n = x.nrows();
-    let nn: Vec<f64> = (0..n)
-        .map(|i| {
-            (0..n)
-                .filter(|&j| j != i)
-                .map(|j| 1.0 - s[i][j])
-                .fold(f64::INFINITY, f64::min)
-        })
-        .collect();
+    let nn: Vec<f64> =
+        (0..n).map(|i| (0..n).filter(|&j| j != i).map(|j| 1.0 - s[i][j]).fold(f64::INFINITY, f64::min)).collect();
     let first = argbest(&nn, |a, b| a > b, &vec![false; n]);
     let mut taken = vec![false; n];
     taken[first] = true;
     let mut kept = vec![first];
     while kept.len() < k {
-        let mins: Vec<f64> = (0..n)
-            .map(|j| {
-                kept.iter()
-                    .map(|&s_| 1.0 - s[s_][j])
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .collect();
+        let mins: Vec<f64> =
+            (0..n).map(|j| kept.iter().map(|&s_| 1.0 - s[s_][j]).fold(f64::INFINITY, f64::min)).collect();
         let c = argbest(&mins, |a, b| a > b, &taken);
         taken[c] = true;
         kept.push(c);
@@ -152,15 +128,9 @@ fn divprune_reference(x: &Array2<f32>, k: usize) -> Vec<usize> {
 fn mmr_reference(x: &Array2<f32>, importance: &[f32], k: usize, lambda: f64) -> Vec<usize> {
     let s = cosine(x);
     let n = x.nrows();
-    let (lo, hi) = importance
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v as f64), h.max(v as f64))
-        });
-    let imp: Vec<f64> = importance
-        .iter()
-        .map(|&v| (v as f64 - lo) / (hi - lo + 1e-6))
-        .collect();
+    let (lo, hi) =
+        importance.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v as f64), h.max(v as f64)));
+    let imp: Vec<f64> = importance.iter().map(|&v| (v as f64 - lo) / (hi - lo + 1e-6)).collect();
     let mut taken = vec![false; n];
     let mut kept: Vec<usize> = Vec::new();
     while kept.len() < k {
@@ -169,12 +139,7 @@ fn mmr_reference(x: &Array2<f32>, importance: &[f32], k: usize, lambda: f64) -> 
                 if kept.is_empty() {
                     imp[v]
                 } else {
-                    lambda * imp[v]
-                        - (1.0 - lambda)
-                            * kept
-                                .iter()
-                                .map(|&u| s[v][u])
-                                .fold(f64::NEG_INFINITY, f64::max)
+                    lambda * imp[v] - (1.0 - lambda) * kept.iter().map(|&u| s[v][u]).fold(f64::NEG_INFINITY, f64::max)
                 }
             })
             .collect();
@@ -189,30 +154,17 @@ fn mmr_reference(x: &Array2<f32>, importance: &[f32], k: usize, lambda: f64) -> 
 fn cdpruner_reference(x: &Array2<f32>, relevance: &[f32], k: usize) -> Vec<usize> {
     let s = cosine(x);
     let n = x.nrows();
-    let (lo, hi) = relevance
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v as f64), h.max(v as f64))
-        });
-    let r: Vec<f64> = relevance
-        .iter()
-        .map(|&v| (v as f64 - lo) / (hi - lo + 1e-6))
-        .collect();
-    let kernel: Vec<Vec<f64>> = (0..n)
-        .map(|i| (0..n).map(|j| r[i] * s[i][j] * r[j]).collect())
-        .collect();
+    let (lo, hi) =
+        relevance.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v as f64), h.max(v as f64)));
+    let r: Vec<f64> = relevance.iter().map(|&v| (v as f64 - lo) / (hi - lo + 1e-6)).collect();
+    let kernel: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| r[i] * s[i][j] * r[j]).collect()).collect();
     let mut d2: Vec<f64> = (0..n).map(|i| kernel[i][i]).collect();
     let mut c: Vec<Vec<f64>> = Vec::new();
     let mut kept = Vec::new();
     for _ in 0..k {
-        let j = (0..n)
-            .max_by(|&a, &b| d2[a].total_cmp(&d2[b]).then(b.cmp(&a)))
-            .expect("tokens");
-        let e: Vec<f64> = (0..n)
-            .map(|i| {
-                (kernel[j][i] - c.iter().map(|row| row[j] * row[i]).sum::<f64>()) / d2[j].sqrt()
-            })
-            .collect();
+        let j = (0..n).max_by(|&a, &b| d2[a].total_cmp(&d2[b]).then(b.cmp(&a))).expect("tokens");
+        let e: Vec<f64> =
+            (0..n).map(|i| (kernel[j][i] - c.iter().map(|row| row[j] * row[i]).sum::<f64>()) / d2[j].sqrt()).collect();
         for i in 0..n {
             d2[i] -= e[i] * e[i];
         }
@@ -237,29 +189,12 @@ fn matrix_free_selectors_pick_what_the_matrix_formulas_pick() {
         .with_relevance(data.importance.clone())
         .unwrap();
     let pivot = tokensieve_pruners::primitives::argmax(&data.cls).unwrap();
-    let run = |spec: &str| {
-        prune(
-            &CpuBackend,
-            &Method::from_spec(spec).unwrap().0,
-            &tokens,
-            Budget::Keep(k),
-        )
-        .unwrap()
-        .kept
-    };
-    assert_eq!(
-        run("todre:pivot=cls"),
-        todre_reference(&data.features, pivot, k)
-    );
+    let run =
+        |spec: &str| prune(&CpuBackend, &Method::from_spec(spec).unwrap().0, &tokens, Budget::Keep(k)).unwrap().kept;
+    assert_eq!(run("todre:pivot=cls"), todre_reference(&data.features, pivot, k));
     assert_eq!(run("divprune"), divprune_reference(&data.features, k));
-    assert_eq!(
-        run("mmr:importance=external"),
-        mmr_reference(&data.features, &data.importance, k, 0.5)
-    );
-    assert_eq!(
-        run("cdpruner"),
-        cdpruner_reference(&data.features, &data.importance, k)
-    );
+    assert_eq!(run("mmr:importance=external"), mmr_reference(&data.features, &data.importance, k, 0.5));
+    assert_eq!(run("cdpruner"), cdpruner_reference(&data.features, &data.importance, k));
     assert_eq!(tokens.len(), n);
 }
 
@@ -268,15 +203,9 @@ fn speculative_passes_change_the_pass_count_not_the_picks() {
     let mut rng = SplitMix64::new(5);
     let x = random_matrix(&mut rng, 500, 48);
     let query = random_matrix(&mut rng, 4, 48);
-    let cls: Vec<f32> = (0..500)
-        .map(|_| (rng.next_u64() % 1000) as f32 / 1000.0)
-        .collect();
-    let plain = TokenSet::from_array(x)
-        .unwrap()
-        .with_cls_attention(cls)
-        .unwrap()
-        .with_query(&CpuBackend, query)
-        .unwrap();
+    let cls: Vec<f32> = (0..500).map(|_| (rng.next_u64() % 1000) as f32 / 1000.0).collect();
+    let plain =
+        TokenSet::from_array(x).unwrap().with_cls_attention(cls).unwrap().with_query(&CpuBackend, query).unwrap();
     let spec = Speculating(15);
     for name in ["todre", "kcenter", "divprune", "mmr", "cdpruner", "density"] {
         let (m, _) = Method::from_spec(name).unwrap();

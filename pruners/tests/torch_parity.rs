@@ -11,11 +11,7 @@ use tokensieve_pruners::{prune, Backend, Budget, CpuBackend, Method, Pruner, Tch
 #[test]
 fn every_method_matches_between_ndarray_and_tch() {
     let torch = TchBackend::cuda_if_available();
-    eprintln!(
-        "parity against {} (CUDA available: {})",
-        torch.name(),
-        tch::Cuda::is_available()
-    );
+    eprintln!("parity against {} (CUDA available: {})", torch.name(), tch::Cuda::is_available());
     for (seed, frames, h, w, d) in [(11u64, 4, 6, 6, 32), (12, 8, 4, 5, 48)] {
         let data = inputs(seed, frames, h, w, d);
         let cpu_set = token_set(&CpuBackend, &data);
@@ -32,15 +28,9 @@ fn every_method_matches_between_ndarray_and_tch() {
                     (None, None) => {}
                     (Some(x), Some(y)) => {
                         let y = torch.download(y).unwrap();
-                        let worst = x
-                            .iter()
-                            .zip(y.iter())
-                            .map(|(p, q)| (p - q).abs() / (1.0 + p.abs()))
-                            .fold(0f32, f32::max);
-                        assert!(
-                            worst <= 1e-5,
-                            "{name} at {budget}: merged features differ by {worst}"
-                        );
+                        let worst =
+                            x.iter().zip(y.iter()).map(|(p, q)| (p - q).abs() / (1.0 + p.abs())).fold(0f32, f32::max);
+                        assert!(worst <= 1e-5, "{name} at {budget}: merged features differ by {worst}");
                     }
                     _ => panic!("{name}: one backend merged, the other did not"),
                 }
@@ -53,16 +43,10 @@ fn every_method_matches_between_ndarray_and_tch() {
 fn half_precision_inputs_are_scored_in_f32() {
     let torch = TchBackend::cuda_if_available();
     let data = inputs(13, 2, 4, 4, 16);
-    let half = torch
-        .upload(data.features.view())
-        .unwrap()
-        .to_kind(tch::Kind::Half);
+    let half = torch.upload(data.features.view()).unwrap().to_kind(tch::Kind::Half);
     let adopted = torch.adopt(&half).unwrap();
     assert_eq!(adopted.kind(), tch::Kind::Float);
     let set = tokensieve_pruners::TokenSet::new(&torch, adopted).unwrap();
     let (m, _) = Method::from_spec("todre:pivot=random").unwrap();
-    assert_eq!(
-        prune(&torch, &m, &set, Budget::Keep(5)).unwrap().kept.len(),
-        5
-    );
+    assert_eq!(prune(&torch, &m, &set, Budget::Keep(5)).unwrap().kept.len(), 5);
 }

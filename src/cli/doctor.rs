@@ -62,18 +62,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "assets": {"dir": asset_dir, "files": status},
             "healthy": healthy,
         });
-        emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        ))?;
+        emit(&format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()))?;
     } else {
         let mut text = String::new();
         macro_rules! say { ($($t:tt)*) => {{ text += &format!($($t)*); text.push('\n'); }} }
-        say!(
-            "tokensieve {} (features: {})",
-            env!("CARGO_PKG_VERSION"),
-            features().join(", ")
-        );
+        say!("tokensieve {} (features: {})", env!("CARGO_PKG_VERSION"), features().join(", "));
         match &torch {
             Ok(t) => {
                 let device = if t.cuda_available {
@@ -85,12 +78,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 } else {
                     "CPU (no CUDA device)".to_string()
                 };
-                say!(
-                    "libtorch      {} [{}] at {}",
-                    t.version,
-                    device,
-                    t.library_dir
-                );
+                say!("libtorch      {} [{}] at {}", t.version, device, t.library_dir);
             }
             Err(e) => say!("libtorch      unavailable: {e}"),
         }
@@ -100,30 +88,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         match &ff {
             #[cfg(feature = "video")]
-            Ok(i) => say!(
-                "ffmpeg        {} (libavcodec {}, libavformat {})",
-                i.version,
-                i.avcodec,
-                i.avformat
-            ),
+            Ok(i) => say!("ffmpeg        {} (libavcodec {}, libavformat {})", i.version, i.avcodec, i.avformat),
             #[cfg(not(feature = "video"))]
             Ok(_) => {}
             Err(e) => say!("ffmpeg        unavailable: {e}"),
         }
         let present = status.iter().filter(|s| s.ok).count();
-        say!(
-            "assets        {} ({present} of {} present)",
-            asset_dir.display(),
-            status.len()
-        );
+        say!("assets        {} ({present} of {} present)", asset_dir.display(), status.len());
         for s in &status {
             let state = match (s.ok, s.found_bytes) {
                 (true, Some(b)) => format!("ok       {:>11} B", b),
-                (false, Some(b)) => format!(
-                    "BAD SIZE {:>11} B (expected {})",
-                    b,
-                    s.asset.bytes.unwrap_or(0)
-                ),
+                (false, Some(b)) => format!("BAD SIZE {:>11} B (expected {})", b, s.asset.bytes.unwrap_or(0)),
                 _ => "MISSING".to_string(),
             };
             say!("  {state}  {}  ({})", s.asset.name, s.asset.package);

@@ -35,20 +35,12 @@ pub struct CliError {
 impl CliError {
     /// A usage error (exit 2).
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        CliError {
-            message: message.into(),
-            hint: Some(hint.into()),
-            code: 2,
-        }
+        CliError { message: message.into(), hint: Some(hint.into()), code: 2 }
     }
 
     /// A runtime error (exit 1).
     pub fn runtime(message: impl Into<String>, hint: Option<String>) -> Self {
-        CliError {
-            message: message.into(),
-            hint,
-            code: 1,
-        }
+        CliError { message: message.into(), hint, code: 1 }
     }
 }
 
@@ -58,9 +50,7 @@ pub fn emit(text: &str) -> Result<(), CliError> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(CliError::runtime(format!("stdout: {e}"), None))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::runtime(format!("stdout: {e}"), None)),
         _ => Ok(()),
     }
 }

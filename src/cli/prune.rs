@@ -6,9 +6,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokensieve::npy;
-use tokensieve::pruners::{
-    prune, Backend, Budget, CpuBackend, Layout, Method, PruneError, Pruner, TokenSet, METHODS,
-};
+use tokensieve::pruners::{prune, Backend, Budget, CpuBackend, Layout, Method, PruneError, Pruner, TokenSet, METHODS};
 
 /// Arguments of `prune`.
 #[derive(Debug, clap::Args)]
@@ -65,42 +63,25 @@ pub struct Args {
 
 fn prune_error(e: PruneError) -> CliError {
     match e {
-        PruneError::NonFinite { .. } | PruneError::Backend(_) => {
-            CliError::runtime(e.to_string(), None)
+        PruneError::NonFinite { .. } | PruneError::Backend(_) => CliError::runtime(e.to_string(), None),
+        PruneError::UnknownMethod(_) | PruneError::Param { .. } => {
+            CliError::usage(e.to_string(), "`tokensieve prune --list` shows every method and its parameters")
         }
-        PruneError::UnknownMethod(_) | PruneError::Param { .. } => CliError::usage(
-            e.to_string(),
-            "`tokensieve prune --list` shows every method and its parameters",
-        ),
-        PruneError::MissingSignal { .. } => {
-            CliError::usage(e.to_string(), "pass the signal's .npy file")
-        }
-        _ => CliError::usage(
-            e.to_string(),
-            "check the shapes and the budget against `tokensieve prune --help`",
-        ),
+        PruneError::MissingSignal { .. } => CliError::usage(e.to_string(), "pass the signal's .npy file"),
+        _ => CliError::usage(e.to_string(), "check the shapes and the budget against `tokensieve prune --help`"),
     }
 }
 
 fn load(path: &Path) -> Result<npy::NpyArray, CliError> {
-    npy::read(path).map_err(|e| {
-        CliError::runtime(
-            e.to_string(),
-            Some("save arrays with numpy.save as float32".into()),
-        )
-    })
+    npy::read(path).map_err(|e| CliError::runtime(e.to_string(), Some("save arrays with numpy.save as float32".into())))
 }
 
 fn matrix(path: &Path, name: &'static str) -> Result<Array2<f32>, CliError> {
     let a = load(path)?;
     match a.shape.as_slice() {
-        [r, c] => Array2::from_shape_vec((*r, *c), a.data)
-            .map_err(|e| CliError::runtime(e.to_string(), None)),
+        [r, c] => Array2::from_shape_vec((*r, *c), a.data).map_err(|e| CliError::runtime(e.to_string(), None)),
         other => Err(CliError::usage(
-            format!(
-                "{}: {name} must be 2-D, got shape {other:?}",
-                path.display()
-            ),
+            format!("{}: {name} must be 2-D, got shape {other:?}", path.display()),
             "reshape to [rows, width] before saving",
         )),
     }
@@ -111,10 +92,7 @@ fn vector(path: &Path, name: &'static str) -> Result<Vec<f32>, CliError> {
     match a.shape.as_slice() {
         [_] | [_, 1] | [1, _] => Ok(a.data),
         other => Err(CliError::usage(
-            format!(
-                "{}: {name} must be 1-D (one value per token), got shape {other:?}",
-                path.display()
-            ),
+            format!("{}: {name} must be 1-D (one value per token), got shape {other:?}", path.display()),
             "save a vector of length N",
         )),
     }
@@ -124,16 +102,8 @@ fn layout(spec: &str) -> Result<Layout, CliError> {
     let dims: Result<Vec<usize>, _> = spec.split(',').map(|s| s.trim().parse::<usize>()).collect();
     match dims.as_deref() {
         Ok([f, h, w]) => Ok(Layout::frames(*f, *h, *w)),
-        Ok([v, f, h, w]) => Ok(Layout::Grid {
-            views: *v,
-            frames: *f,
-            height: *h,
-            width: *w,
-        }),
-        _ => Err(CliError::usage(
-            format!("--grid {spec} is not F,H,W or V,F,H,W"),
-            "for example --grid 8,14,14",
-        )),
+        Ok([v, f, h, w]) => Ok(Layout::Grid { views: *v, frames: *f, height: *h, width: *w }),
+        _ => Err(CliError::usage(format!("--grid {spec} is not F,H,W or V,F,H,W"), "for example --grid 8,14,14")),
     }
 }
 
@@ -146,12 +116,7 @@ fn list() -> String {
             text += &format!("{:<14}   needs: {}\n", "", needs.join(", "));
         }
         for p in m.params {
-            text += &format!(
-                "{:<14}   {:<22} {}\n",
-                "",
-                format!("{}={}", p.name, p.default),
-                p.help
-            );
+            text += &format!("{:<14}   {:<22} {}\n", "", format!("{}={}", p.name, p.default), p.help);
         }
     }
     text
@@ -181,14 +146,8 @@ struct Outcome {
     elapsed_ms: f64,
 }
 
-fn execute<B: Backend>(
-    backend: &B,
-    method: &Method,
-    inputs: Inputs,
-    budget: Budget,
-) -> Result<Outcome, PruneError> {
-    let mut tokens = TokenSet::new(backend, backend.upload(inputs.features.view())?)?
-        .with_layout(inputs.layout)?;
+fn execute<B: Backend>(backend: &B, method: &Method, inputs: Inputs, budget: Budget) -> Result<Outcome, PruneError> {
+    let mut tokens = TokenSet::new(backend, backend.upload(inputs.features.view())?)?.with_layout(inputs.layout)?;
     if let Some(k) = inputs.keys {
         tokens = tokens.with_keys(backend, backend.upload(k.view())?)?;
     }
@@ -230,28 +189,19 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return emit(&list());
     }
     let (Some(features_path), Some(spec)) = (&args.features, &args.method) else {
-        return Err(CliError::usage(
-            "--features and --method are required",
-            "see `tokensieve prune --help`",
-        ));
+        return Err(CliError::usage("--features and --method are required", "see `tokensieve prune --help`"));
     };
     let (name, mut pairs) = tokensieve::pruners::params::parse_spec(spec).map_err(prune_error)?;
     for p in &args.params {
         let (k, v) = p.split_once('=').ok_or_else(|| {
-            CliError::usage(
-                format!("--param {p} is not key=value"),
-                "for example --param lambda=0.7",
-            )
+            CliError::usage(format!("--param {p} is not key=value"), "for example --param lambda=0.7")
         })?;
         pairs.push((k.to_string(), v.to_string()));
     }
     if let Some(seed) = args.seed {
         let info = tokensieve::pruners::lookup(&name).map_err(prune_error)?;
         if !info.params.iter().any(|p| p.name == "seed") {
-            return Err(CliError::usage(
-                format!("method `{name}` takes no seed"),
-                "drop --seed",
-            ));
+            return Err(CliError::usage(format!("method `{name}` takes no seed"), "drop --seed"));
         }
         pairs.push(("seed".into(), seed.to_string()));
     }
@@ -259,47 +209,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let budget = match (args.keep, args.ratio) {
         (Some(k), _) => Budget::Keep(k),
         (None, Some(r)) => Budget::Ratio(r),
-        _ => {
-            return Err(CliError::usage(
-                "give --keep K or --ratio R",
-                "for example --ratio 0.1",
-            ))
-        }
+        _ => return Err(CliError::usage("give --keep K or --ratio R", "for example --ratio 0.1")),
     };
     budget.validate().map_err(prune_error)?;
     let inputs = Inputs {
         features: matrix(features_path, "features")?,
-        keys: args
-            .keys
-            .as_deref()
-            .map(|p| matrix(p, "keys"))
-            .transpose()?,
-        query: args
-            .query
-            .as_deref()
-            .map(|p| matrix(p, "query"))
-            .transpose()?,
-        cls: args
-            .cls_attn
-            .as_deref()
-            .map(|p| vector(p, "cls attention"))
-            .transpose()?,
-        importance: args
-            .importance
-            .as_deref()
-            .map(|p| vector(p, "importance"))
-            .transpose()?,
-        relevance: args
-            .relevance
-            .as_deref()
-            .map(|p| vector(p, "relevance"))
-            .transpose()?,
-        layout: args
-            .grid
-            .as_deref()
-            .map(layout)
-            .transpose()?
-            .unwrap_or(Layout::Flat),
+        keys: args.keys.as_deref().map(|p| matrix(p, "keys")).transpose()?,
+        query: args.query.as_deref().map(|p| matrix(p, "query")).transpose()?,
+        cls: args.cls_attn.as_deref().map(|p| vector(p, "cls attention")).transpose()?,
+        importance: args.importance.as_deref().map(|p| vector(p, "importance")).transpose()?,
+        relevance: args.relevance.as_deref().map(|p| vector(p, "relevance")).transpose()?,
+        layout: args.grid.as_deref().map(layout).transpose()?.unwrap_or(Layout::Flat),
     };
     let (n, d) = inputs.features.dim();
     let backend_name;
@@ -327,8 +247,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(path) = &args.merged_out {
         let (rows, cols) = outcome.output.dim();
         let data: Vec<f32> = outcome.output.iter().copied().collect();
-        npy::write_f32(path, &[rows, cols], &data)
-            .map_err(|e| CliError::runtime(e.to_string(), None))?;
+        npy::write_f32(path, &[rows, cols], &data).map_err(|e| CliError::runtime(e.to_string(), None))?;
     }
     if args.json {
         let mut out = json!({

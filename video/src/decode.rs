@@ -87,81 +87,42 @@ struct Source {
 }
 
 fn open(path: &Path) -> Result<Source, VideoError> {
-    let fail = |reason: String| VideoError::Open {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let fail = |reason: String| VideoError::Open { path: path.to_path_buf(), reason };
     ffmpeg::init().map_err(|e| fail(e.to_string()))?;
     if !path.is_file() {
         return Err(fail("no such file".into()));
     }
     let input = ffmpeg::format::input(&path).map_err(|e| fail(e.to_string()))?;
-    let stream = input
-        .streams()
-        .best(Type::Video)
-        .ok_or(VideoError::NoVideoStream {
-            path: path.to_path_buf(),
-        })?;
+    let stream = input.streams().best(Type::Video).ok_or(VideoError::NoVideoStream { path: path.to_path_buf() })?;
     let index = stream.index();
     let tb = stream.time_base();
     let time_base = f64::from(tb.numerator()) / f64::from(tb.denominator().max(1));
     let rate = stream.avg_frame_rate();
-    let fps = if rate.denominator() != 0 && rate.numerator() > 0 {
-        f64::from(rate)
-    } else {
-        25.0
-    };
+    let fps = if rate.denominator() != 0 && rate.numerator() > 0 { f64::from(rate) } else { 25.0 };
     let duration = if stream.duration() > 0 {
         stream.duration() as f64 * time_base
     } else {
         input.duration().max(0) as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE)
     };
-    let frames = if stream.frames() > 0 {
-        stream.frames() as usize
-    } else {
-        (duration * fps).round() as usize
-    };
-    let context = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
-        .map_err(|e| fail(e.to_string()))?;
-    let decoder = context
-        .decoder()
-        .video()
-        .map_err(|e| fail(format!("unsupported codec: {e}")))?;
-    let info = VideoInfo {
-        duration,
-        fps,
-        frames,
-        width: decoder.width(),
-        height: decoder.height(),
-    };
-    Ok(Source {
-        path: path.to_path_buf(),
-        input,
-        stream: index,
-        time_base,
-        decoder,
-        info,
-        eof_sent: false,
-    })
+    let frames = if stream.frames() > 0 { stream.frames() as usize } else { (duration * fps).round() as usize };
+    let context =
+        ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(|e| fail(e.to_string()))?;
+    let decoder = context.decoder().video().map_err(|e| fail(format!("unsupported codec: {e}")))?;
+    let info = VideoInfo { duration, fps, frames, width: decoder.width(), height: decoder.height() };
+    Ok(Source { path: path.to_path_buf(), input, stream: index, time_base, decoder, info, eof_sent: false })
 }
 
 impl Source {
     fn seek(&mut self, seconds: f64) -> Result<(), VideoError> {
         let ts = (seconds * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
-        self.input
-            .seek(ts, ..ts)
-            .map_err(|e| self.error(seconds, e))?;
+        self.input.seek(ts, ..ts).map_err(|e| self.error(seconds, e))?;
         self.decoder.flush();
         self.eof_sent = false;
         Ok(())
     }
 
     fn error(&self, seconds: f64, e: ffmpeg::Error) -> VideoError {
-        VideoError::Decode {
-            path: self.path.clone(),
-            seconds,
-            reason: e.to_string(),
-        }
+        VideoError::Decode { path: self.path.clone(), seconds, reason: e.to_string() }
     }
 
     /// The next decoded frame, or `None` at the end of the stream.
@@ -202,12 +163,7 @@ pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
 
 /// Decodes the frames at `timestamps` (seconds, any order; returned in ascending order) scaled to `width x height`.
 /// Targets past the end return the last decodable frame.
-pub fn decode_at(
-    path: &Path,
-    timestamps: &[f64],
-    width: u32,
-    height: u32,
-) -> Result<Vec<Frame>, VideoError> {
+pub fn decode_at(path: &Path, timestamps: &[f64], width: u32, height: u32) -> Result<Vec<Frame>, VideoError> {
     let mut source = open(path)?;
     let mut scaler = Scaler::get(
         source.decoder.format(),
@@ -218,10 +174,7 @@ pub fn decode_at(
         height,
         Flags::BILINEAR,
     )
-    .map_err(|e| VideoError::Open {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    .map_err(|e| VideoError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
     let mut targets = timestamps.to_vec();
     targets.sort_by(f64::total_cmp);
     let half_frame = 0.5 / source.info.fps;
@@ -241,14 +194,10 @@ pub fn decode_at(
             position = source.seconds(&decoded);
         }
         if !have_frame {
-            return Err(VideoError::Empty {
-                path: path.to_path_buf(),
-            });
+            return Err(VideoError::Empty { path: path.to_path_buf() });
         }
         let mut rgb = ffmpeg::frame::Video::empty();
-        scaler
-            .run(&decoded, &mut rgb)
-            .map_err(|e| source.error(position, e))?;
+        scaler.run(&decoded, &mut rgb).map_err(|e| source.error(position, e))?;
         let stride = rgb.stride(0);
         let row = width as usize * 3;
         let data = rgb.data(0);
@@ -256,31 +205,19 @@ pub fn decode_at(
         for y in 0..height as usize {
             bytes.extend_from_slice(&data[y * stride..y * stride + row]);
         }
-        out.push(Frame {
-            timestamp: position,
-            width,
-            height,
-            rgb: bytes,
-        });
+        out.push(Frame { timestamp: position, width, height, rgb: bytes });
     }
     Ok(out)
 }
 
 /// `count` frames at lmms-eval's uniform positions (`linspace(0, N − 1, count)`, truncated), scaled.
-pub fn sample_uniform(
-    path: &Path,
-    count: usize,
-    width: u32,
-    height: u32,
-) -> Result<Vec<Frame>, VideoError> {
+pub fn sample_uniform(path: &Path, count: usize, width: u32, height: u32) -> Result<Vec<Frame>, VideoError> {
     let info = probe(path)?;
     let n = info.frames.max(1);
     let indices: Vec<usize> = match count {
         0 => Vec::new(),
         1 => vec![0],
-        _ => (0..count)
-            .map(|i| (i as f64 * (n - 1) as f64 / (count - 1) as f64) as usize)
-            .collect(),
+        _ => (0..count).map(|i| (i as f64 * (n - 1) as f64 / (count - 1) as f64) as usize).collect(),
     };
     let times: Vec<f64> = indices.iter().map(|&i| i as f64 / info.fps).collect();
     decode_at(path, &times, width, height)

@@ -29,9 +29,8 @@ fn triple(v: u32) -> String {
 pub fn ffmpeg_info() -> Result<FfmpegInfo, ffmpeg_next::Error> {
     ffmpeg_next::init()?;
     // SAFETY: av_version_info returns a pointer to a static, NUL-terminated string owned by libavutil.
-    let version = unsafe { std::ffi::CStr::from_ptr(ffmpeg_next::ffi::av_version_info()) }
-        .to_string_lossy()
-        .into_owned();
+    let version =
+        unsafe { std::ffi::CStr::from_ptr(ffmpeg_next::ffi::av_version_info()) }.to_string_lossy().into_owned();
     Ok(FfmpegInfo {
         version,
         avcodec: triple(ffmpeg_next::codec::version()),

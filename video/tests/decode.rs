@@ -6,16 +6,9 @@ use tokensieve_video::{decode_at, probe, sample_uniform, VideoError};
 fn asset(name: &str) -> PathBuf {
     let root = std::env::var_os("TOKENSIEVE_ASSETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/tokensieve/assets")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tokensieve/assets"));
     let path = root.join(name);
-    assert!(
-        path.is_file(),
-        "asset {} is missing: run `make setup`",
-        path.display()
-    );
+    assert!(path.is_file(), "asset {} is missing: run `make setup`", path.display());
     path
 }
 
@@ -35,17 +28,10 @@ fn uniform_sampling_seeks_to_the_requested_times() {
     for (i, f) in frames.iter().enumerate() {
         let index = (i as f64 * (info.frames - 1) as f64 / 7.0) as usize;
         let expected = index as f64 / info.fps;
-        assert!(
-            (f.timestamp - expected).abs() <= 0.5 / info.fps + 1e-6,
-            "frame {i}: {} vs {expected}",
-            f.timestamp
-        );
+        assert!((f.timestamp - expected).abs() <= 0.5 / info.fps + 1e-6, "frame {i}: {} vs {expected}", f.timestamp);
         assert_eq!(f.rgb.len(), 64 * 48 * 3);
     }
-    assert_ne!(
-        frames[0].rgb, frames[7].rgb,
-        "first and last frames should differ"
-    );
+    assert_ne!(frames[0].rgb, frames[7].rgb, "first and last frames should differ");
 }
 
 #[test]
@@ -59,10 +45,7 @@ fn h264_frames_land_on_their_timestamps() {
 
 #[test]
 fn bad_inputs_are_typed_errors() {
-    assert!(matches!(
-        probe("/nonexistent/clip.mp4".as_ref()),
-        Err(VideoError::Open { .. })
-    ));
+    assert!(matches!(probe("/nonexistent/clip.mp4".as_ref()), Err(VideoError::Open { .. })));
     let dir = std::env::temp_dir().join(format!("tokensieve-video-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let text = dir.join("notes.mp4");

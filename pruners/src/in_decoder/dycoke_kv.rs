@@ -27,12 +27,7 @@ pub struct DynamicKv {
 impl DynamicKv {
     /// With the paper's defaults (`p = 0.8`, threshold 0.9).
     pub fn new() -> Self {
-        DynamicKv {
-            prune: 0.8,
-            threshold: 0.9,
-            previous: None,
-            kept: Vec::new(),
-        }
+        DynamicKv { prune: 0.8, threshold: 0.9, previous: None, kept: Vec::new() }
     }
 
     /// Feeds one step's image attention; returns the image offsets layers >= 3 should attend to and whether the
@@ -43,12 +38,10 @@ impl DynamicKv {
             let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
             dot / (norm(p) * norm(attention) + 1e-8)
         });
-        let refresh = cos.is_none_or(|c| c < self.threshold)
-            || self.previous.as_ref().map(Vec::len) != Some(attention.len());
+        let refresh =
+            cos.is_none_or(|c| c < self.threshold) || self.previous.as_ref().map(Vec::len) != Some(attention.len());
         if refresh {
-            let k = Budget::Ratio((1.0 - self.prune).max(f64::MIN_POSITIVE))
-                .resolve(attention.len())?
-                .k;
+            let k = Budget::Ratio((1.0 - self.prune).max(f64::MIN_POSITIVE)).resolve(attention.len())?.k;
             self.kept = top_image_tokens(attention, k);
         }
         self.previous = Some(attention.to_vec());

@@ -26,10 +26,7 @@ pub struct FastV {
 
 impl Default for FastV {
     fn default() -> Self {
-        FastV {
-            layer: 2,
-            ratio: 0.5,
-        }
+        FastV { layer: 2, ratio: 0.5 }
     }
 }
 
@@ -78,12 +75,7 @@ mod tests {
         // Sequence: 2 prefix tokens, 4 image tokens (2..6), 1 text token.
         let row = [0.3, 0.1, 0.05, 0.2, 0.01, 0.15, 0.19];
         assert_eq!(FastV::default().select(&row, 2..6).unwrap(), vec![1, 3]);
-        assert!(FastV {
-            layer: 0,
-            ratio: 0.5
-        }
-        .select(&row, 2..6)
-        .is_err());
+        assert!(FastV { layer: 0, ratio: 0.5 }.select(&row, 2..6).is_err());
         assert!(FastV::default().select(&row, 2..9).is_err());
         assert!(FastV::default().select(&[f32::NAN; 7], 2..6).is_err());
     }

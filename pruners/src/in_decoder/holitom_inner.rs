@@ -25,9 +25,7 @@ pub fn merge<B: Backend>(
     true_mean: bool,
 ) -> Result<(Vec<usize>, B::Matrix)> {
     let n = attention.len();
-    let k = Budget::Ratio((1.0 - r).clamp(f64::MIN_POSITIVE, 1.0))
-        .resolve(n)?
-        .k;
+    let k = Budget::Ratio((1.0 - r).clamp(f64::MIN_POSITIVE, 1.0)).resolve(n)?.k;
     let kept = top_image_tokens(attention, k);
     let mut is_kept = vec![false; n];
     kept.iter().for_each(|&i| is_kept[i] = true);
@@ -61,13 +59,7 @@ pub fn merge<B: Backend>(
     }
     let groups: Vec<Vec<(usize, f32)>> = weights
         .iter()
-        .map(|w| {
-            w.iter()
-                .enumerate()
-                .filter(|(_, v)| **v != 0.0)
-                .map(|(i, v)| (i, *v))
-                .collect()
-        })
+        .map(|w| w.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, v)| (i, *v)).collect())
         .collect();
     Ok((kept, backend.combine_rows(hidden, &groups, false)?))
 }

@@ -16,11 +16,7 @@ use crate::error::{PruneError, Result};
 use std::ops::Range;
 
 /// The image-token columns of an attention row, checked against the row length and for finiteness.
-pub(crate) fn image_columns<'a>(
-    row: &'a [f32],
-    span: &Range<usize>,
-    name: &'static str,
-) -> Result<&'a [f32]> {
+pub(crate) fn image_columns<'a>(row: &'a [f32], span: &Range<usize>, name: &'static str) -> Result<&'a [f32]> {
     if span.end > row.len() || span.start > span.end {
         return Err(PruneError::Shape {
             tensor: name,
@@ -29,11 +25,7 @@ pub(crate) fn image_columns<'a>(
         });
     }
     if let Some(i) = row.iter().position(|v| !v.is_finite()) {
-        return Err(PruneError::NonFinite {
-            tensor: name,
-            index: i,
-            value: row[i],
-        });
+        return Err(PruneError::NonFinite { tensor: name, index: i, value: row[i] });
     }
     Ok(&row[span.clone()])
 }

@@ -21,9 +21,7 @@ pub struct PyramidDrop {
 
 impl Default for PyramidDrop {
     fn default() -> Self {
-        PyramidDrop {
-            stages: vec![(8, 0.5), (16, 0.25), (24, 0.125)],
-        }
+        PyramidDrop { stages: vec![(8, 0.5), (16, 0.25), (24, 0.125)] }
     }
 }
 
@@ -36,26 +34,19 @@ impl PyramidDrop {
                 return Err(PruneError::Param {
                     method: "pdrop".into(),
                     param: "stages".into(),
-                    reason: format!("must have ascending layers and non-increasing fractions in (0, 1], got {:?}", self.stages),
+                    reason: format!(
+                        "must have ascending layers and non-increasing fractions in (0, 1], got {:?}",
+                        self.stages
+                    ),
                 });
             }
             last = (layer, fraction);
         }
-        Ok(self
-            .stages
-            .iter()
-            .map(|&(_, f)| ((n as f64 * f).round_ties_even() as usize).clamp(n.min(1), n))
-            .collect())
+        Ok(self.stages.iter().map(|&(_, f)| ((n as f64 * f).round_ties_even() as usize).clamp(n.min(1), n)).collect())
     }
 
     /// Offsets (into the image tokens still present) kept at stage `s`, from the last instruction token's row.
-    pub fn select(
-        &self,
-        stage: usize,
-        original: usize,
-        row: &[f32],
-        image: Range<usize>,
-    ) -> Result<Vec<usize>> {
+    pub fn select(&self, stage: usize, original: usize, row: &[f32], image: Range<usize>) -> Result<Vec<usize>> {
         let counts = self.counts(original)?;
         let k = *counts.get(stage).ok_or_else(|| PruneError::Param {
             method: "pdrop".into(),
@@ -76,17 +67,13 @@ mod tests {
         let p = PyramidDrop::default();
         assert_eq!(p.counts(576).unwrap(), vec![288, 144, 72]);
         assert_eq!(p.counts(2880).unwrap(), vec![1440, 720, 360]);
-        let bad = PyramidDrop {
-            stages: vec![(8, 0.5), (4, 0.25)],
-        };
+        let bad = PyramidDrop { stages: vec![(8, 0.5), (4, 0.25)] };
         assert!(bad.counts(10).is_err());
     }
 
     #[test]
     fn selects_by_last_instruction_attention() {
-        let p = PyramidDrop {
-            stages: vec![(1, 0.5)],
-        };
+        let p = PyramidDrop { stages: vec![(1, 0.5)] };
         let row = [0.1, 0.4, 0.1, 0.3, 0.1];
         assert_eq!(p.select(0, 4, &row, 1..5).unwrap(), vec![0, 2]);
     }

@@ -51,9 +51,7 @@ pub fn raters<B: Backend>(backend: &B, visual: &B::Matrix, text: &B::Matrix) -> 
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let exp: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
         let sum: f32 = exp.iter().sum();
-        m.iter_mut()
-            .zip(&exp)
-            .for_each(|(acc, e)| *acc += e / sum / nv as f32);
+        m.iter_mut().zip(&exp).for_each(|(acc, e)| *acc += e / sum / nv as f32);
     }
     let mean = m.iter().sum::<f32>() / nt as f32;
     Ok((0..nt).filter(|&j| m[j] > mean).collect())
@@ -64,9 +62,7 @@ pub fn scores(rater_rows: &[Vec<f32>], image: Range<usize>) -> Result<Vec<f32>> 
     let mut out = vec![0f32; image.len()];
     for row in rater_rows {
         let cols = image_columns(row, &image, "sparsevlm rater row")?;
-        out.iter_mut()
-            .zip(cols)
-            .for_each(|(o, v)| *o += v / rater_rows.len() as f32);
+        out.iter_mut().zip(cols).for_each(|(o, v)| *o += v / rater_rows.len() as f32);
     }
     Ok(out)
 }
@@ -77,11 +73,7 @@ pub fn select(scores: &[f32], keep: usize) -> Vec<usize> {
 }
 
 /// Recycling: merged tokens `[c, D]` from the pruned tokens' features and scores.
-pub fn recycle<B: Backend>(
-    backend: &B,
-    pruned: &B::Matrix,
-    pruned_scores: &[f32],
-) -> Result<Option<B::Matrix>> {
+pub fn recycle<B: Backend>(backend: &B, pruned: &B::Matrix, pruned_scores: &[f32]) -> Result<Option<B::Matrix>> {
     let count = (pruned_scores.len() as f64 * 0.3) as usize;
     if count == 0 {
         return Ok(None);
@@ -90,12 +82,7 @@ pub fn recycle<B: Backend>(
     let candidates = backend.gather_rows(pruned, &best)?;
     let clusters = dpc_knn(backend, &candidates, count / 10 + 1, 7.min(count))?;
     let groups: Vec<Vec<(usize, f32)>> = (0..clusters.centres.len())
-        .map(|c| {
-            (0..count)
-                .filter(|&i| clusters.assignment[i] == c)
-                .map(|i| (i, 1.0))
-                .collect()
-        })
+        .map(|c| (0..count).filter(|&i| clusters.assignment[i] == c).map(|i| (i, 1.0)).collect())
         .collect();
     Ok(Some(backend.combine_rows(&candidates, &groups, true)?))
 }
@@ -121,13 +108,7 @@ mod tests {
         assert_eq!(keep_table(64).unwrap(), [66, 30, 17]);
         assert!(keep_table(100).is_err());
         let pruned = ndarray::Array2::from_shape_fn((20, 3), |(i, j)| (i * (j + 1)) as f32);
-        let merged = recycle(
-            &CpuBackend,
-            &pruned,
-            &(0..20).map(|i| i as f32).collect::<Vec<_>>(),
-        )
-        .unwrap()
-        .unwrap();
+        let merged = recycle(&CpuBackend, &pruned, &(0..20).map(|i| i as f32).collect::<Vec<_>>()).unwrap().unwrap();
         assert_eq!(merged.nrows(), 1);
     }
 }

@@ -43,25 +43,14 @@ pub fn test(
     let share = |rows: &[Vec<f32>], cols: &Range<usize>| -> Result<f32> {
         let (mut part, mut total) = (0f64, 0f64);
         for row in rows {
-            part += image_columns(row, cols, "todre stage-2 row")?
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>();
+            part += image_columns(row, cols, "todre stage-2 row")?.iter().map(|&v| v as f64).sum::<f64>();
             total += row.iter().map(|&v| v as f64).sum::<f64>();
         }
-        Ok(if total > 0.0 {
-            (part / total) as f32
-        } else {
-            0.0
-        })
+        Ok(if total > 0.0 { (part / total) as f32 } else { 0.0 })
     };
     let text_to_visual = share(text_rows, &visual)?;
     let visual_to_text = share(visual_rows, &text)?;
-    Ok(Stage2 {
-        text_to_visual,
-        visual_to_text,
-        drop_visual: text_to_visual < tau && visual_to_text < tau,
-    })
+    Ok(Stage2 { text_to_visual, visual_to_text, drop_visual: text_to_visual < tau && visual_to_text < tau })
 }
 
 #[cfg(test)]

@@ -41,25 +41,13 @@ pub struct CdPruner {
 impl CdPruner {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 2] = [
-        ParamSpec {
-            name: "sign",
-            default: "-1",
-            help: "-1 (reference, CLIP-specific) or 1",
-        },
-        ParamSpec {
-            name: "theta",
-            default: "0",
-            help: "relevance sharpening exp(θ/(2(1−θ))·r), 0 = off",
-        },
+        ParamSpec { name: "sign", default: "-1", help: "-1 (reference, CLIP-specific) or 1" },
+        ParamSpec { name: "theta", default: "0", help: "relevance sharpening exp(θ/(2(1−θ))·r), 0 = off" },
     ];
 
     /// Builds from parameters.
     pub fn from_params(p: &Params) -> Result<Self> {
-        let sign = if p.choice("sign", &["1", "+1", "-1"])? == "-1" {
-            -1.0
-        } else {
-            1.0
-        };
+        let sign = if p.choice("sign", &["1", "+1", "-1"])? == "-1" { -1.0 } else { 1.0 };
         let theta = p.float_in("theta", 0.0, 0.999)? as f32;
         Ok(CdPruner { sign, theta })
     }
@@ -70,22 +58,12 @@ impl Pruner for CdPruner {
         "cdpruner"
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let x = backend.normalize_rows(tokens.features())?;
         let raw = match (tokens.relevance(), tokens.query()) {
             (Some(r), _) => r.to_vec(),
             (None, Some(q)) => query_relevance(backend, &x, q, false, self.sign)?,
-            (None, None) => {
-                return Err(PruneError::MissingSignal {
-                    method: self.name(),
-                    signal: Signal::Query,
-                })
-            }
+            (None, None) => return Err(PruneError::MissingSignal { method: self.name(), signal: Signal::Query }),
         };
         let mut r = min_max(&raw);
         if self.theta > 0.0 {
@@ -118,9 +96,7 @@ impl Pruner for CdPruner {
                     *o = r[j] * r[i] * sims[i];
                 }
                 for (c, row) in coeffs.iter().zip(&rows) {
-                    out.iter_mut()
-                        .zip(&row[start..start + len])
-                        .for_each(|(o, v)| *o -= c * v);
+                    out.iter_mut().zip(&row[start..start + len]).for_each(|(o, v)| *o -= c * v);
                 }
                 out.iter_mut().for_each(|o| *o *= inv);
             });
@@ -132,15 +108,10 @@ impl Pruner for CdPruner {
         }
         let mut selection_note = None;
         if kept.len() < k {
-            let rest: Vec<f32> = (0..n)
-                .map(|i| if taken[i] { f32::NEG_INFINITY } else { r[i] })
-                .collect();
+            let rest: Vec<f32> = (0..n).map(|i| if taken[i] { f32::NEG_INFINITY } else { r[i] }).collect();
             let fill = top_k(&rest, k - kept.len());
-            selection_note = Some(format!(
-                "kernel rank exhausted after {} picks; {} filled by relevance",
-                kept.len(),
-                fill.len()
-            ));
+            selection_note =
+                Some(format!("kernel rank exhausted after {} picks; {} filled by relevance", kept.len(), fill.len()));
             kept.extend(fill);
         }
         let s = Selection::from_unsorted(kept, k);
@@ -162,41 +133,17 @@ mod tests {
         // Relevance favours 0 and its near-copy 1; the DPP's second pick is the diverse 2, not the copy.
         // Token 3 has the lowest relevance, so min-max scaling gives it r = 0 and it can never be picked.
         let x = array![[1.0f32, 0.0], [0.995, 0.0998], [0.0, 1.0], [-0.7, -0.7]];
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_relevance(vec![1.0, 0.95, 0.6, 0.0])
-            .unwrap();
-        let cd = CdPruner {
-            sign: -1.0,
-            theta: 0.0,
-        };
-        assert_eq!(
-            prune(&CpuBackend, &cd, &t, Budget::Keep(1)).unwrap().kept,
-            vec![0]
-        );
-        assert_eq!(
-            prune(&CpuBackend, &cd, &t, Budget::Keep(2)).unwrap().kept,
-            vec![0, 2]
-        );
+        let t = TokenSet::from_array(x).unwrap().with_relevance(vec![1.0, 0.95, 0.6, 0.0]).unwrap();
+        let cd = CdPruner { sign: -1.0, theta: 0.0 };
+        assert_eq!(prune(&CpuBackend, &cd, &t, Budget::Keep(1)).unwrap().kept, vec![0]);
+        assert_eq!(prune(&CpuBackend, &cd, &t, Budget::Keep(2)).unwrap().kept, vec![0, 2]);
     }
 
     #[test]
     fn duplicates_exhaust_the_kernel_and_are_filled_by_relevance() {
         let x = array![[1.0f32, 0.0], [1.0, 0.0], [1.0, 0.0]];
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_relevance(vec![0.2, 1.0, 0.5])
-            .unwrap();
-        let s = prune(
-            &CpuBackend,
-            &CdPruner {
-                sign: -1.0,
-                theta: 0.0,
-            },
-            &t,
-            Budget::Keep(2),
-        )
-        .unwrap();
+        let t = TokenSet::from_array(x).unwrap().with_relevance(vec![0.2, 1.0, 0.5]).unwrap();
+        let s = prune(&CpuBackend, &CdPruner { sign: -1.0, theta: 0.0 }, &t, Budget::Keep(2)).unwrap();
         assert_eq!(s.kept, vec![1, 2]);
         assert!(s.notes.iter().any(|n| n.contains("exhausted")));
     }
@@ -204,22 +151,7 @@ mod tests {
     #[test]
     fn needs_a_query_or_relevance() {
         let t = TokenSet::from_array(array![[1.0f32, 0.0], [0.0, 1.0]]).unwrap();
-        let err = prune(
-            &CpuBackend,
-            &CdPruner {
-                sign: -1.0,
-                theta: 0.0,
-            },
-            &t,
-            Budget::Keep(1),
-        )
-        .unwrap_err();
-        assert!(matches!(
-            err,
-            PruneError::MissingSignal {
-                signal: Signal::Query,
-                ..
-            }
-        ));
+        let err = prune(&CpuBackend, &CdPruner { sign: -1.0, theta: 0.0 }, &t, Budget::Keep(1)).unwrap_err();
+        assert!(matches!(err, PruneError::MissingSignal { signal: Signal::Query, .. }));
     }
 }

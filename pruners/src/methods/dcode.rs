@@ -43,26 +43,10 @@ pub struct DCoDe {
 impl DCoDe {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 4] = [
-        ParamSpec {
-            name: "top_k",
-            default: "auto",
-            help: "tokens kept per frame before merging (auto = k / frames)",
-        },
-        ParamSpec {
-            name: "theta",
-            default: "0.8",
-            help: "cosine threshold for merging",
-        },
-        ParamSpec {
-            name: "merge",
-            default: "mean",
-            help: "mean | max | weighted (by activation)",
-        },
-        ParamSpec {
-            name: "mode",
-            default: "fixed",
-            help: "fixed | reference (published code, merge=mean only)",
-        },
+        ParamSpec { name: "top_k", default: "auto", help: "tokens kept per frame before merging (auto = k / frames)" },
+        ParamSpec { name: "theta", default: "0.8", help: "cosine threshold for merging" },
+        ParamSpec { name: "merge", default: "mean", help: "mean | max | weighted (by activation)" },
+        ParamSpec { name: "mode", default: "fixed", help: "fixed | reference (published code, merge=mean only)" },
     ];
 
     /// Builds from parameters.
@@ -81,10 +65,7 @@ impl DCoDe {
             return Err(PruneError::Param {
                 method: "dcode".into(),
                 param: "merge".into(),
-                reason: format!(
-                    "= {} is not available with mode=reference (mean only)",
-                    d.merge
-                ),
+                reason: format!("= {} is not available with mode=reference (mean only)", d.merge),
             });
         }
         Ok(d)
@@ -112,9 +93,8 @@ impl DCoDe {
 
     /// The published in-place walk, tracked as linear coefficients over the frame's kept tokens.
     fn groups_reference(&self, sims: &[f32], t: usize) -> Vec<(usize, Vec<(usize, f32)>)> {
-        let mut coef: Vec<Vec<f32>> = (0..t)
-            .map(|i| (0..t).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
-            .collect();
+        let mut coef: Vec<Vec<f32>> =
+            (0..t).map(|i| (0..t).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect();
         let mut alive = vec![true; t];
         for i in 0..t {
             if !alive[i] {
@@ -126,27 +106,14 @@ impl DCoDe {
             }
             let mut merged = vec![0f32; t];
             for &j in &similar {
-                merged
-                    .iter_mut()
-                    .zip(&coef[j])
-                    .for_each(|(m, c)| *m += c / similar.len() as f32);
+                merged.iter_mut().zip(&coef[j]).for_each(|(m, c)| *m += c / similar.len() as f32);
             }
             coef[i] = merged;
             similar.iter().skip(1).for_each(|&j| alive[j] = false);
         }
         (0..t)
             .filter(|&i| alive[i])
-            .map(|i| {
-                (
-                    i,
-                    coef[i]
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| **c != 0.0)
-                        .map(|(j, c)| (j, *c))
-                        .collect(),
-                )
-            })
+            .map(|i| (i, coef[i].iter().enumerate().filter(|(_, c)| **c != 0.0).map(|(j, c)| (j, *c)).collect()))
             .collect()
     }
 }
@@ -160,12 +127,7 @@ impl Pruner for DCoDe {
         false
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let n = tokens.len();
         let layout = tokens.layout();
         let per_frame = layout.tokens_per_frame(n);
@@ -182,10 +144,7 @@ impl Pruner for DCoDe {
         for (f, &share) in shares.iter().enumerate() {
             let base = f * per_frame;
             let frame_norms = &norms[base..(base + per_frame).min(n)];
-            let order: Vec<usize> = top_k(frame_norms, share)
-                .into_iter()
-                .map(|i| base + i)
-                .collect();
+            let order: Vec<usize> = top_k(frame_norms, share).into_iter().map(|i| base + i).collect();
             let t = order.len();
             if t == 0 {
                 continue;
@@ -194,26 +153,14 @@ impl Pruner for DCoDe {
             let sims = backend.matmul_t(&g, &g)?;
             if self.mode == "reference" {
                 for (rep, members) in self.groups_reference(&sims, t) {
-                    out.push((
-                        order[rep],
-                        members.into_iter().map(|(j, c)| (order[j], c)).collect(),
-                    ));
+                    out.push((order[rep], members.into_iter().map(|(j, c)| (order[j], c)).collect()));
                 }
                 continue;
             }
             for (rep, members) in self.groups_fixed(&sims, t) {
                 let weighted = members
                     .iter()
-                    .map(|&j| {
-                        (
-                            order[j],
-                            if self.merge == "weighted" {
-                                norms[order[j]]
-                            } else {
-                                1.0
-                            },
-                        )
-                    })
+                    .map(|&j| (order[j], if self.merge == "weighted" { norms[order[j]] } else { 1.0 }))
                     .collect();
                 max_groups.push(members.iter().map(|&j| order[j]).collect());
                 out.push((order[rep], weighted));
@@ -233,9 +180,7 @@ impl Pruner for DCoDe {
         s.sizes = perm.iter().map(|&p| out[p].1.len()).collect();
         s.merged = Some(merged);
         if self.mode == "reference" {
-            s.notes.push(
-                "reference mode: the published walk (its output order was activation order)".into(),
-            );
+            s.notes.push("reference mode: the published walk (its output order was activation order)".into());
         }
         Ok(s)
     }
@@ -248,12 +193,7 @@ mod tests {
     use ndarray::array;
 
     fn dcode(mode: &'static str) -> DCoDe {
-        DCoDe {
-            top_k: None,
-            theta: 0.8,
-            merge: "mean",
-            mode,
-        }
+        DCoDe { top_k: None, theta: 0.8, merge: "mean", mode }
     }
 
     #[test]
@@ -264,11 +204,7 @@ mod tests {
         let s = prune(&CpuBackend, &dcode("fixed"), &t, Budget::Keep(3)).unwrap();
         assert_eq!(s.kept, vec![0, 2]);
         assert_eq!(s.sizes, vec![2, 1]);
-        assert_eq!(
-            s.sizes.iter().sum::<usize>(),
-            3,
-            "each top-k token counted once"
-        );
+        assert_eq!(s.sizes.iter().sum::<usize>(), 3, "each top-k token counted once");
         let m = s.merged.unwrap();
         assert!((m[[0, 0]] - 2.95).abs() < 1e-6 && (m[[0, 1]] - 0.05).abs() < 1e-6);
     }
@@ -280,13 +216,7 @@ mod tests {
         // mean(b_current, c) and, since b comes first, c is killed: only a survives and b is counted twice.
         let deg = |d: f32, r: f32| [r * d.to_radians().cos(), r * d.to_radians().sin()];
         // A fourth, weak token falls outside the top-3 so the budget is a real cut.
-        let rows: Vec<f32> = [
-            deg(0.0, 3.0),
-            deg(30.0, 2.0),
-            deg(60.0, 1.0),
-            deg(180.0, 0.1),
-        ]
-        .concat();
+        let rows: Vec<f32> = [deg(0.0, 3.0), deg(30.0, 2.0), deg(60.0, 1.0), deg(180.0, 0.1)].concat();
         let x = ndarray::Array2::from_shape_vec((4, 2), rows).unwrap();
         let t = TokenSet::from_array(x).unwrap();
         let mut d = dcode("fixed");

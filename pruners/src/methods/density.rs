@@ -45,21 +45,9 @@ pub struct Density {
 impl Density {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 4] = [
-        ParamSpec {
-            name: "clip_frames",
-            default: "4",
-            help: "frames per clip (LangDC's chunk size)",
-        },
-        ParamSpec {
-            name: "w",
-            default: "0.5",
-            help: "weight of temporal change vs spatial spread",
-        },
-        ParamSpec {
-            name: "b_min",
-            default: "1",
-            help: "tokens every clip keeps at least",
-        },
+        ParamSpec { name: "clip_frames", default: "4", help: "frames per clip (LangDC's chunk size)" },
+        ParamSpec { name: "w", default: "0.5", help: "weight of temporal change vs spatial spread" },
+        ParamSpec { name: "b_min", default: "1", help: "tokens every clip keeps at least" },
         ParamSpec {
             name: "inner",
             default: "todre",
@@ -90,16 +78,10 @@ impl Density {
                 base[c] += 1;
             }
         }
-        base.iter_mut()
-            .zip(sizes)
-            .for_each(|(b, &s)| *b = (*b + floor).min(s));
+        base.iter_mut().zip(sizes).for_each(|(b, &s)| *b = (*b + floor).min(s));
         let rest = budget.saturating_sub(base.iter().sum());
         let caps: Vec<usize> = sizes.iter().zip(&base).map(|(s, b)| s - b).collect();
-        split_proportional(rest, rho, &caps)
-            .iter()
-            .zip(&base)
-            .map(|(extra, b)| extra + b)
-            .collect()
+        split_proportional(rest, rho, &caps).iter().zip(&base).map(|(extra, b)| extra + b).collect()
     }
 }
 
@@ -122,12 +104,7 @@ impl Pruner for Density {
         "density"
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let n = tokens.len();
         let layout = tokens.layout();
         let per_frame = layout.tokens_per_frame(n);
@@ -140,21 +117,16 @@ impl Pruner for Density {
         let mut rho = Vec::with_capacity(clip_list.len());
         let mut members = Vec::with_capacity(clip_list.len());
         for &(first_frame, len) in &clip_list {
-            let idx: Vec<usize> =
-                (first_frame * per_frame..(first_frame + len) * per_frame).collect();
-            let mean = backend.download(&backend.combine_rows(
-                &x,
-                &[idx.iter().map(|&i| (i, 1.0)).collect()],
-                true,
-            )?)?;
+            let idx: Vec<usize> = (first_frame * per_frame..(first_frame + len) * per_frame).collect();
+            let mean =
+                backend.download(&backend.combine_rows(&x, &[idx.iter().map(|&i| (i, 1.0)).collect()], true)?)?;
             let spread = 1.0 - mean.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
             let richness = if len < 2 {
                 spread
             } else {
                 let a: Vec<usize> = idx[..(len - 1) * per_frame].to_vec();
                 let b: Vec<usize> = idx[per_frame..].to_vec();
-                let cos = backend
-                    .rowwise_dots(&backend.gather_rows(&x, &a)?, &backend.gather_rows(&x, &b)?)?;
+                let cos = backend.rowwise_dots(&backend.gather_rows(&x, &a)?, &backend.gather_rows(&x, &b)?)?;
                 let change = cos.iter().map(|c| 1.0 - *c as f64).sum::<f64>() / cos.len() as f64;
                 self.w * change + (1.0 - self.w) * spread
             };
@@ -173,15 +145,9 @@ impl Pruner for Density {
             let chosen = prune(backend, &inner, &clip, Budget::Keep(b))?;
             kept.extend(chosen.kept.into_iter().map(|i| idx[i]));
         }
-        let summary: Vec<String> = budgets
-            .iter()
-            .zip(&rho)
-            .map(|(b, r)| format!("{b}@{r:.3}"))
-            .collect();
-        Ok(Selection::from_unsorted(kept, k).with_note(format!(
-            "clip budgets (tokens@richness): {}",
-            summary.join(" ")
-        )))
+        let summary: Vec<String> = budgets.iter().zip(&rho).map(|(b, r)| format!("{b}@{r:.3}")).collect();
+        Ok(Selection::from_unsorted(kept, k)
+            .with_note(format!("clip budgets (tokens@richness): {}", summary.join(" "))))
     }
 }
 
@@ -191,12 +157,7 @@ mod tests {
     use crate::{Budget, CpuBackend, Layout};
 
     fn density() -> Density {
-        Density {
-            clip_frames: 2,
-            w: 0.5,
-            b_min: 1,
-            inner: "todre",
-        }
+        Density { clip_frames: 2, w: 0.5, b_min: 1, inner: "todre" }
     }
 
     #[test]
@@ -213,48 +174,18 @@ mod tests {
     #[test]
     fn the_changing_clip_gets_the_larger_share() {
         // 4 frames of 4 tokens, clips of 2 frames. Clip 0 is static (frame 1 = frame 0); clip 1 changes.
-        let static_frame = [
-            [1.0f32, 0.0, 0.0],
-            [0.9, 0.1, 0.0],
-            [0.8, 0.0, 0.2],
-            [1.0, 0.1, 0.1],
-        ];
+        let static_frame = [[1.0f32, 0.0, 0.0], [0.9, 0.1, 0.0], [0.8, 0.0, 0.2], [1.0, 0.1, 0.1]];
         let mut rows: Vec<f32> = Vec::new();
         for _ in 0..2 {
             rows.extend(static_frame.iter().flatten());
         }
-        rows.extend(
-            [
-                [0.0f32, 1.0, 0.0],
-                [0.0, 0.0, 1.0],
-                [1.0, 0.0, 0.0],
-                [0.0, -1.0, 0.0],
-            ]
-            .iter()
-            .flatten(),
-        );
-        rows.extend(
-            [
-                [0.0f32, 0.0, -1.0],
-                [1.0, 1.0, 0.0],
-                [0.0, 1.0, 1.0],
-                [-1.0, 0.0, 0.0],
-            ]
-            .iter()
-            .flatten(),
-        );
+        rows.extend([[0.0f32, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]].iter().flatten());
+        rows.extend([[0.0f32, 0.0, -1.0], [1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [-1.0, 0.0, 0.0]].iter().flatten());
         let x = ndarray::Array2::from_shape_vec((16, 3), rows).unwrap();
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_layout(Layout::frames(4, 2, 2))
-            .unwrap();
+        let t = TokenSet::from_array(x).unwrap().with_layout(Layout::frames(4, 2, 2)).unwrap();
         let s = prune(&CpuBackend, &density(), &t, Budget::Keep(6)).unwrap();
         assert_eq!(s.kept.len(), 6);
         let in_second = s.kept.iter().filter(|&&i| i >= 8).count();
-        assert!(
-            in_second >= 4,
-            "changing clip got {in_second} of 6: {:?}",
-            s.notes
-        );
+        assert!(in_second >= 4, "changing clip got {in_second} of 6: {:?}", s.notes);
     }
 }

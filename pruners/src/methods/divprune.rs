@@ -40,20 +40,12 @@ impl Pruner for DivPrune {
         "divprune"
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let x = backend.normalize_rows(tokens.features())?;
         // The farthest nearest neighbour is the one with the smallest nearest-neighbour cosine.
         let nearest = backend.nearest_neighbour_dots(&x)?;
         let first = argmin(&nearest).ok_or(PruneError::Backend("no tokens".into()))?;
-        Ok(Selection::from_unsorted(
-            farthest_first(backend, &x, first, k)?,
-            k,
-        ))
+        Ok(Selection::from_unsorted(farthest_first(backend, &x, first, k)?, k))
     }
 }
 
@@ -66,22 +58,12 @@ mod tests {
     #[test]
     fn duplicates_are_never_the_first_pick_and_the_lonely_token_is() {
         // Tokens 0 and 1 are duplicates; 2 and 3 are close; 4 is alone.
-        let x = array![
-            [1.0f32, 0.0, 0.0],
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.1],
-            [0.0, 1.0, 0.0],
-            [0.0, 0.0, 1.0]
-        ];
+        let x = array![[1.0f32, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
         let t = TokenSet::from_array(x).unwrap();
         let s = prune(&CpuBackend, &DivPrune, &t, Budget::Keep(1)).unwrap();
         assert_eq!(s.kept, vec![4]);
         let s = prune(&CpuBackend, &DivPrune, &t, Budget::Keep(3)).unwrap();
         assert_eq!(s.kept.len(), 3);
-        assert!(
-            !(s.kept.contains(&0) && s.kept.contains(&1)),
-            "kept both duplicates: {:?}",
-            s.kept
-        );
+        assert!(!(s.kept.contains(&0) && s.kept.contains(&1)), "kept both duplicates: {:?}", s.kept);
     }
 }

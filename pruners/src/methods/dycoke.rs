@@ -35,11 +35,7 @@ pub struct DyCoke {
 impl DyCoke {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 2] = [
-        ParamSpec {
-            name: "window",
-            default: "4",
-            help: "frames per window (the first is kept whole)",
-        },
+        ParamSpec { name: "window", default: "4", help: "frames per window (the first is kept whole)" },
         ParamSpec {
             name: "dycoke_k",
             default: "budget",
@@ -53,10 +49,7 @@ impl DyCoke {
             "budget" => None,
             _ => Some(p.float_in("dycoke_k", 0.0, 1.0)?),
         };
-        Ok(DyCoke {
-            window: p.int_at_least("window", 2)?,
-            dycoke_k,
-        })
+        Ok(DyCoke { window: p.int_at_least("window", 2)?, dycoke_k })
     }
 
     /// The reference frame of frame `j` within its window (`None` for the kept first frame): the paper's window of
@@ -83,12 +76,7 @@ impl Pruner for DyCoke {
         self.dycoke_k.is_none()
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let (views, frames, h, w) = tokens.grid(self.name())?;
         let per_frame = h * w;
         // (global frame, reference global frame) for every compared frame; whole frames separately.
@@ -117,24 +105,15 @@ impl Pruner for DyCoke {
                         reason: "the first frame of every window is kept whole",
                     });
                 }
-                split_proportional(
-                    k - fixed,
-                    &vec![1.0; compared.len()],
-                    &vec![per_frame; compared.len()],
-                )
+                split_proportional(k - fixed, &vec![1.0; compared.len()], &vec![per_frame; compared.len()])
             }
         };
         let x = backend.normalize_rows(tokens.features())?;
-        let mut kept: Vec<usize> = whole
-            .iter()
-            .flat_map(|&f| f * per_frame..(f + 1) * per_frame)
-            .collect();
+        let mut kept: Vec<usize> = whole.iter().flat_map(|&f| f * per_frame..(f + 1) * per_frame).collect();
         for (&(f, r), &m) in compared.iter().zip(&shares) {
             let rows = |g: usize| (g * per_frame..(g + 1) * per_frame).collect::<Vec<_>>();
-            let sims = backend.rowwise_dots(
-                &backend.gather_rows(&x, &rows(f))?,
-                &backend.gather_rows(&x, &rows(r))?,
-            )?;
+            let sims =
+                backend.rowwise_dots(&backend.gather_rows(&x, &rows(f))?, &backend.gather_rows(&x, &rows(r))?)?;
             kept.extend(bottom_k(&sims, m).into_iter().map(|p| f * per_frame + p));
         }
         let total = kept.len();
@@ -161,21 +140,10 @@ mod tests {
         let f0 = [[1.0f32, 0.0], [0.0, 1.0]];
         let f1 = [[1.0f32, 0.0], [1.0, 0.0]];
         let f2 = [[0.0f32, 1.0], [0.0, 1.0]];
-        let rows: Vec<f32> = [f0, f1, f2, f2]
-            .iter()
-            .flatten()
-            .flatten()
-            .copied()
-            .collect();
+        let rows: Vec<f32> = [f0, f1, f2, f2].iter().flatten().flatten().copied().collect();
         let x = ndarray::Array2::from_shape_vec((8, 2), rows).unwrap();
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_layout(Layout::frames(4, 1, 2))
-            .unwrap();
-        let d = DyCoke {
-            window: 4,
-            dycoke_k: None,
-        };
+        let t = TokenSet::from_array(x).unwrap().with_layout(Layout::frames(4, 1, 2)).unwrap();
+        let d = DyCoke { window: 4, dycoke_k: None };
         // Whole frame 0 (2 tokens) + one token in each of frames 1, 2, 3.
         let s = prune(&CpuBackend, &d, &t, Budget::Keep(5)).unwrap();
         assert_eq!(s.kept, vec![0, 1, 3, 4, 6]);

@@ -43,31 +43,11 @@ pub struct FastVid {
 impl FastVid {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 5] = [
-        ParamSpec {
-            name: "tau",
-            default: "0.9",
-            help: "cut between frames whose similarity is below tau",
-        },
-        ParamSpec {
-            name: "segments",
-            default: "8",
-            help: "also cut at the segments-1 least similar transitions",
-        },
-        ParamSpec {
-            name: "d",
-            default: "0.4",
-            help: "share of each frame's budget given to context anchors",
-        },
-        ParamSpec {
-            name: "p",
-            default: "4",
-            help: "anchors come from every p-th frame of a segment",
-        },
-        ParamSpec {
-            name: "beta",
-            default: "0.6",
-            help: "minimum weight of an anchor in its merge",
-        },
+        ParamSpec { name: "tau", default: "0.9", help: "cut between frames whose similarity is below tau" },
+        ParamSpec { name: "segments", default: "8", help: "also cut at the segments-1 least similar transitions" },
+        ParamSpec { name: "d", default: "0.4", help: "share of each frame's budget given to context anchors" },
+        ParamSpec { name: "p", default: "4", help: "anchors come from every p-th frame of a segment" },
+        ParamSpec { name: "beta", default: "0.6", help: "minimum weight of an anchor in its merge" },
     ];
 
     /// Builds from parameters.
@@ -85,14 +65,8 @@ impl FastVid {
     pub fn segment(&self, transitions: &[f32]) -> Vec<(usize, usize)> {
         let frames = transitions.len() + 1;
         let mut cut = vec![false; transitions.len()];
-        transitions
-            .iter()
-            .enumerate()
-            .filter(|(_, &s)| s < self.tau)
-            .for_each(|(t, _)| cut[t] = true);
-        bottom_k(transitions, self.segments.saturating_sub(1))
-            .into_iter()
-            .for_each(|t| cut[t] = true);
+        transitions.iter().enumerate().filter(|(_, &s)| s < self.tau).for_each(|(t, _)| cut[t] = true);
+        bottom_k(transitions, self.segments.saturating_sub(1)).into_iter().for_each(|t| cut[t] = true);
         let mut out = Vec::new();
         let mut start = 0;
         for (t, &c) in cut.iter().enumerate() {
@@ -119,21 +93,15 @@ impl Pruner for FastVid {
         false
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let (views, frames, h, w) = tokens.grid(self.name())?;
         let attention = tokens.require_cls_attention(self.name())?;
         let n = h * w;
         let units = views * frames;
         let x = backend.normalize_rows(tokens.features())?;
         let frame_rows = |f: usize| (f * n..(f + 1) * n).collect::<Vec<_>>();
-        let means: Vec<Vec<(usize, f32)>> = (0..units)
-            .map(|f| frame_rows(f).into_iter().map(|i| (i, 1.0)).collect())
-            .collect();
+        let means: Vec<Vec<(usize, f32)>> =
+            (0..units).map(|f| frame_rows(f).into_iter().map(|i| (i, 1.0)).collect()).collect();
         let global = backend.normalize_rows(&backend.combine_rows(&x, &means, true)?)?;
         let budget = split_proportional(k, &vec![1.0; units], &vec![n; units]);
         let mut salient_all = Vec::new();
@@ -144,10 +112,7 @@ impl Pruner for FastVid {
             let transitions: Vec<f32> = if frames > 1 {
                 let a: Vec<usize> = (first..first + frames - 1).collect();
                 let b: Vec<usize> = (first + 1..first + frames).collect();
-                backend.rowwise_dots(
-                    &backend.gather_rows(&global, &a)?,
-                    &backend.gather_rows(&global, &b)?,
-                )?
+                backend.rowwise_dots(&backend.gather_rows(&global, &a)?, &backend.gather_rows(&global, &b)?)?
             } else {
                 Vec::new()
             };
@@ -168,28 +133,19 @@ impl Pruner for FastVid {
                 let quota = ctx_total / len.div_ceil(self.p);
                 let mut anchors = Vec::new();
                 for &j in &anchor_frames {
-                    let candidates: Vec<usize> = (0..n)
-                        .filter(|&p| !salient_mask[j * n + p])
-                        .map(|p| seg_frames[j] * n + p)
-                        .collect();
+                    let candidates: Vec<usize> =
+                        (0..n).filter(|&p| !salient_mask[j * n + p]).map(|p| seg_frames[j] * n + p).collect();
                     if quota == 0 || candidates.is_empty() {
                         continue;
                     }
-                    let clusters = dpc_knn(
-                        backend,
-                        &backend.gather_rows(tokens.features(), &candidates)?,
-                        quota,
-                        4,
-                    )?;
+                    let clusters = dpc_knn(backend, &backend.gather_rows(tokens.features(), &candidates)?, quota, 4)?;
                     anchors.extend(clusters.centres.into_iter().map(|c| candidates[c]));
                 }
                 if anchors.is_empty() {
                     continue;
                 }
                 let mut is_anchor = vec![false; len * n];
-                anchors
-                    .iter()
-                    .for_each(|&a| is_anchor[a - seg_frames[0] * n] = true);
+                anchors.iter().for_each(|&a| is_anchor[a - seg_frames[0] * n] = true);
                 let others: Vec<usize> = (0..len * n)
                     .filter(|&q| !salient_mask[q] && !is_anchor[q])
                     .map(|q| seg_frames[0] * n + q)
@@ -199,43 +155,21 @@ impl Pruner for FastVid {
                 for block in others.chunks(1024) {
                     let sims = backend.matmul_t(&backend.gather_rows(&x, block)?, &targets)?;
                     for (r, &u) in block.iter().enumerate() {
-                        assigned[argmax(&sims[r * anchors.len()..(r + 1) * anchors.len()])
-                            .unwrap_or(0)]
-                        .push(u);
+                        assigned[argmax(&sims[r * anchors.len()..(r + 1) * anchors.len()]).unwrap_or(0)].push(u);
                     }
                 }
                 for (&a, members) in anchors.iter().zip(assigned) {
                     let cnt = members.len();
-                    let wa = if cnt == 0 {
-                        1.0
-                    } else {
-                        (1.0 / (cnt as f32 + 1.0)).max(self.beta)
-                    };
-                    let share = if cnt == 0 {
-                        0.0
-                    } else {
-                        (1.0 - wa) / cnt as f32
-                    };
-                    let group = std::iter::once((a, wa))
-                        .chain(members.into_iter().map(|u| (u, share)))
-                        .collect();
+                    let wa = if cnt == 0 { 1.0 } else { (1.0 / (cnt as f32 + 1.0)).max(self.beta) };
+                    let share = if cnt == 0 { 0.0 } else { (1.0 - wa) / cnt as f32 };
+                    let group = std::iter::once((a, wa)).chain(members.into_iter().map(|u| (u, share))).collect();
                     anchor_groups.push((a, group));
                 }
             }
         }
-        let mut all: Vec<(usize, Vec<(usize, f32)>)> = salient_all
-            .into_iter()
-            .map(|i| (i, vec![(i, 1.0)]))
-            .chain(anchor_groups)
-            .collect();
-        all.sort_by_key(|(i, _)| *i);
-        let kept: Vec<usize> = all.iter().map(|(i, _)| *i).collect();
-        let groups: Vec<Vec<(usize, f32)>> = all.into_iter().map(|(_, g)| g).collect();
-        let merged = backend.combine_rows(tokens.features(), &groups, false)?;
-        let mut s = Selection::pruned(kept, k).with_note(format!("{segment_count} segments"));
-        s.sizes = groups.iter().map(Vec::len).collect();
-        s.merged = Some(merged);
-        Ok(s)
+        let all: Vec<(usize, Vec<(usize, f32)>)> =
+            salient_all.into_iter().map(|i| (i, vec![(i, 1.0)])).chain(anchor_groups).collect();
+        Ok(Selection::merged(backend, tokens.features(), all, false, k)?.with_note(format!("{segment_count} segments")))
     }
 }
 
@@ -244,22 +178,13 @@ mod tests {
     use super::*;
 
     fn fastvid() -> FastVid {
-        FastVid {
-            tau: 0.9,
-            segments: 2,
-            d: 0.4,
-            p: 4,
-            beta: 0.6,
-        }
+        FastVid { tau: 0.9, segments: 2, d: 0.4, p: 4, beta: 0.6 }
     }
 
     #[test]
     fn dyseg_cuts_below_tau_and_at_the_least_similar_transitions() {
         // Transitions after frames 0..4; only 2 -> 3 is below tau; c = 2 adds nothing new.
-        assert_eq!(
-            fastvid().segment(&[0.99, 0.95, 0.5, 0.97]),
-            vec![(0, 3), (3, 2)]
-        );
+        assert_eq!(fastvid().segment(&[0.99, 0.95, 0.5, 0.97]), vec![(0, 3), (3, 2)]);
         // No transition below tau: the least similar one is still cut (c = 2).
         assert_eq!(fastvid().segment(&[0.99, 0.95, 0.98]), vec![(0, 2), (2, 2)]);
         assert_eq!(fastvid().segment(&[]), vec![(0, 1)]);

@@ -48,26 +48,10 @@ type Virtual = Vec<(usize, f32)>;
 impl HoliTom {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 4] = [
-        ParamSpec {
-            name: "tau",
-            default: "0.65",
-            help: "static threshold on consecutive-frame cosine",
-        },
-        ParamSpec {
-            name: "max_window",
-            default: "1024",
-            help: "longest temporal window of the segmentation",
-        },
-        ParamSpec {
-            name: "d",
-            default: "0.5",
-            help: "share of a dynamic frame's budget given to merged clusters",
-        },
-        ParamSpec {
-            name: "beta",
-            default: "0.6",
-            help: "weight of a cluster centre in its merge",
-        },
+        ParamSpec { name: "tau", default: "0.65", help: "static threshold on consecutive-frame cosine" },
+        ParamSpec { name: "max_window", default: "1024", help: "longest temporal window of the segmentation" },
+        ParamSpec { name: "d", default: "0.5", help: "share of a dynamic frame's budget given to merged clusters" },
+        ParamSpec { name: "beta", default: "0.6", help: "weight of a cluster centre in its merge" },
     ];
 
     /// Builds from parameters.
@@ -91,10 +75,7 @@ impl HoliTom {
             let mut static_mask = vec![true; positions];
             let lowest = (i - 1).saturating_sub(self.max_window - 1);
             for s in (lowest..i - 1).rev() {
-                static_mask
-                    .iter_mut()
-                    .zip(&sim[s])
-                    .for_each(|(m, &v)| *m &= v > self.tau);
+                static_mask.iter_mut().zip(&sim[s]).for_each(|(m, &v)| *m &= v > self.tau);
                 let count = static_mask.iter().filter(|&&m| m).count() as u64 * (i - 1 - s) as u64;
                 if dp[s] + count > dp[i] {
                     dp[i] = dp[s] + count;
@@ -132,15 +113,10 @@ impl HoliTom {
         let clusters = dpc_knn(backend, &m, b, 7)?;
         let mut out = Vec::with_capacity(b);
         for (c, &centre) in clusters.centres.iter().enumerate() {
-            let others: Vec<usize> = (0..members.len())
-                .filter(|&i| i != centre && clusters.assignment[i] == c)
-                .collect();
+            let others: Vec<usize> =
+                (0..members.len()).filter(|&i| i != centre && clusters.assignment[i] == c).collect();
             let centre_w = if others.is_empty() { 1.0 } else { self.beta };
-            let mut weights: Virtual = members[centre]
-                .1
-                .iter()
-                .map(|&(i, w)| (i, w * centre_w))
-                .collect();
+            let mut weights: Virtual = members[centre].1.iter().map(|&(i, w)| (i, w * centre_w)).collect();
             for &o in &others {
                 let share = (1.0 - self.beta) / others.len() as f32;
                 weights.extend(members[o].1.iter().map(|&(i, w)| (i, w * share)));
@@ -164,12 +140,7 @@ impl Pruner for HoliTom {
         false
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let (views, frames, h, w) = tokens.grid(self.name())?;
         let attention = tokens.require_cls_attention(self.name())?;
         let n = h * w;
@@ -182,22 +153,19 @@ impl Pruner for HoliTom {
             let mut sim = Vec::with_capacity(frames.saturating_sub(1));
             for t in 0..frames.saturating_sub(1) {
                 let rows = |f: usize| ((base + f) * n..(base + f + 1) * n).collect::<Vec<_>>();
-                sim.push(backend.rowwise_dots(
-                    &backend.gather_rows(&x, &rows(t))?,
-                    &backend.gather_rows(&x, &rows(t + 1))?,
-                )?);
+                sim.push(
+                    backend
+                        .rowwise_dots(&backend.gather_rows(&x, &rows(t))?, &backend.gather_rows(&x, &rows(t + 1))?)?,
+                );
             }
             for (start, len) in self.windows(&sim, frames) {
                 window_count += 1;
-                let is_static: Vec<bool> = (0..n)
-                    .map(|p| len > 1 && (start..start + len - 1).all(|t| sim[t][p] > self.tau))
-                    .collect();
+                let is_static: Vec<bool> =
+                    (0..n).map(|p| len > 1 && (start..start + len - 1).all(|t| sim[t][p] > self.tau)).collect();
                 let statics: Vec<(usize, Virtual)> = (0..n)
                     .filter(|&p| is_static[p])
                     .map(|p| {
-                        let weights = (start..start + len)
-                            .map(|f| ((base + f) * n + p, 1.0 / len as f32))
-                            .collect();
+                        let weights = (start..start + len).map(|f| ((base + f) * n + p, 1.0 / len as f32)).collect();
                         ((base + start) * n + p, weights)
                     })
                     .collect();
@@ -232,23 +200,12 @@ impl Pruner for HoliTom {
                 taken[c] = true;
                 out.push(members[c].clone());
             }
-            let rest: Vec<(usize, Virtual)> = members
-                .iter()
-                .zip(&taken)
-                .filter(|(_, t)| !**t)
-                .map(|(m, _)| m.clone())
-                .collect();
+            let rest: Vec<(usize, Virtual)> =
+                members.iter().zip(&taken).filter(|(_, t)| !**t).map(|(m, _)| m.clone()).collect();
             out.extend(self.cluster(backend, tokens.features(), &rest, b - top)?);
         }
-        out.sort_by_key(|(rep, _)| *rep);
-        let kept: Vec<usize> = out.iter().map(|(rep, _)| *rep).collect();
-        let rows: Vec<Virtual> = out.into_iter().map(|(_, v)| v).collect();
-        let merged = backend.combine_rows(tokens.features(), &rows, false)?;
-        let mut s =
-            Selection::pruned(kept, k).with_note(format!("{window_count} temporal windows"));
-        s.sizes = rows.iter().map(Vec::len).collect();
-        s.merged = Some(merged);
-        Ok(s)
+        Ok(Selection::merged(backend, tokens.features(), out, false, k)?
+            .with_note(format!("{window_count} temporal windows")))
     }
 }
 
@@ -258,19 +215,11 @@ mod tests {
 
     #[test]
     fn dp_groups_static_frames_into_one_window() {
-        let h = HoliTom {
-            tau: 0.65,
-            max_window: 1024,
-            d: 0.5,
-            beta: 0.6,
-        };
+        let h = HoliTom { tau: 0.65, max_window: 1024, d: 0.5, beta: 0.6 };
         // 4 frames, 2 positions: frames 0-2 static at both positions, 2 -> 3 changes everywhere.
         let sim = vec![vec![0.9, 0.9], vec![0.9, 0.9], vec![0.1, 0.2]];
         assert_eq!(h.windows(&sim, 4), vec![(0, 3), (3, 1)]);
         // Nothing static: every frame is its own window.
-        assert_eq!(
-            h.windows(&[vec![0.0], vec![0.0]], 3),
-            vec![(0, 1), (1, 1), (2, 1)]
-        );
+        assert_eq!(h.windows(&[vec![0.0], vec![0.0]], 3), vec![(0, 1), (1, 1), (2, 1)]);
     }
 }

@@ -19,27 +19,9 @@ pub fn importance<B: Backend>(
 ) -> Result<(Vec<f32>, &'static str)> {
     let missing = |signal| PruneError::MissingSignal { method, signal };
     match source {
-        "cls" => Ok((
-            tokens
-                .cls_attention()
-                .ok_or(missing(Signal::ClsAttention))?
-                .to_vec(),
-            "cls",
-        )),
-        "relevance" => Ok((
-            tokens
-                .relevance()
-                .ok_or(missing(Signal::Relevance))?
-                .to_vec(),
-            "relevance",
-        )),
-        "external" => Ok((
-            tokens
-                .importance()
-                .ok_or(missing(Signal::Importance))?
-                .to_vec(),
-            "external",
-        )),
+        "cls" => Ok((tokens.cls_attention().ok_or(missing(Signal::ClsAttention))?.to_vec(), "cls")),
+        "relevance" => Ok((tokens.relevance().ok_or(missing(Signal::Relevance))?.to_vec(), "relevance")),
+        "external" => Ok((tokens.importance().ok_or(missing(Signal::Importance))?.to_vec(), "external")),
         "norm" => Ok((backend.row_norms(tokens.features())?, "norm")),
         "uniform" => Ok((vec![0.0; tokens.len()], "uniform")),
         _ => {

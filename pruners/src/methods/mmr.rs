@@ -38,21 +38,9 @@ pub struct Mmr {
 impl Mmr {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 3] = [
-        ParamSpec {
-            name: "lambda",
-            default: "0.5",
-            help: "weight of importance vs diversity, in [0, 1]",
-        },
-        ParamSpec {
-            name: "parallel_k",
-            default: "1",
-            help: "tokens picked per greedy step",
-        },
-        ParamSpec {
-            name: "importance",
-            default: "auto",
-            help: "auto | cls | norm | relevance | external | uniform",
-        },
+        ParamSpec { name: "lambda", default: "0.5", help: "weight of importance vs diversity, in [0, 1]" },
+        ParamSpec { name: "parallel_k", default: "1", help: "tokens picked per greedy step" },
+        ParamSpec { name: "importance", default: "auto", help: "auto | cls | norm | relevance | external | uniform" },
     ];
 
     /// Builds from parameters.
@@ -70,12 +58,7 @@ impl Pruner for Mmr {
         "mmr"
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let (scores, source) = importance(backend, tokens, self.importance, self.name())?;
         let imp = min_max(&scores);
         let x = backend.normalize_rows(tokens.features())?;
@@ -100,17 +83,9 @@ impl Pruner for Mmr {
             }
             for &b in &picks {
                 // The next picks are likely among the current best scores.
-                let guess = |m: usize| {
-                    top_k(&score, m + step)
-                        .into_iter()
-                        .filter(|&i| !taken[i])
-                        .collect()
-                };
+                let guess = |m: usize| top_k(&score, m + step).into_iter().filter(|&i| !taken[i]).collect();
                 let sims = columns.column(b, guess)?;
-                max_sim
-                    .iter_mut()
-                    .zip(sims)
-                    .for_each(|(m, s)| *m = m.max(*s));
+                max_sim.iter_mut().zip(sims).for_each(|(m, s)| *m = m.max(*s));
             }
         }
         Ok(Selection::from_unsorted(kept, k).with_note(format!("importance: {source}")))
@@ -124,43 +99,23 @@ mod tests {
     use ndarray::array;
 
     fn mmr(lambda: f32) -> Mmr {
-        Mmr {
-            lambda,
-            parallel_k: 1,
-            importance: "external",
-        }
+        Mmr { lambda, parallel_k: 1, importance: "external" }
     }
 
     #[test]
     fn lambda_one_is_top_k_importance_and_half_prefers_diversity() {
         // 0 and 1 are near-duplicates with the highest importance; 2 is different and less important.
         let x = array![[1.0f32, 0.0], [0.999, 0.04], [0.0, 1.0]];
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_importance(vec![1.0, 0.9, 0.5])
-            .unwrap();
-        assert_eq!(
-            prune(&CpuBackend, &mmr(1.0), &t, Budget::Keep(2))
-                .unwrap()
-                .kept,
-            vec![0, 1]
-        );
+        let t = TokenSet::from_array(x).unwrap().with_importance(vec![1.0, 0.9, 0.5]).unwrap();
+        assert_eq!(prune(&CpuBackend, &mmr(1.0), &t, Budget::Keep(2)).unwrap().kept, vec![0, 1]);
         // λ=0.5: token 1 scores 0.5·0.8 − 0.5·0.999 < 0; token 2 scores 0.5·0 − 0.5·0 = 0.
-        assert_eq!(
-            prune(&CpuBackend, &mmr(0.5), &t, Budget::Keep(2))
-                .unwrap()
-                .kept,
-            vec![0, 2]
-        );
+        assert_eq!(prune(&CpuBackend, &mmr(0.5), &t, Budget::Keep(2)).unwrap().kept, vec![0, 2]);
     }
 
     #[test]
     fn constant_importance_starts_at_index_zero() {
         let x = array![[0.0f32, 1.0], [1.0, 0.0], [0.7, 0.7]];
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_importance(vec![3.0, 3.0, 3.0])
-            .unwrap();
+        let t = TokenSet::from_array(x).unwrap().with_importance(vec![3.0, 3.0, 3.0]).unwrap();
         let s = prune(&CpuBackend, &mmr(0.5), &t, Budget::Keep(2)).unwrap();
         assert_eq!(s.kept, vec![0, 1]);
     }

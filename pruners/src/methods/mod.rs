@@ -134,8 +134,5 @@ impl Method {
 
 /// The registry entry of `name`.
 pub fn lookup(name: &str) -> Result<&'static MethodInfo> {
-    METHODS
-        .iter()
-        .find(|m| m.name == name)
-        .ok_or_else(|| crate::PruneError::UnknownMethod(name.to_string()))
+    METHODS.iter().find(|m| m.name == name).ok_or_else(|| crate::PruneError::UnknownMethod(name.to_string()))
 }

@@ -41,12 +41,7 @@ impl Pruner for Pool {
         false
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let n = tokens.len();
         let (height, width) = match tokens.layout() {
             Layout::Flat => (1, n),
@@ -60,32 +55,19 @@ impl Pruner for Pool {
             if m == 0 {
                 continue;
             }
-            let gh = ((m as f64 * height as f64 / width as f64).sqrt().round() as usize)
-                .clamp(1, height.min(m));
+            let gh = ((m as f64 * height as f64 / width as f64).sqrt().round() as usize).clamp(1, height.min(m));
             let gw = (m / gh).clamp(1, width);
             for r in 0..gh {
                 for c in 0..gw {
                     let (rows, cols) = (bin(r, gh, height), bin(c, gw, width));
-                    let centre =
-                        (rows.start + rows.end - 1) / 2 * width + (cols.start + cols.end - 1) / 2;
-                    let members: Vec<(usize, f32)> = rows
-                        .flat_map(|y| {
-                            cols.clone()
-                                .map(move |x| (unit * per_unit + y * width + x, 1.0))
-                        })
-                        .collect();
+                    let centre = (rows.start + rows.end - 1) / 2 * width + (cols.start + cols.end - 1) / 2;
+                    let members: Vec<(usize, f32)> =
+                        rows.flat_map(|y| cols.clone().map(move |x| (unit * per_unit + y * width + x, 1.0))).collect();
                     groups.push((unit * per_unit + centre, members));
                 }
             }
         }
-        groups.sort_by_key(|(rep, _)| *rep);
-        let kept: Vec<usize> = groups.iter().map(|(rep, _)| *rep).collect();
-        let members: Vec<Vec<(usize, f32)>> = groups.into_iter().map(|(_, m)| m).collect();
-        let merged = backend.combine_rows(tokens.features(), &members, true)?;
-        let mut s = Selection::pruned(kept, k);
-        s.sizes = members.iter().map(Vec::len).collect();
-        s.merged = Some(merged);
-        Ok(s)
+        Selection::merged(backend, tokens.features(), groups, true, k)
     }
 }
 
@@ -97,10 +79,7 @@ mod tests {
     #[test]
     fn pools_a_4x4_frame_to_2x2_means() {
         let x = ndarray::Array2::from_shape_fn((16, 1), |(i, _)| i as f32);
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_layout(Layout::frames(1, 4, 4))
-            .unwrap();
+        let t = TokenSet::from_array(x).unwrap().with_layout(Layout::frames(1, 4, 4)).unwrap();
         let s = prune(&CpuBackend, &Pool, &t, Budget::Keep(4)).unwrap();
         assert_eq!(s.kept, vec![0, 2, 8, 10]);
         assert_eq!(s.sizes, vec![4, 4, 4, 4]);

@@ -31,17 +31,12 @@ pub struct PruMergePlus {
 
 impl PruMergePlus {
     /// Parameters and defaults.
-    pub const PARAMS: [ParamSpec; 1] = [ParamSpec {
-        name: "neighbours",
-        default: "32",
-        help: "key-similar tokens merged into each kept token",
-    }];
+    pub const PARAMS: [ParamSpec; 1] =
+        [ParamSpec { name: "neighbours", default: "32", help: "key-similar tokens merged into each kept token" }];
 
     /// Builds from parameters.
     pub fn from_params(p: &Params) -> Result<Self> {
-        Ok(PruMergePlus {
-            neighbours: p.get("neighbours")?,
-        })
+        Ok(PruMergePlus { neighbours: p.get("neighbours")? })
     }
 }
 
@@ -58,12 +53,7 @@ impl Pruner for PruMergePlus {
         false
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let n = tokens.len();
         let a = tokens.require_cls_attention(self.name())?;
         let (q1, q3) = (percentile(a, 25.0), percentile(a, 75.0));
@@ -75,14 +65,9 @@ impl Pruner for PruMergePlus {
         let step = ((n / outliers.len()) / 3).max(1);
         let mut chosen = vec![false; n];
         outliers.iter().for_each(|&i| chosen[i] = true);
-        (0..n.saturating_sub(1))
-            .step_by(step)
-            .for_each(|i| chosen[i] = true);
+        (0..n.saturating_sub(1)).step_by(step).for_each(|i| chosen[i] = true);
         let mut kept: Vec<usize> = (0..n).filter(|&i| chosen[i]).collect();
-        let mut notes = vec![format!(
-            "adaptive: {} outliers, spatial step {step}",
-            outliers.len()
-        )];
+        let mut notes = vec![format!("adaptive: {} outliers, spatial step {step}", outliers.len())];
         if kept.len() > k {
             let scores: Vec<f32> = kept.iter().map(|&i| a[i]).collect();
             kept = top_k(&scores, k).into_iter().map(|p| kept[p]).collect();
@@ -103,17 +88,12 @@ impl Pruner for PruMergePlus {
                 let mut row = sims[r * n..(r + 1) * n].to_vec();
                 row[i] = f32::NEG_INFINITY;
                 std::iter::once((i, 1.0))
-                    .chain(
-                        top_k(&row, self.neighbours.min(n - 1))
-                            .into_iter()
-                            .map(|j| (j, a[j])),
-                    )
+                    .chain(top_k(&row, self.neighbours.min(n - 1)).into_iter().map(|j| (j, a[j])))
                     .collect()
             })
             .collect();
         let merged = backend.combine_rows(tokens.features(), &groups, false)?;
-        let pruned: Vec<(usize, f32)> =
-            (0..n).filter(|&j| !is_kept[j]).map(|j| (j, a[j])).collect();
+        let pruned: Vec<(usize, f32)> = (0..n).filter(|&j| !is_kept[j]).map(|j| (j, a[j])).collect();
         let extra = backend.combine_rows(tokens.features(), &[pruned], false)?;
         let mut s = Selection::pruned(kept, k);
         s.sizes = groups.iter().map(Vec::len).collect();
@@ -132,37 +112,18 @@ mod tests {
     #[test]
     fn outliers_and_scaffold_are_kept_and_the_extra_token_sums_the_rest() {
         let n = 24;
-        let x =
-            ndarray::Array2::from_shape_fn((n, 2), |(i, j)| if j == 0 { 1.0 } else { i as f32 });
+        let x = ndarray::Array2::from_shape_fn((n, 2), |(i, j)| if j == 0 { 1.0 } else { i as f32 });
         let mut a = vec![0.01f32; n];
         a[5] = 0.5; // the one outlier
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_cls_attention(a.clone())
-            .unwrap();
-        let s = prune(
-            &CpuBackend,
-            &PruMergePlus { neighbours: 2 },
-            &t,
-            Budget::Keep(n),
-        )
-        .unwrap();
+        let t = TokenSet::from_array(x).unwrap().with_cls_attention(a.clone()).unwrap();
+        let s = prune(&CpuBackend, &PruMergePlus { neighbours: 2 }, &t, Budget::Keep(n)).unwrap();
         // Clamp: Keep(N) is the identity. Ask for fewer.
         assert_eq!(s.kept.len(), n);
-        let s = prune(
-            &CpuBackend,
-            &PruMergePlus { neighbours: 2 },
-            &t,
-            Budget::Keep(n - 1),
-        )
-        .unwrap();
+        let s = prune(&CpuBackend, &PruMergePlus { neighbours: 2 }, &t, Budget::Keep(n - 1)).unwrap();
         // step = (24 / 1) / 3 = 8: scaffold 0, 8, 16 (< 23), plus outlier 5.
         assert_eq!(s.kept, vec![0, 5, 8, 16]);
         let extra = s.extra.unwrap();
-        let rest: f32 = (0..n)
-            .filter(|i| ![0, 5, 8, 16].contains(i))
-            .map(|_| 0.01f32)
-            .sum();
+        let rest: f32 = (0..n).filter(|i| ![0, 5, 8, 16].contains(i)).map(|_| 0.01f32).sum();
         assert!((extra[[0, 0]] - rest).abs() < 1e-5);
     }
 }

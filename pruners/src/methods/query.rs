@@ -44,31 +44,11 @@ pub struct QueryAware {
 impl QueryAware {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 5] = [
-        ParamSpec {
-            name: "agg",
-            default: "mean",
-            help: "mean | max over query rows",
-        },
-        ParamSpec {
-            name: "sign",
-            default: "1",
-            help: "1, or -1 for CDPruner's negative CLIP relevance",
-        },
-        ParamSpec {
-            name: "recovery",
-            default: "on",
-            help: "on | off: merge dropped tokens into kept ones",
-        },
-        ParamSpec {
-            name: "window",
-            default: "0",
-            help: "frames a dropped token may look across (0 = same frame)",
-        },
-        ParamSpec {
-            name: "min_sim",
-            default: "0",
-            help: "dropped tokens with similarity <= this are discarded",
-        },
+        ParamSpec { name: "agg", default: "mean", help: "mean | max over query rows" },
+        ParamSpec { name: "sign", default: "1", help: "1, or -1 for CDPruner's negative CLIP relevance" },
+        ParamSpec { name: "recovery", default: "on", help: "on | off: merge dropped tokens into kept ones" },
+        ParamSpec { name: "window", default: "0", help: "frames a dropped token may look across (0 = same frame)" },
+        ParamSpec { name: "min_sim", default: "0", help: "dropped tokens with similarity <= this are discarded" },
     ];
 
     /// Builds from parameters.
@@ -119,22 +99,11 @@ impl Pruner for QueryAware {
         "query"
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let x = backend.normalize_rows(tokens.features())?;
         let (relevance, source) = match (tokens.relevance(), tokens.query()) {
-            (Some(r), _) => (
-                r.iter().map(|v| self.sign * v).collect(),
-                "relevance".to_string(),
-            ),
-            (None, Some(q)) => (
-                query_relevance(backend, &x, q, self.agg == "max", self.sign)?,
-                "query".to_string(),
-            ),
+            (Some(r), _) => (r.iter().map(|v| self.sign * v).collect(), "relevance".to_string()),
+            (None, Some(q)) => (query_relevance(backend, &x, q, self.agg == "max", self.sign)?, "query".to_string()),
             (None, None) => {
                 let (scores, used) = importance(backend, tokens, "auto", self.name())?;
                 (scores, format!("{used} (no query: query-agnostic)"))
@@ -147,11 +116,8 @@ impl Pruner for QueryAware {
             return Ok(Selection::pruned(kept, k).with_note(note));
         }
         let groups = recover(backend, tokens, &x, &kept, self.window, self.min_sim)?;
-        let merged = backend.combine_rows(tokens.features(), &groups, true)?;
-        let mut s = Selection::pruned(kept, k).with_note(note);
-        s.sizes = groups.iter().map(Vec::len).collect();
-        s.merged = Some(merged);
-        Ok(s)
+        Ok(Selection::merged(backend, tokens.features(), kept.into_iter().zip(groups).collect(), true, k)?
+            .with_note(note))
     }
 }
 
@@ -185,9 +151,7 @@ fn recover<B: Backend>(
             continue;
         }
         let per_frame = layout.tokens_per_frame(n);
-        let dropped: Vec<usize> = (f * per_frame..((f + 1) * per_frame).min(n))
-            .filter(|&i| !is_kept[i])
-            .collect();
+        let dropped: Vec<usize> = (f * per_frame..((f + 1) * per_frame).min(n)).filter(|&i| !is_kept[i]).collect();
         let cand_rows: Vec<usize> = candidates.iter().map(|&pos| kept[pos]).collect();
         let targets = backend.gather_rows(x, &cand_rows)?;
         for block in dropped.chunks(BLOCK) {
@@ -214,24 +178,10 @@ mod tests {
     #[test]
     fn keeps_the_query_matches_and_merges_the_rest_by_similarity() {
         // Query points along axis 0. Tokens 0 and 2 match it; 1 is close to 2; 3 is orthogonal to both kept.
-        let x = array![
-            [1.0f32, 0.0, 0.0],
-            [0.6, 0.8, 0.0],
-            [0.8, 0.6, 0.0],
-            [0.0, 0.0, 1.0]
-        ];
+        let x = array![[1.0f32, 0.0, 0.0], [0.6, 0.8, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]];
         let q = array![[1.0f32, 0.0, 0.0]];
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_query(&CpuBackend, q)
-            .unwrap();
-        let s = prune(
-            &CpuBackend,
-            &QueryAware::from_params(&params()).unwrap(),
-            &t,
-            Budget::Keep(2),
-        )
-        .unwrap();
+        let t = TokenSet::from_array(x).unwrap().with_query(&CpuBackend, q).unwrap();
+        let s = prune(&CpuBackend, &QueryAware::from_params(&params()).unwrap(), &t, Budget::Keep(2)).unwrap();
         assert_eq!(s.kept, vec![0, 2]);
         // Token 1 joins token 2 (cos 0.96) with weight 0.96; token 3 has cosine 0 and is discarded.
         assert_eq!(s.sizes, vec![1, 2]);
@@ -254,15 +204,8 @@ mod tests {
             .unwrap();
         let same_frame = QueryAware::from_params(&params()).unwrap();
         let s = prune(&CpuBackend, &same_frame, &t, Budget::Keep(2)).unwrap();
-        assert_eq!(
-            s.sizes,
-            vec![1, 1],
-            "token 1 (frame 0) is orthogonal to kept 0 and may not reach kept 2"
-        );
-        let wide = QueryAware {
-            window: 1,
-            ..same_frame
-        };
+        assert_eq!(s.sizes, vec![1, 1], "token 1 (frame 0) is orthogonal to kept 0 and may not reach kept 2");
+        let wide = QueryAware { window: 1, ..same_frame };
         let s = prune(&CpuBackend, &wide, &t, Budget::Keep(2)).unwrap();
         assert_eq!(s.sizes, vec![2, 2]);
     }

@@ -20,17 +20,11 @@ pub struct RandomPick {
 
 impl RandomPick {
     /// Parameters and defaults.
-    pub const PARAMS: [ParamSpec; 1] = [ParamSpec {
-        name: "seed",
-        default: "0",
-        help: "seed of the draw",
-    }];
+    pub const PARAMS: [ParamSpec; 1] = [ParamSpec { name: "seed", default: "0", help: "seed of the draw" }];
 
     /// Builds from parameters.
     pub fn from_params(p: &Params) -> Result<Self> {
-        Ok(RandomPick {
-            seed: p.get("seed")?,
-        })
+        Ok(RandomPick { seed: p.get("seed")? })
     }
 }
 
@@ -39,15 +33,7 @@ impl Pruner for RandomPick {
         "random"
     }
 
-    fn select<B: Backend>(
-        &self,
-        _: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
-        Ok(Selection::from_unsorted(
-            SplitMix64::new(self.seed).sample(tokens.len(), k),
-            k,
-        ))
+    fn select<B: Backend>(&self, _: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
+        Ok(Selection::from_unsorted(SplitMix64::new(self.seed).sample(tokens.len(), k), k))
     }
 }

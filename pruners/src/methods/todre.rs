@@ -51,16 +51,8 @@ pub struct PivotRule {
 impl PivotRule {
     /// Parameters shared by the pivot-based methods.
     pub const PARAMS: [ParamSpec; 3] = [
-        ParamSpec {
-            name: "pivot",
-            default: "auto",
-            help: "auto | cls | random: the first kept token",
-        },
-        ParamSpec {
-            name: "seed",
-            default: "0",
-            help: "seed of the random pivot",
-        },
+        ParamSpec { name: "pivot", default: "auto", help: "auto | cls | random: the first kept token" },
+        ParamSpec { name: "seed", default: "0", help: "seed of the random pivot" },
         ParamSpec {
             name: "thumbnail",
             default: "0",
@@ -75,21 +67,13 @@ impl PivotRule {
             "random" => Pivot::Random,
             _ => Pivot::Auto,
         };
-        Ok(PivotRule {
-            pivot,
-            seed: p.get("seed")?,
-            thumbnail: p.get("thumbnail")?,
-        })
+        Ok(PivotRule { pivot, seed: p.get("seed")?, thumbnail: p.get("thumbnail")? })
     }
 
     /// Picks the pivot and says how.
     pub fn choose<M>(&self, tokens: &TokenSet<M>, method: &'static str) -> Result<(usize, String)> {
         let n = tokens.len();
-        let span = if self.thumbnail == 0 {
-            n
-        } else {
-            self.thumbnail.min(n)
-        };
+        let span = if self.thumbnail == 0 { n } else { self.thumbnail.min(n) };
         let use_cls = match self.pivot {
             Pivot::Cls => Some(tokens.require_cls_attention(method)?),
             Pivot::Auto => tokens.cls_attention(),
@@ -97,8 +81,7 @@ impl PivotRule {
         };
         match use_cls {
             Some(cls) => {
-                let p =
-                    argmax(&cls[..span]).ok_or(PruneError::Backend("empty pivot span".into()))?;
+                let p = argmax(&cls[..span]).ok_or(PruneError::Backend("empty pivot span".into()))?;
                 Ok((p, format!("pivot {p} (CLS attention)")))
             }
             None => {
@@ -119,9 +102,7 @@ pub struct Todre {
 impl Todre {
     /// Builds from parameters.
     pub fn from_params(p: &Params) -> Result<Self> {
-        Ok(Todre {
-            pivot: PivotRule::from_params(p)?,
-        })
+        Ok(Todre { pivot: PivotRule::from_params(p)? })
     }
 }
 
@@ -130,12 +111,7 @@ impl Pruner for Todre {
         "todre"
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let (pivot, note) = self.pivot.choose(tokens, self.name())?;
         let x = backend.normalize_rows(tokens.features())?;
         let mut columns = ColumnCache::new(backend, &x);
@@ -165,48 +141,22 @@ mod tests {
     fn picks_the_token_least_similar_in_total() {
         // Pivot 0 (highest CLS attention). Token 1 is a near copy of 0, token 2 orthogonal, token 3 opposite-ish.
         let x = array![[1.0f32, 0.0], [0.99, 0.1], [0.0, 1.0], [-1.0, 0.05]];
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_cls_attention(vec![0.9, 0.05, 0.03, 0.02])
-            .unwrap();
-        let todre = Todre {
-            pivot: PivotRule {
-                pivot: Pivot::Cls,
-                seed: 0,
-                thumbnail: 0,
-            },
-        };
+        let t = TokenSet::from_array(x).unwrap().with_cls_attention(vec![0.9, 0.05, 0.03, 0.02]).unwrap();
+        let todre = Todre { pivot: PivotRule { pivot: Pivot::Cls, seed: 0, thumbnail: 0 } };
         let s = prune(&CpuBackend, &todre, &t, Budget::Keep(2)).unwrap();
         assert_eq!(s.kept, vec![0, 3]);
         // Third pick minimises cos(·,0) + cos(·,3): token 2 (≈0.05) beats token 1 (≈0.0 + 0.995 - 0.99 ...).
         let s = prune(&CpuBackend, &todre, &t, Budget::Keep(3)).unwrap();
-        let sum1 = 0.99f32 / (0.99f32.hypot(0.1))
-            + (-0.99 + 0.005) / (0.99f32.hypot(0.1) * 1.0f32.hypot(0.05));
+        let sum1 = 0.99f32 / (0.99f32.hypot(0.1)) + (-0.99 + 0.005) / (0.99f32.hypot(0.1) * 1.0f32.hypot(0.05));
         let sum2 = 0.0 + 0.05 / 1.0f32.hypot(0.05);
-        assert_eq!(
-            s.kept,
-            if sum1 < sum2 {
-                vec![0, 1, 3]
-            } else {
-                vec![0, 2, 3]
-            }
-        );
+        assert_eq!(s.kept, if sum1 < sum2 { vec![0, 1, 3] } else { vec![0, 2, 3] });
     }
 
     #[test]
     fn anyres_pivot_stays_in_the_thumbnail() {
         let x = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -1.0]];
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_cls_attention(vec![0.1, 0.2, 0.9, 0.5])
-            .unwrap();
-        let todre = Todre {
-            pivot: PivotRule {
-                pivot: Pivot::Cls,
-                seed: 0,
-                thumbnail: 2,
-            },
-        };
+        let t = TokenSet::from_array(x).unwrap().with_cls_attention(vec![0.1, 0.2, 0.9, 0.5]).unwrap();
+        let todre = Todre { pivot: PivotRule { pivot: Pivot::Cls, seed: 0, thumbnail: 2 } };
         let s = prune(&CpuBackend, &todre, &t, Budget::Keep(1)).unwrap();
         assert_eq!(s.kept, vec![1]);
     }

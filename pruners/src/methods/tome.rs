@@ -36,12 +36,7 @@ impl ToMe {
 
 /// One round of bipartite soft matching over `metric` rows (already normalised): returns, for each of the `r`
 /// merged A positions, `(a, b)` positions to merge. Exposed for encoders that merge inside their blocks.
-pub fn bipartite_matches(
-    scores: &[f32],
-    a_len: usize,
-    b_len: usize,
-    r: usize,
-) -> Vec<(usize, usize)> {
+pub fn bipartite_matches(scores: &[f32], a_len: usize, b_len: usize, r: usize) -> Vec<(usize, usize)> {
     let mut best = Vec::with_capacity(a_len);
     let mut edge = Vec::with_capacity(a_len);
     for a in 0..a_len {
@@ -58,29 +53,18 @@ impl Pruner for ToMe {
         "tome"
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let metric = tokens.keys().unwrap_or(tokens.features());
         // Each current token: its representative (original index) and the original tokens it stands for.
-        let mut current: Vec<(usize, Vec<usize>)> =
-            (0..tokens.len()).map(|i| (i, vec![i])).collect();
+        let mut current: Vec<(usize, Vec<usize>)> = (0..tokens.len()).map(|i| (i, vec![i])).collect();
         while current.len() > k {
-            let groups: Vec<Vec<(usize, f32)>> = current
-                .iter()
-                .map(|(_, m)| m.iter().map(|&i| (i, 1.0)).collect())
-                .collect();
+            let groups: Vec<Vec<(usize, f32)>> =
+                current.iter().map(|(_, m)| m.iter().map(|&i| (i, 1.0)).collect()).collect();
             let m = backend.normalize_rows(&backend.combine_rows(metric, &groups, true)?)?;
             let a_pos: Vec<usize> = (0..current.len()).step_by(2).collect();
             let b_pos: Vec<usize> = (1..current.len()).step_by(2).collect();
             let r = (current.len() - k).min(a_pos.len());
-            let scores = backend.matmul_t(
-                &backend.gather_rows(&m, &a_pos)?,
-                &backend.gather_rows(&m, &b_pos)?,
-            )?;
+            let scores = backend.matmul_t(&backend.gather_rows(&m, &a_pos)?, &backend.gather_rows(&m, &b_pos)?)?;
             let matches = bipartite_matches(&scores, a_pos.len(), b_pos.len(), r);
             let mut absorbed = vec![false; current.len()];
             for &(a, b) in &matches {
@@ -88,22 +72,10 @@ impl Pruner for ToMe {
                 current[b_pos[b]].1.extend(moved);
                 absorbed[a_pos[a]] = true;
             }
-            current = current
-                .into_iter()
-                .zip(absorbed)
-                .filter(|(_, gone)| !gone)
-                .map(|(c, _)| c)
-                .collect();
+            current = current.into_iter().zip(absorbed).filter(|(_, gone)| !gone).map(|(c, _)| c).collect();
         }
-        let groups: Vec<Vec<(usize, f32)>> = current
-            .iter()
-            .map(|(_, m)| m.iter().map(|&i| (i, 1.0)).collect())
-            .collect();
-        let merged = backend.combine_rows(tokens.features(), &groups, true)?;
-        let mut s = Selection::pruned(current.iter().map(|(rep, _)| *rep).collect(), k);
-        s.sizes = current.iter().map(|(_, m)| m.len()).collect();
-        s.merged = Some(merged);
-        Ok(s)
+        let groups = current.into_iter().map(|(rep, m)| (rep, m.into_iter().map(|i| (i, 1.0)).collect())).collect();
+        Selection::merged(backend, tokens.features(), groups, true, k)
     }
 }
 
@@ -127,9 +99,7 @@ mod tests {
 
     #[test]
     fn repeated_rounds_reach_the_budget_and_conserve_tokens() {
-        let x = ndarray::Array2::from_shape_fn((37, 4), |(i, j)| {
-            ((i * 7 + j * 3) % 11) as f32 + 0.1 * j as f32
-        });
+        let x = ndarray::Array2::from_shape_fn((37, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f32 + 0.1 * j as f32);
         let t = TokenSet::from_array(x).unwrap();
         let s = prune(&CpuBackend, &ToMe, &t, Budget::Keep(5)).unwrap();
         assert_eq!(s.kept.len(), 5);

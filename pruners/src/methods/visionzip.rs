@@ -40,11 +40,7 @@ impl VisionZip {
             default: "auto",
             help: "dominant tokens (auto = round(k*54/64)); the rest are contextual",
         },
-        ParamSpec {
-            name: "merge",
-            default: "official",
-            help: "official (target + mean) | mean (AngelSlim)",
-        },
+        ParamSpec { name: "merge", default: "official", help: "official (target + mean) | mean (AngelSlim)" },
     ];
 
     /// Builds from parameters.
@@ -53,10 +49,7 @@ impl VisionZip {
             "auto" => None,
             _ => Some(p.get("dominant")?),
         };
-        Ok(VisionZip {
-            dominant,
-            merge: p.choice("merge", &["official", "mean"])?,
-        })
+        Ok(VisionZip { dominant, merge: p.choice("merge", &["official", "mean"])? })
     }
 }
 
@@ -69,34 +62,20 @@ impl Pruner for VisionZip {
         &[Signal::ClsAttention]
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let n = tokens.len();
         let attention = tokens.require_cls_attention(self.name())?;
-        let dominant_count = self
-            .dominant
-            .unwrap_or_else(|| (k as f64 * 54.0 / 64.0).round() as usize)
-            .clamp(1, k);
+        let dominant_count = self.dominant.unwrap_or_else(|| (k as f64 * 54.0 / 64.0).round() as usize).clamp(1, k);
         let contextual = k - dominant_count;
         let dominant = top_k(attention, dominant_count);
         let mut is_dominant = vec![false; n];
         dominant.iter().for_each(|&i| is_dominant[i] = true);
         let rest: Vec<usize> = (0..n).filter(|&i| !is_dominant[i]).collect();
-        let mut groups: Vec<(usize, Vec<(usize, f32)>)> =
-            dominant.iter().map(|&i| (i, vec![(i, 1.0)])).collect();
+        let mut groups: Vec<(usize, Vec<(usize, f32)>)> = dominant.iter().map(|&i| (i, vec![(i, 1.0)])).collect();
         let mut note = None;
         if contextual > 0 && !rest.is_empty() {
             let step = (rest.len() / contextual).max(1);
-            let targets: Vec<usize> = rest
-                .iter()
-                .step_by(step)
-                .take(contextual)
-                .copied()
-                .collect();
+            let targets: Vec<usize> = rest.iter().step_by(step).take(contextual).copied().collect();
             let mut is_target = vec![false; n];
             targets.iter().for_each(|&t| is_target[t] = true);
             let others: Vec<usize> = rest.iter().copied().filter(|&i| !is_target[i]).collect();
@@ -110,13 +89,10 @@ impl Pruner for VisionZip {
             let metric = backend.normalize_rows(metric)?;
             let mut members: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
             if !others.is_empty() {
-                let sims = backend.matmul_t(
-                    &backend.gather_rows(&metric, &others)?,
-                    &backend.gather_rows(&metric, &targets)?,
-                )?;
+                let sims = backend
+                    .matmul_t(&backend.gather_rows(&metric, &others)?, &backend.gather_rows(&metric, &targets)?)?;
                 for (r, &u) in others.iter().enumerate() {
-                    let best =
-                        argmax(&sims[r * targets.len()..(r + 1) * targets.len()]).unwrap_or(0);
+                    let best = argmax(&sims[r * targets.len()..(r + 1) * targets.len()]).unwrap_or(0);
                     members[best].push(u);
                 }
             }
@@ -124,26 +100,15 @@ impl Pruner for VisionZip {
                 let group = if assigned.is_empty() {
                     vec![(t, 1.0)]
                 } else if self.merge == "mean" {
-                    std::iter::once(t)
-                        .chain(assigned)
-                        .map(|i| (i, 1.0))
-                        .collect()
+                    std::iter::once(t).chain(assigned).map(|i| (i, 1.0)).collect()
                 } else {
                     let w = 1.0 / assigned.len() as f32;
-                    std::iter::once((t, 1.0))
-                        .chain(assigned.into_iter().map(|i| (i, w)))
-                        .collect()
+                    std::iter::once((t, 1.0)).chain(assigned.into_iter().map(|i| (i, w))).collect()
                 };
                 groups.push((t, group));
             }
         }
-        groups.sort_by_key(|(i, _)| *i);
-        let kept: Vec<usize> = groups.iter().map(|(i, _)| *i).collect();
-        let members: Vec<Vec<(usize, f32)>> = groups.into_iter().map(|(_, g)| g).collect();
-        let merged = backend.combine_rows(tokens.features(), &members, self.merge == "mean")?;
-        let mut s = Selection::pruned(kept, k);
-        s.sizes = members.iter().map(Vec::len).collect();
-        s.merged = Some(merged);
+        let s = Selection::merged(backend, tokens.features(), groups, self.merge == "mean", k)?;
         Ok(match note {
             Some(n) => s.with_note(n),
             None => s,
@@ -159,30 +124,15 @@ mod tests {
 
     #[test]
     fn dominant_by_attention_and_contextual_is_target_plus_mean() {
-        let x = array![
-            [10.0f32, 0.0],
-            [0.0, 1.0],
-            [1.0, 0.0],
-            [0.0, 3.0],
-            [2.0, 0.1]
-        ];
-        let keys = array![
-            [1.0f32, 0.0],
-            [0.0, 1.0],
-            [1.0, 0.0],
-            [0.1, 1.0],
-            [1.0, 0.1]
-        ];
+        let x = array![[10.0f32, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0], [2.0, 0.1]];
+        let keys = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 0.0], [0.1, 1.0], [1.0, 0.1]];
         let t = TokenSet::from_array(x)
             .unwrap()
             .with_cls_attention(vec![0.9, 0.0, 0.05, 0.03, 0.02])
             .unwrap()
             .with_keys(&CpuBackend, keys)
             .unwrap();
-        let vz = VisionZip {
-            dominant: Some(1),
-            merge: "official",
-        };
+        let vz = VisionZip { dominant: Some(1), merge: "official" };
         let s = prune(&CpuBackend, &vz, &t, Budget::Keep(3)).unwrap();
         // Dominant: 0. Rest = [1, 2, 3, 4], step 2 -> targets 1 and 3; 2 and 4 match key-wise... 2 -> (1 or 3)?
         // keys: 2 = [1,0] is closer to 3 = [0.1, 1] (cos 0.0995) than to 1 = [0, 1] (cos 0); 4 likewise.

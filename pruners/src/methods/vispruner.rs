@@ -29,17 +29,12 @@ pub struct VisPruner {
 
 impl VisPruner {
     /// Parameters and defaults.
-    pub const PARAMS: [ParamSpec; 1] = [ParamSpec {
-        name: "important_ratio",
-        default: "0.5",
-        help: "share of the budget kept by CLS attention",
-    }];
+    pub const PARAMS: [ParamSpec; 1] =
+        [ParamSpec { name: "important_ratio", default: "0.5", help: "share of the budget kept by CLS attention" }];
 
     /// Builds from parameters.
     pub fn from_params(p: &Params) -> Result<Self> {
-        Ok(VisPruner {
-            important_ratio: p.float_in("important_ratio", 0.0, 1.0)?,
-        })
+        Ok(VisPruner { important_ratio: p.float_in("important_ratio", 0.0, 1.0)? })
     }
 }
 
@@ -52,12 +47,7 @@ impl Pruner for VisPruner {
         &[Signal::ClsAttention]
     }
 
-    fn select<B: Backend>(
-        &self,
-        backend: &B,
-        tokens: &TokenSet<B::Matrix>,
-        k: usize,
-    ) -> Result<Selection<B::Matrix>> {
+    fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let attention = tokens.require_cls_attention(self.name())?;
         let important_count = (k as f64 * self.important_ratio) as usize;
         let diverse_count = k - important_count;
@@ -72,11 +62,8 @@ impl Pruner for VisPruner {
             let redundancy: Vec<f32> = if b.is_empty() {
                 vec![0.0; a.len()]
             } else {
-                let sims = backend
-                    .matmul_t(&backend.gather_rows(&x, &a)?, &backend.gather_rows(&x, &b)?)?;
-                sims.chunks(b.len())
-                    .map(|row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-                    .collect()
+                let sims = backend.matmul_t(&backend.gather_rows(&x, &a)?, &backend.gather_rows(&x, &b)?)?;
+                sims.chunks(b.len()).map(|row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max)).collect()
             };
             let dropped: Vec<usize> = top_k(&redundancy, drop).into_iter().map(|i| a[i]).collect();
             residual.retain(|i| !dropped.contains(i));
@@ -96,26 +83,9 @@ mod tests {
     fn removes_near_duplicates_from_the_residual() {
         // k = 4 with ratio 0.25: one important token (0); residual 1, 2, 3, 4 must lose one token.
         // A = [1, 3], B = [2, 4]; token 1 nearly duplicates 2 (cos ≈ 1) while 3's best match is 4 (≈ 0.71).
-        let x = array![
-            [1.0f32, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-            [0.0, 1.0, 0.01],
-            [0.0, 0.0, 1.0],
-            [0.7, 0.0, 0.7]
-        ];
-        let t = TokenSet::from_array(x)
-            .unwrap()
-            .with_cls_attention(vec![0.5, 0.4, 0.3, 0.2, 0.1])
-            .unwrap();
-        let s = prune(
-            &CpuBackend,
-            &VisPruner {
-                important_ratio: 0.25,
-            },
-            &t,
-            Budget::Keep(4),
-        )
-        .unwrap();
+        let x = array![[1.0f32, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.01], [0.0, 0.0, 1.0], [0.7, 0.0, 0.7]];
+        let t = TokenSet::from_array(x).unwrap().with_cls_attention(vec![0.5, 0.4, 0.3, 0.2, 0.1]).unwrap();
+        let s = prune(&CpuBackend, &VisPruner { important_ratio: 0.25 }, &t, Budget::Keep(4)).unwrap();
         assert_eq!(s.kept, vec![0, 2, 3, 4]);
     }
 }
