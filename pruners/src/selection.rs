@@ -60,7 +60,7 @@ impl<M> Selection<M> {
         self
     }
 
-    /// Number of output tokens (kept plus extra rows are counted by the caller that knows the extra's shape).
+    /// Number of kept tokens (synthetic `extra` rows not included).
     pub fn len(&self) -> usize {
         self.kept.len()
     }

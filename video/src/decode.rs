@@ -89,6 +89,8 @@ struct Source {
 fn open(path: &Path) -> Result<Source, VideoError> {
     let fail = |reason: String| VideoError::Open { path: path.to_path_buf(), reason };
     ffmpeg::init().map_err(|e| fail(e.to_string()))?;
+    // Every failure reaches the caller as a typed error; FFmpeg's own console messages would only repeat it.
+    ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Fatal);
     if !path.is_file() {
         return Err(fail("no such file".into()));
     }
