@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(s) => s,
             Err(e) => {
                 // DyCoke keeps the first frame of every 4-frame window whole: 10 % of 8 frames is below that.
-                println!("{name:<10} {:>6} {:>10}  ({e})", "-", "-");
+                println!("{name:<10} {:>6} {:>10}  skipped: {e}", "-", "-");
                 continue;
             }
         };
