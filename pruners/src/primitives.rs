@@ -154,6 +154,23 @@ impl SplitMix64 {
     }
 }
 
+/// FastVID's DySeg: cut a sequence of frames wherever the similarity of consecutive frames (`transitions[t]`
+/// compares frame `t` with `t + 1`) is below `tau`, and also at the `min_segments − 1` least similar transitions.
+/// Returns `(first frame, length)` of every segment, in order. `O(F log F)`.
+pub fn dynamic_segments(transitions: &[f32], tau: f32, min_segments: usize) -> Vec<(usize, usize)> {
+    let frames = transitions.len() + 1;
+    let mut cut: Vec<bool> = transitions.iter().map(|&s| s < tau).collect();
+    bottom_k(transitions, min_segments.saturating_sub(1)).into_iter().for_each(|t| cut[t] = true);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (t, _) in cut.iter().enumerate().filter(|(_, c)| **c) {
+        out.push((start, t + 1 - start));
+        start = t + 1;
+    }
+    out.push((start, frames - start));
+    out
+}
+
 /// Result of DPC-kNN clustering.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Clusters {

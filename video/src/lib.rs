@@ -7,6 +7,7 @@
 //! `tokensieve doctor` reports; the other samplers and preprocessing arrive with the video issue.
 
 pub mod decode;
+pub mod samplers;
 
 pub use decode::{decode_at, probe, sample_uniform, Frame, VideoError, VideoInfo};
 

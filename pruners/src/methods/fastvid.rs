@@ -20,7 +20,7 @@
 use crate::backend::Backend;
 use crate::error::{Result, Signal};
 use crate::params::{ParamSpec, Params};
-use crate::primitives::{argmax, bottom_k, dpc_knn, split_proportional, top_k};
+use crate::primitives::{argmax, dpc_knn, dynamic_segments, split_proportional, top_k};
 use crate::pruner::Pruner;
 use crate::selection::Selection;
 use crate::token_set::TokenSet;
@@ -63,20 +63,7 @@ impl FastVid {
 
     /// DySeg: segments `(first frame, length)` of one view from consecutive-frame similarities.
     pub fn segment(&self, transitions: &[f32]) -> Vec<(usize, usize)> {
-        let frames = transitions.len() + 1;
-        let mut cut = vec![false; transitions.len()];
-        transitions.iter().enumerate().filter(|(_, &s)| s < self.tau).for_each(|(t, _)| cut[t] = true);
-        bottom_k(transitions, self.segments.saturating_sub(1)).into_iter().for_each(|t| cut[t] = true);
-        let mut out = Vec::new();
-        let mut start = 0;
-        for (t, &c) in cut.iter().enumerate() {
-            if c {
-                out.push((start, t + 1 - start));
-                start = t + 1;
-            }
-        }
-        out.push((start, frames - start));
-        out
+        dynamic_segments(transitions, self.tau, self.segments)
     }
 }
 
