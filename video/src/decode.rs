@@ -4,7 +4,10 @@
 //! more than one second past what was last decoded, then decodes forward and returns the first frame whose
 //! presentation time reaches the target (within half a frame). Memory holds only the frames asked for.
 //! Frames are converted to RGB8 at the requested size with a bilinear scaler, copied row by row because FFmpeg's
-//! line stride can exceed `width · 3`.
+//! line stride can exceed `width · 3`, and turned upright when the stream carries a rotation (display matrix, as
+//! phones write). A stream that ends early (truncated or corrupt) yields what could be decoded and says where it
+//! stopped; corrupt packets are skipped, since decoders resynchronise at the next key frame.
+//! [`decode_in_background`] runs the same loop on its own thread, so an encoder can start on the first frames.
 
 use ffmpeg::format::Pixel;
 use ffmpeg::media::Type;
@@ -46,6 +49,48 @@ pub enum VideoError {
         /// The file.
         path: PathBuf,
     },
+    /// The frame size exceeds the configured pixel limit.
+    #[error("{path}: {width}x{height} exceeds the limit of {limit} pixels per frame")]
+    Resolution {
+        /// The file.
+        path: PathBuf,
+        /// Coded width.
+        width: u32,
+        /// Coded height.
+        height: u32,
+        /// The limit.
+        limit: u64,
+    },
+    /// A requested output size is zero.
+    #[error("output size {width}x{height} must be positive")]
+    OutputSize {
+        /// Requested width.
+        width: u32,
+        /// Requested height.
+        height: u32,
+    },
+}
+
+/// Limits that protect against absurd inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Largest accepted `width x height` of the coded frames (default 8192 x 8192).
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions { max_pixels: 8192 * 8192 }
+    }
+}
+
+/// Decoded frames and, when the stream ended before the last requested time, where it stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// One frame per requested time, ascending (targets past the end repeat the last decodable frame).
+    pub frames: Vec<Frame>,
+    /// Presentation time of the last decodable frame when some target lay beyond it.
+    pub stopped_at: Option<f64>,
 }
 
 /// What the container says about its video stream.
@@ -61,6 +106,8 @@ pub struct VideoInfo {
     pub width: u32,
     /// Coded height.
     pub height: u32,
+    /// Clockwise rotation in degrees (0, 90, 180, 270) applied to make frames upright.
+    pub rotation: u32,
 }
 
 /// One decoded RGB8 frame.
@@ -68,6 +115,8 @@ pub struct VideoInfo {
 pub struct Frame {
     /// Presentation time in seconds.
     pub timestamp: f64,
+    /// The time that was asked for.
+    pub requested: f64,
     /// Width in pixels.
     pub width: u32,
     /// Height in pixels.
@@ -86,7 +135,23 @@ struct Source {
     eof_sent: bool,
 }
 
-fn open(path: &Path) -> Result<Source, VideoError> {
+fn rotation_of(stream: &ffmpeg::format::stream::Stream<'_>) -> u32 {
+    for data in stream.side_data() {
+        if data.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix && data.data().len() >= 36 {
+            let matrix: Vec<i32> =
+                data.data().chunks_exact(4).take(9).map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
+            // SAFETY: `matrix` holds the 9 entries av_display_rotation_get reads.
+            let angle = unsafe { ffmpeg::ffi::av_display_rotation_get(matrix.as_ptr()) };
+            if angle.is_finite() {
+                // FFmpeg reports the counter-clockwise angle; frames must turn clockwise by its negation.
+                return ((-angle).round() as i64).rem_euclid(360) as u32 / 90 * 90;
+            }
+        }
+    }
+    0
+}
+
+fn open(path: &Path, options: DecodeOptions) -> Result<Source, VideoError> {
     let fail = |reason: String| VideoError::Open { path: path.to_path_buf(), reason };
     ffmpeg::init().map_err(|e| fail(e.to_string()))?;
     // Every failure reaches the caller as a typed error; FFmpeg's own console messages would only repeat it.
@@ -110,7 +175,11 @@ fn open(path: &Path) -> Result<Source, VideoError> {
     let context =
         ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(|e| fail(e.to_string()))?;
     let decoder = context.decoder().video().map_err(|e| fail(format!("unsupported codec: {e}")))?;
-    let info = VideoInfo { duration, fps, frames, width: decoder.width(), height: decoder.height() };
+    let (width, height) = (decoder.width(), decoder.height());
+    if u64::from(width) * u64::from(height) > options.max_pixels {
+        return Err(VideoError::Resolution { path: path.to_path_buf(), width, height, limit: options.max_pixels });
+    }
+    let info = VideoInfo { duration, fps, frames, width, height, rotation: rotation_of(&stream) };
     Ok(Source { path: path.to_path_buf(), input, stream: index, time_base, decoder, info, eof_sent: false })
 }
 
@@ -160,20 +229,56 @@ impl Source {
 
 /// Reads the container's description of the video stream.
 pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
-    Ok(open(path)?.info)
+    Ok(open(path, DecodeOptions::default())?.info)
 }
 
-/// Decodes the frames at `timestamps` (seconds, any order; returned in ascending order) scaled to `width x height`.
-/// Targets past the end return the last decodable frame.
-pub fn decode_at(path: &Path, timestamps: &[f64], width: u32, height: u32) -> Result<Vec<Frame>, VideoError> {
-    let mut source = open(path)?;
+/// Turns an RGB8 image clockwise by `degrees` (0, 90, 180 or 270).
+fn rotate(rgb: &[u8], width: usize, height: usize, degrees: u32) -> Vec<u8> {
+    if degrees == 0 {
+        return rgb.to_vec();
+    }
+    let (out_w, out_h) = if degrees == 180 { (width, height) } else { (height, width) };
+    let mut out = vec![0u8; rgb.len()];
+    for y in 0..height {
+        for x in 0..width {
+            let (nx, ny) = match degrees {
+                90 => (height - 1 - y, x),
+                180 => (width - 1 - x, height - 1 - y),
+                _ => (y, width - 1 - x),
+            };
+            let (src, dst) = ((y * width + x) * 3, (ny * out_w + nx) * 3);
+            out[dst..dst + 3].copy_from_slice(&rgb[src..src + 3]);
+        }
+    }
+    debug_assert_eq!(out.len(), out_w * out_h * 3);
+    out
+}
+
+/// Decodes the frames at `timestamps` (seconds, any order; delivered ascending) scaled to `width x height`
+/// (upright), calling `deliver` for each as soon as it is ready. Returns where the stream stopped when targets lay
+/// beyond its end.
+pub fn decode_each(
+    path: &Path,
+    timestamps: &[f64],
+    width: u32,
+    height: u32,
+    options: DecodeOptions,
+    mut deliver: impl FnMut(Frame) -> bool,
+) -> Result<Option<f64>, VideoError> {
+    if width == 0 || height == 0 {
+        return Err(VideoError::OutputSize { width, height });
+    }
+    let mut source = open(path, options)?;
+    let rotation = source.info.rotation;
+    // Scale to the size that becomes width x height after turning upright.
+    let (scaled_w, scaled_h) = if rotation % 180 == 90 { (height, width) } else { (width, height) };
     let mut scaler = Scaler::get(
         source.decoder.format(),
         source.info.width,
         source.info.height,
         Pixel::RGB24,
-        width,
-        height,
+        scaled_w,
+        scaled_h,
         Flags::BILINEAR,
     )
     .map_err(|e| VideoError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
@@ -181,46 +286,106 @@ pub fn decode_at(path: &Path, timestamps: &[f64], width: u32, height: u32) -> Re
     targets.sort_by(f64::total_cmp);
     let half_frame = 0.5 / source.info.fps;
     let mut decoded = ffmpeg::frame::Video::empty();
+    let mut scratch = ffmpeg::frame::Video::empty();
     let mut have_frame = false;
+    let mut ended = false;
     let mut position = f64::NEG_INFINITY;
-    let mut out = Vec::with_capacity(targets.len());
+    let mut stopped_at = None;
     for &target in &targets {
-        if target > position + 1.0 {
+        if target > position + 1.0 && !ended {
             source.seek(target)?;
+            have_frame = false;
         }
-        while !have_frame || position < target - half_frame {
-            if !source.next(&mut decoded)? {
-                break;
+        while !ended && (!have_frame || position < target - half_frame) {
+            // avcodec_receive_frame empties its frame before reporting the end, so decode into a scratch frame and
+            // keep the last good one.
+            if source.next(&mut scratch)? {
+                std::mem::swap(&mut decoded, &mut scratch);
+                have_frame = true;
+                position = source.seconds(&decoded);
+            } else {
+                ended = true;
             }
-            have_frame = true;
-            position = source.seconds(&decoded);
         }
         if !have_frame {
-            return Err(VideoError::Empty { path: path.to_path_buf() });
+            // A seek past the last key frame can land after the end: go back to the start of the stream's tail.
+            source.seek(0.0)?;
+            ended = false;
+            while source.next(&mut scratch)? {
+                std::mem::swap(&mut decoded, &mut scratch);
+                have_frame = true;
+                position = source.seconds(&decoded);
+                if position >= target - half_frame {
+                    break;
+                }
+            }
+            if !have_frame {
+                return Err(VideoError::Empty { path: path.to_path_buf() });
+            }
+        }
+        if position < target - half_frame {
+            stopped_at = Some(position);
         }
         let mut rgb = ffmpeg::frame::Video::empty();
         scaler.run(&decoded, &mut rgb).map_err(|e| source.error(position, e))?;
         let stride = rgb.stride(0);
-        let row = width as usize * 3;
+        let row = scaled_w as usize * 3;
         let data = rgb.data(0);
-        let mut bytes = Vec::with_capacity(row * height as usize);
-        for y in 0..height as usize {
+        let mut bytes = Vec::with_capacity(row * scaled_h as usize);
+        for y in 0..scaled_h as usize {
             bytes.extend_from_slice(&data[y * stride..y * stride + row]);
         }
-        out.push(Frame { timestamp: position, width, height, rgb: bytes });
+        let rgb = rotate(&bytes, scaled_w as usize, scaled_h as usize, rotation);
+        if !deliver(Frame { timestamp: position, requested: target, width, height, rgb }) {
+            break;
+        }
     }
-    Ok(out)
+    Ok(stopped_at)
+}
+
+/// Decodes the frames at `timestamps` (see [`decode_each`]) into memory.
+pub fn decode_at(path: &Path, timestamps: &[f64], width: u32, height: u32) -> Result<Decoded, VideoError> {
+    let mut frames = Vec::with_capacity(timestamps.len());
+    let stopped_at = decode_each(path, timestamps, width, height, DecodeOptions::default(), |f| {
+        frames.push(f);
+        true
+    })?;
+    Ok(Decoded { frames, stopped_at })
+}
+
+/// Runs [`decode_each`] on a background thread; frames arrive on the channel as they are decoded, followed by
+/// the end-of-stream report (or the error). Dropping the receiver stops the decoder at the next frame.
+pub fn decode_in_background(
+    path: PathBuf,
+    timestamps: Vec<f64>,
+    width: u32,
+    height: u32,
+    options: DecodeOptions,
+) -> std::sync::mpsc::Receiver<Result<DecodeEvent, VideoError>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    std::thread::spawn(move || {
+        let frames = tx.clone();
+        let result =
+            decode_each(&path, &timestamps, width, height, options, |f| frames.send(Ok(DecodeEvent::Frame(f))).is_ok());
+        let _ = tx.send(result.map(DecodeEvent::Done));
+    });
+    rx
+}
+
+/// What [`decode_in_background`] sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeEvent {
+    /// The next frame.
+    Frame(Frame),
+    /// All frames were sent; `Some(t)` when the stream ended at `t` before the last target.
+    Done(Option<f64>),
 }
 
 /// `count` frames at lmms-eval's uniform positions (`linspace(0, N − 1, count)`, truncated), scaled.
 pub fn sample_uniform(path: &Path, count: usize, width: u32, height: u32) -> Result<Vec<Frame>, VideoError> {
     let info = probe(path)?;
-    let n = info.frames.max(1);
-    let indices: Vec<usize> = match count {
-        0 => Vec::new(),
-        1 => vec![0],
-        _ => (0..count).map(|i| (i as f64 * (n - 1) as f64 / (count - 1) as f64) as usize).collect(),
-    };
+    let indices = crate::samplers::uniform_indices(info.frames.max(1), count, crate::samplers::Uniform::Inclusive)
+        .map_err(|e| VideoError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
     let times: Vec<f64> = indices.iter().map(|&i| i as f64 / info.fps).collect();
-    decode_at(path, &times, width, height)
+    Ok(decode_at(path, &times, width, height)?.frames)
 }

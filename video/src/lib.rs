@@ -3,13 +3,19 @@
 //! Everything between a video file (or images, or a multi-camera driving frame) and the pixel tensors a vision
 //! encoder takes: FFmpeg decoding with seeks, frame and clip samplers, and model-exact preprocessing.
 //!
-//! Today it provides seek-based decoding at chosen timestamps, the uniform sampler and the FFmpeg probe that
-//! `tokensieve doctor` reports; the other samplers and preprocessing arrive with the video issue.
+//! Today it provides seek-based decoding at chosen timestamps (also on a background thread), image lists and
+//! multi-camera samples as frames, the samplers (uniform in both harness conventions, fps, D-CoDe, F2C, DySeg
+//! segments) and the FFmpeg probe that `tokensieve doctor` reports. Model-exact preprocessing is still to come.
 
 pub mod decode;
+pub mod images;
 pub mod samplers;
 
-pub use decode::{decode_at, probe, sample_uniform, Frame, VideoError, VideoInfo};
+pub use decode::{
+    decode_at, decode_each, decode_in_background, probe, sample_uniform, DecodeEvent, DecodeOptions, Decoded, Frame,
+    VideoError, VideoInfo,
+};
+pub use images::{load_image, load_images, load_views, ImageError, NUSCENES_CAMERAS};
 
 /// Versions of the FFmpeg libraries this process uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

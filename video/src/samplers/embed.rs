@@ -66,7 +66,7 @@ mod tests {
     fn frame(f: impl Fn(usize, usize) -> [u8; 3]) -> Frame {
         let f = &f;
         let rgb = (0..16).flat_map(|y| (0..16).flat_map(move |x| f(x, y))).collect();
-        Frame { timestamp: 0.0, width: 16, height: 16, rgb }
+        Frame { timestamp: 0.0, requested: 0.0, width: 16, height: 16, rgb }
     }
 
     #[test]
