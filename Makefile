@@ -29,6 +29,7 @@ demo: build
 
 bench: setup
 	@$(ENV) && cargo bench --bench pruners $(FEATURES)
+	@$(ENV) && cargo bench --bench sampling $(FEATURES)
 
 clean-cache:
 	rm -rf $(TOKENSIEVE_HOME)

@@ -123,3 +123,51 @@ fn doctor_reports_every_backend_and_the_assets() {
     let missing: Vec<&str> = files.iter().filter(|f| f["ok"] != true).map(|f| f["name"].as_str().unwrap()).collect();
     assert!(missing.is_empty(), "assets missing (run `make setup`): {missing:?}");
 }
+
+fn asset(name: &str) -> String {
+    let path = tokensieve::assets::require(name).expect("sample assets (run `make setup`)");
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn sample_reports_frames_and_timestamps() {
+    let video = asset("videos/vtest.avi");
+    let (code, out, err) = tokensieve(&["sample", &video, "--sampler", "uniform", "--frames", "5", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["sampler"], "uniform");
+    let frames = v["frames"].as_array().unwrap();
+    let indices: Vec<u64> = frames.iter().map(|f| f["index"].as_u64().unwrap()).collect();
+    // vtest.avi: 795 frames at 10 fps; lmms-eval's inclusive linspace.
+    assert_eq!(indices, vec![0, 198, 397, 595, 794]);
+    for (f, i) in frames.iter().zip(&indices) {
+        assert!((f["timestamp"].as_f64().unwrap() - *i as f64 / 10.0).abs() < 1e-6, "{f}");
+    }
+    let (_, out, _) = tokensieve(&["sample", &video, "--sampler", "uniform-interior", "--frames", "3", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let interior: Vec<u64> = v["frames"].as_array().unwrap().iter().map(|f| f["index"].as_u64().unwrap()).collect();
+    assert_eq!(interior, vec![198, 397, 596]);
+}
+
+#[test]
+fn sample_writes_pictures_and_rejects_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = asset("videos/bikes.mp4");
+    let out_dir = dir.path().join("frames");
+    let (code, _, err) =
+        tokensieve(&["sample", &video, "--sampler", "dcode", "--frames", "4", "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names[0], "frame_000000.png");
+    let (code, _, err) = tokensieve(&["sample", &video, "--sampler", "f2c"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("image-text encoder"), "{err}");
+    let (code, _, _) = tokensieve(&["sample", &video, "--sampler", "fps"]);
+    assert_eq!(code, 2, "fps needs --fps");
+    let (code, _, err) = tokensieve(&["sample", "/nonexistent.mp4"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: /nonexistent.mp4"), "{err}");
+}

@@ -2,6 +2,8 @@
 
 mod doctor;
 mod prune;
+#[cfg(feature = "video")]
+mod sample;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +21,9 @@ enum Command {
     Doctor(doctor::Args),
     /// Select visual tokens from a feature matrix with any registered method.
     Prune(Box<prune::Args>),
+    /// Pick frames of a video with a sampler and report their timestamps (optionally save them as PNG).
+    #[cfg(feature = "video")]
+    Sample(Box<sample::Args>),
 }
 
 /// A failure the binary reports on one line.
@@ -60,5 +65,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Prune(args) => prune::run(*args),
+        #[cfg(feature = "video")]
+        Command::Sample(args) => sample::run(*args),
     }
 }

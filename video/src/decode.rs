@@ -1,8 +1,9 @@
 //! Decoding frames at chosen timestamps with FFmpeg, seeking instead of decoding the whole file.
 //!
-//! For each wanted timestamp (ascending) the decoder seeks to the key frame at or before it when the target lies
-//! more than one second past what was last decoded, then decodes forward and returns the first frame whose
-//! presentation time reaches the target (within half a frame). Memory holds only the frames asked for.
+//! For each wanted timestamp (ascending) the decoder seeks to the key frame at or before it when that key frame
+//! lies past what was last decoded (so sparse key frames do not make it decode the same stretch twice), then
+//! decodes forward and returns the first frame whose presentation time reaches the target (within half a frame).
+//! Memory holds only the frames asked for.
 //! Frames are converted to RGB8 at the requested size with a bilinear scaler, copied row by row because FFmpeg's
 //! line stride can exceed `width · 3`, and turned upright when the stream carries a rotation (display matrix, as
 //! phones write). A stream that ends early (truncated or corrupt) yields what could be decoded and says where it
@@ -71,16 +72,19 @@ pub enum VideoError {
     },
 }
 
-/// Limits that protect against absurd inputs.
+/// How to decode, and limits that protect against absurd inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeOptions {
     /// Largest accepted `width x height` of the coded frames (default 8192 x 8192).
     pub max_pixels: u64,
+    /// Seek to far targets (default). `false` decodes every frame from the start: slower, but immune to broken
+    /// seek indexes, and the baseline the sampling benchmark compares against.
+    pub seek: bool,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_pixels: 8192 * 8192 }
+        DecodeOptions { max_pixels: 8192 * 8192, seek: true }
     }
 }
 
@@ -192,6 +196,28 @@ impl Source {
         Ok(())
     }
 
+    /// Time of the last key frame at or before `seconds` according to the container's index, if it has one.
+    fn key_frame_before(&self, seconds: f64) -> Option<f64> {
+        let stream = self.input.stream(self.stream)?;
+        let ts = (seconds / self.time_base).floor() as i64;
+        // SAFETY: the stream pointer lives as long as `self.input`; FFmpeg only reads the index here and returns a
+        // pointer into it (or null), which is read before anything can change the index.
+        unsafe {
+            let entry = ffmpeg::ffi::avformat_index_get_entry_from_timestamp(
+                stream.as_ptr() as *mut ffmpeg::ffi::AVStream,
+                ts,
+                ffmpeg::ffi::AVSEEK_FLAG_BACKWARD,
+            );
+            (!entry.is_null()).then(|| (*entry).timestamp as f64 * self.time_base)
+        }
+    }
+
+    /// Whether seeking to `target` beats decoding forward from `position`: only when the key frame a seek lands on
+    /// lies ahead (sparse key frames, as in `vtest.avi` with one every 20 s, make most seeks land behind).
+    fn worth_seeking(&self, target: f64, position: f64) -> bool {
+        target > position + 1.0 && self.key_frame_before(target).is_none_or(|key| key > position)
+    }
+
     fn error(&self, seconds: f64, e: ffmpeg::Error) -> VideoError {
         VideoError::Decode { path: self.path.clone(), seconds, reason: e.to_string() }
     }
@@ -292,7 +318,7 @@ pub fn decode_each(
     let mut position = f64::NEG_INFINITY;
     let mut stopped_at = None;
     for &target in &targets {
-        if target > position + 1.0 && !ended {
+        if options.seek && !ended && source.worth_seeking(target, position) {
             source.seek(target)?;
             have_frame = false;
         }

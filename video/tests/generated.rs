@@ -199,7 +199,7 @@ fn bad_inputs_are_typed_errors() {
     ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", audio.to_str().unwrap()], None);
     assert!(matches!(probe(&audio), Err(VideoError::NoVideoStream { .. })));
     let video = counter_video(dir.path(), "small.mp4", 5, 25, &["-c:v", "libx264", "-pix_fmt", "yuv420p"]);
-    let limited = DecodeOptions { max_pixels: 100 };
+    let limited = DecodeOptions { max_pixels: 100, ..DecodeOptions::default() };
     let err = decode_each(&video, &[0.0], 8, 8, limited, |_| true).unwrap_err();
     assert!(matches!(err, VideoError::Resolution { width: 32, height: 16, limit: 100, .. }), "{err}");
     assert!(matches!(decode_at(&video, &[0.0], 0, 8), Err(VideoError::OutputSize { .. })));

@@ -127,7 +127,7 @@ impl F2c {
             return Err(SampleError::NoFrames);
         }
         let mut ladder = self.ladder.clone();
-        ladder.sort_by(|a, b| b.tokens.cmp(&a.tokens));
+        ladder.sort_by_key(|r| std::cmp::Reverse(r.tokens));
         let lowest =
             *ladder.last().ok_or(SampleError::Param { sampler: "f2c", reason: "empty resolution ladder".into() })?;
         if lowest.tokens == 0 || self.budget < lowest.tokens {

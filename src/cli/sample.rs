@@ -1,0 +1,168 @@
+//! `tokensieve sample`: which frames of a video a sampler picks, with their decoded timestamps, optionally saved
+//! as PNG files.
+
+use super::{emit, CliError};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use tokensieve::npy;
+use tokensieve::video::samplers::{
+    dcode, f2c, fps_indices, uniform_indices, FrameEmbedder, ThumbnailEmbedder, Uniform,
+};
+use tokensieve::video::{decode_at, probe, Frame, VideoInfo};
+
+/// Arguments of `sample`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The video file.
+    video: PathBuf,
+    /// `uniform` (lmms-eval, ends included), `uniform-interior` (VLMEvalKit), `fps`, `dcode` or `f2c`.
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "uniform-interior", "fps", "dcode", "f2c"])]
+    sampler: String,
+    /// Frames to pick (for `fps`: the cap; for `f2c`: ignored, the token budget decides).
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// Frames per second for `fps`.
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Candidate frames (uniform) that `dcode` embeds and chooses from (D-CoDe's NUM_FRAMES).
+    #[arg(long, default_value_t = 50)]
+    candidates: usize,
+    /// `dcode`: share of the frames taken uniformly.
+    #[arg(long, default_value_t = 0.85)]
+    uniform_ratio: f64,
+    /// `f2c`: relevance of each candidate frame to the question, a `[T]` .npy (T candidates, uniform over the video).
+    #[arg(long)]
+    relevance: Option<PathBuf>,
+    /// `f2c`: visual-token budget for the whole video.
+    #[arg(long, default_value_t = 6272)]
+    budget: usize,
+    /// `f2c`: number of key clips.
+    #[arg(long, default_value_t = 8)]
+    anchors: usize,
+    /// A question; samplers that rank frames by relevance need an image-text model to score it.
+    #[arg(long)]
+    query: Option<String>,
+    /// Write the picked frames as PNG files here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn video_error(e: impl std::fmt::Display) -> CliError {
+    CliError::runtime(e.to_string(), Some("check that the file is a video FFmpeg can decode".into()))
+}
+
+fn usage(e: impl std::fmt::Display) -> CliError {
+    CliError::usage(e.to_string(), "see `tokensieve sample --help`")
+}
+
+fn times(info: &VideoInfo, indices: &[usize]) -> Vec<f64> {
+    indices.iter().map(|&i| i as f64 / info.fps).collect()
+}
+
+/// Picks frame indices; returns them with a note for the record.
+fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json::Value>), CliError> {
+    let n = info.frames;
+    match args.sampler.as_str() {
+        "uniform" => Ok((uniform_indices(n, args.frames, Uniform::Inclusive).map_err(usage)?, None)),
+        "uniform-interior" => Ok((uniform_indices(n, args.frames, Uniform::Interior).map_err(usage)?, None)),
+        "fps" => {
+            let rate = args.fps.ok_or_else(|| CliError::usage("--sampler fps needs --fps R", "for example --fps 1"))?;
+            Ok((fps_indices(n, info.fps, rate, args.frames).map_err(usage)?, None))
+        }
+        "dcode" => {
+            let candidates = uniform_indices(n, args.candidates, Uniform::Inclusive).map_err(usage)?;
+            let thumbs = decode_at(&args.video, &times(info, &candidates), 64, 64).map_err(video_error)?.frames;
+            let embeddings = ThumbnailEmbedder::default().embed(&thumbs);
+            let picked = dcode::select(&embeddings, args.frames, args.uniform_ratio).map_err(usage)?;
+            let note = json!({"candidates": candidates.len(), "embedder": "thumbnail 8x8", "uniform_ratio": args.uniform_ratio});
+            Ok((picked.into_iter().map(|i| candidates[i]).collect(), Some(note)))
+        }
+        _ => {
+            let Some(path) = &args.relevance else {
+                return Err(CliError::usage(
+                    "f2c ranks frames by relevance to the question, which needs an image-text encoder; none is built in",
+                    "pass --relevance R.npy with one score per candidate frame (candidates spread uniformly)",
+                ));
+            };
+            let relevance = npy::read(path).map_err(|e| CliError::runtime(e.to_string(), None))?.data;
+            let candidates = uniform_indices(n, relevance.len(), Uniform::Inclusive).map_err(usage)?;
+            let planner = f2c::F2c {
+                budget: args.budget,
+                anchors: args.anchors,
+                min_clip: 4,
+                smooth: 1,
+                ladder: f2c::ONEVISION_LADDER.to_vec(),
+            };
+            let plan = planner.plan(&relevance).map_err(usage)?;
+            let note = json!({"resolution": plan.rung.side, "clip_len": plan.clip_len, "tokens": plan.tokens,
+                "anchors": plan.anchors.iter().map(|&a| candidates[a]).collect::<Vec<_>>()});
+            Ok((plan.frames.into_iter().map(|i| candidates[i]).collect(), Some(note)))
+        }
+    }
+}
+
+fn save(frames: &[Frame], indices: &[usize], dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| CliError::runtime(format!("{}: {e}", dir.display()), None))?;
+    for (f, i) in frames.iter().zip(indices) {
+        let path = dir.join(format!("frame_{i:06}.png"));
+        image::save_buffer(&path, &f.rgb, f.width, f.height, image::ExtendedColorType::Rgb8)
+            .map_err(|e| CliError::runtime(format!("{}: {e}", path.display()), None))?;
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    if args.query.is_some() && args.relevance.is_none() {
+        return Err(CliError::usage(
+            "--query needs an image-text encoder to score frames, and none is built in yet",
+            "give per-frame scores with --relevance R.npy (f2c), or drop --query",
+        ));
+    }
+    let info = probe(&args.video).map_err(video_error)?;
+    let (indices, note) = pick(&args, &info)?;
+    // Frames are decoded to report their real timestamps; small unless they are to be saved.
+    let (w, h) = if args.out.is_some() { (info.width, info.height) } else { (32, 32) };
+    let (w, h) = if info.rotation % 180 == 90 { (h, w) } else { (w, h) };
+    let decoded = decode_at(&args.video, &times(&info, &indices), w, h).map_err(video_error)?;
+    if let Some(dir) = &args.out {
+        save(&decoded.frames, &indices, dir)?;
+    }
+    let frames: Vec<_> = indices
+        .iter()
+        .zip(&decoded.frames)
+        .map(|(&i, f)| json!({"index": i, "timestamp": (f.timestamp * 1e6).round() / 1e6}))
+        .collect();
+    if args.json {
+        let mut out = json!({"video": args.video, "sampler": args.sampler, "frames": frames});
+        if let Some(note) = note {
+            out["details"] = note;
+        }
+        if let Some(t) = decoded.stopped_at {
+            out["stopped_at"] = json!(t);
+        }
+        emit(&format!("{out}\n"))
+    } else {
+        let mut text = format!(
+            "{}: {} frames, {:.2} fps, {:.1} s; {} picked {}\n",
+            args.video.display(),
+            info.frames,
+            info.fps,
+            info.duration,
+            args.sampler,
+            indices.len()
+        );
+        for (i, f) in indices.iter().zip(&decoded.frames) {
+            text += &format!("  frame {i:>7} at {:>9.3} s\n", f.timestamp);
+        }
+        if let Some(t) = decoded.stopped_at {
+            text += &format!("  note: the stream ended at {t:.3} s, before the last requested frame\n");
+        }
+        if let Some(dir) = &args.out {
+            text += &format!("  saved to {}\n", dir.display());
+        }
+        emit(&text)
+    }
+}
