@@ -7,7 +7,7 @@ ENV := source $(TOKENSIEVE_HOME)/env.sh
 # All backends: the binary and the tests link libtorch (CPU or CUDA) and load ONNX Runtime.
 FEATURES := --all-features
 
-.PHONY: setup build test demo bench doctor clean-cache
+.PHONY: setup build test demo bench doctor fixtures clean-cache
 
 setup:
 	@bash libtorch-setup/setup.sh
@@ -33,3 +33,8 @@ bench: setup
 
 clean-cache:
 	rm -rf $(TOKENSIEVE_HOME)
+
+# Regenerates the committed parity fixtures with PyPI transformers + Pillow (not needed by `make test`).
+fixtures: setup
+	@$(ENV) && pip install -q "transformers==5.24.0" pillow
+	@$(ENV) && python video/tests/fixtures/make_preprocess_fixtures.py

@@ -5,10 +5,12 @@
 //!
 //! Today it provides seek-based decoding at chosen timestamps (also on a background thread), image lists and
 //! multi-camera samples as frames, the samplers (uniform in both harness conventions, fps, D-CoDe, F2C, DySeg
-//! segments) and the FFmpeg probe that `tokensieve doctor` reports. Model-exact preprocessing is still to come.
+//! segments), Hugging Face-exact preprocessing (Pillow-exact resizing, crops, normalisation, pad-to-square,
+//! any-resolution tiles) and the FFmpeg probe that `tokensieve doctor` reports.
 
 pub mod decode;
 pub mod images;
+pub mod preprocess;
 pub mod samplers;
 
 pub use decode::{

@@ -1,0 +1,125 @@
+//! Preprocessing against Hugging Face transformers (PIL backend) on real photos: fixtures from
+//! `fixtures/make_preprocess_fixtures.py`. PNG inputs must match bit for bit; the JPEG input may differ by one 8-bit
+//! level where the `image` crate's JPEG decoder and libjpeg round differently (decoding, not preprocessing).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tokensieve_video::preprocess::{AnyRes, ImageProcessor, Pixels};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess")
+}
+
+fn photo(name: &str) -> (Vec<u8>, usize, usize) {
+    let root = std::env::var_os("TOKENSIEVE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tokensieve/assets"));
+    let path = root.join("images").join(name);
+    let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make setup`)", path.display())).to_rgb8();
+    let (w, h) = img.dimensions();
+    (img.into_raw(), w as usize, h as usize)
+}
+
+/// transformers' tensor rebuilt from the fixture picture: (u8 · (1/255) as f64 → f32 − mean) / std, channels first.
+fn expected(case: &str, record: &Value) -> Vec<Vec<f32>> {
+    let png = image::open(fixtures().join(format!("{case}.png"))).unwrap().to_rgb8();
+    let shape: Vec<usize> = record["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let tiles = png.height() as usize / h;
+    let mean: Vec<f32> = record["image_mean"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let std: Vec<f32> = record["image_std"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    (0..tiles)
+        .map(|t| {
+            let mut out = vec![0f32; 3 * h * w];
+            for c in 0..3 {
+                for y in 0..h {
+                    for x in 0..w {
+                        let v = png.get_pixel(x as u32, (t * h + y) as u32)[c];
+                        out[c * h * w + y * w + x] = ((v as f64 * (1.0 / 255.0)) as f32 - mean[c]) / std[c];
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+fn processor(record: &Value) -> ImageProcessor {
+    let config = serde_json::json!({
+        "size": record["size"],
+        "crop_size": record["crop_size"],
+        "do_center_crop": !record["crop_size"].is_null(),
+        "resample": record["resample"],
+        "image_mean": record["image_mean"],
+        "image_std": record["image_std"],
+        "image_aspect_ratio": if record["pad_to_square"] == true { "pad" } else { "" },
+    });
+    ImageProcessor::from_config(&config).unwrap()
+}
+
+/// Largest difference in 8-bit levels between two normalised tensors of one channel layout.
+fn max_levels(ours: &[f32], theirs: &[f32], std: &[f32], plane: usize) -> f32 {
+    ours.iter().zip(theirs).enumerate().map(|(i, (a, b))| (a - b).abs() * std[i / plane] * 255.0).fold(0.0, f32::max)
+}
+
+fn check(case: &str, allowed_levels: f32) {
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("{case}.json"))).unwrap()).unwrap();
+    let (rgb, w, h) = photo(record["image"].as_str().unwrap());
+    let p = processor(&record);
+    let ours: Vec<Pixels> = match record.get("pinpoints") {
+        Some(pins) => {
+            let pinpoints = pins
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize))
+                .collect();
+            let tile = record["crop_size"]["height"].as_u64().unwrap() as usize;
+            AnyRes { pinpoints, tile }.tiles(&p, &rgb, w, h).0
+        }
+        None => vec![p.preprocess(&rgb, w, h)],
+    };
+    let theirs = expected(case, &record);
+    assert_eq!(ours.len(), theirs.len(), "{case}: tile count");
+    let std: Vec<f32> = record["image_std"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let mut worst = 0f32;
+    for (o, t) in ours.iter().zip(&theirs) {
+        assert_eq!(o.data.len(), t.len(), "{case}: tensor size");
+        worst = worst.max(max_levels(&o.data, t, &std, o.height * o.width));
+    }
+    assert!(worst <= allowed_levels, "{case}: differs from transformers by {worst} levels (allowed {allowed_levels})");
+    // The sampled values are transformers' own float32 output, position by position.
+    let flat: Vec<f32> = ours.iter().flat_map(|p| p.data.iter().copied()).collect();
+    for (pos, value) in record["positions"].as_array().unwrap().iter().zip(record["values"].as_array().unwrap()) {
+        let (pos, value) = (pos.as_u64().unwrap() as usize, value.as_f64().unwrap() as f32);
+        let levels = (flat[pos] - value).abs() * std[(pos / (ours[0].height * ours[0].width)) % 3] * 255.0;
+        assert!(levels <= allowed_levels, "{case}: position {pos}: {} vs {value}", flat[pos]);
+    }
+}
+
+#[test]
+fn clip_shortest_edge_and_center_crop_match_exactly() {
+    check("clip224_coffee", 0.0);
+}
+
+#[test]
+fn bilinear_and_rectangular_crops_match_exactly() {
+    check("clip_bilinear_astronaut", 0.0);
+}
+
+#[test]
+fn llava_pad_to_square_matches_exactly() {
+    check("llava_pad_chelsea", 0.0);
+}
+
+#[test]
+fn anyres_tiles_match_exactly() {
+    check("anyres_chelsea", 0.0);
+}
+
+#[test]
+fn siglip_fixed_size_on_a_jpeg_is_within_one_level() {
+    // One 8-bit level, plus float slack in converting the difference back to levels.
+    check("siglip224_rocket", 1.001);
+}
