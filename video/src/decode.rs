@@ -2,7 +2,8 @@
 //!
 //! For each wanted timestamp (ascending) the decoder seeks to the key frame at or before it when that key frame
 //! lies past what was last decoded (so sparse key frames do not make it decode the same stretch twice), then
-//! decodes forward and returns the first frame whose presentation time reaches the target (within half a frame).
+//! decodes forward to the first frame whose presentation time reaches the target (within half a frame) and returns
+//! it, or the frame before it when that one is nearer (streams with dropped frames jump past targets).
 //! Memory holds only the frames asked for.
 //! Frames are converted to RGB8 at the requested size with a bilinear scaler, copied row by row because FFmpeg's
 //! line stride can exceed `width · 3`, and turned upright when the stream carries a rotation (display matrix, as
@@ -313,6 +314,8 @@ pub fn decode_each(
     let half_frame = 0.5 / source.info.fps;
     let mut decoded = ffmpeg::frame::Video::empty();
     let mut scratch = ffmpeg::frame::Video::empty();
+    let mut previous = ffmpeg::frame::Video::empty();
+    let mut previous_position: Option<f64> = None;
     let mut have_frame = false;
     let mut ended = false;
     let mut position = f64::NEG_INFINITY;
@@ -321,12 +324,16 @@ pub fn decode_each(
         if options.seek && !ended && source.worth_seeking(target, position) {
             source.seek(target)?;
             have_frame = false;
+            previous_position = None;
         }
         while !ended && (!have_frame || position < target - half_frame) {
             // avcodec_receive_frame empties its frame before reporting the end, so decode into a scratch frame and
             // keep the last good one.
             if source.next(&mut scratch)? {
+                // Rotate: the frame before the newest stays available in case it is nearer the target.
+                std::mem::swap(&mut previous, &mut decoded);
                 std::mem::swap(&mut decoded, &mut scratch);
+                previous_position = if have_frame { Some(position) } else { None };
                 have_frame = true;
                 position = source.seconds(&decoded);
             } else {
@@ -337,6 +344,7 @@ pub fn decode_each(
             // A seek past the last key frame can land after the end: go back to the start of the stream's tail.
             source.seek(0.0)?;
             ended = false;
+            previous_position = None;
             while source.next(&mut scratch)? {
                 std::mem::swap(&mut decoded, &mut scratch);
                 have_frame = true;
@@ -352,8 +360,13 @@ pub fn decode_each(
         if position < target - half_frame {
             stopped_at = Some(position);
         }
+        // Streams with irregular timing (dropped frames) can jump past the target: take the nearer neighbour.
+        let (chosen, chosen_position) = match previous_position {
+            Some(p) if p < target && (target - p) < (position - target) => (&previous, p),
+            _ => (&decoded, position),
+        };
         let mut rgb = ffmpeg::frame::Video::empty();
-        scaler.run(&decoded, &mut rgb).map_err(|e| source.error(position, e))?;
+        scaler.run(chosen, &mut rgb).map_err(|e| source.error(chosen_position, e))?;
         let stride = rgb.stride(0);
         let row = scaled_w as usize * 3;
         let data = rgb.data(0);
@@ -362,7 +375,7 @@ pub fn decode_each(
             bytes.extend_from_slice(&data[y * stride..y * stride + row]);
         }
         let rgb = rotate(&bytes, scaled_w as usize, scaled_h as usize, rotation);
-        if !deliver(Frame { timestamp: position, requested: target, width, height, rgb }) {
+        if !deliver(Frame { timestamp: chosen_position, requested: target, width, height, rgb }) {
             break;
         }
     }
