@@ -8,6 +8,8 @@
 //! - [`video`] (`tokensieve-video`, feature `video`): decoding, samplers, preprocessing;
 //! - [`models`] (`tokensieve-models`): encoders, projectors, decoders on the `torch` and `onnx` backends.
 
+#![warn(missing_docs)]
+
 pub mod assets;
 pub mod npy;
 

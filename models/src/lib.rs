@@ -8,4 +8,6 @@
 //! Today it provides the runtime probes (`runtime`) that `tokensieve doctor` reports; the model implementations
 //! arrive with the models issue.
 
+#![warn(missing_docs)]
+
 pub mod runtime;

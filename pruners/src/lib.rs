@@ -18,6 +18,8 @@
 //! count tokens kept; kept indices are ascending; ties go to the lowest index; NaN and infinities are typed errors;
 //! `k >= N` is the identity and `N = 0` gives an empty result.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod budget;
 pub mod columns;

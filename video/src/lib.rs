@@ -8,6 +8,8 @@
 //! segments), Hugging Face-exact preprocessing (Pillow-exact resizing, crops, normalisation, pad-to-square,
 //! any-resolution tiles) and the FFmpeg probe that `tokensieve doctor` reports.
 
+#![warn(missing_docs)]
+
 pub mod decode;
 pub mod images;
 pub mod preprocess;
