@@ -34,7 +34,10 @@ bench: setup
 clean-cache:
 	rm -rf $(TOKENSIEVE_HOME)
 
-# Regenerates the committed parity fixtures with PyPI transformers + Pillow (not needed by `make test`).
+# Regenerates the committed parity fixtures (not needed by `make test`): transformers + Pillow for preprocessing,
+# pycocoevalcap + Java (Debian default-jre-headless) for the caption metrics.
 fixtures: setup
-	@$(ENV) && pip install -q "transformers==5.24.0" pillow
+	@command -v java >/dev/null || (apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null)
+	@$(ENV) && pip install -q "transformers==5.24.0" pillow "pycocoevalcap==1.2"
 	@$(ENV) && python video/tests/fixtures/make_preprocess_fixtures.py
+	@$(ENV) && python tests/fixtures/make_caption_fixtures.py

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod eval;
 pub mod npy;
 
 pub use tokensieve_models as models;

@@ -171,3 +171,22 @@ fn sample_writes_pictures_and_rejects_what_it_cannot_do() {
     assert_eq!(code, 1);
     assert!(err.starts_with("error: /nonexistent.mp4"), "{err}");
 }
+
+#[test]
+fn score_caption_prints_pycocoevalcap_names() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/caption/predictions.jsonl");
+    let (code, out, err) = tokensieve(&["score", "--task", "caption", "--predictions", fixture, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for name in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"] {
+        assert!(v["metrics"][name].as_f64().is_some(), "{name} missing: {out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\": \"a\", \"prediction\": \"x\", \"references\": [\"y\"]}\nnot json\n").unwrap();
+    let (code, _, err) = tokensieve(&["score", "--task", "caption", "--predictions", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+    let (code, _, _) = tokensieve(&["score", "--task", "nuscenes-qa", "--predictions", fixture]);
+    assert_eq!(code, 2, "tasks not implemented yet are refused by name");
+}

@@ -4,6 +4,7 @@ mod doctor;
 mod prune;
 #[cfg(feature = "video")]
 mod sample;
+mod score;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ enum Command {
     /// Pick frames of a video with a sampler and report their timestamps (optionally save them as PNG).
     #[cfg(feature = "video")]
     Sample(Box<sample::Args>),
+    /// Score predictions made by any system (caption metrics with pycocoevalcap's definitions).
+    Score(score::Args),
 }
 
 /// A failure the binary reports on one line.
@@ -67,5 +70,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Prune(args) => prune::run(*args),
         #[cfg(feature = "video")]
         Command::Sample(args) => sample::run(*args),
+        Command::Score(args) => score::run(args),
     }
 }
