@@ -190,3 +190,74 @@ fn score_caption_prints_pycocoevalcap_names() {
     let (code, _, _) = tokensieve(&["score", "--task", "nuscenes-qa", "--predictions", fixture]);
     assert_eq!(code, 2, "tasks not implemented yet are refused by name");
 }
+
+#[test]
+fn score_drivelm_and_nuscenes_qa_from_synthetic_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let test_file = dir.path().join("test_eval.json");
+    std::fs::write(
+        &test_file,
+        serde_json::json!({"s": {"key_frames": {"f": {"QA": {
+            "perception": [{"Q": "Important objects?", "A": "A bus <c1,CAM_FRONT,10.0,20.0>.", "tag": [2]},
+                           {"Q": "Status of <c1,CAM_FRONT,10.0,20.0>? A. Moving. B. Parked.", "A": "B", "tag": [0]}],
+            "prediction": [{"Q": "Notice first?", "A": "Notice <c1,CAM_FRONT,10.0,20.0>.", "tag": [3]}],
+            "planning": [{"Q": "What now?", "A": "Stop.", "tag": [1]}], "behavior": []},
+            "image_paths": {}}}}})
+        .to_string(),
+    )
+    .unwrap();
+    let preds = dir.path().join("output.json");
+    std::fs::write(
+        &preds,
+        serde_json::json!([{"id": "s_f_0", "answer": "A bus <c1,CAM_FRONT,11.0,20.0>."}, {"id": "s_f_1", "answer": "B"},
+                           {"id": "s_f_2", "answer": "Notice <c1,CAM_FRONT,10.0,20.0>."}, {"id": "s_f_3", "answer": "Stop."}])
+        .to_string(),
+    )
+    .unwrap();
+    let args = [
+        "score",
+        "--task",
+        "drivelm",
+        "--predictions",
+        preds.to_str().unwrap(),
+        "--data",
+        test_file.to_str().unwrap(),
+        "--json",
+    ];
+    let (code, out, err) = tokensieve(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["scores"]["accuracy"], 1.0);
+    assert!(v["scores"]["final"].is_null(), "no judge, no final score: {out}");
+    let mut judged = args.to_vec();
+    judged.extend(["--judge", "echo 70"]);
+    let v: serde_json::Value = serde_json::from_str(tokensieve(&judged).1.trim()).unwrap();
+    assert_eq!(v["scores"]["chatgpt"], 70.0);
+    assert!(v["scores"]["final"].as_f64().is_some(), "{v}");
+
+    let questions = dir.path().join("questions.json");
+    std::fs::write(
+        &questions,
+        serde_json::json!({"questions": [
+        {"sample_token": "t", "question": "Any cars?", "answer": "yes", "num_hop": 0, "template_type": "exist"},
+        {"sample_token": "t", "question": "How many?", "answer": "3", "num_hop": 1, "template_type": "count"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let answers = dir.path().join("answers.jsonl");
+    std::fs::write(&answers, "{\"id\": 0, \"prediction\": \"Yes.\"}\n{\"id\": 1, \"prediction\": \"two\"}\n").unwrap();
+    let (code, out, err) = tokensieve(&[
+        "score",
+        "--task",
+        "nuscenes-qa",
+        "--predictions",
+        answers.to_str().unwrap(),
+        "--data",
+        questions.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Overall        1/2 = 50.00"), "{out}");
+    let (code, _, err) = tokensieve(&["score", "--task", "drivelm", "--predictions", preds.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("needs --data"), "{err}");
+}

@@ -1,26 +1,132 @@
-//! `tokensieve score`: score predictions made by any system. `--task caption` reads JSONL items
-//! `{"id", "prediction", "references": [...]}` and reports pycocoevalcap's Bleu_1..4, ROUGE_L and CIDEr.
+//! `tokensieve score`: score predictions made by any system.
+//! - `caption`: JSONL items `{"id", "prediction", "references": [...]}`; pycocoevalcap's Bleu_1..4, ROUGE_L, CIDEr.
+//! - `drivelm`: the challenge's `output.json` against `test_eval.json` (`--data`), with an optional `--judge`.
+//! - `nuscenes-qa`: JSONL `{"id": <question index>, "prediction"}` against the questions file (`--data`).
 
 use super::{emit, CliError};
-use serde_json::json;
-use std::path::PathBuf;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use tokensieve::eval::caption::{score, CaptionItem};
+use tokensieve::eval::judge::CommandJudge;
+use tokensieve::eval::{drivelm, nuscenes_qa};
 
 /// Arguments of `score`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// What to score: `caption` (COCO caption metrics over free-form answers).
-    #[arg(long, value_parser = ["caption"])]
+    /// What to score: `caption`, `drivelm` or `nuscenes-qa`.
+    #[arg(long, value_parser = ["caption", "drivelm", "nuscenes-qa"])]
     task: String,
-    /// Predictions, one JSON object per line.
+    /// Predictions (see the task for the format).
     #[arg(long)]
     predictions: PathBuf,
+    /// The dataset file with the references (`drivelm`: test_eval.json; `nuscenes-qa`: the questions file).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A judge command (reads the prompt on stdin, prints a score) for the DriveLM judge-scored parts.
+    #[arg(long)]
+    judge: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
+fn read_json(path: &Path) -> Result<Value, CliError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| CliError::runtime(format!("{}: {e}", path.display()), None))?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::usage(format!("{}: {e}", path.display()), "the file must be JSON"))
+}
+
+fn data(args: &Args) -> Result<Value, CliError> {
+    let path = args.data.as_deref().ok_or_else(|| {
+        CliError::usage(
+            format!("--task {} needs --data (the dataset file with the references)", args.task),
+            "see `tokensieve score --help`",
+        )
+    })?;
+    read_json(path)
+}
+
+fn run_drivelm(args: &Args) -> Result<(), CliError> {
+    let frames =
+        drivelm::load(&data(args)?).map_err(|e| CliError::usage(e, "expected DriveLM's test_eval.json schema"))?;
+    let predictions = drivelm::load_predictions(&read_json(&args.predictions)?).map_err(|e| {
+        CliError::usage(e, "expected the challenge's output.json: [{\"id\", \"question\", \"answer\"}]")
+    })?;
+    let judge = args.judge.clone().map(|command| CommandJudge { command });
+    let scores =
+        drivelm::evaluate(&frames, &predictions, judge.as_ref().map(|j| j as &dyn tokensieve::eval::judge::Judge));
+    if args.json {
+        return emit(&format!("{}\n", json!({"task": "drivelm", "scores": scores})));
+    }
+    let show = |v: Option<f64>| v.map_or("not scored".to_string(), |v| format!("{v:.4}"));
+    let mut out = format!(
+        "{} questions scored, {} removed by graph gating, {} without a prediction\n",
+        scores.scored, scores.gated_out, scores.missing_predictions
+    );
+    out += &format!(
+        "accuracy   {}\nchatgpt    {}\nmatch F1   {}\nmatch      {}\n",
+        show(scores.accuracy),
+        show(scores.chatgpt),
+        show(scores.match_f1),
+        show(scores.match_score)
+    );
+    for (k, v) in &scores.language {
+        out += &format!("{k:<10} {v:.4}\n");
+    }
+    out += &format!("final      {}\n", show(scores.final_score));
+    for n in &scores.not_scored {
+        out += &format!("not scored: {n}\n");
+    }
+    emit(&out)
+}
+
+fn run_nuscenes(args: &Args) -> Result<(), CliError> {
+    let questions =
+        nuscenes_qa::load(&data(args)?).map_err(|e| CliError::usage(e, "expected NuScenes-QA's questions file"))?;
+    let text = std::fs::read_to_string(&args.predictions)
+        .map_err(|e| CliError::runtime(format!("{}: {e}", args.predictions.display()), None))?;
+    let mut predictions = vec![String::new(); questions.len()];
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).map_err(|e| {
+            CliError::usage(format!("{}:{}: {e}", args.predictions.display(), n + 1), "one JSON object per line")
+        })?;
+        let id = v["id"].as_u64().or_else(|| v["id"].as_str().and_then(|s| s.parse().ok()));
+        match (id, v["prediction"].as_str()) {
+            (Some(i), Some(p)) if (i as usize) < questions.len() => predictions[i as usize] = p.to_string(),
+            _ => {
+                return Err(CliError::usage(
+                    format!(
+                        "{}:{}: needs an id below {} and a prediction",
+                        args.predictions.display(),
+                        n + 1,
+                        questions.len()
+                    ),
+                    "{\"id\": 0, \"prediction\": \"yes\"}",
+                ))
+            }
+        }
+    }
+    let result = nuscenes_qa::evaluate(&questions, &predictions);
+    if args.json {
+        return emit(&format!(
+            "{}\n",
+            json!({"task": "nuscenes-qa", "normaliser": nuscenes_qa::NORMALISER, "accuracy": result})
+        ));
+    }
+    let mut out = String::new();
+    for (k, a) in &result {
+        out += &format!("{k:<14} {}/{} = {:.2}\n", a.correct, a.total, a.value * 100.0);
+    }
+    emit(&out)
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
+    match args.task.as_str() {
+        "drivelm" => return run_drivelm(&args),
+        "nuscenes-qa" => return run_nuscenes(&args),
+        _ => {}
+    }
     let text = std::fs::read_to_string(&args.predictions)
         .map_err(|e| CliError::runtime(format!("{}: {e}", args.predictions.display()), None))?;
     let mut items = Vec::new();

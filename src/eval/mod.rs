@@ -1,8 +1,12 @@
 //! Evaluation: caption metrics with the COCO definitions (the DriveLM language score, EM-VLM4AD, BDD-X, DRAMA and
-//! LingoQA use them). Dataset loaders, task scores and the `eval` runner arrive with the evaluation issue.
+//! LingoQA use them), the DriveLM challenge score, NuScenes-QA accuracy, and pluggable LLM judges. The video-QA
+//! loaders, multiple-choice extractors and the `eval` runner (which needs the pipeline) are still to come.
 
 pub mod bleu;
 pub mod caption;
 pub mod cider;
+pub mod drivelm;
+pub mod judge;
+pub mod nuscenes_qa;
 pub mod ptb;
 pub mod rouge;
