@@ -261,3 +261,31 @@ fn score_drivelm_and_nuscenes_qa_from_synthetic_records() {
     assert_eq!(code, 2);
     assert!(err.contains("needs --data"), "{err}");
 }
+
+#[test]
+fn score_mcq_reports_the_extractor_and_its_exclusions() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mc.jsonl");
+    std::fs::write(
+        &p,
+        "{\"id\":\"1\",\"prediction\":\"The answer is B\",\"answer\":\"B\"}\n{\"id\":\"2\",\"prediction\":\"C\",\"answer\":\"D\"}\n\
+         {\"id\":\"3\",\"prediction\":\"it is impossible to say anything at all about this particular video clip\",\"answer\":\"A\"}\n",
+    )
+    .unwrap();
+    let run = |e: &str| {
+        let (code, out, err) =
+            tokensieve(&["score", "--task", "mcq", "--extractor", e, "--predictions", p.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["result"].clone()
+    };
+    let official = run("videomme_official");
+    assert_eq!(
+        (official["correct"].as_u64(), official["counted"].as_u64(), official["excluded"].as_u64()),
+        (Some(1), Some(2), Some(1))
+    );
+    let lmms = run("lmms_eval_le0.4_videomme");
+    assert_eq!((lmms["counted"].as_u64(), lmms["excluded"].as_u64()), (Some(3), Some(0)));
+    let (code, _, _) =
+        tokensieve(&["score", "--task", "mcq", "--extractor", "nope", "--predictions", p.to_str().unwrap()]);
+    assert_eq!(code, 2);
+}

@@ -2,20 +2,27 @@
 //! - `caption`: JSONL items `{"id", "prediction", "references": [...]}`; pycocoevalcap's Bleu_1..4, ROUGE_L, CIDEr.
 //! - `drivelm`: the challenge's `output.json` against `test_eval.json` (`--data`), with an optional `--judge`.
 //! - `nuscenes-qa`: JSONL `{"id": <question index>, "prediction"}` against the questions file (`--data`).
+//! - `mcq`: JSONL `{"id", "prediction", "answer"[, "options"]}` under a named extractor (`--extractor`).
 
 use super::{emit, CliError};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tokensieve::eval::caption::{score, CaptionItem};
 use tokensieve::eval::judge::CommandJudge;
-use tokensieve::eval::{drivelm, nuscenes_qa};
+use tokensieve::eval::{drivelm, mcq, nuscenes_qa};
 
 /// Arguments of `score`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// What to score: `caption`, `drivelm` or `nuscenes-qa`.
-    #[arg(long, value_parser = ["caption", "drivelm", "nuscenes-qa"])]
+    /// What to score: `caption`, `drivelm`, `nuscenes-qa` or `mcq`.
+    #[arg(long, value_parser = ["caption", "drivelm", "nuscenes-qa", "mcq"])]
     task: String,
+    /// `mcq`: the answer extractor (see `tokensieve::eval::mcq::EXTRACTORS`).
+    #[arg(long, default_value = "videomme_official")]
+    extractor: String,
+    /// `mcq`: seed of the extractors that fall back to a random option.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Predictions (see the task for the format).
     #[arg(long)]
     predictions: PathBuf,
@@ -121,10 +128,49 @@ fn run_nuscenes(args: &Args) -> Result<(), CliError> {
     emit(&out)
 }
 
+fn run_mcq(args: &Args) -> Result<(), CliError> {
+    if !mcq::EXTRACTORS.contains(&args.extractor.as_str()) {
+        return Err(CliError::usage(
+            format!("unknown extractor `{}`", args.extractor),
+            format!("known: {}", mcq::EXTRACTORS.join(", ")),
+        ));
+    }
+    let text = std::fs::read_to_string(&args.predictions)
+        .map_err(|e| CliError::runtime(format!("{}: {e}", args.predictions.display()), None))?;
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).map_err(|e| {
+            CliError::usage(format!("{}:{}: {e}", args.predictions.display(), n + 1), "one JSON object per line")
+        })?;
+        match (v["prediction"].as_str(), v["answer"].as_str()) {
+            (Some(p), Some(a)) => {
+                items.push((p.to_string(), a.to_string(), v["options"].as_u64().unwrap_or(4) as usize))
+            }
+            _ => {
+                return Err(CliError::usage(
+                    format!("{}:{}: needs prediction and answer", args.predictions.display(), n + 1),
+                    "{\"id\": \"q1\", \"prediction\": \"B\", \"answer\": \"B\"}",
+                ))
+            }
+        }
+    }
+    let result =
+        mcq::accuracy(&args.extractor, &items, args.seed).map_err(|e| CliError::usage(e, "see --extractor"))?;
+    if args.json {
+        emit(&format!("{}\n", json!({"task": "mcq", "result": result})))
+    } else {
+        emit(&format!(
+            "{}: {}/{} = {:.4} ({} excluded by the extractor's rule)\n",
+            result.extractor, result.correct, result.counted, result.accuracy, result.excluded
+        ))
+    }
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
     match args.task.as_str() {
         "drivelm" => return run_drivelm(&args),
         "nuscenes-qa" => return run_nuscenes(&args),
+        "mcq" => return run_mcq(&args),
         _ => {}
     }
     let text = std::fs::read_to_string(&args.predictions)

@@ -7,6 +7,7 @@ pub mod caption;
 pub mod cider;
 pub mod drivelm;
 pub mod judge;
+pub mod mcq;
 pub mod nuscenes_qa;
 pub mod ptb;
 pub mod rouge;

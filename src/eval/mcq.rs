@@ -1,0 +1,301 @@
+//! Multiple-choice answer extractors, named and versioned, because the harnesses disagree (EVAL.md §5): the same
+//! reply can be right under one rule, wrong under another, or left out of the average. Each extractor maps a raw
+//! reply to a letter (or nothing) and says how "nothing" counts.
+//!
+//! | name | rule | nothing counts as |
+//! |---|---|---|
+//! | `videomme_official` | strip the answer prefixes (with the original list's two missing commas); more than 10 words without `[ABCD]` -> nothing; else the first `[ABCD]` | excluded |
+//! | `lmms_eval_le0.4_videomme` | the same with the first six prefixes only | wrong |
+//! | `lmms_eval_2026_priority` | prioritised candidates (leading letter 10, trailing 9, after "the answer is" 7, `(X)` 6, `X.` 5, `X:` 4, `X)` 3, `X ` 2; any occurrence 0), the highest priority, then the last position | wrong |
+//! | `lmms_eval_v0.4_longvideobench` | the full prefix list; over 10 words without `[ABCDE]` or no match -> a seeded random option | a random option |
+//! | `lmms_eval_v0.4_mvbench` | punctuation to spaces, the first standalone `[A-E]` | skipped |
+//! | `mlvu_official` | the character before the first `)`, else the whole stripped reply, equal to the letter inside `(X)` of the answer | wrong |
+//! | `mvbench_official` | lower-cased first token (dots removed) a substring of the answer's first token, or the reverse | wrong |
+//! | `langdc_mvbench` | lower-cased second space-separated token against the answer's first token, as `mvbench_official` | wrong |
+//! | `sfllava_mcq` | a leading `[a-eA-E]`; else after "answer is", the first of `A:`/`A)` .. `E:`/`E)` present | wrong |
+//!
+//! Not implemented yet: the MMMU-style `lmms_eval_v0.4_egoschema` and `lmms_eval_v0.4_nextqa` (option-text matching)
+//! and VLMEvalKit's judge fallback.
+
+use crate::pruners::primitives::SplitMix64;
+use serde::Serialize;
+
+/// Every extractor name.
+pub const EXTRACTORS: [&str; 9] = [
+    "videomme_official",
+    "lmms_eval_le0.4_videomme",
+    "lmms_eval_2026_priority",
+    "lmms_eval_v0.4_longvideobench",
+    "lmms_eval_v0.4_mvbench",
+    "mlvu_official",
+    "mvbench_official",
+    "langdc_mvbench",
+    "sfllava_mcq",
+];
+
+/// Video-MME's prefixes as its source writes them: two pairs are fused by missing commas.
+const VIDEOMME_PREFIXES: [&str; 10] = [
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option isThe correct option is",
+    "Best answer:Best option:",
+    "Answer:",
+    "Option:",
+    "The correct answer",
+    "The correct option",
+];
+
+/// LongVideoBench's copy, commas fixed.
+const LONGVIDEOBENCH_PREFIXES: [&str; 12] = [
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option is",
+    "The correct option is",
+    "Best answer:",
+    "Best option:",
+    "Answer:",
+    "Option:",
+    "The correct answer",
+    "The correct option",
+];
+
+/// What an extractor made of one reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counted, right or wrong.
+    Scored(bool),
+    /// Left out of numerator and denominator.
+    Excluded,
+}
+
+fn first_of(s: &str, letters: &str) -> Option<char> {
+    s.chars().find(|c| letters.contains(*c))
+}
+
+fn strip_prefixes(reply: &str, prefixes: &[&str]) -> String {
+    let mut s = reply.trim().to_string();
+    for p in prefixes {
+        s = s.replace(p, "");
+    }
+    s
+}
+
+fn videomme(reply: &str, prefixes: &[&str]) -> Option<char> {
+    let s = strip_prefixes(reply, prefixes);
+    if s.split_whitespace().count() > 10 && first_of(&s, "ABCD").is_none() {
+        return None;
+    }
+    first_of(&s, "ABCD")
+}
+
+fn priority(reply: &str, letters: &[char]) -> Option<char> {
+    let trimmed = reply.trim().trim_matches(|c: char| ",.!?;:'\"".contains(c) || c.is_whitespace());
+    let s: Vec<char> = format!(" {trimmed} ").chars().collect();
+    let lower: String = s.iter().collect::<String>().to_lowercase();
+    let is_letter = |c: char| letters.contains(&c);
+    let standalone = |i: usize| i > 0 && i + 1 < s.len() && !s[i - 1].is_alphanumeric() && !s[i + 1].is_alphanumeric();
+    let mut candidates: Vec<(u8, usize, char)> = Vec::new();
+    let mut consider = |p: u8, pos: usize, c: char| candidates.push((p, pos, c));
+    let n = s.len();
+    for i in 1..n.saturating_sub(1) {
+        let c = s[i];
+        if !is_letter(c) || !standalone(i) {
+            continue;
+        }
+        if i == 1 {
+            consider(10, i, c);
+        }
+        if i == n - 2 {
+            consider(9, i, c);
+        }
+        let before: String = lower.chars().take(i).collect();
+        let before = before.trim_end_matches(|ch: char| ch.is_whitespace() || ch == ':' || ch == '(');
+        if ["the answer is", "answer is", "best option is", "the best answer is", "correct answer is", "答案是"]
+            .iter()
+            .any(|p| before.ends_with(p))
+        {
+            consider(7, i, c);
+        }
+        match (s[i - 1], s[i + 1]) {
+            ('(', ')') => consider(6, i, c),
+            (_, '.') => consider(5, i, c),
+            (_, ':') => consider(4, i, c),
+            (_, ')') => consider(3, i, c),
+            (_, ' ') => consider(2, i, c),
+            _ => {}
+        }
+    }
+    if candidates.is_empty() {
+        candidates.extend(s.iter().enumerate().filter(|(_, c)| is_letter(**c)).map(|(i, &c)| (0, i, c)));
+    }
+    // The highest priority wins; among equals, the last position.
+    let best = candidates.into_iter().max_by_key(|&(p, pos, _)| (p, pos));
+    best.map(|(_, _, c)| c)
+}
+
+/// The letter inside `(X)` of an MLVU/MVBench-style answer, or the answer itself when it is a bare letter.
+fn answer_letter(answer: &str) -> String {
+    let a = answer.trim();
+    match (a.find('('), a.find(')')) {
+        (Some(o), Some(c)) if c > o + 1 => a[o + 1..c].trim().to_string(),
+        _ => a.trim_matches(|c: char| !c.is_alphanumeric()).to_string(),
+    }
+}
+
+/// Judges one reply against the answer (a letter, or `(X) text` for the MVBench and MLVU rules).
+/// `options` is the number of choices (for random fallbacks); `rng` seeds them.
+pub fn judge(
+    extractor: &str,
+    reply: &str,
+    answer: &str,
+    options: usize,
+    rng: &mut SplitMix64,
+) -> Result<Verdict, String> {
+    let letters: Vec<char> = ('A'..='Z').take(options.max(1)).collect();
+    let truth = answer_letter(answer).to_uppercase();
+    let is = |c: Option<char>| c.is_some_and(|c| c.to_string() == truth);
+    Ok(match extractor {
+        "videomme_official" => match videomme(reply, &VIDEOMME_PREFIXES) {
+            None => Verdict::Excluded,
+            c => Verdict::Scored(is(c)),
+        },
+        "lmms_eval_le0.4_videomme" => Verdict::Scored(is(videomme(reply, &VIDEOMME_PREFIXES[..6]))),
+        "lmms_eval_2026_priority" => Verdict::Scored(is(priority(reply, &letters))),
+        "lmms_eval_v0.4_longvideobench" => {
+            let s = strip_prefixes(reply, &LONGVIDEOBENCH_PREFIXES);
+            let found = first_of(&s, "ABCDE");
+            // Over ten words without a letter, or no letter at all: a random option, as the reference does.
+            let pick = found.or_else(|| Some(letters[rng.below(letters.len())]));
+            Verdict::Scored(is(pick))
+        }
+        "lmms_eval_v0.4_mvbench" => {
+            let s: String = reply.chars().map(|c| if c.is_ascii_punctuation() { ' ' } else { c }).collect();
+            match s.split_whitespace().find(|w| w.len() == 1 && "ABCDE".contains(*w)) {
+                None if reply.trim().is_empty() => Verdict::Excluded,
+                w => Verdict::Scored(is(w.and_then(|w| w.chars().next()))),
+            }
+        }
+        "mlvu_official" => {
+            let r = reply.trim();
+            let pred = match r.find(')') {
+                Some(i) if i > 0 => r[..i].chars().last().map(|c| c.to_string()).unwrap_or_default(),
+                _ => r.to_string(),
+            };
+            Verdict::Scored(pred.to_uppercase() == truth)
+        }
+        "mvbench_official" | "langdc_mvbench" => {
+            let lower = reply.to_lowercase();
+            let token = if extractor == "mvbench_official" {
+                lower.split_whitespace().next().unwrap_or("").to_string()
+            } else {
+                lower.split(' ').nth(1).unwrap_or("").to_string()
+            };
+            let gt = answer.to_lowercase().split_whitespace().next().unwrap_or("").to_string();
+            let pred = token.replace('.', "");
+            Verdict::Scored(if extractor == "langdc_mvbench" {
+                !pred.is_empty() && (gt.contains(&pred) || pred.contains(&gt))
+            } else {
+                gt.contains(&pred) || token.contains(&gt)
+            })
+        }
+        "sfllava_mcq" => {
+            let first = reply.chars().next();
+            let pick = if first.is_some_and(|c| "abcdeABCDE".contains(c)) {
+                first.map(|c| c.to_ascii_uppercase())
+            } else {
+                let tail = reply.split("answer is").last().unwrap_or(reply);
+                "ABCDE".chars().find(|l| tail.contains(&format!("{l}:")) || tail.contains(&format!("{l})")))
+            };
+            Verdict::Scored(is(pick))
+        }
+        other => return Err(format!("unknown extractor `{other}` (known: {})", EXTRACTORS.join(", "))),
+    })
+}
+
+/// Accuracy under one extractor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct McqAccuracy {
+    /// Extractor name.
+    pub extractor: String,
+    /// Correct replies.
+    pub correct: usize,
+    /// Replies counted.
+    pub counted: usize,
+    /// Replies left out by the extractor's rule.
+    pub excluded: usize,
+    /// `correct / counted`.
+    pub accuracy: f64,
+    /// Seed of the random fallbacks.
+    pub seed: u64,
+}
+
+/// Scores `(reply, answer, number of options)` triples.
+pub fn accuracy(extractor: &str, items: &[(String, String, usize)], seed: u64) -> Result<McqAccuracy, String> {
+    let mut rng = SplitMix64::new(seed);
+    let (mut correct, mut counted, mut excluded) = (0, 0, 0);
+    for (reply, answer, options) in items {
+        match judge(extractor, reply, answer, *options, &mut rng)? {
+            Verdict::Scored(ok) => {
+                counted += 1;
+                correct += usize::from(ok);
+            }
+            Verdict::Excluded => excluded += 1,
+        }
+    }
+    let value = if counted == 0 { 0.0 } else { correct as f64 / counted as f64 };
+    Ok(McqAccuracy { extractor: extractor.to_string(), correct, counted, excluded, accuracy: value, seed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn j(e: &str, reply: &str, answer: &str) -> Verdict {
+        judge(e, reply, answer, 4, &mut SplitMix64::new(0)).unwrap()
+    }
+
+    #[test]
+    fn videomme_rules_and_their_exclusion_policies() {
+        assert_eq!(j("videomme_official", "The best answer is B.", "B"), Verdict::Scored(true));
+        // "A man is walking" reads as A under the first-letter rule: the documented pitfall.
+        assert_eq!(j("videomme_official", "A man is walking", "C"), Verdict::Scored(false));
+        let long = "it is very hard to tell what happens in this clip from the frames given";
+        assert_eq!(j("videomme_official", long, "C"), Verdict::Excluded);
+        assert_eq!(j("lmms_eval_le0.4_videomme", long, "C"), Verdict::Scored(false));
+        // "Answer:" is stripped only by the official list.
+        assert_eq!(j("videomme_official", "Answer: D", "D"), Verdict::Scored(true));
+    }
+
+    #[test]
+    fn priority_extractor_prefers_explicit_forms() {
+        assert_eq!(j("lmms_eval_2026_priority", "I think the answer is (C).", "C"), Verdict::Scored(true));
+        assert_eq!(j("lmms_eval_2026_priority", "B. because A is wrong", "B"), Verdict::Scored(true));
+        assert_eq!(j("lmms_eval_2026_priority", "nothing fits", "A"), Verdict::Scored(false));
+    }
+
+    #[test]
+    fn mvbench_mlvu_and_sfllava_rules() {
+        assert_eq!(j("mvbench_official", "(b) the man runs", "(B) the man runs"), Verdict::Scored(true));
+        assert_eq!(j("mvbench_official", "", "(B) x"), Verdict::Scored(true), "the documented empty-token pitfall");
+        assert_eq!(j("langdc_mvbench", "Best option: (c)", "(C) x"), Verdict::Scored(false));
+        assert_eq!(j("langdc_mvbench", "option (c) x", "(C) x"), Verdict::Scored(true));
+        assert_eq!(j("mlvu_official", "B) a dog", "(B) dog"), Verdict::Scored(true));
+        assert_eq!(j("sfllava_mcq", "c", "C"), Verdict::Scored(true));
+        assert_eq!(j("sfllava_mcq", "So the answer is D: red", "D"), Verdict::Scored(true));
+        assert_eq!(j("lmms_eval_v0.4_mvbench", "", "A"), Verdict::Excluded);
+        assert!(judge("nope", "A", "A", 4, &mut SplitMix64::new(0)).is_err());
+    }
+
+    #[test]
+    fn random_fallbacks_are_seeded() {
+        let items: Vec<(String, String, usize)> =
+            (0..50).map(|_| ("no idea".to_string(), "A".to_string(), 4)).collect();
+        let a = accuracy("lmms_eval_v0.4_longvideobench", &items, 7).unwrap();
+        assert_eq!(a, accuracy("lmms_eval_v0.4_longvideobench", &items, 7).unwrap());
+        assert!(a.correct > 0 && a.correct < 50, "{a:?}");
+    }
+}
