@@ -10,4 +10,9 @@
 
 #![warn(missing_docs)]
 
+pub mod chat_template;
+pub mod gguf;
+#[cfg(feature = "torch")]
+pub mod llama;
 pub mod runtime;
+pub mod tokenizer;

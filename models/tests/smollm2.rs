@@ -1,0 +1,56 @@
+//! The real SmolLM2-135M-Instruct GGUF from the setup cache (fails loudly when `make setup` has not run).
+
+use std::path::PathBuf;
+use tokensieve_models::chat_template::ChatTemplate;
+use tokensieve_models::gguf::Gguf;
+use tokensieve_models::tokenizer::TextTokenizer;
+
+fn gguf_path() -> PathBuf {
+    let root = std::env::var_os("TOKENSIEVE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tokensieve/assets"));
+    let path = root.join("llm/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.is_file(), "{} is missing: run `make setup`", path.display());
+    path
+}
+
+#[test]
+fn metadata_tokenizer_and_template_come_from_the_file() {
+    let g = Gguf::open(&gguf_path()).unwrap();
+    assert_eq!(g.meta("general.architecture").unwrap().as_str(), Some("llama"));
+    assert_eq!(g.meta_int("llama.block_count").unwrap(), 30);
+    assert_eq!(g.meta_int("llama.embedding_length").unwrap(), 576);
+    assert_eq!(g.tensors.len(), 272);
+    let tok = TextTokenizer::from_gguf(&g).unwrap();
+    assert_eq!((tok.bos, tok.eos.clone()), (Some(1), vec![2]));
+    let ids = tok.encode("<|im_start|>user\nWhat is 12 plus 7?<|im_end|>").unwrap();
+    assert_eq!(ids[0], 1, "the control token is matched whole");
+    assert_eq!(tok.decode(&ids).unwrap(), "user\nWhat is 12 plus 7?");
+    let template = g.meta("tokenizer.chat_template").unwrap().as_str().unwrap().to_string();
+    let prompt = ChatTemplate::new(&template, "<|im_start|>", "<|im_end|>")
+        .unwrap()
+        .render(&serde_json::json!([{"role": "user", "content": "Hello"}]), true)
+        .unwrap();
+    assert!(prompt.ends_with("<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"), "{prompt:?}");
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn answers_the_capital_of_france() {
+    use tokensieve_models::llama::Llama;
+    let path = gguf_path();
+    let g = Gguf::open(&path).unwrap();
+    let tok = TextTokenizer::from_gguf(&g).unwrap();
+    let template = g.meta("tokenizer.chat_template").unwrap().as_str().unwrap().to_string();
+    let prompt = ChatTemplate::new(&template, "<|im_start|>", "<|im_end|>")
+        .unwrap()
+        .render(&serde_json::json!([{"role": "user", "content": "What is the capital of France?"}]), true)
+        .unwrap();
+    let device = tch::Device::cuda_if_available();
+    eprintln!("SmolLM2 on {device:?}");
+    let model = Llama::from_gguf(&path, device).unwrap();
+    let out = model.generate_greedy(&tok.encode(&prompt).unwrap(), 20, &tok.eos).unwrap();
+    let answer = tok.decode(&out).unwrap();
+    eprintln!("answer: {answer:?}");
+    assert!(answer.contains("Paris"), "answer: {answer:?}");
+}
