@@ -1,8 +1,9 @@
 //! GGUF files (llama.cpp's format): metadata, tensor directory, and dequantisation to f32.
 //!
 //! The file is memory-mapped; a tensor is read only when asked for and dequantised block by block. Supported
-//! tensor types: F32, F16, BF16, Q8_0, Q4_0 and Q4_1 (the types of SmolLM2-135M-Instruct's Q4_1 file and of most
-//! small GGUF exports). K-quants (Q4_K, Q6_K) are reported as unsupported with the tensor's name for now.
+//! tensor types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K (the dequantisers follow ggml's
+//! `dequantize_row_*` and are tested against llama.cpp's Python package); other types are reported as unsupported
+//! with the tensor's name.
 //! Layout facts: dimensions are stored innermost first (`ne[0]` is the row length), so a PyTorch `[out, in]` weight
 //! has `dims = [in, out]`; data starts at the first multiple of `general.alignment` (default 32) after the
 //! directory; all integers are little-endian.
@@ -188,13 +189,60 @@ impl Reader<'_> {
 /// (elements per block, bytes per block) of a GGML type.
 fn block(kind: u32) -> Option<(usize, usize)> {
     match kind {
-        0 => Some((1, 4)),   // F32
-        1 => Some((1, 2)),   // F16
-        30 => Some((1, 2)),  // BF16
-        2 => Some((32, 18)), // Q4_0
-        3 => Some((32, 20)), // Q4_1
-        8 => Some((32, 34)), // Q8_0
+        0 => Some((1, 4)),      // F32
+        1 => Some((1, 2)),      // F16
+        30 => Some((1, 2)),     // BF16
+        2 => Some((32, 18)),    // Q4_0
+        3 => Some((32, 20)),    // Q4_1
+        8 => Some((32, 34)),    // Q8_0
+        12 => Some((256, 144)), // Q4_K
+        14 => Some((256, 210)), // Q6_K
         _ => None,
+    }
+}
+
+/// The 6-bit scale and minimum of sub-block `j` of a Q4_K block (`get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// One Q4_K super-block: `d`, `dmin` (f16), 12 bytes of packed 6-bit scales and minima, 128 bytes of 4-bit values.
+fn dequantize_q4_k(b: &[u8], y: &mut [f32]) {
+    let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+    let dmin = f16::from_le_bytes([b[2], b[3]]).to_f32();
+    let (scales, qs) = (&b[4..16], &b[16..144]);
+    for (chunk, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+        let (s1, m1) = scale_min_k4(2 * chunk, scales);
+        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
+        let (d1, min1, d2, min2) = (d * s1 as f32, dmin * m1 as f32, d * s2 as f32, dmin * m2 as f32);
+        for l in 0..32 {
+            y[l] = d1 * (q[l] & 0xf) as f32 - min1;
+            y[l + 32] = d2 * (q[l] >> 4) as f32 - min2;
+        }
+    }
+}
+
+/// One Q6_K super-block: 128 bytes of low 4 bits, 64 bytes of high 2 bits, 16 signed scales, `d` (f16).
+fn dequantize_q6_k(b: &[u8], y: &mut [f32]) {
+    let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
+    let d = f16::from_le_bytes([b[208], b[209]]).to_f32();
+    for n in 0..2 {
+        let (ql, qh, sc, y) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..], &mut y[128 * n..]);
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
     }
 }
 
@@ -308,6 +356,8 @@ impl Gguf {
                     }
                 }
             }
+            12 => out.chunks_exact_mut(256).zip(bytes.chunks_exact(144)).for_each(|(o, b)| dequantize_q4_k(b, o)),
+            14 => out.chunks_exact_mut(256).zip(bytes.chunks_exact(210)).for_each(|(o, b)| dequantize_q6_k(b, o)),
             _ => unreachable!("block() admitted only the types handled here"),
         }
         let shape = info.dims.iter().rev().map(|&d| d as usize).collect();
