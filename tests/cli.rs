@@ -289,3 +289,37 @@ fn score_mcq_reports_the_extractor_and_its_exclusions() {
         tokensieve(&["score", "--task", "mcq", "--extractor", "nope", "--predictions", p.to_str().unwrap()]);
     assert_eq!(code, 2);
 }
+
+#[cfg(feature = "torch")]
+#[test]
+fn ask_and_forward_run_the_real_smollm2() {
+    let gguf = asset("llm/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let (code, out, err) =
+        tokensieve(&["ask", "--model", &gguf, "What is the capital of France?", "--json", "--max-new-tokens", "16"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["answer"].as_str().unwrap().contains("Paris"), "{out}");
+    for field in ["prompt_tokens", "generated_tokens", "ttft_ms", "kv_bytes"] {
+        assert!(v["record"][field].is_number(), "{field} missing: {out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let logits = dir.path().join("l.npy");
+    let (code, out, err) = tokensieve(&[
+        "forward",
+        "--model",
+        &gguf,
+        "--prompt",
+        "Hi",
+        "--logits-out",
+        logits.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"vocab\":49152"), "{out}");
+    assert_eq!(tokensieve::npy::read(&logits).unwrap().shape, vec![49152]);
+    let (code, _, err) = tokensieve(&["ask", "--model", &gguf, "--image", "x.png", "hi"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("vision-language"), "{err}");
+    let (code, _, _) = tokensieve(&["ask", "--model", "/nonexistent/dir", "hi"]);
+    assert_eq!(code, 2);
+}

@@ -198,20 +198,35 @@ impl Llama {
 
     /// Greedy decoding of up to `max_new` tokens after `prompt`, stopping at any of `stop`.
     pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>, LlamaError> {
+        let mut out = Vec::new();
+        self.generate(prompt, max_new, stop, |t| {
+            out.push(t);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Greedy decoding that hands each new token to `on_token` as soon as it exists (return `false` to stop);
+    /// returns the KV cache so callers can report its size.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        stop: &[u32],
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<KvCache, LlamaError> {
         let mut cache = KvCache::default();
         let ids: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
         let mut logits =
             self.forward(&Tensor::from_slice(&ids).f_unsqueeze(0)?.f_to_device(self.device)?, &mut cache)?;
-        let mut out = Vec::new();
         for _ in 0..max_new {
             let next = logits.f_argmax(-1, false)?.f_int64_value(&[0])? as u32;
-            if stop.contains(&next) {
+            if stop.contains(&next) || !on_token(next) {
                 break;
             }
-            out.push(next);
             let step = Tensor::from_slice(&[next as i64]).f_unsqueeze(0)?.f_to_device(self.device)?;
             logits = self.forward(&step, &mut cache)?;
         }
-        Ok(out)
+        Ok(cache)
     }
 }

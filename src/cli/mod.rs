@@ -1,6 +1,8 @@
 //! Subcommands and the error type the binary prints.
 
 mod doctor;
+#[cfg(feature = "torch")]
+mod llm;
 mod prune;
 #[cfg(feature = "video")]
 mod sample;
@@ -27,6 +29,12 @@ enum Command {
     Sample(Box<sample::Args>),
     /// Score predictions made by any system (caption metrics with pycocoevalcap's definitions).
     Score(score::Args),
+    /// Run one prefill of a language model and report (or save) the next-token logits.
+    #[cfg(feature = "torch")]
+    Forward(Box<llm::ForwardArgs>),
+    /// Ask a model a question; streams the answer (language models stored as GGUF so far).
+    #[cfg(feature = "torch")]
+    Ask(Box<llm::AskArgs>),
 }
 
 /// A failure the binary reports on one line.
@@ -71,5 +79,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         #[cfg(feature = "video")]
         Command::Sample(args) => sample::run(*args),
         Command::Score(args) => score::run(args),
+        #[cfg(feature = "torch")]
+        Command::Forward(args) => llm::forward(*args),
+        #[cfg(feature = "torch")]
+        Command::Ask(args) => llm::ask(*args),
     }
 }
