@@ -42,3 +42,4 @@ fixtures: setup
 	@$(ENV) && python video/tests/fixtures/make_preprocess_fixtures.py
 	@$(ENV) && python tests/fixtures/make_caption_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_gguf_fixtures.py
+	@$(ENV) && python models/tests/fixtures/make_vision_fixtures.py

@@ -1,0 +1,145 @@
+//! Memory-mapped safetensors files (Hugging Face checkpoints): an 8-byte little-endian header length, a JSON header
+//! mapping each tensor to its dtype, shape and byte range, then the data. Tensors are converted to f32 on request
+//! (F32, F16, BF16); nothing else is read.
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// What can go wrong reading a safetensors file.
+#[derive(Debug, Error)]
+pub enum SafetensorsError {
+    /// The file could not be opened or mapped.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The header or a byte range is malformed.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor the model needs is absent.
+    #[error("{path}: no tensor `{name}`")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+    },
+    /// A tensor whose shape differs from the configuration's.
+    #[error("{path}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// Found.
+        got: Vec<usize>,
+        /// Expected.
+        expected: Vec<usize>,
+    },
+}
+
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// An open safetensors file.
+pub struct Safetensors {
+    path: PathBuf,
+    map: Mmap,
+    entries: BTreeMap<String, Entry>,
+    data_start: usize,
+}
+
+impl Safetensors {
+    /// Maps and indexes `path`.
+    pub fn open(path: &Path) -> Result<Self, SafetensorsError> {
+        let file =
+            std::fs::File::open(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
+        // SAFETY: read-only map of a checkpoint that is not modified while open.
+        let map =
+            unsafe { Mmap::map(&file) }.map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
+        let bad = |reason: String| SafetensorsError::Format { path: path.to_path_buf(), reason };
+        let len = map
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+            .ok_or_else(|| bad("shorter than its header".into()))?;
+        let header = map.get(8..8 + len).ok_or_else(|| bad("header runs past the end".into()))?;
+        let json: serde_json::Value = serde_json::from_slice(header).map_err(|e| bad(format!("header: {e}")))?;
+        let mut entries = BTreeMap::new();
+        for (name, v) in json.as_object().ok_or_else(|| bad("header is not an object".into()))? {
+            if name == "__metadata__" {
+                continue;
+            }
+            let shape = v["shape"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|d| d.as_u64()).map(|d| d as usize).collect())
+                .unwrap_or_default();
+            let offsets = v["data_offsets"].as_array().ok_or_else(|| bad(format!("`{name}` has no data_offsets")))?;
+            let (start, end) = (offsets[0].as_u64().unwrap_or(0) as usize, offsets[1].as_u64().unwrap_or(0) as usize);
+            let dtype = v["dtype"].as_str().unwrap_or("").to_string();
+            entries.insert(name.clone(), Entry { dtype, shape, start, end });
+        }
+        Ok(Safetensors { path: path.to_path_buf(), map, entries, data_start: 8 + len })
+    }
+
+    /// Names of the tensors.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Whether `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Tensor `name` as f32 values and its shape.
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), SafetensorsError> {
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| SafetensorsError::Missing { path: self.path.clone(), name: name.into() })?;
+        let bad = |reason: String| SafetensorsError::Format { path: self.path.clone(), reason };
+        let bytes = self
+            .map
+            .get(self.data_start + e.start..self.data_start + e.end)
+            .ok_or_else(|| bad(format!("`{name}` lies past the end")))?;
+        let values: Vec<f32> = match e.dtype.as_str() {
+            "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            "F16" => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            "BF16" => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            other => return Err(bad(format!("`{name}` has dtype {other}; F32, F16 and BF16 are supported"))),
+        };
+        if values.len() != e.shape.iter().product::<usize>() {
+            return Err(bad(format!("`{name}`: {} values for shape {:?}", values.len(), e.shape)));
+        }
+        Ok((values, e.shape.clone()))
+    }
+
+    /// Tensor `name`, checked against `expected` shape.
+    pub fn expect(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, SafetensorsError> {
+        let (v, shape) = self.tensor_f32(name)?;
+        if shape != expected {
+            return Err(SafetensorsError::Shape {
+                path: self.path.clone(),
+                name: name.into(),
+                got: shape,
+                expected: expected.to_vec(),
+            });
+        }
+        Ok(v)
+    }
+}
