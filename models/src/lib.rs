@@ -11,11 +11,12 @@
 #![warn(missing_docs)]
 
 pub mod chat_template;
-#[cfg(feature = "torch")]
-pub mod clip;
+
 pub mod gguf;
 #[cfg(feature = "torch")]
 pub mod llama;
 pub mod runtime;
 pub mod safetensors;
 pub mod tokenizer;
+#[cfg(feature = "torch")]
+pub mod vision;

@@ -1,0 +1,311 @@
+//! ViT vision towers on libtorch — CLIP (transformers' `CLIPVisionModel`) and SigLIP (`SiglipVisionModel`) —
+//! exposing what the pruners need: the hidden states of every layer, an attention signal over the patches averaged
+//! over heads (CLIP: the last layer's CLS row; SigLIP, which has no CLS token: the pooling head's probe attention,
+//! as FastVID uses), and the last layer's keys averaged over heads (ALGORITHMS.md §1.8). Loads a standalone tower
+//! (no prefix) or the tower inside a full CLIP/SigLIP or LLaVA checkpoint (`vision_model.`,
+//! `vision_tower.vision_model.`).
+//!
+//! ```text
+//! CLIP:   x = pre_layrnorm([class_embedding; conv(pixels)] + pos);  act = quick_gelu(z) = z·σ(1.702 z)
+//!         pooled = post_layernorm(x[:, 0])
+//! SigLIP: x = conv(pixels) + bias + pos (no CLS);  act = gelu (tanh approximation);  out = post_layernorm(x)
+//!         pooled = head: probe attends over out (multi-head), then + mlp(layernorm(·))
+//! per layer: x += out_proj(attn(ln1(x)));  x += fc2(act(fc1(ln2(x))))
+//! ```
+//!
+//! Attention runs through fused scaled-dot-product attention; the CLS row and the probe row are recomputed as
+//! `softmax(q Kᵀ / √d)` per head, so no full attention map is ever materialised.
+
+use crate::safetensors::{Safetensors, SafetensorsError};
+use serde::Deserialize;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+use thiserror::Error;
+
+/// Why the tower could not load or run.
+#[derive(Debug, Error)]
+pub enum ClipError {
+    /// From the checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] SafetensorsError),
+    /// From libtorch.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// config.json could not be read.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Which family a tower belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TowerKind {
+    /// OpenAI CLIP ViT (CLS token, pre-layernorm, quick GELU).
+    Clip,
+    /// SigLIP (no CLS token, patch bias, tanh GELU, optional attention-pooling head).
+    Siglip,
+}
+
+/// The `config.json` keys of a vision tower (transformers' names).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct VisionConfig {
+    /// Width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Heads.
+    pub num_attention_heads: usize,
+    /// Input side in pixels.
+    pub image_size: usize,
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// `clip_vision_model`, `siglip_vision_model`, ...
+    #[serde(default)]
+    pub model_type: String,
+    /// SigLIP: whether the attention-pooling head exists.
+    #[serde(default = "default_true")]
+    pub vision_use_head: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+struct Layer {
+    ln1: (Tensor, Tensor),
+    ln2: (Tensor, Tensor),
+    q: (Tensor, Tensor),
+    k: (Tensor, Tensor),
+    v: (Tensor, Tensor),
+    out: (Tensor, Tensor),
+    fc1: (Tensor, Tensor),
+    fc2: (Tensor, Tensor),
+}
+
+/// What one forward pass exposes.
+pub struct VisionOutput {
+    /// `layers + 1` tensors `[B, 1+N, D]`: the embeddings (after the pre-layernorm), then every layer.
+    pub hidden_states: Vec<Tensor>,
+    /// Attention over the patches averaged over heads, `[B, N]`: CLIP's last-layer CLS row, or SigLIP's probe
+    /// attention (`None` for a SigLIP tower without a head).
+    pub cls_attention: Option<Tensor>,
+    /// Last layer keys averaged over heads, `[B, tokens, head_dim]` (tokens = 1+N for CLIP, N for SigLIP).
+    pub keys: Tensor,
+    /// CLIP: `post_layernorm` of the last CLS state; SigLIP: the head's output (`None` without a head), `[B, D]`.
+    pub pooled: Option<Tensor>,
+    /// SigLIP only: `post_layernorm` of the last hidden state, `[B, N, D]` (transformers' `last_hidden_state`).
+    pub last_hidden_state: Tensor,
+}
+
+struct Head {
+    probe: Tensor,
+    in_proj: (Tensor, Tensor),
+    out_proj: (Tensor, Tensor),
+    ln: (Tensor, Tensor),
+    fc1: (Tensor, Tensor),
+    fc2: (Tensor, Tensor),
+}
+
+/// A loaded vision tower.
+pub struct VisionTower {
+    /// Its configuration.
+    pub config: VisionConfig,
+    /// CLIP or SigLIP.
+    pub kind: TowerKind,
+    class_embedding: Option<Tensor>,
+    patch: (Tensor, Option<Tensor>),
+    position: Tensor,
+    pre_ln: Option<(Tensor, Tensor)>,
+    post_ln: (Tensor, Tensor),
+    layers: Vec<Layer>,
+    head: Option<Head>,
+}
+
+impl VisionTower {
+    /// Loads `config.json` + `model.safetensors` from `dir` onto `device`; finds the tower's prefix itself.
+    pub fn load(dir: &Path, device: Device) -> Result<Self, ClipError> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| ClipError::Config { path: config_path.display().to_string(), reason: e.to_string() })?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ClipError::Config { path: config_path.display().to_string(), reason: e.to_string() })?;
+        // A full CLIP or LLaVA config nests the tower's keys.
+        let section = json.get("vision_config").cloned().unwrap_or(json);
+        let config: VisionConfig = serde_json::from_value(section)
+            .map_err(|e| ClipError::Config { path: config_path.display().to_string(), reason: e.to_string() })?;
+        let kind = if config.model_type.starts_with("siglip") { TowerKind::Siglip } else { TowerKind::Clip };
+        let st = Safetensors::open(&dir.join("model.safetensors"))?;
+        let prefix = ["", "vision_model.", "vision_tower.vision_model.", "model.vision_tower.vision_model."]
+            .into_iter()
+            .find(|p| st.contains(&format!("{p}embeddings.position_embedding.weight")))
+            .unwrap_or("");
+        let (d, m) = (config.hidden_size, config.intermediate_size);
+        let patches = (config.image_size / config.patch_size).pow(2);
+        let get = |name: &str, shape: &[usize]| -> Result<Tensor, ClipError> {
+            let v = st.expect(&format!("{prefix}{name}"), shape)?;
+            let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
+            Ok(Tensor::from_slice(&v).f_reshape(dims.as_slice())?.f_to_device(device)?)
+        };
+        let pair = |name: &str, out: usize, inp: Option<usize>| -> Result<(Tensor, Tensor), ClipError> {
+            let w = match inp {
+                Some(i) => get(&format!("{name}.weight"), &[out, i])?,
+                None => get(&format!("{name}.weight"), &[out])?,
+            };
+            Ok((w, get(&format!("{name}.bias"), &[out])?))
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let p = format!("encoder.layers.{i}");
+                Ok(Layer {
+                    ln1: pair(&format!("{p}.layer_norm1"), d, None)?,
+                    ln2: pair(&format!("{p}.layer_norm2"), d, None)?,
+                    q: pair(&format!("{p}.self_attn.q_proj"), d, Some(d))?,
+                    k: pair(&format!("{p}.self_attn.k_proj"), d, Some(d))?,
+                    v: pair(&format!("{p}.self_attn.v_proj"), d, Some(d))?,
+                    out: pair(&format!("{p}.self_attn.out_proj"), d, Some(d))?,
+                    fc1: pair(&format!("{p}.mlp.fc1"), m, Some(d))?,
+                    fc2: pair(&format!("{p}.mlp.fc2"), d, Some(m))?,
+                })
+            })
+            .collect::<Result<Vec<_>, ClipError>>()?;
+        let clip = kind == TowerKind::Clip;
+        let patch_w = get("embeddings.patch_embedding.weight", &[d, 3, config.patch_size, config.patch_size])?;
+        let head = if !clip && config.vision_use_head {
+            Some(Head {
+                probe: get("head.probe", &[1, 1, d])?,
+                in_proj: (
+                    get("head.attention.in_proj_weight", &[3 * d, d])?,
+                    get("head.attention.in_proj_bias", &[3 * d])?,
+                ),
+                out_proj: pair("head.attention.out_proj", d, Some(d))?,
+                ln: pair("head.layernorm", d, None)?,
+                fc1: pair("head.mlp.fc1", m, Some(d))?,
+                fc2: pair("head.mlp.fc2", d, Some(m))?,
+            })
+        } else {
+            None
+        };
+        Ok(VisionTower {
+            class_embedding: if clip { Some(get("embeddings.class_embedding", &[d])?) } else { None },
+            patch: (patch_w, if clip { None } else { Some(get("embeddings.patch_embedding.bias", &[d])?) }),
+            position: get("embeddings.position_embedding.weight", &[patches + usize::from(clip), d])?,
+            pre_ln: if clip { Some(pair("pre_layrnorm", d, None)?) } else { None },
+            post_ln: pair("post_layernorm", d, None)?,
+            layers,
+            head,
+            kind,
+            config,
+        })
+    }
+
+    /// Runs `pixels` `[B, 3, H, W]` (preprocessed) through the tower.
+    pub fn forward(&self, pixels: &Tensor) -> Result<VisionOutput, ClipError> {
+        let _guard = tch::no_grad_guard();
+        let c = &self.config;
+        let (d, heads) = (c.hidden_size as i64, c.num_attention_heads as i64);
+        let head_dim = d / heads;
+        let b = pixels.size()[0];
+        let ln = |x: &Tensor, (w, bias): &(Tensor, Tensor)| {
+            x.f_layer_norm([d].as_slice(), Some(w), Some(bias), c.layer_norm_eps, false)
+        };
+        let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
+        let act = |h: &Tensor| -> Result<Tensor, tch::TchError> {
+            match self.kind {
+                TowerKind::Clip => h.f_mul(&h.f_mul_scalar(1.702)?.f_sigmoid()?),
+                TowerKind::Siglip => h.f_gelu("tanh"),
+            }
+        };
+        let stride = c.patch_size as i64;
+        let patches = pixels.f_conv2d(
+            &self.patch.0,
+            self.patch.1.as_ref(),
+            [stride, stride].as_slice(),
+            [0i64, 0].as_slice(),
+            [1i64, 1].as_slice(),
+            1,
+        )?;
+        let patches = patches.f_flatten(2, 3)?.f_transpose(1, 2)?; // [B, N, D]
+        let tokens_in = match &self.class_embedding {
+            Some(cls) => Tensor::f_cat(&[cls.f_reshape([1, 1, d])?.f_expand([b, 1, d], false)?, patches], 1)?,
+            None => patches,
+        };
+        let mut x = tokens_in.f_add(&self.position.f_unsqueeze(0)?)?;
+        if let Some(pre) = &self.pre_ln {
+            x = ln(&x, pre)?;
+        }
+        let mut hidden_states = vec![x.shallow_clone()];
+        let tokens = x.size()[1];
+        let mut cls_attention = None;
+        let mut keys = None;
+        let split = |t: Tensor, len: i64| t.f_reshape([b, len, heads, head_dim])?.f_transpose(1, 2);
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = ln(&x, &l.ln1)?;
+            let (q, k, v) =
+                (split(lin(&h, &l.q)?, tokens)?, split(lin(&h, &l.k)?, tokens)?, split(lin(&h, &l.v)?, tokens)?);
+            let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
+            if i + 1 == self.layers.len() {
+                if self.kind == TowerKind::Clip {
+                    cls_attention =
+                        Some(row_attention(&q.f_narrow(2, 0, 1)?, &k, head_dim)?.f_narrow(1, 1, tokens - 1)?);
+                }
+                keys = Some(k.f_mean_dim([1i64].as_slice(), false, Kind::Float)?);
+            }
+            let attn = attn.f_transpose(1, 2)?.f_reshape([b, tokens, d])?;
+            x = x.f_add(&lin(&attn, &l.out)?)?;
+            let h = act(&lin(&ln(&x, &l.ln2)?, &l.fc1)?)?;
+            x = x.f_add(&lin(&h, &l.fc2)?)?;
+            hidden_states.push(x.shallow_clone());
+        }
+        let keys = match keys {
+            Some(k) => k,
+            None => Tensor::zeros([b, tokens, head_dim], (Kind::Float, x.device())),
+        };
+        let (pooled, last_hidden_state) = match self.kind {
+            TowerKind::Clip => (Some(ln(&x.f_select(1, 0)?, &self.post_ln)?), x.shallow_clone()),
+            TowerKind::Siglip => {
+                let out = ln(&x, &self.post_ln)?;
+                let pooled = match &self.head {
+                    Some(head) => {
+                        let (w, bias) = &head.in_proj;
+                        let part = |n: i64| -> Result<(Tensor, Tensor), tch::TchError> {
+                            Ok((w.f_narrow(0, n * d, d)?, bias.f_narrow(0, n * d, d)?))
+                        };
+                        let probe = head.probe.f_expand([b, 1, d], false)?;
+                        let q = split(lin(&probe, &part(0)?)?, 1)?;
+                        let k = split(lin(&out, &part(1)?)?, tokens)?;
+                        let v = split(lin(&out, &part(2)?)?, tokens)?;
+                        cls_attention = Some(row_attention(&q, &k, head_dim)?);
+                        let pooled = Tensor::f_scaled_dot_product_attention::<Tensor>(
+                            &q, &k, &v, None, 0.0, false, None, false,
+                        )?;
+                        let pooled = lin(&pooled.f_transpose(1, 2)?.f_reshape([b, 1, d])?, &head.out_proj)?;
+                        let mlp = lin(&act(&lin(&ln(&pooled, &head.ln)?, &head.fc1)?)?, &head.fc2)?;
+                        Some(pooled.f_add(&mlp)?.f_select(1, 0)?)
+                    }
+                    None => None,
+                };
+                (pooled, out)
+            }
+        };
+        Ok(VisionOutput { hidden_states, cls_attention, keys, pooled, last_hidden_state })
+    }
+}
+
+/// `softmax(q Kᵀ / √d)` for one query row per head, averaged over heads: `[B, tokens]`.
+fn row_attention(q: &Tensor, k: &Tensor, head_dim: i64) -> Result<Tensor, tch::TchError> {
+    let scores = q.f_matmul(&k.f_transpose(2, 3)?)?.f_div_scalar((head_dim as f64).sqrt())?;
+    scores.f_softmax(-1, Kind::Float)?.f_squeeze_dim(2)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)
+}
