@@ -43,3 +43,4 @@ fixtures: setup
 	@$(ENV) && python tests/fixtures/make_caption_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_gguf_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_vision_fixtures.py
+	@$(ENV) && python models/tests/fixtures/make_decoder_fixtures.py

@@ -1,13 +1,15 @@
-//! A Llama-architecture causal LM on libtorch (RMSNorm, rotary embeddings, grouped-query attention through fused
-//! scaled-dot-product attention, SwiGLU MLP), loaded from GGUF, with a KV cache and greedy or seeded top-p
-//! generation.
+//! Llama-architecture causal LMs on libtorch — Llama and Qwen2 (the same block with query/key/value biases) — with
+//! RMSNorm, rotary embeddings, grouped-query attention through fused scaled-dot-product attention and a SwiGLU MLP,
+//! a KV cache and greedy generation. Loads GGUF files (llama) or Hugging Face directories (`config.json` +
+//! `model.safetensors` or sharded `model-*.safetensors` with their index; `llama` and `qwen2`).
 //!
-//! GGUF stores Llama's query and key projections permuted for llama.cpp's rotary layout, in which each head rotates
-//! adjacent pairs `(x[2i], x[2i+1])` by `pos·θ_i`, `θ_i = base^(−2i/d)`; the weights are used as stored and the
-//! rotation follows that layout, which equals transformers' `rotate_half` on the unpermuted weights. Weights are
-//! dequantised to f32 at load (compute dtype f32 on the CPU).
+//! Rotary layouts: GGUF stores the query and key projections permuted for llama.cpp, whose heads rotate adjacent
+//! pairs `(x[2i], x[2i+1])`; Hugging Face checkpoints rotate the two halves (`rotate_half`, pairs `(x[i], x[i+d/2])`).
+//! Both use `θ_i = base^(−2i/d)` and are the same model; the loader records which layout the weights are in.
+//! Weights are converted to f32 at load (compute dtype f32 on the CPU).
 
 use crate::gguf::{Gguf, GgufError};
+use crate::safetensors::{Safetensors, SafetensorsError};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
@@ -21,6 +23,17 @@ pub enum LlamaError {
     /// From libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// From a safetensors checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] SafetensorsError),
+    /// config.json is unreadable or incomplete.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// The file holds another architecture.
     #[error("{path}: architecture `{found}` is not llama")]
     Architecture {
@@ -48,11 +61,21 @@ pub struct LlamaConfig {
     pub rope_base: f64,
 }
 
+/// How rotary embeddings pair the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// `(x[2i], x[2i+1])`: llama.cpp / GGUF.
+    Interleaved,
+    /// `(x[i], x[i+d/2])`: Hugging Face `rotate_half`.
+    Halves,
+}
+
 struct Layer {
     attn_norm: Tensor,
     q: Tensor,
     k: Tensor,
     v: Tensor,
+    qkv_bias: Option<(Tensor, Tensor, Tensor)>,
     o: Tensor,
     ffn_norm: Tensor,
     gate: Tensor,
@@ -92,6 +115,46 @@ pub struct Llama {
     norm: Tensor,
     lm_head: Tensor,
     device: Device,
+    rope: RopeLayout,
+}
+
+/// A single `model.safetensors` or the shards listed by `model.safetensors.index.json`.
+struct Shards {
+    files: Vec<Safetensors>,
+    by_name: std::collections::HashMap<String, usize>,
+}
+
+impl Shards {
+    fn open(dir: &Path) -> Result<Self, LlamaError> {
+        let index = dir.join("model.safetensors.index.json");
+        let names: Vec<std::path::PathBuf> = if index.is_file() {
+            let text = std::fs::read_to_string(&index)
+                .map_err(|e| LlamaError::Config { path: index.display().to_string(), reason: e.to_string() })?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| LlamaError::Config { path: index.display().to_string(), reason: e.to_string() })?;
+            let mut files: Vec<String> = json["weight_map"]
+                .as_object()
+                .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            files.sort();
+            files.dedup();
+            files.into_iter().map(|f| dir.join(f)).collect()
+        } else {
+            vec![dir.join("model.safetensors")]
+        };
+        let files = names.iter().map(|p| Safetensors::open(p)).collect::<Result<Vec<_>, _>>()?;
+        let by_name = files.iter().enumerate().flat_map(|(i, f)| f.names().map(move |n| (n.to_string(), i))).collect();
+        Ok(Shards { files, by_name })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), SafetensorsError> {
+        let file = self.by_name.get(name).copied().unwrap_or(0);
+        self.files[file].tensor_f32(name)
+    }
 }
 
 fn load(g: &Gguf, name: &str, device: Device) -> Result<Tensor, LlamaError> {
@@ -131,6 +194,7 @@ impl Llama {
                     q: w("attn_q")?,
                     k: w("attn_k")?,
                     v: w("attn_v")?,
+                    qkv_bias: None,
                     o: w("attn_output")?,
                     ffn_norm: w("ffn_norm")?,
                     gate: w("ffn_gate")?,
@@ -139,25 +203,95 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
-        Ok(Llama { config, embed, layers, norm: load(&g, "output_norm.weight", device)?, lm_head, device })
+        let norm = load(&g, "output_norm.weight", device)?;
+        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Interleaved })
     }
 
-    /// Rotates `x` `[B, H, S, D]` for positions `start..start + S` (adjacent-pair layout).
+    /// Loads a Hugging Face `llama` or `qwen2` directory onto `device`.
+    pub fn from_hf_dir(dir: &Path, device: Device) -> Result<Self, LlamaError> {
+        let config_path = dir.join("config.json");
+        let bad = |reason: String| LlamaError::Config { path: config_path.display().to_string(), reason };
+        let text = std::fs::read_to_string(&config_path).map_err(|e| bad(e.to_string()))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let int = |k: &str| json[k].as_u64().map(|v| v as usize).ok_or_else(|| bad(format!("`{k}` is missing")));
+        let model_type = json["model_type"].as_str().unwrap_or_default().to_string();
+        if model_type != "llama" && model_type != "qwen2" {
+            return Err(LlamaError::Architecture { path: config_path.display().to_string(), found: model_type });
+        }
+        let heads = int("num_attention_heads")?;
+        let config = LlamaConfig {
+            layers: int("num_hidden_layers")?,
+            hidden: int("hidden_size")?,
+            heads,
+            kv_heads: json["num_key_value_heads"].as_u64().map_or(heads, |v| v as usize),
+            eps: json["rms_norm_eps"].as_f64().unwrap_or(1e-6),
+            // transformers 5 nests the base in `rope_parameters`; older configs keep `rope_theta` at the top.
+            rope_base: json["rope_parameters"]["rope_theta"]
+                .as_f64()
+                .or_else(|| json["rope_theta"].as_f64())
+                .unwrap_or(10000.0),
+        };
+        let shards = Shards::open(dir)?;
+        let _guard = tch::no_grad_guard();
+        let get = |name: &str| -> Result<Tensor, LlamaError> {
+            let (data, shape) = shards.tensor_f32(name)?;
+            let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            Ok(Tensor::from_slice(&data).f_reshape(shape.as_slice())?.f_to_device(device)?)
+        };
+        let embed = get("model.embed_tokens.weight")?;
+        let tied = json["tie_word_embeddings"].as_bool().unwrap_or(false) || !shards.contains("lm_head.weight");
+        let lm_head = if tied { embed.shallow_clone() } else { get("lm_head.weight")? };
+        let layers = (0..config.layers)
+            .map(|i| {
+                let w = |n: &str| get(&format!("model.layers.{i}.{n}.weight"));
+                let bias = |n: &str| get(&format!("model.layers.{i}.self_attn.{n}.bias"));
+                let qkv_bias = if shards.contains(&format!("model.layers.{i}.self_attn.q_proj.bias")) {
+                    Some((bias("q_proj")?, bias("k_proj")?, bias("v_proj")?))
+                } else {
+                    None
+                };
+                Ok(Layer {
+                    attn_norm: w("input_layernorm")?,
+                    q: w("self_attn.q_proj")?,
+                    k: w("self_attn.k_proj")?,
+                    v: w("self_attn.v_proj")?,
+                    qkv_bias,
+                    o: w("self_attn.o_proj")?,
+                    ffn_norm: w("post_attention_layernorm")?,
+                    gate: w("mlp.gate_proj")?,
+                    up: w("mlp.up_proj")?,
+                    down: w("mlp.down_proj")?,
+                })
+            })
+            .collect::<Result<Vec<_>, LlamaError>>()?;
+        let norm = get("model.norm.weight")?;
+        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Halves })
+    }
+
+    /// Rotates `x` `[B, H, S, D]` for positions `start..start + S` in the weights' layout.
     fn rope(&self, x: &Tensor, start: i64) -> Result<Tensor, LlamaError> {
         let (b, h, s, d) = x.size4()?;
         let half = d / 2;
-        let inv: Tensor = Tensor::arange(half, (Kind::Float, self.device))
+        let inv = Tensor::arange(half, (Kind::Float, self.device))
             .f_mul_scalar(-2.0 / d as f64)?
             .f_mul_scalar(self.config.rope_base.ln())?
             .f_exp()?;
         let pos = Tensor::arange_start(start, start + s, (Kind::Float, self.device));
         let angles = pos.f_unsqueeze(1)?.f_mul(&inv.f_unsqueeze(0)?)?; // [S, D/2]
         let (cos, sin) = (angles.f_cos()?, angles.f_sin()?);
-        let pairs = x.f_reshape([b, h, s, half, 2])?;
-        let (x0, x1) = (pairs.f_select(4, 0)?, pairs.f_select(4, 1)?);
+        let (x0, x1) = match self.rope {
+            RopeLayout::Interleaved => {
+                let pairs = x.f_reshape([b, h, s, half, 2])?;
+                (pairs.f_select(4, 0)?, pairs.f_select(4, 1)?)
+            }
+            RopeLayout::Halves => (x.f_narrow(3, 0, half)?, x.f_narrow(3, half, half)?),
+        };
         let r0 = x0.f_mul(&cos)?.f_sub(&x1.f_mul(&sin)?)?;
         let r1 = x0.f_mul(&sin)?.f_add(&x1.f_mul(&cos)?)?;
-        Ok(Tensor::f_stack(&[r0, r1], 4)?.f_reshape([b, h, s, d])?)
+        Ok(match self.rope {
+            RopeLayout::Interleaved => Tensor::f_stack(&[r0, r1], 4)?.f_reshape([b, h, s, d])?,
+            RopeLayout::Halves => Tensor::f_cat(&[r0, r1], 3)?,
+        })
     }
 
     /// Runs `ids` `[B, S]` after the cached positions; returns the logits of the last position `[B, V]`.
@@ -170,12 +304,16 @@ impl Llama {
         let mut x = self.embed.f_index_select(0, &ids.f_reshape([-1])?)?.f_reshape([b, s, c.hidden as i64])?;
         for (i, l) in self.layers.iter().enumerate() {
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
-            let split = |w: &Tensor, heads: usize| -> Result<Tensor, LlamaError> {
-                Ok(h.f_linear::<&Tensor>(w, None)?.f_reshape([b, s, heads as i64, head_dim])?.f_transpose(1, 2)?)
+            let split = |w: &Tensor, bias: Option<&Tensor>, heads: usize| -> Result<Tensor, LlamaError> {
+                Ok(h.f_linear(w, bias)?.f_reshape([b, s, heads as i64, head_dim])?.f_transpose(1, 2)?)
             };
-            let q = self.rope(&split(&l.q, c.heads)?, start)?;
-            let k = self.rope(&split(&l.k, c.kv_heads)?, start)?;
-            let v = split(&l.v, c.kv_heads)?;
+            let (qb, kb, vb) = match &l.qkv_bias {
+                Some((q, k, v)) => (Some(q), Some(k), Some(v)),
+                None => (None, None, None),
+            };
+            let q = self.rope(&split(&l.q, qb, c.heads)?, start)?;
+            let k = self.rope(&split(&l.k, kb, c.kv_heads)?, start)?;
+            let v = split(&l.v, vb, c.kv_heads)?;
             let (k, v) = match cache.entries.get(i) {
                 Some((pk, pv)) => (Tensor::f_cat(&[pk, &k], 2)?, Tensor::f_cat(&[pv, &v], 2)?),
                 None => (k, v),
