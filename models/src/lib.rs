@@ -15,6 +15,8 @@ pub mod chat_template;
 pub mod gguf;
 #[cfg(feature = "torch")]
 pub mod llama;
+#[cfg(feature = "torch")]
+pub mod llava;
 pub mod runtime;
 pub mod safetensors;
 pub mod tokenizer;

@@ -9,7 +9,7 @@
 //! Weights are converted to f32 at load (compute dtype f32 on the CPU).
 
 use crate::gguf::{Gguf, GgufError};
-use crate::safetensors::{Safetensors, SafetensorsError};
+use crate::safetensors::{Checkpoint, SafetensorsError};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
@@ -118,45 +118,6 @@ pub struct Llama {
     rope: RopeLayout,
 }
 
-/// A single `model.safetensors` or the shards listed by `model.safetensors.index.json`.
-struct Shards {
-    files: Vec<Safetensors>,
-    by_name: std::collections::HashMap<String, usize>,
-}
-
-impl Shards {
-    fn open(dir: &Path) -> Result<Self, LlamaError> {
-        let index = dir.join("model.safetensors.index.json");
-        let names: Vec<std::path::PathBuf> = if index.is_file() {
-            let text = std::fs::read_to_string(&index)
-                .map_err(|e| LlamaError::Config { path: index.display().to_string(), reason: e.to_string() })?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| LlamaError::Config { path: index.display().to_string(), reason: e.to_string() })?;
-            let mut files: Vec<String> = json["weight_map"]
-                .as_object()
-                .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
-            files.sort();
-            files.dedup();
-            files.into_iter().map(|f| dir.join(f)).collect()
-        } else {
-            vec![dir.join("model.safetensors")]
-        };
-        let files = names.iter().map(|p| Safetensors::open(p)).collect::<Result<Vec<_>, _>>()?;
-        let by_name = files.iter().enumerate().flat_map(|(i, f)| f.names().map(move |n| (n.to_string(), i))).collect();
-        Ok(Shards { files, by_name })
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
-    }
-
-    fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), SafetensorsError> {
-        let file = self.by_name.get(name).copied().unwrap_or(0);
-        self.files[file].tensor_f32(name)
-    }
-}
-
 fn load(g: &Gguf, name: &str, device: Device) -> Result<Tensor, LlamaError> {
     let (data, shape) = g.tensor_f32(name)?;
     let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
@@ -212,7 +173,9 @@ impl Llama {
         let config_path = dir.join("config.json");
         let bad = |reason: String| LlamaError::Config { path: config_path.display().to_string(), reason };
         let text = std::fs::read_to_string(&config_path).map_err(|e| bad(e.to_string()))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let full: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        // A LLaVA-style checkpoint keeps the language model's keys under `text_config`.
+        let json = full.get("text_config").cloned().unwrap_or(full);
         let int = |k: &str| json[k].as_u64().map(|v| v as usize).ok_or_else(|| bad(format!("`{k}` is missing")));
         let model_type = json["model_type"].as_str().unwrap_or_default().to_string();
         if model_type != "llama" && model_type != "qwen2" {
@@ -231,21 +194,29 @@ impl Llama {
                 .or_else(|| json["rope_theta"].as_f64())
                 .unwrap_or(10000.0),
         };
-        let shards = Shards::open(dir)?;
+        let shards = Checkpoint::open(dir)?;
         let _guard = tch::no_grad_guard();
         let get = |name: &str| -> Result<Tensor, LlamaError> {
             let (data, shape) = shards.tensor_f32(name)?;
             let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
             Ok(Tensor::from_slice(&data).f_reshape(shape.as_slice())?.f_to_device(device)?)
         };
-        let embed = get("model.embed_tokens.weight")?;
-        let tied = json["tie_word_embeddings"].as_bool().unwrap_or(false) || !shards.contains("lm_head.weight");
-        let lm_head = if tied { embed.shallow_clone() } else { get("lm_head.weight")? };
+        // Standalone LMs use `model.`; LLaVA checkpoints `language_model.model.` (llava-hf) or `model.language_model.`.
+        let prefix = ["model.", "language_model.model.", "model.language_model."]
+            .into_iter()
+            .find(|p| shards.contains(&format!("{p}embed_tokens.weight")))
+            .unwrap_or("model.");
+        let head_name = ["lm_head.weight", "language_model.lm_head.weight"].into_iter().find(|n| shards.contains(n));
+        let embed = get(&format!("{prefix}embed_tokens.weight"))?;
+        let lm_head = match head_name {
+            Some(n) if !json["tie_word_embeddings"].as_bool().unwrap_or(false) => get(n)?,
+            _ => embed.shallow_clone(),
+        };
         let layers = (0..config.layers)
             .map(|i| {
-                let w = |n: &str| get(&format!("model.layers.{i}.{n}.weight"));
-                let bias = |n: &str| get(&format!("model.layers.{i}.self_attn.{n}.bias"));
-                let qkv_bias = if shards.contains(&format!("model.layers.{i}.self_attn.q_proj.bias")) {
+                let w = |n: &str| get(&format!("{prefix}layers.{i}.{n}.weight"));
+                let bias = |n: &str| get(&format!("{prefix}layers.{i}.self_attn.{n}.bias"));
+                let qkv_bias = if shards.contains(&format!("{prefix}layers.{i}.self_attn.q_proj.bias")) {
                     Some((bias("q_proj")?, bias("k_proj")?, bias("v_proj")?))
                 } else {
                     None
@@ -264,7 +235,7 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
-        let norm = get("model.norm.weight")?;
+        let norm = get(&format!("{prefix}norm.weight"))?;
         Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Halves })
     }
 
@@ -294,14 +265,26 @@ impl Llama {
         })
     }
 
+    /// Token embeddings `[B, S, D]` of `ids` `[B, S]`.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor, LlamaError> {
+        let (b, s) = ids.size2()?;
+        Ok(self.embed.f_index_select(0, &ids.f_reshape([-1])?)?.f_reshape([b, s, self.config.hidden as i64])?)
+    }
+
     /// Runs `ids` `[B, S]` after the cached positions; returns the logits of the last position `[B, V]`.
     pub fn forward(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
+        let _guard = tch::no_grad_guard();
+        self.forward_embeds(self.embed(ids)?, cache)
+    }
+
+    /// Runs input embeddings `[B, S, D]` (text and merged visual tokens) after the cached positions; returns the
+    /// logits of the last position `[B, V]`.
+    pub fn forward_embeds(&self, mut x: Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
         let c = self.config;
         let head_dim = (c.hidden / c.heads) as i64;
         let start = cache.len();
-        let (b, s) = ids.size2()?;
-        let mut x = self.embed.f_index_select(0, &ids.f_reshape([-1])?)?.f_reshape([b, s, c.hidden as i64])?;
+        let (b, s, _) = x.size3()?;
         for (i, l) in self.layers.iter().enumerate() {
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
             let split = |w: &Tensor, bias: Option<&Tensor>, heads: usize| -> Result<Tensor, LlamaError> {

@@ -143,3 +143,55 @@ impl Safetensors {
         Ok(v)
     }
 }
+
+/// A single `model.safetensors` or the shards listed by `model.safetensors.index.json`.
+pub struct Checkpoint {
+    files: Vec<Safetensors>,
+    by_name: std::collections::HashMap<String, usize>,
+}
+
+impl Checkpoint {
+    /// Opens `dir`'s `model.safetensors`, or every shard its index names.
+    pub fn open(dir: &Path) -> Result<Self, SafetensorsError> {
+        let index = dir.join("model.safetensors.index.json");
+        let names: Vec<std::path::PathBuf> = if index.is_file() {
+            let text = std::fs::read_to_string(&index)
+                .map_err(|e| SafetensorsError::Format { path: index.clone(), reason: e.to_string() })?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| SafetensorsError::Format { path: index.clone(), reason: e.to_string() })?;
+            let mut files: Vec<String> = json["weight_map"]
+                .as_object()
+                .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            files.sort();
+            files.dedup();
+            files.into_iter().map(|f| dir.join(f)).collect()
+        } else {
+            vec![dir.join("model.safetensors")]
+        };
+        let files = names.iter().map(|p| Safetensors::open(p)).collect::<Result<Vec<_>, _>>()?;
+        let by_name = files.iter().enumerate().flat_map(|(i, f)| f.names().map(move |n| (n.to_string(), i))).collect();
+        Ok(Checkpoint { files, by_name })
+    }
+
+    /// Whether any shard holds `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Tensor `name` as f32 values and its shape.
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), SafetensorsError> {
+        match self.by_name.get(name) {
+            Some(&file) => self.files[file].tensor_f32(name),
+            None => self.files[0].tensor_f32(name),
+        }
+    }
+
+    /// Tensor `name`, checked against `expected` shape.
+    pub fn expect(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, SafetensorsError> {
+        match self.by_name.get(name) {
+            Some(&file) => self.files[file].expect(name, expected),
+            None => self.files[0].expect(name, expected),
+        }
+    }
+}

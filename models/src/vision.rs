@@ -16,7 +16,7 @@
 //! Attention runs through fused scaled-dot-product attention; the CLS row and the probe row are recomputed as
 //! `softmax(q Kᵀ / √d)` per head, so no full attention map is ever materialised.
 
-use crate::safetensors::{Safetensors, SafetensorsError};
+use crate::safetensors::{Checkpoint, SafetensorsError};
 use serde::Deserialize;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -147,11 +147,18 @@ impl VisionTower {
         let config: VisionConfig = serde_json::from_value(section)
             .map_err(|e| ClipError::Config { path: config_path.display().to_string(), reason: e.to_string() })?;
         let kind = if config.model_type.starts_with("siglip") { TowerKind::Siglip } else { TowerKind::Clip };
-        let st = Safetensors::open(&dir.join("model.safetensors"))?;
-        let prefix = ["", "vision_model.", "vision_tower.vision_model.", "model.vision_tower.vision_model."]
-            .into_iter()
-            .find(|p| st.contains(&format!("{p}embeddings.position_embedding.weight")))
-            .unwrap_or("");
+        let st = Checkpoint::open(dir)?;
+        let prefix = [
+            "",
+            "vision_model.",
+            "vision_tower.vision_model.",
+            "vision_tower.",
+            "model.vision_tower.vision_model.",
+            "model.vision_tower.",
+        ]
+        .into_iter()
+        .find(|p| st.contains(&format!("{p}embeddings.position_embedding.weight")))
+        .unwrap_or("");
         let (d, m) = (config.hidden_size, config.intermediate_size);
         let patches = (config.image_size / config.patch_size).pow(2);
         let get = |name: &str, shape: &[usize]| -> Result<Tensor, ClipError> {
