@@ -87,12 +87,22 @@ struct Layer {
 #[derive(Default)]
 pub struct KvCache {
     entries: Vec<(Tensor, Tensor)>,
+    /// Position id of the next token (original numbering: dropped tokens keep their ids used).
+    next_position: i64,
+    /// Per layer, tokens removed from that layer's cache (for contiguous renumbering).
+    dropped: Vec<i64>,
+    contiguous: bool,
 }
 
 impl KvCache {
-    /// Positions held.
+    /// Positions held by the first layer (the whole sequence so far).
     pub fn len(&self) -> i64 {
         self.entries.first().map_or(0, |(k, _)| k.size()[2])
+    }
+
+    /// Positions held by layer `i` (shorter than [`KvCache::len`] after an in-decoder drop).
+    pub fn layer_len(&self, i: usize) -> i64 {
+        self.entries.get(i).map_or(0, |(k, _)| k.size()[2])
     }
 
     /// True when empty.
@@ -104,6 +114,33 @@ impl KvCache {
     pub fn bytes(&self) -> usize {
         self.entries.iter().map(|(k, v)| (k.numel() + v.numel()) * k.kind().elt_size_in_bytes()).sum()
     }
+}
+
+/// How position ids continue after tokens are dropped inside the decoder (ALGORITHMS.md §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionMode {
+    /// Kept tokens keep their original ids, later tokens continue from the last original id + 1 (default, as
+    /// FastV and the reference methods do).
+    Original,
+    /// The layers after the drop renumber their sequence without gaps; later tokens shift down by the number
+    /// dropped in that layer.
+    Contiguous,
+}
+
+/// An in-decoder drop (FastV, PyramidDrop, ToDRE stage 2): before layer `layer`, tokens of `span` (positions in
+/// this forward's sequence) that `select` does not keep are removed from the hidden states and from the KV cache
+/// of this and every later layer. `select` receives the last token's attention over all positions at layer
+/// `layer − 1` (softmax probabilities, mean over heads; empty when `layer = 0`) and returns the kept offsets
+/// within `span`.
+pub struct LayerDrop<'a> {
+    /// The first layer that no longer sees the dropped tokens.
+    pub layer: usize,
+    /// The droppable positions (usually the image tokens).
+    pub span: std::ops::Range<usize>,
+    /// The rule, fed with the attention row.
+    pub select: &'a mut dyn FnMut(&[f32]) -> Vec<usize>,
+    /// How positions continue.
+    pub positions: PositionMode,
 }
 
 /// The loaded model.
@@ -239,16 +276,15 @@ impl Llama {
         Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Halves })
     }
 
-    /// Rotates `x` `[B, H, S, D]` for positions `start..start + S` in the weights' layout.
-    fn rope(&self, x: &Tensor, start: i64) -> Result<Tensor, LlamaError> {
+    /// Rotates `x` `[B, H, S, D]` for the position ids `positions` `[S]` in the weights' layout.
+    fn rope(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor, LlamaError> {
         let (b, h, s, d) = x.size4()?;
         let half = d / 2;
         let inv = Tensor::arange(half, (Kind::Float, self.device))
             .f_mul_scalar(-2.0 / d as f64)?
             .f_mul_scalar(self.config.rope_base.ln())?
             .f_exp()?;
-        let pos = Tensor::arange_start(start, start + s, (Kind::Float, self.device));
-        let angles = pos.f_unsqueeze(1)?.f_mul(&inv.f_unsqueeze(0)?)?; // [S, D/2]
+        let angles = positions.f_to_kind(Kind::Float)?.f_unsqueeze(1)?.f_mul(&inv.f_unsqueeze(0)?)?; // [S, D/2]
         let (cos, sin) = (angles.f_cos()?, angles.f_sin()?);
         let (x0, x1) = match self.rope {
             RopeLayout::Interleaved => {
@@ -279,13 +315,63 @@ impl Llama {
 
     /// Runs input embeddings `[B, S, D]` (text and merged visual tokens) after the cached positions; returns the
     /// logits of the last position `[B, V]`.
-    pub fn forward_embeds(&self, mut x: Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
+    pub fn forward_embeds(&self, x: Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
+        self.forward_embeds_with(x, cache, None)
+    }
+
+    /// As [`Llama::forward_embeds`], optionally dropping tokens inside the decoder (prefill only: the cache must
+    /// be empty when `drop` is given).
+    pub fn forward_embeds_with(
+        &self,
+        mut x: Tensor,
+        cache: &mut KvCache,
+        mut drop: Option<LayerDrop<'_>>,
+    ) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
         let c = self.config;
         let head_dim = (c.hidden / c.heads) as i64;
-        let start = cache.len();
-        let (b, s, _) = x.size3()?;
+        let (b, mut s, _) = x.size3()?;
+        let fed = s;
+        if drop.is_some() && !cache.is_empty() {
+            return Err(LlamaError::Config {
+                path: "forward".into(),
+                reason: "an in-decoder drop needs an empty cache (prefill)".into(),
+            });
+        }
+        if cache.dropped.len() < self.layers.len() {
+            cache.dropped.resize(self.layers.len(), 0);
+        }
+        let first = cache.next_position;
+        let mut positions = Tensor::arange_start(first, first + s, (Kind::Int64, self.device));
+        let mut row: Vec<f32> = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
+            if let Some(d) = drop.as_mut().filter(|d| d.layer == i) {
+                let kept = (d.select)(&row);
+                let keep: Vec<i64> = (0..s as usize)
+                    .filter(|p| !d.span.contains(p) || kept.contains(&(p - d.span.start)))
+                    .map(|p| p as i64)
+                    .collect();
+                let index = Tensor::from_slice(&keep).f_to_device(self.device)?;
+                x = x.f_index_select(1, &index)?;
+                let removed = s - keep.len() as i64;
+                positions = match d.positions {
+                    PositionMode::Original => positions.f_index_select(0, &index)?,
+                    PositionMode::Contiguous => {
+                        Tensor::arange_start(first, first + keep.len() as i64, (Kind::Int64, self.device))
+                    }
+                };
+                cache.contiguous = d.positions == PositionMode::Contiguous;
+                for dropped in &mut cache.dropped[i..] {
+                    *dropped += removed;
+                }
+                s = keep.len() as i64;
+            }
+            // Decoding after a contiguous drop: this layer's ids are shifted down by what it lost.
+            let layer_positions = if cache.contiguous && drop.is_none() {
+                positions.f_sub_scalar(cache.dropped[i])?
+            } else {
+                positions.shallow_clone()
+            };
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
             let split = |w: &Tensor, bias: Option<&Tensor>, heads: usize| -> Result<Tensor, LlamaError> {
                 Ok(h.f_linear(w, bias)?.f_reshape([b, s, heads as i64, head_dim])?.f_transpose(1, 2)?)
@@ -294,13 +380,16 @@ impl Llama {
                 Some((q, k, v)) => (Some(q), Some(k), Some(v)),
                 None => (None, None, None),
             };
-            let q = self.rope(&split(&l.q, qb, c.heads)?, start)?;
-            let k = self.rope(&split(&l.k, kb, c.kv_heads)?, start)?;
+            let q = self.rope(&split(&l.q, qb, c.heads)?, &layer_positions)?;
+            let k = self.rope(&split(&l.k, kb, c.kv_heads)?, &layer_positions)?;
             let v = split(&l.v, vb, c.kv_heads)?;
             let (k, v) = match cache.entries.get(i) {
                 Some((pk, pv)) => (Tensor::f_cat(&[pk, &k], 2)?, Tensor::f_cat(&[pv, &v], 2)?),
                 None => (k, v),
             };
+            if drop.as_ref().is_some_and(|d| d.layer == i + 1) {
+                row = last_row_attention(&q, &k, c.heads / c.kv_heads, head_dim)?;
+            }
             let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, s > 1, None, true)?;
             if i < cache.entries.len() {
                 cache.entries[i] = (k, v);
@@ -313,6 +402,8 @@ impl Llama {
             let gated = h.f_linear::<&Tensor>(&l.gate, None)?.f_silu()?.f_mul(&h.f_linear::<&Tensor>(&l.up, None)?)?;
             x = x.f_add(&gated.f_linear::<&Tensor>(&l.down, None)?)?;
         }
+        // Position ids advance by the tokens fed, dropped or not (original numbering).
+        cache.next_position = first + fed;
         let last = x.f_select(1, s - 1)?.f_rms_norm([c.hidden as i64].as_slice(), Some(&self.norm), c.eps)?;
         Ok(last.f_linear::<&Tensor>(&self.lm_head, None)?)
     }
@@ -350,4 +441,15 @@ impl Llama {
         }
         Ok(cache)
     }
+}
+
+/// The last query's attention over every key, softmax probabilities averaged over heads (key/value heads repeated
+/// for grouped-query attention): one `[T]` row, computed instead of a full attention map (ALGORITHMS.md §1.8).
+fn last_row_attention(q: &Tensor, k: &Tensor, groups: usize, head_dim: i64) -> Result<Vec<f32>, LlamaError> {
+    let s = q.size()[2];
+    let q_last = q.f_narrow(2, s - 1, 1)?; // [B, H, 1, d]
+    let k = if groups > 1 { k.f_repeat_interleave_self_int(groups as i64, 1, None)? } else { k.shallow_clone() };
+    let scores = q_last.f_matmul(&k.f_transpose(2, 3)?)?.f_div_scalar((head_dim as f64).sqrt())?;
+    let probs = scores.f_softmax(-1, Kind::Float)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)?; // [B, 1, T]
+    Ok(Vec::<f32>::try_from(probs.f_select(0, 0)?.f_reshape([-1])?)?)
 }

@@ -40,3 +40,96 @@ fn tiny_llama_matches_transformers_with_and_without_the_cache() {
 fn tiny_qwen2_matches_transformers_with_and_without_the_cache() {
     check("tiny_qwen2");
 }
+
+mod in_decoder_drop {
+    use super::*;
+    use tokensieve_models::llama::{LayerDrop, PositionMode};
+    use tokensieve_pruners::in_decoder::fastv::FastV;
+
+    fn model() -> (Llama, Vec<i64>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llama");
+        let model = Llama::from_hf_dir(&dir, Device::Cpu).unwrap();
+        let reference = Safetensors::open(&dir.join("reference.safetensors")).unwrap();
+        let ids = reference.tensor_f32("input_ids").unwrap().0.iter().map(|&v| v as i64).collect();
+        (model, ids)
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::try_from(t.reshape([-1])).unwrap()
+    }
+
+    fn diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn keeping_everything_changes_nothing() {
+        let (m, ids) = model();
+        let x = m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap();
+        let plain = values(&m.forward_embeds(x.shallow_clone(), &mut KvCache::default()).unwrap());
+        let mut keep_all = |_: &[f32]| (0..4).collect::<Vec<usize>>();
+        let drop = LayerDrop { layer: 1, span: 3..7, select: &mut keep_all, positions: PositionMode::Original };
+        let mut cache = KvCache::default();
+        let with = values(&m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap());
+        assert!(diff(&plain, &with) <= 1e-6);
+        assert_eq!((cache.layer_len(0), cache.layer_len(1)), (10, 10));
+    }
+
+    #[test]
+    fn dropping_before_layer_zero_equals_removing_the_tokens() {
+        let (m, ids) = model();
+        // Keep offsets 0 and 3 of the span 3..7: tokens 4 and 5 disappear.
+        let reduced: Vec<i64> = ids.iter().enumerate().filter(|(p, _)| *p != 4 && *p != 5).map(|(_, &t)| t).collect();
+        let mut plain_cache = KvCache::default();
+        let plain = values(&m.forward(&Tensor::from_slice(&reduced).unsqueeze(0), &mut plain_cache).unwrap());
+        let mut rule = |row: &[f32]| {
+            assert!(row.is_empty(), "no attention exists before layer 0");
+            vec![0, 3]
+        };
+        let drop = LayerDrop { layer: 0, span: 3..7, select: &mut rule, positions: PositionMode::Contiguous };
+        let mut cache = KvCache::default();
+        let x = m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap();
+        let dropped = values(&m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap());
+        assert!(diff(&plain, &dropped) <= 1e-5, "{}", diff(&plain, &dropped));
+        // Decoding continues from the renumbered positions in every layer.
+        let next = Tensor::from_slice(&[11i64]).unsqueeze(0);
+        let a = values(&m.forward(&next, &mut plain_cache).unwrap());
+        let b = values(&m.forward(&next, &mut cache).unwrap());
+        assert!(diff(&a, &b) <= 1e-5, "{}", diff(&a, &b));
+    }
+
+    #[test]
+    fn fastv_shortens_the_cache_of_later_layers() {
+        let (m, ids) = model();
+        let fastv = FastV { layer: 1, ratio: 0.5 };
+        let span = 2..8;
+        let mut seen = 0;
+        let mut rule = |row: &[f32]| {
+            seen = row.len();
+            let scores = &row[span.clone()];
+            let k = (scores.len() as f64 * (1.0 - fastv.ratio)).round() as usize;
+            let mut order: Vec<usize> = (0..scores.len()).collect();
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            let mut kept: Vec<usize> = order.into_iter().take(k).collect();
+            kept.sort_unstable();
+            assert_eq!(kept, fastv.select(row, span.clone()).unwrap(), "the pruners' FastV rule");
+            kept
+        };
+        let drop = LayerDrop { layer: 1, span: 2..8, select: &mut rule, positions: PositionMode::Original };
+        let mut cache = KvCache::default();
+        let x = m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap();
+        let logits = values(&m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap());
+        assert!(logits.iter().all(|v| v.is_finite()));
+        assert_eq!(seen, 10, "the rule saw the last token's attention over all 10 positions");
+        assert_eq!((cache.layer_len(0), cache.layer_len(1)), (10, 7));
+        let full_bytes = {
+            let mut c = KvCache::default();
+            let _logits = m.forward(&Tensor::from_slice(&ids).unsqueeze(0), &mut c).unwrap();
+            c.bytes()
+        };
+        assert!(cache.bytes() < full_bytes);
+        assert!(m
+            .forward_embeds_with(m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap(), &mut cache, None)
+            .is_ok());
+    }
+}
