@@ -323,3 +323,40 @@ fn ask_and_forward_run_the_real_smollm2() {
     let (code, _, _) = tokensieve(&["ask", "--model", "/nonexistent/dir", "hi"]);
     assert_eq!(code, 2);
 }
+
+#[cfg(feature = "torch")]
+#[test]
+fn forward_runs_a_tiny_llava_on_a_real_photo_and_writes_the_signals() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let photo = asset("images/astronaut.png");
+    let dir = tempfile::tempdir().unwrap();
+    let (f, a, l) = (dir.path().join("f.npy"), dir.path().join("a.npy"), dir.path().join("l.npy"));
+    let (code, out, err) = tokensieve(&[
+        "forward",
+        "--model",
+        model,
+        "--image",
+        &photo,
+        "--prompt",
+        "<s> what is in <image> the road",
+        "--json",
+        "--features-out",
+        f.to_str().unwrap(),
+        "--cls-attn-out",
+        a.to_str().unwrap(),
+        "--logits-out",
+        l.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // 6 text tokens + 16 visual tokens (a 32 x 32 image in 8-pixel patches).
+    assert_eq!((v["prompt_tokens"].as_u64(), v["visual_tokens"].as_u64()), (Some(22), Some(16)));
+    assert_eq!(tokensieve::npy::read(&f).unwrap().shape, vec![16, 32]);
+    let attention = tokensieve::npy::read(&a).unwrap();
+    assert_eq!(attention.shape, vec![16]);
+    let total: f32 = attention.data.iter().sum();
+    assert!(total > 0.0 && total < 1.0, "CLS attention over the patches is part of a softmax: {total}");
+    assert_eq!(tokensieve::npy::read(&l).unwrap().shape, vec![64]);
+    let (code, _, err) = tokensieve(&["forward", "--model", model, "--image", &photo, "--prompt", "no placeholder"]);
+    assert_eq!(code, 2, "{err}");
+}

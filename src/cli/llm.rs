@@ -1,6 +1,7 @@
-//! `tokensieve forward` and `tokensieve ask` for language models stored as GGUF (llama architecture, e.g. the
-//! setup's SmolLM2-135M-Instruct). Vision-language checkpoints arrive with the models and pipeline work; until
-//! then image and video inputs are refused with that explanation.
+//! `tokensieve forward` and `tokensieve ask`. `forward` runs one prefill of a GGUF language model (llama
+//! architecture) or a Hugging Face directory (`llama`, `qwen2`, or `llava` with images) and writes the last
+//! position's logits, the visual tokens and the CLS attention. `ask` generates from GGUF language models; answering
+//! about images and videos arrives with the pipeline.
 
 use super::{emit, CliError};
 use serde_json::json;
@@ -30,6 +31,12 @@ pub struct ForwardArgs {
     /// Write the last position's logits `[V]` as .npy.
     #[arg(long)]
     logits_out: Option<PathBuf>,
+    /// Write the visual tokens after the projector `[N, D]` as .npy (LLaVA).
+    #[arg(long)]
+    features_out: Option<PathBuf>,
+    /// Write the last ViT layer's CLS (or SigLIP probe) attention over the patches `[N]` as .npy (LLaVA).
+    #[arg(long)]
+    cls_attn_out: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -105,39 +112,126 @@ fn refuse_visual(images: &[PathBuf], video: Option<&PathBuf>) -> Result<(), CliE
     Ok(())
 }
 
+fn save(path: &Option<PathBuf>, t: &tch::Tensor) -> Result<(), CliError> {
+    let Some(path) = path else { return Ok(()) };
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let values: Vec<f32> =
+        Vec::try_from(t.reshape([-1])).map_err(|e: tch::TchError| CliError::runtime(e.to_string(), None))?;
+    tokensieve::npy::write_f32(path, &shape, &values).map_err(|e| CliError::runtime(e.to_string(), None))
+}
+
+/// What one prefill produced.
+struct Prefill {
+    logits: tch::Tensor,
+    prompt_tokens: usize,
+    visual_tokens: usize,
+    tokenizer: TextTokenizer,
+}
+
+/// Runs a Hugging Face directory.
+fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
+    use tokensieve::models::llava::Llava;
+    use tokensieve::video::preprocess::ImageProcessor;
+    let dir = &args.model;
+    let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
+    let config: serde_json::Value = std::fs::read_to_string(dir.join("config.json"))
+        .map_err(|e| {
+            CliError::usage(
+                format!("{}: {e}", dir.join("config.json").display()),
+                "pass a model directory or a .gguf file",
+            )
+        })
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| runtime(&e)))?;
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| runtime(&e))?;
+    let device = tch::Device::cuda_if_available();
+    let model_type = config["model_type"].as_str().unwrap_or_default();
+    match model_type {
+        "llava" => {
+            let model = Llava::load(dir, device).map_err(|e| runtime(&e))?;
+            if args.image.len() != 1 {
+                return Err(CliError::usage(
+                    "a llava prompt takes exactly one --image",
+                    "give one --image and put <image> in the prompt",
+                ));
+            }
+            let processor: serde_json::Value = std::fs::read_to_string(dir.join("preprocessor_config.json"))
+                .map_err(|e| runtime(&format!("{}: {e}", dir.join("preprocessor_config.json").display())))
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| runtime(&e)))?;
+            let processor = ImageProcessor::from_config(&processor).map_err(|e| runtime(&e))?;
+            let img = image::open(&args.image[0])
+                .map_err(|e| runtime(&format!("{}: {e}", args.image[0].display())))?
+                .to_rgb8();
+            let (w, h) = img.dimensions();
+            let pixels = processor.preprocess(img.as_raw(), w as usize, h as usize);
+            let pixels = tch::Tensor::from_slice(&pixels.data)
+                .reshape([1, 3, pixels.height as i64, pixels.width as i64])
+                .to_device(device);
+            let (visual, out) = model.image_features(&pixels).map_err(|e| runtime(&e))?;
+            let count = visual.size()[1] as usize;
+            // The processor's expansion: each <image> becomes one placeholder per visual token.
+            let text = args.prompt.replace("<image>", &vec!["<image>"; count].join(" "));
+            let ids: Vec<i64> = tokenizer.encode(&text).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
+            let ids_t = tch::Tensor::from_slice(&ids).unsqueeze(0).to_device(device);
+            let embeds = model
+                .merge(&ids_t, &visual.flatten(0, 1))
+                .map_err(|e| CliError::usage(e.to_string(), "put one <image> in the prompt"))?;
+            let logits = model.text.forward_embeds(embeds, &mut KvCache::default()).map_err(|e| runtime(&e))?;
+            save(&args.features_out, &visual.squeeze_dim(0))?;
+            if let Some(a) = &out.cls_attention {
+                save(&args.cls_attn_out, &a.squeeze_dim(0))?;
+            }
+            Ok(Prefill { logits, prompt_tokens: ids.len(), visual_tokens: count, tokenizer })
+        }
+        "llama" | "qwen2" => {
+            refuse_visual(&args.image, None)?;
+            let model = Llama::from_hf_dir(dir, device).map_err(|e| runtime(&e))?;
+            let ids: Vec<i64> =
+                tokenizer.encode(&args.prompt).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
+            let logits = model
+                .forward(&tch::Tensor::from_slice(&ids).unsqueeze(0).to_device(device), &mut KvCache::default())
+                .map_err(|e| runtime(&e))?;
+            Ok(Prefill { logits, prompt_tokens: ids.len(), visual_tokens: 0, tokenizer })
+        }
+        other => Err(CliError::usage(
+            format!("{}: model_type `{other}` is not supported", dir.display()),
+            "supported: llama, qwen2, llava (directories) and llama GGUF files",
+        )),
+    }
+}
+
 pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
-    refuse_visual(&args.image, None)?;
-    let l = load(&args.model)?;
-    let ids = prompt_ids(&l, &args.prompt, args.raw)?;
     let start = Instant::now();
-    let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-    let logits = l
-        .model
-        .forward(&tch::Tensor::from_slice(&input).unsqueeze(0), &mut KvCache::default())
-        .map_err(|e| CliError::runtime(e.to_string(), None))?;
+    let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.model.is_dir() {
+        forward_hf(&args)?
+    } else {
+        refuse_visual(&args.image, None)?;
+        let l = load(&args.model)?;
+        let ids = prompt_ids(&l, &args.prompt, args.raw)?;
+        let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+        let logits = l
+            .model
+            .forward(&tch::Tensor::from_slice(&input).unsqueeze(0), &mut KvCache::default())
+            .map_err(|e| CliError::runtime(e.to_string(), None))?;
+        Prefill { logits, prompt_tokens: ids.len(), visual_tokens: 0, tokenizer: l.tokenizer }
+    };
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let values: Vec<f32> =
         Vec::try_from(logits.reshape([-1])).map_err(|e: tch::TchError| CliError::runtime(e.to_string(), None))?;
-    if let Some(path) = &args.logits_out {
-        tokensieve::npy::write_f32(path, &[values.len()], &values)
-            .map_err(|e| CliError::runtime(e.to_string(), None))?;
-    }
+    save(&args.logits_out, &logits.reshape([-1]))?;
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
     let top: Vec<_> = order
         .iter()
         .take(5)
-        .map(|&i| json!({"id": i, "token": l.tokenizer.token(i as u32), "logit": values[i]}))
+        .map(|&i| json!({"id": i, "token": tokenizer.token(i as u32), "logit": values[i]}))
         .collect();
+    let record = json!({"model": args.model, "prompt_tokens": prompt_tokens, "visual_tokens": visual_tokens,
+        "vocab": values.len(), "top": top, "elapsed_ms": ms});
     if args.json {
-        emit(&format!(
-            "{}\n",
-            json!({"model": args.model, "prompt_tokens": ids.len(), "vocab": values.len(), "top": top, "elapsed_ms": ms})
-        ))
+        emit(&format!("{record}\n"))
     } else {
         emit(&format!(
-            "{} prompt tokens, prefill {ms:.1} ms; top next tokens: {}\n",
-            ids.len(),
+            "{prompt_tokens} prompt tokens ({visual_tokens} visual) in {ms:.1} ms; top next tokens: {}\n",
             serde_json::to_string(&top).unwrap_or_default()
         ))
     }
