@@ -360,3 +360,54 @@ fn forward_runs_a_tiny_llava_on_a_real_photo_and_writes_the_signals() {
     let (code, _, err) = tokensieve(&["forward", "--model", model, "--image", &photo, "--prompt", "no placeholder"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn compress_draws_the_kept_patches_and_records_the_counts() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let video = asset("videos/bikes.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (code, stdout, err) = tokensieve(&[
+        "compress",
+        "--model",
+        model,
+        "--video",
+        &video,
+        "--frames",
+        "4",
+        "--pruner",
+        "todre",
+        "--ratio",
+        "0.25",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    // 4 frames x 16 visual tokens; 25 % kept.
+    assert_eq!(record["visual_tokens"]["before"], 64);
+    assert_eq!(record["visual_tokens"]["after"], 16);
+    let per_frame: u64 =
+        record["visual_tokens"]["per_frame"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(per_frame, 16, "per-frame counts add up to the kept tokens");
+    assert_eq!(record["kept"].as_array().unwrap().len(), 16);
+    let picture = image::open(out.join("kept.png")).unwrap();
+    assert_eq!((picture.width(), picture.height()), (4 * 224, 224));
+    assert!(out.join("record.json").is_file());
+    let (code, _, _) = tokensieve(&[
+        "compress",
+        "--model",
+        model,
+        "--video",
+        &video,
+        "--pruner",
+        "nope",
+        "--ratio",
+        "0.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+}

@@ -1,5 +1,7 @@
 //! Subcommands and the error type the binary prints.
 
+#[cfg(all(feature = "torch", feature = "video"))]
+mod compress;
 mod doctor;
 #[cfg(feature = "torch")]
 mod llm;
@@ -35,6 +37,9 @@ enum Command {
     /// Ask a model a question; streams the answer (language models stored as GGUF so far).
     #[cfg(feature = "torch")]
     Ask(Box<llm::AskArgs>),
+    /// Run frames through the vision tower and a pruner; draw what was kept and write the record.
+    #[cfg(all(feature = "torch", feature = "video"))]
+    Compress(Box<compress::Args>),
 }
 
 /// A failure the binary reports on one line.
@@ -83,5 +88,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Forward(args) => llm::forward(*args),
         #[cfg(feature = "torch")]
         Command::Ask(args) => llm::ask(*args),
+        #[cfg(all(feature = "torch", feature = "video"))]
+        Command::Compress(args) => compress::run(*args),
     }
 }
