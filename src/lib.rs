@@ -13,6 +13,7 @@
 pub mod assets;
 pub mod eval;
 pub mod npy;
+pub mod pipeline;
 
 pub use tokensieve_models as models;
 pub use tokensieve_pruners as pruners;

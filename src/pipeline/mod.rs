@@ -1,0 +1,4 @@
+//! The pipeline that joins the stages: frames -> pixels -> visual tokens -> kept tokens -> decoder, with a record
+//! of what happened (tokens per stage, time per stage, TTFT, KV-cache bytes, FLOPs).
+
+pub mod flops;
