@@ -411,3 +411,39 @@ fn compress_draws_the_kept_patches_and_records_the_counts() {
     ]);
     assert_eq!(code, 2);
 }
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn ask_about_a_video_prunes_before_and_inside_the_decoder() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let video = asset("videos/bikes.mp4");
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args =
+            vec!["ask", "--model", model, "--video", &video, "--frames", "4", "--max-new-tokens", "3", "--json"];
+        args.extend_from_slice(extra);
+        args.push("what is on the road");
+        let (code, out, err) = tokensieve(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let full = run(&[]);
+    let pruned = run(&["--pruner", "todre", "--ratio", "0.1"]);
+    let fastv = run(&["--in-llm", "fastv:layer=1,ratio=0.5"]);
+    let (full_r, pruned_r, fastv_r) = (&full["record"], &pruned["record"], &fastv["record"]);
+    // 4 frames x 16 visual tokens; 10 % keeps 6 (round half to even of 6.4).
+    assert_eq!(pruned_r["visual_tokens"][1], serde_json::json!(["todre", 6]));
+    assert_eq!(full_r["prefill_tokens"].as_u64().unwrap() - pruned_r["prefill_tokens"].as_u64().unwrap(), 58);
+    assert!(pruned_r["kv_bytes"].as_u64() < full_r["kv_bytes"].as_u64(), "fewer positions in the KV cache");
+    assert!(pruned_r["llm_macs_swiglu"].as_f64() < full_r["llm_macs_swiglu"].as_f64());
+    // FastV at layer 1 drops half of the 64 visual tokens from layer 1 on.
+    let layers: Vec<u64> =
+        fastv_r["tokens_per_layer"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(layers[1], layers[0] - 32);
+    assert!(fastv_r["ttft_ms"].as_f64().unwrap() > 0.0);
+    for bad in [&["--pruner", "nope"][..], &["--ratio", "0"][..], &["--in-llm", "pdrop"][..]] {
+        let mut args = vec!["ask", "--model", model, "--video", &video];
+        args.extend_from_slice(bad);
+        args.push("q");
+        assert_eq!(tokensieve(&args).0, 2, "{bad:?}");
+    }
+}

@@ -61,6 +61,13 @@ pub struct LlamaConfig {
     pub rope_base: f64,
 }
 
+impl Llama {
+    /// FFN (intermediate) size, read from the loaded weights.
+    pub fn ffn_size(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.gate.size()[0] as usize)
+    }
+}
+
 /// How rotary embeddings pair the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopeLayout {

@@ -56,6 +56,21 @@ pub struct AskArgs {
     /// A video (vision-language models only).
     #[arg(long)]
     video: Option<PathBuf>,
+    /// Frames to sample from the video (lmms-eval uniform).
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// A pre-LLM pruner `name:key=value,...` (repeatable: applied in order).
+    #[arg(long)]
+    pruner: Vec<String>,
+    /// Keep this many visual tokens.
+    #[arg(long, conflicts_with = "ratio")]
+    keep: Option<usize>,
+    /// Keep this fraction of the visual tokens.
+    #[arg(long)]
+    ratio: Option<f64>,
+    /// In-decoder pruning, `fastv:layer=K,ratio=R` (R = fraction of visual tokens dropped).
+    #[arg(long)]
+    in_llm: Option<String>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
@@ -237,7 +252,75 @@ pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
     }
 }
 
+#[cfg(feature = "video")]
+fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
+    use tokensieve::pipeline::video_qa::{QaOptions, VideoQa};
+    use tokensieve::pruners::in_decoder::fastv::FastV;
+    use tokensieve::pruners::{Budget, Method};
+    let usage = |e: String| CliError::usage(e, "see `tokensieve ask --help`");
+    let pruners = args
+        .pruner
+        .iter()
+        .map(|p| Method::from_spec(p).map(|(m, _)| m).map_err(|e| usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let budget = match (args.keep, args.ratio) {
+        (Some(k), _) => Budget::Keep(k),
+        (None, Some(r)) => Budget::Ratio(r),
+        (None, None) => Budget::Ratio(1.0),
+    };
+    budget.validate().map_err(|e| usage(e.to_string()))?;
+    let in_llm = match &args.in_llm {
+        None => None,
+        Some(spec) => {
+            let (name, pairs) = tokensieve::pruners::params::parse_spec(spec).map_err(|e| usage(e.to_string()))?;
+            if name != "fastv" {
+                return Err(usage(format!("in-decoder method `{name}` is not wired yet (fastv is)")));
+            }
+            let mut rule = FastV::default();
+            for (k, v) in pairs {
+                match k.as_str() {
+                    "layer" => rule.layer = v.parse().map_err(|_| usage(format!("fastv layer `{v}`")))?,
+                    "ratio" => rule.ratio = v.parse().map_err(|_| usage(format!("fastv ratio `{v}`")))?,
+                    other => return Err(usage(format!("fastv has no parameter `{other}` (layer, ratio)"))),
+                }
+            }
+            rule.validate().map_err(|e| usage(e.to_string()))?;
+            Some(rule)
+        }
+    };
+    let frames = match (&args.video, args.image.is_empty()) {
+        (Some(v), _) => {
+            let info = tokensieve::video::probe(v).map_err(|e| CliError::runtime(e.to_string(), None))?;
+            tokensieve::video::sample_uniform(v, args.frames, info.width, info.height)
+                .map_err(|e| CliError::runtime(e.to_string(), None))?
+        }
+        (None, false) => args
+            .image
+            .iter()
+            .map(|p| {
+                let img =
+                    image::open(p).map_err(|e| CliError::runtime(format!("{}: {e}", p.display()), None))?.to_rgb8();
+                let (width, height) = img.dimensions();
+                Ok(tokensieve::video::Frame { timestamp: 0.0, requested: 0.0, width, height, rgb: img.into_raw() })
+            })
+            .collect::<Result<Vec<_>, CliError>>()?,
+        (None, true) => return Err(usage("a llava model needs --video or --image".into())),
+    };
+    let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available()).map_err(|e| CliError::runtime(e, None))?;
+    let mut opts = QaOptions { pruners, budget, in_llm, max_new_tokens: args.max_new_tokens };
+    let (answer, record) = qa.ask(&frames, &args.question, &mut opts).map_err(|e| CliError::runtime(e, None))?;
+    if args.json {
+        emit(&format!("{}\n", json!({"answer": answer, "record": record})))
+    } else {
+        emit(&format!("{answer}\n"))
+    }
+}
+
 pub fn ask(args: AskArgs) -> Result<(), CliError> {
+    if args.model.is_dir() {
+        #[cfg(feature = "video")]
+        return ask_llava(&args);
+    }
     refuse_visual(&args.image, args.video.as_ref())?;
     let l = load(&args.model)?;
     let ids = prompt_ids(&l, &args.question, false)?;

@@ -2,3 +2,5 @@
 //! of what happened (tokens per stage, time per stage, TTFT, KV-cache bytes, FLOPs).
 
 pub mod flops;
+#[cfg(all(feature = "torch", feature = "video"))]
+pub mod video_qa;

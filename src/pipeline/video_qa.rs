@@ -1,0 +1,223 @@
+//! Question answering over a video, images or camera views with a LLaVA model: frames -> image processor ->
+//! vision tower + projector -> pre-LLM pruner chain -> prompt -> decoder (optionally pruning inside it) -> answer,
+//! with the record of every stage.
+//!
+//! Choices [project]:
+//! - Budget: resolved once against all visual tokens (`k`), and every pre-LLM stage of the chain keeps at most `k`
+//!   (a stage whose input already fits is the identity); the last stage's output is what the decoder sees.
+//! - Prompt: the checkpoint's chat template when `tokenizer_config.json` has one, else LLaVA-1.5's
+//!   `USER: <image>\n{question} ASSISTANT:`; `<image>` expands to one placeholder per kept visual token, so the
+//!   spliced sequence is numbered contiguously, as the LLaVA-style reference code of the pre-LLM methods does
+//!   (ALGORITHMS.md §1.5). In-decoder pruning keeps original position ids.
+//! - In-decoder pruning: FastV's rule at layer `K` on the last prompt token's attention (`fastv:layer=K,ratio=R`).
+
+use crate::pipeline::flops::{prefill_macs, DecoderShape};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Tensor};
+use tokensieve_models::chat_template::ChatTemplate;
+use tokensieve_models::llama::{KvCache, LayerDrop, PositionMode};
+use tokensieve_models::llava::Llava;
+use tokensieve_models::tokenizer::TextTokenizer;
+use tokensieve_pruners::in_decoder::fastv::FastV;
+use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TchBackend, TokenSet};
+use tokensieve_video::preprocess::ImageProcessor;
+use tokensieve_video::Frame;
+
+/// What went wrong, as text for the command line.
+pub type QaError = String;
+
+/// Settings of one question.
+pub struct QaOptions {
+    /// Pre-LLM pruners, applied in order.
+    pub pruners: Vec<Method>,
+    /// Visual tokens to keep (all frames together).
+    pub budget: Budget,
+    /// In-decoder FastV, if any.
+    pub in_llm: Option<FastV>,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+}
+
+/// What happened while answering.
+#[derive(Debug, Clone, Serialize)]
+pub struct QaRecord {
+    /// Timestamps of the frames used.
+    pub frames: Vec<f64>,
+    /// `(stage, visual tokens after it)`, starting with the encoder's output.
+    pub visual_tokens: Vec<(String, usize)>,
+    /// Tokens of the prompt sent to the decoder.
+    pub prefill_tokens: usize,
+    /// Tokens each decoder layer saw in the prefill (shorter after an in-decoder drop).
+    pub tokens_per_layer: Vec<usize>,
+    /// Milliseconds per stage (preprocess, encode, prune, prefill, decode).
+    pub stage_ms: BTreeMap<String, f64>,
+    /// Time to first token: preprocess + encode + prune + prefill + first pick.
+    pub ttft_ms: f64,
+    /// KV-cache bytes after generation.
+    pub kv_bytes: usize,
+    /// Prefill MACs with FastV's formula.
+    pub llm_macs_fastv: f64,
+    /// Prefill MACs with the SwiGLU/GQA-correct formula.
+    pub llm_macs_swiglu: f64,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+}
+
+/// A loaded LLaVA model with its tokenizer, image processor and chat template.
+pub struct VideoQa {
+    model: Llava,
+    tokenizer: TextTokenizer,
+    processor: ImageProcessor,
+    template: Option<ChatTemplate>,
+    device: Device,
+}
+
+impl VideoQa {
+    /// Loads a Hugging Face `llava` directory (config, weights, tokenizer.json, preprocessor_config.json).
+    pub fn load(dir: &Path, device: Device) -> Result<Self, QaError> {
+        let model = Llava::load(dir, device).map_err(|e| e.to_string())?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
+        let read = |name: &str| -> Result<serde_json::Value, QaError> {
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?).map_err(|e| e.to_string())?;
+        let template =
+            match read("tokenizer_config.json").ok().and_then(|c| c["chat_template"].as_str().map(str::to_string)) {
+                Some(source) => Some(ChatTemplate::new(&source, "<s>", "</s>").map_err(|e| e.to_string())?),
+                None => None,
+            };
+        Ok(VideoQa { model, tokenizer, processor, template, device })
+    }
+
+    /// Answers `question` about `frames`.
+    pub fn ask(&self, frames: &[Frame], question: &str, opts: &mut QaOptions) -> Result<(String, QaRecord), QaError> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let mut stage_ms = BTreeMap::new();
+        let mut clock = Instant::now();
+        let mut lap = |name: &str| {
+            let ms = clock.elapsed().as_secs_f64() * 1e3;
+            stage_ms.insert(name.to_string(), ms);
+            clock = Instant::now();
+            ms
+        };
+        let side = self.model.vision.config.image_size;
+        let mut pixels = Vec::with_capacity(frames.len() * 3 * side * side);
+        for f in frames {
+            let p = self.processor.preprocess(&f.rgb, f.width as usize, f.height as usize);
+            if (p.width, p.height) != (side, side) {
+                return Err(format!(
+                    "the image processor gives {}x{}, the tower takes {side}x{side}",
+                    p.width, p.height
+                ));
+            }
+            pixels.extend(p.data);
+        }
+        let batch = Tensor::from_slice(&pixels)
+            .reshape([frames.len() as i64, 3, side as i64, side as i64])
+            .to_device(self.device);
+        let mut ttft = lap("preprocess");
+        let (visual, out) = self.model.image_features(&batch).map_err(|e| err(&e))?;
+        ttft += lap("encode");
+        let (f, n, d) = visual.size3().map_err(|e| err(&e))?;
+        let grid = (n as f64).sqrt() as usize;
+        let backend = TchBackend::new(self.device);
+        let total = (f * n) as usize;
+        let mut features = visual.reshape([f * n, d]);
+        let mut tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(|e| err(&e))?;
+        if grid * grid == n as usize {
+            tokens = tokens.with_layout(Layout::frames(f as usize, grid, grid)).map_err(|e| err(&e))?;
+        }
+        if let Some(a) = &out.cls_attention {
+            tokens =
+                tokens.with_cls_attention(Vec::try_from(a.reshape([-1])).map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+        }
+        let k = opts.budget.resolve(total).map_err(|e| err(&e))?.k;
+        let mut visual_tokens = vec![("encoder".to_string(), total)];
+        for method in &opts.pruners {
+            let s = prune(&backend, method, &tokens, Budget::Keep(k)).map_err(|e| format!("{}: {e}", method.name()))?;
+            features = match &s.merged {
+                Some(m) => m.shallow_clone(),
+                None => backend.gather_rows(tokens.features(), &s.kept).map_err(|e| err(&e))?,
+            };
+            let attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect::<Vec<f32>>());
+            tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(|e| err(&e))?;
+            if let Some(a) = attention {
+                tokens = tokens.with_cls_attention(a).map_err(|e| err(&e))?;
+            }
+            visual_tokens.push((method.name().to_string(), s.kept.len()));
+        }
+        ttft += lap("prune");
+        let kept = backend.shape(&features).0;
+        let prompt = match &self.template {
+            Some(t) => t
+                .render(&serde_json::json!([{"role": "user", "content": format!("<image>\n{question}")}]), true)
+                .map_err(|e| err(&e))?,
+            None => format!("USER: <image>\n{question} ASSISTANT:"),
+        };
+        let expanded = prompt.replacen("<image>", &vec!["<image>"; kept].join(" "), 1);
+        let ids: Vec<i64> = self.tokenizer.encode(&expanded).map_err(|e| err(&e))?.iter().map(|&t| t as i64).collect();
+        let ids_t = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
+        let embeds = self.model.merge(&ids_t, &features).map_err(|e| err(&e))?;
+        let span_start = ids.iter().position(|&t| t == self.model.image_token_id).unwrap_or(0);
+        let span = span_start..span_start + kept;
+        let layers = self.model.text.config.layers;
+        let mut tokens_per_layer = vec![ids.len(); layers];
+        let mut cache = KvCache::default();
+        let logits = match opts.in_llm {
+            Some(rule) => {
+                let mut select =
+                    |row: &[f32]| rule.select(row, span.clone()).unwrap_or_else(|_| (0..span.len()).collect());
+                let drop = LayerDrop {
+                    layer: rule.layer,
+                    span: span.clone(),
+                    select: &mut select,
+                    positions: PositionMode::Original,
+                };
+                let logits =
+                    self.model.text.forward_embeds_with(embeds, &mut cache, Some(drop)).map_err(|e| err(&e))?;
+                for (l, t) in tokens_per_layer.iter_mut().enumerate() {
+                    *t = cache.layer_len(l) as usize;
+                }
+                logits
+            }
+            None => self.model.text.forward_embeds(embeds, &mut cache).map_err(|e| err(&e))?,
+        };
+        let mut next = logits.argmax(-1, false).int64_value(&[0]);
+        ttft += lap("prefill");
+        let mut generated = Vec::new();
+        let stop: Vec<i64> = self.tokenizer.eos.iter().map(|&t| t as i64).collect();
+        while generated.len() < opts.max_new_tokens && !stop.contains(&next) {
+            generated.push(next as u32);
+            let step = Tensor::from_slice(&[next]).unsqueeze(0).to_device(self.device);
+            next = self.model.text.forward(&step, &mut cache).map_err(|e| err(&e))?.argmax(-1, false).int64_value(&[0]);
+        }
+        lap("decode");
+        let shape = DecoderShape {
+            hidden: self.model.text.config.hidden,
+            ffn: self.model.text.ffn_size(),
+            layers,
+            heads: self.model.text.config.heads,
+            kv_heads: self.model.text.config.kv_heads,
+        };
+        let (fastv, swiglu) = prefill_macs(&shape, &tokens_per_layer);
+        let answer = self.tokenizer.decode(&generated).map_err(|e| err(&e))?;
+        let record = QaRecord {
+            frames: frames.iter().map(|f| f.timestamp).collect(),
+            visual_tokens,
+            prefill_tokens: ids.len(),
+            tokens_per_layer,
+            stage_ms,
+            ttft_ms: ttft,
+            kv_bytes: cache.bytes(),
+            llm_macs_fastv: fastv,
+            llm_macs_swiglu: swiglu,
+            generated_tokens: generated.len(),
+        };
+        Ok((answer, record))
+    }
+}
