@@ -447,3 +447,42 @@ fn ask_about_a_video_prunes_before_and_inside_the_decoder() {
         assert_eq!(tokensieve(&args).0, 2, "{bad:?}");
     }
 }
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn bench_reports_every_budget_with_the_documented_fields() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let video = asset("videos/bikes.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("b.png");
+    let (code, out, err) = tokensieve(&[
+        "bench",
+        "--model",
+        model,
+        "--video",
+        &video,
+        "--frames",
+        "4",
+        "--budgets",
+        "100%,25%",
+        "--repeats",
+        "1",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for field in
+        ["budget", "visual_tokens", "prefill_tokens", "llm_tflops", "ttft_ms", "stage_ms", "kv_bytes", "peak_rss_bytes"]
+    {
+        assert!(!rows[0][field].is_null(), "{field} missing");
+    }
+    assert_eq!((rows[0]["visual_tokens"].as_u64(), rows[1]["visual_tokens"].as_u64()), (Some(64), Some(16)));
+    assert!(rows[1]["llm_tflops"].as_f64() < rows[0]["llm_tflops"].as_f64());
+    assert!(rows[1]["kv_bytes"].as_u64() < rows[0]["kv_bytes"].as_u64());
+    assert!(image::open(&plot).is_ok());
+    assert_eq!(tokensieve(&["bench", "--model", model, "--video", &video, "--budgets", "150%"]).0, 2);
+}

@@ -1,6 +1,8 @@
 //! Subcommands and the error type the binary prints.
 
 #[cfg(all(feature = "torch", feature = "video"))]
+mod bench;
+#[cfg(all(feature = "torch", feature = "video"))]
 mod compress;
 mod doctor;
 #[cfg(feature = "torch")]
@@ -40,6 +42,9 @@ enum Command {
     /// Run frames through the vision tower and a pruner; draw what was kept and write the record.
     #[cfg(all(feature = "torch", feature = "video"))]
     Compress(Box<compress::Args>),
+    /// Run the pipeline at several budgets and report tokens, FLOPs, stage times, TTFT, KV bytes and a plot.
+    #[cfg(all(feature = "torch", feature = "video"))]
+    Bench(Box<bench::Args>),
 }
 
 /// A failure the binary reports on one line.
@@ -90,5 +95,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ask(args) => llm::ask(*args),
         #[cfg(all(feature = "torch", feature = "video"))]
         Command::Compress(args) => compress::run(*args),
+        #[cfg(all(feature = "torch", feature = "video"))]
+        Command::Bench(args) => bench::run(*args),
     }
 }

@@ -1,0 +1,167 @@
+//! `tokensieve bench`: the pipeline at several visual-token budgets, with a table (tokens, FLOPs, time per stage,
+//! TTFT, KV bytes, peak RSS), JSON rows, and a PNG plot of TTFT and prefill FLOPs against the budget.
+
+use super::{emit, CliError};
+use serde_json::json;
+use std::path::PathBuf;
+use tokensieve::pipeline::video_qa::{QaOptions, VideoQa};
+use tokensieve::pruners::{Budget, Method, Pruner};
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A LLaVA model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The video.
+    #[arg(long)]
+    video: PathBuf,
+    /// Frames to sample.
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// Budgets as percentages of the visual tokens, comma-separated.
+    #[arg(long, default_value = "100%,50%,25%,10%")]
+    budgets: String,
+    /// The pruner for budgets below 100 %.
+    #[arg(long, default_value = "todre")]
+    pruner: String,
+    /// Repetitions per budget (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Where to write the plot.
+    #[arg(long, default_value = "bench.png")]
+    plot: PathBuf,
+    /// Print JSON rows.
+    #[arg(long)]
+    json: bool,
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Two series against the budget: TTFT (blue) and prefill FLOPs (orange), each scaled to its own maximum.
+fn plot(rows: &[(f64, f64, f64)], path: &std::path::Path) -> Result<(), CliError> {
+    let (w, h, margin) = (640u32, 360u32, 30f64);
+    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let axis = image::Rgb([0, 0, 0]);
+    for x in margin as u32..w - margin as u32 {
+        img.put_pixel(x, h - margin as u32, axis);
+    }
+    for y in margin as u32..h - margin as u32 {
+        img.put_pixel(margin as u32, y, axis);
+    }
+    let to_px = |budget: f64, value: f64, max: f64| {
+        let x = margin + budget / 100.0 * (w as f64 - 2.0 * margin);
+        let y = (h as f64 - margin) - if max > 0.0 { value / max } else { 0.0 } * (h as f64 - 2.0 * margin);
+        (x, y)
+    };
+    for (series, color) in [(1usize, image::Rgb([31, 119, 180])), (2, image::Rgb([255, 127, 14]))] {
+        let max = rows.iter().map(|r| if series == 1 { r.1 } else { r.2 }).fold(0.0, f64::max);
+        let points: Vec<(f64, f64)> =
+            rows.iter().map(|r| to_px(r.0, if series == 1 { r.1 } else { r.2 }, max)).collect();
+        for pair in points.windows(2) {
+            let steps = 200;
+            for s in 0..=steps {
+                let t = s as f64 / steps as f64;
+                let (x, y) = (pair[0].0 + t * (pair[1].0 - pair[0].0), pair[0].1 + t * (pair[1].1 - pair[0].1));
+                img.put_pixel(x.round() as u32, y.round() as u32, color);
+            }
+        }
+        for &(x, y) in &points {
+            for dx in -3i32..=3 {
+                for dy in -3i32..=3 {
+                    let (px, py) = (x as i32 + dx, y as i32 + dy);
+                    if px >= 0 && py >= 0 && (px as u32) < w && (py as u32) < h {
+                        img.put_pixel(px as u32, py as u32, color);
+                    }
+                }
+            }
+        }
+    }
+    img.save(path).map_err(|e| CliError::runtime(format!("{}: {e}", path.display()), None))
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let budgets: Vec<f64> = args
+        .budgets
+        .split(',')
+        .map(|b| b.trim().trim_end_matches('%').parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            CliError::usage(
+                format!("--budgets {} is not a list of percentages", args.budgets),
+                "for example 100%,50%,25%,10%",
+            )
+        })?;
+    if let Some(b) = budgets.iter().find(|b| !(**b > 0.0 && **b <= 100.0)) {
+        return Err(CliError::usage(format!("budget {b}% is outside (0, 100]"), "for example 100%,50%,25%,10%"));
+    }
+    let (method, _) =
+        Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
+    let runtime = |e: String| CliError::runtime(e, None);
+    let info = tokensieve::video::probe(&args.video).map_err(|e| runtime(e.to_string()))?;
+    let frames = tokensieve::video::sample_uniform(&args.video, args.frames, info.width, info.height)
+        .map_err(|e| runtime(e.to_string()))?;
+    let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available()).map_err(runtime)?;
+    let mut rows = Vec::new();
+    let mut points = Vec::new();
+    for &b in &budgets {
+        let mut records = Vec::new();
+        for _ in 0..args.repeats.max(1) {
+            let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
+            let mut opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), in_llm: None, max_new_tokens: 1 };
+            records.push(qa.ask(&frames, "Describe the video.", &mut opts).map_err(runtime)?.1);
+        }
+        records.sort_by(|a, b| a.ttft_ms.total_cmp(&b.ttft_ms));
+        let r = &records[records.len() / 2];
+        let visual = r.visual_tokens.last().map_or(0, |v| v.1);
+        let tflops = 2.0 * r.llm_macs_swiglu / 1e12;
+        points.push((b, r.ttft_ms, tflops));
+        rows.push(json!({"budget": format!("{b}%"), "visual_tokens": visual, "prefill_tokens": r.prefill_tokens,
+            "llm_tflops": tflops, "llm_tflops_fastv": 2.0 * r.llm_macs_fastv / 1e12, "ttft_ms": r.ttft_ms,
+            "stage_ms": r.stage_ms, "kv_bytes": r.kv_bytes, "peak_rss_bytes": peak_rss_bytes()}));
+    }
+    plot(&points, &args.plot)?;
+    if args.json {
+        return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot})));
+    }
+    let mut out = format!(
+        "{} frames of {}, pruner {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
+        frames.len(),
+        args.video.display(),
+        method.name(),
+        args.repeats.max(1)
+    );
+    out += "| budget | visual tokens | prefill tokens | LLM TFLOPs | TTFT ms | encode ms | prune ms | prefill ms | KV bytes | peak RSS MiB |\n";
+    out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for r in &rows {
+        let ms = |k: &str| r["stage_ms"][k].as_f64().unwrap_or(0.0);
+        out += &format!(
+            "| {} | {} | {} | {:.6} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
+            r["budget"].as_str().unwrap_or(""),
+            r["visual_tokens"],
+            r["prefill_tokens"],
+            r["llm_tflops"].as_f64().unwrap_or(0.0),
+            r["ttft_ms"].as_f64().unwrap_or(0.0),
+            ms("encode"),
+            ms("prune"),
+            ms("prefill"),
+            r["kv_bytes"],
+            r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+        );
+    }
+    out += &format!(
+        "plot: {} (blue: TTFT, orange: FLOPs, each scaled to its maximum; x: budget 0-100 %)\n",
+        args.plot.display()
+    );
+    emit(&out)
+}
