@@ -23,9 +23,15 @@ test: setup
 doctor: build
 	@$(ENV) && ./target/release/tokensieve doctor
 
+DEMO_MODEL := models/tests/fixtures/tiny_llava
+
 demo: build
 	@$(ENV) && ./target/release/tokensieve doctor
 	@$(ENV) && cargo run --release $(FEATURES) --example prune_video -- "$$TOKENSIEVE_ASSETS/videos/vtest.avi" target/demo
+	@echo "--- A LLaVA-architecture model with tiny RANDOM weights: its answers are meaningless; token counts, FLOPs and timings are real."
+	@$(ENV) && ./target/release/tokensieve compress --model $(DEMO_MODEL) --video "$$TOKENSIEVE_ASSETS/videos/vtest.avi" --frames 8 --pruner todre --ratio 0.25 --out target/demo/compress
+	@$(ENV) && ./target/release/tokensieve bench --model $(DEMO_MODEL) --video "$$TOKENSIEVE_ASSETS/videos/vtest.avi" --frames 8 --plot target/demo/bench.png
+	@$(ENV) && ./target/release/tokensieve ask --model "$$TOKENSIEVE_ASSETS/llm/SmolLM2-135M-Instruct.Q4_1.gguf" --max-new-tokens 40 "In one sentence, why do video language models prune visual tokens?"
 
 bench: setup
 	@$(ENV) && cargo bench --bench pruners $(FEATURES)
