@@ -4,6 +4,10 @@ use std::path::Path;
 use std::process::Command;
 use tokensieve::npy::write_f32;
 
+/// The committed tiny random LLaVA (parity fixture) the model commands run on.
+#[allow(dead_code)]
+const TINY_LLAVA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+
 fn tokensieve(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tokensieve")).args(args).output().expect("binary runs");
     (
@@ -327,7 +331,7 @@ fn ask_and_forward_run_the_real_smollm2() {
 #[cfg(feature = "torch")]
 #[test]
 fn forward_runs_a_tiny_llava_on_a_real_photo_and_writes_the_signals() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let model = TINY_LLAVA;
     let photo = asset("images/astronaut.png");
     let dir = tempfile::tempdir().unwrap();
     let (f, a, l) = (dir.path().join("f.npy"), dir.path().join("a.npy"), dir.path().join("l.npy"));
@@ -364,7 +368,7 @@ fn forward_runs_a_tiny_llava_on_a_real_photo_and_writes_the_signals() {
 #[cfg(all(feature = "torch", feature = "video"))]
 #[test]
 fn compress_draws_the_kept_patches_and_records_the_counts() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let model = TINY_LLAVA;
     let video = asset("videos/bikes.mp4");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
@@ -415,7 +419,7 @@ fn compress_draws_the_kept_patches_and_records_the_counts() {
 #[cfg(all(feature = "torch", feature = "video"))]
 #[test]
 fn ask_about_a_video_prunes_before_and_inside_the_decoder() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let model = TINY_LLAVA;
     let video = asset("videos/bikes.mp4");
     let run = |extra: &[&str]| -> serde_json::Value {
         let mut args =
@@ -451,7 +455,7 @@ fn ask_about_a_video_prunes_before_and_inside_the_decoder() {
 #[cfg(all(feature = "torch", feature = "video"))]
 #[test]
 fn bench_reports_every_budget_with_the_documented_fields() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let model = TINY_LLAVA;
     let video = asset("videos/bikes.mp4");
     let dir = tempfile::tempdir().unwrap();
     let plot = dir.path().join("b.png");

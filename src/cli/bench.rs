@@ -108,9 +108,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let (method, _) =
         Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
     let runtime = |e: String| CliError::runtime(e, None);
-    let info = tokensieve::video::probe(&args.video).map_err(|e| runtime(e.to_string()))?;
-    let frames = tokensieve::video::sample_uniform(&args.video, args.frames, info.width, info.height)
-        .map_err(|e| runtime(e.to_string()))?;
+    let frames = super::frames_from(Some(&args.video), &[], args.frames)?;
     let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available()).map_err(runtime)?;
     let mut rows = Vec::new();
     let mut points = Vec::new();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokensieve::models::llava::Llava;
 use tokensieve::pruners::{prune, Budget, Layout, Method, Pruner, TchBackend, TokenSet};
 use tokensieve::video::preprocess::ImageProcessor;
-use tokensieve::video::{probe, sample_uniform, Frame};
+use tokensieve::video::Frame;
 
 /// Arguments of `compress`.
 #[derive(Debug, clap::Args)]
@@ -117,25 +117,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let side = model.vision.config.image_size as u32;
     lap("load", &mut times);
     // Frames at their own resolution: the image processor resizes and crops exactly as transformers does.
-    let frames: Vec<Frame> = match (&args.video, args.image.is_empty()) {
-        (Some(v), _) => {
-            let info = probe(v).map_err(runtime)?;
-            let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
-            sample_uniform(v, args.frames, w, h).map_err(runtime)?
-        }
-        (None, false) => args
-            .image
-            .iter()
-            .map(|p| {
-                let img = image::open(p).map_err(|e| runtime(format!("{}: {e}", p.display())))?.to_rgb8();
-                let (width, height) = img.dimensions();
-                Ok(Frame { timestamp: 0.0, requested: 0.0, width, height, rgb: img.into_raw() })
-            })
-            .collect::<Result<_, CliError>>()?,
-        (None, true) => {
-            return Err(CliError::usage("give --video or --image", "for example --video clip.mp4 --frames 8"))
-        }
-    };
+    let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
     lap("decode", &mut times);
     let mut pixels = Vec::new();
     let mut shown = Vec::new();

@@ -288,24 +288,7 @@ fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
             Some(rule)
         }
     };
-    let frames = match (&args.video, args.image.is_empty()) {
-        (Some(v), _) => {
-            let info = tokensieve::video::probe(v).map_err(|e| CliError::runtime(e.to_string(), None))?;
-            tokensieve::video::sample_uniform(v, args.frames, info.width, info.height)
-                .map_err(|e| CliError::runtime(e.to_string(), None))?
-        }
-        (None, false) => args
-            .image
-            .iter()
-            .map(|p| {
-                let img =
-                    image::open(p).map_err(|e| CliError::runtime(format!("{}: {e}", p.display()), None))?.to_rgb8();
-                let (width, height) = img.dimensions();
-                Ok(tokensieve::video::Frame { timestamp: 0.0, requested: 0.0, width, height, rgb: img.into_raw() })
-            })
-            .collect::<Result<Vec<_>, CliError>>()?,
-        (None, true) => return Err(usage("a llava model needs --video or --image".into())),
-    };
+    let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
     let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available()).map_err(|e| CliError::runtime(e, None))?;
     let mut opts = QaOptions { pruners, budget, in_llm, max_new_tokens: args.max_new_tokens };
     let (answer, record) = qa.ask(&frames, &args.question, &mut opts).map_err(|e| CliError::runtime(e, None))?;

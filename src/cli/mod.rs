@@ -81,6 +81,23 @@ pub fn emit(text: &str) -> Result<(), CliError> {
     }
 }
 
+/// Frames at their own resolution from `--video` (uniform) or `--image` files, for the model commands.
+#[cfg(feature = "video")]
+pub fn frames_from(
+    video: Option<&std::path::Path>,
+    images: &[std::path::PathBuf],
+    count: usize,
+) -> Result<Vec<tokensieve::video::Frame>, CliError> {
+    let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), Some("check the input file".into()));
+    match (video, images.is_empty()) {
+        (Some(v), _) => tokensieve::video::sample_uniform_native(v, count).map_err(|e| runtime(&e)),
+        (None, false) => {
+            images.iter().map(|p| tokensieve::video::load_image_native(p).map_err(|e| runtime(&e))).collect()
+        }
+        (None, true) => Err(CliError::usage("give --video or --image", "for example --video clip.mp4 --frames 8")),
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {

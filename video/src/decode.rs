@@ -428,3 +428,11 @@ pub fn sample_uniform(path: &Path, count: usize, width: u32, height: u32) -> Res
     let times: Vec<f64> = indices.iter().map(|&i| i as f64 / info.fps).collect();
     Ok(decode_at(path, &times, width, height)?.frames)
 }
+
+/// `count` uniform frames (lmms-eval) at the video's own upright resolution, for image processors that resize and
+/// crop themselves.
+pub fn sample_uniform_native(path: &Path, count: usize) -> Result<Vec<Frame>, VideoError> {
+    let info = probe(path)?;
+    let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
+    sample_uniform(path, count, w, h)
+}

@@ -36,6 +36,14 @@ pub fn load_image(path: &Path, width: u32, height: u32) -> Result<Frame, ImageEr
     Ok(Frame { timestamp: 0.0, requested: 0.0, width, height, rgb: rgb.into_raw() })
 }
 
+/// Loads one image as an RGB8 frame at its own size.
+pub fn load_image_native(path: &Path) -> Result<Frame, ImageError> {
+    let img =
+        image::open(path).map_err(|e| ImageError::Read { path: path.to_path_buf(), reason: e.to_string() })?.to_rgb8();
+    let (width, height) = img.dimensions();
+    Ok(Frame { timestamp: 0.0, requested: 0.0, width, height, rgb: img.into_raw() })
+}
+
 /// Loads a list of images as frames, in the order given.
 pub fn load_images(paths: &[PathBuf], width: u32, height: u32) -> Result<Vec<Frame>, ImageError> {
     paths.iter().map(|p| load_image(p, width, height)).collect()
