@@ -107,7 +107,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let (method, _) =
         Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
-    let runtime = |e: String| CliError::runtime(e, None);
+    let runtime = |e: tokensieve::pipeline::video_qa::QaError| CliError::runtime(e.to_string(), None);
     let frames = super::frames_from(Some(&args.video), &[], args.frames)?;
     let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available()).map_err(runtime)?;
     let mut rows = Vec::new();
@@ -116,8 +116,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let mut records = Vec::new();
         for _ in 0..args.repeats.max(1) {
             let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
-            let mut opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), in_llm: None, max_new_tokens: 1 };
-            records.push(qa.ask(&frames, "Describe the video.", &mut opts).map_err(runtime)?.1);
+            let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), in_llm: None, max_new_tokens: 1 };
+            records.push(qa.ask(&frames, "Describe the video.", &opts).map_err(runtime)?.1);
         }
         records.sort_by(|a, b| a.ttft_ms.total_cmp(&b.ttft_ms));
         let r = &records[records.len() / 2];

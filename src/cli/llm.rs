@@ -289,9 +289,11 @@ fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
         }
     };
     let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
-    let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available()).map_err(|e| CliError::runtime(e, None))?;
-    let mut opts = QaOptions { pruners, budget, in_llm, max_new_tokens: args.max_new_tokens };
-    let (answer, record) = qa.ask(&frames, &args.question, &mut opts).map_err(|e| CliError::runtime(e, None))?;
+    let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available())
+        .map_err(|e| CliError::runtime(e.to_string(), None))?;
+    let opts = QaOptions { pruners, budget, in_llm, max_new_tokens: args.max_new_tokens };
+    let (answer, record) =
+        qa.ask(&frames, &args.question, &opts).map_err(|e| CliError::runtime(e.to_string(), None))?;
     if args.json {
         emit(&format!("{}\n", json!({"answer": answer, "record": record})))
     } else {

@@ -26,8 +26,52 @@ use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TchBack
 use tokensieve_video::preprocess::ImageProcessor;
 use tokensieve_video::Frame;
 
-/// What went wrong, as text for the command line.
-pub type QaError = String;
+/// What can go wrong answering a question.
+#[derive(Debug, thiserror::Error)]
+pub enum QaError {
+    /// The model could not load or run.
+    #[error(transparent)]
+    Model(#[from] tokensieve_models::llava::LlavaError),
+    /// The language model failed.
+    #[error(transparent)]
+    Decoder(#[from] tokensieve_models::llama::LlamaError),
+    /// The tokenizer failed.
+    #[error(transparent)]
+    Tokenizer(#[from] tokensieve_models::tokenizer::TokenizerError),
+    /// A pruner failed (the method is named).
+    #[error("{method}: {source}")]
+    Prune {
+        /// The method.
+        method: &'static str,
+        /// Its error.
+        source: tokensieve_pruners::PruneError,
+    },
+    /// libtorch failed.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A configuration file is missing or unusable.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The image processor and the tower disagree on the input size.
+    #[error("the image processor gives {got}x{got_h}, the tower takes {side}x{side}")]
+    InputSize {
+        /// Processor output width.
+        got: usize,
+        /// Processor output height.
+        got_h: usize,
+        /// Tower input side.
+        side: usize,
+    },
+}
+
+fn pruning(method: &'static str) -> impl Fn(tokensieve_pruners::PruneError) -> QaError {
+    move |source| QaError::Prune { method, source }
+}
 
 /// Settings of one question.
 pub struct QaOptions {
@@ -78,25 +122,29 @@ pub struct VideoQa {
 impl VideoQa {
     /// Loads a Hugging Face `llava` directory (config, weights, tokenizer.json, preprocessor_config.json).
     pub fn load(dir: &Path, device: Device) -> Result<Self, QaError> {
-        let model = Llava::load(dir, device).map_err(|e| e.to_string())?;
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
+        let model = Llava::load(dir, device)?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let config =
+            |name: &str, reason: String| QaError::Config { path: dir.join(name).display().to_string(), reason };
         let read = |name: &str| -> Result<serde_json::Value, QaError> {
-            let path = dir.join(name);
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+            let text = std::fs::read_to_string(dir.join(name)).map_err(|e| config(name, e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| config(name, e.to_string()))
         };
-        let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?).map_err(|e| e.to_string())?;
+        let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?)
+            .map_err(|e| config("preprocessor_config.json", e.to_string()))?;
         let template =
             match read("tokenizer_config.json").ok().and_then(|c| c["chat_template"].as_str().map(str::to_string)) {
-                Some(source) => Some(ChatTemplate::new(&source, "<s>", "</s>").map_err(|e| e.to_string())?),
+                Some(source) => Some(
+                    ChatTemplate::new(&source, "<s>", "</s>")
+                        .map_err(|e| config("tokenizer_config.json", format!("chat_template: {e}")))?,
+                ),
                 None => None,
             };
         Ok(VideoQa { model, tokenizer, processor, template, device })
     }
 
     /// Answers `question` about `frames`.
-    pub fn ask(&self, frames: &[Frame], question: &str, opts: &mut QaOptions) -> Result<(String, QaRecord), QaError> {
-        let err = |e: &dyn std::fmt::Display| e.to_string();
+    pub fn ask(&self, frames: &[Frame], question: &str, opts: &QaOptions) -> Result<(String, QaRecord), QaError> {
         let mut stage_ms = BTreeMap::new();
         let mut clock = Instant::now();
         let mut lap = |name: &str| {
@@ -110,10 +158,7 @@ impl VideoQa {
         for f in frames {
             let p = self.processor.preprocess(&f.rgb, f.width as usize, f.height as usize);
             if (p.width, p.height) != (side, side) {
-                return Err(format!(
-                    "the image processor gives {}x{}, the tower takes {side}x{side}",
-                    p.width, p.height
-                ));
+                return Err(QaError::InputSize { got: p.width, got_h: p.height, side });
             }
             pixels.extend(p.data);
         }
@@ -121,33 +166,32 @@ impl VideoQa {
             .reshape([frames.len() as i64, 3, side as i64, side as i64])
             .to_device(self.device);
         let mut ttft = lap("preprocess");
-        let (visual, out) = self.model.image_features(&batch).map_err(|e| err(&e))?;
+        let (visual, out) = self.model.image_features(&batch)?;
         ttft += lap("encode");
-        let (f, n, d) = visual.size3().map_err(|e| err(&e))?;
+        let (f, n, d) = visual.size3()?;
         let grid = (n as f64).sqrt() as usize;
         let backend = TchBackend::new(self.device);
         let total = (f * n) as usize;
         let mut features = visual.reshape([f * n, d]);
-        let mut tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(|e| err(&e))?;
+        let mut tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(pruning("encoder output"))?;
         if grid * grid == n as usize {
-            tokens = tokens.with_layout(Layout::frames(f as usize, grid, grid)).map_err(|e| err(&e))?;
+            tokens = tokens.with_layout(Layout::frames(f as usize, grid, grid)).map_err(pruning("layout"))?;
         }
         if let Some(a) = &out.cls_attention {
-            tokens =
-                tokens.with_cls_attention(Vec::try_from(a.reshape([-1])).map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+            tokens = tokens.with_cls_attention(Vec::try_from(a.reshape([-1]))?).map_err(pruning("cls attention"))?;
         }
-        let k = opts.budget.resolve(total).map_err(|e| err(&e))?.k;
+        let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
         let mut visual_tokens = vec![("encoder".to_string(), total)];
         for method in &opts.pruners {
-            let s = prune(&backend, method, &tokens, Budget::Keep(k)).map_err(|e| format!("{}: {e}", method.name()))?;
+            let s = prune(&backend, method, &tokens, Budget::Keep(k)).map_err(pruning(method.name()))?;
             features = match &s.merged {
                 Some(m) => m.shallow_clone(),
-                None => backend.gather_rows(tokens.features(), &s.kept).map_err(|e| err(&e))?,
+                None => backend.gather_rows(tokens.features(), &s.kept).map_err(pruning(method.name()))?,
             };
             let attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect::<Vec<f32>>());
-            tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(|e| err(&e))?;
+            tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(pruning(method.name()))?;
             if let Some(a) = attention {
-                tokens = tokens.with_cls_attention(a).map_err(|e| err(&e))?;
+                tokens = tokens.with_cls_attention(a).map_err(pruning(method.name()))?;
             }
             visual_tokens.push((method.name().to_string(), s.kept.len()));
         }
@@ -156,13 +200,13 @@ impl VideoQa {
         let prompt = match &self.template {
             Some(t) => t
                 .render(&serde_json::json!([{"role": "user", "content": format!("<image>\n{question}")}]), true)
-                .map_err(|e| err(&e))?,
+                .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?,
             None => format!("USER: <image>\n{question} ASSISTANT:"),
         };
         let expanded = prompt.replacen("<image>", &vec!["<image>"; kept].join(" "), 1);
-        let ids: Vec<i64> = self.tokenizer.encode(&expanded).map_err(|e| err(&e))?.iter().map(|&t| t as i64).collect();
+        let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
         let ids_t = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
-        let embeds = self.model.merge(&ids_t, &features).map_err(|e| err(&e))?;
+        let embeds = self.model.merge(&ids_t, &features)?;
         let span_start = ids.iter().position(|&t| t == self.model.image_token_id).unwrap_or(0);
         let span = span_start..span_start + kept;
         let layers = self.model.text.config.layers;
@@ -178,14 +222,13 @@ impl VideoQa {
                     select: &mut select,
                     positions: PositionMode::Original,
                 };
-                let logits =
-                    self.model.text.forward_embeds_with(embeds, &mut cache, Some(drop)).map_err(|e| err(&e))?;
+                let logits = self.model.text.forward_embeds_with(embeds, &mut cache, Some(drop))?;
                 for (l, t) in tokens_per_layer.iter_mut().enumerate() {
                     *t = cache.layer_len(l) as usize;
                 }
                 logits
             }
-            None => self.model.text.forward_embeds(embeds, &mut cache).map_err(|e| err(&e))?,
+            None => self.model.text.forward_embeds(embeds, &mut cache)?,
         };
         let mut next = logits.argmax(-1, false).int64_value(&[0]);
         ttft += lap("prefill");
@@ -194,7 +237,7 @@ impl VideoQa {
         while generated.len() < opts.max_new_tokens && !stop.contains(&next) {
             generated.push(next as u32);
             let step = Tensor::from_slice(&[next]).unsqueeze(0).to_device(self.device);
-            next = self.model.text.forward(&step, &mut cache).map_err(|e| err(&e))?.argmax(-1, false).int64_value(&[0]);
+            next = self.model.text.forward(&step, &mut cache)?.argmax(-1, false).int64_value(&[0]);
         }
         lap("decode");
         let shape = DecoderShape {
@@ -205,7 +248,7 @@ impl VideoQa {
             kv_heads: self.model.text.config.kv_heads,
         };
         let (fastv, swiglu) = prefill_macs(&shape, &tokens_per_layer);
-        let answer = self.tokenizer.decode(&generated).map_err(|e| err(&e))?;
+        let answer = self.tokenizer.decode(&generated)?;
         let record = QaRecord {
             frames: frames.iter().map(|f| f.timestamp).collect(),
             visual_tokens,
