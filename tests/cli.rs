@@ -490,3 +490,147 @@ fn bench_reports_every_budget_with_the_documented_fields() {
     assert!(image::open(&plot).is_ok());
     assert_eq!(tokensieve(&["bench", "--model", model, "--video", &video, "--budgets", "150%"]).0, 2);
 }
+
+/// A synthetic DriveLM test file: key frame `f1` has two cameras (tiny PNGs written here), `f2` points at a missing
+/// image so its questions must be recorded as errors without stopping the run.
+#[cfg(all(feature = "torch", feature = "video"))]
+fn drivelm_records(dir: &Path) -> std::path::PathBuf {
+    let cams = dir.join("nuscenes/samples");
+    for (cam, shade) in [("CAM_FRONT", 40u8), ("CAM_BACK", 200u8)] {
+        std::fs::create_dir_all(cams.join(cam)).unwrap();
+        let img = image::RgbImage::from_fn(48, 32, |x, y| image::Rgb([shade, (x * 5) as u8, (y * 7) as u8]));
+        img.save(cams.join(cam).join("a.png")).unwrap();
+    }
+    let qa = |q: &str, a: &str, tag: u8| serde_json::json!({"Q": q, "A": a, "tag": [tag]});
+    let file = dir.join("test.json");
+    let record = serde_json::json!({"scene": {"key_frames": {
+        "f1": {"QA": {"perception": [qa("What is ahead? A. Car. B. Truck.", "A", 0), qa("Important objects?", "A car <c1,CAM_FRONT,10.0,20.0>.", 2)],
+                      "prediction": [qa("Will it move?", "Yes.", 3)], "planning": [qa("What now?", "Slow down.", 1)], "behavior": []},
+               "image_paths": {"CAM_FRONT": "../nuscenes/samples/CAM_FRONT/a.png", "CAM_BACK": "../nuscenes/samples/CAM_BACK/a.png"}},
+        "f2": {"QA": {"perception": [qa("Anything left?", "No.", 1)], "planning": [qa("Turn?", "B", 0)]},
+               "image_paths": {"CAM_FRONT": "../nuscenes/samples/CAM_FRONT/missing.png"}}}}});
+    std::fs::write(&file, record.to_string()).unwrap();
+    file
+}
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = drivelm_records(dir.path());
+    let root = dir.path().to_str().unwrap().to_string();
+    let eval = |out: &str, extra: &[&str]| -> serde_json::Value {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "eval",
+            "--task",
+            "drivelm",
+            "--data",
+            data.to_str().unwrap(),
+            "--data-root",
+            &root,
+            "--model",
+            TINY_LLAVA,
+            "--pruner",
+            "todre",
+            "--ratio",
+            "0.5",
+            "--max-new-tokens",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, err) = tokensieve(&args);
+        assert_eq!(code, 0, "{err}");
+        let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+        assert_eq!(printed, saved);
+        saved
+    };
+    let lines = |out: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join(out).join("samples_drivelm.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let answers = |ls: &[serde_json::Value]| -> Vec<(String, serde_json::Value)> {
+        let mut v: Vec<_> =
+            ls.iter().map(|l| (l["id"].as_str().unwrap().to_string(), l["prediction"].clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+
+    let single = eval("single", &[]);
+    let single_lines = lines("single");
+    assert_eq!(single["samples"], 6);
+    assert_eq!(single["errors"], 2, "f2's image is missing: {single}");
+    assert_eq!(single["key_frames_scored"], 2);
+    assert!(
+        single["scores"]["missing_predictions"].as_u64().unwrap() >= 1,
+        "an errored sample is unanswered: {single}"
+    );
+    assert!(single_lines
+        .iter()
+        .filter(|l| l["error"].is_string())
+        .all(|l| l["id"].as_str().unwrap().starts_with("scene_f2")));
+    // Two cameras x 16 patches, halved by ToDRE.
+    let kept = &single_lines[0]["record"]["visual_tokens"];
+    assert_eq!(kept[0], serde_json::json!(["encoder", 32]), "{kept}");
+    assert_eq!(kept[1], serde_json::json!(["todre", 16]), "{kept}");
+    assert!(single["efficiency"]["mean_llm_tflops"].as_f64().unwrap() > 0.0);
+    assert_eq!(single["config_hash"].as_str().unwrap().len(), 16);
+
+    // A run cut after two samples, resumed: the first lines stay, the rest are answered once.
+    eval("resumed", &["--limit", "2"]);
+    let partial = lines("resumed");
+    assert_eq!(partial.len(), 2);
+    eval("resumed", &["--resume"]);
+    let resumed = lines("resumed");
+    assert_eq!(resumed.len(), 6);
+    assert_eq!(resumed[..2], partial[..]);
+    assert_eq!(answers(&resumed), answers(&single_lines));
+
+    // Two shards merged equal the single run.
+    eval("s0", &["--shard", "0/2"]);
+    eval("s1", &["--shard", "1/2"]);
+    assert_eq!(lines("s0").len() + lines("s1").len(), 6);
+    let merged_dir = dir.path().join("merged");
+    let (code, out, err) = tokensieve(&[
+        "merge",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        merged_dir.to_str().unwrap(),
+        dir.path().join("s0").to_str().unwrap(),
+        dir.path().join("s1").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let merged: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["samples", "errors", "key_frames_scored", "scores", "config_hash"] {
+        assert_eq!(merged[key], single[key], "{key}");
+    }
+    assert_eq!(answers(&lines("merged")), answers(&single_lines));
+
+    // Without --resume an output folder is started afresh, and a bad shard is a usage error.
+    eval("single", &[]);
+    assert_eq!(lines("single").len(), 6);
+    let (code, _, _) = tokensieve(&[
+        "eval",
+        "--task",
+        "drivelm",
+        "--data",
+        data.to_str().unwrap(),
+        "--data-root",
+        &root,
+        "--model",
+        TINY_LLAVA,
+        "--out",
+        &root,
+        "--shard",
+        "2/2",
+    ]);
+    assert_eq!(code, 2);
+}

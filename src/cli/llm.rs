@@ -252,24 +252,29 @@ pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
     }
 }
 
+/// Pipeline settings from the `--pruner`, `--keep`/`--ratio` and `--in-llm` flags (shared by `ask` and `eval`).
 #[cfg(feature = "video")]
-fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
-    use tokensieve::pipeline::video_qa::{QaOptions, VideoQa};
+pub(super) fn qa_options(
+    pruner: &[String],
+    keep: Option<usize>,
+    ratio: Option<f64>,
+    in_llm: Option<&str>,
+    max_new_tokens: usize,
+) -> Result<tokensieve::pipeline::video_qa::QaOptions, CliError> {
     use tokensieve::pruners::in_decoder::fastv::FastV;
     use tokensieve::pruners::{Budget, Method};
     let usage = |e: String| CliError::usage(e, "see `tokensieve ask --help`");
-    let pruners = args
-        .pruner
+    let pruners = pruner
         .iter()
         .map(|p| Method::from_spec(p).map(|(m, _)| m).map_err(|e| usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    let budget = match (args.keep, args.ratio) {
+    let budget = match (keep, ratio) {
         (Some(k), _) => Budget::Keep(k),
         (None, Some(r)) => Budget::Ratio(r),
         (None, None) => Budget::Ratio(1.0),
     };
     budget.validate().map_err(|e| usage(e.to_string()))?;
-    let in_llm = match &args.in_llm {
+    let in_llm = match in_llm {
         None => None,
         Some(spec) => {
             let (name, pairs) = tokensieve::pruners::params::parse_spec(spec).map_err(|e| usage(e.to_string()))?;
@@ -288,10 +293,16 @@ fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
             Some(rule)
         }
     };
+    Ok(tokensieve::pipeline::video_qa::QaOptions { pruners, budget, in_llm, max_new_tokens })
+}
+
+#[cfg(feature = "video")]
+fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
+    use tokensieve::pipeline::video_qa::VideoQa;
+    let opts = qa_options(&args.pruner, args.keep, args.ratio, args.in_llm.as_deref(), args.max_new_tokens)?;
     let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
     let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available())
         .map_err(|e| CliError::runtime(e.to_string(), None))?;
-    let opts = QaOptions { pruners, budget, in_llm, max_new_tokens: args.max_new_tokens };
     let (answer, record) =
         qa.ask(&frames, &args.question, &opts).map_err(|e| CliError::runtime(e.to_string(), None))?;
     if args.json {

@@ -5,6 +5,8 @@ mod bench;
 #[cfg(all(feature = "torch", feature = "video"))]
 mod compress;
 mod doctor;
+#[cfg(all(feature = "torch", feature = "video"))]
+mod eval;
 #[cfg(feature = "torch")]
 mod llm;
 mod prune;
@@ -45,6 +47,12 @@ enum Command {
     /// Run the pipeline at several budgets and report tokens, FLOPs, stage times, TTFT, KV bytes and a plot.
     #[cfg(all(feature = "torch", feature = "video"))]
     Bench(Box<bench::Args>),
+    /// Answer a benchmark's test file with the pipeline (DriveLM): per-sample JSONL, resume, shards, results.json.
+    #[cfg(all(feature = "torch", feature = "video"))]
+    Eval(Box<eval::Args>),
+    /// Join `eval --shard` output folders into one result.
+    #[cfg(all(feature = "torch", feature = "video"))]
+    Merge(Box<eval::MergeArgs>),
 }
 
 /// A failure the binary reports on one line.
@@ -114,5 +122,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Compress(args) => compress::run(*args),
         #[cfg(all(feature = "torch", feature = "video"))]
         Command::Bench(args) => bench::run(*args),
+        #[cfg(all(feature = "torch", feature = "video"))]
+        Command::Eval(args) => eval::run(*args),
+        #[cfg(all(feature = "torch", feature = "video"))]
+        Command::Merge(args) => eval::merge(*args),
     }
 }

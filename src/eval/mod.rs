@@ -11,3 +11,5 @@ pub mod mcq;
 pub mod nuscenes_qa;
 pub mod ptb;
 pub mod rouge;
+#[cfg(all(feature = "torch", feature = "video"))]
+pub mod runner;

@@ -1,0 +1,147 @@
+//! `tokensieve eval` and `tokensieve merge`: answer a DriveLM test file with the pipeline (one flushed JSON line per
+//! sample, `--resume`, `--shard i/n`) and write `results.json`; `merge` joins shard folders into one result that
+//! equals a single run's.
+
+use super::{emit, CliError};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use tokensieve::eval::drivelm;
+use tokensieve::eval::runner::{self, Shard};
+
+/// Arguments of `eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The benchmark (DriveLM so far).
+    #[arg(long, value_parser = ["drivelm"])]
+    task: String,
+    /// The test file (DriveLM JSON: scenes -> key_frames -> QA).
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder the file's image paths are relative to (their leading `../` is dropped).
+    #[arg(long)]
+    data_root: PathBuf,
+    /// A LLaVA model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// A pre-LLM pruner `name:key=value,...` (repeatable: applied in order).
+    #[arg(long)]
+    pruner: Vec<String>,
+    /// Keep this many visual tokens (all cameras together).
+    #[arg(long, conflicts_with = "ratio")]
+    keep: Option<usize>,
+    /// Keep this fraction of the visual tokens.
+    #[arg(long)]
+    ratio: Option<f64>,
+    /// In-decoder pruning, `fastv:layer=K,ratio=R`.
+    #[arg(long)]
+    in_llm: Option<String>,
+    /// Most tokens to generate per answer.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Output folder (`samples_drivelm.jsonl`, `results.json`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Only the first N samples (in file order, before sharding).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Run shard `i` of `n` (samples whose index mod n is i).
+    #[arg(long, default_value = "0/1")]
+    shard: Shard,
+    /// Keep the samples already in the output folder and answer only the rest.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Arguments of `merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The benchmark's test file (the same one the shards ran on).
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder for the merged `samples_drivelm.jsonl` and `results.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Shard output folders.
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
+}
+
+fn runtime(e: impl std::fmt::Display) -> CliError {
+    CliError::runtime(e.to_string(), None)
+}
+
+fn load_frames(path: &Path) -> Result<Vec<drivelm::KeyFrame>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+    drivelm::load(&json).map_err(|e| runtime(format!("{}: {e}", path.display())))
+}
+
+fn write_results(out: &Path, results: &Value) -> Result<(), CliError> {
+    let path = out.join("results.json");
+    let text = serde_json::to_string_pretty(results).map_err(runtime)?;
+    std::fs::write(&path, text + "\n").map_err(|e| runtime(format!("{}: {e}", path.display())))
+}
+
+/// The configuration recorded (and hashed) in `results.json`: what changes the answers, not where files lie.
+fn config(args: &Args) -> Value {
+    json!({
+        "task": args.task,
+        "data": args.data.file_name().map(|n| n.to_string_lossy().to_string()),
+        "model": args.model.file_name().map(|n| n.to_string_lossy().to_string()),
+        "pruner": args.pruner,
+        "keep": args.keep,
+        "ratio": args.ratio,
+        "in_llm": args.in_llm,
+        "max_new_tokens": args.max_new_tokens,
+        "limit": args.limit,
+    })
+}
+
+/// Runs `eval`.
+pub fn run(args: Args) -> Result<(), CliError> {
+    let opts =
+        super::llm::qa_options(&args.pruner, args.keep, args.ratio, args.in_llm.as_deref(), args.max_new_tokens)?;
+    let frames = load_frames(&args.data)?;
+    let qa = tokensieve::pipeline::video_qa::VideoQa::load(&args.model, tch::Device::cuda_if_available())
+        .map_err(runtime)?;
+    let answered = runner::run(
+        &qa,
+        &frames,
+        &args.data_root,
+        &opts,
+        &args.out,
+        args.limit,
+        args.shard,
+        args.resume,
+        |n, total| eprint!("\r{n}/{total} samples"),
+    )
+    .map_err(runtime)?;
+    if answered > 0 {
+        eprintln!();
+    }
+    let lines = runner::read_lines(std::slice::from_ref(&args.out)).map_err(runtime)?;
+    let results = runner::results(&lines, &frames, &config(&args));
+    write_results(&args.out, &results)?;
+    emit(&format!("{}\n", serde_json::to_string_pretty(&results).map_err(runtime)?))
+}
+
+/// Runs `merge`: the union of the shards' sample lines (in sample order) and the results computed from them.
+pub fn merge(args: MergeArgs) -> Result<(), CliError> {
+    let frames = load_frames(&args.data)?;
+    let mut lines = runner::read_lines(&args.shards).map_err(runtime)?;
+    lines.sort_by_key(|l| l["index"].as_u64().unwrap_or(u64::MAX));
+    lines.dedup_by(|a, b| a["id"] == b["id"]);
+    let first = args.shards[0].join("results.json");
+    let config = std::fs::read_to_string(&first)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|r| r["config"].clone())
+        .unwrap_or(Value::Null);
+    std::fs::create_dir_all(&args.out).map_err(|e| runtime(format!("{}: {e}", args.out.display())))?;
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let path = args.out.join(runner::SAMPLES);
+    std::fs::write(&path, text).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+    let results = runner::results(&lines, &frames, &config);
+    write_results(&args.out, &results)?;
+    emit(&format!("{}\n", serde_json::to_string_pretty(&results).map_err(runtime)?))
+}
