@@ -587,6 +587,11 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     eval("resumed", &["--limit", "2"]);
     let partial = lines("resumed");
     assert_eq!(partial.len(), 2);
+    // Killed while writing the third line: the half line is cut off and that sample answered again.
+    let file = dir.path().join("resumed/samples_drivelm.jsonl");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(r#"{"id":"scene_f1_2","predic"#);
+    std::fs::write(&file, text).unwrap();
     eval("resumed", &["--resume"]);
     let resumed = lines("resumed");
     assert_eq!(resumed.len(), 6);

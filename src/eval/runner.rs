@@ -68,6 +68,17 @@ pub fn finished(dir: &Path) -> HashSet<String> {
         .collect()
 }
 
+/// Cuts a last line without its newline (a run killed while writing it), so appended lines start on their own line.
+fn drop_partial_line(path: &Path) -> Result<(), String> {
+    let Ok(bytes) = std::fs::read(path) else { return Ok(()) };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.set_len(keep as u64).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Runs the model over the test file; returns how many samples this call answered.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -85,6 +96,9 @@ pub fn run(
     let done = if resume { finished(out) } else { HashSet::new() };
     if !resume && out.join(SAMPLES).exists() {
         std::fs::remove_file(out.join(SAMPLES)).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    if resume {
+        drop_partial_line(&out.join(SAMPLES))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
