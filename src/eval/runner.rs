@@ -168,8 +168,10 @@ pub fn results(lines: &[Value], frames: &[KeyFrame], config: &Value) -> Value {
     let errors = by_id.values().filter(|l| l.get("error").is_some()).count();
     let text = config.to_string();
     let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    // The checkout this binary was built from (not the caller's working directory, which may be another repo).
     let revision = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -180,6 +182,7 @@ pub fn results(lines: &[Value], frames: &[KeyFrame], config: &Value) -> Value {
         "config": config,
         "config_hash": format!("{hash:016x}"),
         "git_revision": revision,
+        "tokensieve_version": env!("CARGO_PKG_VERSION"),
         "samples": by_id.len(),
         "errors": errors,
         "key_frames_scored": covered.len(),
