@@ -104,6 +104,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let frames = load_frames(&args.data)?;
     let qa = tokensieve::pipeline::video_qa::VideoQa::load(&args.model, tch::Device::cuda_if_available())
         .map_err(runtime)?;
+    let started = std::time::Instant::now();
     let answered = runner::run(
         &qa,
         &frames,
@@ -113,7 +114,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         args.limit,
         args.shard,
         args.resume,
-        |n, total| eprint!("\r{n}/{total} samples"),
+        |n, total| {
+            let elapsed = started.elapsed().as_secs_f64();
+            let rate = n as f64 / elapsed.max(1e-9);
+            let eta = (total - n) as f64 / rate.max(1e-9);
+            eprint!(
+                "\r{n}/{total} samples  {rate:.2}/s  ETA {:02}:{:02}:{:02}   ",
+                eta as u64 / 3600,
+                eta as u64 / 60 % 60,
+                eta as u64 % 60
+            );
+        },
     )
     .map_err(runtime)?;
     if answered > 0 {

@@ -179,6 +179,8 @@ pub fn results(lines: &[Value], frames: &[KeyFrame], config: &Value) -> Value {
         .unwrap_or_else(|| "unknown".into());
     json!({
         "task": "drivelm",
+        // DriveLM's accuracy is the challenge's raw string equality, so no answer extractor is involved.
+        "scorer": "DriveLM challenge evaluation.py (accuracy: raw equality; match: 16 px greedy L1, F1; COCO language)",
         "config": config,
         "config_hash": format!("{hash:016x}"),
         "git_revision": revision,
