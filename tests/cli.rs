@@ -639,3 +639,49 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     ]);
     assert_eq!(code, 2);
 }
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn eval_reads_em_vlm4ad_split_files() {
+    let dir = tempfile::tempdir().unwrap();
+    drivelm_records(dir.path());
+    let data = dir.path().join("multi_frame_test.json");
+    let pair = |q: &str, a: &str, cams: serde_json::Value| serde_json::json!([{"Q": q, "A": a}, cams]);
+    let front = "nuscenes/samples/CAM_FRONT/a.png";
+    std::fs::write(
+        &data,
+        serde_json::json!([
+            pair(
+                "What is ahead?",
+                "A car.",
+                serde_json::json!({"CAM_FRONT": front, "CAM_BACK": "nuscenes/samples/CAM_BACK/a.png"})
+            ),
+            pair("Should the ego car stop?", "No.", serde_json::json!({"CAM_FRONT": front})),
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, err) = tokensieve(&[
+        "eval",
+        "--task",
+        "drivelm",
+        "--data",
+        data.to_str().unwrap(),
+        "--data-root",
+        dir.path().to_str().unwrap(),
+        "--model",
+        TINY_LLAVA,
+        "--max-new-tokens",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((v["samples"].as_u64(), v["errors"].as_u64()), (Some(2), Some(0)), "{v}");
+    assert_eq!(v["scores"]["scored"], 2, "every EM-VLM4AD answer is scored: {v}");
+    assert!(v["scores"]["language"]["CIDEr"].is_number(), "{v}");
+    // Two cameras, then one: 32 and 16 visual tokens without a pruner.
+    assert!((v["efficiency"]["mean_visual_tokens"].as_f64().unwrap() - 24.0).abs() < 1e-9, "{v}");
+}

@@ -53,9 +53,13 @@ pub struct KeyFrame {
 
 const STAGES: [&str; 4] = ["perception", "prediction", "planning", "behavior"];
 
-/// Reads a DriveLM-nuScenes file (`test_eval.json`, or a training file, whose QAs then have no tags).
+/// Reads a DriveLM-nuScenes file (`test_eval.json`, or a training file, whose QAs then have no tags) or, when the
+/// file is a list, EM-VLM4AD's split format (see [`load_em_vlm4ad`]).
 pub fn load(json: &Value) -> Result<Vec<KeyFrame>, String> {
-    let scenes = json.as_object().ok_or("the DriveLM file must be an object of scenes")?;
+    if json.is_array() {
+        return load_em_vlm4ad(json);
+    }
+    let scenes = json.as_object().ok_or("the DriveLM file must be an object of scenes, or EM-VLM4AD's list")?;
     let mut frames = Vec::new();
     for (scene, body) in scenes {
         let key_frames = body["key_frames"].as_object().ok_or_else(|| format!("scene {scene}: no key_frames"))?;
@@ -86,6 +90,40 @@ pub fn load(json: &Value) -> Result<Vec<KeyFrame>, String> {
         }
     }
     Ok(frames)
+}
+
+/// Reads EM-VLM4AD's split files (`multi_frame_{train,val,test}.json`): a list of `[{"Q", "A"}, {camera: path}]`
+/// pairs. EM-VLM4AD scores every answer with the COCO language metrics, so each QA becomes its own key frame (no
+/// graph gating between unrelated questions) tagged 2 (language); ids are `em_vlm4ad_<index>_0`.
+pub fn load_em_vlm4ad(json: &Value) -> Result<Vec<KeyFrame>, String> {
+    let list = json.as_array().ok_or("EM-VLM4AD files are a list of [QA, images] pairs")?;
+    list.iter()
+        .enumerate()
+        .map(|(i, pair)| {
+            let (qa, images) = match pair.as_array().map(Vec::as_slice) {
+                Some([qa, images]) => (qa, images),
+                _ => return Err(format!("entry {i}: expected [{{\"Q\", \"A\"}}, {{camera: path}}]")),
+            };
+            let text = |k: &str| qa[k].as_str().map(str::to_string).ok_or_else(|| format!("entry {i}: no {k}"));
+            let images = images
+                .as_object()
+                .ok_or_else(|| format!("entry {i}: the images are not an object of camera -> path"))?
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|p| (k.clone(), p.to_string())))
+                .collect();
+            Ok(KeyFrame {
+                scene: "em_vlm4ad".into(),
+                frame: i.to_string(),
+                images,
+                questions: vec![DriveQa {
+                    id: format!("em_vlm4ad_{i}_0"),
+                    question: text("Q")?,
+                    answer: text("A")?,
+                    tags: vec![2],
+                }],
+            })
+        })
+        .collect()
 }
 
 /// Reads the challenge's prediction file: a list of `{"id", "question", "answer"}` (or the submission wrapper with a
@@ -293,6 +331,30 @@ pub fn evaluate(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn em_vlm4ad_pairs_become_single_question_frames_scored_by_language() {
+        let json = serde_json::json!([
+            [{"Q": "What is ahead?", "A": "A red car."}, {"CAM_FRONT": "data/CAM_FRONT/a.jpg", "CAM_BACK": "b.jpg"}],
+            [{"Q": "Is it safe to turn?", "A": "No, a truck is coming."}, {"CAM_FRONT": "data/CAM_FRONT/c.jpg"}]
+        ]);
+        let frames = load(&json).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].images.len(), 2);
+        assert_eq!(frames[1].questions[0].id, "em_vlm4ad_1_0");
+        // The second question mentions no object, yet is scored: no gating across EM-VLM4AD entries.
+        let preds: HashMap<String, String> =
+            [("em_vlm4ad_0_0", "A red car."), ("em_vlm4ad_1_0", "No, a truck is coming.")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
+        let s = evaluate(&frames, &preds, None);
+        assert_eq!((s.scored, s.gated_out), (2, 0));
+        assert!((s.language["ROUGE_L"] - 1.0).abs() < 1e-9, "{:?}", s.language);
+        assert!(s.accuracy.is_none());
+        let bad = serde_json::json!([[{"Q": "q"}, {}]]);
+        assert!(load(&bad).unwrap_err().contains("entry 0"));
+        assert!(load(&serde_json::json!([["only one"]])).unwrap_err().contains("entry 0"));
+    }
     use super::*;
 
     struct Fixed(f64);
