@@ -14,7 +14,7 @@ pub struct Args {
     /// The benchmark (DriveLM so far).
     #[arg(long, value_parser = ["drivelm"])]
     task: String,
-    /// The test file (DriveLM JSON: scenes -> key_frames -> QA).
+    /// The test file (DriveLM JSON: scenes -> key_frames -> QA; EM-VLM4AD's list) or a DriveLM-CARLA folder.
     #[arg(long)]
     data: PathBuf,
     /// Folder the file's image paths are relative to (their leading `../` is dropped).
@@ -71,9 +71,8 @@ fn runtime(e: impl std::fmt::Display) -> CliError {
 }
 
 fn load_frames(path: &Path) -> Result<Vec<drivelm::KeyFrame>, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
-    let json: Value = serde_json::from_str(&text).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
-    drivelm::load(&json).map_err(|e| runtime(format!("{}: {e}", path.display())))
+    drivelm::load_path(path)
+        .map_err(|e| CliError::usage(e, "expected DriveLM JSON, EM-VLM4AD's list or a CARLA folder"))
 }
 
 fn write_results(out: &Path, results: &Value) -> Result<(), CliError> {

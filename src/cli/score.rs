@@ -55,8 +55,11 @@ fn data(args: &Args) -> Result<Value, CliError> {
 }
 
 fn run_drivelm(args: &Args) -> Result<(), CliError> {
-    let frames =
-        drivelm::load(&data(args)?).map_err(|e| CliError::usage(e, "expected DriveLM's test_eval.json schema"))?;
+    let hint = "expected DriveLM's test_eval.json schema, EM-VLM4AD's list or a DriveLM-CARLA folder";
+    let frames = match args.data.as_deref() {
+        Some(folder) if folder.is_dir() => drivelm::load_path(folder).map_err(|e| CliError::usage(e, hint))?,
+        _ => drivelm::load(&data(args)?).map_err(|e| CliError::usage(e, hint))?,
+    };
     let predictions = drivelm::load_predictions(&read_json(&args.predictions)?).map_err(|e| {
         CliError::usage(e, "expected the challenge's output.json: [{\"id\", \"question\", \"answer\"}]")
     })?;

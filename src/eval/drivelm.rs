@@ -24,6 +24,7 @@ use super::judge::Judge;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 /// One question of the test file.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +55,7 @@ pub struct KeyFrame {
 const STAGES: [&str; 4] = ["perception", "prediction", "planning", "behavior"];
 
 /// Reads a DriveLM-nuScenes file (`test_eval.json`, or a training file, whose QAs then have no tags) or, when the
-/// file is a list, EM-VLM4AD's split format (see [`load_em_vlm4ad`]).
+/// file is a list, EM-VLM4AD's split format (see [`load_em_vlm4ad`]). Folders of CARLA frames: [`load_path`].
 pub fn load(json: &Value) -> Result<Vec<KeyFrame>, String> {
     if json.is_array() {
         return load_em_vlm4ad(json);
@@ -64,32 +65,74 @@ pub fn load(json: &Value) -> Result<Vec<KeyFrame>, String> {
     for (scene, body) in scenes {
         let key_frames = body["key_frames"].as_object().ok_or_else(|| format!("scene {scene}: no key_frames"))?;
         for (frame, data) in key_frames {
-            let mut questions = Vec::new();
-            for stage in STAGES {
-                for qa in data["QA"][stage].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-                    let tags = qa["tag"]
-                        .as_array()
-                        .map(|t| t.iter().filter_map(|v| v.as_u64()).map(|v| v as u8).collect())
-                        .unwrap_or_default();
-                    let text = |k: &str| {
-                        qa[k].as_str().map(str::to_string).ok_or_else(|| format!("{scene}/{frame}: a QA has no {k}"))
-                    };
-                    questions.push(DriveQa {
-                        id: format!("{scene}_{frame}_{}", questions.len()),
-                        question: text("Q")?,
-                        answer: text("A")?,
-                        tags,
-                    });
-                }
-            }
-            let images = data["image_paths"]
-                .as_object()
-                .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|p| (k.clone(), p.to_string()))).collect())
-                .unwrap_or_default();
-            frames.push(KeyFrame { scene: scene.clone(), frame: frame.clone(), images, questions });
+            frames.push(key_frame(scene, frame, data)?);
         }
     }
     Ok(frames)
+}
+
+/// One key frame's body (`QA` by stage, `image_paths`); cameras whose path is null (CARLA) are left out.
+fn key_frame(scene: &str, frame: &str, data: &Value) -> Result<KeyFrame, String> {
+    let mut questions = Vec::new();
+    for stage in STAGES {
+        for qa in data["QA"][stage].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            let tags = qa["tag"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|v| v.as_u64()).map(|v| v as u8).collect())
+                .unwrap_or_default();
+            let text =
+                |k: &str| qa[k].as_str().map(str::to_string).ok_or_else(|| format!("{scene}/{frame}: a QA has no {k}"));
+            questions.push(DriveQa {
+                id: format!("{scene}_{frame}_{}", questions.len()),
+                question: text("Q")?,
+                answer: text("A")?,
+                tags,
+            });
+        }
+    }
+    let images = data["image_paths"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|p| (k.clone(), p.to_string()))).collect())
+        .unwrap_or_default();
+    Ok(KeyFrame { scene: scene.to_string(), frame: frame.to_string(), images, questions })
+}
+
+/// Reads a DriveLM file ([`load`]) or, for a folder, DriveLM-CARLA's one JSON per frame
+/// (`<town>/<scenario>/<route>/<image_number>.json`, found recursively and read in sorted path order): the scene is
+/// the file's folder relative to the given one, the frame its stem.
+pub fn load_path(path: &Path) -> Result<Vec<KeyFrame>, String> {
+    let read = |p: &Path| -> Result<Value, String> {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    if !path.is_dir() {
+        return load(&read(path)?).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let mut files = Vec::new();
+    let mut folders = vec![path.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))? {
+            let entry = entry.map_err(|e| format!("{}: {e}", folder.display()))?.path();
+            if entry.is_dir() {
+                folders.push(entry);
+            } else if entry.extension().is_some_and(|e| e == "json") {
+                files.push(entry);
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("{}: no .json frame files (DriveLM-CARLA layout)", path.display()));
+    }
+    files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(path).unwrap_or(f);
+            let scene = rel.parent().map(|p| p.to_string_lossy().replace('/', "_")).unwrap_or_default();
+            let frame = f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            key_frame(&scene, &frame, &read(f)?).map_err(|e| format!("{}: {e}", f.display()))
+        })
+        .collect()
 }
 
 /// Reads EM-VLM4AD's split files (`multi_frame_{train,val,test}.json`): a list of `[{"Q", "A"}, {camera: path}]`
@@ -331,6 +374,30 @@ pub fn evaluate(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn carla_folders_give_one_front_camera_frame_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = dir.path().join("Town12/Accident/route7");
+        std::fs::create_dir_all(&route).unwrap();
+        let frame = |q: &str| {
+            serde_json::json!({"QA": {"perception": [{"Q": q, "A": "Yes.", "con_up": [], "con_down": [], "cluster": 0, "layer": 0}],
+                "prediction": [], "planning": [], "behavior": []},
+                "image_paths": {"CAM_FRONT": "images/0001.jpg", "CAM_BACK": null}})
+        };
+        std::fs::write(route.join("0002.json"), frame("Second?").to_string()).unwrap();
+        std::fs::write(route.join("0001.json"), frame("First?").to_string()).unwrap();
+        std::fs::write(route.join("notes.txt"), "not a frame").unwrap();
+        let frames = load_path(dir.path()).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].questions[0].question, "First?");
+        assert_eq!(frames[0].questions[0].id, "Town12_Accident_route7_0001_0");
+        assert_eq!(frames[0].images.keys().collect::<Vec<_>>(), ["CAM_FRONT"]);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(load_path(empty.path()).unwrap_err().contains("no .json"));
+        std::fs::write(route.join("0003.json"), "{").unwrap();
+        assert!(load_path(dir.path()).unwrap_err().contains("0003.json"));
+    }
 
     #[test]
     fn em_vlm4ad_pairs_become_single_question_frames_scored_by_language() {
