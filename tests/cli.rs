@@ -619,6 +619,27 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     }
     assert_eq!(answers(&lines("merged")), answers(&single_lines));
 
+    // The challenge's output.json holds the answered samples; `score --judge` reads it with the same file.
+    let output = dir.path().join("merged/output.json");
+    let submitted: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    assert_eq!(submitted.as_array().unwrap().len(), 4, "the two errored samples have no answer");
+    let (code, scored, err) = tokensieve(&[
+        "score",
+        "--task",
+        "drivelm",
+        "--predictions",
+        output.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--judge",
+        "echo 50",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let scored: serde_json::Value = serde_json::from_str(scored.trim()).unwrap();
+    assert_eq!(scored["scores"]["accuracy"], merged["scores"]["accuracy"]);
+    assert_eq!(scored["scores"]["chatgpt"], 50.0);
+
     // Without --resume an output folder is started afresh, and a bad shard is a usage error.
     eval("single", &[]);
     assert_eq!(lines("single").len(), 6);

@@ -1,5 +1,5 @@
 //! `tokensieve eval` and `tokensieve merge`: answer a DriveLM test file with the pipeline (one flushed JSON line per
-//! sample, `--resume`, `--shard i/n`) and write `results.json`; `merge` joins shard folders into one result that
+//! sample, `--resume`, `--shard i/n`) and write `results.json` and the challenge's `output.json`; `merge` joins shard folders into one result that
 //! equals a single run's.
 
 use super::{emit, CliError};
@@ -75,10 +75,14 @@ fn load_frames(path: &Path) -> Result<Vec<drivelm::KeyFrame>, CliError> {
         .map_err(|e| CliError::usage(e, "expected DriveLM JSON, EM-VLM4AD's list or a CARLA folder"))
 }
 
-fn write_results(out: &Path, results: &Value) -> Result<(), CliError> {
-    let path = out.join("results.json");
-    let text = serde_json::to_string_pretty(results).map_err(runtime)?;
-    std::fs::write(&path, text + "\n").map_err(|e| runtime(format!("{}: {e}", path.display())))
+/// Writes `results.json` and the challenge's `output.json` (for `score --judge` or the official script).
+fn write_results(out: &Path, results: &Value, lines: &[Value]) -> Result<(), CliError> {
+    for (name, value) in [("results.json", results), ("output.json", &runner::challenge_output(lines))] {
+        let path = out.join(name);
+        let text = serde_json::to_string_pretty(value).map_err(runtime)?;
+        std::fs::write(&path, text + "\n").map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// The configuration recorded (and hashed) in `results.json`: what changes the answers, not where files lie.
@@ -131,7 +135,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let lines = runner::read_lines(std::slice::from_ref(&args.out)).map_err(runtime)?;
     let results = runner::results(&lines, &frames, &config(&args));
-    write_results(&args.out, &results)?;
+    write_results(&args.out, &results, &lines)?;
     emit(&format!("{}\n", serde_json::to_string_pretty(&results).map_err(runtime)?))
 }
 
@@ -152,6 +156,6 @@ pub fn merge(args: MergeArgs) -> Result<(), CliError> {
     let path = args.out.join(runner::SAMPLES);
     std::fs::write(&path, text).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
     let results = runner::results(&lines, &frames, &config);
-    write_results(&args.out, &results)?;
+    write_results(&args.out, &results, &lines)?;
     emit(&format!("{}\n", serde_json::to_string_pretty(&results).map_err(runtime)?))
 }

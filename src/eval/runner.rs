@@ -198,6 +198,17 @@ pub fn results(lines: &[Value], frames: &[KeyFrame], config: &Value) -> Value {
     })
 }
 
+/// The answered samples in the challenge's submission format (`[{"id", "question", "answer"}]`, sample order), which
+/// `tokensieve score --task drivelm --judge ...` and the official `evaluation.py` read.
+pub fn challenge_output(lines: &[Value]) -> Value {
+    let mut answered: Vec<&Value> = lines.iter().filter(|l| l["prediction"].is_string()).collect();
+    answered.sort_by_key(|l| l["index"].as_u64().unwrap_or(u64::MAX));
+    answered.dedup_by(|a, b| a["id"] == b["id"]);
+    Value::Array(
+        answered.iter().map(|l| json!({"id": l["id"], "question": l["question"], "answer": l["prediction"]})).collect(),
+    )
+}
+
 /// Every sample line of the given output folders.
 pub fn read_lines(dirs: &[PathBuf]) -> Result<Vec<Value>, String> {
     let mut lines = Vec::new();
