@@ -12,6 +12,7 @@
 //! - In-decoder pruning: FastV's rule at layer `K` on the last prompt token's attention (`fastv:layer=K,ratio=R`).
 
 use crate::pipeline::flops::{prefill_macs, DecoderShape};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -154,9 +155,12 @@ impl VideoQa {
             ms
         };
         let side = self.model.vision.config.image_size;
+        // Frames are resized independently (six 1600x900 cameras take most of the time to first token), so in parallel.
+        let processor = &self.processor;
+        let processed: Vec<_> =
+            frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
         let mut pixels = Vec::with_capacity(frames.len() * 3 * side * side);
-        for f in frames {
-            let p = self.processor.preprocess(&f.rgb, f.width as usize, f.height as usize);
+        for p in processed {
             if (p.width, p.height) != (side, side) {
                 return Err(QaError::InputSize { got: p.width, got_h: p.height, side });
             }
