@@ -640,6 +640,14 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     assert_eq!(scored["scores"]["accuracy"], merged["scores"]["accuracy"]);
     assert_eq!(scored["scores"]["chatgpt"], 50.0);
 
+    // Resuming retries the failed samples: once f2's image exists they are answered and their new lines count.
+    let front = dir.path().join("nuscenes/samples/CAM_FRONT");
+    std::fs::copy(front.join("a.png"), front.join("missing.png")).unwrap();
+    let retried = eval("single", &["--resume"]);
+    assert_eq!(lines("single").len(), 8, "two retried samples appended");
+    assert_eq!((retried["samples"].as_u64(), retried["errors"].as_u64()), (Some(6), Some(0)), "{retried}");
+    std::fs::remove_file(front.join("missing.png")).unwrap();
+
     // Without --resume an output folder is started afresh, and a bad shard is a usage error.
     eval("single", &[]);
     assert_eq!(lines("single").len(), 6);

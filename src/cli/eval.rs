@@ -1,6 +1,6 @@
 //! `tokensieve eval` and `tokensieve merge`: answer a DriveLM test file with the pipeline (one flushed JSON line per
-//! sample, `--resume`, `--shard i/n`) and write `results.json` and the challenge's `output.json`; `merge` joins shard folders into one result that
-//! equals a single run's.
+//! sample, `--resume`, `--shard i/n`) and write `results.json` and the challenge's `output.json`; `merge` joins shard
+//! folders into one result that equals a single run's.
 
 use super::{emit, CliError};
 use serde_json::{json, Value};
@@ -47,7 +47,7 @@ pub struct Args {
     /// Run shard `i` of `n` (samples whose index mod n is i).
     #[arg(long, default_value = "0/1")]
     shard: Shard,
-    /// Keep the samples already in the output folder and answer only the rest.
+    /// Keep the samples already answered in the output folder and answer the rest (failed ones again).
     #[arg(long)]
     resume: bool,
 }
@@ -142,9 +142,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
 /// Runs `merge`: the union of the shards' sample lines (in sample order) and the results computed from them.
 pub fn merge(args: MergeArgs) -> Result<(), CliError> {
     let frames = load_frames(&args.data)?;
-    let mut lines = runner::read_lines(&args.shards).map_err(runtime)?;
-    lines.sort_by_key(|l| l["index"].as_u64().unwrap_or(u64::MAX));
-    lines.dedup_by(|a, b| a["id"] == b["id"]);
+    let all = runner::read_lines(&args.shards).map_err(runtime)?;
+    let lines: Vec<Value> = runner::latest(&all).into_iter().cloned().collect();
     let first = args.shards[0].join("results.json");
     let config = std::fs::read_to_string(&first)
         .ok()

@@ -58,14 +58,29 @@ fn samples(frames: &[KeyFrame]) -> Vec<Sample<'_>> {
         .collect()
 }
 
-/// Ids already in `dir`'s sample file.
+/// Ids answered in `dir`'s sample file. Samples that ended in an error are not finished: `--resume` tries them again
+/// (the images may have been restored), and the newer line wins (see [`latest`]).
 pub fn finished(dir: &Path) -> HashSet<String> {
     std::fs::read_to_string(dir.join(SAMPLES))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["prediction"].is_string())
         .filter_map(|v| v["id"].as_str().map(str::to_string))
         .collect()
+}
+
+/// One line per sample id, the last written winning, in sample order.
+pub fn latest(lines: &[Value]) -> Vec<&Value> {
+    let mut by_id: HashMap<&str, &Value> = HashMap::new();
+    for l in lines {
+        if let Some(id) = l["id"].as_str() {
+            by_id.insert(id, l);
+        }
+    }
+    let mut kept: Vec<&Value> = by_id.into_values().collect();
+    kept.sort_by_key(|l| (l["index"].as_u64().unwrap_or(u64::MAX), l["id"].as_str().map(str::to_string)));
+    kept
 }
 
 /// Cuts a last line without its newline (a run killed while writing it), so appended lines start on their own line.
@@ -141,15 +156,11 @@ pub fn run(
     Ok(total)
 }
 
-/// `results.json` from sample lines (any order, duplicates by id ignored): DriveLM scores of the answered samples
-/// and the efficiency means.
+/// `results.json` from sample lines (any order; for an id written twice the last line counts): DriveLM scores of
+/// the answered samples and the efficiency means.
 pub fn results(lines: &[Value], frames: &[KeyFrame], config: &Value) -> Value {
-    let mut by_id: BTreeMap<String, &Value> = BTreeMap::new();
-    for l in lines {
-        if let Some(id) = l["id"].as_str() {
-            by_id.entry(id.to_string()).or_insert(l);
-        }
-    }
+    let by_id: BTreeMap<String, &Value> =
+        latest(lines).into_iter().filter_map(|l| Some((l["id"].as_str()?.to_string(), l))).collect();
     let predictions: HashMap<String, String> =
         by_id.iter().filter_map(|(id, l)| l["prediction"].as_str().map(|p| (id.clone(), p.to_string()))).collect();
     let answered: HashSet<&String> = by_id.keys().collect();
@@ -201,11 +212,12 @@ pub fn results(lines: &[Value], frames: &[KeyFrame], config: &Value) -> Value {
 /// The answered samples in the challenge's submission format (`[{"id", "question", "answer"}]`, sample order), which
 /// `tokensieve score --task drivelm --judge ...` and the official `evaluation.py` read.
 pub fn challenge_output(lines: &[Value]) -> Value {
-    let mut answered: Vec<&Value> = lines.iter().filter(|l| l["prediction"].is_string()).collect();
-    answered.sort_by_key(|l| l["index"].as_u64().unwrap_or(u64::MAX));
-    answered.dedup_by(|a, b| a["id"] == b["id"]);
     Value::Array(
-        answered.iter().map(|l| json!({"id": l["id"], "question": l["question"], "answer": l["prediction"]})).collect(),
+        latest(lines)
+            .into_iter()
+            .filter(|l| l["prediction"].is_string())
+            .map(|l| json!({"id": l["id"], "question": l["question"], "answer": l["prediction"]}))
+            .collect(),
     )
 }
 
