@@ -18,6 +18,9 @@ build: setup
 test: setup
 	@$(ENV) && cargo fmt --all --check
 	@$(ENV) && cargo clippy --workspace --all-targets $(FEATURES) -- -D warnings
+	@# The other feature sets users build must compile too (without libtorch; libtorch without FFmpeg).
+	@$(ENV) && cargo clippy --workspace --all-targets -- -D warnings
+	@$(ENV) && cargo clippy --workspace --all-targets --no-default-features --features torch -- -D warnings
 	@$(ENV) && cargo test --workspace $(FEATURES)
 
 doctor: build

@@ -23,18 +23,8 @@ pub struct Args {
     /// A LLaVA model directory.
     #[arg(long)]
     model: PathBuf,
-    /// A pre-LLM pruner `name:key=value,...` (repeatable: applied in order).
-    #[arg(long)]
-    pruner: Vec<String>,
-    /// Keep this many visual tokens (all cameras together).
-    #[arg(long, conflicts_with = "ratio")]
-    keep: Option<usize>,
-    /// Keep this fraction of the visual tokens.
-    #[arg(long)]
-    ratio: Option<f64>,
-    /// In-decoder pruning, `fastv:layer=K,ratio=R`.
-    #[arg(long)]
-    in_llm: Option<String>,
+    #[command(flatten)]
+    pruning: super::llm::PruningFlags,
     /// Most tokens to generate per answer.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -91,10 +81,10 @@ fn config(args: &Args) -> Value {
         "task": args.task,
         "data": args.data.file_name().map(|n| n.to_string_lossy().to_string()),
         "model": args.model.file_name().map(|n| n.to_string_lossy().to_string()),
-        "pruner": args.pruner,
-        "keep": args.keep,
-        "ratio": args.ratio,
-        "in_llm": args.in_llm,
+        "pruner": args.pruning.pruner,
+        "keep": args.pruning.keep,
+        "ratio": args.pruning.ratio,
+        "in_llm": args.pruning.in_llm,
         "max_new_tokens": args.max_new_tokens,
         "limit": args.limit,
     })
@@ -102,8 +92,7 @@ fn config(args: &Args) -> Value {
 
 /// Runs `eval`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let opts =
-        super::llm::qa_options(&args.pruner, args.keep, args.ratio, args.in_llm.as_deref(), args.max_new_tokens)?;
+    let opts = super::llm::qa_options(&args.pruning, args.max_new_tokens)?;
     let frames = load_frames(&args.data)?;
     let qa = tokensieve::pipeline::video_qa::VideoQa::load(&args.model, tch::Device::cuda_if_available())
         .map_err(runtime)?;

@@ -42,6 +42,23 @@ pub struct ForwardArgs {
     json: bool,
 }
 
+/// How a question's visual tokens are pruned: flags shared by `ask` and `eval`.
+#[derive(Debug, clap::Args)]
+pub struct PruningFlags {
+    /// A pre-LLM pruner `name:key=value,...` (repeatable: applied in order).
+    #[arg(long)]
+    pub pruner: Vec<String>,
+    /// Keep this many visual tokens (all frames together).
+    #[arg(long, conflicts_with = "ratio")]
+    pub keep: Option<usize>,
+    /// Keep this fraction of the visual tokens.
+    #[arg(long)]
+    pub ratio: Option<f64>,
+    /// In-decoder pruning, `fastv:layer=K,ratio=R` (R = fraction of visual tokens dropped).
+    #[arg(long)]
+    pub in_llm: Option<String>,
+}
+
 /// Arguments of `ask`.
 #[derive(Debug, clap::Args)]
 pub struct AskArgs {
@@ -59,18 +76,8 @@ pub struct AskArgs {
     /// Frames to sample from the video (lmms-eval uniform).
     #[arg(long, default_value_t = 8)]
     frames: usize,
-    /// A pre-LLM pruner `name:key=value,...` (repeatable: applied in order).
-    #[arg(long)]
-    pruner: Vec<String>,
-    /// Keep this many visual tokens.
-    #[arg(long, conflicts_with = "ratio")]
-    keep: Option<usize>,
-    /// Keep this fraction of the visual tokens.
-    #[arg(long)]
-    ratio: Option<f64>,
-    /// In-decoder pruning, `fastv:layer=K,ratio=R` (R = fraction of visual tokens dropped).
-    #[arg(long)]
-    in_llm: Option<String>,
+    #[command(flatten)]
+    pruning: PruningFlags,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
@@ -145,8 +152,6 @@ struct Prefill {
 
 /// Runs a Hugging Face directory.
 fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
-    use tokensieve::models::llava::Llava;
-    use tokensieve::video::preprocess::ImageProcessor;
     let dir = &args.model;
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
     let config: serde_json::Value = std::fs::read_to_string(dir.join("config.json"))
@@ -161,7 +166,15 @@ fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
     let device = tch::Device::cuda_if_available();
     let model_type = config["model_type"].as_str().unwrap_or_default();
     match model_type {
+        #[cfg(not(feature = "video"))]
+        "llava" => Err(CliError::usage(
+            "this build has no image preprocessing (the `video` feature), which llava needs",
+            "build with --features torch,video",
+        )),
+        #[cfg(feature = "video")]
         "llava" => {
+            use tokensieve::models::llava::Llava;
+            use tokensieve::video::preprocess::ImageProcessor;
             let model = Llava::load(dir, device).map_err(|e| runtime(&e))?;
             if args.image.len() != 1 {
                 return Err(CliError::usage(
@@ -255,12 +268,11 @@ pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
 /// Pipeline settings from the `--pruner`, `--keep`/`--ratio` and `--in-llm` flags (shared by `ask` and `eval`).
 #[cfg(feature = "video")]
 pub(super) fn qa_options(
-    pruner: &[String],
-    keep: Option<usize>,
-    ratio: Option<f64>,
-    in_llm: Option<&str>,
+    flags: &PruningFlags,
     max_new_tokens: usize,
 ) -> Result<tokensieve::pipeline::video_qa::QaOptions, CliError> {
+    let PruningFlags { pruner, keep, ratio, in_llm } = flags;
+    let (keep, ratio, in_llm) = (*keep, *ratio, in_llm.as_deref());
     use tokensieve::pruners::in_decoder::fastv::FastV;
     use tokensieve::pruners::{Budget, Method};
     let usage = |e: String| CliError::usage(e, "see `tokensieve ask --help`");
@@ -299,7 +311,7 @@ pub(super) fn qa_options(
 #[cfg(feature = "video")]
 fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
     use tokensieve::pipeline::video_qa::VideoQa;
-    let opts = qa_options(&args.pruner, args.keep, args.ratio, args.in_llm.as_deref(), args.max_new_tokens)?;
+    let opts = qa_options(&args.pruning, args.max_new_tokens)?;
     let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
     let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available())
         .map_err(|e| CliError::runtime(e.to_string(), None))?;

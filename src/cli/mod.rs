@@ -90,7 +90,7 @@ pub fn emit(text: &str) -> Result<(), CliError> {
 }
 
 /// Frames at their own resolution from `--video` (uniform) or `--image` files, for the model commands.
-#[cfg(feature = "video")]
+#[cfg(all(feature = "torch", feature = "video"))]
 pub fn frames_from(
     video: Option<&std::path::Path>,
     images: &[std::path::PathBuf],
