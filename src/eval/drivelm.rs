@@ -110,7 +110,13 @@ pub fn load_path(path: &Path) -> Result<Vec<KeyFrame>, String> {
     }
     let mut files = Vec::new();
     let mut folders = vec![path.to_path_buf()];
+    // Linked folders are followed (datasets are often assembled from links) but each real folder is read once, so a
+    // link cycle cannot loop.
+    let mut seen = std::collections::HashSet::new();
     while let Some(folder) = folders.pop() {
+        if !seen.insert(std::fs::canonicalize(&folder).unwrap_or_else(|_| folder.clone())) {
+            continue;
+        }
         for entry in std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))? {
             let entry = entry.map_err(|e| format!("{}: {e}", folder.display()))?.path();
             if entry.is_dir() {
@@ -395,6 +401,9 @@ mod tests {
         assert_eq!(frames[0].images.keys().collect::<Vec<_>>(), ["CAM_FRONT"]);
         let empty = tempfile::tempdir().unwrap();
         assert!(load_path(empty.path()).unwrap_err().contains("no .json"));
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path(), route.join("loop")).unwrap();
+        assert_eq!(load_path(dir.path()).unwrap().len(), 2, "a link back up is read once");
         std::fs::write(route.join("0003.json"), "{").unwrap();
         assert!(load_path(dir.path()).unwrap_err().contains("0003.json"));
     }
