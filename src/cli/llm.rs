@@ -271,10 +271,10 @@ pub(super) fn qa_options(
     flags: &PruningFlags,
     max_new_tokens: usize,
 ) -> Result<tokensieve::pipeline::video_qa::QaOptions, CliError> {
-    let PruningFlags { pruner, keep, ratio, in_llm } = flags;
-    let (keep, ratio, in_llm) = (*keep, *ratio, in_llm.as_deref());
     use tokensieve::pruners::in_decoder::fastv::FastV;
     use tokensieve::pruners::{Budget, Method};
+    let PruningFlags { pruner, keep, ratio, in_llm } = flags;
+    let (keep, ratio, in_llm) = (*keep, *ratio, in_llm.as_deref());
     let usage = |e: String| CliError::usage(e, "see `tokensieve ask --help`");
     let pruners = pruner
         .iter()
