@@ -640,6 +640,20 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     assert_eq!(scored["scores"]["accuracy"], merged["scores"]["accuracy"]);
     assert_eq!(scored["scores"]["chatgpt"], 50.0);
 
+    // Shards of different settings are refused.
+    eval("other", &["--shard", "1/2", "--in-llm", "fastv:layer=1,ratio=0.5"]);
+    let (code, _, err) = tokensieve(&[
+        "merge",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("bad").to_str().unwrap(),
+        dir.path().join("s0").to_str().unwrap(),
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("different configurations"), "{err}");
+
     // Resuming retries the failed samples: once f2's image exists they are answered and their new lines count.
     let front = dir.path().join("nuscenes/samples/CAM_FRONT");
     std::fs::copy(front.join("a.png"), front.join("missing.png")).unwrap();

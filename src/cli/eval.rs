@@ -133,12 +133,23 @@ pub fn merge(args: MergeArgs) -> Result<(), CliError> {
     let frames = load_frames(&args.data)?;
     let all = runner::read_lines(&args.shards).map_err(runtime)?;
     let lines: Vec<Value> = runner::latest(&all).into_iter().cloned().collect();
-    let first = args.shards[0].join("results.json");
-    let config = std::fs::read_to_string(&first)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .map(|r| r["config"].clone())
-        .unwrap_or(Value::Null);
+    // Shards of one evaluation share their configuration; joining runs of different settings would average them.
+    // A shard killed before writing results.json has no recorded configuration and is not compared.
+    let configs: Vec<(PathBuf, Value)> = args
+        .shards
+        .iter()
+        .filter_map(|d| {
+            let text = std::fs::read_to_string(d.join("results.json")).ok()?;
+            Some((d.clone(), serde_json::from_str::<Value>(&text).ok()?["config"].clone()))
+        })
+        .collect();
+    if let Some((other, _)) = configs.iter().find(|(_, c)| *c != configs[0].1) {
+        return Err(CliError::usage(
+            format!("{} and {} ran with different configurations", configs[0].0.display(), other.display()),
+            "merge only the shards of one evaluation (compare the `config` in their results.json)",
+        ));
+    }
+    let config = configs.first().map_or(Value::Null, |(_, c)| c.clone());
     std::fs::create_dir_all(&args.out).map_err(|e| runtime(format!("{}: {e}", args.out.display())))?;
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let path = args.out.join(runner::SAMPLES);
