@@ -567,7 +567,7 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     let single_lines = lines("single");
     assert_eq!(single["samples"], 6);
     assert_eq!(single["errors"], 2, "f2's image is missing: {single}");
-    assert_eq!(single["key_frames_scored"], 2);
+    assert_eq!(single["scores"]["key_frames_scored"], 2);
     assert!(
         single["scores"]["missing_predictions"].as_u64().unwrap() >= 1,
         "an errored sample is unanswered: {single}"
@@ -605,6 +605,8 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     let merged_dir = dir.path().join("merged");
     let (code, out, err) = tokensieve(&[
         "merge",
+        "--task",
+        "drivelm",
         "--data",
         data.to_str().unwrap(),
         "--out",
@@ -614,7 +616,7 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     ]);
     assert_eq!(code, 0, "{err}");
     let merged: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for key in ["samples", "errors", "key_frames_scored", "scores", "config_hash"] {
+    for key in ["samples", "errors", "scores", "config_hash"] {
         assert_eq!(merged[key], single[key], "{key}");
     }
     assert_eq!(answers(&lines("merged")), answers(&single_lines));
@@ -644,6 +646,8 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     eval("other", &["--shard", "1/2", "--in-llm", "fastv:layer=1,ratio=0.5"]);
     let (code, _, err) = tokensieve(&[
         "merge",
+        "--task",
+        "drivelm",
         "--data",
         data.to_str().unwrap(),
         "--out",
@@ -727,4 +731,178 @@ fn eval_reads_em_vlm4ad_split_files() {
     assert!(v["scores"]["language"]["CIDEr"].is_number(), "{v}");
     // Two cameras, then one: 32 and 16 visual tokens without a pruner.
     assert!((v["efficiency"]["mean_visual_tokens"].as_f64().unwrap() - 24.0).abs() < 1e-9, "{v}");
+}
+
+/// Runs `eval` with the tiny LLaVA and returns (exit code, printed results, stderr).
+#[cfg(all(feature = "torch", feature = "video"))]
+fn eval_run(task: &str, data: &Path, root: &Path, out: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut args = vec![
+        "eval",
+        "--task",
+        task,
+        "--data",
+        data.to_str().unwrap(),
+        "--data-root",
+        root.to_str().unwrap(),
+        "--model",
+        TINY_LLAVA,
+        "--max-new-tokens",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, err) = tokensieve(&args);
+    (code, serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null), err)
+}
+
+#[cfg(all(feature = "torch", feature = "video"))]
+fn sample_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn eval_video_benchmarks_sample_frames_and_score_with_named_extractors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Video-MME's Hugging Face parquet: two questions on `bikes`, one on a video that is not there.
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(asset("videos/bikes.mp4"), dir.path().join("data/bikes.mp4")).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/videomme_test.parquet");
+    let out = dir.path().join("vm");
+    let (code, v, err) =
+        eval_run("videomme", &data, dir.path(), &out, &["--frames", "2", "--pruner", "todre", "--keep", "8"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((v["samples"].as_u64(), v["errors"].as_u64()), (Some(3), Some(1)), "{v}");
+    assert_eq!(v["scores"]["extractor"], "videomme_official");
+    let overall = &v["scores"]["overall"];
+    assert_eq!(overall["counted"].as_u64().unwrap() + overall["excluded"].as_u64().unwrap(), 2, "{v}");
+    assert_eq!(v["scores"]["without_reply"], 1, "the missing video is not scored: {v}");
+    assert!(v["scores"]["by"]["duration"]["short"].is_object(), "{v}");
+    let lines = sample_lines(&out.join("samples_videomme.jsonl"));
+    let answered = lines.iter().find(|l| l["id"] == "001-1").unwrap();
+    assert_eq!(answered["record"]["frames"].as_array().unwrap().len(), 2, "--frames 2");
+    assert_eq!(answered["record"]["visual_tokens"][0], serde_json::json!(["encoder", 32]));
+    assert_eq!(answered["record"]["visual_tokens"][1], serde_json::json!(["todre", 8]));
+    assert_eq!(answered["target"], "B");
+    assert!(answered["decode_ms"].as_f64().unwrap() > 0.0);
+    let missing = lines.iter().find(|l| l["id"] == "002-1").unwrap();
+    assert!(missing["error"].as_str().unwrap().contains("lost_video"), "{missing}");
+
+    // The same lines under another extractor: merge rescores them; its name is in the result.
+    let (code, merged, err) = {
+        let (c, o, e) = tokensieve(&[
+            "merge",
+            "--task",
+            "videomme",
+            "--data",
+            data.to_str().unwrap(),
+            "--extractor",
+            "lmms_eval_2026_priority",
+            "--out",
+            dir.path().join("rescored").to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        (c, serde_json::from_str::<serde_json::Value>(&o).unwrap_or_default(), e)
+    };
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(merged["scores"]["extractor"], "lmms_eval_2026_priority");
+    assert_eq!(merged["scores"]["overall"]["counted"], 2, "this extractor excludes nothing");
+
+    // MLVU: the official JSON folder, videos under video/<task folder>/, a system prompt, M-Avg.
+    let mlvu = dir.path().join("MLVU");
+    std::fs::create_dir_all(mlvu.join("json")).unwrap();
+    std::fs::create_dir_all(mlvu.join("video/4_count")).unwrap();
+    std::os::unix::fs::symlink(asset("videos/cup.mp4"), mlvu.join("video/4_count/cup.mp4")).unwrap();
+    let q = serde_json::json!([{"video": "cup.mp4", "duration": 10.0, "question": "How many cups?",
+        "candidates": ["1", "2", "3"], "answer": "1", "question_type": "count"}]);
+    std::fs::write(mlvu.join("json/4_count.json"), q.to_string()).unwrap();
+    let (code, v, err) = eval_run("mlvu", &mlvu.join("json"), &mlvu, &dir.path().join("mlvu_out"), &["--frames", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((v["samples"].as_u64(), v["errors"].as_u64()), (Some(1), Some(0)), "{v}");
+    assert!(v["scores"]["macro_accuracy"].is_number(), "M-Avg: {v}");
+    assert_eq!(v["config"]["frames"], 3);
+
+    // Bad settings are usage errors with one line.
+    let (code, _, err) = eval_run("videomme", &data, dir.path(), &out, &["--extractor", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = eval_run("mlvu", &data, dir.path(), &out, &[]);
+    assert_eq!(code, 2, "a Video-MME file read as MLVU: {err}");
+    assert!(err.contains("candidates"), "{err}");
+}
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn eval_nuscenes_qa_finds_cameras_through_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("nuscenes");
+    for (cam, shade) in [("CAM_FRONT", 30u8), ("CAM_BACK_LEFT", 220u8)] {
+        std::fs::create_dir_all(root.join("samples").join(cam)).unwrap();
+        let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([shade, (x * 6) as u8, (y * 8) as u8]));
+        img.save(root.join("samples").join(cam).join("k1.png")).unwrap();
+    }
+    std::fs::create_dir_all(root.join("v1.0-mini")).unwrap();
+    let meta = serde_json::json!([
+        {"token": "a", "sample_token": "s1", "filename": "samples/CAM_BACK_LEFT/k1.png", "is_key_frame": true},
+        {"token": "b", "sample_token": "s1", "filename": "samples/CAM_FRONT/k1.png", "is_key_frame": true},
+        {"token": "c", "sample_token": "s1", "filename": "sweeps/CAM_FRONT/x.png", "is_key_frame": false},
+    ]);
+    std::fs::write(root.join("v1.0-mini/sample_data.json"), meta.to_string()).unwrap();
+    let q = |token: &str, question: &str, answer: serde_json::Value, kind: &str, hop: u64| {
+        serde_json::json!({"sample_token": token, "question": question, "answer": answer,
+            "num_hop": hop, "template_type": kind})
+    };
+    let data = dir.path().join("NuScenes_val_questions.json");
+    let questions = serde_json::json!({"questions": [
+        q("s1", "Are there any cars?", serde_json::json!("yes"), "exist", 0),
+        q("s1", "How many buses are there?", serde_json::json!(0), "count", 1),
+        q("s9", "Is the truck moving?", serde_json::json!("no"), "status", 0),
+    ]});
+    std::fs::write(&data, questions.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let (code, v, err) = eval_run("nuscenes-qa", &data, &root, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((v["samples"].as_u64(), v["errors"].as_u64()), (Some(3), Some(1)), "{v}");
+    let acc = &v["scores"]["accuracy"];
+    assert_eq!(acc["Overall"]["total"], 2, "the key frame without cameras is not scored: {v}");
+    assert_eq!(acc["count_1"]["total"], 1, "{v}");
+    assert_eq!(v["scores"]["normaliser"], "nuscenesqa_v1");
+    let lines = sample_lines(&out.join("samples_nuscenes_qa.jsonl"));
+    // Two cameras of 16 patches each, in nuScenes order.
+    assert_eq!(lines[0]["record"]["visual_tokens"][0], serde_json::json!(["encoder", 32]));
+    assert!(lines[2]["error"].as_str().unwrap().contains("s9"), "{}", lines[2]);
+    // Without the metadata, the data root is wrong: one line, exit 2.
+    let (code, _, err) = eval_run("nuscenes-qa", &data, dir.path(), &out, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sample_data.json"), "{err}");
+}
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn eval_lingoqa_reads_parquet_judges_and_writes_predictions_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("images/val/seg1");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..2u8 {
+        let img = image::RgbImage::from_fn(64, 36, |x, y| image::Rgb([(x * 4) as u8, (y * 7) as u8, 90 * i]));
+        img.save(frames.join(format!("{i}.png"))).unwrap();
+    }
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/lingoqa_val.parquet");
+    let out = dir.path().join("out");
+    let (code, v, err) = eval_run("lingoqa", &data, dir.path(), &out, &["--judge", "echo 1.5"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((v["samples"].as_u64(), v["errors"].as_u64()), (Some(2), Some(0)), "{v}");
+    assert_eq!(v["scores"]["lingo_judge"], 100.0, "every logit is positive: {v}");
+    assert_eq!(v["scores"]["judged"], 2);
+    assert!(v["scores"]["language"]["CIDEr"].is_number(), "{v}");
+    let lines = sample_lines(&out.join("samples_lingoqa.jsonl"));
+    assert_eq!(lines[0]["record"]["visual_tokens"][0], serde_json::json!(["encoder", 32]), "two frames");
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    assert!(csv.starts_with("question_id,segment_id,answer\nq1,seg1,"), "{csv}");
+    assert_eq!(csv.lines().count(), 3);
+    // A negative logit is a wrong answer; no judge means not scored.
+    let (_, v, _) = eval_run("lingoqa", &data, dir.path(), &out, &["--resume", "--judge", "echo -0.5"]);
+    assert_eq!(v["scores"]["lingo_judge"], 0.0, "{v}");
+    let (_, v, _) = eval_run("lingoqa", &data, dir.path(), &out, &["--resume"]);
+    assert!(v["scores"]["lingo_judge"].is_null() && v["scores"]["not_scored"][0].is_string(), "{v}");
 }

@@ -1,25 +1,34 @@
-//! `tokensieve eval` and `tokensieve merge`: answer a DriveLM test file with the pipeline (one flushed JSON line per
-//! sample, `--resume`, `--shard i/n`) and write `results.json` and the challenge's `output.json`; `merge` joins shard
-//! folders into one result that equals a single run's.
+//! `tokensieve eval` and `tokensieve merge`: answer a benchmark with the pipeline (one flushed JSON line per sample,
+//! `--resume`, `--shard i/n`) and write `results.json` plus the file the official scorer reads (DriveLM's
+//! `output.json`, LingoQA's `predictions.csv`); `merge` joins shard folders into one result that equals a single
+//! run's.
 
 use super::{emit, CliError};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use tokensieve::eval::drivelm;
-use tokensieve::eval::runner::{self, Shard};
+use tokensieve::eval::error::EvalError;
+use tokensieve::eval::judge::CommandJudge;
+use tokensieve::eval::runner::{self, Plan, Shard};
+use tokensieve::eval::task::{Dataset, Scoring, TASKS};
 
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The benchmark (DriveLM so far).
-    #[arg(long, value_parser = ["drivelm"])]
+    /// The benchmark: drivelm, nuscenes-qa, lingoqa, videomme, mlvu, longvideobench, egoschema or nextqa.
+    #[arg(long, value_parser = TASKS)]
     task: String,
-    /// The test file (DriveLM JSON: scenes -> key_frames -> QA; EM-VLM4AD's list) or a DriveLM-CARLA folder.
+    /// The dataset file (JSON, JSONL, CSV or parquet as the benchmark publishes it; a DriveLM-CARLA or MLVU folder).
     #[arg(long)]
     data: PathBuf,
-    /// Folder the file's image paths are relative to (their leading `../` is dropped).
+    /// Where the media lie: DriveLM's and LingoQA's image paths are relative to it, NuScenes-QA needs the nuScenes
+    /// root (samples/ and v1.0-*/), the video benchmarks their video folder.
     #[arg(long)]
     data_root: PathBuf,
+    /// Frames sampled uniformly from each video (video benchmarks).
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    #[command(flatten)]
+    scoring: ScoringFlags,
     /// A LLaVA model directory.
     #[arg(long)]
     model: PathBuf,
@@ -28,7 +37,7 @@ pub struct Args {
     /// Most tokens to generate per answer.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
-    /// Output folder (`samples_drivelm.jsonl`, `results.json`).
+    /// Output folder (`samples_<task>.jsonl`, `results.json`).
     #[arg(long)]
     out: PathBuf,
     /// Only the first N samples (in file order, before sharding).
@@ -42,12 +51,49 @@ pub struct Args {
     resume: bool,
 }
 
+/// How answers are scored (shared by `eval` and `merge`).
+#[derive(Debug, clap::Args)]
+pub struct ScoringFlags {
+    /// Multiple-choice answer extractor (default: the benchmark's; see `tokensieve::eval::mcq::EXTRACTORS`).
+    #[arg(long)]
+    extractor: Option<String>,
+    /// Seed of the extractors that fall back to a random option.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Judge command (prompt on stdin, score on stdout) for DriveLM's judge parts and Lingo-Judge.
+    #[arg(long)]
+    judge: Option<String>,
+}
+
+impl ScoringFlags {
+    fn scoring(&self) -> Result<Scoring, CliError> {
+        if let Some(e) = &self.extractor {
+            if !tokensieve::eval::mcq::EXTRACTORS.contains(&e.as_str()) {
+                return Err(CliError::usage(
+                    format!("unknown extractor `{e}`"),
+                    format!("known: {}", tokensieve::eval::mcq::EXTRACTORS.join(", ")),
+                ));
+            }
+        }
+        Ok(Scoring {
+            extractor: self.extractor.clone(),
+            seed: self.seed,
+            judge: self.judge.clone().map(|command| CommandJudge { command }),
+        })
+    }
+}
+
 /// Arguments of `merge`.
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
-    /// The benchmark's test file (the same one the shards ran on).
+    /// The benchmark the shards ran.
+    #[arg(long, value_parser = TASKS)]
+    task: String,
+    /// The benchmark's dataset file (the same one the shards ran on).
     #[arg(long)]
     data: PathBuf,
+    #[command(flatten)]
+    scoring: ScoringFlags,
     /// Folder for the merged `samples_drivelm.jsonl` and `results.json`.
     #[arg(long)]
     out: PathBuf,
@@ -60,17 +106,25 @@ fn runtime(e: impl std::fmt::Display) -> CliError {
     CliError::runtime(e.to_string(), None)
 }
 
-fn load_frames(path: &Path) -> Result<Vec<drivelm::KeyFrame>, CliError> {
-    drivelm::load_path(path)
-        .map_err(|e| CliError::usage(e, "expected DriveLM JSON, EM-VLM4AD's list or a CARLA folder"))
+/// A dataset, media or setting problem is the user's to fix (exit 2); the rest is a runtime failure.
+fn eval_error(e: EvalError) -> CliError {
+    match e {
+        EvalError::Io { .. } => runtime(e),
+        EvalError::Format { .. } | EvalError::Record { .. } => {
+            CliError::usage(e.to_string(), "check --task, --data and --data-root (see `tokensieve eval --help`)")
+        }
+        EvalError::Setting(m) => CliError::usage(m, "see `tokensieve eval --help`"),
+    }
 }
 
-/// Writes `results.json` and the challenge's `output.json` (for `score --judge` or the official script).
-fn write_results(out: &Path, results: &Value, lines: &[Value]) -> Result<(), CliError> {
-    for (name, value) in [("results.json", results), ("output.json", &runner::challenge_output(lines))] {
+/// Writes `results.json` and the official scorer's input file, if the task has one.
+fn write_results(out: &Path, dataset: &Dataset, results: &Value, lines: &[Value]) -> Result<(), CliError> {
+    let latest = runner::latest(lines);
+    let mut files = vec![("results.json", serde_json::to_string_pretty(results).map_err(runtime)? + "\n")];
+    files.extend(dataset.submission(&latest));
+    for (name, text) in files {
         let path = out.join(name);
-        let text = serde_json::to_string_pretty(value).map_err(runtime)?;
-        std::fs::write(&path, text + "\n").map_err(|e| runtime(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, text).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -87,51 +141,52 @@ fn config(args: &Args) -> Value {
         "in_llm": args.pruning.in_llm,
         "max_new_tokens": args.max_new_tokens,
         "limit": args.limit,
+        "frames": args.frames,
+        "sampler": "uniform (lmms-eval linspace, both ends)",
+        "extractor": args.scoring.extractor,
+        "seed": args.scoring.seed,
     })
 }
 
 /// Runs `eval`.
 pub fn run(args: Args) -> Result<(), CliError> {
     let opts = super::llm::qa_options(&args.pruning, args.max_new_tokens)?;
-    let frames = load_frames(&args.data)?;
+    let scoring = args.scoring.scoring()?;
+    if args.frames == 0 {
+        return Err(CliError::usage("--frames 0 samples nothing", "give at least one frame, for example --frames 8"));
+    }
+    let dataset = Dataset::load(&args.task, &args.data).map_err(eval_error)?;
+    let samples = dataset.samples(&args.data_root).map_err(eval_error)?;
     let qa = tokensieve::pipeline::video_qa::VideoQa::load(&args.model, tch::Device::cuda_if_available())
         .map_err(runtime)?;
     let started = std::time::Instant::now();
-    let answered = runner::run(
-        &qa,
-        &frames,
-        &args.data_root,
-        &opts,
-        &args.out,
-        args.limit,
-        args.shard,
-        args.resume,
-        |n, total| {
-            let elapsed = started.elapsed().as_secs_f64();
-            let rate = n as f64 / elapsed.max(1e-9);
-            let eta = (total - n) as f64 / rate.max(1e-9);
-            eprint!(
-                "\r{n}/{total} samples  {rate:.2}/s  ETA {:02}:{:02}:{:02}   ",
-                eta as u64 / 3600,
-                eta as u64 / 60 % 60,
-                eta as u64 % 60
-            );
-        },
-    )
-    .map_err(runtime)?;
+    let plan = Plan { limit: args.limit, shard: args.shard, resume: args.resume, frames: args.frames };
+    let answered = runner::run(&qa, &samples, dataset.task(), &opts, &args.out, plan, |n, total| {
+        let elapsed = started.elapsed().as_secs_f64();
+        let rate = n as f64 / elapsed.max(1e-9);
+        let eta = (total - n) as f64 / rate.max(1e-9);
+        eprint!(
+            "\r{n}/{total} samples  {rate:.2}/s  ETA {:02}:{:02}:{:02}   ",
+            eta as u64 / 3600,
+            eta as u64 / 60 % 60,
+            eta as u64 % 60
+        );
+    })
+    .map_err(eval_error)?;
     if answered > 0 {
         eprintln!();
     }
-    let lines = runner::read_lines(std::slice::from_ref(&args.out)).map_err(runtime)?;
-    let results = runner::results(&lines, &frames, &config(&args));
-    write_results(&args.out, &results, &lines)?;
+    let lines = runner::read_lines(std::slice::from_ref(&args.out), dataset.task()).map_err(eval_error)?;
+    let results = runner::results(&lines, &dataset, &config(&args), &scoring).map_err(eval_error)?;
+    write_results(&args.out, &dataset, &results, &lines)?;
     emit(&format!("{}\n", serde_json::to_string_pretty(&results).map_err(runtime)?))
 }
 
 /// Runs `merge`: the union of the shards' sample lines (in sample order) and the results computed from them.
 pub fn merge(args: MergeArgs) -> Result<(), CliError> {
-    let frames = load_frames(&args.data)?;
-    let all = runner::read_lines(&args.shards).map_err(runtime)?;
+    let scoring = args.scoring.scoring()?;
+    let dataset = Dataset::load(&args.task, &args.data).map_err(eval_error)?;
+    let all = runner::read_lines(&args.shards, dataset.task()).map_err(eval_error)?;
     let lines: Vec<Value> = runner::latest(&all).into_iter().cloned().collect();
     // Shards of one evaluation share their configuration; joining runs of different settings would average them.
     // A shard killed before writing results.json has no recorded configuration and is not compared.
@@ -152,9 +207,9 @@ pub fn merge(args: MergeArgs) -> Result<(), CliError> {
     let config = configs.first().map_or(Value::Null, |(_, c)| c.clone());
     std::fs::create_dir_all(&args.out).map_err(|e| runtime(format!("{}: {e}", args.out.display())))?;
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let path = args.out.join(runner::SAMPLES);
+    let path = args.out.join(runner::samples_file(dataset.task()));
     std::fs::write(&path, text).map_err(|e| runtime(format!("{}: {e}", path.display())))?;
-    let results = runner::results(&lines, &frames, &config);
-    write_results(&args.out, &results, &lines)?;
+    let results = runner::results(&lines, &dataset, &config, &scoring).map_err(eval_error)?;
+    write_results(&args.out, &dataset, &results, &lines)?;
     emit(&format!("{}\n", serde_json::to_string_pretty(&results).map_err(runtime)?))
 }

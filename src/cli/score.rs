@@ -2,7 +2,8 @@
 //! - `caption`: JSONL items `{"id", "prediction", "references": [...]}`; pycocoevalcap's Bleu_1..4, ROUGE_L, CIDEr.
 //! - `drivelm`: the challenge's `output.json` against `test_eval.json` (`--data`), with an optional `--judge`.
 //! - `nuscenes-qa`: JSONL `{"id": <question index>, "prediction"}` against the questions file (`--data`).
-//! - `mcq`: JSONL `{"id", "prediction", "answer"[, "options"]}` under a named extractor (`--extractor`).
+//! - `mcq`: JSONL `{"id", "prediction", "answer"[, "options"]}` under a named extractor (`--extractor`); `options`
+//!   is the list of choice texts (the MMMU-style extractors match them) or just their number (default 4).
 
 use super::{emit, CliError};
 use serde_json::{json, Value};
@@ -57,7 +58,9 @@ fn data(args: &Args) -> Result<Value, CliError> {
 fn run_drivelm(args: &Args) -> Result<(), CliError> {
     let hint = "expected DriveLM's test_eval.json schema, EM-VLM4AD's list or a DriveLM-CARLA folder";
     let frames = match args.data.as_deref() {
-        Some(folder) if folder.is_dir() => drivelm::load_path(folder).map_err(|e| CliError::usage(e, hint))?,
+        Some(folder) if folder.is_dir() => {
+            drivelm::load_path(folder).map_err(|e| CliError::usage(e.to_string(), hint))?
+        }
         _ => drivelm::load(&data(args)?).map_err(|e| CliError::usage(e, hint))?,
     };
     let predictions = drivelm::load_predictions(&read_json(&args.predictions)?).map_err(|e| {
@@ -147,7 +150,11 @@ fn run_mcq(args: &Args) -> Result<(), CliError> {
         })?;
         match (v["prediction"].as_str(), v["answer"].as_str()) {
             (Some(p), Some(a)) => {
-                items.push((p.to_string(), a.to_string(), v["options"].as_u64().unwrap_or(4) as usize))
+                let options: Vec<String> = match &v["options"] {
+                    Value::Array(texts) => texts.iter().map(|t| t.as_str().unwrap_or_default().to_string()).collect(),
+                    n => vec![String::new(); n.as_u64().unwrap_or(4) as usize],
+                };
+                items.push((p.to_string(), a.to_string(), options))
             }
             _ => {
                 return Err(CliError::usage(

@@ -20,6 +20,7 @@
 //! pure coordinate F1 are.
 
 use super::caption::{score, CaptionItem};
+use super::error::EvalError;
 use super::judge::Judge;
 use serde::Serialize;
 use serde_json::Value;
@@ -100,13 +101,13 @@ fn key_frame(scene: &str, frame: &str, data: &Value) -> Result<KeyFrame, String>
 /// Reads a DriveLM file ([`load`]) or, for a folder, DriveLM-CARLA's one JSON per frame
 /// (`<town>/<scenario>/<route>/<image_number>.json`, found recursively and read in sorted path order): the scene is
 /// the file's folder relative to the given one, the frame its stem.
-pub fn load_path(path: &Path) -> Result<Vec<KeyFrame>, String> {
-    let read = |p: &Path| -> Result<Value, String> {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+pub fn load_path(path: &Path) -> Result<Vec<KeyFrame>, EvalError> {
+    let read = |p: &Path| -> Result<Value, EvalError> {
+        let text = std::fs::read_to_string(p).map_err(|e| EvalError::io(p, e))?;
+        serde_json::from_str(&text).map_err(|e| EvalError::format(p.display(), e))
     };
     if !path.is_dir() {
-        return load(&read(path)?).map_err(|e| format!("{}: {e}", path.display()));
+        return load(&read(path)?).map_err(|e| EvalError::format(path.display(), e));
     }
     let mut files = Vec::new();
     let mut folders = vec![path.to_path_buf()];
@@ -117,8 +118,8 @@ pub fn load_path(path: &Path) -> Result<Vec<KeyFrame>, String> {
         if !seen.insert(std::fs::canonicalize(&folder).unwrap_or_else(|_| folder.clone())) {
             continue;
         }
-        for entry in std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))? {
-            let entry = entry.map_err(|e| format!("{}: {e}", folder.display()))?.path();
+        for entry in std::fs::read_dir(&folder).map_err(|e| EvalError::io(&folder, e))? {
+            let entry = entry.map_err(|e| EvalError::io(&folder, e))?.path();
             if entry.is_dir() {
                 folders.push(entry);
             } else if entry.extension().is_some_and(|e| e == "json") {
@@ -128,7 +129,7 @@ pub fn load_path(path: &Path) -> Result<Vec<KeyFrame>, String> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(format!("{}: no .json frame files (DriveLM-CARLA layout)", path.display()));
+        return Err(EvalError::format(path.display(), "no .json frame files (DriveLM-CARLA layout)"));
     }
     files
         .iter()
@@ -136,7 +137,7 @@ pub fn load_path(path: &Path) -> Result<Vec<KeyFrame>, String> {
             let rel = f.strip_prefix(path).unwrap_or(f);
             let scene = rel.parent().map(|p| p.to_string_lossy().replace('/', "_")).unwrap_or_default();
             let frame = f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-            key_frame(&scene, &frame, &read(f)?).map_err(|e| format!("{}: {e}", f.display()))
+            key_frame(&scene, &frame, &read(f)?).map_err(|e| EvalError::format(f.display(), e))
         })
         .collect()
 }
@@ -400,12 +401,12 @@ mod tests {
         assert_eq!(frames[0].questions[0].id, "Town12_Accident_route7_0001_0");
         assert_eq!(frames[0].images.keys().collect::<Vec<_>>(), ["CAM_FRONT"]);
         let empty = tempfile::tempdir().unwrap();
-        assert!(load_path(empty.path()).unwrap_err().contains("no .json"));
+        assert!(load_path(empty.path()).unwrap_err().to_string().contains("no .json"));
         #[cfg(unix)]
         std::os::unix::fs::symlink(dir.path(), route.join("loop")).unwrap();
         assert_eq!(load_path(dir.path()).unwrap().len(), 2, "a link back up is read once");
         std::fs::write(route.join("0003.json"), "{").unwrap();
-        assert!(load_path(dir.path()).unwrap_err().contains("0003.json"));
+        assert!(load_path(dir.path()).unwrap_err().to_string().contains("0003.json"));
     }
 
     #[test]

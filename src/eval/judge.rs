@@ -46,9 +46,23 @@ impl Judge for CommandJudge {
     }
 }
 
-/// The first decimal number in `text`.
+/// The first decimal number in `text`, with its sign (Lingo-Judge replies with a logit, often negative).
 pub fn first_number(text: &str) -> Option<f64> {
     let start = text.find(|c: char| c.is_ascii_digit())?;
     let end = text[start..].find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(text.len(), |e| start + e);
-    text[start..end].trim_end_matches('.').parse().ok()
+    let value: f64 = text[start..end].trim_end_matches('.').parse().ok()?;
+    Some(if text[..start].ends_with('-') { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_their_sign() {
+        assert_eq!(first_number("Score: 62"), Some(62.0));
+        assert_eq!(first_number("logit -1.25\n"), Some(-1.25));
+        assert_eq!(first_number("78."), Some(78.0));
+        assert_eq!(first_number("none"), None);
+    }
 }

@@ -13,15 +13,17 @@
 //! | `mvbench_official` | lower-cased first token (dots removed) a substring of the answer's first token, or the reverse | wrong |
 //! | `langdc_mvbench` | lower-cased second space-separated token against the answer's first token, as `mvbench_official` | wrong |
 //! | `sfllava_mcq` | a leading `[a-eA-E]`; else after "answer is", the first of `A:`/`A)` .. `E:`/`E)` present | wrong |
+//! | `lmms_eval_v0.4_egoschema` | MMMU's parser: `(X)`, else `X `, else `X.`, else (over 5 words) an option's text; several -> the one whose last occurrence is earliest; none -> a seeded random option | a random option |
+//! | `lmms_eval_v0.4_nextqa` | the same parser, several -> the one whose last occurrence is latest | a random option |
 //!
-//! Not implemented yet: the MMMU-style `lmms_eval_v0.4_egoschema` and `lmms_eval_v0.4_nextqa` (option-text matching)
-//! and VLMEvalKit's judge fallback.
+//! Not implemented: VLMEvalKit's LLM-judge fallback (its regex stage is `videomme_official`); a run that needs it
+//! stores the raw replies, which any judge can read later.
 
 use crate::pruners::primitives::SplitMix64;
 use serde::Serialize;
 
 /// Every extractor name.
-pub const EXTRACTORS: [&str; 9] = [
+pub const EXTRACTORS: [&str; 11] = [
     "videomme_official",
     "lmms_eval_le0.4_videomme",
     "lmms_eval_2026_priority",
@@ -31,6 +33,8 @@ pub const EXTRACTORS: [&str; 9] = [
     "mvbench_official",
     "langdc_mvbench",
     "sfllava_mcq",
+    "lmms_eval_v0.4_egoschema",
+    "lmms_eval_v0.4_nextqa",
 ];
 
 /// Video-MME's prefixes as its source writes them: two pairs are fused by missing commas.
@@ -137,6 +141,66 @@ fn priority(reply: &str, letters: &[char]) -> Option<char> {
     best.map(|(_, _, c)| c)
 }
 
+/// MMMU's `parse_multi_choice_response`, which lmms-eval copies into its EgoSchema and NExT-QA tasks; the copies
+/// differ only in which of several candidates wins (`earliest`: the smallest last position, else the largest).
+fn mmmu(reply: &str, letters: &[char], texts: &[String], earliest: bool, rng: &mut SplitMix64) -> char {
+    let mut r = reply;
+    // Python strips each character in turn, not the set at once.
+    for c in [',', '.', '!', '?', ';', ':', '\''] {
+        r = r.trim_matches(c);
+    }
+    let response = format!(" {r} ");
+    let lower = response.to_lowercase();
+    let mut with_brackets = false;
+    let mut by_letter = true;
+    let mut candidates: Vec<char> = letters.iter().copied().filter(|l| response.contains(&format!("({l})"))).collect();
+    if !candidates.is_empty() {
+        with_brackets = true;
+    } else {
+        candidates = letters.iter().copied().filter(|l| response.contains(&format!("{l} "))).collect();
+    }
+    if candidates.is_empty() {
+        candidates = letters.iter().copied().filter(|l| response.contains(&format!("{l}."))).collect();
+    }
+    if candidates.is_empty() && response.split_whitespace().count() > 5 {
+        candidates = letters
+            .iter()
+            .zip(texts)
+            .filter(|(_, t)| !t.trim().is_empty() && lower.contains(&t.to_lowercase()))
+            .map(|(l, _)| *l)
+            .collect();
+        by_letter = false;
+    }
+    match candidates.len() {
+        0 => letters[rng.below(letters.len())],
+        1 => candidates[0],
+        _ => {
+            // Python's rfind: -1 when absent; numpy's argmax/argmin keep the first of equals.
+            let position = |l: char| -> i64 {
+                let found = if !by_letter {
+                    let i = letters.iter().position(|&x| x == l).unwrap_or(0);
+                    lower.rfind(&texts[i].to_lowercase())
+                } else if with_brackets {
+                    response.rfind(&format!("({l})"))
+                } else {
+                    response.rfind(&format!(" {l} "))
+                };
+                found.map_or(-1, |p| response[..p].chars().count() as i64)
+            };
+            let mut best = candidates[0];
+            let mut best_at = position(best);
+            for &c in &candidates[1..] {
+                let at = position(c);
+                if (earliest && at < best_at) || (!earliest && at > best_at) {
+                    best = c;
+                    best_at = at;
+                }
+            }
+            best
+        }
+    }
+}
+
 /// The letter inside `(X)` of an MLVU/MVBench-style answer, or the answer itself when it is a bare letter.
 fn answer_letter(answer: &str) -> String {
     let a = answer.trim();
@@ -147,15 +211,16 @@ fn answer_letter(answer: &str) -> String {
 }
 
 /// Judges one reply against the answer (a letter, or `(X) text` for the MVBench and MLVU rules).
-/// `options` is the number of choices (for random fallbacks); `rng` seeds them.
+/// `options` are the choices' texts (their number bounds the letters and the random fallbacks; the MMMU-style
+/// extractors also match the texts, and skip empty ones); `rng` seeds the random fallbacks.
 pub fn judge(
     extractor: &str,
     reply: &str,
     answer: &str,
-    options: usize,
+    options: &[String],
     rng: &mut SplitMix64,
 ) -> Result<Verdict, String> {
-    let letters: Vec<char> = ('A'..='Z').take(options.max(1)).collect();
+    let letters: Vec<char> = ('A'..='Z').take(options.len().clamp(1, 26)).collect();
     let truth = answer_letter(answer).to_uppercase();
     let is = |c: Option<char>| c.is_some_and(|c| c.to_string() == truth);
     Ok(match extractor {
@@ -212,6 +277,10 @@ pub fn judge(
             };
             Verdict::Scored(is(pick))
         }
+        "lmms_eval_v0.4_egoschema" | "lmms_eval_v0.4_nextqa" => {
+            let earliest = extractor == "lmms_eval_v0.4_egoschema";
+            Verdict::Scored(is(Some(mmmu(reply, &letters, options, earliest, rng))))
+        }
         other => return Err(format!("unknown extractor `{other}` (known: {})", EXTRACTORS.join(", "))),
     })
 }
@@ -233,12 +302,12 @@ pub struct McqAccuracy {
     pub seed: u64,
 }
 
-/// Scores `(reply, answer, number of options)` triples.
-pub fn accuracy(extractor: &str, items: &[(String, String, usize)], seed: u64) -> Result<McqAccuracy, String> {
+/// Scores `(reply, answer, option texts)` triples.
+pub fn accuracy(extractor: &str, items: &[(String, String, Vec<String>)], seed: u64) -> Result<McqAccuracy, String> {
     let mut rng = SplitMix64::new(seed);
     let (mut correct, mut counted, mut excluded) = (0, 0, 0);
     for (reply, answer, options) in items {
-        match judge(extractor, reply, answer, *options, &mut rng)? {
+        match judge(extractor, reply, answer, options, &mut rng)? {
             Verdict::Scored(ok) => {
                 counted += 1;
                 correct += usize::from(ok);
@@ -254,8 +323,12 @@ pub fn accuracy(extractor: &str, items: &[(String, String, usize)], seed: u64) -
 mod tests {
     use super::*;
 
+    fn four() -> Vec<String> {
+        ["a red car", "a blue bus", "two dogs", "nothing"].map(String::from).to_vec()
+    }
+
     fn j(e: &str, reply: &str, answer: &str) -> Verdict {
-        judge(e, reply, answer, 4, &mut SplitMix64::new(0)).unwrap()
+        judge(e, reply, answer, &four(), &mut SplitMix64::new(0)).unwrap()
     }
 
     #[test]
@@ -287,15 +360,40 @@ mod tests {
         assert_eq!(j("sfllava_mcq", "c", "C"), Verdict::Scored(true));
         assert_eq!(j("sfllava_mcq", "So the answer is D: red", "D"), Verdict::Scored(true));
         assert_eq!(j("lmms_eval_v0.4_mvbench", "", "A"), Verdict::Excluded);
-        assert!(judge("nope", "A", "A", 4, &mut SplitMix64::new(0)).is_err());
+        assert!(judge("nope", "A", "A", &four(), &mut SplitMix64::new(0)).is_err());
     }
 
     #[test]
     fn random_fallbacks_are_seeded() {
-        let items: Vec<(String, String, usize)> =
-            (0..50).map(|_| ("no idea".to_string(), "A".to_string(), 4)).collect();
+        let items: Vec<(String, String, Vec<String>)> =
+            (0..50).map(|_| ("no idea".to_string(), "A".to_string(), four())).collect();
         let a = accuracy("lmms_eval_v0.4_longvideobench", &items, 7).unwrap();
         assert_eq!(a, accuracy("lmms_eval_v0.4_longvideobench", &items, 7).unwrap());
         assert!(a.correct > 0 && a.correct < 50, "{a:?}");
+        let b = accuracy("lmms_eval_v0.4_egoschema", &items, 7).unwrap();
+        assert!(b.correct > 0 && b.correct < 50 && b.excluded == 0, "{b:?}");
+    }
+
+    #[test]
+    fn mmmu_style_parsers_differ_only_in_which_candidate_wins() {
+        for e in ["lmms_eval_v0.4_egoschema", "lmms_eval_v0.4_nextqa"] {
+            assert_eq!(j(e, "(B)", "B"), Verdict::Scored(true));
+            assert_eq!(j(e, "C.", "C"), Verdict::Scored(true), "trailing dot stripped, then `C ` matches");
+            assert_eq!(j(e, "The video shows two dogs playing in a yard", "C"), Verdict::Scored(true));
+            // Brackets outrank bare letters.
+            assert_eq!(j(e, "A or maybe (D)", "D"), Verdict::Scored(true));
+        }
+        // Two bracketed candidates: EgoSchema keeps the one whose last occurrence comes first, NExT-QA the last.
+        assert_eq!(j("lmms_eval_v0.4_egoschema", "(A) not (B)", "A"), Verdict::Scored(true));
+        assert_eq!(j("lmms_eval_v0.4_nextqa", "(A) not (B)", "B"), Verdict::Scored(true));
+        // Option texts count only over five words, and an empty text matches nothing.
+        let long = "there is nothing to see in this clip";
+        assert_eq!(j("lmms_eval_v0.4_nextqa", long, "D"), Verdict::Scored(true));
+        let blank = vec![String::new(); 4];
+        let mut rng = SplitMix64::new(1);
+        let right = (0..40)
+            .filter(|_| judge("lmms_eval_v0.4_nextqa", long, "D", &blank, &mut rng).unwrap() == Verdict::Scored(true))
+            .count();
+        assert!(right > 0 && right < 40, "random fallback expected, got {right}/40 right");
     }
 }

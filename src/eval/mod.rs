@@ -1,15 +1,21 @@
-//! Evaluation: caption metrics with the COCO definitions (the DriveLM language score, EM-VLM4AD, BDD-X, DRAMA and
-//! LingoQA use them), the DriveLM challenge score, NuScenes-QA accuracy, and pluggable LLM judges. The video-QA
-//! loaders, multiple-choice extractors and the `eval` runner (which needs the pipeline) are still to come.
+//! Evaluation: dataset loaders (driving VQA and multiple-choice long-video QA, in every format they are published
+//! in), caption metrics with the COCO definitions, the DriveLM challenge score, NuScenes-QA accuracy, named
+//! multiple-choice extractors, pluggable LLM judges, and the `eval` runner (which needs the pipeline).
 
 pub mod bleu;
 pub mod caption;
 pub mod cider;
 pub mod drivelm;
+pub mod error;
 pub mod judge;
+pub mod lingoqa;
 pub mod mcq;
 pub mod nuscenes_qa;
 pub mod ptb;
 pub mod rouge;
 #[cfg(all(feature = "torch", feature = "video"))]
 pub mod runner;
+pub mod table;
+#[cfg(all(feature = "torch", feature = "video"))]
+pub mod task;
+pub mod video_mcq;

@@ -5,10 +5,18 @@
 //! mapping into that vocabulary; none is official, so the normaliser is named and versioned: `nuscenesqa_v1`
 //! lower-cases, strips punctuation and surrounding whitespace, maps `zero`..`ten` to digits, and accepts the result
 //! only if it is a vocabulary word (anything else counts as wrong).
+//!
+//! Questions name a nuScenes key frame by `sample_token`; its six camera images are found through the nuScenes
+//! metadata (`v1.0-*/sample_data.json` under the data root), read memory-mapped and streamed, keeping only the key
+//! frames asked about (the trainval file is over a gigabyte).
 
-use serde::Serialize;
+use super::error::EvalError;
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 /// The closed answer vocabulary.
 pub const VOCABULARY: [&str; 30] = [
@@ -85,6 +93,85 @@ pub fn load(json: &Value) -> Result<Vec<NuScenesQuestion>, String> {
         .collect()
 }
 
+/// Camera image paths (relative to the nuScenes root) per key frame: `sample_token -> channel -> samples/CAM_.../x.jpg`.
+pub type KeyFrameCameras = HashMap<String, BTreeMap<String, String>>;
+
+#[derive(Deserialize)]
+struct SampleData<'a> {
+    #[serde(borrow)]
+    sample_token: Cow<'a, str>,
+    #[serde(borrow)]
+    filename: Cow<'a, str>,
+    #[serde(default)]
+    is_key_frame: bool,
+}
+
+struct KeepWanted<'w> {
+    wanted: &'w HashSet<String>,
+    out: &'w mut KeyFrameCameras,
+}
+
+impl<'de> Visitor<'de> for KeepWanted<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of sample_data records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(d) = seq.next_element::<SampleData<'de>>()? {
+            // Key-frame camera images live under samples/CAM_*/ (sweeps/ holds the in-between frames).
+            let Some(rest) = d.filename.strip_prefix("samples/") else { continue };
+            let Some(channel) = rest.split('/').next().filter(|c| c.starts_with("CAM_")) else { continue };
+            if d.is_key_frame && self.wanted.contains(d.sample_token.as_ref()) {
+                self.out
+                    .entry(d.sample_token.to_string())
+                    .or_default()
+                    .insert(channel.to_string(), d.filename.to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for KeepWanted<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+/// The `v1.0-*/sample_data.json` files under a nuScenes root (trainval, mini, test: whichever are there).
+pub fn metadata_files(root: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| EvalError::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("v1.0-")))
+        .map(|p| p.join("sample_data.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(EvalError::format(
+            root.display(),
+            "no v1.0-*/sample_data.json here: give the nuScenes root (with samples/ and the metadata) as --data-root",
+        ));
+    }
+    Ok(files)
+}
+
+/// The camera images of every key frame in `wanted`, from the metadata under `root`.
+pub fn key_frame_cameras(root: &Path, wanted: &HashSet<String>) -> Result<KeyFrameCameras, EvalError> {
+    let mut out = KeyFrameCameras::new();
+    for file in metadata_files(root)? {
+        let f = std::fs::File::open(&file).map_err(|e| EvalError::io(&file, e))?;
+        // SAFETY: the mapping is read-only and dropped before returning; a file truncated by another process
+        // while mapped would fault, which is the accepted risk of memory-mapped reading.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| EvalError::io(&file, e))?;
+        let mut de = serde_json::Deserializer::from_slice(&map);
+        KeepWanted { wanted, out: &mut out }.deserialize(&mut de).map_err(|e| EvalError::format(file.display(), e))?;
+    }
+    Ok(out)
+}
+
 /// Maps a free-form reply into the vocabulary (`nuscenesqa_v1`), or `None`.
 pub fn normalise(reply: &str) -> Option<&'static str> {
     let cleaned: String = reply.to_lowercase().chars().filter(|c| !c.is_ascii_punctuation()).collect();
@@ -155,5 +242,35 @@ mod tests {
         assert_eq!(r["count_1"].value, 1.0);
         assert_eq!(r["count_0"].value, 0.0);
         assert!(load(&serde_json::json!({"questions": [{"question": "?"}]})).is_err());
+    }
+}
+
+#[cfg(test)]
+mod camera_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn key_frame_cameras_come_from_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("v1.0-mini")).unwrap();
+        let records = json!([
+            {"token": "a", "sample_token": "s1", "filename": "samples/CAM_FRONT/f1.jpg", "is_key_frame": true},
+            {"token": "b", "sample_token": "s1", "filename": "samples/CAM_BACK/b1.jpg", "is_key_frame": true},
+            {"token": "c", "sample_token": "s1", "filename": "sweeps/CAM_FRONT/f1b.jpg", "is_key_frame": false},
+            {"token": "d", "sample_token": "s1", "filename": "samples/LIDAR_TOP/l.pcd.bin", "is_key_frame": true},
+            {"token": "e", "sample_token": "s2", "filename": "samples/CAM_FRONT/f2.jpg", "is_key_frame": true},
+        ]);
+        std::fs::write(dir.path().join("v1.0-mini/sample_data.json"), records.to_string()).unwrap();
+        let wanted: HashSet<String> = ["s1".to_string()].into();
+        let cams = key_frame_cameras(dir.path(), &wanted).unwrap();
+        assert_eq!(cams.len(), 1, "only the key frames asked about");
+        assert_eq!(cams["s1"].keys().collect::<Vec<_>>(), ["CAM_BACK", "CAM_FRONT"]);
+        assert!(key_frame_cameras(&dir.path().join("v1.0-mini"), &wanted)
+            .unwrap_err()
+            .to_string()
+            .contains("--data-root"));
+        std::fs::write(dir.path().join("v1.0-mini/sample_data.json"), "[{\"sample_token\": 1}]").unwrap();
+        assert!(matches!(key_frame_cameras(dir.path(), &wanted), Err(EvalError::Format { .. })));
     }
 }

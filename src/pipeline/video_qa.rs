@@ -146,6 +146,18 @@ impl VideoQa {
 
     /// Answers `question` about `frames`.
     pub fn ask(&self, frames: &[Frame], question: &str, opts: &QaOptions) -> Result<(String, QaRecord), QaError> {
+        self.ask_with_system(frames, None, question, opts)
+    }
+
+    /// Answers `question` about `frames` after a system prompt (a system turn with a chat template; the text
+    /// before `USER:` in LLaVA-1.5's plain format, where its default system line goes).
+    pub fn ask_with_system(
+        &self,
+        frames: &[Frame],
+        system: Option<&str>,
+        question: &str,
+        opts: &QaOptions,
+    ) -> Result<(String, QaRecord), QaError> {
         let mut stage_ms = BTreeMap::new();
         let mut clock = Instant::now();
         let mut lap = |name: &str| {
@@ -202,10 +214,19 @@ impl VideoQa {
         ttft += lap("prune");
         let kept = backend.shape(&features).0;
         let prompt = match &self.template {
-            Some(t) => t
-                .render(&serde_json::json!([{"role": "user", "content": format!("<image>\n{question}")}]), true)
-                .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?,
-            None => format!("USER: <image>\n{question} ASSISTANT:"),
+            Some(t) => {
+                let mut turns = Vec::new();
+                if let Some(s) = system {
+                    turns.push(serde_json::json!({"role": "system", "content": s}));
+                }
+                turns.push(serde_json::json!({"role": "user", "content": format!("<image>\n{question}")}));
+                t.render(&serde_json::Value::Array(turns), true)
+                    .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?
+            }
+            None => match system {
+                Some(s) => format!("{s} USER: <image>\n{question} ASSISTANT:"),
+                None => format!("USER: <image>\n{question} ASSISTANT:"),
+            },
         };
         let expanded = prompt.replacen("<image>", &vec!["<image>"; kept].join(" "), 1);
         let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
