@@ -140,7 +140,10 @@ pub fn run(
         .collect();
     let total = todo.len();
     for (n, s) in todo.into_iter().enumerate() {
-        let mut line = json!({"id": s.id, "index": s.index});
+        let mut line = json!({"id": s.id, "index": s.index, "prompt": s.prompt});
+        if let Some(system) = &s.system {
+            line["system"] = json!(system);
+        }
         if let (Value::Object(l), Value::Object(f)) = (&mut line, &s.fields) {
             l.extend(f.clone());
         }
