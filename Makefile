@@ -54,4 +54,6 @@ fixtures: setup
 	@$(ENV) && python models/tests/fixtures/make_gguf_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_vision_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_decoder_fixtures.py
+	@$(ENV) && python models/tests/fixtures/make_onevision_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_llava_fixtures.py
+

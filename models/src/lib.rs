@@ -5,8 +5,8 @@
 //! signals the pruners need (hidden states, CLS attention, keys, attention rows at a decoder layer) and accepts the
 //! kept indices; it knows nothing about pruning policy.
 //!
-//! Today it provides the runtime probes (`runtime`) that `tokensieve doctor` reports; the model implementations
-//! arrive with the models issue.
+//! Checkpoints: GGUF and safetensors readers, tokenizers and chat templates (no backend needed); with `torch`: the
+//! CLIP/SigLIP towers, Llama/Qwen2 decoders with in-decoder token drops, LLaVA and LLaVA-OneVision.
 
 #![warn(missing_docs)]
 
@@ -17,6 +17,8 @@ pub mod gguf;
 pub mod llama;
 #[cfg(feature = "torch")]
 pub mod llava;
+#[cfg(feature = "torch")]
+pub mod onevision;
 pub mod runtime;
 pub mod safetensors;
 pub mod tokenizer;

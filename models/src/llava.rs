@@ -1,5 +1,7 @@
-//! LLaVA (transformers' `LlavaForConditionalGeneration`): a CLIP or SigLIP tower, the `mlp2x_gelu` projector and a
-//! Llama/Qwen2 language model, with the image features written into the prompt at the image-token positions.
+//! LLaVA (transformers' `LlavaForConditionalGeneration`) and LLaVA-OneVision (`LlavaOnevisionForConditionalGeneration`):
+//! a CLIP or SigLIP tower, the `mlp2x_gelu` projector and a Llama/Qwen2 language model, with the visual features
+//! written into the prompt at the image- (or video-) token positions. OneVision adds the `image_newline` embedding,
+//! any-resolution tiles and pooled video frames; their layout is in [`crate::onevision`].
 //!
 //! ```text
 //! features = tower(pixels).hidden_states[vision_feature_layer]     (default −2, the penultimate layer)
@@ -53,7 +55,19 @@ pub enum LlavaError {
     },
 }
 
-/// A loaded LLaVA model.
+/// What `llava_onevision` adds to LLaVA.
+pub struct OneVision {
+    /// The newline embedding `[D]` ending every row of tile features, each multi-image view and each video.
+    pub newline: Tensor,
+    /// Any-resolution grid pinpoints `(height, width)` in pixels.
+    pub pinpoints: Vec<(usize, usize)>,
+    /// `anyres_max_<N>`: the tile map is shrunk to about N tiles' worth of tokens.
+    pub max_patches: usize,
+    /// Id of the video placeholder token.
+    pub video_token_id: i64,
+}
+
+/// A loaded LLaVA or LLaVA-OneVision model.
 pub struct Llava {
     /// The vision tower.
     pub vision: VisionTower,
@@ -65,6 +79,8 @@ pub struct Llava {
     pub image_token_id: i64,
     feature_layer: i64,
     keep_cls: bool,
+    /// `Some` for `llava_onevision` checkpoints.
+    pub onevision: Option<OneVision>,
 }
 
 impl Llava {
@@ -79,7 +95,8 @@ impl Llava {
             .as_i64()
             .or_else(|| json["image_token_index"].as_i64())
             .ok_or_else(|| bad("no image_token_id".into()))?;
-        let feature_layer = json["vision_feature_layer"].as_i64().unwrap_or(-2);
+        let onevision_type = json["model_type"].as_str() == Some("llava_onevision");
+        let feature_layer = json["vision_feature_layer"].as_i64().unwrap_or(if onevision_type { -1 } else { -2 });
         let keep_cls = json["vision_feature_select_strategy"].as_str() == Some("full");
         if let Some(act) = json["projector_hidden_act"].as_str() {
             if act != "gelu" {
@@ -93,10 +110,39 @@ impl Llava {
             .into_iter()
             .find(|p| ck.contains(&format!("{p}linear_1.weight")))
             .unwrap_or("multi_modal_projector.");
-        let get = |name: &str| -> Result<Tensor, LlavaError> {
-            let (v, shape) = ck.tensor_f32(&format!("{prefix}{name}"))?;
+        let load_tensor = |name: &str| -> Result<Tensor, LlavaError> {
+            let (v, shape) = ck.tensor_f32(name)?;
             let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
             Ok(Tensor::from_slice(&v).f_reshape(dims.as_slice())?.f_to_device(device)?)
+        };
+        let get = |name: &str| load_tensor(&format!("{prefix}{name}"));
+        let onevision = if json["model_type"].as_str() == Some("llava_onevision") {
+            let newline = ["image_newline", "model.image_newline"]
+                .into_iter()
+                .find(|n| ck.contains(n))
+                .ok_or_else(|| bad("llava_onevision checkpoint without image_newline".into()))?;
+            let pinpoints = json["image_grid_pinpoints"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| Some((p[0].as_u64()? as usize, p[1].as_u64()? as usize)))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| bad("no image_grid_pinpoints".into()))?;
+            let aspect = json["vision_aspect_ratio"].as_str().unwrap_or("anyres_max_9");
+            Some(OneVision {
+                newline: load_tensor(newline)?,
+                pinpoints,
+                max_patches: crate::onevision::parse_max_patches(aspect)
+                    .ok_or_else(|| bad(format!("vision_aspect_ratio `{aspect}` is not anyres_max_<N>")))?,
+                video_token_id: json["video_token_id"]
+                    .as_i64()
+                    .or_else(|| json["video_token_index"].as_i64())
+                    .ok_or_else(|| bad("no video_token_id".into()))?,
+            })
+        } else {
+            None
         };
         Ok(Llava {
             vision,
@@ -106,6 +152,7 @@ impl Llava {
             image_token_id,
             feature_layer,
             keep_cls,
+            onevision,
         })
     }
 
@@ -127,15 +174,63 @@ impl Llava {
 
     /// Prompt embeddings `[1, S, D]` with `visual` `[N, D]` written at the image-token positions of `ids` `[1, S]`.
     pub fn merge(&self, ids: &Tensor, visual: &Tensor) -> Result<Tensor, LlavaError> {
-        let embeds = self.text.embed(ids)?;
-        let mask = ids.f_eq(self.image_token_id)?.f_reshape([-1])?;
-        let positions = mask.f_nonzero()?.f_reshape([-1])?;
-        let (placeholders, features) = (positions.size()[0] as usize, visual.size()[0] as usize);
-        if placeholders != features {
-            return Err(LlavaError::Placeholders { placeholders, features, token: self.image_token_id });
+        self.merge_at(ids, &[(self.image_token_id, visual)])
+    }
+
+    /// Prompt embeddings with each `(placeholder id, tokens [N, D])` written, in order, at that id's positions.
+    pub fn merge_at(&self, ids: &Tensor, parts: &[(i64, &Tensor)]) -> Result<Tensor, LlavaError> {
+        let mut row = self.text.embed(ids)?.f_select(0, 0)?;
+        for &(token, visual) in parts {
+            let positions = ids.f_eq(token)?.f_reshape([-1])?.f_nonzero()?.f_reshape([-1])?;
+            let (placeholders, features) = (positions.size()[0] as usize, visual.size()[0] as usize);
+            if placeholders != features {
+                return Err(LlavaError::Placeholders { placeholders, features, token });
+            }
+            row = row.f_index_copy(0, &positions, &visual.f_to_kind(Kind::Float)?)?;
         }
-        let row = embeds.f_select(0, 0)?.f_index_copy(0, &positions, &visual.f_to_kind(Kind::Float)?)?;
         Ok(row.f_unsqueeze(0)?)
+    }
+
+    fn onevision(&self) -> Result<&OneVision, LlavaError> {
+        self.onevision.as_ref().ok_or_else(|| LlavaError::Config {
+            path: "config.json".into(),
+            reason: "any-resolution images and pooled video need a llava_onevision checkpoint".into(),
+        })
+    }
+
+    /// OneVision: the tokens `[N, D]` of one any-resolution image of `height x width` from its processed views
+    /// `[1 + rows·cols, 3, S, S]` (base view first, tiles row by row, as the processor cut them on a `grid` of
+    /// `(rows, cols)`), with the tower's outputs.
+    pub fn anyres_image_features(
+        &self,
+        views: &Tensor,
+        height: usize,
+        width: usize,
+        grid: (usize, usize),
+    ) -> Result<(Tensor, VisionOutput), LlavaError> {
+        let ov = self.onevision()?;
+        let (features, out) = self.image_features(views)?;
+        let packed = crate::onevision::pack_image(&features, height, width, grid, ov.max_patches, &ov.newline)?;
+        Ok((packed, out))
+    }
+
+    /// OneVision: the tokens of several images in one prompt (base views `[I, 3, S, S]`, no tiles): each view's
+    /// `g²` tokens and a newline.
+    pub fn multi_image_features(&self, views: &Tensor) -> Result<(Tensor, VisionOutput), LlavaError> {
+        let ov = self.onevision()?;
+        let (features, out) = self.image_features(views)?;
+        let per: Vec<Tensor> = (0..features.size()[0])
+            .map(|i| crate::onevision::with_newline(&features.f_select(0, i)?, &ov.newline))
+            .collect::<Result<_, _>>()?;
+        Ok((Tensor::f_cat(&per, 0)?, out))
+    }
+
+    /// OneVision: pooled video tokens `[F, ceil(g/2)², D]` of frames `[F, 3, S, S]` (the newline that follows them
+    /// in the prompt is [`OneVision::newline`]), with the tower's outputs.
+    pub fn video_features(&self, frames: &Tensor) -> Result<(Tensor, VisionOutput), LlavaError> {
+        self.onevision()?;
+        let (features, out) = self.image_features(frames)?;
+        Ok((crate::onevision::pool_video(&features)?, out))
     }
 
     /// One prefill of `ids` `[1, S]` with one image `pixels` `[1, 3, H, W]`; returns the last position's logits.

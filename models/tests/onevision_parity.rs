@@ -1,0 +1,102 @@
+//! A tiny random LLaVA-OneVision (SigLIP + mlp2x_gelu + image_newline + Qwen2) against transformers
+//! (`fixtures/make_onevision_fixtures.py`): logits within 1e-4 after an any-resolution image prompt (with and without
+//! the `anyres_max` shrink), a two-image prompt and a video prompt, and the 20 greedy tokens of the video prompt.
+
+#![cfg(feature = "torch")]
+
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+use tokensieve_models::llama::KvCache;
+use tokensieve_models::llava::{Llava, LlavaError};
+use tokensieve_models::onevision::{image_token_count, video_token_count, with_newline};
+use tokensieve_models::safetensors::Safetensors;
+use tokensieve_video::preprocess::anyres::select_best_resolution;
+
+const IMAGE: i64 = 62;
+const VIDEO: i64 = 63;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_onevision")
+}
+
+struct Reference(Safetensors);
+
+impl Reference {
+    fn tensor(&self, name: &str) -> Tensor {
+        let (v, shape) = self.0.tensor_f32(name).unwrap();
+        Tensor::from_slice(&v).reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice())
+    }
+    fn ids(&self, name: &str) -> Vec<i64> {
+        self.0.tensor_f32(name).unwrap().0.iter().map(|&v| v as i64).collect()
+    }
+}
+
+/// Prefills up to the first text token after the last visual token, then decodes the rest of the prompt from the
+/// cache, comparing every logit row with transformers'.
+fn check(model: &Llava, ids: &[i64], parts: &[(i64, &Tensor)], logits: &Tensor, case: &str) {
+    let last = ids.iter().rposition(|&t| t == IMAGE || t == VIDEO).unwrap();
+    let prefill = last + 2;
+    let mut cache = KvCache::default();
+    let embeds = model.merge_at(&Tensor::from_slice(&ids[..prefill]).unsqueeze(0), parts).unwrap();
+    let mut out = model.text.forward_embeds(embeds, &mut cache).unwrap();
+    for pos in prefill - 1..ids.len() {
+        let d = (out.reshape([-1]) - logits.get(pos as i64)).abs().max().double_value(&[]);
+        assert!(d <= 1e-4, "{case}: position {pos} differs by {d}");
+        if pos + 1 < ids.len() {
+            out = model.text.forward(&Tensor::from_slice(&ids[pos + 1..pos + 2]).unsqueeze(0), &mut cache).unwrap();
+        }
+    }
+}
+
+#[test]
+fn tiny_onevision_matches_transformers_on_images_and_video() {
+    let model = Llava::load(&dir(), Device::Cpu).unwrap();
+    let ov = model.onevision.as_ref().expect("llava_onevision config");
+    let r = Reference(Safetensors::open(&dir().join("reference.safetensors")).unwrap());
+
+    for case in ["image", "small"] {
+        let ids = r.ids(&format!("{case}_ids"));
+        let sizes = r.ids(&format!("{case}_sizes"));
+        let (h, w) = (sizes[0] as usize, sizes[1] as usize);
+        let views = r.tensor(&format!("{case}_pixels")).squeeze_dim(0);
+        let best = select_best_resolution(h, w, &ov.pinpoints).unwrap();
+        let grid = (best.0 / 32, best.1 / 32);
+        let (tokens, _) = model.anyres_image_features(&views, h, w, grid).unwrap();
+        let expected = image_token_count(h, w, grid, 4, ov.max_patches);
+        assert_eq!(tokens.size()[0] as usize, expected, "{case}: the processor's count");
+        assert_eq!(ids.iter().filter(|&&t| t == IMAGE).count(), expected, "{case}: transformers' count");
+        check(&model, &ids, &[(IMAGE, &tokens)], &r.tensor(&format!("{case}_logits")), case);
+    }
+
+    let ids = r.ids("two_ids");
+    let (tokens, _) = model.multi_image_features(&r.tensor("two_pixels").reshape([2, 3, 32, 32])).unwrap();
+    check(&model, &ids, &[(IMAGE, &tokens)], &r.tensor("two_logits"), "two images");
+
+    let ids = r.ids("video_ids");
+    let (pooled, _) = model.video_features(&r.tensor("video_pixels").squeeze_dim(0)).unwrap();
+    let (f, n, d) = pooled.size3().unwrap();
+    assert_eq!((f * n + 1) as usize, video_token_count(3, 4));
+    let tokens = with_newline(&pooled.reshape([f * n, d]), &ov.newline).unwrap();
+    check(&model, &ids, &[(VIDEO, &tokens)], &r.tensor("video_logits"), "video");
+
+    // 20 greedy tokens after the video prompt equal transformers' generate().
+    let mut cache = KvCache::default();
+    let embeds = model.merge_at(&Tensor::from_slice(&ids).unsqueeze(0), &[(VIDEO, &tokens)]).unwrap();
+    let mut next = model.text.forward_embeds(embeds, &mut cache).unwrap().argmax(-1, false).int64_value(&[0]);
+    let mut greedy = Vec::new();
+    for _ in 0..20 {
+        greedy.push(next);
+        let step = Tensor::from_slice(&[next]).unsqueeze(0);
+        next = model.text.forward(&step, &mut cache).unwrap().argmax(-1, false).int64_value(&[0]);
+    }
+    assert_eq!(greedy, r.ids("video_greedy"));
+}
+
+#[test]
+fn onevision_inputs_on_a_plain_llava_are_a_typed_error() {
+    let llava = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llava");
+    let model = Llava::load(&llava, Device::Cpu).unwrap();
+    assert!(model.onevision.is_none());
+    let frames = Tensor::zeros([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu));
+    assert!(matches!(model.video_features(&frames), Err(LlavaError::Config { .. })));
+}
