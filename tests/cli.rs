@@ -906,3 +906,35 @@ fn eval_lingoqa_reads_parquet_judges_and_writes_predictions_csv() {
     let (_, v, _) = eval_run("lingoqa", &data, dir.path(), &out, &["--resume"]);
     assert!(v["scores"]["lingo_judge"].is_null() && v["scores"]["not_scored"][0].is_string(), "{v}");
 }
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn ask_runs_llava_onevision_on_video_images_and_one_photo() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision");
+    let video = asset("videos/bikes.mp4");
+    let record = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["ask", "--model", model, "--max-new-tokens", "2", "--json"];
+        all.extend_from_slice(args);
+        all.push("what is there");
+        let (code, out, err) = tokensieve(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["record"].clone()
+    };
+    let tokens = |r: &serde_json::Value| r["visual_tokens"].as_array().unwrap().last().unwrap()[1].as_u64().unwrap();
+    let prefill = |r: &serde_json::Value| r["prefill_tokens"].as_u64().unwrap();
+    // Video: 4 frames x (4x4 patches pooled to 2x2) = 16 visual tokens, then one newline.
+    let full = record(&["--video", &video, "--frames", "4"]);
+    let pruned = record(&["--video", &video, "--frames", "4", "--pruner", "todre", "--keep", "6"]);
+    assert_eq!((tokens(&full), tokens(&pruned)), (16, 6));
+    assert_eq!(prefill(&full) - prefill(&pruned), 10, "the newline stays; 10 fewer visual positions");
+    // Two images: base views of 16 tokens with a newline after each image's survivors.
+    let a = asset("images/chelsea.png");
+    let b = asset("images/coffee.png");
+    let two = record(&["--image", &a, "--image", &b]);
+    let two_pruned = record(&["--image", &a, "--image", &b, "--pruner", "divprune", "--keep", "10"]);
+    assert_eq!((tokens(&two), tokens(&two_pruned)), (32, 10));
+    assert_eq!(prefill(&two) - prefill(&two_pruned), 22);
+    // One 451x300 photo: the base view plus any-resolution tiles, packed with row newlines.
+    let one = record(&["--image", &a]);
+    assert!(tokens(&one) > 16, "base view plus tiles: {one}");
+}

@@ -4,7 +4,7 @@
 use super::{emit, CliError};
 use serde_json::json;
 use std::path::PathBuf;
-use tokensieve::pipeline::video_qa::{QaOptions, VideoQa};
+use tokensieve::pipeline::video_qa::{MediaKind, QaOptions, VideoQa};
 use tokensieve::pruners::{Budget, Method, Pruner};
 
 /// Arguments of `bench`.
@@ -117,7 +117,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         for _ in 0..args.repeats.max(1) {
             let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
             let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), in_llm: None, max_new_tokens: 1 };
-            records.push(qa.ask(&frames, "Describe the video.", &opts).map_err(runtime)?.1);
+            records.push(qa.ask(&frames, MediaKind::Video, "Describe the video.", &opts).map_err(runtime)?.1);
         }
         records.sort_by(|a, b| a.ttft_ms.total_cmp(&b.ttft_ms));
         let r = &records[records.len() / 2];

@@ -135,7 +135,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let batch =
         tch::Tensor::from_slice(&pixels).reshape([frames.len() as i64, 3, side as i64, side as i64]).to_device(device);
     lap("preprocess", &mut times);
-    let (visual, out) = model.image_features(&batch).map_err(runtime)?;
+    // LLaVA-OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells;
+    // a single image would go through any-resolution tiling, which this grid picture cannot show.
+    let onevision = model.onevision.is_some();
+    if onevision && args.video.is_none() && frames.len() == 1 {
+        return Err(CliError::usage(
+            "one image on llava_onevision is pruned as a flat any-resolution sequence, which has no grid to draw",
+            "give a --video or two or more --image files",
+        ));
+    }
+    let (visual, out) = if onevision && args.video.is_some() {
+        model.video_features(&batch).map_err(runtime)?
+    } else {
+        model.image_features(&batch).map_err(runtime)?
+    };
     lap("encode", &mut times);
     let (f, n, d) = visual.size3().map_err(runtime)?;
     let grid = (n as f64).sqrt() as usize;

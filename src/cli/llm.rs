@@ -310,13 +310,14 @@ pub(super) fn qa_options(
 
 #[cfg(feature = "video")]
 fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
-    use tokensieve::pipeline::video_qa::VideoQa;
+    use tokensieve::pipeline::video_qa::{MediaKind, VideoQa};
     let opts = qa_options(&args.pruning, args.max_new_tokens)?;
+    let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
     let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
     let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available())
         .map_err(|e| CliError::runtime(e.to_string(), None))?;
     let (answer, record) =
-        qa.ask(&frames, &args.question, &opts).map_err(|e| CliError::runtime(e.to_string(), None))?;
+        qa.ask(&frames, kind, &args.question, &opts).map_err(|e| CliError::runtime(e.to_string(), None))?;
     if args.json {
         emit(&format!("{}\n", json!({"answer": answer, "record": record})))
     } else {

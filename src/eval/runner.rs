@@ -10,7 +10,7 @@
 
 use super::error::EvalError;
 use super::task::{Dataset, Media, Sample, Scoring};
-use crate::pipeline::video_qa::{QaOptions, VideoQa};
+use crate::pipeline::video_qa::{MediaKind, QaOptions, VideoQa};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -96,20 +96,21 @@ pub struct Plan {
 }
 
 /// Decodes a sample's images or video frames; returns them with the milliseconds it took.
-fn load_media(media: &Media, frames: usize) -> Result<(Vec<Frame>, f64), String> {
+fn load_media(media: &Media, frames: usize) -> Result<(Vec<Frame>, MediaKind, f64), String> {
     let clock = Instant::now();
-    let loaded = match media {
+    let (loaded, kind) = match media {
         Media::Unavailable(why) => return Err(why.clone()),
         // Camera views are independent JPEG decodes.
-        Media::Images(paths) => {
-            paths.par_iter().map(|p| load_image_native(p).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?
-        }
-        Media::Video(path) => sample_uniform_native(path, frames).map_err(|e| e.to_string())?,
+        Media::Images(paths) => (
+            paths.par_iter().map(|p| load_image_native(p).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?,
+            MediaKind::Images,
+        ),
+        Media::Video(path) => (sample_uniform_native(path, frames).map_err(|e| e.to_string())?, MediaKind::Video),
     };
     if loaded.is_empty() {
         return Err("no frame could be decoded".into());
     }
-    Ok((loaded, clock.elapsed().as_secs_f64() * 1e3))
+    Ok((loaded, kind, clock.elapsed().as_secs_f64() * 1e3))
 }
 
 /// Runs the model over `samples` into `out`; returns how many samples this call answered.
@@ -149,9 +150,9 @@ pub fn run(
         }
         match load_media(&s.media, plan.frames) {
             Err(e) => line["error"] = json!(e),
-            Ok((frames, decode_ms)) => {
+            Ok((frames, kind, decode_ms)) => {
                 line["decode_ms"] = json!(decode_ms);
-                match qa.ask_with_system(&frames, s.system.as_deref(), &s.prompt, opts) {
+                match qa.ask_with_system(&frames, kind, s.system.as_deref(), &s.prompt, opts) {
                     Ok((answer, record)) => {
                         line["prediction"] = json!(answer);
                         line["record"] = json!(record);

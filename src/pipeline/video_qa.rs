@@ -1,6 +1,6 @@
-//! Question answering over a video, images or camera views with a LLaVA model: frames -> image processor ->
-//! vision tower + projector -> pre-LLM pruner chain -> prompt -> decoder (optionally pruning inside it) -> answer,
-//! with the record of every stage.
+//! Question answering over a video, images or camera views with a LLaVA or LLaVA-OneVision model: frames -> image
+//! processor -> vision tower + projector -> pre-LLM pruner chain -> prompt -> decoder (optionally pruning inside it)
+//! -> answer, with the record of every stage.
 //!
 //! Choices [project]:
 //! - Budget: resolved once against all visual tokens (`k`), and every pre-LLM stage of the chain keeps at most `k`
@@ -10,6 +10,10 @@
 //!   spliced sequence is numbered contiguously, as the LLaVA-style reference code of the pre-LLM methods does
 //!   (ALGORITHMS.md §1.5). In-decoder pruning keeps original position ids.
 //! - In-decoder pruning: FastV's rule at layer `K` on the last prompt token's attention (`fastv:layer=K,ratio=R`).
+//! - LLaVA-OneVision: a video's frames are pooled 2x2 first (the pruners see the pooled tokens, frame by frame) and
+//!   its one newline token follows the kept tokens; several images keep a newline after each image's survivors; a
+//!   single image's any-resolution sequence (base view, tile map with row newlines) is pruned as one flat set.
+//!   Newlines are not counted as visual tokens in the record (they are in `prefill_tokens`).
 
 use crate::pipeline::flops::{prefill_macs, DecoderShape};
 use rayon::prelude::*;
@@ -24,6 +28,7 @@ use tokensieve_models::llava::Llava;
 use tokensieve_models::tokenizer::TextTokenizer;
 use tokensieve_pruners::in_decoder::fastv::FastV;
 use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TchBackend, TokenSet};
+use tokensieve_video::preprocess::anyres::AnyRes;
 use tokensieve_video::preprocess::ImageProcessor;
 use tokensieve_video::Frame;
 
@@ -111,6 +116,40 @@ pub struct QaRecord {
     pub generated_tokens: usize,
 }
 
+/// What the frames given to [`VideoQa::ask`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MediaKind {
+    /// Frames sampled from one video (OneVision pools them and puts them under `<video>`).
+    Video,
+    /// Separate images: camera views, clip stills or one photo (OneVision: one image goes through any-resolution
+    /// tiling, several get their base view and a newline each).
+    Images,
+}
+
+/// Where the newline embedding goes among the visual tokens (OneVision only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Newline {
+    /// Nowhere (LLaVA-1.5), or already inside the tokens (any-resolution packing).
+    None,
+    /// After every image's kept tokens.
+    PerUnit,
+    /// Once after all frames (video).
+    End,
+}
+
+/// The tower's output as the pruners and the prompt see it.
+struct Encoded {
+    /// `[tokens, D]` in unit order.
+    features: Tensor,
+    layout: Option<Layout>,
+    cls_attention: Option<Tensor>,
+    /// `(units, tokens per unit)`: frames or images.
+    units: (usize, usize),
+    newline: Newline,
+    /// Placeholder token id and its text.
+    placeholder: (i64, &'static str),
+}
+
 /// A loaded LLaVA model with its tokenizer, image processor and chat template.
 pub struct VideoQa {
     model: Llava,
@@ -144,9 +183,126 @@ impl VideoQa {
         Ok(VideoQa { model, tokenizer, processor, template, device })
     }
 
-    /// Answers `question` about `frames`.
-    pub fn ask(&self, frames: &[Frame], question: &str, opts: &QaOptions) -> Result<(String, QaRecord), QaError> {
-        self.ask_with_system(frames, None, question, opts)
+    /// Answers `question` about `frames` (a video's frames or separate images, see [`MediaKind`]).
+    pub fn ask(
+        &self,
+        frames: &[Frame],
+        kind: MediaKind,
+        question: &str,
+        opts: &QaOptions,
+    ) -> Result<(String, QaRecord), QaError> {
+        self.ask_with_system(frames, kind, None, question, opts)
+    }
+
+    /// Preprocesses frames to the tower's square input, in parallel (six 1600x900 cameras take most of the time to
+    /// first token otherwise): `[F, 3, S, S]` on the model's device.
+    fn square_batch(&self, frames: &[Frame]) -> Result<Tensor, QaError> {
+        let side = self.model.vision.config.image_size;
+        let processor = &self.processor;
+        let processed: Vec<_> =
+            frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
+        let mut pixels = Vec::with_capacity(frames.len() * 3 * side * side);
+        for p in processed {
+            if (p.width, p.height) != (side, side) {
+                return Err(QaError::InputSize { got: p.width, got_h: p.height, side });
+            }
+            pixels.extend(p.data);
+        }
+        Ok(Tensor::from_slice(&pixels)
+            .reshape([frames.len() as i64, 3, side as i64, side as i64])
+            .to_device(self.device))
+    }
+
+    /// Runs the tower and projector, and says how the visual tokens are laid out for the pruners and the prompt.
+    fn encode(&self, frames: &[Frame], kind: MediaKind) -> Result<Encoded, QaError> {
+        let grid_of = |n: i64| {
+            let g = (n as f64).sqrt() as usize;
+            (g * g == n as usize).then_some(g)
+        };
+        let Some(ov) = &self.model.onevision else {
+            // LLaVA-1.5: every frame is one image of g x g tokens, all under one `<image>` span.
+            let (visual, out) = self.model.image_features(&self.square_batch(frames)?)?;
+            let (f, n, d) = visual.size3()?;
+            return Ok(Encoded {
+                features: visual.reshape([f * n, d]),
+                layout: grid_of(n).map(|g| Layout::frames(f as usize, g, g)),
+                cls_attention: out.cls_attention.map(|a| a.reshape([-1])),
+                units: (f as usize, n as usize),
+                newline: Newline::None,
+                placeholder: (self.model.image_token_id, "<image>"),
+            });
+        };
+        let image = (self.model.image_token_id, "<image>");
+        match (kind, frames.len()) {
+            (MediaKind::Video, _) => {
+                let (pooled, _) = self.model.video_features(&self.square_batch(frames)?)?;
+                let (f, n, d) = pooled.size3()?;
+                Ok(Encoded {
+                    features: pooled.reshape([f * n, d]),
+                    layout: grid_of(n).map(|g| Layout::frames(f as usize, g, g)),
+                    cls_attention: None,
+                    units: (f as usize, n as usize),
+                    newline: Newline::End,
+                    placeholder: (ov.video_token_id, "<video>"),
+                })
+            }
+            (MediaKind::Images, 1) => {
+                let f = &frames[0];
+                let anyres = AnyRes { pinpoints: ov.pinpoints.clone(), tile: self.model.vision.config.image_size };
+                let (views, grid) = anyres.tiles(&self.processor, &f.rgb, f.width as usize, f.height as usize);
+                let side = anyres.tile as i64;
+                let data: Vec<f32> = views.into_iter().flat_map(|p| p.data).collect();
+                let batch = Tensor::from_slice(&data).reshape([-1, 3, side, side]).to_device(self.device);
+                let (packed, _) =
+                    self.model.anyres_image_features(&batch, f.height as usize, f.width as usize, grid)?;
+                let n = packed.size()[0] as usize;
+                // The packed sequence (base view, tile map, row newlines) is pruned as one flat set.
+                Ok(Encoded {
+                    features: packed,
+                    layout: None,
+                    cls_attention: None,
+                    units: (1, n),
+                    newline: Newline::None,
+                    placeholder: image,
+                })
+            }
+            (MediaKind::Images, _) => {
+                let (visual, out) = self.model.image_features(&self.square_batch(frames)?)?;
+                let (i, n, d) = visual.size3()?;
+                Ok(Encoded {
+                    features: visual.reshape([i * n, d]),
+                    layout: grid_of(n).map(|g| Layout::Grid { views: i as usize, frames: 1, height: g, width: g }),
+                    cls_attention: out.cls_attention.map(|a| a.reshape([-1])),
+                    units: (i as usize, n as usize),
+                    newline: Newline::PerUnit,
+                    placeholder: image,
+                })
+            }
+        }
+    }
+
+    /// The kept tokens with OneVision's newline embeddings put back where the unpruned model has them.
+    fn with_newlines(&self, kept: Tensor, origin: &[usize], enc: &Encoded) -> Result<Tensor, QaError> {
+        let Some(ov) = &self.model.onevision else { return Ok(kept) };
+        let newline = ov.newline.reshape([1, -1]).to_kind(kept.kind());
+        Ok(match enc.newline {
+            Newline::None => kept,
+            Newline::End => Tensor::f_cat(&[kept, newline], 0)?,
+            Newline::PerUnit => {
+                // Kept indices are ascending, so each unit's survivors are one contiguous run.
+                let mut pieces = Vec::with_capacity(2 * enc.units.0);
+                let mut start = 0usize;
+                for unit in 0..enc.units.0 {
+                    let end = start + origin[start..].iter().take_while(|&&o| o / enc.units.1 == unit).count();
+                    if end > start {
+                        pieces.push(kept.narrow(0, start as i64, (end - start) as i64));
+                    }
+                    pieces.push(newline.shallow_clone());
+                    start = end;
+                }
+                Tensor::f_cat(&pieces, 0)?
+            }
+        })
     }
 
     /// Answers `question` about `frames` after a system prompt (a system turn with a chat template; the text
@@ -154,6 +310,7 @@ impl VideoQa {
     pub fn ask_with_system(
         &self,
         frames: &[Frame],
+        kind: MediaKind,
         system: Option<&str>,
         question: &str,
         opts: &QaOptions,
@@ -166,44 +323,29 @@ impl VideoQa {
             clock = Instant::now();
             ms
         };
-        let side = self.model.vision.config.image_size;
-        // Frames are resized independently (six 1600x900 cameras take most of the time to first token), so in parallel.
-        let processor = &self.processor;
-        let processed: Vec<_> =
-            frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
-        let mut pixels = Vec::with_capacity(frames.len() * 3 * side * side);
-        for p in processed {
-            if (p.width, p.height) != (side, side) {
-                return Err(QaError::InputSize { got: p.width, got_h: p.height, side });
-            }
-            pixels.extend(p.data);
-        }
-        let batch = Tensor::from_slice(&pixels)
-            .reshape([frames.len() as i64, 3, side as i64, side as i64])
-            .to_device(self.device);
-        let mut ttft = lap("preprocess");
-        let (visual, out) = self.model.image_features(&batch)?;
-        ttft += lap("encode");
-        let (f, n, d) = visual.size3()?;
-        let grid = (n as f64).sqrt() as usize;
+        let enc = self.encode(frames, kind)?;
+        // Preprocessing happens inside `encode`; its share is not separable from the tower's without a sync point.
+        let mut ttft = lap("encode");
         let backend = TchBackend::new(self.device);
-        let total = (f * n) as usize;
-        let mut features = visual.reshape([f * n, d]);
+        let total = enc.features.size()[0] as usize;
+        let mut features = enc.features.shallow_clone();
         let mut tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(pruning("encoder output"))?;
-        if grid * grid == n as usize {
-            tokens = tokens.with_layout(Layout::frames(f as usize, grid, grid)).map_err(pruning("layout"))?;
+        if let Some(layout) = enc.layout.clone() {
+            tokens = tokens.with_layout(layout).map_err(pruning("layout"))?;
         }
-        if let Some(a) = &out.cls_attention {
-            tokens = tokens.with_cls_attention(Vec::try_from(a.reshape([-1]))?).map_err(pruning("cls attention"))?;
+        if let Some(a) = &enc.cls_attention {
+            tokens = tokens.with_cls_attention(Vec::try_from(a)?).map_err(pruning("cls attention"))?;
         }
         let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
         let mut visual_tokens = vec![("encoder".to_string(), total)];
+        let mut origin: Vec<usize> = (0..total).collect();
         for method in &opts.pruners {
             let s = prune(&backend, method, &tokens, Budget::Keep(k)).map_err(pruning(method.name()))?;
             features = match &s.merged {
                 Some(m) => m.shallow_clone(),
                 None => backend.gather_rows(tokens.features(), &s.kept).map_err(pruning(method.name()))?,
             };
+            origin = s.kept.iter().map(|&i| origin[i]).collect();
             let attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect::<Vec<f32>>());
             tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(pruning(method.name()))?;
             if let Some(a) = attention {
@@ -211,28 +353,30 @@ impl VideoQa {
             }
             visual_tokens.push((method.name().to_string(), s.kept.len()));
         }
+        let features = self.with_newlines(features, &origin, &enc)?;
         ttft += lap("prune");
         let kept = backend.shape(&features).0;
+        let (placeholder_id, placeholder) = enc.placeholder;
         let prompt = match &self.template {
             Some(t) => {
                 let mut turns = Vec::new();
                 if let Some(s) = system {
                     turns.push(serde_json::json!({"role": "system", "content": s}));
                 }
-                turns.push(serde_json::json!({"role": "user", "content": format!("<image>\n{question}")}));
+                turns.push(serde_json::json!({"role": "user", "content": format!("{placeholder}\n{question}")}));
                 t.render(&serde_json::Value::Array(turns), true)
                     .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?
             }
             None => match system {
-                Some(s) => format!("{s} USER: <image>\n{question} ASSISTANT:"),
-                None => format!("USER: <image>\n{question} ASSISTANT:"),
+                Some(s) => format!("{s} USER: {placeholder}\n{question} ASSISTANT:"),
+                None => format!("USER: {placeholder}\n{question} ASSISTANT:"),
             },
         };
-        let expanded = prompt.replacen("<image>", &vec!["<image>"; kept].join(" "), 1);
+        let expanded = prompt.replacen(placeholder, &vec![placeholder; kept].join(" "), 1);
         let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
         let ids_t = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
-        let embeds = self.model.merge(&ids_t, &features)?;
-        let span_start = ids.iter().position(|&t| t == self.model.image_token_id).unwrap_or(0);
+        let embeds = self.model.merge_at(&ids_t, &[(placeholder_id, &features)])?;
+        let span_start = ids.iter().position(|&t| t == placeholder_id).unwrap_or(0);
         let span = span_start..span_start + kept;
         let layers = self.model.text.config.layers;
         let mut tokens_per_layer = vec![ids.len(); layers];

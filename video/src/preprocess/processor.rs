@@ -110,7 +110,7 @@ impl ImageProcessor {
     /// Reads the keys of a Hugging Face `preprocessor_config.json` (`do_resize`, `size`, `resample`,
     /// `do_center_crop`, `crop_size`, `do_rescale`, `rescale_factor`, `do_normalize`, `image_mean`, `image_std`;
     /// `image_aspect_ratio: "pad"` from LLaVA configs turns on pad-to-square). Defaults are CLIP's, as in
-    /// transformers.
+    /// transformers, except that SigLIP and LLaVA-OneVision processors (`image_processor_type`) do not crop.
     pub fn from_config(config: &Value) -> Result<Self, PreprocessError> {
         let bad = |key: &str, reason: &str| PreprocessError::Config { key: key.into(), reason: reason.into() };
         let flag = |key: &str, default: bool| config.get(key).and_then(Value::as_bool).unwrap_or(default);
@@ -152,7 +152,12 @@ impl ImageProcessor {
                 .and_then(Filter::from_pil)
                 .ok_or_else(|| bad("resample", "supports 2 (bilinear) and 3 (bicubic)"))?,
         };
-        let center_crop = if flag("do_center_crop", true) {
+        // CLIP's processors crop by default; SigLIP's and LLaVA-OneVision's resize to the exact size and never crop.
+        let crops_by_default = !config
+            .get("image_processor_type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.starts_with("Siglip") || t.starts_with("LlavaOnevision"));
+        let center_crop = if flag("do_center_crop", crops_by_default) {
             let crop = dims("crop_size")?.unwrap_or(serde_json::json!({"height": 224, "width": 224}));
             match (get_u32(&crop, "crop_size", "height")?, get_u32(&crop, "crop_size", "width")?) {
                 (Some(h), Some(w)) => Some((h, w)),
@@ -306,6 +311,9 @@ mod tests {
         let clip = ImageProcessor::from_config(&serde_json::json!({"size": {"shortest_edge": 336}, "crop_size": 336}))
             .unwrap();
         assert_eq!(clip, ImageProcessor::clip(336));
+        let ov = serde_json::json!({"image_processor_type": "LlavaOnevisionImageProcessor",
+            "size": {"height": 384, "width": 384}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]});
+        assert_eq!(ImageProcessor::from_config(&ov).unwrap(), ImageProcessor::siglip(384), "no crop by default");
         assert!(ImageProcessor::from_config(&serde_json::json!({"resample": 1})).is_err());
         assert!(ImageProcessor::from_config(&serde_json::json!({"size": {"longest": 3}})).is_err());
     }
