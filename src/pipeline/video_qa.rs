@@ -330,7 +330,7 @@ impl VideoQa {
         let total = enc.features.size()[0] as usize;
         let mut features = enc.features.shallow_clone();
         let mut tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(pruning("encoder output"))?;
-        if let Some(layout) = enc.layout.clone() {
+        if let Some(layout) = enc.layout {
             tokens = tokens.with_layout(layout).map_err(pruning("layout"))?;
         }
         if let Some(a) = &enc.cls_attention {
