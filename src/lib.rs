@@ -12,6 +12,7 @@
 
 pub mod assets;
 pub mod eval;
+pub mod hub;
 pub mod npy;
 pub mod pipeline;
 

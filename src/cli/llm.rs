@@ -1,7 +1,8 @@
 //! `tokensieve forward` and `tokensieve ask`. `forward` runs one prefill of a GGUF language model (llama
 //! architecture) or a Hugging Face directory (`llama`, `qwen2`, or `llava` with images) and writes the last
-//! position's logits, the visual tokens and the CLS attention. `ask` generates from GGUF language models; answering
-//! about images and videos arrives with the pipeline.
+//! position's logits, the visual tokens and the CLS attention. `ask` answers with a GGUF language model alone, or
+//! with a `llava` / `llava_onevision` directory about a video, images or camera views through the library's
+//! [`tokensieve::pipeline::builder::Pipeline`].
 
 use super::{emit, CliError};
 use serde_json::json;
@@ -62,20 +63,30 @@ pub struct PruningFlags {
 /// Arguments of `ask`.
 #[derive(Debug, clap::Args)]
 pub struct AskArgs {
-    /// A GGUF language model file.
+    /// A GGUF language model file, a `llava`/`llava_onevision` directory, or a Hugging Face id found in the local
+    /// hub cache.
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// The question.
     question: String,
     /// Images (vision-language models only).
     #[arg(long)]
     image: Vec<PathBuf>,
+    /// Camera views `CAM=IMAGE` (nuScenes names: CAM_FRONT, CAM_FRONT_LEFT, ...), repeatable.
+    #[arg(long)]
+    views: Vec<String>,
     /// A video (vision-language models only).
     #[arg(long)]
     video: Option<PathBuf>,
-    /// Frames to sample from the video (lmms-eval uniform).
+    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode).
+    #[arg(long, default_value = "uniform")]
+    sampler: String,
+    /// Frames to sample (for samplers with a `frames` parameter that the spec does not set).
     #[arg(long, default_value_t = 8)]
     frames: usize,
+    /// `cpu` or `cuda` (default: CUDA when available).
+    #[arg(long, value_parser = ["cpu", "cuda"])]
+    device: Option<String>,
     #[command(flatten)]
     pruning: PruningFlags,
     /// Most tokens to generate.
@@ -92,11 +103,39 @@ struct Loaded {
     template: Option<ChatTemplate>,
 }
 
-fn load(path: &Path) -> Result<Loaded, CliError> {
-    if path.is_dir() || path.extension().and_then(|e| e.to_str()) != Some("gguf") {
+/// A Hugging Face directory's language model (a `llama`/`qwen2` checkpoint, or the LM inside a LLaVA one), its
+/// tokenizer and the chat template of `tokenizer_config.json`.
+fn load_hf(dir: &Path, device: tch::Device) -> Result<Loaded, CliError> {
+    let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| runtime(&e))?;
+    let config: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let special = |key: &str| match &config[key] {
+        serde_json::Value::String(s) => s.clone(),
+        v => v["content"].as_str().unwrap_or_default().to_string(),
+    };
+    let template = match config["chat_template"].as_str() {
+        Some(source) => {
+            Some(ChatTemplate::new(source, &special("bos_token"), &special("eos_token")).map_err(|e| {
+                runtime(&format!("{}: chat_template: {e}", dir.join("tokenizer_config.json").display()))
+            })?)
+        }
+        None => None,
+    };
+    let model = Llama::from_hf_dir(dir, device).map_err(|e| runtime(&e))?;
+    Ok(Loaded { model, tokenizer, template })
+}
+
+fn load(path: &Path, device: tch::Device) -> Result<Loaded, CliError> {
+    if path.is_dir() {
+        return load_hf(path, device);
+    }
+    if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
         return Err(CliError::usage(
-            format!("{}: only GGUF language models are supported so far", path.display()),
-            "pass a .gguf file (for example the setup's llm/SmolLM2-135M-Instruct.Q4_1.gguf)",
+            format!("{}: not a .gguf file or a model directory", path.display()),
+            "pass a .gguf file (for example the setup's llm/SmolLM2-135M-Instruct.Q4_1.gguf) or a model directory",
         ));
     }
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
@@ -110,7 +149,7 @@ fn load(path: &Path) -> Result<Loaded, CliError> {
         ),
         None => None,
     };
-    let model = Llama::from_gguf(path, tch::Device::cuda_if_available()).map_err(|e| runtime(&e))?;
+    let model = Llama::from_gguf(path, device).map_err(|e| runtime(&e))?;
     Ok(Loaded { model, tokenizer, template })
 }
 
@@ -124,11 +163,11 @@ fn prompt_ids(l: &Loaded, text: &str, raw: bool) -> Result<Vec<u32>, CliError> {
     l.tokenizer.encode(&rendered).map_err(|e| CliError::runtime(e.to_string(), None))
 }
 
-fn refuse_visual(images: &[PathBuf], video: Option<&PathBuf>) -> Result<(), CliError> {
-    if !images.is_empty() || video.is_some() {
+fn refuse_visual(visual: bool) -> Result<(), CliError> {
+    if visual {
         return Err(CliError::usage(
-            "image and video inputs need a vision-language checkpoint, which is not supported yet",
-            "run the language model alone (no --image/--video)",
+            "image, video and view inputs need a llava or llava_onevision model directory (and the video feature)",
+            "run the language model alone (no --image/--video/--views), or give a vision-language directory",
         ));
     }
     Ok(())
@@ -211,7 +250,7 @@ fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
             Ok(Prefill { logits, prompt_tokens: ids.len(), visual_tokens: count, tokenizer })
         }
         "llama" | "qwen2" => {
-            refuse_visual(&args.image, None)?;
+            refuse_visual(!args.image.is_empty())?;
             let model = Llama::from_hf_dir(dir, device).map_err(|e| runtime(&e))?;
             let ids: Vec<i64> =
                 tokenizer.encode(&args.prompt).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
@@ -232,8 +271,8 @@ pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
     let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.model.is_dir() {
         forward_hf(&args)?
     } else {
-        refuse_visual(&args.image, None)?;
-        let l = load(&args.model)?;
+        refuse_visual(!args.image.is_empty())?;
+        let l = load(&args.model, tch::Device::cuda_if_available())?;
         let ids = prompt_ids(&l, &args.prompt, args.raw)?;
         let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
         let logits = l
@@ -286,52 +325,109 @@ pub(super) fn qa_options(
         (None, None) => Budget::Ratio(1.0),
     };
     budget.validate().map_err(|e| usage(e.to_string()))?;
-    let in_llm = match in_llm {
-        None => None,
-        Some(spec) => {
-            let (name, pairs) = tokensieve::pruners::params::parse_spec(spec).map_err(|e| usage(e.to_string()))?;
-            if name != "fastv" {
-                return Err(usage(format!("in-decoder method `{name}` is not wired yet (fastv is)")));
-            }
-            let mut rule = FastV::default();
-            for (k, v) in pairs {
-                match k.as_str() {
-                    "layer" => rule.layer = v.parse().map_err(|_| usage(format!("fastv layer `{v}`")))?,
-                    "ratio" => rule.ratio = v.parse().map_err(|_| usage(format!("fastv ratio `{v}`")))?,
-                    other => return Err(usage(format!("fastv has no parameter `{other}` (layer, ratio)"))),
-                }
-            }
-            rule.validate().map_err(|e| usage(e.to_string()))?;
-            Some(rule)
-        }
-    };
+    let in_llm = in_llm.map(FastV::from_spec).transpose().map_err(|e| usage(e.to_string()))?;
     Ok(tokensieve::pipeline::video_qa::QaOptions { pruners, budget, in_llm, max_new_tokens })
 }
 
+/// `--device`: CUDA when available unless told; asking for CUDA where there is none is a usage error.
+pub(super) fn device(choice: Option<&str>) -> Result<tch::Device, CliError> {
+    match choice {
+        None => Ok(tch::Device::cuda_if_available()),
+        Some("cpu") => Ok(tch::Device::Cpu),
+        Some(_) if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+        Some(other) => Err(CliError::usage(format!("--device {other}: no CUDA device is visible"), "use --device cpu")),
+    }
+}
+
+/// Adds `frames=N` to a sampler spec that has a frame count and does not set it.
 #[cfg(feature = "video")]
-fn ask_llava(args: &AskArgs) -> Result<(), CliError> {
-    use tokensieve::pipeline::video_qa::{MediaKind, VideoQa};
-    let opts = qa_options(&args.pruning, args.max_new_tokens)?;
-    let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
-    let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
-    let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available())
-        .map_err(|e| CliError::runtime(e.to_string(), None))?;
-    let (answer, record) =
-        qa.ask(&frames, kind, &args.question, &opts).map_err(|e| CliError::runtime(e.to_string(), None))?;
-    if args.json {
-        emit(&format!("{}\n", json!({"answer": answer, "record": record})))
+fn with_frames(spec: &str, frames: usize) -> String {
+    let name = spec.split(':').next().unwrap_or(spec);
+    let has_frames = ["uniform", "uniform-interior", "dcode"].contains(&name);
+    if !has_frames || spec.contains("frames=") {
+        spec.to_string()
+    } else if spec.contains(':') {
+        format!("{spec},frames={frames}")
     } else {
-        emit(&format!("{answer}\n"))
+        format!("{spec}:frames={frames}")
+    }
+}
+
+#[cfg(feature = "video")]
+fn ask_llava(args: &AskArgs, model: &Path) -> Result<(), CliError> {
+    use tokensieve::pipeline::builder::{Media, Pipeline, PipelineError};
+    let usage = |e: PipelineError| CliError::usage(e.to_string(), "see `tokensieve ask --help`");
+    let runtime = |e: PipelineError| CliError::runtime(e.to_string(), Some("check the input files".into()));
+    let media = match (&args.video, args.image.is_empty(), args.views.is_empty()) {
+        (Some(v), true, true) => Media::Video(v.clone()),
+        (None, false, true) => Media::Images(args.image.clone()),
+        (None, true, false) => Media::Views(
+            args.views
+                .iter()
+                .map(|v| {
+                    v.split_once('=').map(|(c, p)| (c.to_string(), PathBuf::from(p))).ok_or_else(|| {
+                        CliError::usage(format!("--views {v} is not CAM=IMAGE"), "for example --views CAM_FRONT=f.jpg")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => return Err(CliError::usage("give one of --video, --image or --views", "they cannot be mixed")),
+    };
+    let mut builder = Pipeline::builder(model)
+        .sampler(&with_frames(&args.sampler, args.frames))
+        .map_err(usage)?
+        .device(device(args.device.as_deref())?)
+        .max_new_tokens(args.max_new_tokens);
+    for p in &args.pruning.pruner {
+        builder = builder.pruner(p).map_err(usage)?;
+    }
+    builder = match (args.pruning.keep, args.pruning.ratio) {
+        (Some(k), _) => builder.keep(k),
+        (None, Some(r)) => builder.ratio(r),
+        (None, None) => builder,
+    };
+    if let Some(spec) = &args.pruning.in_llm {
+        builder = builder.in_llm(spec).map_err(usage)?;
+    }
+    let pipeline = builder.build().map_err(|e| match e {
+        PipelineError::Spec(_) => usage(e),
+        e => CliError::runtime(e.to_string(), Some("is it a llava or llava_onevision directory?".into())),
+    })?;
+    let loaded = pipeline.load(&media).map_err(|e| match e {
+        PipelineError::Image(
+            tokensieve::video::ImageError::Camera(_) | tokensieve::video::ImageError::DuplicateCamera(_),
+        ) => usage(e),
+        e => runtime(e),
+    })?;
+    let stream = !args.json;
+    let mut out = std::io::stdout().lock();
+    let answer = pipeline
+        .answer_streaming(loaded, &args.question, &mut |piece| {
+            !stream || out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok()
+        })
+        .map_err(runtime)?;
+    drop(out);
+    if args.json {
+        emit(&format!("{}\n", json!({"answer": answer.text, "record": answer.record})))
+    } else {
+        emit("\n")
     }
 }
 
 pub fn ask(args: AskArgs) -> Result<(), CliError> {
-    if args.model.is_dir() {
+    let gguf = args.model.ends_with(".gguf") && Path::new(&args.model).is_file();
+    let model = if gguf {
+        PathBuf::from(&args.model)
+    } else {
+        tokensieve::hub::resolve(&args.model).map_err(|e| CliError::usage(e.to_string(), e.hint()))?
+    };
+    let visual = !args.image.is_empty() || args.video.is_some() || !args.views.is_empty();
+    if model.is_dir() && visual {
         #[cfg(feature = "video")]
-        return ask_llava(&args);
+        return ask_llava(&args, &model);
     }
-    refuse_visual(&args.image, args.video.as_ref())?;
-    let l = load(&args.model)?;
+    refuse_visual(visual)?;
+    let l = load(&model, device(args.device.as_deref())?)?;
     let ids = prompt_ids(&l, &args.question, false)?;
     let start = Instant::now();
     let mut first_token_ms = None;

@@ -5,9 +5,8 @@ use super::{emit, CliError};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tokensieve::npy;
-use tokensieve::video::samplers::{
-    dcode, f2c, fps_indices, uniform_indices, FrameEmbedder, ThumbnailEmbedder, Uniform,
-};
+use tokensieve::pipeline::sampler::{Sampler, SamplerError};
+use tokensieve::video::samplers::{f2c, uniform_indices, Uniform};
 use tokensieve::video::{decode_at, probe, Frame, VideoInfo};
 
 /// Arguments of `sample`.
@@ -62,46 +61,46 @@ fn times(info: &VideoInfo, indices: &[usize]) -> Vec<f64> {
     indices.iter().map(|&i| i as f64 / info.fps).collect()
 }
 
-/// Picks frame indices; returns them with a note for the record.
+/// Picks frame indices; returns them with a note for the record. The four samplers without a relevance input are
+/// the pipeline's [`Sampler`]; F2C takes its relevance scores from a file.
 fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json::Value>), CliError> {
-    let n = info.frames;
-    match args.sampler.as_str() {
-        "uniform" => Ok((uniform_indices(n, args.frames, Uniform::Inclusive).map_err(usage)?, None)),
-        "uniform-interior" => Ok((uniform_indices(n, args.frames, Uniform::Interior).map_err(usage)?, None)),
+    let sampler = match args.sampler.as_str() {
+        "uniform" => Some(Sampler::Uniform { frames: args.frames }),
+        "uniform-interior" => Some(Sampler::UniformInterior { frames: args.frames }),
         "fps" => {
             let rate = args.fps.ok_or_else(|| CliError::usage("--sampler fps needs --fps R", "for example --fps 1"))?;
-            Ok((fps_indices(n, info.fps, rate, args.frames).map_err(usage)?, None))
+            Some(Sampler::Fps { rate, max: args.frames })
         }
         "dcode" => {
-            let candidates = uniform_indices(n, args.candidates, Uniform::Inclusive).map_err(usage)?;
-            let thumbs = decode_at(&args.video, &times(info, &candidates), 64, 64).map_err(video_error)?.frames;
-            let embeddings = ThumbnailEmbedder::default().embed(&thumbs);
-            let picked = dcode::select(&embeddings, args.frames, args.uniform_ratio).map_err(usage)?;
-            let note = json!({"candidates": candidates.len(), "embedder": "thumbnail 8x8", "uniform_ratio": args.uniform_ratio});
-            Ok((picked.into_iter().map(|i| candidates[i]).collect(), Some(note)))
+            Some(Sampler::DCode { frames: args.frames, candidates: args.candidates, uniform_ratio: args.uniform_ratio })
         }
-        _ => {
-            let Some(path) = &args.relevance else {
-                return Err(CliError::usage(
-                    "f2c ranks frames by relevance to the question, which needs an image-text encoder; none is built in",
-                    "pass --relevance R.npy with one score per candidate frame (candidates spread uniformly)",
-                ));
-            };
-            let relevance = npy::read(path).map_err(|e| CliError::runtime(e.to_string(), None))?.data;
-            let candidates = uniform_indices(n, relevance.len(), Uniform::Inclusive).map_err(usage)?;
-            let planner = f2c::F2c {
-                budget: args.budget,
-                anchors: args.anchors,
-                min_clip: 4,
-                smooth: 1,
-                ladder: f2c::ONEVISION_LADDER.to_vec(),
-            };
-            let plan = planner.plan(&relevance).map_err(usage)?;
-            let note = json!({"resolution": plan.rung.side, "clip_len": plan.clip_len, "tokens": plan.tokens,
-                "anchors": plan.anchors.iter().map(|&a| candidates[a]).collect::<Vec<_>>()});
-            Ok((plan.frames.into_iter().map(|i| candidates[i]).collect(), Some(note)))
-        }
+        _ => None,
+    };
+    if let Some(sampler) = sampler {
+        return sampler.pick(&args.video, info).map_err(|e| match e {
+            SamplerError::Video(v) => video_error(v),
+            other => usage(other),
+        });
     }
+    let Some(path) = &args.relevance else {
+        return Err(CliError::usage(
+            "f2c ranks frames by relevance to the question, which needs an image-text encoder; none is built in",
+            "pass --relevance R.npy with one score per candidate frame (candidates spread uniformly)",
+        ));
+    };
+    let relevance = npy::read(path).map_err(|e| CliError::runtime(e.to_string(), None))?.data;
+    let candidates = uniform_indices(info.frames, relevance.len(), Uniform::Inclusive).map_err(usage)?;
+    let planner = f2c::F2c {
+        budget: args.budget,
+        anchors: args.anchors,
+        min_clip: 4,
+        smooth: 1,
+        ladder: f2c::ONEVISION_LADDER.to_vec(),
+    };
+    let plan = planner.plan(&relevance).map_err(usage)?;
+    let note = json!({"resolution": plan.rung.side, "clip_len": plan.clip_len, "tokens": plan.tokens,
+        "anchors": plan.anchors.iter().map(|&a| candidates[a]).collect::<Vec<_>>()});
+    Ok((plan.frames.into_iter().map(|i| candidates[i]).collect(), Some(note)))
 }
 
 fn save(frames: &[Frame], indices: &[usize], dir: &Path) -> Result<(), CliError> {

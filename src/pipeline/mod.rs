@@ -1,6 +1,11 @@
 //! The pipeline that joins the stages: frames -> pixels -> visual tokens -> kept tokens -> decoder, with a record
 //! of what happened (tokens per stage, time per stage, TTFT, KV-cache bytes, FLOPs).
 
+#[cfg(all(feature = "torch", feature = "video"))]
+pub mod builder;
 pub mod flops;
+pub mod overlap;
+#[cfg(feature = "video")]
+pub mod sampler;
 #[cfg(all(feature = "torch", feature = "video"))]
 pub mod video_qa;

@@ -315,6 +315,21 @@ impl VideoQa {
         question: &str,
         opts: &QaOptions,
     ) -> Result<(String, QaRecord), QaError> {
+        self.ask_streaming(frames, kind, system, question, opts, &mut |_| true)
+    }
+
+    /// As [`VideoQa::ask_with_system`], handing each piece of new text to `on_text` as it is generated (tokens can
+    /// split characters, so a piece is what the new token adds to the decoded answer); `on_text` returning `false`
+    /// stops generation.
+    pub fn ask_streaming(
+        &self,
+        frames: &[Frame],
+        kind: MediaKind,
+        system: Option<&str>,
+        question: &str,
+        opts: &QaOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(String, QaRecord), QaError> {
         let mut stage_ms = BTreeMap::new();
         let mut clock = Instant::now();
         let mut lap = |name: &str| {
@@ -402,9 +417,17 @@ impl VideoQa {
         let mut next = logits.argmax(-1, false).int64_value(&[0]);
         ttft += lap("prefill");
         let mut generated = Vec::new();
+        let mut shown = String::new();
         let stop: Vec<i64> = self.tokenizer.eos.iter().map(|&t| t as i64).collect();
         while generated.len() < opts.max_new_tokens && !stop.contains(&next) {
             generated.push(next as u32);
+            let text = self.tokenizer.decode(&generated)?;
+            if let Some(delta) = text.strip_prefix(shown.as_str()).filter(|d| !d.is_empty()) {
+                if !on_text(delta) {
+                    break;
+                }
+                shown = text;
+            }
             let step = Tensor::from_slice(&[next]).unsqueeze(0).to_device(self.device);
             next = self.model.text.forward(&step, &mut cache)?.argmax(-1, false).int64_value(&[0]);
         }

@@ -49,13 +49,9 @@ pub fn load_images(paths: &[PathBuf], width: u32, height: u32) -> Result<Vec<Fra
     paths.iter().map(|p| load_image(p, width, height)).collect()
 }
 
-/// Loads one multi-camera sample from `(camera name, image)` pairs in any order; returns the views in
-/// [`NUSCENES_CAMERAS`] order (cameras not given are left out) with their names.
-pub fn load_views(
-    views: &[(String, PathBuf)],
-    width: u32,
-    height: u32,
-) -> Result<Vec<(&'static str, Frame)>, ImageError> {
+/// Puts `(camera name, image)` pairs given in any order into [`NUSCENES_CAMERAS`] order (cameras not given are left
+/// out); an unknown or repeated camera is an error.
+pub fn order_views(views: &[(String, PathBuf)]) -> Result<Vec<(&'static str, &PathBuf)>, ImageError> {
     let mut slots: Vec<Option<&PathBuf>> = vec![None; NUSCENES_CAMERAS.len()];
     for (name, path) in views {
         let i = NUSCENES_CAMERAS.iter().position(|c| c == name).ok_or_else(|| ImageError::Camera(name.clone()))?;
@@ -63,10 +59,15 @@ pub fn load_views(
             return Err(ImageError::DuplicateCamera(NUSCENES_CAMERAS[i]));
         }
     }
-    slots
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, p)| p.map(|p| (i, p)))
-        .map(|(i, p)| Ok((NUSCENES_CAMERAS[i], load_image(p, width, height)?)))
-        .collect()
+    Ok(slots.into_iter().enumerate().filter_map(|(i, p)| p.map(|p| (NUSCENES_CAMERAS[i], p))).collect())
+}
+
+/// Loads one multi-camera sample from `(camera name, image)` pairs in any order; returns the views in
+/// [`NUSCENES_CAMERAS`] order (cameras not given are left out) with their names.
+pub fn load_views(
+    views: &[(String, PathBuf)],
+    width: u32,
+    height: u32,
+) -> Result<Vec<(&'static str, Frame)>, ImageError> {
+    order_views(views)?.into_iter().map(|(name, p)| Ok((name, load_image(p, width, height)?))).collect()
 }

@@ -19,7 +19,7 @@ pub use decode::{
     decode_at, decode_each, decode_in_background, probe, sample_uniform, sample_uniform_native, DecodeEvent,
     DecodeOptions, Decoded, Frame, VideoError, VideoInfo,
 };
-pub use images::{load_image, load_image_native, load_images, load_views, ImageError, NUSCENES_CAMERAS};
+pub use images::{load_image, load_image_native, load_images, load_views, order_views, ImageError, NUSCENES_CAMERAS};
 
 /// Versions of the FFmpeg libraries this process uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

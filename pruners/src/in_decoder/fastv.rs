@@ -12,6 +12,7 @@
 use super::image_columns;
 use crate::budget::Budget;
 use crate::error::{PruneError, Result};
+use crate::params::{parse_spec, ParamSpec, Params};
 use crate::primitives::top_k;
 use std::ops::Range;
 
@@ -30,7 +31,29 @@ impl Default for FastV {
     }
 }
 
+/// FastV's parameters in the project's spec syntax (`fastv:layer=K,ratio=R`).
+pub const PARAMS: [ParamSpec; 2] = [
+    ParamSpec { name: "layer", default: "2", help: "decoder layer where image tokens are dropped (>= 1)" },
+    ParamSpec { name: "ratio", default: "0.5", help: "fraction of the image tokens dropped, in [0, 1)" },
+];
+
 impl FastV {
+    /// Parses `fastv`, `fastv:layer=3,ratio=0.75`; other in-decoder methods are named as not wired here.
+    pub fn from_spec(spec: &str) -> Result<Self> {
+        let (name, given) = parse_spec(spec)?;
+        if name != "fastv" {
+            return Err(PruneError::Param {
+                method: name,
+                param: "in-decoder method".into(),
+                reason: "is not wired into the decoder yet (fastv is)".into(),
+            });
+        }
+        let p = Params::new("fastv", &PARAMS, &given)?;
+        let rule = FastV { layer: p.get("layer")?, ratio: p.get("ratio")? };
+        rule.validate()?;
+        Ok(rule)
+    }
+
     /// Validates the settings.
     pub fn validate(&self) -> Result<()> {
         if self.layer == 0 {
@@ -78,5 +101,20 @@ mod tests {
         assert!(FastV { layer: 0, ratio: 0.5 }.select(&row, 2..6).is_err());
         assert!(FastV::default().select(&row, 2..9).is_err());
         assert!(FastV::default().select(&[f32::NAN; 7], 2..6).is_err());
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_defaults() {
+        assert_eq!(FastV::from_spec("fastv").unwrap(), FastV::default());
+        assert_eq!(FastV::from_spec("fastv:layer=3,ratio=0.75").unwrap(), FastV { layer: 3, ratio: 0.75 });
+        assert!(FastV::from_spec("fastv:layer=0").is_err());
+        assert!(FastV::from_spec("fastv:ratio=1").is_err());
+        assert!(FastV::from_spec("fastv:k=2").unwrap_err().to_string().contains("unknown"));
+        assert!(FastV::from_spec("pdrop").unwrap_err().to_string().contains("not wired"));
     }
 }

@@ -1,0 +1,282 @@
+//! [`Pipeline`]: the library entry point. Built once from a model directory, a frame sampler, a chain of pre-LLM
+//! pruners, an optional in-decoder pruner, a budget and a device; then asked any number of questions about videos,
+//! images or multi-camera samples, reusing the loaded model.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), tokensieve::pipeline::builder::PipelineError> {
+//! use tokensieve::pipeline::builder::Pipeline;
+//! let pipeline = Pipeline::builder("models/llava-onevision-0.5b")
+//!     .sampler("uniform:frames=16")?
+//!     .pruner("dcode")?
+//!     .pruner("todre")?
+//!     .ratio(0.1)
+//!     .in_llm("fastv:layer=2,ratio=0.5")?
+//!     .build()?;
+//! let answer = pipeline.ask_video("clip.mp4".as_ref(), "What happens?")?;
+//! println!("{} ({} visual tokens kept)", answer.text, answer.record.visual_tokens_kept());
+//! # Ok(()) }
+//! ```
+//!
+//! Concurrency [project]: one question needs its frames before the tower can run, so within a question the stages
+//! run in order (each stage is itself parallel: frames are resized on every core, the tower batches frames). Across
+//! questions, [`Pipeline::ask_all`] decodes the next question's media on a second thread while the model answers the
+//! current one, which hides decoding entirely once it is shorter than answering.
+
+use super::sampler::{Sampler, SamplerError};
+use super::video_qa::{MediaKind, QaError, QaOptions, QaRecord, VideoQa};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::Device;
+use tokensieve_pruners::in_decoder::fastv::FastV;
+use tokensieve_pruners::{Budget, Method, PruneError};
+use tokensieve_video::{decode_at, load_image_native, order_views, probe, Frame, ImageError, VideoError};
+
+/// Why a pipeline could not be built or could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A pruner, in-decoder or budget spec is wrong.
+    #[error(transparent)]
+    Spec(#[from] PruneError),
+    /// The sampler spec is wrong or the sampler failed.
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    /// The video could not be read.
+    #[error(transparent)]
+    Video(#[from] VideoError),
+    /// An image could not be read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The model failed.
+    #[error(transparent)]
+    Qa(#[from] QaError),
+    /// The input holds no frame.
+    #[error("{0}: no frame to show the model")]
+    NoFrames(String),
+}
+
+/// Configures a [`Pipeline`]; every setter that parses a spec says what is wrong with it.
+pub struct PipelineBuilder {
+    model: PathBuf,
+    device: Device,
+    sampler: Sampler,
+    pruners: Vec<Method>,
+    budget: Budget,
+    in_llm: Option<FastV>,
+    max_new_tokens: usize,
+}
+
+impl PipelineBuilder {
+    /// The frame sampler for videos (`uniform:frames=8` by default; see [`super::sampler`]).
+    pub fn sampler(mut self, spec: &str) -> Result<Self, PipelineError> {
+        self.sampler = Sampler::from_spec(spec)?;
+        Ok(self)
+    }
+
+    /// Appends a pre-LLM pruner to the chain (`todre`, `divprune:seed=1`, ...); each stage keeps at most the budget.
+    pub fn pruner(mut self, spec: &str) -> Result<Self, PipelineError> {
+        self.pruners.push(Method::from_spec(spec)?.0);
+        Ok(self)
+    }
+
+    /// Keep `k` visual tokens (all frames together).
+    pub fn keep(mut self, k: usize) -> Self {
+        self.budget = Budget::Keep(k);
+        self
+    }
+
+    /// Keep this fraction of the visual tokens, in (0, 1].
+    pub fn ratio(mut self, r: f64) -> Self {
+        self.budget = Budget::Ratio(r);
+        self
+    }
+
+    /// Prune inside the decoder too: `fastv:layer=K,ratio=R`.
+    pub fn in_llm(mut self, spec: &str) -> Result<Self, PipelineError> {
+        self.in_llm = Some(FastV::from_spec(spec)?);
+        Ok(self)
+    }
+
+    /// The device (`Device::Cpu`, `Device::Cuda(0)`); CUDA when available by default.
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Most tokens to generate per answer (128 by default).
+    pub fn max_new_tokens(mut self, n: usize) -> Self {
+        self.max_new_tokens = n;
+        self
+    }
+
+    /// Loads the model and checks the budget.
+    pub fn build(self) -> Result<Pipeline, PipelineError> {
+        self.budget.validate()?;
+        let qa = VideoQa::load(&self.model, self.device)?;
+        let opts = QaOptions {
+            pruners: self.pruners,
+            budget: self.budget,
+            in_llm: self.in_llm,
+            max_new_tokens: self.max_new_tokens,
+        };
+        Ok(Pipeline { qa, sampler: self.sampler, opts })
+    }
+}
+
+/// A question's input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Media {
+    /// A video file, sampled with the pipeline's sampler.
+    Video(PathBuf),
+    /// Image files, in order.
+    Images(Vec<PathBuf>),
+    /// Camera views `(CAM_FRONT, path)`, put in nuScenes camera order.
+    Views(Vec<(String, PathBuf)>),
+}
+
+/// Frames ready for the model, with what it took to get them.
+pub struct LoadedMedia {
+    frames: Vec<Frame>,
+    kind: MediaKind,
+    indices: Vec<usize>,
+    sampler_note: Option<serde_json::Value>,
+    decode_ms: f64,
+}
+
+/// Everything recorded about one answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRecord {
+    /// The sampler (`None` for images).
+    pub sampler: Option<String>,
+    /// Frame indices picked from the video (empty for images).
+    pub frame_indices: Vec<usize>,
+    /// What the sampler reports (D-CoDe: candidates, embedder).
+    pub sampler_note: Option<serde_json::Value>,
+    /// Demux, decode and colour conversion of the frames (or image decoding), ms.
+    pub decode_ms: f64,
+    /// Time to first token including decoding, ms (`ttft_ms` excludes it, EVAL.md §7.3).
+    pub ttft_e2e_ms: f64,
+    /// The model's record: frame timestamps, visual tokens per stage, stage times, TTFT, KV bytes, FLOPs.
+    #[serde(flatten)]
+    pub qa: QaRecord,
+}
+
+impl PipelineRecord {
+    /// Visual tokens the decoder received (after the last pre-LLM stage).
+    pub fn visual_tokens_kept(&self) -> usize {
+        self.qa.visual_tokens.last().map_or(0, |v| v.1)
+    }
+}
+
+/// An answer and its record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The generated text.
+    pub text: String,
+    /// What happened.
+    pub record: PipelineRecord,
+}
+
+/// A loaded model with its sampler and pruning settings.
+pub struct Pipeline {
+    qa: VideoQa,
+    sampler: Sampler,
+    opts: QaOptions,
+}
+
+impl Pipeline {
+    /// Starts a pipeline on a Hugging Face `llava` or `llava_onevision` directory: uniform 8 frames, no pruning,
+    /// 128 new tokens, CUDA when available.
+    pub fn builder(model: impl AsRef<Path>) -> PipelineBuilder {
+        PipelineBuilder {
+            model: model.as_ref().to_path_buf(),
+            device: Device::cuda_if_available(),
+            sampler: Sampler::Uniform { frames: 8 },
+            pruners: Vec::new(),
+            budget: Budget::Ratio(1.0),
+            in_llm: None,
+            max_new_tokens: 128,
+        }
+    }
+
+    /// Decodes a question's media (the sampler's frames of a video at native resolution, or the images).
+    pub fn load(&self, media: &Media) -> Result<LoadedMedia, PipelineError> {
+        load_media(&self.sampler, media)
+    }
+
+    /// Answers `question` about already decoded media.
+    pub fn answer(&self, media: LoadedMedia, question: &str) -> Result<Answer, PipelineError> {
+        self.answer_streaming(media, question, &mut |_| true)
+    }
+
+    /// Answers `question`, handing each new piece of the answer to `on_text` as it is generated (`false` stops).
+    pub fn answer_streaming(
+        &self,
+        media: LoadedMedia,
+        question: &str,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Answer, PipelineError> {
+        let (text, qa) = self.qa.ask_streaming(&media.frames, media.kind, None, question, &self.opts, on_text)?;
+        let record = PipelineRecord {
+            sampler: (media.kind == MediaKind::Video).then(|| self.sampler.name().to_string()),
+            frame_indices: media.indices,
+            sampler_note: media.sampler_note,
+            decode_ms: media.decode_ms,
+            ttft_e2e_ms: media.decode_ms + qa.ttft_ms,
+            qa,
+        };
+        Ok(Answer { text, record })
+    }
+
+    /// Answers `question` about `media`.
+    pub fn ask(&self, media: &Media, question: &str) -> Result<Answer, PipelineError> {
+        self.answer(self.load(media)?, question)
+    }
+
+    /// Answers a question about a video.
+    pub fn ask_video(&self, path: &Path, question: &str) -> Result<Answer, PipelineError> {
+        self.ask(&Media::Video(path.to_path_buf()), question)
+    }
+
+    /// Answers every `(media, question)`, decoding the next media while the model answers the current question.
+    pub fn ask_all(&self, requests: &[(Media, String)]) -> Vec<Result<Answer, PipelineError>> {
+        let sampler = &self.sampler;
+        super::overlap::overlapped(
+            requests,
+            |(media, _)| load_media(sampler, media),
+            |(_, question), loaded| loaded.and_then(|m| self.answer(m, question)),
+        )
+    }
+}
+
+/// Decodes a question's media: the sampler's frames of a video at native resolution, or the images. Needs no model,
+/// so it runs on any thread.
+pub fn load_media(sampler: &Sampler, media: &Media) -> Result<LoadedMedia, PipelineError> {
+    let clock = Instant::now();
+    let (frames, kind, indices, sampler_note, what) = match media {
+        Media::Video(path) => {
+            let info = probe(path)?;
+            let (indices, note) = sampler.pick(path, &info)?;
+            let times: Vec<f64> = indices.iter().map(|&i| i as f64 / info.fps).collect();
+            let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
+            let frames = decode_at(path, &times, w, h)?.frames;
+            (frames, MediaKind::Video, indices, note, path.display().to_string())
+        }
+        Media::Images(paths) => {
+            use rayon::prelude::*;
+            let frames = paths.par_iter().map(|p| load_image_native(p)).collect::<Result<Vec<_>, ImageError>>()?;
+            (frames, MediaKind::Images, Vec::new(), None, "the image list".to_string())
+        }
+        Media::Views(views) => {
+            use rayon::prelude::*;
+            let ordered = order_views(views)?;
+            let frames =
+                ordered.par_iter().map(|(_, p)| load_image_native(p)).collect::<Result<Vec<_>, ImageError>>()?;
+            (frames, MediaKind::Images, Vec::new(), None, "the camera views".to_string())
+        }
+    };
+    if frames.is_empty() {
+        return Err(PipelineError::NoFrames(what));
+    }
+    Ok(LoadedMedia { frames, kind, indices, sampler_note, decode_ms: clock.elapsed().as_secs_f64() * 1e3 })
+}
