@@ -26,15 +26,22 @@ test: setup
 doctor: build
 	@$(ENV) && ./target/release/tokensieve doctor
 
-DEMO_MODEL := models/tests/fixtures/tiny_llava
+# The demo's model: LLaVA-OneVision geometry (SigLIP 384/14, Qwen2-style LM) with RANDOM weights, created once in the
+# cache. MODEL=<model dir or HF id in the local hub cache> makes the demo answer a question with a real model too.
+DEMO_MODEL := $(TOKENSIEVE_HOME)/models/demo-onevision
+DEMO_VIDEO = "$$TOKENSIEVE_ASSETS/videos/vtest.avi"
+MODEL ?=
 
 demo: build
 	@$(ENV) && ./target/release/tokensieve doctor
-	@$(ENV) && cargo run --release $(FEATURES) --example prune_video -- "$$TOKENSIEVE_ASSETS/videos/vtest.avi" target/demo
-	@echo "--- A LLaVA-architecture model with tiny RANDOM weights: its answers are meaningless; token counts, FLOPs and timings are real."
-	@$(ENV) && ./target/release/tokensieve compress --model $(DEMO_MODEL) --video "$$TOKENSIEVE_ASSETS/videos/vtest.avi" --frames 8 --pruner todre --ratio 0.25 --out target/demo/compress
-	@$(ENV) && ./target/release/tokensieve bench --model $(DEMO_MODEL) --video "$$TOKENSIEVE_ASSETS/videos/vtest.avi" --frames 8 --plot target/demo/bench.png
+	@$(ENV) && ./target/release/tokensieve init-model --preset demo --out $(DEMO_MODEL)
+	@$(ENV) && cargo run --release $(FEATURES) --example prune_video -- $(DEMO_VIDEO) target/demo
+	@echo "--- The demo model has RANDOM weights: its answers are meaningless; token counts, FLOPs and timings are real."
+	@$(ENV) && ./target/release/tokensieve compress --model $(DEMO_MODEL) --video $(DEMO_VIDEO) --frames 8 --pruner todre --ratio 0.1 --out target/demo/compress
+	@$(ENV) && ./target/release/tokensieve bench --model $(DEMO_MODEL) --video $(DEMO_VIDEO) --frames 8 --pruner todre --plot target/demo/bench.png
+	@$(ENV) && cargo run --release $(FEATURES) --example ask_video -- $(DEMO_MODEL) $(DEMO_VIDEO)
 	@$(ENV) && ./target/release/tokensieve ask --model "$$TOKENSIEVE_ASSETS/llm/SmolLM2-135M-Instruct.Q4_1.gguf" --max-new-tokens 40 "In one sentence, why do video language models prune visual tokens?"
+	@if [ -n "$(MODEL)" ]; then $(ENV) && ./target/release/tokensieve ask --model "$(MODEL)" --video $(DEMO_VIDEO) --frames 8 --pruner todre --ratio 0.25 "What happens in this video?"; fi
 
 bench: setup
 	@$(ENV) && cargo bench --bench pruners $(FEATURES)

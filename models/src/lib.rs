@@ -19,6 +19,7 @@ pub mod llama;
 pub mod llava;
 #[cfg(feature = "torch")]
 pub mod onevision;
+pub mod random_checkpoint;
 pub mod runtime;
 pub mod safetensors;
 pub mod tokenizer;

@@ -49,6 +49,46 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, bos: None, eos: Vec::new() })
     }
 
+    /// Loads a Hugging Face model directory's `tokenizer.json` with its special ids: end-of-sequence from
+    /// `generation_config.json` (`eos_token_id`, one id or a list, as `generate()` reads it), then `config.json`
+    /// (its `text_config` for VLMs), plus the `eos_token` of `tokenizer_config.json`; `bos_token` likewise.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self, TokenizerError> {
+        let mut t = Self::from_file(&dir.join("tokenizer.json"))?;
+        let read = |name: &str| -> serde_json::Value {
+            std::fs::read_to_string(dir.join(name)).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+        };
+        let (generation, config, tokenizer_config) =
+            (read("generation_config.json"), read("config.json"), read("tokenizer_config.json"));
+        let ids = |v: &serde_json::Value| -> Vec<u32> {
+            match v {
+                serde_json::Value::Number(n) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+                serde_json::Value::Array(a) => a.iter().filter_map(|n| n.as_u64().map(|n| n as u32)).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let special = |key: &str| -> Option<u32> {
+            let v = &tokenizer_config[key];
+            let text = v.as_str().or_else(|| v["content"].as_str())?;
+            t.inner.token_to_id(text)
+        };
+        let mut eos = ids(&generation["eos_token_id"]);
+        if eos.is_empty() {
+            eos = ids(&config["eos_token_id"]);
+        }
+        if eos.is_empty() {
+            eos = ids(&config["text_config"]["eos_token_id"]);
+        }
+        if let Some(e) = special("eos_token") {
+            if !eos.contains(&e) {
+                eos.push(e);
+            }
+        }
+        let bos = ids(&generation["bos_token_id"]).first().copied().or_else(|| special("bos_token"));
+        t.eos = eos;
+        t.bos = bos;
+        Ok(t)
+    }
+
     /// Rebuilds the BPE tokenizer stored in a GGUF file.
     pub fn from_gguf(g: &Gguf) -> Result<Self, TokenizerError> {
         let model = g.meta("tokenizer.ggml.model")?.as_str().unwrap_or_default().to_string();

@@ -112,12 +112,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available()).map_err(runtime)?;
     let mut rows = Vec::new();
     let mut points = Vec::new();
+    let bar = super::progress_bar(budgets.len() * args.repeats.max(1), "runs");
     for &b in &budgets {
         let mut records = Vec::new();
         for _ in 0..args.repeats.max(1) {
             let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
             let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), in_llm: None, max_new_tokens: 1 };
             records.push(qa.ask(&frames, MediaKind::Video, "Describe the video.", &opts).map_err(runtime)?.1);
+            bar.inc(1);
         }
         records.sort_by(|a, b| a.ttft_ms.total_cmp(&b.ttft_ms));
         let r = &records[records.len() / 2];
@@ -139,17 +141,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
         method.name(),
         args.repeats.max(1)
     );
-    out += "| budget | visual tokens | prefill tokens | LLM TFLOPs | TTFT ms | encode ms | prune ms | prefill ms | KV bytes | peak RSS MiB |\n";
-    out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "| budget | visual tokens | prefill tokens | LLM TFLOPs | TTFT ms | preprocess ms | encode ms | prune ms | prefill ms | KV bytes | peak RSS MiB |\n";
+    out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in &rows {
         let ms = |k: &str| r["stage_ms"][k].as_f64().unwrap_or(0.0);
         out += &format!(
-            "| {} | {} | {} | {:.6} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
+            "| {} | {} | {} | {:.6} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
             r["budget"].as_str().unwrap_or(""),
             r["visual_tokens"],
             r["prefill_tokens"],
             r["llm_tflops"].as_f64().unwrap_or(0.0),
             r["ttft_ms"].as_f64().unwrap_or(0.0),
+            ms("preprocess"),
             ms("encode"),
             ms("prune"),
             ms("prefill"),

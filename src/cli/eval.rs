@@ -159,23 +159,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let samples = dataset.samples(&args.data_root).map_err(eval_error)?;
     let qa = tokensieve::pipeline::video_qa::VideoQa::load(&args.model, tch::Device::cuda_if_available())
         .map_err(runtime)?;
-    let started = std::time::Instant::now();
     let plan = Plan { limit: args.limit, shard: args.shard, resume: args.resume, frames: args.frames };
-    let answered = runner::run(&qa, &samples, dataset.task(), &opts, &args.out, plan, |n, total| {
-        let elapsed = started.elapsed().as_secs_f64();
-        let rate = n as f64 / elapsed.max(1e-9);
-        let eta = (total - n) as f64 / rate.max(1e-9);
-        eprint!(
-            "\r{n}/{total} samples  {rate:.2}/s  ETA {:02}:{:02}:{:02}   ",
-            eta as u64 / 3600,
-            eta as u64 / 60 % 60,
-            eta as u64 % 60
-        );
+    let bar = super::progress_bar(0, "samples");
+    runner::run(&qa, &samples, dataset.task(), &opts, &args.out, plan, |n, total| {
+        bar.set_length(total as u64);
+        bar.set_position(n as u64);
     })
     .map_err(eval_error)?;
-    if answered > 0 {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     let lines = runner::read_lines(std::slice::from_ref(&args.out), dataset.task()).map_err(eval_error)?;
     let results = runner::results(&lines, &dataset, &config(&args), &scoring).map_err(eval_error)?;
     write_results(&args.out, &dataset, &results, &lines)?;

@@ -107,7 +107,7 @@ struct Loaded {
 /// tokenizer and the chat template of `tokenizer_config.json`.
 fn load_hf(dir: &Path, device: tch::Device) -> Result<Loaded, CliError> {
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
-    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| runtime(&e))?;
+    let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| runtime(&e))?;
     let config: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -201,7 +201,7 @@ fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
             )
         })
         .and_then(|t| serde_json::from_str(&t).map_err(|e| runtime(&e)))?;
-    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).map_err(|e| runtime(&e))?;
+    let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| runtime(&e))?;
     let device = tch::Device::cuda_if_available();
     let model_type = config["model_type"].as_str().unwrap_or_default();
     match model_type {

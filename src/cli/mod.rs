@@ -7,6 +7,7 @@ mod compress;
 mod doctor;
 #[cfg(all(feature = "torch", feature = "video"))]
 mod eval;
+mod init_model;
 #[cfg(feature = "torch")]
 mod llm;
 mod prune;
@@ -38,7 +39,7 @@ enum Command {
     /// Run one prefill of a language model and report (or save) the next-token logits.
     #[cfg(feature = "torch")]
     Forward(Box<llm::ForwardArgs>),
-    /// Ask a model a question; streams the answer (language models stored as GGUF so far).
+    /// Ask a model about a video, images or camera views (or a language model alone); streams the answer.
     #[cfg(feature = "torch")]
     Ask(Box<llm::AskArgs>),
     /// Run frames through the vision tower and a pruner; draw what was kept and write the record.
@@ -47,9 +48,12 @@ enum Command {
     /// Run the pipeline at several budgets and report tokens, FLOPs, stage times, TTFT, KV bytes and a plot.
     #[cfg(all(feature = "torch", feature = "video"))]
     Bench(Box<bench::Args>),
-    /// Answer a benchmark's test file with the pipeline (DriveLM): per-sample JSONL, resume, shards, results.json.
+    /// Answer a benchmark with the pipeline (DriveLM, NuScenes-QA, LingoQA, Video-MME, MLVU, LongVideoBench,
+    /// EgoSchema, NExT-QA): per-sample JSONL, resume, shards, results.json.
     #[cfg(all(feature = "torch", feature = "video"))]
     Eval(Box<eval::Args>),
+    /// Write a random-weight LLaVA-OneVision model (demo or Qwen2-0.5B + SigLIP-so400m shapes).
+    InitModel(init_model::Args),
     /// Join `eval --shard` output folders into one result.
     #[cfg(all(feature = "torch", feature = "video"))]
     Merge(Box<eval::MergeArgs>),
@@ -89,6 +93,18 @@ pub fn emit(text: &str) -> Result<(), CliError> {
     }
 }
 
+/// A progress bar on stderr with the rate and ETA; indicatif draws nothing when stderr is not a terminal, so piped
+/// and CI output stay clean.
+pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:30}} {{pos}}/{{len}} {what}  {{per_sec}}  ETA {{eta_precise}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
 /// Frames at their own resolution from `--video` (uniform) or `--image` files, for the model commands.
 #[cfg(all(feature = "torch", feature = "video"))]
 pub fn frames_from(
@@ -110,6 +126,7 @@ pub fn frames_from(
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::InitModel(args) => init_model::run(args),
         Command::Prune(args) => prune::run(*args),
         #[cfg(feature = "video")]
         Command::Sample(args) => sample::run(*args),

@@ -102,7 +102,8 @@ pub struct QaRecord {
     pub prefill_tokens: usize,
     /// Tokens each decoder layer saw in the prefill (shorter after an in-decoder drop).
     pub tokens_per_layer: Vec<usize>,
-    /// Milliseconds per stage (preprocess, encode, prune, prefill, decode).
+    /// Milliseconds per stage: preprocess, encode (tower + projector), prune, prefill, generate (the tokens after
+    /// the first). Video decoding happens before and is in the pipeline's record.
     pub stage_ms: BTreeMap<String, f64>,
     /// Time to first token: preprocess + encode + prune + prefill + first pick.
     pub ttft_ms: f64,
@@ -163,7 +164,7 @@ impl VideoQa {
     /// Loads a Hugging Face `llava` directory (config, weights, tokenizer.json, preprocessor_config.json).
     pub fn load(dir: &Path, device: Device) -> Result<Self, QaError> {
         let model = Llava::load(dir, device)?;
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let tokenizer = TextTokenizer::from_hf_dir(dir)?;
         let config =
             |name: &str, reason: String| QaError::Config { path: dir.join(name).display().to_string(), reason };
         let read = |name: &str| -> Result<serde_json::Value, QaError> {
@@ -213,15 +214,22 @@ impl VideoQa {
             .to_device(self.device))
     }
 
-    /// Runs the tower and projector, and says how the visual tokens are laid out for the pruners and the prompt.
-    fn encode(&self, frames: &[Frame], kind: MediaKind) -> Result<Encoded, QaError> {
+    /// Runs the tower and projector, and says how the visual tokens are laid out for the pruners and the prompt;
+    /// `preprocess_ms` receives the time spent turning frames into pixel tensors.
+    fn encode(&self, frames: &[Frame], kind: MediaKind, preprocess_ms: &mut f64) -> Result<Encoded, QaError> {
+        let clock = Instant::now();
+        let mut pixels = |frames: &[Frame]| -> Result<Tensor, QaError> {
+            let batch = self.square_batch(frames);
+            *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
+            batch
+        };
         let grid_of = |n: i64| {
             let g = (n as f64).sqrt() as usize;
             (g * g == n as usize).then_some(g)
         };
         let Some(ov) = &self.model.onevision else {
             // LLaVA-1.5: every frame is one image of g x g tokens, all under one `<image>` span.
-            let (visual, out) = self.model.image_features(&self.square_batch(frames)?)?;
+            let (visual, out) = self.model.image_features(&pixels(frames)?)?;
             let (f, n, d) = visual.size3()?;
             return Ok(Encoded {
                 features: visual.reshape([f * n, d]),
@@ -235,7 +243,7 @@ impl VideoQa {
         let image = (self.model.image_token_id, "<image>");
         match (kind, frames.len()) {
             (MediaKind::Video, _) => {
-                let (pooled, _) = self.model.video_features(&self.square_batch(frames)?)?;
+                let (pooled, _) = self.model.video_features(&pixels(frames)?)?;
                 let (f, n, d) = pooled.size3()?;
                 Ok(Encoded {
                     features: pooled.reshape([f * n, d]),
@@ -253,6 +261,7 @@ impl VideoQa {
                 let side = anyres.tile as i64;
                 let data: Vec<f32> = views.into_iter().flat_map(|p| p.data).collect();
                 let batch = Tensor::from_slice(&data).reshape([-1, 3, side, side]).to_device(self.device);
+                *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
                 let (packed, _) =
                     self.model.anyres_image_features(&batch, f.height as usize, f.width as usize, grid)?;
                 let n = packed.size()[0] as usize;
@@ -267,7 +276,7 @@ impl VideoQa {
                 })
             }
             (MediaKind::Images, _) => {
-                let (visual, out) = self.model.image_features(&self.square_batch(frames)?)?;
+                let (visual, out) = self.model.image_features(&pixels(frames)?)?;
                 let (i, n, d) = visual.size3()?;
                 Ok(Encoded {
                     features: visual.reshape([i * n, d]),
@@ -338,8 +347,8 @@ impl VideoQa {
             clock = Instant::now();
             ms
         };
-        let enc = self.encode(frames, kind)?;
-        // Preprocessing happens inside `encode`; its share is not separable from the tower's without a sync point.
+        let mut preprocess_ms = 0.0;
+        let enc = self.encode(frames, kind, &mut preprocess_ms)?;
         let mut ttft = lap("encode");
         let backend = TchBackend::new(self.device);
         let total = enc.features.size()[0] as usize;
@@ -431,7 +440,7 @@ impl VideoQa {
             let step = Tensor::from_slice(&[next]).unsqueeze(0).to_device(self.device);
             next = self.model.text.forward(&step, &mut cache)?.argmax(-1, false).int64_value(&[0]);
         }
-        lap("decode");
+        lap("generate");
         let shape = DecoderShape {
             hidden: self.model.text.config.hidden,
             ffn: self.model.text.ffn_size(),
@@ -441,6 +450,10 @@ impl VideoQa {
         };
         let (fastv, swiglu) = prefill_macs(&shape, &tokens_per_layer);
         let answer = self.tokenizer.decode(&generated)?;
+        // The tower's time is what `encode` took after the pixels were ready.
+        let encode_total = stage_ms.get("encode").copied().unwrap_or(0.0);
+        stage_ms.insert("preprocess".into(), preprocess_ms);
+        stage_ms.insert("encode".into(), (encode_total - preprocess_ms).max(0.0));
         let record = QaRecord {
             frames: frames.iter().map(|f| f.timestamp).collect(),
             visual_tokens,

@@ -1,0 +1,326 @@
+//! Random-weight checkpoints in the exact Hugging Face layout, for demos and benchmarks where no pretrained
+//! vision-language weights can be downloaded: a `llava_onevision` directory (SigLIP tower, mlp2x_gelu projector,
+//! image_newline, Qwen2 LM) or a `qwen2` LM alone, with config.json, model.safetensors, a word-level tokenizer, a
+//! Qwen-style chat template, the OneVision image processor config and generation_config.json.
+//!
+//! Weights follow transformers' initialisation: linear and embedding weights ~ N(0, 0.02²), norms 1, biases 0, drawn
+//! from a seeded generator, so a checkpoint is the same on every machine. Token counts, FLOPs and timings measured on
+//! these models are real; their answers are meaningless.
+//!
+//! Presets: [`OneVisionShape::demo`] (the real SigLIP geometry, 384 px / patch 14 -> 27x27 patches pooled to 14x14
+//! per video frame, with narrow layers: about 12 M parameters) and [`OneVisionShape::onevision_0_5b`] (SigLIP-so400m +
+//! Qwen2-0.5B shapes, about 0.9 B parameters, stored as bf16).
+
+use crate::safetensors::{write, SafetensorsError, StoreAs};
+use serde_json::json;
+use std::path::Path;
+
+/// Why a checkpoint could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RandomCheckpointError {
+    /// Writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Writing the weights failed.
+    #[error(transparent)]
+    Weights(#[from] SafetensorsError),
+    /// Building the tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// A SigLIP vision tower's shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VisionShape {
+    /// Width.
+    pub hidden: usize,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// MLP width.
+    pub mlp: usize,
+    /// Input side in pixels.
+    pub image_size: usize,
+    /// Patch side in pixels.
+    pub patch: usize,
+}
+
+/// A Qwen2 language model's shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TextShape {
+    /// Width.
+    pub hidden: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (GQA).
+    pub kv_heads: usize,
+    /// SwiGLU width.
+    pub mlp: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+}
+
+impl TextShape {
+    /// Qwen2-0.5B.
+    pub fn qwen2_0_5b() -> Self {
+        TextShape { hidden: 896, layers: 24, heads: 14, kv_heads: 2, mlp: 4864, vocab: 151936 }
+    }
+}
+
+/// A LLaVA-OneVision model's shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OneVisionShape {
+    /// The vision tower.
+    pub vision: VisionShape,
+    /// The language model.
+    pub text: TextShape,
+}
+
+impl OneVisionShape {
+    /// Small and fast, with the real input geometry (384 px, patch 14).
+    pub fn demo() -> Self {
+        OneVisionShape {
+            vision: VisionShape { hidden: 192, layers: 4, heads: 3, mlp: 768, image_size: 384, patch: 14 },
+            text: TextShape { hidden: 384, layers: 6, heads: 6, kv_heads: 2, mlp: 1024, vocab: 1024 },
+        }
+    }
+
+    /// SigLIP-so400m + Qwen2-0.5B, the shapes of `llava-onevision-qwen2-0.5b`.
+    pub fn onevision_0_5b() -> Self {
+        OneVisionShape {
+            vision: VisionShape { hidden: 1152, layers: 27, heads: 16, mlp: 4304, image_size: 384, patch: 14 },
+            text: TextShape::qwen2_0_5b(),
+        }
+    }
+}
+
+/// SplitMix64 with Box-Muller normals: seeded, portable, fast enough for a billion draws.
+struct Normal {
+    state: u64,
+    spare: Option<f64>,
+}
+
+impl Normal {
+    fn new(seed: u64) -> Self {
+        Normal { state: seed, spare: None }
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn sample(&mut self) -> f64 {
+        if let Some(s) = self.spare.take() {
+            return s;
+        }
+        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        let r = (-2.0 * u.ln()).sqrt();
+        let t = std::f64::consts::TAU * v;
+        self.spare = Some(r * t.sin());
+        r * t.cos()
+    }
+
+    fn fill(&mut self, n: usize, std: f64) -> Vec<f32> {
+        (0..n).map(|_| (self.sample() * std) as f32).collect()
+    }
+}
+
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn linear(out: &mut Tensors, rng: &mut Normal, name: &str, rows: usize, cols: usize, bias: bool) {
+    out.push((format!("{name}.weight"), vec![rows, cols], rng.fill(rows * cols, 0.02)));
+    if bias {
+        out.push((format!("{name}.bias"), vec![rows], vec![0.0; rows]));
+    }
+}
+
+fn norm(out: &mut Tensors, name: &str, width: usize, bias: bool) {
+    out.push((format!("{name}.weight"), vec![width], vec![1.0; width]));
+    if bias {
+        out.push((format!("{name}.bias"), vec![width], vec![0.0; width]));
+    }
+}
+
+fn text_weights(out: &mut Tensors, rng: &mut Normal, t: &TextShape, model: &str, head: &str) {
+    let kv = t.hidden / t.heads * t.kv_heads;
+    out.push((format!("{model}embed_tokens.weight"), vec![t.vocab, t.hidden], rng.fill(t.vocab * t.hidden, 0.02)));
+    for l in 0..t.layers {
+        let p = format!("{model}layers.{l}");
+        norm(out, &format!("{p}.input_layernorm"), t.hidden, false);
+        linear(out, rng, &format!("{p}.self_attn.q_proj"), t.hidden, t.hidden, true);
+        linear(out, rng, &format!("{p}.self_attn.k_proj"), kv, t.hidden, true);
+        linear(out, rng, &format!("{p}.self_attn.v_proj"), kv, t.hidden, true);
+        linear(out, rng, &format!("{p}.self_attn.o_proj"), t.hidden, t.hidden, false);
+        norm(out, &format!("{p}.post_attention_layernorm"), t.hidden, false);
+        linear(out, rng, &format!("{p}.mlp.gate_proj"), t.mlp, t.hidden, false);
+        linear(out, rng, &format!("{p}.mlp.up_proj"), t.mlp, t.hidden, false);
+        linear(out, rng, &format!("{p}.mlp.down_proj"), t.hidden, t.mlp, false);
+    }
+    norm(out, &format!("{model}norm"), t.hidden, false);
+    out.push((head.to_string(), vec![t.vocab, t.hidden], rng.fill(t.vocab * t.hidden, 0.02)));
+}
+
+fn text_config(t: &TextShape) -> serde_json::Value {
+    json!({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": t.hidden,
+        "intermediate_size": t.mlp, "num_hidden_layers": t.layers, "num_attention_heads": t.heads,
+        "num_key_value_heads": t.kv_heads, "vocab_size": t.vocab, "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu", "tie_word_embeddings": false,
+        "bos_token_id": 1, "eos_token_id": 2})
+}
+
+fn write_text(dir: &Path, name: &str, text: &str) -> Result<(), RandomCheckpointError> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|source| RandomCheckpointError::Io { path: path.display().to_string(), source })
+}
+
+/// The common-English word list of the demo tokenizer (the rest of the vocabulary is `w<N>` fillers).
+const WORDS: &str = "a an the this that these those is are was were be been it its there here what which who how \
+    why when where many much one two three four five six seven eight nine ten car cars bus truck person people \
+    pedestrian bike bicycle road street lane left right front back ahead behind stop go slow fast turn straight \
+    moving parked light red green yellow sign traffic ego vehicle video frame scene image camera see shows show \
+    in on of to and or with without for at by from up down near far yes no not do does did can could should would \
+    will man woman child dog cat ball table cup chair room door window tree sky water white black blue color \
+    walking running sitting standing riding driving playing holding looking happens happening describe answer \
+    question option best letter";
+
+/// The word-level tokenizer, chat template and generation settings shared by both layouts; returns the ids of
+/// `<image>` and `<video>` (the last two of the vocabulary).
+fn write_tokenizer(dir: &Path, vocab: usize) -> Result<(i64, i64), RandomCheckpointError> {
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+    use tokenizers::{AddedToken, Tokenizer};
+    let mut words: Vec<String> =
+        ["<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"].iter().map(|s| s.to_string()).collect();
+    words.extend(WORDS.split_whitespace().map(str::to_string));
+    let mut i = 0;
+    while words.len() < vocab.saturating_sub(2) {
+        words.push(format!("w{i}"));
+        i += 1;
+    }
+    words.truncate(vocab.saturating_sub(2));
+    words.push("<image>".into());
+    words.push("<video>".into());
+    let map: std::collections::HashMap<String, u32> =
+        words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+    let model = WordLevel::builder()
+        .vocab(map.into_iter().collect())
+        .unk_token("<unk>".into())
+        .build()
+        .map_err(|e| RandomCheckpointError::Tokenizer(e.to_string()))?;
+    let mut tok = Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(WhitespaceSplit));
+    let specials = ["<image>", "<video>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"];
+    tok.add_special_tokens(specials.map(|s| AddedToken::from(s, true)))
+        .map_err(|e| RandomCheckpointError::Tokenizer(e.to_string()))?;
+    let path = dir.join("tokenizer.json");
+    tok.save(&path, false).map_err(|e| RandomCheckpointError::Tokenizer(format!("{}: {e}", path.display())))?;
+    let template = "{% for message in messages %}<|im_start|> {{ message['role'] }} {{ message['content'] }} \
+        <|im_end|> {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}";
+    let config = json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": null,
+        "pad_token": "<|endoftext|>", "model_max_length": 32768});
+    write_text(dir, "tokenizer_config.json", &serde_json::to_string_pretty(&config).unwrap_or_default())?;
+    write_text(dir, "generation_config.json", &json!({"eos_token_id": [2], "bos_token_id": 1}).to_string())?;
+    Ok(((vocab - 2) as i64, (vocab - 1) as i64))
+}
+
+/// Writes a random `llava_onevision` checkpoint of `shape` into `dir`.
+pub fn write_onevision(
+    dir: &Path,
+    shape: &OneVisionShape,
+    seed: u64,
+    dtype: StoreAs,
+) -> Result<(), RandomCheckpointError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| RandomCheckpointError::Io { path: dir.display().to_string(), source })?;
+    let (v, t) = (shape.vision, shape.text);
+    let (image_id, video_id) = write_tokenizer(dir, t.vocab)?;
+    let mut rng = Normal::new(seed);
+    let mut w: Tensors = Vec::new();
+    let patches = (v.image_size / v.patch) * (v.image_size / v.patch);
+    w.push(("image_newline".into(), vec![t.hidden], rng.fill(t.hidden, 1.0 / (t.hidden as f64).sqrt())));
+    w.push((
+        "vision_tower.embeddings.patch_embedding.weight".into(),
+        vec![v.hidden, 3, v.patch, v.patch],
+        rng.fill(v.hidden * 3 * v.patch * v.patch, 0.02),
+    ));
+    w.push(("vision_tower.embeddings.patch_embedding.bias".into(), vec![v.hidden], vec![0.0; v.hidden]));
+    w.push((
+        "vision_tower.embeddings.position_embedding.weight".into(),
+        vec![patches, v.hidden],
+        rng.fill(patches * v.hidden, 0.02),
+    ));
+    for l in 0..v.layers {
+        let p = format!("vision_tower.encoder.layers.{l}");
+        norm(&mut w, &format!("{p}.layer_norm1"), v.hidden, true);
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            linear(&mut w, &mut rng, &format!("{p}.self_attn.{proj}"), v.hidden, v.hidden, true);
+        }
+        norm(&mut w, &format!("{p}.layer_norm2"), v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.fc1"), v.mlp, v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.fc2"), v.hidden, v.mlp, true);
+    }
+    norm(&mut w, "vision_tower.post_layernorm", v.hidden, true);
+    linear(&mut w, &mut rng, "multi_modal_projector.linear_1", t.hidden, v.hidden, true);
+    linear(&mut w, &mut rng, "multi_modal_projector.linear_2", t.hidden, t.hidden, true);
+    text_weights(&mut w, &mut rng, &t, "language_model.model.", "language_model.lm_head.weight");
+    write(&dir.join("model.safetensors"), &w, dtype)?;
+    let tile = v.image_size;
+    let pinpoints: Vec<[usize; 2]> = (1..=3).flat_map(|r| (1..=3).map(move |c| [r * tile, c * tile])).collect();
+    let config = json!({
+        "model_type": "llava_onevision", "architectures": ["LlavaOnevisionForConditionalGeneration"],
+        "image_token_index": image_id, "video_token_index": video_id, "vision_feature_layer": -1,
+        "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9",
+        "image_grid_pinpoints": pinpoints, "projector_hidden_act": "gelu", "multimodal_projector_bias": true,
+        "tie_word_embeddings": false,
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": v.hidden, "intermediate_size": v.mlp,
+            "num_hidden_layers": v.layers, "num_attention_heads": v.heads, "image_size": v.image_size,
+            "patch_size": v.patch, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6,
+            "vision_use_head": false},
+        "text_config": text_config(&t),
+        "tokensieve_note": "random weights (tokensieve init-model): answers are meaningless",
+    });
+    write_text(dir, "config.json", &serde_json::to_string_pretty(&config).unwrap_or_default())?;
+    let processor = json!({"image_processor_type": "LlavaOnevisionImageProcessor",
+        "size": {"height": v.image_size, "width": v.image_size}, "resample": 3, "do_resize": true,
+        "do_rescale": true, "rescale_factor": 1.0 / 255.0, "do_normalize": true, "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5], "do_pad": true, "do_convert_rgb": true, "image_grid_pinpoints": pinpoints});
+    write_text(dir, "preprocessor_config.json", &serde_json::to_string_pretty(&processor).unwrap_or_default())
+}
+
+/// Writes a random `qwen2` causal LM of `shape` into `dir` (for decoder-only benchmarks).
+pub fn write_qwen2(dir: &Path, shape: &TextShape, seed: u64, dtype: StoreAs) -> Result<(), RandomCheckpointError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| RandomCheckpointError::Io { path: dir.display().to_string(), source })?;
+    write_tokenizer(dir, shape.vocab)?;
+    let mut rng = Normal::new(seed);
+    let mut w: Tensors = Vec::new();
+    text_weights(&mut w, &mut rng, shape, "model.", "lm_head.weight");
+    write(&dir.join("model.safetensors"), &w, dtype)?;
+    write_text(dir, "config.json", &serde_json::to_string_pretty(&text_config(shape)).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normals_are_seeded_with_the_right_moments() {
+        let a = Normal::new(7).fill(20000, 0.02);
+        assert_eq!(a, Normal::new(7).fill(20000, 0.02));
+        let mean = a.iter().map(|&x| x as f64).sum::<f64>() / a.len() as f64;
+        let std = (a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
+        assert!(mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3, "mean {mean}, std {std}");
+    }
+}
