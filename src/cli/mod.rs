@@ -93,6 +93,7 @@ pub fn emit(text: &str) -> Result<(), CliError> {
     }
 }
 
+#[cfg(all(feature = "torch", feature = "video"))]
 /// A progress bar on stderr with the rate and ETA; indicatif draws nothing when stderr is not a terminal, so piped
 /// and CI output stay clean.
 pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
