@@ -938,3 +938,137 @@ fn ask_runs_llava_onevision_on_video_images_and_one_photo() {
     let one = record(&["--image", &a]);
     assert!(tokens(&one) > 16, "base view plus tiles: {one}");
 }
+
+/// Every model command answers bad input with one error line (and at most a hint), exit 2 for what the user must
+/// change and 1 for what failed while running.
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn model_commands_reject_bad_input_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let empty = empty.to_str().unwrap();
+    let video = asset("videos/bikes.mp4");
+    let model = TINY_LLAVA;
+    let out = dir.path().join("o");
+    let out = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["ask", "--model", "/no/such/model", "--video", &video, "q"], 2, "does not exist"),
+        (vec!["ask", "--model", "nobody/no-model", "--video", &video, "q"], 2, "models--nobody--no-model"),
+        (vec!["ask", "--model", model, "--video", empty, "q"], 1, "empty.mp4"),
+        (vec!["ask", "--model", model, "--video", &video, "--keep", "0", "q"], 2, "keep 0"),
+        (vec!["ask", "--model", model, "--video", &video, "--pruner", "nope", "q"], 2, "unknown method"),
+        (vec!["ask", "--model", model, "--video", &video, "--sampler", "f2c", "q"], 2, "unknown"),
+        (vec!["ask", "--model", model, "--video", &video, "--in-llm", "pdrop", "q"], 2, "not wired"),
+        (vec!["ask", "--model", model, "--video", &video, "--image", &video, "q"], 2, "cannot be mixed"),
+        (
+            vec![
+                "compress",
+                "--model",
+                "/no/such/model",
+                "--video",
+                &video,
+                "--pruner",
+                "todre",
+                "--keep",
+                "4",
+                "--out",
+                out,
+            ],
+            1,
+            "/no/such/model",
+        ),
+        (
+            vec!["compress", "--model", model, "--video", &video, "--pruner", "nope", "--keep", "4", "--out", out],
+            2,
+            "unknown method",
+        ),
+        (
+            vec!["compress", "--model", model, "--video", &video, "--pruner", "todre", "--keep", "0", "--out", out],
+            2,
+            "keep 0",
+        ),
+        (
+            vec!["compress", "--model", model, "--video", empty, "--pruner", "todre", "--keep", "4", "--out", out],
+            1,
+            "empty.mp4",
+        ),
+        (vec!["bench", "--model", model, "--video", &video, "--budgets", "0%"], 2, "0%"),
+        (vec!["bench", "--model", model, "--video", &video, "--pruner", "nope"], 2, "unknown method"),
+        (vec!["bench", "--model", model, "--video", empty], 1, "empty.mp4"),
+        (vec!["forward", "--model", "/no/such/model.gguf", "--prompt", "hi"], 1, "/no/such/model.gguf"),
+        (vec!["sample", empty, "--frames", "4"], 1, "empty.mp4"),
+        (vec!["sample", &video, "--frames", "0"], 2, "at least one frame"),
+        (
+            vec![
+                "eval",
+                "--task",
+                "videomme",
+                "--data",
+                "/no/data.parquet",
+                "--data-root",
+                out,
+                "--model",
+                model,
+                "--out",
+                out,
+            ],
+            1,
+            "/no/data.parquet",
+        ),
+        (
+            vec!["eval", "--task", "drivelm", "--data", empty, "--data-root", out, "--model", model, "--out", out],
+            2,
+            "empty.mp4",
+        ),
+        (vec!["score", "--task", "caption", "--predictions", "/no/p.jsonl"], 1, "/no/p.jsonl"),
+        (vec!["init-model", "--preset", "huge", "--out", out], 2, "huge"),
+    ];
+    for (args, code, text) in cases {
+        let (got, stdout, err) = tokensieve(&args);
+        assert_eq!(got, code, "{args:?}: {err}");
+        assert!(stdout.trim().is_empty(), "{args:?} printed {stdout}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with("error: ") || first.starts_with("error:"), "{args:?}: {err}");
+        assert!(err.contains(text), "{args:?}: expected `{text}` in {err}");
+        // clap's own usage errors add a usage line and a help pointer; ours are one line and a hint.
+        let limit = if err.contains("For more information") { 5 } else { 2 };
+        assert!(err.lines().filter(|l| !l.trim().is_empty()).count() <= limit, "{args:?}: {err}");
+    }
+}
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn init_model_writes_a_onevision_model_with_the_real_input_geometry() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("demo");
+    let m = model.to_str().unwrap();
+    let (code, out, err) = tokensieve(&["init-model", "--preset", "demo", "--out", m]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("RANDOM weights"), "{out}");
+    let (code, out, _) = tokensieve(&["init-model", "--out", m]);
+    assert_eq!(code, 0);
+    assert!(out.contains("already there"), "{out}");
+    let video = asset("videos/vtest.avi");
+    let (code, out, err) = tokensieve(&[
+        "ask",
+        "--model",
+        m,
+        "--video",
+        &video,
+        "--frames",
+        "2",
+        "--pruner",
+        "todre",
+        "--ratio",
+        "0.1",
+        "--max-new-tokens",
+        "2",
+        "--json",
+        "what happens",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = &serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["record"];
+    // SigLIP 384 px / patch 14: 27x27 patches, pooled to 14x14 per frame.
+    assert_eq!(r["visual_tokens"], serde_json::json!([["encoder", 392], ["todre", 39]]), "{r}");
+}

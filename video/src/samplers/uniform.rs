@@ -36,6 +36,9 @@ pub fn uniform_indices(n: usize, k: usize, convention: Uniform) -> Result<Vec<us
     if n == 0 {
         return Err(SampleError::NoFrames);
     }
+    if k == 0 {
+        return Err(SampleError::Param { sampler: convention.name(), reason: "pick at least one frame".into() });
+    }
     if k >= n {
         return Ok((0..n).collect());
     }
@@ -84,6 +87,7 @@ mod tests {
         assert_eq!(uniform_indices(10, 1, Uniform::Interior).unwrap(), vec![5]);
         assert_eq!(uniform_indices(3, 8, Uniform::Interior).unwrap(), vec![0, 1, 2]);
         assert_eq!(uniform_indices(0, 8, Uniform::Inclusive), Err(SampleError::NoFrames));
+        assert!(matches!(uniform_indices(10, 0, Uniform::Interior), Err(SampleError::Param { .. })));
     }
 
     #[test]

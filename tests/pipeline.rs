@@ -1,0 +1,74 @@
+//! The library's `Pipeline` end to end on the tiny random LLaVA-OneVision fixture and real sample videos: samplers,
+//! a pruner chain, in-decoder FastV, budgets, the record, and `ask_all` keeping request order.
+
+#![cfg(all(feature = "torch", feature = "video"))]
+
+use std::path::PathBuf;
+use tokensieve::pipeline::builder::{Media, Pipeline, PipelineError};
+
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision");
+
+fn asset(name: &str) -> PathBuf {
+    tokensieve::assets::require(name).expect("sample assets (run `make setup`)")
+}
+
+#[test]
+fn pipeline_records_every_stage_and_budgets_shorten_the_prefill() {
+    let video = asset("videos/bikes.mp4");
+    let full = Pipeline::builder(MODEL).sampler("uniform:frames=6").unwrap().max_new_tokens(2).build().unwrap();
+    let a = full.ask_video(&video, "what is there").unwrap();
+    assert_eq!(a.record.sampler.as_deref(), Some("uniform"));
+    assert_eq!(a.record.frame_indices.len(), 6);
+    assert_eq!(a.record.qa.frames.len(), 6, "one timestamp per frame");
+    assert_eq!(a.record.visual_tokens_kept(), 6 * 4, "4x4 patches pooled to 2x2 per frame");
+    assert!(a.record.ttft_e2e_ms >= a.record.qa.ttft_ms && a.record.decode_ms > 0.0);
+    for stage in ["preprocess", "encode", "prune", "prefill", "generate"] {
+        assert!(a.record.qa.stage_ms.contains_key(stage), "{stage} missing: {:?}", a.record.qa.stage_ms);
+    }
+
+    // A chain (DivPrune then ToDRE) at 25 %, then FastV inside the decoder.
+    let pruned = Pipeline::builder(MODEL)
+        .sampler("dcode:frames=6,candidates=18")
+        .unwrap()
+        .pruner("divprune")
+        .unwrap()
+        .pruner("todre")
+        .unwrap()
+        .ratio(0.25)
+        .in_llm("fastv:layer=1,ratio=0.5")
+        .unwrap()
+        .max_new_tokens(2)
+        .build()
+        .unwrap();
+    let b = pruned.ask_video(&video, "what is there").unwrap();
+    assert_eq!(b.record.sampler.as_deref(), Some("dcode"));
+    assert!(b.record.sampler_note.is_some());
+    let stages: Vec<(&str, usize)> = b.record.qa.visual_tokens.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(stages, [("encoder", 24), ("divprune", 6), ("todre", 6)]);
+    assert_eq!(a.record.qa.prefill_tokens - b.record.qa.prefill_tokens, 18, "the prefill lost 18 visual positions");
+    assert!(b.record.qa.kv_bytes < a.record.qa.kv_bytes);
+    // FastV at layer 1 halves the 6 kept visual tokens (and keeps the newline) from layer 1 on.
+    let layers = &b.record.qa.tokens_per_layer;
+    assert!(layers[1] < layers[0], "{layers:?}");
+
+    // Bad specs are typed errors before any model is loaded.
+    assert!(matches!(Pipeline::builder(MODEL).pruner("nope"), Err(PipelineError::Spec(_))));
+    assert!(matches!(Pipeline::builder(MODEL).sampler("uniform:frames=0"), Err(PipelineError::Sampler(_))));
+    assert!(matches!(Pipeline::builder(MODEL).keep(0).build(), Err(PipelineError::Spec(_))));
+}
+
+#[test]
+fn ask_all_answers_in_request_order_and_reports_each_failure() {
+    let pipeline = Pipeline::builder(MODEL).sampler("uniform:frames=2").unwrap().max_new_tokens(1).build().unwrap();
+    let requests = vec![
+        (Media::Video(asset("videos/cup.mp4")), "what".to_string()),
+        (Media::Video(PathBuf::from("/no/such/video.mp4")), "what".to_string()),
+        (Media::Images(vec![asset("images/chelsea.png"), asset("images/coffee.png")]), "what".to_string()),
+    ];
+    let answers = pipeline.ask_all(&requests);
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0].as_ref().unwrap().record.frame_indices.len(), 2);
+    assert!(matches!(answers[1], Err(PipelineError::Video(_))));
+    let images = answers[2].as_ref().unwrap();
+    assert_eq!((images.record.sampler.clone(), images.record.visual_tokens_kept()), (None, 32));
+}
