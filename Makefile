@@ -46,6 +46,7 @@ demo: build
 bench: setup
 	@$(ENV) && cargo bench --bench pruners $(FEATURES)
 	@$(ENV) && cargo bench --bench sampling $(FEATURES)
+	@$(ENV) && cargo bench --bench prefill $(FEATURES)
 
 clean-cache:
 	rm -rf $(TOKENSIEVE_HOME)

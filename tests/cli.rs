@@ -1072,3 +1072,52 @@ fn init_model_writes_a_onevision_model_with_the_real_input_geometry() {
     // SigLIP 384 px / patch 14: 27x27 patches, pooled to 14x14 per frame.
     assert_eq!(r["visual_tokens"], serde_json::json!([["encoder", 392], ["todre", 39]]), "{r}");
 }
+
+#[cfg(feature = "torch")]
+#[test]
+fn ask_samples_reproducibly_and_stops_at_stop_strings() {
+    let gguf = asset("llm/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let ask = |extra: &[&str]| -> String {
+        let mut args = vec!["ask", "--model", &gguf, "--max-new-tokens", "24", "--json"];
+        args.extend_from_slice(extra);
+        args.push("Write one sentence about the sea.");
+        let (code, out, err) = tokensieve(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["answer"].as_str().unwrap().to_string()
+    };
+    let sampled = ask(&["--temperature", "1.0", "--top-p", "0.95", "--seed", "3"]);
+    assert_eq!(sampled, ask(&["--temperature", "1.0", "--top-p", "0.95", "--seed", "3"]), "same seed, same answer");
+    let others: Vec<String> =
+        ["4", "5", "6"].iter().map(|s| ask(&["--temperature", "1.0", "--top-p", "0.95", "--seed", s])).collect();
+    assert!(others.iter().any(|o| *o != sampled), "different seeds never changed the answer: {sampled}");
+    let greedy = ask(&[]);
+    let word = greedy.split_whitespace().nth(2).expect("a few words").to_string();
+    let stopped = ask(&["--stop", &word]);
+    assert!(!stopped.contains(&word) && greedy.starts_with(stopped.trim_end()), "{greedy:?} / {stopped:?}");
+    let (code, _, err) = tokensieve(&["ask", "--model", &gguf, "--top-p", "0", "hi"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn forward_expands_onevision_placeholders_like_the_processor() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision");
+    let (a, b) = (asset("images/chelsea.png"), asset("images/coffee.png"));
+    let run = |args: &[&str]| -> (i32, serde_json::Value, String) {
+        let mut all = vec!["forward", "--model", model, "--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = tokensieve(&all);
+        (code, serde_json::from_str(out.trim()).unwrap_or_default(), err)
+    };
+    // Two images, one placeholder each, verbatim: 2 x (16 + newline) visual tokens.
+    let (code, v, err) = run(&["--image", &a, "--image", &b, "--raw", "--prompt", "<image> <image> what"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((v["visual_tokens"].as_u64(), v["prompt_tokens"].as_u64()), (Some(34), Some(35)));
+    // A video through the chat template: 3 frames x 2x2 pooled + newline under one <video>.
+    let video = asset("videos/cup.mp4");
+    let (code, v, err) = run(&["--video", &video, "--frames", "3", "--prompt", "what is there"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["visual_tokens"], 13);
+    let (code, _, err) = run(&["--image", &a, "--raw", "--prompt", "<image> <image> x"]);
+    assert_eq!(code, 2, "two placeholders for one image: {err}");
+}

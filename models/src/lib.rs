@@ -22,6 +22,8 @@ pub mod onevision;
 pub mod random_checkpoint;
 pub mod runtime;
 pub mod safetensors;
+#[cfg(feature = "torch")]
+pub mod sampling;
 pub mod tokenizer;
 #[cfg(feature = "torch")]
 pub mod vision;

@@ -10,6 +10,7 @@
 
 use crate::gguf::{Gguf, GgufError};
 use crate::safetensors::{Checkpoint, SafetensorsError};
+use crate::sampling::{Sampling, TokenPicker};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
@@ -432,6 +433,19 @@ impl Llama {
         prompt: &[u32],
         max_new: usize,
         stop: &[u32],
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Result<KvCache, LlamaError> {
+        let mut greedy = TokenPicker::new(Sampling::default());
+        self.generate_with(prompt, max_new, stop, &mut greedy, on_token)
+    }
+
+    /// As [`Llama::generate`], choosing each token with `picker` (greedy or seeded temperature/top-p sampling).
+    pub fn generate_with(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        stop: &[u32],
+        picker: &mut TokenPicker,
         mut on_token: impl FnMut(u32) -> bool,
     ) -> Result<KvCache, LlamaError> {
         let mut cache = KvCache::default();
@@ -439,7 +453,7 @@ impl Llama {
         let mut logits =
             self.forward(&Tensor::from_slice(&ids).f_unsqueeze(0)?.f_to_device(self.device)?, &mut cache)?;
         for _ in 0..max_new {
-            let next = logits.f_argmax(-1, false)?.f_int64_value(&[0])? as u32;
+            let next = picker.next(&logits)? as u32;
             if stop.contains(&next) || !on_token(next) {
                 break;
             }

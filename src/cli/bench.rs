@@ -117,7 +117,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let mut records = Vec::new();
         for _ in 0..args.repeats.max(1) {
             let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
-            let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), in_llm: None, max_new_tokens: 1 };
+            let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(1) };
             records.push(qa.ask(&frames, MediaKind::Video, "Describe the video.", &opts).map_err(runtime)?.1);
             bar.inc(1);
         }

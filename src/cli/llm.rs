@@ -29,6 +29,12 @@ pub struct ForwardArgs {
     /// Images (vision-language models only).
     #[arg(long)]
     image: Vec<PathBuf>,
+    /// A video (vision-language models only), sampled uniformly.
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// Frames to sample from the video.
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
     /// Write the last position's logits `[V]` as .npy.
     #[arg(long)]
     logits_out: Option<PathBuf>,
@@ -87,6 +93,18 @@ pub struct AskArgs {
     /// `cpu` or `cuda` (default: CUDA when available).
     #[arg(long, value_parser = ["cpu", "cuda"])]
     device: Option<String>,
+    /// Sampling temperature; 0 (the default) is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed of the sampling (same seed, same answer).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop before this string (repeatable), besides the model's end-of-sequence tokens.
+    #[arg(long)]
+    stop: Vec<String>,
     #[command(flatten)]
     pruning: PruningFlags,
     /// Most tokens to generate.
@@ -206,48 +224,34 @@ fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
     let model_type = config["model_type"].as_str().unwrap_or_default();
     match model_type {
         #[cfg(not(feature = "video"))]
-        "llava" => Err(CliError::usage(
+        "llava" | "llava_onevision" => Err(CliError::usage(
             "this build has no image preprocessing (the `video` feature), which llava needs",
             "build with --features torch,video",
         )),
         #[cfg(feature = "video")]
-        "llava" => {
-            use tokensieve::models::llava::Llava;
-            use tokensieve::video::preprocess::ImageProcessor;
-            let model = Llava::load(dir, device).map_err(|e| runtime(&e))?;
-            if args.image.len() != 1 {
+        "llava" | "llava_onevision" => {
+            use tokensieve::pipeline::video_qa::{MediaKind, QaError, VideoQa};
+            let qa = VideoQa::load(dir, device).map_err(|e| runtime(&e))?;
+            if args.image.is_empty() && args.video.is_none() {
                 return Err(CliError::usage(
-                    "a llava prompt takes exactly one --image",
-                    "give one --image and put <image> in the prompt",
+                    "a vision-language prefill needs --image or --video",
+                    "for example --image photo.png --prompt \"<image> what is here\"",
                 ));
             }
-            let processor: serde_json::Value = std::fs::read_to_string(dir.join("preprocessor_config.json"))
-                .map_err(|e| runtime(&format!("{}: {e}", dir.join("preprocessor_config.json").display())))
-                .and_then(|t| serde_json::from_str(&t).map_err(|e| runtime(&e)))?;
-            let processor = ImageProcessor::from_config(&processor).map_err(|e| runtime(&e))?;
-            let img = image::open(&args.image[0])
-                .map_err(|e| runtime(&format!("{}: {e}", args.image[0].display())))?
-                .to_rgb8();
-            let (w, h) = img.dimensions();
-            let pixels = processor.preprocess(img.as_raw(), w as usize, h as usize);
-            let pixels = tch::Tensor::from_slice(&pixels.data)
-                .reshape([1, 3, pixels.height as i64, pixels.width as i64])
-                .to_device(device);
-            let (visual, out) = model.image_features(&pixels).map_err(|e| runtime(&e))?;
-            let count = visual.size()[1] as usize;
-            // The processor's expansion: each <image> becomes one placeholder per visual token.
-            let text = args.prompt.replace("<image>", &vec!["<image>"; count].join(" "));
-            let ids: Vec<i64> = tokenizer.encode(&text).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
-            let ids_t = tch::Tensor::from_slice(&ids).unsqueeze(0).to_device(device);
-            let embeds = model
-                .merge(&ids_t, &visual.flatten(0, 1))
-                .map_err(|e| CliError::usage(e.to_string(), "put one <image> in the prompt"))?;
-            let logits = model.text.forward_embeds(embeds, &mut KvCache::default()).map_err(|e| runtime(&e))?;
-            save(&args.features_out, &visual.squeeze_dim(0))?;
-            if let Some(a) = &out.cls_attention {
-                save(&args.cls_attn_out, &a.squeeze_dim(0))?;
+            let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
+            let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
+            let p = qa.prefill(&frames, kind, &args.prompt, args.raw).map_err(|e| match e {
+                QaError::Prompt(_) | QaError::Model(tokensieve::models::llava::LlavaError::Placeholders { .. }) => {
+                    CliError::usage(e.to_string(), "put <image> (or <video>) in the prompt")
+                }
+                e => runtime(&e),
+            })?;
+            let count = p.visual.size()[0] as usize;
+            save(&args.features_out, &p.visual)?;
+            if let Some(a) = &p.cls_attention {
+                save(&args.cls_attn_out, a)?;
             }
-            Ok(Prefill { logits, prompt_tokens: ids.len(), visual_tokens: count, tokenizer })
+            Ok(Prefill { logits: p.logits, prompt_tokens: p.prompt_tokens, visual_tokens: count, tokenizer })
         }
         "llama" | "qwen2" => {
             refuse_visual(!args.image.is_empty())?;
@@ -261,7 +265,7 @@ fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
         }
         other => Err(CliError::usage(
             format!("{}: model_type `{other}` is not supported", dir.display()),
-            "supported: llama, qwen2, llava (directories) and llama GGUF files",
+            "supported: llama, qwen2, llava, llava_onevision (directories) and llama GGUF files",
         )),
     }
 }
@@ -326,7 +330,20 @@ pub(super) fn qa_options(
     };
     budget.validate().map_err(|e| usage(e.to_string()))?;
     let in_llm = in_llm.map(FastV::from_spec).transpose().map_err(|e| usage(e.to_string()))?;
-    Ok(tokensieve::pipeline::video_qa::QaOptions { pruners, budget, in_llm, max_new_tokens })
+    Ok(tokensieve::pipeline::video_qa::QaOptions {
+        pruners,
+        budget,
+        in_llm,
+        ..tokensieve::pipeline::video_qa::QaOptions::new(max_new_tokens)
+    })
+}
+
+/// `--temperature`, `--top-p`, `--seed`, checked.
+fn sampling(args: &AskArgs) -> Result<tokensieve::models::sampling::Sampling, CliError> {
+    let s =
+        tokensieve::models::sampling::Sampling { temperature: args.temperature, top_p: args.top_p, seed: args.seed };
+    s.validate().map_err(|e| CliError::usage(e, "for example --temperature 0.7 --top-p 0.9 --seed 1"))?;
+    Ok(s)
 }
 
 /// `--device`: CUDA when available unless told; asking for CUDA where there is none is a usage error.
@@ -389,6 +406,7 @@ fn ask_llava(args: &AskArgs, model: &Path) -> Result<(), CliError> {
     if let Some(spec) = &args.pruning.in_llm {
         builder = builder.in_llm(spec).map_err(usage)?;
     }
+    builder = builder.sampling(sampling(args)?).stop(args.stop.clone());
     let pipeline = builder.build().map_err(|e| match e {
         PipelineError::Spec(_) => usage(e),
         e => CliError::runtime(e.to_string(), Some("is it a llava or llava_onevision directory?".into())),
@@ -427,35 +445,41 @@ pub fn ask(args: AskArgs) -> Result<(), CliError> {
         return ask_llava(&args, &model);
     }
     refuse_visual(visual)?;
+    let mut picker = tokensieve::models::sampling::TokenPicker::new(sampling(&args)?);
     let l = load(&model, device(args.device.as_deref())?)?;
     let ids = prompt_ids(&l, &args.question, false)?;
     let start = Instant::now();
     let mut first_token_ms = None;
     let mut generated: Vec<u32> = Vec::new();
     let mut shown = String::new();
+    let mut cut = None;
     let stream = !args.json;
     let cache = l
         .model
-        .generate(&ids, args.max_new_tokens, &l.tokenizer.eos, |t| {
+        .generate_with(&ids, args.max_new_tokens, &l.tokenizer.eos, &mut picker, |t| {
             first_token_ms.get_or_insert(start.elapsed().as_secs_f64() * 1e3);
             generated.push(t);
+            // Print what the new token adds to the decoded text (tokens can split characters), up to a stop string.
+            let Ok(text) = l.tokenizer.decode(&generated) else { return true };
+            cut = tokensieve::models::sampling::stop_at(&text, &args.stop);
+            let visible = &text[..cut.unwrap_or(text.len())];
             if stream {
-                // Print what the new token adds to the decoded text (tokens can split characters).
-                if let Ok(text) = l.tokenizer.decode(&generated) {
-                    if let Some(delta) = text.strip_prefix(&shown) {
-                        let mut out = std::io::stdout().lock();
-                        if out.write_all(delta.as_bytes()).and_then(|_| out.flush()).is_err() {
-                            return false;
-                        }
+                if let Some(delta) = visible.strip_prefix(shown.as_str()) {
+                    let mut out = std::io::stdout().lock();
+                    if out.write_all(delta.as_bytes()).and_then(|_| out.flush()).is_err() {
+                        return false;
                     }
-                    shown = text;
                 }
+                shown = visible.to_string();
             }
-            true
+            cut.is_none()
         })
         .map_err(|e| CliError::runtime(e.to_string(), None))?;
     let total_ms = start.elapsed().as_secs_f64() * 1e3;
-    let answer = l.tokenizer.decode(&generated).map_err(|e| CliError::runtime(e.to_string(), None))?;
+    let mut answer = l.tokenizer.decode(&generated).map_err(|e| CliError::runtime(e.to_string(), None))?;
+    if let Some(end) = cut {
+        answer.truncate(end);
+    }
     if args.json {
         let record = json!({"prompt_tokens": ids.len(), "generated_tokens": generated.len(), "visual_tokens": 0,
             "ttft_ms": first_token_ms, "total_ms": total_ms, "kv_bytes": cache.bytes()});

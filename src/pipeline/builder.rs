@@ -28,6 +28,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Device;
+use tokensieve_models::sampling::Sampling;
 use tokensieve_pruners::in_decoder::fastv::FastV;
 use tokensieve_pruners::{Budget, Method, PruneError};
 use tokensieve_video::{decode_at, load_image_native, order_views, probe, Frame, ImageError, VideoError};
@@ -64,9 +65,23 @@ pub struct PipelineBuilder {
     budget: Budget,
     in_llm: Option<FastV>,
     max_new_tokens: usize,
+    sampling: Sampling,
+    stop: Vec<String>,
 }
 
 impl PipelineBuilder {
+    /// Greedy by default; `Sampling { temperature, top_p, seed }` samples reproducibly.
+    pub fn sampling(mut self, sampling: Sampling) -> Self {
+        self.sampling = sampling;
+        self
+    }
+
+    /// Generation also stops before any of these strings.
+    pub fn stop(mut self, stop: Vec<String>) -> Self {
+        self.stop = stop;
+        self
+    }
+
     /// The frame sampler for videos (`uniform:frames=8` by default; see [`super::sampler`]).
     pub fn sampler(mut self, spec: &str) -> Result<Self, PipelineError> {
         self.sampler = Sampler::from_spec(spec)?;
@@ -113,11 +128,18 @@ impl PipelineBuilder {
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         self.budget.validate()?;
         let qa = VideoQa::load(&self.model, self.device)?;
+        self.sampling.validate().map_err(|reason| PruneError::Param {
+            method: "generation".into(),
+            param: "sampling".into(),
+            reason,
+        })?;
         let opts = QaOptions {
             pruners: self.pruners,
             budget: self.budget,
             in_llm: self.in_llm,
             max_new_tokens: self.max_new_tokens,
+            sampling: self.sampling,
+            stop: self.stop,
         };
         Ok(Pipeline { qa, sampler: self.sampler, opts })
     }
@@ -196,6 +218,8 @@ impl Pipeline {
             budget: Budget::Ratio(1.0),
             in_llm: None,
             max_new_tokens: 128,
+            sampling: Sampling::default(),
+            stop: Vec::new(),
         }
     }
 

@@ -25,6 +25,7 @@ use tch::{Device, Tensor};
 use tokensieve_models::chat_template::ChatTemplate;
 use tokensieve_models::llama::{KvCache, LayerDrop, PositionMode};
 use tokensieve_models::llava::Llava;
+use tokensieve_models::sampling::{stop_at, Sampling, TokenPicker};
 use tokensieve_models::tokenizer::TextTokenizer;
 use tokensieve_pruners::in_decoder::fastv::FastV;
 use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TchBackend, TokenSet};
@@ -63,6 +64,9 @@ pub enum QaError {
         /// Why.
         reason: String,
     },
+    /// The prompt's placeholders do not fit the visual input.
+    #[error("prompt: {0}")]
+    Prompt(String),
     /// The image processor and the tower disagree on the input size.
     #[error("the image processor gives {got}x{got_h}, the tower takes {side}x{side}")]
     InputSize {
@@ -89,6 +93,24 @@ pub struct QaOptions {
     pub in_llm: Option<FastV>,
     /// Most tokens to generate.
     pub max_new_tokens: usize,
+    /// Greedy (the default) or seeded temperature/top-p sampling.
+    pub sampling: Sampling,
+    /// Generation stops before the first of these strings (besides the end-of-sequence tokens).
+    pub stop: Vec<String>,
+}
+
+impl QaOptions {
+    /// No pruning, greedy, `max_new_tokens` at most.
+    pub fn new(max_new_tokens: usize) -> Self {
+        QaOptions {
+            pruners: Vec::new(),
+            budget: Budget::Ratio(1.0),
+            in_llm: None,
+            max_new_tokens,
+            sampling: Sampling::default(),
+            stop: Vec::new(),
+        }
+    }
 }
 
 /// What happened while answering.
@@ -149,6 +171,18 @@ struct Encoded {
     newline: Newline,
     /// Placeholder token id and its text.
     placeholder: (i64, &'static str),
+}
+
+/// What [`VideoQa::prefill`] produced.
+pub struct Prefilled {
+    /// Logits of the last position `[1, V]`.
+    pub logits: Tensor,
+    /// Tokens of the expanded prompt.
+    pub prompt_tokens: usize,
+    /// Visual tokens as placed in the prompt `[N, D]` (OneVision newlines included).
+    pub visual: Tensor,
+    /// The tower's CLS (or SigLIP probe) attention over the patches, flattened over frames.
+    pub cls_attention: Option<Tensor>,
 }
 
 /// A loaded LLaVA model with its tokenizer, image processor and chat template.
@@ -314,6 +348,50 @@ impl VideoQa {
         })
     }
 
+    /// One prefill without pruning, for inspection and parity checks (`tokensieve forward`): the last position's
+    /// logits, the visual tokens as the decoder receives them (OneVision newlines included) and the tower's CLS
+    /// attention. With a chat template and `raw = false` the prompt is one user turn (a placeholder is added in front
+    /// when the prompt has none); otherwise it is used verbatim. Each placeholder expands as transformers' processor
+    /// expands it: one placeholder takes every visual token; as many `<image>` as images take one image each.
+    pub fn prefill(&self, frames: &[Frame], kind: MediaKind, prompt: &str, raw: bool) -> Result<Prefilled, QaError> {
+        let mut preprocess_ms = 0.0;
+        let enc = self.encode(frames, kind, &mut preprocess_ms)?;
+        let total = enc.features.size()[0] as usize;
+        let origin: Vec<usize> = (0..total).collect();
+        let visual = self.with_newlines(enc.features.shallow_clone(), &origin, &enc)?;
+        let (placeholder_id, placeholder) = enc.placeholder;
+        let text = match (&self.template, raw) {
+            (Some(t), false) => {
+                let content =
+                    if prompt.contains(placeholder) { prompt.to_string() } else { format!("{placeholder}\n{prompt}") };
+                t.render(&serde_json::json!([{"role": "user", "content": content}]), true)
+                    .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?
+            }
+            _ => prompt.to_string(),
+        };
+        let n = visual.size()[0] as usize;
+        let slots = text.matches(placeholder).count();
+        let per_unit = enc.units.1 + usize::from(enc.newline == Newline::PerUnit);
+        let expanded = match slots {
+            1 => text.replacen(placeholder, &vec![placeholder; n].join(" "), 1),
+            k if k == enc.units.0 && k * per_unit == n => {
+                text.replace(placeholder, &vec![placeholder; per_unit].join(" "))
+            }
+            k => {
+                return Err(QaError::Prompt(format!(
+                    "{k} `{placeholder}` placeholders for {} {} ({n} visual tokens): write one, or one per image",
+                    enc.units.0,
+                    if kind == MediaKind::Video { "frames" } else { "images" }
+                )))
+            }
+        };
+        let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
+        let ids_t = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
+        let embeds = self.model.merge_at(&ids_t, &[(placeholder_id, &visual)])?;
+        let logits = self.model.text.forward_embeds(embeds, &mut KvCache::default())?;
+        Ok(Prefilled { logits, prompt_tokens: ids.len(), visual, cls_attention: enc.cls_attention })
+    }
+
     /// Answers `question` about `frames` after a system prompt (a system turn with a chat template; the text
     /// before `USER:` in LLaVA-1.5's plain format, where its default system line goes).
     pub fn ask_with_system(
@@ -423,22 +501,31 @@ impl VideoQa {
             }
             None => self.model.text.forward_embeds(embeds, &mut cache)?,
         };
-        let mut next = logits.argmax(-1, false).int64_value(&[0]);
+        let mut picker = TokenPicker::new(opts.sampling);
+        let mut next = picker.next(&logits)?;
         ttft += lap("prefill");
         let mut generated = Vec::new();
         let mut shown = String::new();
+        let mut cut = None;
         let stop: Vec<i64> = self.tokenizer.eos.iter().map(|&t| t as i64).collect();
         while generated.len() < opts.max_new_tokens && !stop.contains(&next) {
             generated.push(next as u32);
             let text = self.tokenizer.decode(&generated)?;
-            if let Some(delta) = text.strip_prefix(shown.as_str()).filter(|d| !d.is_empty()) {
+            // A stop string ends the answer where it starts; only text before it is ever shown.
+            let end = stop_at(&text, &opts.stop);
+            let visible = &text[..end.unwrap_or(text.len())];
+            if let Some(delta) = visible.strip_prefix(shown.as_str()).filter(|d| !d.is_empty()) {
                 if !on_text(delta) {
                     break;
                 }
-                shown = text;
+                shown = visible.to_string();
+            }
+            if end.is_some() {
+                cut = end;
+                break;
             }
             let step = Tensor::from_slice(&[next]).unsqueeze(0).to_device(self.device);
-            next = self.model.text.forward(&step, &mut cache)?.argmax(-1, false).int64_value(&[0]);
+            next = picker.next(&self.model.text.forward(&step, &mut cache)?)?;
         }
         lap("generate");
         let shape = DecoderShape {
@@ -449,7 +536,10 @@ impl VideoQa {
             kv_heads: self.model.text.config.kv_heads,
         };
         let (fastv, swiglu) = prefill_macs(&shape, &tokens_per_layer);
-        let answer = self.tokenizer.decode(&generated)?;
+        let mut answer = self.tokenizer.decode(&generated)?;
+        if let Some(end) = cut {
+            answer.truncate(end);
+        }
         // The tower's time is what `encode` took after the pixels were ready.
         let encode_total = stage_ms.get("encode").copied().unwrap_or(0.0);
         stage_ms.insert("preprocess".into(), preprocess_ms);
