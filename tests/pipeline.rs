@@ -72,3 +72,50 @@ fn ask_all_answers_in_request_order_and_reports_each_failure() {
     let images = answers[2].as_ref().unwrap();
     assert_eq!((images.record.sampler.clone(), images.record.visual_tokens_kept()), (None, 32));
 }
+
+/// Every sampler x a representative set of pruners (selection, diversity, merging, attention-based) x with and
+/// without FastV, on the tiny LLaVA (CLIP, so the CLS attention exists): the record's counts agree with the budget
+/// and the prefill shrinks by exactly the pruned tokens.
+#[test]
+fn every_sampler_with_pruners_and_fastv_keeps_the_record_consistent() {
+    const LLAVA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+    let video = asset("videos/bikes.mp4");
+    let samplers =
+        ["uniform:frames=3", "uniform-interior:frames=3", "fps:rate=0.3,max=3", "dcode:frames=3,candidates=9"];
+    let pruners = ["todre", "divprune", "tome", "visionzip", "dycoke"];
+    for sampler in samplers {
+        let base = Pipeline::builder(LLAVA).sampler(sampler).unwrap().max_new_tokens(1).build().unwrap();
+        let full = base.ask_video(&video, "what").unwrap();
+        let frames = full.record.frame_indices.len();
+        assert!(frames >= 1 && frames <= 3, "{sampler}: {frames} frames");
+        let tokens = full.record.visual_tokens_kept();
+        assert_eq!(tokens, frames * 16, "{sampler}: 16 patches per frame");
+        for pruner in pruners {
+            for fastv in [None, Some("fastv:layer=1,ratio=0.5")] {
+                let mut b = Pipeline::builder(LLAVA).sampler(sampler).unwrap().pruner(pruner).unwrap().keep(tokens / 2);
+                if let Some(spec) = fastv {
+                    b = b.in_llm(spec).unwrap();
+                }
+                let case = format!("{sampler} {pruner} {fastv:?}");
+                let a = match b.max_new_tokens(1).build().unwrap().ask_video(&video, "what") {
+                    Ok(a) => a,
+                    // DyCoke keeps the first frame of each window, which a budget of half may not allow.
+                    Err(e) if pruner == "dycoke" => {
+                        assert!(e.to_string().contains("dycoke"), "{case}: {e}");
+                        continue;
+                    }
+                    Err(e) => panic!("{case}: {e}"),
+                };
+                let kept = a.record.visual_tokens_kept();
+                assert!(kept <= tokens / 2 && kept > 0, "{case}: kept {kept}");
+                assert_eq!(a.record.frame_indices, full.record.frame_indices, "{case}: same frames");
+                assert_eq!(full.record.qa.prefill_tokens - a.record.qa.prefill_tokens, tokens - kept, "{case}");
+                let layers = &a.record.qa.tokens_per_layer;
+                match fastv {
+                    Some(_) => assert_eq!(layers[1], layers[0] - kept / 2, "{case}: {layers:?}"),
+                    None => assert!(layers.iter().all(|&l| l == a.record.qa.prefill_tokens), "{case}"),
+                }
+            }
+        }
+    }
+}

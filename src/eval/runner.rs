@@ -140,30 +140,44 @@ pub fn run(
         .filter(|s| s.index % plan.shard.count == plan.shard.index && !done.contains(&s.id))
         .collect();
     let total = todo.len();
-    for (n, s) in todo.into_iter().enumerate() {
-        let mut line = json!({"id": s.id, "index": s.index, "prompt": s.prompt});
-        if let Some(system) = &s.system {
-            line["system"] = json!(system);
-        }
-        if let (Value::Object(l), Value::Object(f)) = (&mut line, &s.fields) {
-            l.extend(f.clone());
-        }
-        match load_media(&s.media, plan.frames) {
-            Err(e) => line["error"] = json!(e),
-            Ok((frames, kind, decode_ms)) => {
-                line["decode_ms"] = json!(decode_ms);
-                match qa.ask_with_system(&frames, kind, s.system.as_deref(), &s.prompt, opts) {
-                    Ok((answer, record)) => {
-                        line["prediction"] = json!(answer);
-                        line["record"] = json!(record);
+    let (mut written, mut attempted) = (0, 0);
+    // The next sample's media decodes on another thread while the model answers this one.
+    let outcomes = crate::pipeline::overlap::overlapped(
+        &todo,
+        |s| load_media(&s.media, plan.frames),
+        |s, loaded| -> Result<(), EvalError> {
+            // After a failed write the output file is unusable; the remaining samples are not answered.
+            if written < attempted {
+                return Ok(());
+            }
+            let mut line = json!({"id": s.id, "index": s.index, "prompt": s.prompt});
+            if let Some(system) = &s.system {
+                line["system"] = json!(system);
+            }
+            if let (Value::Object(l), Value::Object(f)) = (&mut line, &s.fields) {
+                l.extend(f.clone());
+            }
+            match loaded {
+                Err(e) => line["error"] = json!(e),
+                Ok((frames, kind, decode_ms)) => {
+                    line["decode_ms"] = json!(decode_ms);
+                    match qa.ask_with_system(&frames, kind, s.system.as_deref(), &s.prompt, opts) {
+                        Ok((answer, record)) => {
+                            line["prediction"] = json!(answer);
+                            line["record"] = json!(record);
+                        }
+                        Err(e) => line["error"] = json!(e.to_string()),
                     }
-                    Err(e) => line["error"] = json!(e.to_string()),
                 }
             }
-        }
-        writeln!(file, "{line}").and_then(|_| file.flush()).map_err(|e| EvalError::io(&path, e))?;
-        progress(n + 1, total);
-    }
+            attempted += 1;
+            writeln!(file, "{line}").and_then(|_| file.flush()).map_err(|e| EvalError::io(&path, e))?;
+            written += 1;
+            progress(written, total);
+            Ok(())
+        },
+    );
+    outcomes.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(total)
 }
 
