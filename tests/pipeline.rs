@@ -87,7 +87,7 @@ fn every_sampler_with_pruners_and_fastv_keeps_the_record_consistent() {
         let base = Pipeline::builder(LLAVA).sampler(sampler).unwrap().max_new_tokens(1).build().unwrap();
         let full = base.ask_video(&video, "what").unwrap();
         let frames = full.record.frame_indices.len();
-        assert!(frames >= 1 && frames <= 3, "{sampler}: {frames} frames");
+        assert!((1..=3).contains(&frames), "{sampler}: {frames} frames");
         let tokens = full.record.visual_tokens_kept();
         assert_eq!(tokens, frames * 16, "{sampler}: 16 patches per frame");
         for pruner in pruners {
