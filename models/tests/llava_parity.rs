@@ -35,3 +35,43 @@ fn tiny_llava_matches_transformers() {
     let err = model.forward(&Tensor::from_slice(&ids[..10]).unsqueeze(0), &pixels, &mut KvCache::default()).err();
     assert!(matches!(err, Some(LlavaError::Placeholders { placeholders: 7, features: 16, .. })), "{err:?}");
 }
+
+#[test]
+fn tiny_llava_matches_transformers_on_two_images_and_greedy_tokens() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llava");
+    let model = Llava::load(&dir, Device::Cpu).unwrap();
+    let reference = Safetensors::open(&dir.join("reference.safetensors")).unwrap();
+    let tensor = |name: &str| {
+        let (v, shape) = reference.tensor_f32(name).unwrap();
+        Tensor::from_slice(&v).reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice())
+    };
+    let ids = |name: &str| -> Vec<i64> { reference.tensor_f32(name).unwrap().0.iter().map(|&v| v as i64).collect() };
+    // Two images: each <image> run takes one image's 16 visual tokens, in order.
+    let two = ids("two_ids");
+    let (visual, _) = model.image_features(&tensor("two_pixels")).unwrap();
+    let embeds = model.merge(&Tensor::from_slice(&two).unsqueeze(0), &visual.flatten(0, 1)).unwrap();
+    let mut cache = KvCache::default();
+    let ours = model.text.forward_embeds(embeds, &mut cache).unwrap().reshape([-1]);
+    let theirs = tensor("two_logits").get(two.len() as i64 - 1);
+    let d = (ours - theirs).abs().max().double_value(&[]);
+    assert!(d <= 1e-4, "two-image prompt: last position differs by {d}");
+    // 20 greedy tokens after the single-image prompt equal generate()'s.
+    let prompt = ids("input_ids");
+    let mut cache = KvCache::default();
+    let mut next = model
+        .forward(&Tensor::from_slice(&prompt).unsqueeze(0), &tensor("pixel_values"), &mut cache)
+        .unwrap()
+        .argmax(-1, false)
+        .int64_value(&[0]);
+    let mut greedy = Vec::new();
+    for _ in 0..20 {
+        greedy.push(next);
+        next = model
+            .text
+            .forward(&Tensor::from_slice(&[next]).unsqueeze(0), &mut cache)
+            .unwrap()
+            .argmax(-1, false)
+            .int64_value(&[0]);
+    }
+    assert_eq!(greedy, ids("greedy"));
+}
