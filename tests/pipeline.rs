@@ -119,3 +119,31 @@ fn every_sampler_with_pruners_and_fastv_keeps_the_record_consistent() {
         }
     }
 }
+
+/// PyramidDrop's stages and ToDRE stage 2's all-or-nothing drop on a 6-layer random LLaVA-OneVision with the real
+/// SigLIP geometry (2 frames -> 2 x 196 pooled tokens + the newline = a 393-token droppable span).
+#[test]
+fn pyramid_drop_and_todre_stage2_shorten_the_later_layers() {
+    use tokensieve::models::random_checkpoint::{write_onevision, OneVisionShape};
+    let dir = tempfile::tempdir().unwrap();
+    write_onevision(dir.path(), &OneVisionShape::demo(), 0, tokensieve::models::safetensors::StoreAs::F32).unwrap();
+    let video = asset("videos/cup.mp4");
+    let run = |in_llm: Option<&str>| {
+        let mut b = Pipeline::builder(dir.path()).sampler("uniform:frames=2").unwrap().max_new_tokens(1);
+        if let Some(spec) = in_llm {
+            b = b.in_llm(spec).unwrap();
+        }
+        b.build().unwrap().ask_video(&video, "what happens").unwrap().record.qa.tokens_per_layer
+    };
+    let full = run(None);
+    let s = full[0];
+    assert!(full.iter().all(|&t| t == s));
+    // Stages at layers 2 and 4 keep round-half-even(393 x 0.5) = 196, then round(393 x 0.25) = 98.
+    assert_eq!(run(Some("pdrop:layers=2/4,lambda=0.5")), vec![s, s, s - 197, s - 197, s - 295, s - 295]);
+    // tau = 1: the text's share of attention on vision is always below 1, so every visual token goes after the
+    // check layer (floor(7 x 6 / 8) = 5 would leave no later layer, so check at 3); tau = 0: nothing is dropped.
+    assert_eq!(run(Some("todre-stage2:tau=1,layer=3")), vec![s, s, s, s, s - 393, s - 393]);
+    assert_eq!(run(Some("todre-stage2:tau=0,layer=3")), full);
+    let err = Pipeline::builder(dir.path()).in_llm("todre-stage2").unwrap().build().err().unwrap();
+    assert!(err.to_string().contains("6 layers"), "{err}");
+}

@@ -135,20 +135,47 @@ pub enum PositionMode {
     Contiguous,
 }
 
-/// An in-decoder drop (FastV, PyramidDrop, ToDRE stage 2): before layer `layer`, tokens of `span` (positions in
-/// this forward's sequence) that `select` does not keep are removed from the hidden states and from the KV cache
-/// of this and every later layer. `select` receives the last token's attention over all positions at layer
-/// `layer − 1` (softmax probabilities, mean over heads; empty when `layer = 0`) and returns the kept offsets
-/// within `span`.
+/// Which attention rows an in-decoder rule reads at the layer before each of its drops (softmax probabilities over
+/// every visible key, mean over heads; KV heads repeated for grouped-query attention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryRows {
+    /// The last query only (FastV, PyramidDrop): one row.
+    Last,
+    /// Every query after the droppable span (ToDRE stage 2's text rows), causally masked.
+    AfterSpan,
+}
+
+/// An in-decoder rule: `(stage, attention rows, current span) -> kept offsets within the span`.
+pub type DropRule<'a> = &'a mut dyn FnMut(usize, &[Vec<f32>], std::ops::Range<usize>) -> Vec<usize>;
+
+/// An in-decoder drop plan (FastV, PyramidDrop, ToDRE stage 2): before each layer of `layers` (ascending), tokens of
+/// the droppable span that `select` does not keep are removed from the hidden states and from the KV cache of that
+/// and every later layer. `select(stage, rows, span)` receives the stage number, the attention rows of the layer
+/// before (empty before layer 0) and the span as it is now (it shrinks after each stage; it starts as `span`), and
+/// returns the kept offsets within that span.
 pub struct LayerDrop<'a> {
-    /// The first layer that no longer sees the dropped tokens.
-    pub layer: usize,
-    /// The droppable positions (usually the image tokens).
+    /// The layers that no longer see the tokens dropped just before them.
+    pub layers: Vec<usize>,
+    /// The droppable positions of this forward's sequence (usually the image tokens).
     pub span: std::ops::Range<usize>,
-    /// The rule, fed with the attention row.
-    pub select: &'a mut dyn FnMut(&[f32]) -> Vec<usize>,
+    /// Which attention rows the rule reads.
+    pub rows: QueryRows,
+    /// The rule.
+    pub select: DropRule<'a>,
     /// How positions continue.
     pub positions: PositionMode,
+}
+
+impl<'a> LayerDrop<'a> {
+    /// A single drop before `layer` fed with the last query's row (FastV's shape of rule).
+    pub fn once(
+        layer: usize,
+        span: std::ops::Range<usize>,
+        select: DropRule<'a>,
+        positions: PositionMode,
+    ) -> Self {
+        LayerDrop { layers: vec![layer], span, rows: QueryRows::Last, select, positions }
+    }
 }
 
 /// The loaded model.
@@ -351,12 +378,26 @@ impl Llama {
         }
         let first = cache.next_position;
         let mut positions = Tensor::arange_start(first, first + s, (Kind::Int64, self.device));
-        let mut row: Vec<f32> = Vec::new();
+        if let Some(d) = drop.as_ref() {
+            if d.layers.windows(2).any(|w| w[0] >= w[1]) || d.layers.last().is_some_and(|&l| l >= self.layers.len()) {
+                return Err(LlamaError::Config {
+                    path: "forward".into(),
+                    reason: format!(
+                        "drop layers {:?} must be ascending and below the {} layers",
+                        d.layers,
+                        self.layers.len()
+                    ),
+                });
+            }
+        }
+        let mut span = drop.as_ref().map_or(0..0, |d| d.span.clone());
+        let mut stage = 0;
+        let mut rows: Vec<Vec<f32>> = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            if let Some(d) = drop.as_mut().filter(|d| d.layer == i) {
-                let kept = (d.select)(&row);
+            if let Some(d) = drop.as_mut().filter(|d| d.layers.get(stage) == Some(&i)) {
+                let kept = (d.select)(stage, &rows, span.clone());
                 let keep: Vec<i64> = (0..s as usize)
-                    .filter(|p| !d.span.contains(p) || kept.contains(&(p - d.span.start)))
+                    .filter(|p| !span.contains(p) || kept.contains(&(p - span.start)))
                     .map(|p| p as i64)
                     .collect();
                 let index = Tensor::from_slice(&keep).f_to_device(self.device)?;
@@ -364,15 +405,19 @@ impl Llama {
                 let removed = s - keep.len() as i64;
                 positions = match d.positions {
                     PositionMode::Original => positions.f_index_select(0, &index)?,
-                    PositionMode::Contiguous => {
-                        Tensor::arange_start(first, first + keep.len() as i64, (Kind::Int64, self.device))
-                    }
+                    PositionMode::Contiguous => Tensor::arange_start(
+                        positions.int64_value(&[0]),
+                        positions.int64_value(&[0]) + keep.len() as i64,
+                        (Kind::Int64, self.device),
+                    ),
                 };
                 cache.contiguous = d.positions == PositionMode::Contiguous;
                 for dropped in &mut cache.dropped[i..] {
                     *dropped += removed;
                 }
                 s = keep.len() as i64;
+                span = span.start..span.start + (span.len() - removed as usize);
+                stage += 1;
             }
             // Decoding after a contiguous drop: this layer's ids are shifted down by what it lost.
             let layer_positions = if cache.contiguous && drop.is_none() {
@@ -395,8 +440,12 @@ impl Llama {
                 Some((pk, pv)) => (Tensor::f_cat(&[pk, &k], 2)?, Tensor::f_cat(&[pv, &v], 2)?),
                 None => (k, v),
             };
-            if drop.as_ref().is_some_and(|d| d.layer == i + 1) {
-                row = last_row_attention(&q, &k, c.heads / c.kv_heads, head_dim)?;
+            if let Some(d) = drop.as_ref().filter(|d| d.layers.get(stage) == Some(&(i + 1))) {
+                let from = match d.rows {
+                    QueryRows::Last => s - 1,
+                    QueryRows::AfterSpan => (span.end as i64).min(s - 1),
+                };
+                rows = attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, from)?;
             }
             let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, s > 1, None, true)?;
             if i < cache.entries.len() {
@@ -464,13 +513,28 @@ impl Llama {
     }
 }
 
-/// The last query's attention over every key, softmax probabilities averaged over heads (key/value heads repeated
-/// for grouped-query attention): one `[T]` row, computed instead of a full attention map (ALGORITHMS.md §1.8).
-fn last_row_attention(q: &Tensor, k: &Tensor, groups: usize, head_dim: i64) -> Result<Vec<f32>, LlamaError> {
-    let s = q.size()[2];
-    let q_last = q.f_narrow(2, s - 1, 1)?; // [B, H, 1, d]
+/// The attention of queries `from..S` over every key, softmax probabilities averaged over heads (key/value heads
+/// repeated for grouped-query attention), causally masked: one `[T]` row per query, computed for these rows only
+/// instead of a full attention map (ALGORITHMS.md §1.8).
+fn attention_rows(
+    q: &Tensor,
+    k: &Tensor,
+    groups: usize,
+    head_dim: i64,
+    from: i64,
+) -> Result<Vec<Vec<f32>>, LlamaError> {
+    let (s, t) = (q.size()[2], k.size()[2]);
+    let q_rows = q.f_narrow(2, from, s - from)?; // [B, H, r, d]
     let k = if groups > 1 { k.f_repeat_interleave_self_int(groups as i64, 1, None)? } else { k.shallow_clone() };
-    let scores = q_last.f_matmul(&k.f_transpose(2, 3)?)?.f_div_scalar((head_dim as f64).sqrt())?;
-    let probs = scores.f_softmax(-1, Kind::Float)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)?; // [B, 1, T]
-    Ok(Vec::<f32>::try_from(probs.f_select(0, 0)?.f_reshape([-1])?)?)
+    let mut scores = q_rows.f_matmul(&k.f_transpose(2, 3)?)?.f_div_scalar((head_dim as f64).sqrt())?;
+    if s - from > 1 {
+        // Query r sits at key position t - s + from + r and sees keys up to it.
+        let query_pos = Tensor::arange_start(t - s + from, t, (Kind::Int64, q.device())).f_unsqueeze(1)?;
+        let key_pos = Tensor::arange(t, (Kind::Int64, q.device())).f_unsqueeze(0)?;
+        let future = key_pos.f_gt_tensor(&query_pos)?;
+        scores = scores.f_masked_fill(&future, f64::NEG_INFINITY)?;
+    }
+    let probs = scores.f_softmax(-1, Kind::Float)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)?; // [B, r, T]
+    let probs = probs.f_select(0, 0)?;
+    (0..s - from).map(|r| Ok(Vec::<f32>::try_from(probs.f_select(0, r)?)?)).collect()
 }

@@ -43,7 +43,7 @@ fn tiny_qwen2_matches_transformers_with_and_without_the_cache() {
 
 mod in_decoder_drop {
     use super::*;
-    use tokensieve_models::llama::{LayerDrop, PositionMode};
+    use tokensieve_models::llama::{LayerDrop, PositionMode, QueryRows};
     use tokensieve_pruners::in_decoder::fastv::FastV;
 
     fn model() -> (Llama, Vec<i64>) {
@@ -67,8 +67,8 @@ mod in_decoder_drop {
         let (m, ids) = model();
         let x = m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap();
         let plain = values(&m.forward_embeds(x.shallow_clone(), &mut KvCache::default()).unwrap());
-        let mut keep_all = |_: &[f32]| (0..4).collect::<Vec<usize>>();
-        let drop = LayerDrop { layer: 1, span: 3..7, select: &mut keep_all, positions: PositionMode::Original };
+        let mut keep_all = |_: usize, _: &[Vec<f32>], span: std::ops::Range<usize>| (0..span.len()).collect();
+        let drop = LayerDrop::once(1, 3..7, &mut keep_all, PositionMode::Original);
         let mut cache = KvCache::default();
         let with = values(&m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap());
         assert!(diff(&plain, &with) <= 1e-6);
@@ -82,11 +82,11 @@ mod in_decoder_drop {
         let reduced: Vec<i64> = ids.iter().enumerate().filter(|(p, _)| *p != 4 && *p != 5).map(|(_, &t)| t).collect();
         let mut plain_cache = KvCache::default();
         let plain = values(&m.forward(&Tensor::from_slice(&reduced).unsqueeze(0), &mut plain_cache).unwrap());
-        let mut rule = |row: &[f32]| {
-            assert!(row.is_empty(), "no attention exists before layer 0");
+        let mut rule = |_: usize, rows: &[Vec<f32>], _: std::ops::Range<usize>| {
+            assert!(rows.is_empty(), "no attention exists before layer 0");
             vec![0, 3]
         };
-        let drop = LayerDrop { layer: 0, span: 3..7, select: &mut rule, positions: PositionMode::Contiguous };
+        let drop = LayerDrop::once(0, 3..7, &mut rule, PositionMode::Contiguous);
         let mut cache = KvCache::default();
         let x = m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap();
         let dropped = values(&m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap());
@@ -104,7 +104,9 @@ mod in_decoder_drop {
         let fastv = FastV { layer: 1, ratio: 0.5 };
         let span = 2..8;
         let mut seen = 0;
-        let mut rule = |row: &[f32]| {
+        let mut rule = |_: usize, rows: &[Vec<f32>], _: std::ops::Range<usize>| {
+            assert_eq!(rows.len(), 1, "FastV reads the last query's row only");
+            let row = &rows[0];
             seen = row.len();
             let scores = &row[span.clone()];
             let k = (scores.len() as f64 * (1.0 - fastv.ratio)).round() as usize;
@@ -115,7 +117,7 @@ mod in_decoder_drop {
             assert_eq!(kept, fastv.select(row, span.clone()).unwrap(), "the pruners' FastV rule");
             kept
         };
-        let drop = LayerDrop { layer: 1, span: 2..8, select: &mut rule, positions: PositionMode::Original };
+        let drop = LayerDrop::once(1, 2..8, &mut rule, PositionMode::Original);
         let mut cache = KvCache::default();
         let x = m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap();
         let logits = values(&m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap());
@@ -131,5 +133,63 @@ mod in_decoder_drop {
         assert!(m
             .forward_embeds_with(m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap(), &mut cache, None)
             .is_ok());
+    }
+
+    #[test]
+    fn stages_shrink_the_span_and_read_the_rows_they_ask_for() {
+        let (m, ids) = model();
+        let x = m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap();
+        let plain = values(&m.forward_embeds(x.shallow_clone(), &mut KvCache::default()).unwrap());
+        // Keeping everything at two stages changes nothing.
+        let mut keep_all = |_: usize, _: &[Vec<f32>], span: std::ops::Range<usize>| (0..span.len()).collect();
+        let drop = LayerDrop {
+            layers: vec![0, 1],
+            span: 2..8,
+            rows: QueryRows::Last,
+            select: &mut keep_all,
+            positions: PositionMode::Original,
+        };
+        let same = values(&m.forward_embeds_with(x.shallow_clone(), &mut KvCache::default(), Some(drop)).unwrap());
+        assert!(diff(&plain, &same) <= 1e-6);
+        // Stage 0 (before layer 0) keeps 4 of 6, stage 1 keeps 1 of those 4 and reads the text rows after the span.
+        let mut calls = Vec::new();
+        let mut rule = |stage: usize, rows: &[Vec<f32>], span: std::ops::Range<usize>| {
+            calls.push((stage, rows.len(), span.clone()));
+            if stage == 1 {
+                for (r, row) in rows.iter().enumerate() {
+                    let total: f32 = row.iter().sum();
+                    assert!((total - 1.0).abs() < 1e-4, "row {r} is a distribution");
+                    // Query at position span.end + r sees no later key.
+                    assert!(row[span.end + r + 1..].iter().all(|&p| p == 0.0), "row {r} is causal");
+                }
+            }
+            if stage == 0 {
+                vec![0, 1, 4, 5]
+            } else {
+                vec![2]
+            }
+        };
+        let drop = LayerDrop {
+            layers: vec![0, 1],
+            span: 2..8,
+            rows: QueryRows::AfterSpan,
+            select: &mut rule,
+            positions: PositionMode::Original,
+        };
+        let mut cache = KvCache::default();
+        m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap();
+        assert_eq!(calls, vec![(0, 0, 2..8), (1, 2, 2..6)], "after stage 0 the span is 4 long; 2 text rows follow it");
+        assert_eq!((cache.layer_len(0), cache.layer_len(1)), (8, 5));
+        // Layers must be ascending and exist.
+        let mut any = |_: usize, _: &[Vec<f32>], span: std::ops::Range<usize>| (0..span.len()).collect();
+        let bad = LayerDrop {
+            layers: vec![1, 5],
+            span: 2..8,
+            rows: QueryRows::Last,
+            select: &mut any,
+            positions: PositionMode::Original,
+        };
+        let x = m.embed(&Tensor::from_slice(&ids).unsqueeze(0)).unwrap();
+        assert!(m.forward_embeds_with(x, &mut KvCache::default(), Some(bad)).is_err());
     }
 }

@@ -159,6 +159,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let samples = dataset.samples(&args.data_root).map_err(eval_error)?;
     let qa = tokensieve::pipeline::video_qa::VideoQa::load(&args.model, tch::Device::cuda_if_available())
         .map_err(runtime)?;
+    qa.check_options(&opts).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve eval --help`"))?;
     let plan = Plan { limit: args.limit, shard: args.shard, resume: args.resume, frames: args.frames };
     let bar = super::progress_bar(0, "samples");
     runner::run(&qa, &samples, dataset.task(), &opts, &args.out, plan, |n, total| {

@@ -61,7 +61,8 @@ pub struct PruningFlags {
     /// Keep this fraction of the visual tokens.
     #[arg(long)]
     pub ratio: Option<f64>,
-    /// In-decoder pruning, `fastv:layer=K,ratio=R` (R = fraction of visual tokens dropped).
+    /// In-decoder pruning: `fastv:layer=K,ratio=R` (R = fraction dropped), `pdrop:layers=8/16/24,lambda=0.5`,
+    /// `todre-stage2:tau=0.1`.
     #[arg(long)]
     pub in_llm: Option<String>,
 }
@@ -314,7 +315,7 @@ pub(super) fn qa_options(
     flags: &PruningFlags,
     max_new_tokens: usize,
 ) -> Result<tokensieve::pipeline::video_qa::QaOptions, CliError> {
-    use tokensieve::pruners::in_decoder::fastv::FastV;
+    use tokensieve::pruners::in_decoder::InDecoder;
     use tokensieve::pruners::{Budget, Method};
     let PruningFlags { pruner, keep, ratio, in_llm } = flags;
     let (keep, ratio, in_llm) = (*keep, *ratio, in_llm.as_deref());
@@ -329,7 +330,7 @@ pub(super) fn qa_options(
         (None, None) => Budget::Ratio(1.0),
     };
     budget.validate().map_err(|e| usage(e.to_string()))?;
-    let in_llm = in_llm.map(FastV::from_spec).transpose().map_err(|e| usage(e.to_string()))?;
+    let in_llm = in_llm.map(InDecoder::from_spec).transpose().map_err(|e| usage(e.to_string()))?;
     Ok(tokensieve::pipeline::video_qa::QaOptions {
         pruners,
         budget,

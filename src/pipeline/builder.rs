@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Device;
 use tokensieve_models::sampling::Sampling;
-use tokensieve_pruners::in_decoder::fastv::FastV;
+use tokensieve_pruners::in_decoder::InDecoder;
 use tokensieve_pruners::{Budget, Method, PruneError};
 use tokensieve_video::{decode_at, load_image_native, order_views, probe, Frame, ImageError, VideoError};
 
@@ -63,7 +63,7 @@ pub struct PipelineBuilder {
     sampler: Sampler,
     pruners: Vec<Method>,
     budget: Budget,
-    in_llm: Option<FastV>,
+    in_llm: Option<InDecoder>,
     max_new_tokens: usize,
     sampling: Sampling,
     stop: Vec<String>,
@@ -106,9 +106,10 @@ impl PipelineBuilder {
         self
     }
 
-    /// Prune inside the decoder too: `fastv:layer=K,ratio=R`.
+    /// Prune inside the decoder too: `fastv:layer=K,ratio=R`, `pdrop:layers=8/16/24,lambda=0.5` or
+    /// `todre-stage2:tau=0.1`.
     pub fn in_llm(mut self, spec: &str) -> Result<Self, PipelineError> {
-        self.in_llm = Some(FastV::from_spec(spec)?);
+        self.in_llm = Some(InDecoder::from_spec(spec)?);
         Ok(self)
     }
 
@@ -141,6 +142,7 @@ impl PipelineBuilder {
             sampling: self.sampling,
             stop: self.stop,
         };
+        qa.check_options(&opts)?;
         Ok(Pipeline { qa, sampler: self.sampler, opts })
     }
 }

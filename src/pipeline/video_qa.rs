@@ -9,7 +9,10 @@
 //!   `USER: <image>\n{question} ASSISTANT:`; `<image>` expands to one placeholder per kept visual token, so the
 //!   spliced sequence is numbered contiguously, as the LLaVA-style reference code of the pre-LLM methods does
 //!   (ALGORITHMS.md §1.5). In-decoder pruning keeps original position ids.
-//! - In-decoder pruning: FastV's rule at layer `K` on the last prompt token's attention (`fastv:layer=K,ratio=R`).
+//! - In-decoder pruning on the visual span (OneVision newlines included), with original position ids: FastV's rule
+//!   at layer `K` on the last prompt token's attention (`fastv:layer=K,ratio=R`), PyramidDrop's stages
+//!   (`pdrop:layers=8/16/24,lambda=0.5`), or ToDRE stage 2 at its check layer on the text tokens' rows
+//!   (`todre-stage2:tau=0.1`). The rows are recomputed for the queries the rule reads, at that layer only.
 //! - LLaVA-OneVision: a video's frames are pooled 2x2 first (the pruners see the pooled tokens, frame by frame) and
 //!   its one newline token follows the kept tokens; several images keep a newline after each image's survivors; a
 //!   single image's any-resolution sequence (base view, tile map with row newlines) is pruned as one flat set.
@@ -19,15 +22,16 @@ use crate::pipeline::flops::{prefill_macs, DecoderShape};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Tensor};
 use tokensieve_models::chat_template::ChatTemplate;
-use tokensieve_models::llama::{KvCache, LayerDrop, PositionMode};
+use tokensieve_models::llama::{KvCache, LayerDrop, PositionMode, QueryRows};
 use tokensieve_models::llava::Llava;
 use tokensieve_models::sampling::{stop_at, Sampling, TokenPicker};
 use tokensieve_models::tokenizer::TextTokenizer;
-use tokensieve_pruners::in_decoder::fastv::FastV;
+use tokensieve_pruners::in_decoder::{todre_stage2, InDecoder};
 use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TchBackend, TokenSet};
 use tokensieve_video::preprocess::anyres::AnyRes;
 use tokensieve_video::preprocess::ImageProcessor;
@@ -89,8 +93,8 @@ pub struct QaOptions {
     pub pruners: Vec<Method>,
     /// Visual tokens to keep (all frames together).
     pub budget: Budget,
-    /// In-decoder FastV, if any.
-    pub in_llm: Option<FastV>,
+    /// In-decoder pruning (FastV, PyramidDrop, ToDRE stage 2), if any.
+    pub in_llm: Option<InDecoder>,
     /// Most tokens to generate.
     pub max_new_tokens: usize,
     /// Greedy (the default) or seeded temperature/top-p sampling.
@@ -227,6 +231,21 @@ impl VideoQa {
         opts: &QaOptions,
     ) -> Result<(String, QaRecord), QaError> {
         self.ask_with_system(frames, kind, None, question, opts)
+    }
+
+    /// Checks settings that depend on the model (in-decoder drop layers exist in this decoder).
+    pub fn check_options(&self, opts: &QaOptions) -> Result<(), tokensieve_pruners::PruneError> {
+        let layers = self.model.text.config.layers;
+        if let Some(m) = &opts.in_llm {
+            if let Some(l) = m.drop_layers(layers).into_iter().find(|&l| l >= layers) {
+                return Err(tokensieve_pruners::PruneError::Param {
+                    method: m.name().into(),
+                    param: "layer".into(),
+                    reason: format!("{l} does not exist: this decoder has {layers} layers"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Preprocesses frames to the tower's square input, in parallel (six 1600x900 cameras take most of the time to
@@ -483,13 +502,43 @@ impl VideoQa {
         let layers = self.model.text.config.layers;
         let mut tokens_per_layer = vec![ids.len(); layers];
         let mut cache = KvCache::default();
-        let logits = match opts.in_llm {
-            Some(rule) => {
-                let mut select =
-                    |row: &[f32]| rule.select(row, span.clone()).unwrap_or_else(|_| (0..span.len()).collect());
+        let logits = match &opts.in_llm {
+            Some(method) => {
+                let drop_layers = method.drop_layers(layers);
+                if let Some(&l) = drop_layers.iter().find(|&&l| l >= layers) {
+                    return Err(QaError::Config {
+                        path: method.name().into(),
+                        reason: format!("drops before layer {l}, but the decoder has {layers} layers"),
+                    });
+                }
+                let original = span.len();
+                // A rule that cannot decide (a row that does not cover the span) keeps every token.
+                let mut select = |stage: usize, rows: &[Vec<f32>], span: Range<usize>| -> Vec<usize> {
+                    let keep_all: Vec<usize> = (0..span.len()).collect();
+                    match method {
+                        InDecoder::FastV(f) => rows.last().and_then(|r| f.select(r, span).ok()),
+                        InDecoder::PyramidDrop(p) => rows.last().and_then(|r| p.select(stage, original, r, span).ok()),
+                        InDecoder::TodreStage2 { tau, .. } => {
+                            let text = span.end..rows.first().map_or(span.end, Vec::len);
+                            todre_stage2::test(rows, &[], span.clone(), text, *tau).ok().map(|t| {
+                                if t.drop_visual {
+                                    Vec::new()
+                                } else {
+                                    keep_all.clone()
+                                }
+                            })
+                        }
+                    }
+                    .unwrap_or(keep_all)
+                };
+                let rows = match method {
+                    InDecoder::TodreStage2 { .. } => QueryRows::AfterSpan,
+                    _ => QueryRows::Last,
+                };
                 let drop = LayerDrop {
-                    layer: rule.layer,
+                    layers: drop_layers,
                     span: span.clone(),
+                    rows,
                     select: &mut select,
                     positions: PositionMode::Original,
                 };

@@ -12,7 +12,7 @@
 use super::image_columns;
 use crate::budget::Budget;
 use crate::error::{PruneError, Result};
-use crate::params::{parse_spec, ParamSpec, Params};
+use crate::params::{ParamSpec, Params};
 use crate::primitives::top_k;
 use std::ops::Range;
 
@@ -38,17 +38,21 @@ pub const PARAMS: [ParamSpec; 2] = [
 ];
 
 impl FastV {
-    /// Parses `fastv`, `fastv:layer=3,ratio=0.75`; other in-decoder methods are named as not wired here.
+    /// Parses `fastv`, `fastv:layer=3,ratio=0.75` (other in-decoder methods: [`super::InDecoder::from_spec`]).
     pub fn from_spec(spec: &str) -> Result<Self> {
-        let (name, given) = parse_spec(spec)?;
-        if name != "fastv" {
-            return Err(PruneError::Param {
-                method: name,
+        match super::InDecoder::from_spec(spec)? {
+            super::InDecoder::FastV(rule) => Ok(rule),
+            other => Err(PruneError::Param {
+                method: other.name().into(),
                 param: "in-decoder method".into(),
-                reason: "is not wired into the decoder yet (fastv is)".into(),
-            });
+                reason: "is not FastV".into(),
+            }),
         }
-        let p = Params::new("fastv", &PARAMS, &given)?;
+    }
+
+    /// FastV from parsed `key=value` pairs.
+    pub(super) fn from_pairs(given: &[(String, String)]) -> Result<Self> {
+        let p = Params::new("fastv", &PARAMS, given)?;
         let rule = FastV { layer: p.get("layer")?, ratio: p.get("ratio")? };
         rule.validate()?;
         Ok(rule)
@@ -115,6 +119,6 @@ mod spec_tests {
         assert!(FastV::from_spec("fastv:layer=0").is_err());
         assert!(FastV::from_spec("fastv:ratio=1").is_err());
         assert!(FastV::from_spec("fastv:k=2").unwrap_err().to_string().contains("unknown"));
-        assert!(FastV::from_spec("pdrop").unwrap_err().to_string().contains("not wired"));
+        assert!(FastV::from_spec("pdrop").unwrap_err().to_string().contains("not FastV"));
     }
 }

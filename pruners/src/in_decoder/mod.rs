@@ -13,7 +13,105 @@ pub mod sparsevlm;
 pub mod todre_stage2;
 
 use crate::error::{PruneError, Result};
+use crate::params::{parse_spec, ParamSpec, Params};
 use std::ops::Range;
+
+/// The in-decoder methods the decoder runs, in the project's spec syntax:
+/// `fastv:layer=2,ratio=0.5`, `pdrop:layers=8/16/24,lambda=0.5`, `todre-stage2:tau=0.1,layer=auto`.
+/// SparseVLM (text raters and token recycling), DyCoke's decode-time KV pruning and HoliTom's inner merging have their
+/// rules in this module but are not wired into the decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InDecoder {
+    /// FastV: one drop by the last token's attention.
+    FastV(fastv::FastV),
+    /// PyramidDrop: several drops, each keeping a share of the original image tokens.
+    PyramidDrop(pyramid_drop::PyramidDrop),
+    /// ToDRE stage 2: at the check layer, drop every visual token when text and vision ignore each other.
+    TodreStage2 {
+        /// Threshold on the attention shares.
+        tau: f32,
+        /// The check layer (0-based); `None`: `floor(7L/8)` of an `L`-layer decoder.
+        layer: Option<usize>,
+    },
+}
+
+/// PyramidDrop's parameters.
+pub const PDROP_PARAMS: [ParamSpec; 2] = [
+    ParamSpec { name: "layers", default: "8/16/24", help: "layers where tokens are dropped, ascending, `/`-separated" },
+    ParamSpec {
+        name: "lambda",
+        default: "0.5",
+        help: "share kept at each stage (stage s keeps lambda^s of the original)",
+    },
+];
+
+/// ToDRE stage 2's parameters.
+pub const STAGE2_PARAMS: [ParamSpec; 2] = [
+    ParamSpec { name: "tau", default: "0.1", help: "drop when both attention shares are below it" },
+    ParamSpec { name: "layer", default: "auto", help: "check layer (0-based); auto = floor(7L/8)" },
+];
+
+impl InDecoder {
+    /// Parses a spec; unknown or unwired methods are named.
+    pub fn from_spec(spec: &str) -> Result<Self> {
+        let (name, given) = parse_spec(spec)?;
+        match name.as_str() {
+            "fastv" => Ok(InDecoder::FastV(fastv::FastV::from_pairs(&given)?)),
+            "pdrop" => {
+                let p = Params::new("pdrop", &PDROP_PARAMS, &given)?;
+                let lambda = p.float_in("lambda", 1e-6, 1.0)?;
+                let layers: Vec<usize> = p
+                    .text("layers")?
+                    .split('/')
+                    .map(|l| l.trim().parse::<usize>())
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| PruneError::Param {
+                        method: "pdrop".into(),
+                        param: "layers".into(),
+                        reason: format!("= `{}` is not `/`-separated layer numbers", p.text("layers").unwrap_or("")),
+                    })?;
+                let stages = layers.iter().enumerate().map(|(s, &l)| (l, lambda.powi(s as i32 + 1))).collect();
+                let rule = pyramid_drop::PyramidDrop { stages };
+                rule.counts(1)?;
+                Ok(InDecoder::PyramidDrop(rule))
+            }
+            "todre-stage2" => {
+                let p = Params::new("todre-stage2", &STAGE2_PARAMS, &given)?;
+                let tau = p.float_in("tau", 0.0, 1.0)? as f32;
+                let layer = match p.text("layer")? {
+                    "auto" => None,
+                    _ => Some(p.get::<usize>("layer")?),
+                };
+                Ok(InDecoder::TodreStage2 { tau, layer })
+            }
+            other => Err(PruneError::Param {
+                method: other.to_string(),
+                param: "in-decoder method".into(),
+                reason: "is not wired into the decoder (fastv, pdrop and todre-stage2 are)".into(),
+            }),
+        }
+    }
+
+    /// The spec name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            InDecoder::FastV(_) => "fastv",
+            InDecoder::PyramidDrop(_) => "pdrop",
+            InDecoder::TodreStage2 { .. } => "todre-stage2",
+        }
+    }
+
+    /// The layers before which tokens are dropped, in a decoder of `layers` layers.
+    pub fn drop_layers(&self, layers: usize) -> Vec<usize> {
+        match self {
+            InDecoder::FastV(f) => vec![f.layer],
+            InDecoder::PyramidDrop(p) => p.stages.iter().map(|s| s.0).collect(),
+            InDecoder::TodreStage2 { layer, .. } => {
+                vec![layer.unwrap_or_else(|| todre_stage2::check_layer(layers)) + 1]
+            }
+        }
+    }
+}
 
 /// The image-token columns of an attention row, checked against the row length and for finiteness.
 pub(crate) fn image_columns<'a>(row: &'a [f32], span: &Range<usize>, name: &'static str) -> Result<&'a [f32]> {
@@ -28,4 +126,25 @@ pub(crate) fn image_columns<'a>(row: &'a [f32], span: &Range<usize>, name: &'sta
         return Err(PruneError::NonFinite { tensor: name, index: i, value: row[i] });
     }
     Ok(&row[span.clone()])
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    #[test]
+    fn specs_name_their_stages() {
+        let p = InDecoder::from_spec("pdrop").unwrap();
+        assert_eq!(p.drop_layers(32), vec![8, 16, 24]);
+        let InDecoder::PyramidDrop(rule) = &p else { panic!() };
+        assert_eq!(rule.counts(576).unwrap(), vec![288, 144, 72], "PyramidDrop's paper schedule");
+        let q = InDecoder::from_spec("pdrop:layers=2/4,lambda=0.25").unwrap();
+        assert_eq!(q.drop_layers(6), vec![2, 4]);
+        assert!(InDecoder::from_spec("pdrop:layers=4/2").is_err(), "layers ascend");
+        assert!(InDecoder::from_spec("pdrop:layers=a/b").unwrap_err().to_string().contains("layers"));
+        assert_eq!(InDecoder::from_spec("todre-stage2").unwrap().drop_layers(32), vec![29]);
+        assert_eq!(InDecoder::from_spec("todre-stage2:layer=3").unwrap().drop_layers(32), vec![4]);
+        assert_eq!(InDecoder::from_spec("fastv:layer=3").unwrap().drop_layers(32), vec![3]);
+        assert!(InDecoder::from_spec("sparsevlm").unwrap_err().to_string().contains("not wired"));
+    }
 }
