@@ -26,7 +26,7 @@ mkdir -p "$HOME_DIR" "$ASSETS" "$DOWNLOADS"
 
 # 1. Debian packages ------------------------------------------------------------------------------------------
 APT_PACKAGES=(libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev
-              libswresample-dev libclang-dev clang pkg-config ffmpeg)
+              libswresample-dev libclang-dev clang pkg-config ffmpeg libssl-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,8 +2,11 @@
 //! standard local hub cache, `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`, laid out as
 //! `models--ORG--NAME/snapshots/REV/` with `refs/<branch>` naming the revision.
 //!
-//! Choice [project]: nothing is downloaded. This build runs where no model hub is reachable, so a model that is not
-//! in the cache is one error naming the folder looked in, with the command that fills it on a connected machine.
+//! A model that is not cached is downloaded into that same cache with hf-hub (the files a checkpoint needs:
+//! configs, tokenizer, processor config, weights and their index), unless `HF_HUB_OFFLINE` is set. When the hub
+//! cannot be reached (or offline mode is on) the error is one line naming the folder looked in, with the command that
+//! fills it on a connected machine. [project] Only model files are fetched (`*.json`, `*.safetensors`, `*.model`,
+//! `*.txt`), never `*.bin`/`*.pt` pickles, which this project does not read.
 
 use std::path::{Path, PathBuf};
 
@@ -14,12 +17,14 @@ pub enum HubError {
     #[error("model `{0}` does not exist")]
     Missing(String),
     /// Neither a path nor a cached Hugging Face id.
-    #[error("model `{name}` is not a local path, and {looked} does not hold it")]
+    #[error("model `{name}` is not a local path, and {looked} does not hold it{why}")]
     NotFound {
         /// The name given.
         name: String,
         /// The cache folder looked in.
         looked: String,
+        /// Why it was not downloaded (empty when not tried).
+        why: String,
     },
 }
 
@@ -67,7 +72,8 @@ pub fn resolve_in(name: &str, cache: &Path) -> Result<PathBuf, HubError> {
     let (id, revision) = name.split_once('@').unwrap_or((name, "main"));
     let repo = cache.join(format!("models--{}", id.replace('/', "--")));
     let snapshots = repo.join("snapshots");
-    let not_found = || HubError::NotFound { name: name.into(), looked: snapshots.display().to_string() };
+    let not_found =
+        || HubError::NotFound { name: name.into(), looked: snapshots.display().to_string(), why: String::new() };
     // A branch or tag name is in refs/; a commit hash names the snapshot folder directly.
     let commit = std::fs::read_to_string(repo.join("refs").join(revision))
         .map(|s| s.trim().to_string())
@@ -88,9 +94,49 @@ pub fn resolve_in(name: &str, cache: &Path) -> Result<PathBuf, HubError> {
     newest.map(|e| e.path()).ok_or_else(not_found)
 }
 
-/// Resolves `name` in the process's hub cache (see [`cache_dir`]).
+/// Resolves `name` in the process's hub cache (see [`cache_dir`]), downloading a missing Hugging Face model unless
+/// `HF_HUB_OFFLINE` is set.
 pub fn resolve(name: &str) -> Result<PathBuf, HubError> {
-    resolve_in(name, &cache_dir())
+    let cache = cache_dir();
+    match resolve_in(name, &cache) {
+        Err(HubError::NotFound { name, looked, .. }) => {
+            let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
+            if offline {
+                return Err(HubError::NotFound { name, looked, why: " (HF_HUB_OFFLINE is set)".into() });
+            }
+            match download(&name, &cache) {
+                Ok(()) => resolve_in(&name, &cache),
+                Err(e) => Err(HubError::NotFound { name, looked, why: format!(" and downloading failed: {e}") }),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The files of a repository that a checkpoint needs.
+fn wanted(file: &str) -> bool {
+    [".json", ".safetensors", ".model", ".txt", ".jinja"].iter().any(|e| file.ends_with(e)) && !file.contains('/')
+}
+
+/// Fetches a model's files into `cache` in the hub layout (blobs, snapshots, refs), one file at a time.
+fn download(name: &str, cache: &Path) -> Result<(), String> {
+    use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
+    let (id, revision) = name.split_once('@').unwrap_or((name, "main"));
+    let api = ApiBuilder::new()
+        .with_cache_dir(cache.to_path_buf())
+        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let repo = api.repo(Repo::with_revision(id.to_string(), RepoType::Model, revision.to_string()));
+    let info = repo.info().map_err(|e| e.to_string())?;
+    let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).filter(|f| wanted(f)).collect();
+    if !files.iter().any(|f| f == "config.json") {
+        return Err(format!("{id} has no config.json"));
+    }
+    for f in files {
+        repo.get(&f).map_err(|e| format!("{f}: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -107,6 +153,8 @@ mod tests {
         std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
         assert_eq!(resolve_in("llava-hf/tiny", cache.path()).unwrap(), repo.join("snapshots/abc123"));
         assert_eq!(resolve_in("llava-hf/tiny@def456", cache.path()).unwrap(), repo.join("snapshots/def456"));
+        assert!(wanted("model-00001-of-00002.safetensors") && wanted("tokenizer_config.json"));
+        assert!(!wanted("pytorch_model.bin") && !wanted("onnx/model.onnx"));
         let err = resolve_in("llava-hf/other", cache.path()).unwrap_err();
         assert!(err.to_string().contains("models--llava-hf--other/snapshots"), "{err}");
         assert!(err.hint().contains("huggingface-cli download llava-hf/other"));

@@ -976,7 +976,7 @@ fn model_commands_reject_bad_input_in_one_line() {
                 "--out",
                 out,
             ],
-            1,
+            2,
             "/no/such/model",
         ),
         (
@@ -997,7 +997,8 @@ fn model_commands_reject_bad_input_in_one_line() {
         (vec!["bench", "--model", model, "--video", &video, "--budgets", "0%"], 2, "0%"),
         (vec!["bench", "--model", model, "--video", &video, "--pruner", "nope"], 2, "unknown method"),
         (vec!["bench", "--model", model, "--video", empty], 1, "empty.mp4"),
-        (vec!["forward", "--model", "/no/such/model.gguf", "--prompt", "hi"], 1, "/no/such/model.gguf"),
+        (vec!["forward", "--model", "/no/such/model.gguf", "--prompt", "hi"], 2, "/no/such/model.gguf"),
+        (vec!["bench", "--model", "/no/such/model", "--video", &video], 2, "does not exist"),
         (vec!["sample", empty, "--frames", "4"], 1, "empty.mp4"),
         (vec!["sample", &video, "--frames", "0"], 2, "at least one frame"),
         (

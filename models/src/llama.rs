@@ -168,12 +168,7 @@ pub struct LayerDrop<'a> {
 
 impl<'a> LayerDrop<'a> {
     /// A single drop before `layer` fed with the last query's row (FastV's shape of rule).
-    pub fn once(
-        layer: usize,
-        span: std::ops::Range<usize>,
-        select: DropRule<'a>,
-        positions: PositionMode,
-    ) -> Self {
+    pub fn once(layer: usize, span: std::ops::Range<usize>, select: DropRule<'a>, positions: PositionMode) -> Self {
         LayerDrop { layers: vec![layer], span, rows: QueryRows::Last, select, positions }
     }
 }

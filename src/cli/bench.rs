@@ -10,8 +10,8 @@ use tokensieve::pruners::{Budget, Method, Pruner};
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A LLaVA model directory.
-    #[arg(long)]
+    /// A `llava`/`llava_onevision` directory or a Hugging Face id (hub cache).
+    #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
     /// The video.
     #[arg(long)]

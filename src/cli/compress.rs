@@ -14,8 +14,8 @@ use tokensieve::video::Frame;
 /// Arguments of `compress`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A LLaVA model directory (vision tower + projector are used).
-    #[arg(long)]
+    /// A `llava`/`llava_onevision` directory or a Hugging Face id (vision tower + projector are used).
+    #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
     /// A video to sample.
     #[arg(long, conflicts_with = "image")]

@@ -29,8 +29,8 @@ pub struct Args {
     frames: usize,
     #[command(flatten)]
     scoring: ScoringFlags,
-    /// A LLaVA model directory.
-    #[arg(long)]
+    /// A `llava`/`llava_onevision` directory or a Hugging Face id.
+    #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
     #[command(flatten)]
     pruning: super::llm::PruningFlags,

@@ -17,8 +17,8 @@ use tokensieve::models::tokenizer::TextTokenizer;
 /// Arguments of `forward`.
 #[derive(Debug, clap::Args)]
 pub struct ForwardArgs {
-    /// A GGUF language model file.
-    #[arg(long)]
+    /// A GGUF language model file, a model directory, or a Hugging Face id (hub cache).
+    #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
     /// The prompt (one user turn through the model's chat template unless --raw).
     #[arg(long)]

@@ -82,6 +82,12 @@ impl CliError {
     }
 }
 
+/// `--model`: an existing path as given, else a Hugging Face id resolved (or fetched) in the hub cache.
+#[cfg(feature = "torch")]
+pub fn model_arg(name: &str) -> Result<std::path::PathBuf, String> {
+    tokensieve::hub::resolve(name).map_err(|e| format!("{e} ({})", e.hint()))
+}
+
 /// Writes `text` to standard output. A closed pipe (`tokensieve prune --list | head`) ends the output quietly
 /// instead of panicking, as command-line tools are expected to.
 pub fn emit(text: &str) -> Result<(), CliError> {
