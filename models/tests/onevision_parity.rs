@@ -33,24 +33,41 @@ impl Reference {
 
 /// Prefills up to the first text token after the last visual token, then decodes the rest of the prompt from the
 /// cache, comparing every logit row with transformers'.
-fn check(model: &Llava, ids: &[i64], parts: &[(i64, &Tensor)], logits: &Tensor, case: &str) {
+fn check(model: &Llava, ids: &[i64], parts: &[(i64, &Tensor)], logits: &Tensor, case: &str, device: Device) {
     let last = ids.iter().rposition(|&t| t == IMAGE || t == VIDEO).unwrap();
     let prefill = last + 2;
     let mut cache = KvCache::default();
-    let embeds = model.merge_at(&Tensor::from_slice(&ids[..prefill]).unsqueeze(0), parts).unwrap();
+    let on = |t: &[i64]| Tensor::from_slice(t).unsqueeze(0).to_device(device);
+    let embeds = model.merge_at(&on(&ids[..prefill]), parts).unwrap();
     let mut out = model.text.forward_embeds(embeds, &mut cache).unwrap();
     for pos in prefill - 1..ids.len() {
-        let d = (out.reshape([-1]) - logits.get(pos as i64)).abs().max().double_value(&[]);
-        assert!(d <= 1e-4, "{case}: position {pos} differs by {d}");
+        let d = (out.reshape([-1]).to_device(Device::Cpu) - logits.get(pos as i64)).abs().max().double_value(&[]);
+        assert!(d <= 1e-4, "{case} on {device:?}: position {pos} differs by {d}");
         if pos + 1 < ids.len() {
-            out = model.text.forward(&Tensor::from_slice(&ids[pos + 1..pos + 2]).unsqueeze(0), &mut cache).unwrap();
+            out = model.text.forward(&on(&ids[pos + 1..pos + 2]), &mut cache).unwrap();
         }
+    }
+}
+
+/// The CPU, and the first CUDA device when there is one; says plainly when there is none.
+fn devices() -> Vec<Device> {
+    if tch::Cuda::is_available() {
+        vec![Device::Cpu, Device::Cuda(0)]
+    } else {
+        eprintln!("CUDA: no device on this machine; the parity checks ran on the CPU only");
+        vec![Device::Cpu]
     }
 }
 
 #[test]
 fn tiny_onevision_matches_transformers_on_images_and_video() {
-    let model = Llava::load(&dir(), Device::Cpu).unwrap();
+    for device in devices() {
+        onevision_on(device);
+    }
+}
+
+fn onevision_on(device: Device) {
+    let model = Llava::load(&dir(), device).unwrap();
     let ov = model.onevision.as_ref().expect("llava_onevision config");
     let r = Reference(Safetensors::open(&dir().join("reference.safetensors")).unwrap());
 
@@ -58,35 +75,36 @@ fn tiny_onevision_matches_transformers_on_images_and_video() {
         let ids = r.ids(&format!("{case}_ids"));
         let sizes = r.ids(&format!("{case}_sizes"));
         let (h, w) = (sizes[0] as usize, sizes[1] as usize);
-        let views = r.tensor(&format!("{case}_pixels")).squeeze_dim(0);
+        let views = r.tensor(&format!("{case}_pixels")).squeeze_dim(0).to_device(device);
         let best = select_best_resolution(h, w, &ov.pinpoints).unwrap();
         let grid = (best.0 / 32, best.1 / 32);
         let (tokens, _) = model.anyres_image_features(&views, h, w, grid).unwrap();
         let expected = image_token_count(h, w, grid, 4, ov.max_patches);
         assert_eq!(tokens.size()[0] as usize, expected, "{case}: the processor's count");
         assert_eq!(ids.iter().filter(|&&t| t == IMAGE).count(), expected, "{case}: transformers' count");
-        check(&model, &ids, &[(IMAGE, &tokens)], &r.tensor(&format!("{case}_logits")), case);
+        check(&model, &ids, &[(IMAGE, &tokens)], &r.tensor(&format!("{case}_logits")), case, device);
     }
 
     let ids = r.ids("two_ids");
-    let (tokens, _) = model.multi_image_features(&r.tensor("two_pixels").reshape([2, 3, 32, 32])).unwrap();
-    check(&model, &ids, &[(IMAGE, &tokens)], &r.tensor("two_logits"), "two images");
+    let two = r.tensor("two_pixels").reshape([2, 3, 32, 32]).to_device(device);
+    let (tokens, _) = model.multi_image_features(&two).unwrap();
+    check(&model, &ids, &[(IMAGE, &tokens)], &r.tensor("two_logits"), "two images", device);
 
     let ids = r.ids("video_ids");
-    let (pooled, _) = model.video_features(&r.tensor("video_pixels").squeeze_dim(0)).unwrap();
+    let (pooled, _) = model.video_features(&r.tensor("video_pixels").squeeze_dim(0).to_device(device)).unwrap();
     let (f, n, d) = pooled.size3().unwrap();
     assert_eq!((f * n + 1) as usize, video_token_count(3, 4));
     let tokens = with_newline(&pooled.reshape([f * n, d]), &ov.newline).unwrap();
-    check(&model, &ids, &[(VIDEO, &tokens)], &r.tensor("video_logits"), "video");
+    check(&model, &ids, &[(VIDEO, &tokens)], &r.tensor("video_logits"), "video", device);
 
     // 20 greedy tokens after the video prompt equal transformers' generate().
     let mut cache = KvCache::default();
-    let embeds = model.merge_at(&Tensor::from_slice(&ids).unsqueeze(0), &[(VIDEO, &tokens)]).unwrap();
+    let embeds = model.merge_at(&Tensor::from_slice(&ids).unsqueeze(0).to_device(device), &[(VIDEO, &tokens)]).unwrap();
     let mut next = model.text.forward_embeds(embeds, &mut cache).unwrap().argmax(-1, false).int64_value(&[0]);
     let mut greedy = Vec::new();
     for _ in 0..20 {
         greedy.push(next);
-        let step = Tensor::from_slice(&[next]).unsqueeze(0);
+        let step = Tensor::from_slice(&[next]).unsqueeze(0).to_device(device);
         next = model.text.forward(&step, &mut cache).unwrap().argmax(-1, false).int64_value(&[0]);
     }
     assert_eq!(greedy, r.ids("video_greedy"));
