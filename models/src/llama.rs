@@ -185,15 +185,20 @@ pub struct Llama {
     rope: RopeLayout,
 }
 
-fn load(g: &Gguf, name: &str, device: Device) -> Result<Tensor, LlamaError> {
+fn load(g: &Gguf, name: &str, device: Device, kind: Kind) -> Result<Tensor, LlamaError> {
     let (data, shape) = g.tensor_f32(name)?;
     let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    Ok(Tensor::from_slice(&data).f_reshape(shape.as_slice())?.f_to_device(device)?)
+    Ok(Tensor::from_slice(&data).f_reshape(shape.as_slice())?.f_to_kind(kind)?.f_to_device(device)?)
 }
 
 impl Llama {
-    /// Loads a llama-architecture GGUF file onto `device`.
+    /// Loads a llama-architecture GGUF file onto `device`, computing in f32.
     pub fn from_gguf(path: &Path, device: Device) -> Result<Self, LlamaError> {
+        Self::from_gguf_as(path, device, Kind::Float)
+    }
+
+    /// Loads a llama-architecture GGUF file onto `device`, computing in `kind` (`Float`, `Half`, `BFloat16`).
+    pub fn from_gguf_as(path: &Path, device: Device, kind: Kind) -> Result<Self, LlamaError> {
         let g = Gguf::open(path)?;
         let arch = g.meta("general.architecture")?.as_str().unwrap_or_default().to_string();
         if arch != "llama" {
@@ -208,15 +213,15 @@ impl Llama {
             rope_base: g.meta_float("llama.rope.freq_base").unwrap_or(10000.0),
         };
         let _guard = tch::no_grad_guard();
-        let embed = load(&g, "token_embd.weight", device)?;
+        let embed = load(&g, "token_embd.weight", device, kind)?;
         let lm_head = if g.tensors.contains_key("output.weight") {
-            load(&g, "output.weight", device)?
+            load(&g, "output.weight", device, kind)?
         } else {
             embed.shallow_clone()
         };
         let layers = (0..config.layers)
             .map(|i| {
-                let w = |n: &str| load(&g, &format!("blk.{i}.{n}.weight"), device);
+                let w = |n: &str| load(&g, &format!("blk.{i}.{n}.weight"), device, kind);
                 Ok(Layer {
                     attn_norm: w("attn_norm")?,
                     q: w("attn_q")?,
@@ -231,12 +236,18 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
-        let norm = load(&g, "output_norm.weight", device)?;
+        let norm = load(&g, "output_norm.weight", device, kind)?;
         Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Interleaved })
     }
 
-    /// Loads a Hugging Face `llama` or `qwen2` directory onto `device`.
+    /// Loads a Hugging Face `llama` or `qwen2` directory onto `device`, computing in f32.
     pub fn from_hf_dir(dir: &Path, device: Device) -> Result<Self, LlamaError> {
+        Self::from_hf_dir_as(dir, device, Kind::Float)
+    }
+
+    /// Loads a Hugging Face `llama` or `qwen2` directory onto `device`, computing in `kind` (weights stored as F32,
+    /// F16 or BF16 are converted once, at load).
+    pub fn from_hf_dir_as(dir: &Path, device: Device, kind: Kind) -> Result<Self, LlamaError> {
         let config_path = dir.join("config.json");
         let bad = |reason: String| LlamaError::Config { path: config_path.display().to_string(), reason };
         let text = std::fs::read_to_string(&config_path).map_err(|e| bad(e.to_string()))?;
@@ -266,7 +277,7 @@ impl Llama {
         let get = |name: &str| -> Result<Tensor, LlamaError> {
             let (data, shape) = shards.tensor_f32(name)?;
             let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-            Ok(Tensor::from_slice(&data).f_reshape(shape.as_slice())?.f_to_device(device)?)
+            Ok(Tensor::from_slice(&data).f_reshape(shape.as_slice())?.f_to_kind(kind)?.f_to_device(device)?)
         };
         // Standalone LMs use `model.`; LLaVA checkpoints `language_model.model.` (llava-hf) or `model.language_model.`.
         let prefix = ["model.", "language_model.model.", "model.language_model."]
@@ -315,7 +326,7 @@ impl Llama {
             .f_mul_scalar(self.config.rope_base.ln())?
             .f_exp()?;
         let angles = positions.f_to_kind(Kind::Float)?.f_unsqueeze(1)?.f_mul(&inv.f_unsqueeze(0)?)?; // [S, D/2]
-        let (cos, sin) = (angles.f_cos()?, angles.f_sin()?);
+        let (cos, sin) = (angles.f_cos()?.f_to_kind(x.kind())?, angles.f_sin()?.f_to_kind(x.kind())?);
         let (x0, x1) = match self.rope {
             RopeLayout::Interleaved => {
                 let pairs = x.f_reshape([b, h, s, half, 2])?;
@@ -360,6 +371,8 @@ impl Llama {
         let _guard = tch::no_grad_guard();
         let c = self.config;
         let head_dim = (c.hidden / c.heads) as i64;
+        // Compute in the weights' dtype; logits come back as f32 whatever it is.
+        x = x.f_to_kind(self.embed.kind())?;
         let (b, mut s, _) = x.size3()?;
         let fed = s;
         if drop.is_some() && !cache.is_empty() {
@@ -457,7 +470,7 @@ impl Llama {
         // Position ids advance by the tokens fed, dropped or not (original numbering).
         cache.next_position = first + fed;
         let last = x.f_select(1, s - 1)?.f_rms_norm([c.hidden as i64].as_slice(), Some(&self.norm), c.eps)?;
-        Ok(last.f_linear::<&Tensor>(&self.lm_head, None)?)
+        Ok(last.f_linear::<&Tensor>(&self.lm_head, None)?.f_to_kind(Kind::Float)?)
     }
 
     /// Greedy decoding of up to `max_new` tokens after `prompt`, stopping at any of `stop`.

@@ -137,6 +137,11 @@ pub struct VisionTower {
 impl VisionTower {
     /// Loads `config.json` + `model.safetensors` from `dir` onto `device`; finds the tower's prefix itself.
     pub fn load(dir: &Path, device: Device) -> Result<Self, ClipError> {
+        Self::load_as(dir, device, Kind::Float)
+    }
+
+    /// As [`VisionTower::load`], computing in `dtype` (`Float`, `Half`, `BFloat16`); attention signals stay f32.
+    pub fn load_as(dir: &Path, device: Device, dtype: Kind) -> Result<Self, ClipError> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path)
             .map_err(|e| ClipError::Config { path: config_path.display().to_string(), reason: e.to_string() })?;
@@ -164,7 +169,7 @@ impl VisionTower {
         let get = |name: &str, shape: &[usize]| -> Result<Tensor, ClipError> {
             let v = st.expect(&format!("{prefix}{name}"), shape)?;
             let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
-            Ok(Tensor::from_slice(&v).f_reshape(dims.as_slice())?.f_to_device(device)?)
+            Ok(Tensor::from_slice(&v).f_reshape(dims.as_slice())?.f_to_kind(dtype)?.f_to_device(device)?)
         };
         let pair = |name: &str, out: usize, inp: Option<usize>| -> Result<(Tensor, Tensor), ClipError> {
             let w = match inp {
@@ -236,6 +241,7 @@ impl VisionTower {
             }
         };
         let stride = c.patch_size as i64;
+        let pixels = pixels.f_to_kind(self.patch.0.kind())?;
         let patches = pixels.f_conv2d(
             &self.patch.0,
             self.patch.1.as_ref(),
@@ -278,7 +284,7 @@ impl VisionTower {
         }
         let keys = match keys {
             Some(k) => k,
-            None => Tensor::zeros([b, tokens, head_dim], (Kind::Float, x.device())),
+            None => Tensor::zeros([b, tokens, head_dim], (x.kind(), x.device())),
         };
         let (pooled, last_hidden_state) = match self.kind {
             TowerKind::Clip => (Some(ln(&x.f_select(1, 0)?, &self.post_ln)?), x.shallow_clone()),

@@ -94,6 +94,9 @@ pub struct AskArgs {
     /// `cpu` or `cuda` (default: CUDA when available).
     #[arg(long, value_parser = ["cpu", "cuda"])]
     device: Option<String>,
+    /// Compute dtype of a model directory: f32, f16 or bf16 (half precision is meant for CUDA).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    dtype: String,
     /// Sampling temperature; 0 (the default) is greedy.
     #[arg(long, default_value_t = 0.0)]
     temperature: f64,
@@ -395,6 +398,11 @@ fn ask_llava(args: &AskArgs, model: &Path) -> Result<(), CliError> {
         .sampler(&with_frames(&args.sampler, args.frames))
         .map_err(usage)?
         .device(device(args.device.as_deref())?)
+        .dtype(match args.dtype.as_str() {
+            "f16" => tch::Kind::Half,
+            "bf16" => tch::Kind::BFloat16,
+            _ => tch::Kind::Float,
+        })
         .max_new_tokens(args.max_new_tokens);
     for p in &args.pruning.pruner {
         builder = builder.pruner(p).map_err(usage)?;

@@ -67,6 +67,7 @@ pub struct PipelineBuilder {
     max_new_tokens: usize,
     sampling: Sampling,
     stop: Vec<String>,
+    dtype: tch::Kind,
 }
 
 impl PipelineBuilder {
@@ -119,6 +120,12 @@ impl PipelineBuilder {
         self
     }
 
+    /// Compute dtype of the tower and decoder: `Kind::Float` (default), `Kind::Half` or `Kind::BFloat16` (for CUDA).
+    pub fn dtype(mut self, dtype: tch::Kind) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
     /// Most tokens to generate per answer (128 by default).
     pub fn max_new_tokens(mut self, n: usize) -> Self {
         self.max_new_tokens = n;
@@ -128,7 +135,7 @@ impl PipelineBuilder {
     /// Loads the model and checks the budget.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         self.budget.validate()?;
-        let qa = VideoQa::load(&self.model, self.device)?;
+        let qa = VideoQa::load_as(&self.model, self.device, self.dtype)?;
         self.sampling.validate().map_err(|reason| PruneError::Param {
             method: "generation".into(),
             param: "sampling".into(),
@@ -222,6 +229,7 @@ impl Pipeline {
             max_new_tokens: 128,
             sampling: Sampling::default(),
             stop: Vec::new(),
+            dtype: tch::Kind::Float,
         }
     }
 

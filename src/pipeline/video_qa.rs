@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 use tokensieve_models::chat_template::ChatTemplate;
 use tokensieve_models::llama::{KvCache, LayerDrop, PositionMode, QueryRows};
 use tokensieve_models::llava::Llava;
@@ -201,7 +201,13 @@ pub struct VideoQa {
 impl VideoQa {
     /// Loads a Hugging Face `llava` directory (config, weights, tokenizer.json, preprocessor_config.json).
     pub fn load(dir: &Path, device: Device) -> Result<Self, QaError> {
-        let model = Llava::load(dir, device)?;
+        Self::load_as(dir, device, Kind::Float)
+    }
+
+    /// As [`VideoQa::load`], computing the tower and decoder in `dtype` (`Float`, `Half`, `BFloat16`); the pruners
+    /// always see f32 features.
+    pub fn load_as(dir: &Path, device: Device, dtype: Kind) -> Result<Self, QaError> {
+        let model = Llava::load_as(dir, device, dtype)?;
         let tokenizer = TextTokenizer::from_hf_dir(dir)?;
         let config =
             |name: &str, reason: String| QaError::Config { path: dir.join(name).display().to_string(), reason };
@@ -445,7 +451,8 @@ impl VideoQa {
             ms
         };
         let mut preprocess_ms = 0.0;
-        let enc = self.encode(frames, kind, &mut preprocess_ms)?;
+        let mut enc = self.encode(frames, kind, &mut preprocess_ms)?;
+        enc.features = enc.features.to_kind(Kind::Float);
         let mut ttft = lap("encode");
         let backend = TchBackend::new(self.device);
         let total = enc.features.size()[0] as usize;
