@@ -1123,3 +1123,41 @@ fn forward_expands_onevision_placeholders_like_the_processor() {
     let (code, _, err) = run(&["--image", &a, "--raw", "--prompt", "<image> <image> x"]);
     assert_eq!(code, 2, "two placeholders for one image: {err}");
 }
+
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn eval_em_vlm4ad_protocol_dedupes_prompts_and_drops_long_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    drivelm_records(dir.path());
+    let data = dir.path().join("multi_frame_test.json");
+    let cams = serde_json::json!({"CAM_FRONT": "nuscenes/samples/CAM_FRONT/a.png", "CAM_BACK": "nuscenes/samples/CAM_BACK/a.png"});
+    let pair = |q: &str, a: &str| serde_json::json!([{"Q": q, "A": a}, cams]);
+    let list =
+        serde_json::json!([pair("What is ahead?", "A car."), pair("What is ahead?", "A car."), pair("Stop?", "No.")]);
+    std::fs::write(&data, list.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let (code, v, err) = eval_run("em-vlm4ad", &data, dir.path(), &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["samples"], 2, "the duplicate pair is answered once: {v}");
+    assert_eq!(v["scores"]["dropped_long_predictions"], 0);
+    assert!(v["scores"]["language"]["CIDEr"].is_number(), "{v}");
+    let lines = sample_lines(&out.join("samples_em_vlm4ad.jsonl"));
+    assert_eq!(lines[0]["prompt"], "Question: What is ahead? Answer:");
+    // Rescoring with max_len 0 drops every non-empty answer, as its eval.py drops over-long ones.
+    let nonempty = lines.iter().filter(|l| !l["prediction"].as_str().unwrap_or("").is_empty()).count();
+    let (code, out_json, err) = tokensieve(&[
+        "merge",
+        "--task",
+        "em-vlm4ad",
+        "--data",
+        data.to_str().unwrap(),
+        "--max-len",
+        "0",
+        "--out",
+        dir.path().join("rescored").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rescored: serde_json::Value = serde_json::from_str(&out_json).unwrap();
+    assert_eq!(rescored["scores"]["dropped_long_predictions"], nonempty, "{rescored}");
+}

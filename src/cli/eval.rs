@@ -14,7 +14,7 @@ use tokensieve::eval::task::{Dataset, Scoring, TASKS};
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The benchmark: drivelm, nuscenes-qa, lingoqa, videomme, mlvu, longvideobench, egoschema or nextqa.
+    /// The benchmark: drivelm, em-vlm4ad, nuscenes-qa, lingoqa, videomme, mlvu, longvideobench, egoschema or nextqa.
     #[arg(long, value_parser = TASKS)]
     task: String,
     /// The dataset file (JSON, JSONL, CSV or parquet as the benchmark publishes it; a DriveLM-CARLA or MLVU folder).
@@ -63,6 +63,9 @@ pub struct ScoringFlags {
     /// Judge command (prompt on stdin, score on stdout) for DriveLM's judge parts and Lingo-Judge.
     #[arg(long)]
     judge: Option<String>,
+    /// `em-vlm4ad`: answers longer than this many characters are dropped before scoring, as its eval.py does.
+    #[arg(long, default_value_t = 512)]
+    max_len: usize,
 }
 
 impl ScoringFlags {
@@ -79,6 +82,7 @@ impl ScoringFlags {
             extractor: self.extractor.clone(),
             seed: self.seed,
             judge: self.judge.clone().map(|command| CommandJudge { command }),
+            max_len: self.max_len,
         })
     }
 }

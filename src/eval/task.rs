@@ -4,6 +4,7 @@
 //! | task | unit | media | prompt | scored with |
 //! |---|---|---|---|---|
 //! | `drivelm` | QA of a key frame | 6 cameras | the question | DriveLM challenge score (judge parts need `--judge`) |
+//! | `em-vlm4ad` | QA pair of EM-VLM4AD's split | its cameras | `Question: {Q} Answer:` | COCO BLEU/ROUGE-L/CIDEr as its `eval.py`: duplicate (images, question) pairs once, answers over `--max-len` characters dropped |
 //! | `nuscenes-qa` | question | the key frame's 6 cameras (nuScenes metadata) | question + short-answer instruction | accuracy by type and hop (`nuscenesqa_v1`) |
 //! | `lingoqa` | question about a clip | the clip's frames | the question | Lingo-Judge (`--judge`) + COCO metrics vs both references |
 //! | `videomme`, `mlvu`, `longvideobench`, `egoschema`, `nextqa` | question | `--frames` uniform frames of the video | the benchmark's own | named extractor (`--extractor`) |
@@ -25,8 +26,8 @@ use std::path::{Path, PathBuf};
 use tokensieve_video::NUSCENES_CAMERAS;
 
 /// Every task `eval` runs.
-pub const TASKS: [&str; 8] =
-    ["drivelm", "nuscenes-qa", "lingoqa", "videomme", "mlvu", "longvideobench", "egoschema", "nextqa"];
+pub const TASKS: [&str; 9] =
+    ["drivelm", "em-vlm4ad", "nuscenes-qa", "lingoqa", "videomme", "mlvu", "longvideobench", "egoschema", "nextqa"];
 
 /// What a sample shows the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +58,7 @@ pub struct Sample {
 }
 
 /// How answers are scored (not part of what the model is asked).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Scoring {
     /// Multiple-choice extractor; `None`: the benchmark's default.
     pub extractor: Option<String>,
@@ -65,13 +66,17 @@ pub struct Scoring {
     pub seed: u64,
     /// Judge command for DriveLM's judge-scored parts and Lingo-Judge.
     pub judge: Option<CommandJudge>,
+    /// `em-vlm4ad`: predictions longer than this many characters are dropped before scoring (its `max_len`).
+    pub max_len: usize,
 }
 
 /// A loaded benchmark.
 #[derive(Debug, Clone)]
 pub enum Dataset {
-    /// DriveLM-nuScenes / EM-VLM4AD split / DriveLM-CARLA.
+    /// DriveLM-nuScenes / EM-VLM4AD split / DriveLM-CARLA, scored by the challenge's rules.
     DriveLm(Vec<KeyFrame>),
+    /// EM-VLM4AD's split under its own protocol (one key frame per QA pair, duplicates removed).
+    EmVlm4ad(Vec<KeyFrame>),
     /// NuScenes-QA questions.
     NuScenesQa(Vec<NuScenesQuestion>),
     /// LingoQA evaluation questions.
@@ -87,6 +92,23 @@ impl Dataset {
     pub fn load(task: &str, data: &Path) -> Result<Self, EvalError> {
         Ok(match task {
             "drivelm" => Dataset::DriveLm(drivelm::load_path(data)?),
+            "em-vlm4ad" => {
+                let text = std::fs::read_to_string(data).map_err(|e| EvalError::io(data, e))?;
+                let json: Value = serde_json::from_str(&text).map_err(|e| EvalError::format(data.display(), e))?;
+                let frames =
+                    drivelm::load_em_vlm4ad(&json).map_err(|reason| EvalError::format(data.display(), reason))?;
+                // Its eval.py answers each (images, question) pair once: later duplicates are not scored.
+                let mut seen = HashSet::new();
+                Dataset::EmVlm4ad(
+                    frames
+                        .into_iter()
+                        .filter(|f| {
+                            let images: Vec<&String> = f.images.values().collect();
+                            seen.insert(format!("{images:?}|{}", f.questions[0].question))
+                        })
+                        .collect(),
+                )
+            }
             "nuscenes-qa" => {
                 let text = std::fs::read_to_string(data).map_err(|e| EvalError::io(data, e))?;
                 let json: Value = serde_json::from_str(&text).map_err(|e| EvalError::format(data.display(), e))?;
@@ -108,6 +130,7 @@ impl Dataset {
     pub fn task(&self) -> &'static str {
         match self {
             Dataset::DriveLm(_) => "drivelm",
+            Dataset::EmVlm4ad(_) => "em-vlm4ad",
             Dataset::NuScenesQa(_) => "nuscenes-qa",
             Dataset::LingoQa(_) => "lingoqa",
             Dataset::Video(bench, _) => bench.name(),
@@ -125,7 +148,7 @@ impl Dataset {
             fields,
         };
         Ok(match self {
-            Dataset::DriveLm(frames) => frames
+            Dataset::DriveLm(frames) | Dataset::EmVlm4ad(frames) => frames
                 .iter()
                 .flat_map(|f| f.questions.iter().map(move |qa| (f, qa)))
                 .enumerate()
@@ -141,7 +164,11 @@ impl Dataset {
                         Media::Images(images)
                     };
                     let fields = json!({"question": qa.question, "target": qa.answer, "tags": qa.tags});
-                    sample(index, qa.id.clone(), qa.question.clone(), media, fields)
+                    let prompt = match self {
+                        Dataset::EmVlm4ad(_) => format!("Question: {} Answer:", qa.question),
+                        _ => qa.question.clone(),
+                    };
+                    sample(index, qa.id.clone(), prompt, media, fields)
                 })
                 .collect(),
             Dataset::NuScenesQa(questions) => {
@@ -218,6 +245,22 @@ impl Dataset {
                 ("DriveLM challenge evaluation.py (accuracy: raw equality; match: 16 px greedy L1, F1; COCO language)"
                     .into(), v)
             }
+            Dataset::EmVlm4ad(frames) => {
+                let (kept, dropped): (HashMap<String, String>, HashMap<String, String>) =
+                    predictions.clone().into_iter().partition(|(_, p)| p.chars().count() <= scoring.max_len);
+                let covered: Vec<KeyFrame> =
+                    frames.iter().filter(|f| f.questions.iter().all(|q| kept.contains_key(&q.id))).cloned().collect();
+                let mut v = json!(drivelm::evaluate(&covered, &kept, None));
+                v["dropped_long_predictions"] = json!(dropped.len());
+                v["max_len"] = json!(scoring.max_len);
+                v["not_scored"] = json!(["METEOR (the jar is not called)"]);
+                (
+                    "EM-VLM4AD eval.py: COCO BLEU/ROUGE-L/CIDEr over answered pairs, duplicates once, answers over \
+                     max_len characters dropped"
+                        .into(),
+                    v,
+                )
+            }
             Dataset::NuScenesQa(questions) => {
                 let (asked, answers): (Vec<NuScenesQuestion>, Vec<String>) = questions
                     .iter()
@@ -250,7 +293,7 @@ impl Dataset {
     pub fn submission(&self, lines: &[&Value]) -> Option<(&'static str, String)> {
         let answered = || lines.iter().filter(|l| l["prediction"].is_string());
         match self {
-            Dataset::DriveLm(_) => {
+            Dataset::DriveLm(_) | Dataset::EmVlm4ad(_) => {
                 let list: Vec<Value> = answered()
                     .map(|l| json!({"id": l["id"], "question": l["question"], "answer": l["prediction"]}))
                     .collect();
