@@ -100,6 +100,8 @@ pub struct KvCache {
     /// Per layer, tokens removed from that layer's cache (for contiguous renumbering).
     dropped: Vec<i64>,
     contiguous: bool,
+    /// Batched (left-padded) decoding: which cached keys are real, and each row's next position id.
+    batch: Option<(Tensor, Tensor)>,
 }
 
 impl KvCache {
@@ -325,7 +327,9 @@ impl Llama {
             .f_mul_scalar(-2.0 / d as f64)?
             .f_mul_scalar(self.config.rope_base.ln())?
             .f_exp()?;
-        let angles = positions.f_to_kind(Kind::Float)?.f_unsqueeze(1)?.f_mul(&inv.f_unsqueeze(0)?)?; // [S, D/2]
+        // [S, D/2] for one sequence; [B, 1, S, D/2] for a batch with positions per row.
+        let angles = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?.f_mul(&inv)?;
+        let angles = if positions.dim() == 2 { angles.f_unsqueeze(1)? } else { angles };
         let (cos, sin) = (angles.f_cos()?.f_to_kind(x.kind())?, angles.f_sin()?.f_to_kind(x.kind())?);
         let (x0, x1) = match self.rope {
             RopeLayout::Interleaved => {
@@ -364,11 +368,73 @@ impl Llama {
     /// be empty when `drop` is given).
     pub fn forward_embeds_with(
         &self,
+        x: Tensor,
+        cache: &mut KvCache,
+        drop: Option<LayerDrop<'_>>,
+    ) -> Result<Tensor, LlamaError> {
+        self.run(x, cache, drop, None)
+    }
+
+    /// Runs a batch of rows `ids` `[B, S]` in which `valid` `[B, S]` (bool) marks real tokens; prompts are
+    /// left-padded so every row's last position is real. Each row gets its own position ids (counting its real
+    /// tokens only) and attends to its real keys only; returns the logits of the last position `[B, V]`. The first
+    /// call on a cache starts a batched cache, and every later call on it must be batched.
+    pub fn forward_batch(&self, ids: &Tensor, valid: &Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
+        let _guard = tch::no_grad_guard();
+        self.run(self.embed(ids)?, cache, None, Some(valid))
+    }
+
+    /// Position ids `[B, S]` and the attention mask `[B, 1, S, T]` of a batched step, updating the cache's record
+    /// of real keys. A padding query may attend to itself only, so no row of the mask is empty (an empty row would
+    /// give NaN states that then poison the values it stores).
+    fn batch_step(&self, cache: &mut KvCache, valid: &Tensor) -> Result<(Tensor, Tensor), LlamaError> {
+        let (b, s) = valid.size2()?;
+        if cache.batch.is_none() && !cache.is_empty() {
+            return Err(LlamaError::Config {
+                path: "forward".into(),
+                reason: "a batched step needs a batched cache".into(),
+            });
+        }
+        let device = self.device;
+        let valid = valid.f_to_device(device)?.f_to_kind(Kind::Bool)?;
+        let (past, next) = cache.batch.take().unwrap_or_else(|| {
+            (Tensor::zeros([b, 0], (Kind::Bool, device)), Tensor::zeros([b], (Kind::Int64, device)))
+        });
+        let counted = valid.f_to_kind(Kind::Int64)?.f_cumsum(1, Kind::Int64)?;
+        let positions = next.f_unsqueeze(1)?.f_add(&counted)?.f_sub_scalar(1)?.f_clamp_min(0)?;
+        let all = Tensor::f_cat(&[past, valid.shallow_clone()], 1)?;
+        let t = all.size()[1];
+        let query = Tensor::arange_start(t - s, t, (Kind::Int64, device)).f_unsqueeze(1)?;
+        let key = Tensor::arange(t, (Kind::Int64, device)).f_unsqueeze(0)?;
+        let causal = key.f_le_tensor(&query)?.f_unsqueeze(0)?; // [1, S, T]
+        let own = key.f_eq_tensor(&query)?.f_unsqueeze(0)?;
+        let mask = all.f_unsqueeze(1)?.f_logical_and(&causal)?.f_logical_or(&own)?.f_unsqueeze(1)?;
+        let advanced =
+            next.f_add(&valid.f_to_kind(Kind::Int64)?.f_sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)?)?;
+        cache.batch = Some((all, advanced));
+        Ok((positions, mask))
+    }
+
+    fn run(
+        &self,
         mut x: Tensor,
         cache: &mut KvCache,
         mut drop: Option<LayerDrop<'_>>,
+        batch: Option<&Tensor>,
     ) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
+        if cache.batch.is_some() && batch.is_none() {
+            return Err(LlamaError::Config {
+                path: "forward".into(),
+                reason: "this cache holds a batch: continue it with forward_batch".into(),
+            });
+        }
+        if batch.is_some() && drop.is_some() {
+            return Err(LlamaError::Config {
+                path: "forward".into(),
+                reason: "in-decoder drops run on one sequence, not a padded batch".into(),
+            });
+        }
         let c = self.config;
         let head_dim = (c.hidden / c.heads) as i64;
         // Compute in the weights' dtype; logits come back as f32 whatever it is.
@@ -385,7 +451,13 @@ impl Llama {
             cache.dropped.resize(self.layers.len(), 0);
         }
         let first = cache.next_position;
-        let mut positions = Tensor::arange_start(first, first + s, (Kind::Int64, self.device));
+        let (mut positions, mask) = match batch {
+            Some(valid) => {
+                let (p, m) = self.batch_step(cache, valid)?;
+                (p, Some(m))
+            }
+            None => (Tensor::arange_start(first, first + s, (Kind::Int64, self.device)), None),
+        };
         if let Some(d) = drop.as_ref() {
             if d.layers.windows(2).any(|w| w[0] >= w[1]) || d.layers.last().is_some_and(|&l| l >= self.layers.len()) {
                 return Err(LlamaError::Config {
@@ -455,7 +527,16 @@ impl Llama {
                 };
                 rows = attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, from)?;
             }
-            let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, s > 1, None, true)?;
+            let attn = Tensor::f_scaled_dot_product_attention::<&Tensor>(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                0.0,
+                mask.is_none() && s > 1,
+                None,
+                true,
+            )?;
             if i < cache.entries.len() {
                 cache.entries[i] = (k, v);
             } else {
@@ -518,6 +599,65 @@ impl Llama {
             logits = self.forward(&step, &mut cache)?;
         }
         Ok(cache)
+    }
+}
+
+impl Llama {
+    /// Generates for several prompts at once, left-padded into one batch; each row stops at any of `stop` or after
+    /// `max_new` tokens. The answers equal the one-prompt ones (up to float rounding of the padded matmuls).
+    pub fn generate_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new: usize,
+        stop: &[u32],
+        picker: &mut TokenPicker,
+    ) -> Result<Vec<Vec<u32>>, LlamaError> {
+        let b = prompts.len();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if b == 0 || prompts.iter().any(Vec::is_empty) {
+            return Err(LlamaError::Config {
+                path: "generate_batch".into(),
+                reason: "every prompt needs a token".into(),
+            });
+        }
+        let mut ids = vec![0i64; b * longest];
+        let mut valid = vec![false; b * longest];
+        for (r, p) in prompts.iter().enumerate() {
+            let pad = longest - p.len();
+            for (j, &t) in p.iter().enumerate() {
+                ids[r * longest + pad + j] = t as i64;
+                valid[r * longest + pad + j] = true;
+            }
+        }
+        let shape = [b as i64, longest as i64];
+        let mut cache = KvCache::default();
+        let to = |v: &[i64]| Tensor::from_slice(v).f_reshape(shape.as_slice()).and_then(|t| t.f_to_device(self.device));
+        let mut logits = self.forward_batch(&to(&ids)?, &Tensor::from_slice(&valid).f_reshape(shape)?, &mut cache)?;
+        let mut out = vec![Vec::new(); b];
+        let mut done = vec![false; b];
+        for _ in 0..max_new {
+            let mut step = vec![0i64; b];
+            let mut live = vec![false; b];
+            for r in 0..b {
+                if done[r] {
+                    continue;
+                }
+                let t = picker.next(&logits.f_get(r as i64)?)? as u32;
+                if stop.contains(&t) {
+                    done[r] = true;
+                    continue;
+                }
+                out[r].push(t);
+                step[r] = t as i64;
+                live[r] = true;
+            }
+            if !live.iter().any(|&l| l) {
+                break;
+            }
+            let ids = Tensor::from_slice(&step).f_reshape([b as i64, 1])?.f_to_device(self.device)?;
+            logits = self.forward_batch(&ids, &Tensor::from_slice(&live).f_reshape([b as i64, 1])?, &mut cache)?;
+        }
+        Ok(out)
     }
 }
 

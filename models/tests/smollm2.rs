@@ -54,3 +54,49 @@ fn answers_the_capital_of_france() {
     eprintln!("answer: {answer:?}");
     assert!(answer.contains("Paris"), "answer: {answer:?}");
 }
+
+/// Left-padded batches give every row the answer it gets alone: three chat prompts of different lengths, greedy, 12
+/// tokens, and the first-step logits within float rounding.
+#[cfg(feature = "torch")]
+#[test]
+fn left_padded_batches_answer_like_single_prompts() {
+    use tch::{Device, Tensor};
+    use tokensieve_models::llama::{KvCache, Llama};
+    use tokensieve_models::sampling::{Sampling, TokenPicker};
+    let path = gguf_path();
+    let g = Gguf::open(&path).unwrap();
+    let tok = TextTokenizer::from_gguf(&g).unwrap();
+    let model = Llama::from_gguf(&path, Device::Cpu).unwrap();
+    let prompts: Vec<Vec<u32>> = ["What is the capital of France?", "Name a color.", "Count from one to five, please."]
+        .iter()
+        .map(|q| tok.encode(&format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n")).unwrap())
+        .collect();
+    assert!(prompts[0].len() != prompts[1].len(), "the prompts need padding");
+    let mut greedy = TokenPicker::new(Sampling::default());
+    let batch = model.generate_batch(&prompts, 12, &tok.eos, &mut greedy).unwrap();
+    for (p, got) in prompts.iter().zip(&batch) {
+        let alone = model.generate_greedy(p, 12, &tok.eos).unwrap();
+        assert_eq!(got, &alone, "{:?}", tok.decode(p).unwrap());
+    }
+    // The padded prefill's last-position logits equal each prompt's own.
+    let longest = prompts.iter().map(Vec::len).max().unwrap();
+    let mut ids = Vec::new();
+    let mut valid = Vec::new();
+    for p in &prompts {
+        ids.extend(std::iter::repeat_n(0i64, longest - p.len()).chain(p.iter().map(|&t| t as i64)));
+        valid.extend(std::iter::repeat_n(false, longest - p.len()).chain(std::iter::repeat_n(true, p.len())));
+    }
+    let shape = [prompts.len() as i64, longest as i64];
+    let mut cache = KvCache::default();
+    let logits = model
+        .forward_batch(&Tensor::from_slice(&ids).reshape(shape), &Tensor::from_slice(&valid).reshape(shape), &mut cache)
+        .unwrap();
+    for (r, p) in prompts.iter().enumerate() {
+        let ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
+        let alone = model.forward(&Tensor::from_slice(&ids).unsqueeze(0), &mut KvCache::default()).unwrap();
+        let d = (logits.get(r as i64) - alone.reshape([-1])).abs().max().double_value(&[]);
+        assert!(d < 1e-3, "row {r}: {d}");
+    }
+    // A batched cache refuses an unbatched step.
+    assert!(model.forward(&Tensor::from_slice(&[1i64]).unsqueeze(0), &mut cache).is_err());
+}
