@@ -99,3 +99,22 @@ pub fn onnx_from(path: &Path) -> Result<OnnxRuntime, RuntimeError> {
         Err(RuntimeError::NotCompiled("onnx"))
     }
 }
+
+/// The devices to run on: the CPU, then every CUDA device libtorch sees. Parity tests loop over these, so the same
+/// checks run on a GPU wherever there is one.
+#[cfg(feature = "torch")]
+pub fn compute_devices() -> Vec<tch::Device> {
+    let cuda = if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 };
+    std::iter::once(tch::Device::Cpu).chain((0..cuda as usize).map(tch::Device::Cuda)).collect()
+}
+
+/// [`compute_devices`], saying on stderr when no CUDA device exists (tests call this, so a CPU-only run is never
+/// mistaken for a GPU check).
+#[cfg(feature = "torch")]
+pub fn compute_devices_reported() -> Vec<tch::Device> {
+    let devices = compute_devices();
+    if devices.len() == 1 {
+        eprintln!("CUDA: no device on this machine; these checks ran on the CPU only");
+    }
+    devices
+}

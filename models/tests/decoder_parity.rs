@@ -10,22 +10,29 @@ use tokensieve_models::llama::{KvCache, Llama};
 use tokensieve_models::safetensors::Safetensors;
 
 fn check(name: &str) {
+    for device in tokensieve_models::runtime::compute_devices_reported() {
+        check_on(name, device);
+    }
+}
+
+fn check_on(name: &str, device: Device) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    let model = Llama::from_hf_dir(&dir, Device::Cpu).unwrap();
+    let model = Llama::from_hf_dir(&dir, device).unwrap();
     let reference = Safetensors::open(&dir.join("reference.safetensors")).unwrap();
     let ids: Vec<i64> = reference.tensor_f32("input_ids").unwrap().0.iter().map(|&v| v as i64).collect();
     let (logits, shape) = reference.tensor_f32("logits").unwrap();
     let vocab = shape[1];
     let prefill = 6;
     let mut cache = KvCache::default();
-    let mut out = model.forward(&Tensor::from_slice(&ids[..prefill]).unsqueeze(0), &mut cache).unwrap();
+    let on = |t: &[i64]| Tensor::from_slice(t).unsqueeze(0).to_device(device);
+    let mut out = model.forward(&on(&ids[..prefill]), &mut cache).unwrap();
     for pos in prefill - 1..ids.len() {
-        let ours: Vec<f32> = Vec::try_from(out.reshape([-1])).unwrap();
+        let ours: Vec<f32> = Vec::try_from(out.reshape([-1]).to_device(Device::Cpu)).unwrap();
         let want = &logits[pos * vocab..(pos + 1) * vocab];
         let d = ours.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(d <= 1e-4, "{name}: position {pos} differs by {d}");
+        assert!(d <= 1e-4, "{name} on {device:?}: position {pos} differs by {d}");
         if pos + 1 < ids.len() {
-            out = model.forward(&Tensor::from_slice(&ids[pos + 1..pos + 2]).unsqueeze(0), &mut cache).unwrap();
+            out = model.forward(&on(&ids[pos + 1..pos + 2]), &mut cache).unwrap();
         }
     }
     assert_eq!(cache.len(), ids.len() as i64, "every token is in the cache");

@@ -11,28 +11,37 @@ use tokensieve_models::safetensors::Safetensors;
 
 #[test]
 fn tiny_llava_matches_transformers() {
+    for device in tokensieve_models::runtime::compute_devices_reported() {
+        llava_on(device);
+    }
+}
+
+fn llava_on(device: Device) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llava");
-    let model = Llava::load(&dir, Device::Cpu).unwrap();
+    let model = Llava::load(&dir, device).unwrap();
     let reference = Safetensors::open(&dir.join("reference.safetensors")).unwrap();
     let ids: Vec<i64> = reference.tensor_f32("input_ids").unwrap().0.iter().map(|&v| v as i64).collect();
     let (pixels, shape) = reference.tensor_f32("pixel_values").unwrap();
-    let pixels = Tensor::from_slice(&pixels).reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice());
+    let pixels = Tensor::from_slice(&pixels)
+        .reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice())
+        .to_device(device);
     let (logits, lshape) = reference.tensor_f32("logits").unwrap();
     let vocab = lshape[1];
     let prefill = 20; // 3 text tokens, 16 image tokens, 1 text token
     let mut cache = KvCache::default();
-    let mut out = model.forward(&Tensor::from_slice(&ids[..prefill]).unsqueeze(0), &pixels, &mut cache).unwrap();
+    let on = |t: &[i64]| Tensor::from_slice(t).unsqueeze(0).to_device(device);
+    let mut out = model.forward(&on(&ids[..prefill]), &pixels, &mut cache).unwrap();
     for pos in prefill - 1..ids.len() {
-        let ours: Vec<f32> = Vec::try_from(out.reshape([-1])).unwrap();
+        let ours: Vec<f32> = Vec::try_from(out.reshape([-1]).to_device(Device::Cpu)).unwrap();
         let d =
             ours.iter().zip(&logits[pos * vocab..(pos + 1) * vocab]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(d <= 1e-4, "position {pos} differs by {d}");
         if pos + 1 < ids.len() {
-            out = model.text.forward(&Tensor::from_slice(&ids[pos + 1..pos + 2]).unsqueeze(0), &mut cache).unwrap();
+            out = model.text.forward(&on(&ids[pos + 1..pos + 2]), &mut cache).unwrap();
         }
     }
     // Fewer placeholders than visual tokens is a typed error, as in transformers.
-    let err = model.forward(&Tensor::from_slice(&ids[..10]).unsqueeze(0), &pixels, &mut KvCache::default()).err();
+    let err = model.forward(&on(&ids[..10]), &pixels, &mut KvCache::default()).err();
     assert!(matches!(err, Some(LlavaError::Placeholders { placeholders: 7, features: 16, .. })), "{err:?}");
 }
 

@@ -49,14 +49,8 @@ fn check(model: &Llava, ids: &[i64], parts: &[(i64, &Tensor)], logits: &Tensor, 
     }
 }
 
-/// The CPU, and the first CUDA device when there is one; says plainly when there is none.
 fn devices() -> Vec<Device> {
-    if tch::Cuda::is_available() {
-        vec![Device::Cpu, Device::Cuda(0)]
-    } else {
-        eprintln!("CUDA: no device on this machine; the parity checks ran on the CPU only");
-        vec![Device::Cpu]
-    }
+    tokensieve_models::runtime::compute_devices_reported()
 }
 
 #[test]

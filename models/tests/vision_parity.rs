@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn max_diff(a: &Tensor, b: &[f32]) -> f32 {
-    let a: Vec<f32> = Vec::try_from(a.reshape([-1])).unwrap();
+    let a: Vec<f32> = Vec::try_from(a.reshape([-1]).to_device(Device::Cpu)).unwrap();
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
@@ -24,11 +24,17 @@ fn tensor(st: &Safetensors, name: &str) -> Tensor {
 }
 
 fn check(dir: &str, kind: TowerKind, patches: i64) {
+    for device in tokensieve_models::runtime::compute_devices_reported() {
+        check_on(dir, kind, patches, device);
+    }
+}
+
+fn check_on(dir: &str, kind: TowerKind, patches: i64, device: Device) {
     let dir = fixture(dir);
-    let tower = VisionTower::load(&dir, Device::Cpu).unwrap();
+    let tower = VisionTower::load(&dir, device).unwrap();
     assert_eq!(tower.kind, kind);
     let reference = Safetensors::open(&dir.join("reference.safetensors")).unwrap();
-    let out = tower.forward(&tensor(&reference, "pixel_values")).unwrap();
+    let out = tower.forward(&tensor(&reference, "pixel_values").to_device(device)).unwrap();
     assert_eq!(out.hidden_states.len(), 3);
     for (i, h) in out.hidden_states.iter().enumerate() {
         let (want, _) = reference.tensor_f32(&format!("hidden_states.{i}")).unwrap();
