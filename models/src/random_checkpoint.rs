@@ -14,6 +14,7 @@
 use crate::safetensors::{write, SafetensorsError, StoreAs};
 use serde_json::json;
 use std::path::Path;
+use tokensieve_pruners::primitives::SplitMix64;
 
 /// Why a checkpoint could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -102,30 +103,22 @@ impl OneVisionShape {
     }
 }
 
-/// SplitMix64 with Box-Muller normals: seeded, portable, fast enough for a billion draws.
+/// Box-Muller normals from SplitMix64: seeded, portable, fast enough for a billion draws.
 struct Normal {
-    state: u64,
+    rng: SplitMix64,
     spare: Option<f64>,
 }
 
 impl Normal {
     fn new(seed: u64) -> Self {
-        Normal { state: seed, spare: None }
-    }
-
-    fn uniform(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        Normal { rng: SplitMix64::new(seed), spare: None }
     }
 
     fn sample(&mut self) -> f64 {
         if let Some(s) = self.spare.take() {
             return s;
         }
-        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        let (u, v) = (self.rng.unit().max(1e-300), self.rng.unit());
         let r = (-2.0 * u.ln()).sqrt();
         let t = std::f64::consts::TAU * v;
         self.spare = Some(r * t.sin());

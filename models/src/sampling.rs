@@ -6,6 +6,7 @@
 //! copy of the last logits row (150k floats for Qwen2, negligible next to a decoder step).
 
 use tch::Tensor;
+use tokensieve_pruners::primitives::SplitMix64;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,21 +41,13 @@ impl Sampling {
 /// Picks tokens one step at a time under a [`Sampling`] setting.
 pub struct TokenPicker {
     sampling: Sampling,
-    state: u64,
+    rng: SplitMix64,
 }
 
 impl TokenPicker {
     /// A picker whose draws start from `sampling.seed`.
     pub fn new(sampling: Sampling) -> Self {
-        TokenPicker { sampling, state: sampling.seed }
-    }
-
-    fn uniform(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        TokenPicker { sampling, rng: SplitMix64::new(sampling.seed) }
     }
 
     /// The next token from the last position's logits (`[V]` or `[1, V]`, any device).
@@ -86,7 +79,7 @@ impl TokenPicker {
         }
         let nucleus = &probs[..kept.max(1)];
         let sum: f64 = nucleus.iter().map(|p| p.1).sum();
-        let mut r = self.uniform() * sum;
+        let mut r = self.rng.unit() * sum;
         for &(i, p) in nucleus {
             if r < p {
                 return i;

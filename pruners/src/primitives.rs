@@ -130,6 +130,11 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// A uniform float in `[0, 1)` (53 random bits).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// A uniform integer in `0..bound` (`bound > 0`), without modulo bias.
     pub fn below(&mut self, bound: usize) -> usize {
         let bound = bound as u64;
