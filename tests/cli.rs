@@ -1025,6 +1025,7 @@ fn model_commands_reject_bad_input_in_one_line() {
         ),
         (vec!["score", "--task", "caption", "--predictions", "/no/p.jsonl"], 1, "/no/p.jsonl"),
         (vec!["init-model", "--preset", "huge", "--out", out], 2, "huge"),
+        (vec!["ask", "--model", model, "--video", &video, "--backend", "onnx", "q"], 2, "not implemented yet"),
     ];
     for (args, code, text) in cases {
         let (got, stdout, err) = tokensieve(&args);

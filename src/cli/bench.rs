@@ -31,6 +31,9 @@ pub struct Args {
     /// Where to write the plot.
     #[arg(long, default_value = "bench.png")]
     plot: PathBuf,
+    /// Tensor backend: `torch` (libtorch; CUDA when available). `onnx` is refused until the ONNX Runtime backend exists.
+    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
+    backend: String,
     /// Print JSON rows.
     #[arg(long)]
     json: bool,
@@ -91,6 +94,7 @@ fn plot(rows: &[(f64, f64, f64)], path: &std::path::Path) -> Result<(), CliError
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    super::check_backend(&args.backend)?;
     let budgets: Vec<f64> = args
         .budgets
         .split(',')

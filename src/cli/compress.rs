@@ -38,6 +38,9 @@ pub struct Args {
     /// Folder for `kept.png` and `record.json`.
     #[arg(long)]
     out: PathBuf,
+    /// Tensor backend: `torch` (libtorch; CUDA when available). `onnx` is refused until the ONNX Runtime backend exists.
+    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
+    backend: String,
     /// Print the record as JSON.
     #[arg(long)]
     json: bool,
@@ -94,6 +97,7 @@ fn denormalise(processor: &ImageProcessor, p: &tokensieve::video::preprocess::Pi
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    super::check_backend(&args.backend)?;
     let (method, params) =
         Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
     let budget = match (args.keep, args.ratio) {

@@ -44,6 +44,9 @@ pub struct ForwardArgs {
     /// Write the last ViT layer's CLS (or SigLIP probe) attention over the patches `[N]` as .npy (LLaVA).
     #[arg(long)]
     cls_attn_out: Option<PathBuf>,
+    /// Tensor backend: `torch` (libtorch; CUDA when available). `onnx` is refused until the ONNX Runtime backend exists.
+    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
+    backend: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -114,6 +117,9 @@ pub struct AskArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
+    /// Tensor backend: `torch` (libtorch; CUDA when available). `onnx` is refused until the ONNX Runtime backend exists.
+    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
+    backend: String,
     /// Print JSON (answer and record) instead of streaming.
     #[arg(long)]
     json: bool,
@@ -275,6 +281,7 @@ fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
 }
 
 pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
+    super::check_backend(&args.backend)?;
     let start = Instant::now();
     let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.model.is_dir() {
         forward_hf(&args)?
@@ -442,6 +449,7 @@ fn ask_llava(args: &AskArgs, model: &Path) -> Result<(), CliError> {
 }
 
 pub fn ask(args: AskArgs) -> Result<(), CliError> {
+    super::check_backend(&args.backend)?;
     let gguf = args.model.ends_with(".gguf") && Path::new(&args.model).is_file();
     let model = if gguf {
         PathBuf::from(&args.model)

@@ -82,6 +82,18 @@ impl CliError {
     }
 }
 
+/// `--backend`: only libtorch runs models so far.
+#[cfg(feature = "torch")]
+pub fn check_backend(backend: &str) -> Result<(), CliError> {
+    if backend != "torch" {
+        return Err(CliError::usage(
+            format!("--backend {backend}: the ONNX Runtime backend is not implemented yet"),
+            "use --backend torch (the default)",
+        ));
+    }
+    Ok(())
+}
+
 /// `--model`: an existing path as given, else a Hugging Face id resolved (or fetched) in the hub cache.
 #[cfg(feature = "torch")]
 pub fn model_arg(name: &str) -> Result<std::path::PathBuf, String> {
