@@ -184,7 +184,7 @@ mod in_decoder_drop {
             positions: PositionMode::Original,
         };
         let mut cache = KvCache::default();
-        m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap();
+        let _logits = m.forward_embeds_with(x, &mut cache, Some(drop)).unwrap();
         assert_eq!(calls, vec![(0, 0, 2..8), (1, 2, 2..6)], "after stage 0 the span is 4 long; 2 text rows follow it");
         assert_eq!((cache.layer_len(0), cache.layer_len(1)), (8, 5));
         // Layers must be ascending and exist.
