@@ -55,7 +55,7 @@ clean-cache:
 # pycocoevalcap + Java (Debian default-jre-headless) for the caption metrics, gguf + transformers for GGUF.
 fixtures: setup
 	@command -v java >/dev/null || (apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null)
-	@$(ENV) && pip install -q "transformers==5.24.0" pillow "pycocoevalcap==1.2" gguf accelerate pyarrow
+	@$(ENV) && pip install -q "transformers==5.24.0" pillow "pycocoevalcap==1.2" gguf accelerate pyarrow onnx
 	@$(ENV) && python video/tests/fixtures/make_preprocess_fixtures.py
 	@$(ENV) && python tests/fixtures/make_caption_fixtures.py
 	@$(ENV) && python tests/fixtures/eval/make_eval_tables.py
@@ -64,4 +64,5 @@ fixtures: setup
 	@$(ENV) && python models/tests/fixtures/make_decoder_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_onevision_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_llava_fixtures.py
+	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_llava --out models/tests/fixtures/tiny_llava_onnx
 

@@ -19,6 +19,8 @@ pub mod llama;
 pub mod llava;
 #[cfg(feature = "torch")]
 pub mod onevision;
+#[cfg(feature = "onnx")]
+pub mod onnx_encoder;
 pub mod random_checkpoint;
 pub mod runtime;
 pub mod safetensors;

@@ -1,0 +1,92 @@
+"""Exports a Hugging Face `llava` or `llava_onevision` checkpoint to the ONNX layout of the community exports
+(Transformers.js): OUT_DIR/ with the config, tokenizer and processor files, and OUT_DIR/onnx/ with
+
+- vision_encoder.onnx: pixel_values [B, 3, S, S] -> image_features [B, N, D_text] (the configured feature layer,
+  CLS dropped under the `default` strategy, the mlp2x_gelu projector), plus, for CLIP towers, `cls_attention` [B, N]
+  (last layer, CLS row over the patches, mean over heads) and `keys` [B, 1+N, d] (last layer keys, mean over heads),
+  the signals attention-based pruners read. OneVision's tile packing and video pooling stay outside the graph, as
+  in the torch backend.
+- embed_tokens.onnx: input_ids [B, S] -> inputs_embeds [B, S, D_text].
+
+The merged decoder with past_key_values (`decoder_model_merged.onnx`) is not exported yet.
+
+    python models/export/export_onnx.py --model HF_DIR --out OUT_DIR
+
+Needs transformers, torch and onnx (PyPI). Uses torch's TorchScript exporter (opset 17), eager attention so the
+attention probabilities exist in the graph.
+"""
+
+import argparse
+import json
+import os
+import shutil
+
+import torch
+
+
+class VisionEncoder(torch.nn.Module):
+    def __init__(self, model, config):
+        super().__init__()
+        self.tower = model.model.vision_tower
+        self.projector = model.model.multi_modal_projector
+        self.layer = config.vision_feature_layer
+        self.strategy = config.vision_feature_select_strategy
+        self.clip = config.vision_config.model_type.startswith("clip")
+        self.keys = []
+        inner = getattr(self.tower, "vision_model", self.tower)
+        last = inner.encoder.layers[-1].self_attn
+        last.k_proj.register_forward_hook(lambda _m, _i, out: self.keys.append(out))
+        self.heads = config.vision_config.num_attention_heads
+
+    def forward(self, pixel_values):
+        self.keys.clear()
+        out = self.tower(pixel_values=pixel_values, output_hidden_states=True, output_attentions=self.clip)
+        h = out.hidden_states[self.layer]
+        if self.strategy == "default":
+            h = h[:, 1:]
+        features = self.projector(h)
+        b, t, d = self.keys[-1].shape
+        keys = self.keys[-1].reshape(b, t, self.heads, d // self.heads).mean(dim=2)
+        if self.clip:
+            cls = out.attentions[-1][:, :, 0, 1:].mean(dim=1)
+            return features, cls, keys
+        return features, keys
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="a llava or llava_onevision directory")
+    ap.add_argument("--out", required=True, help="output folder")
+    args = ap.parse_args()
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(args.model)
+    if config.model_type not in ("llava", "llava_onevision"):
+        raise SystemExit(f"{args.model}: model_type {config.model_type} is not llava or llava_onevision")
+    model = AutoModelForImageTextToText.from_pretrained(args.model, attn_implementation="eager").eval()
+    os.makedirs(os.path.join(args.out, "onnx"), exist_ok=True)
+    for name in os.listdir(args.model):
+        if name.endswith(".json") and name != "reference.safetensors":
+            shutil.copy(os.path.join(args.model, name), os.path.join(args.out, name))
+    side = config.vision_config.image_size
+    encoder = VisionEncoder(model, config).eval()
+    clip = encoder.clip
+    outputs = ["image_features", "cls_attention", "keys"] if clip else ["image_features", "keys"]
+    with torch.no_grad():
+        torch.onnx.export(encoder, (torch.zeros(1, 3, side, side),),
+                          os.path.join(args.out, "onnx", "vision_encoder.onnx"), input_names=["pixel_values"],
+                          output_names=outputs, dynamic_axes={"pixel_values": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                          opset_version=17, dynamo=False)
+        embed = model.get_input_embeddings()
+        torch.onnx.export(embed, (torch.zeros(1, 4, dtype=torch.long),), os.path.join(args.out, "onnx", "embed_tokens.onnx"),
+                          input_names=["input_ids"], output_names=["inputs_embeds"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}},
+                          opset_version=17, dynamo=False)
+    with open(os.path.join(args.out, "onnx", "export.json"), "w") as f:
+        json.dump({"source": os.path.basename(os.path.normpath(args.model)), "vision_outputs": outputs,
+                   "decoder": "not exported yet"}, f, indent=1)
+    print(f"wrote {args.out}/onnx: vision_encoder.onnx ({', '.join(outputs)}), embed_tokens.onnx")
+
+
+if __name__ == "__main__":
+    main()
