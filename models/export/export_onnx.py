@@ -7,8 +7,9 @@
   the signals attention-based pruners read. OneVision's tile packing and video pooling stay outside the graph, as
   in the torch backend.
 - embed_tokens.onnx: input_ids [B, S] -> inputs_embeds [B, S, D_text].
-
-The merged decoder with past_key_values (`decoder_model_merged.onnx`) is not exported yet.
+- decoder_model_merged.onnx: inputs_embeds [B, S, D], attention_mask [B, P+S], position_ids [B, S] and
+  past_key_values.N.key/value [B, kv_heads, P, head_dim] (P may be 0: the same graph prefills and decodes) ->
+  logits [B, S, V] and present.N.key/value [B, kv_heads, P+S, head_dim].
 
     python models/export/export_onnx.py --model HF_DIR --out OUT_DIR
 
@@ -22,6 +23,29 @@ import os
 import shutil
 
 import torch
+
+
+class Decoder(torch.nn.Module):
+    """The language model with its cache passed as flat tensors, as the merged-decoder layout has it."""
+
+    def __init__(self, model, layers):
+        super().__init__()
+        self.lm = model.model.language_model
+        self.head = model.lm_head
+        self.layers = layers
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                      past_key_values=cache, use_cache=True)
+        presents = []
+        for layer in out.past_key_values.layers[: self.layers]:
+            presents += [layer.keys, layer.values]
+        return (self.head(out.last_hidden_state), *presents)
 
 
 class VisionEncoder(torch.nn.Module):
@@ -82,10 +106,25 @@ def main():
                           input_names=["input_ids"], output_names=["inputs_embeds"],
                           dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}},
                           opset_version=17, dynamo=False)
+        text = config.text_config
+        layers, kv_heads = text.num_hidden_layers, text.num_key_value_heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        past = [torch.zeros(1, kv_heads, 2, head_dim) for _ in range(2 * layers)]
+        pasts = [f"past_key_values.{i}.{t}" for i in range(layers) for t in ("key", "value")]
+        presents = [f"present.{i}.{t}" for i in range(layers) for t in ("key", "value")]
+        dynamic = {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
+                   "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"},
+                   **{n: {0: "batch", 2: "past"} for n in pasts}, **{n: {0: "batch", 2: "total"} for n in presents}}
+        torch.onnx.export(Decoder(model, layers), (torch.zeros(1, 3, text.hidden_size), torch.ones(1, 5, dtype=torch.long),
+                                                   torch.arange(2, 5)[None], *past),
+                          os.path.join(args.out, "onnx", "decoder_model_merged.onnx"),
+                          input_names=["inputs_embeds", "attention_mask", "position_ids", *pasts],
+                          output_names=["logits", *presents], dynamic_axes=dynamic, opset_version=17, dynamo=False)
     with open(os.path.join(args.out, "onnx", "export.json"), "w") as f:
         json.dump({"source": os.path.basename(os.path.normpath(args.model)), "vision_outputs": outputs,
-                   "decoder": "not exported yet"}, f, indent=1)
-    print(f"wrote {args.out}/onnx: vision_encoder.onnx ({', '.join(outputs)}), embed_tokens.onnx")
+                   "layers": layers, "kv_heads": kv_heads, "head_dim": head_dim}, f, indent=1)
+    print(f"wrote {args.out}/onnx: vision_encoder.onnx ({', '.join(outputs)}), embed_tokens.onnx, "
+          "decoder_model_merged.onnx")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,11 @@ pub mod llava;
 #[cfg(feature = "torch")]
 pub mod onevision;
 #[cfg(feature = "onnx")]
+pub mod onnx_decoder;
+#[cfg(feature = "onnx")]
 pub mod onnx_encoder;
+#[cfg(feature = "onnx")]
+pub mod onnx_session;
 pub mod random_checkpoint;
 pub mod runtime;
 pub mod safetensors;

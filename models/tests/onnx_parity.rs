@@ -7,7 +7,8 @@
 use std::path::Path;
 use tch::{Device, Tensor};
 use tokensieve_models::llava::Llava;
-use tokensieve_models::onnx_encoder::{OnnxOptions, OnnxVisionEncoder};
+use tokensieve_models::onnx_encoder::OnnxVisionEncoder;
+use tokensieve_models::onnx_session::OnnxOptions;
 use tokensieve_models::safetensors::Safetensors;
 
 fn max_diff(a: &Tensor, b: &[f32]) -> f64 {
@@ -41,4 +42,63 @@ fn onnx_vision_encoder_equals_the_torch_backend() {
         assert!(err.contains("vision_encoder.onnx") && err.contains("10 pixel values"), "{err}");
     }
     assert!(OnnxVisionEncoder::load(&fixtures.join("missing.onnx"), &OnnxOptions::default()).is_err());
+}
+
+/// The whole ONNX path on the tiny LLaVA export: encoder -> embeddings with the visual tokens written at the
+/// placeholders -> merged decoder prefill and cached steps: logits within 1e-4 of transformers' at every position
+/// after the image, and the 20 greedy tokens of transformers' `generate()`.
+#[test]
+fn onnx_llava_matches_transformers_logits_and_greedy_tokens() {
+    use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
+    use tokensieve_models::onnx_session::Array;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let reference = Safetensors::open(&fixtures.join("tiny_llava/reference.safetensors")).unwrap();
+    let ids: Vec<i64> = reference.tensor_f32("input_ids").unwrap().0.iter().map(|&v| v as i64).collect();
+    let (pixels, _) = reference.tensor_f32("pixel_values").unwrap();
+    let (logits, lshape) = reference.tensor_f32("logits").unwrap();
+    let vocab = lshape[1];
+    let greedy: Vec<i64> = reference.tensor_f32("greedy").unwrap().0.iter().map(|&v| v as i64).collect();
+    let onnx_dir = fixtures.join("tiny_llava_onnx/onnx");
+    let options = OnnxOptions::default();
+    let mut encoder = OnnxVisionEncoder::load(&onnx_dir.join("vision_encoder.onnx"), &options).unwrap();
+    let visual = encoder.encode(&pixels, 1, 32).unwrap().features;
+    let mut decoder = OnnxDecoder::load(&onnx_dir, &options).unwrap();
+    let merged = |ids: &[i64], decoder: &mut OnnxDecoder| -> Array {
+        let mut e = decoder.embed(ids).unwrap();
+        let d = e.shape[2];
+        let mut next = 0;
+        for (p, &t) in ids.iter().enumerate() {
+            if t == 63 {
+                e.data[p * d..(p + 1) * d].copy_from_slice(&visual.data[next * d..(next + 1) * d]);
+                next += 1;
+            }
+        }
+        assert!(next == 0 || next == 16, "all 16 placeholders filled");
+        e
+    };
+    let prefill = 20;
+    let mut cache = OnnxKvCache::default();
+    let e = merged(&ids[..prefill], &mut decoder);
+    let mut out = decoder.forward(&e, &mut cache).unwrap();
+    for pos in prefill - 1..ids.len() {
+        let want = &logits[pos * vocab..(pos + 1) * vocab];
+        let d = out.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(d <= 1e-4, "position {pos} differs by {d}");
+        if pos + 1 < ids.len() {
+            let e = merged(&ids[pos + 1..pos + 2], &mut decoder);
+            out = decoder.forward(&e, &mut cache).unwrap();
+        }
+    }
+    assert_eq!(cache.len(), ids.len());
+    let argmax = |row: &[f32]| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as i64).unwrap();
+    let mut cache = OnnxKvCache::default();
+    let e = merged(&ids, &mut decoder);
+    let mut next = argmax(&decoder.forward(&e, &mut cache).unwrap());
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        tokens.push(next);
+        let e = merged(&[next], &mut decoder);
+        next = argmax(&decoder.forward(&e, &mut cache).unwrap());
+    }
+    assert_eq!(tokens, greedy, "20 greedy tokens");
 }

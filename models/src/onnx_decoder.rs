@@ -1,0 +1,152 @@
+//! The `onnx` backend's language model: `embed_tokens.onnx` (ids -> embeddings) and the merged decoder
+//! `decoder_model_merged.onnx` of the community (Transformers.js) layout, run with ONNX Runtime. One graph serves the
+//! prefill and every decoding step: it takes `inputs_embeds`, `attention_mask`, `position_ids` and
+//! `past_key_values.N.key/value` (empty at the start) and returns `logits` and `present.N.key/value`, which become the
+//! next step's past. Visual tokens are written into the embeddings at the placeholder positions before the prefill,
+//! so pre-LLM pruning works unchanged; in-decoder pruning needs attention rows inside the graph and is not offered.
+//!
+//! Cost per step: one graph run over the new tokens against the cached keys, as the torch backend.
+
+use crate::onnx_session::{build_session, take, Array, OnnxError, OnnxOptions};
+use ort::session::Session;
+use ort::value::{Tensor, TensorRef};
+use std::path::{Path, PathBuf};
+
+/// The keys and values of every layer so far (`[1, kv_heads, T, head_dim]` each, keys then values per layer).
+#[derive(Debug, Clone, Default)]
+pub struct OnnxKvCache {
+    past: Vec<Array>,
+    len: usize,
+}
+
+impl OnnxKvCache {
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes held (f32).
+    pub fn bytes(&self) -> usize {
+        self.past.iter().map(|a| a.data.len() * 4).sum()
+    }
+}
+
+/// A loaded ONNX language model (embedding table and merged decoder).
+pub struct OnnxDecoder {
+    embed: Session,
+    decoder: Session,
+    folder: PathBuf,
+    layers: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl OnnxDecoder {
+    /// Loads `embed_tokens.onnx` and `decoder_model_merged.onnx` from an export's `onnx/` folder; the cache geometry
+    /// (layers, KV heads, head size) comes from the `config.json` next to that folder.
+    pub fn load(onnx_dir: &Path, options: &OnnxOptions) -> Result<Self, OnnxError> {
+        let config_path = onnx_dir.parent().unwrap_or(onnx_dir).join("config.json");
+        let bad = |reason: String| OnnxError::Ort { path: config_path.clone(), reason };
+        let text = std::fs::read_to_string(&config_path).map_err(|e| bad(e.to_string()))?;
+        let full: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let c = full.get("text_config").unwrap_or(&full);
+        let int = |k: &str| c[k].as_u64().map(|v| v as usize).ok_or_else(|| bad(format!("`{k}` is missing")));
+        let (hidden, heads) = (int("hidden_size")?, int("num_attention_heads")?);
+        let kv_heads = c["num_key_value_heads"].as_u64().map_or(heads, |v| v as usize);
+        let head_dim = c["head_dim"].as_u64().map_or(hidden / heads.max(1), |v| v as usize);
+        Ok(OnnxDecoder {
+            embed: build_session(&onnx_dir.join("embed_tokens.onnx"), options)?,
+            decoder: build_session(&onnx_dir.join("decoder_model_merged.onnx"), options)?,
+            folder: onnx_dir.to_path_buf(),
+            layers: int("num_hidden_layers")?,
+            kv_heads,
+            head_dim,
+        })
+    }
+
+    fn fail(&self, file: &str, e: &dyn std::fmt::Display) -> OnnxError {
+        OnnxError::Ort { path: self.folder.join(file), reason: e.to_string() }
+    }
+
+    /// Embeddings `[1, S, D]` of `ids`.
+    pub fn embed(&mut self, ids: &[i64]) -> Result<Array, OnnxError> {
+        let file = "embed_tokens.onnx";
+        let view = TensorRef::from_array_view(([1i64, ids.len() as i64], ids)).map_err(|e| self.fail(file, &e))?;
+        let path = self.folder.join(file);
+        let outputs = self
+            .embed
+            .run(ort::inputs!["input_ids" => view])
+            .map_err(|e| OnnxError::Ort { path: path.clone(), reason: e.to_string() })?;
+        take(&outputs, "inputs_embeds", &path)?.ok_or_else(|| OnnxError::Output {
+            path,
+            output: "inputs_embeds".into(),
+            reason: "missing".into(),
+        })
+    }
+
+    /// Runs embeddings `[1, S, D]` after the cached positions; returns the last position's logits and extends the
+    /// cache.
+    pub fn forward(&mut self, embeds: &Array, cache: &mut OnnxKvCache) -> Result<Vec<f32>, OnnxError> {
+        let file = "decoder_model_merged.onnx";
+        let path = self.folder.join(file);
+        let s = embeds.shape.get(1).copied().unwrap_or(0);
+        if embeds.shape.len() != 3 || embeds.shape[0] != 1 || s == 0 {
+            return Err(self.fail(file, &format!("inputs_embeds of shape {:?}, expected [1, S, D]", embeds.shape)));
+        }
+        if cache.past.is_empty() {
+            let empty = Array { shape: vec![1, self.kv_heads, 0, self.head_dim], data: Vec::new() };
+            cache.past = vec![empty; 2 * self.layers];
+        }
+        let total = cache.len + s;
+        let positions: Vec<i64> = (cache.len as i64..total as i64).collect();
+        let mask = vec![1i64; total];
+        let to_dims = |shape: &[usize]| shape.iter().map(|&d| d as i64).collect::<Vec<_>>();
+        let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = vec![
+            (
+                "inputs_embeds".into(),
+                TensorRef::from_array_view((to_dims(&embeds.shape), embeds.data.as_slice()))
+                    .map_err(|e| self.fail(file, &e))?
+                    .into(),
+            ),
+            (
+                "attention_mask".into(),
+                Tensor::from_array(([1i64, total as i64], mask)).map_err(|e| self.fail(file, &e))?.into(),
+            ),
+            (
+                "position_ids".into(),
+                Tensor::from_array(([1i64, s as i64], positions)).map_err(|e| self.fail(file, &e))?.into(),
+            ),
+        ];
+        for (i, past) in cache.past.iter().enumerate() {
+            let name = format!("past_key_values.{}.{}", i / 2, if i % 2 == 0 { "key" } else { "value" });
+            let value = TensorRef::from_array_view((to_dims(&past.shape), past.data.as_slice()))
+                .map_err(|e| self.fail(file, &e))?;
+            inputs.push((name.into(), value.into()));
+        }
+        let outputs =
+            self.decoder.run(inputs).map_err(|e| OnnxError::Ort { path: path.clone(), reason: e.to_string() })?;
+        let logits = take(&outputs, "logits", &path)?.ok_or_else(|| OnnxError::Output {
+            path: path.clone(),
+            output: "logits".into(),
+            reason: "missing".into(),
+        })?;
+        let mut presents = Vec::with_capacity(2 * self.layers);
+        for i in 0..2 * self.layers {
+            let name = format!("present.{}.{}", i / 2, if i % 2 == 0 { "key" } else { "value" });
+            presents.push(take(&outputs, &name, &path)?.ok_or_else(|| OnnxError::Output {
+                path: path.clone(),
+                output: name.clone(),
+                reason: "missing".into(),
+            })?);
+        }
+        cache.past = presents;
+        cache.len = total;
+        let vocab = *logits.shape.last().unwrap_or(&0);
+        Ok(logits.data[logits.data.len() - vocab..].to_vec())
+    }
+}
