@@ -1162,3 +1162,50 @@ fn eval_em_vlm4ad_protocol_dedupes_prompts_and_drops_long_answers() {
     let rescored: serde_json::Value = serde_json::from_str(&out_json).unwrap();
     assert_eq!(rescored["scores"]["dropped_long_predictions"], nonempty, "{rescored}");
 }
+
+/// `forward` on the two backends: the tiny LLaVA and its ONNX export give the same logits, visual tokens and CLS
+/// attention on a real photo.
+#[cfg(all(feature = "torch", feature = "video", feature = "onnx"))]
+#[test]
+fn forward_gives_the_same_outputs_on_torch_and_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = asset("images/astronaut.png");
+    let run = |backend: &str, model: &str| -> Vec<tokensieve::npy::NpyArray> {
+        let files: Vec<std::path::PathBuf> =
+            ["l", "f", "a"].iter().map(|n| dir.path().join(format!("{backend}_{n}.npy"))).collect();
+        let (code, out, err) = tokensieve(&[
+            "forward",
+            "--backend",
+            backend,
+            "--model",
+            model,
+            "--image",
+            &photo,
+            "--prompt",
+            "<s> what is in <image> the road",
+            "--json",
+            "--logits-out",
+            files[0].to_str().unwrap(),
+            "--features-out",
+            files[1].to_str().unwrap(),
+            "--cls-attn-out",
+            files[2].to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{backend}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!((v["prompt_tokens"].as_u64(), v["visual_tokens"].as_u64()), (Some(22), Some(16)), "{backend}");
+        files.iter().map(|f| tokensieve::npy::read(f).unwrap()).collect()
+    };
+    let onnx_model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava_onnx");
+    let torch = run("torch", TINY_LLAVA);
+    let onnx = run("onnx", onnx_model);
+    for (what, (a, b)) in ["logits", "visual tokens", "CLS attention"].iter().zip(torch.iter().zip(&onnx)) {
+        assert_eq!(a.shape, b.shape, "{what}");
+        let d = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(d <= 1e-4, "{what} differ by {d}");
+    }
+    let ov = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision");
+    let (code, _, err) =
+        tokensieve(&["forward", "--backend", "onnx", "--model", ov, "--image", &photo, "--prompt", "x"]);
+    assert_eq!(code, 2, "no onnx/ folder or not llava: {err}");
+}

@@ -44,7 +44,8 @@ pub struct ForwardArgs {
     /// Write the last ViT layer's CLS (or SigLIP probe) attention over the patches `[N]` as .npy (LLaVA).
     #[arg(long)]
     cls_attn_out: Option<PathBuf>,
-    /// Tensor backend: `torch` (libtorch; CUDA when available). `onnx` is refused until the ONNX Runtime backend exists.
+    /// Tensor backend: `torch` (libtorch; CUDA when available) or `onnx` (ONNX Runtime, on a folder written by
+    /// models/export/export_onnx.py from a llava checkpoint).
     #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
     backend: String,
     /// Print JSON.
@@ -217,6 +218,97 @@ struct Prefill {
     tokenizer: TextTokenizer,
 }
 
+/// Runs an ONNX export (`models/export/export_onnx.py`: config, tokenizer and processor files, `onnx/`) of a `llava`
+/// model: vision encoder, the visual tokens written at the expanded placeholders, one merged-decoder prefill.
+#[cfg(all(feature = "onnx", feature = "video"))]
+fn forward_onnx(args: &ForwardArgs) -> Result<Prefill, CliError> {
+    use tokensieve::models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
+    use tokensieve::models::onnx_encoder::OnnxVisionEncoder;
+    use tokensieve::models::onnx_session::OnnxOptions;
+    use tokensieve::video::preprocess::ImageProcessor;
+    let dir = &args.model;
+    let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
+    let read = |name: &str| -> Result<serde_json::Value, CliError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display()), "pass the folder export_onnx.py wrote"))?;
+        serde_json::from_str(&text).map_err(|e| runtime(&format!("{}: {e}", path.display())))
+    };
+    let config = read("config.json")?;
+    if config["model_type"].as_str() != Some("llava") {
+        return Err(CliError::usage(
+            format!("{}: the onnx backend runs llava exports so far", dir.display()),
+            "export a llava checkpoint, or use --backend torch",
+        ));
+    }
+    if args.image.is_empty() {
+        return Err(CliError::usage("the onnx backend needs --image", "give one or more --image files"));
+    }
+    let image_token = config["image_token_id"].as_i64().or_else(|| config["image_token_index"].as_i64()).unwrap_or(-1);
+    let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?).map_err(|e| runtime(&e))?;
+    let frames = super::frames_from(None, &args.image, 0)?;
+    let mut pixels = Vec::new();
+    let mut side = 0;
+    for f in &frames {
+        let p = processor.preprocess(&f.rgb, f.width as usize, f.height as usize);
+        side = p.width;
+        pixels.extend(p.data);
+    }
+    let options = OnnxOptions::default();
+    let onnx = dir.join("onnx");
+    let mut encoder = OnnxVisionEncoder::load(&onnx.join("vision_encoder.onnx"), &options).map_err(|e| runtime(&e))?;
+    let out = encoder.encode(&pixels, frames.len(), side).map_err(|e| runtime(&e))?;
+    let (units, per_unit) = (out.features.shape[0], out.features.shape[1]);
+    let total = units * per_unit;
+    let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| runtime(&e))?;
+    let template = read("tokenizer_config.json").ok().and_then(|c| c["chat_template"].as_str().map(str::to_string));
+    let text = match (template, args.raw) {
+        (Some(source), false) => {
+            let content =
+                if args.prompt.contains("<image>") { args.prompt.clone() } else { format!("<image>\n{}", args.prompt) };
+            ChatTemplate::new(&source, "", "")
+                .and_then(|t| t.render(&json!([{"role": "user", "content": content}]), true))
+                .map_err(|e| runtime(&e))?
+        }
+        _ => args.prompt.clone(),
+    };
+    let expanded = tokensieve::pipeline::prompt::expand_placeholders(&text, "<image>", total, units, per_unit)
+        .map_err(|e| CliError::usage(e, "put <image> in the prompt"))?;
+    let ids: Vec<i64> = tokenizer.encode(&expanded).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
+    let mut decoder = OnnxDecoder::load(&onnx, &options).map_err(|e| runtime(&e))?;
+    let mut embeds = decoder.embed(&ids).map_err(|e| runtime(&e))?;
+    let d = embeds.shape[2];
+    let positions: Vec<usize> = ids.iter().enumerate().filter(|(_, &t)| t == image_token).map(|(p, _)| p).collect();
+    if positions.len() != total {
+        return Err(CliError::usage(
+            format!("the prompt has {} image tokens for {total} visual tokens", positions.len()),
+            "put <image> in the prompt",
+        ));
+    }
+    for (k, p) in positions.iter().enumerate() {
+        embeds.data[p * d..(p + 1) * d].copy_from_slice(&out.features.data[k * d..(k + 1) * d]);
+    }
+    let logits = decoder.forward(&embeds, &mut OnnxKvCache::default()).map_err(|e| runtime(&e))?;
+    let tensor = |a: &tokensieve::models::onnx_session::Array| {
+        tch::Tensor::from_slice(&a.data).reshape(a.shape.iter().map(|&x| x as i64).collect::<Vec<_>>().as_slice())
+    };
+    save(&args.features_out, &tensor(&out.features).reshape([total as i64, -1]))?;
+    if let Some(a) = &out.cls_attention {
+        save(&args.cls_attn_out, &tensor(a).reshape([-1]))?;
+    }
+    Ok(Prefill {
+        logits: tch::Tensor::from_slice(&logits).unsqueeze(0),
+        prompt_tokens: ids.len(),
+        visual_tokens: total,
+        tokenizer,
+    })
+}
+
+#[cfg(not(all(feature = "onnx", feature = "video")))]
+fn forward_onnx(_: &ForwardArgs) -> Result<Prefill, CliError> {
+    Err(CliError::usage("this build has no onnx backend", "build with the default features plus torch"))
+}
+
 /// Runs a Hugging Face directory.
 fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
     let dir = &args.model;
@@ -281,9 +373,10 @@ fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
 }
 
 pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
-    super::check_backend(&args.backend)?;
     let start = Instant::now();
-    let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.model.is_dir() {
+    let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.backend == "onnx" {
+        forward_onnx(&args)?
+    } else if args.model.is_dir() {
         forward_hf(&args)?
     } else {
         refuse_visual(!args.image.is_empty())?;

@@ -5,6 +5,7 @@
 pub mod builder;
 pub mod flops;
 pub mod overlap;
+pub mod prompt;
 #[cfg(feature = "video")]
 pub mod sampler;
 #[cfg(all(feature = "torch", feature = "video"))]

@@ -395,21 +395,9 @@ impl VideoQa {
             _ => prompt.to_string(),
         };
         let n = visual.size()[0] as usize;
-        let slots = text.matches(placeholder).count();
         let per_unit = enc.units.1 + usize::from(enc.newline == Newline::PerUnit);
-        let expanded = match slots {
-            1 => text.replacen(placeholder, &vec![placeholder; n].join(" "), 1),
-            k if k == enc.units.0 && k * per_unit == n => {
-                text.replace(placeholder, &vec![placeholder; per_unit].join(" "))
-            }
-            k => {
-                return Err(QaError::Prompt(format!(
-                    "{k} `{placeholder}` placeholders for {} {} ({n} visual tokens): write one, or one per image",
-                    enc.units.0,
-                    if kind == MediaKind::Video { "frames" } else { "images" }
-                )))
-            }
-        };
+        let expanded = crate::pipeline::prompt::expand_placeholders(&text, placeholder, n, enc.units.0, per_unit)
+            .map_err(QaError::Prompt)?;
         let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
         let ids_t = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
         let embeds = self.model.merge_at(&ids_t, &[(placeholder_id, &visual)])?;
