@@ -5,7 +5,7 @@
   CLS dropped under the `default` strategy, the mlp2x_gelu projector), plus, for CLIP towers, `cls_attention` [B, N]
   (last layer, CLS row over the patches, mean over heads) and `keys` [B, 1+N, d] (last layer keys, mean over heads),
   the signals attention-based pruners read. OneVision's tile packing and video pooling stay outside the graph, as
-  in the torch backend.
+  in the torch backend; OneVision's `image_newline` is written to onnx/export.json for it.
 - embed_tokens.onnx: input_ids [B, S] -> inputs_embeds [B, S, D_text].
 - decoder_model_merged.onnx: inputs_embeds [B, S, D], attention_mask [B, P+S], position_ids [B, S] and
   past_key_values.N.key/value [B, kv_heads, P, head_dim] (P may be 0: the same graph prefills and decodes) ->
@@ -120,9 +120,14 @@ def main():
                           os.path.join(args.out, "onnx", "decoder_model_merged.onnx"),
                           input_names=["inputs_embeds", "attention_mask", "position_ids", *pasts],
                           output_names=["logits", *presents], dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    info = {"source": os.path.basename(os.path.normpath(args.model)), "vision_outputs": outputs, "layers": layers,
+            "kv_heads": kv_heads, "head_dim": head_dim}
+    newline = getattr(model.model, "image_newline", None)
+    if newline is not None:
+        # OneVision's newline embedding: the packing around the encoder (tiles, pooled video) needs it.
+        info["image_newline"] = [float(v) for v in newline.detach().float()]
     with open(os.path.join(args.out, "onnx", "export.json"), "w") as f:
-        json.dump({"source": os.path.basename(os.path.normpath(args.model)), "vision_outputs": outputs,
-                   "layers": layers, "kv_heads": kv_heads, "head_dim": head_dim}, f, indent=1)
+        json.dump(info, f, indent=1)
     print(f"wrote {args.out}/onnx: vision_encoder.onnx ({', '.join(outputs)}), embed_tokens.onnx, "
           "decoder_model_merged.onnx")
 

@@ -102,3 +102,44 @@ fn onnx_llava_matches_transformers_logits_and_greedy_tokens() {
     }
     assert_eq!(tokens, greedy, "20 greedy tokens");
 }
+
+/// The LLaVA-OneVision export: SigLIP encoder (no CLS, keys only) on a 3-frame video, pooled 2x2 and followed by the
+/// newline from `export.json` outside the graph, then the merged decoder: transformers' last-position logits within
+/// 1e-4.
+#[test]
+fn onnx_onevision_video_matches_transformers() {
+    use tokensieve_models::onevision::pool_video;
+    use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let reference = Safetensors::open(&fixtures.join("tiny_onevision/reference.safetensors")).unwrap();
+    let ids: Vec<i64> = reference.tensor_f32("video_ids").unwrap().0.iter().map(|&v| v as i64).collect();
+    let (frames, _) = reference.tensor_f32("video_pixels").unwrap();
+    let (logits, lshape) = reference.tensor_f32("video_logits").unwrap();
+    let vocab = lshape[1];
+    let onnx_dir = fixtures.join("tiny_onevision_onnx/onnx");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(onnx_dir.join("export.json")).unwrap()).unwrap();
+    let newline: Vec<f32> =
+        info["image_newline"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let mut encoder = OnnxVisionEncoder::load(&onnx_dir.join("vision_encoder.onnx"), &OnnxOptions::default()).unwrap();
+    let out = encoder.encode(&frames, 3, 32).unwrap();
+    assert!(out.cls_attention.is_none(), "SigLIP has no CLS token");
+    let features = Tensor::from_slice(&out.features.data).reshape([3, 16, 32]);
+    let pooled: Vec<f32> = Vec::try_from(pool_video(&features).unwrap().reshape([-1])).unwrap();
+    let visual: Vec<f32> = pooled.into_iter().chain(newline).collect();
+    let mut decoder = OnnxDecoder::load(&onnx_dir, &OnnxOptions::default()).unwrap();
+    let mut embeds = decoder.embed(&ids).unwrap();
+    let d = embeds.shape[2];
+    let mut next = 0;
+    for (p, &t) in ids.iter().enumerate() {
+        if t == 63 {
+            embeds.data[p * d..(p + 1) * d].copy_from_slice(&visual[next * d..(next + 1) * d]);
+            next += 1;
+        }
+    }
+    assert_eq!(next, 13, "3 frames x 2x2 pooled + the newline");
+    let got = decoder.forward(&embeds, &mut OnnxKvCache::default()).unwrap();
+    let want = &logits[(ids.len() - 1) * vocab..ids.len() * vocab];
+    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(diff <= 1e-4, "last position differs by {diff}");
+}
