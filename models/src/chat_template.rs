@@ -26,6 +26,23 @@ impl ChatTemplate {
         Ok(ChatTemplate { env, bos: bos.to_string(), eos: eos.to_string() })
     }
 
+    /// The template of a Hugging Face model folder: `tokenizer_config.json`'s `chat_template` with its `bos_token` and
+    /// `eos_token` texts (plain strings or `{"content": ...}`); `Ok(None)` when the folder has no template. The error
+    /// names the file.
+    pub fn from_hf_dir(dir: &std::path::Path) -> Result<Option<Self>, String> {
+        let path = dir.join("tokenizer_config.json");
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+        let config: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(source) = config["chat_template"].as_str() else { return Ok(None) };
+        let special = |key: &str| match &config[key] {
+            Value::String(s) => s.clone(),
+            v => v["content"].as_str().unwrap_or_default().to_string(),
+        };
+        ChatTemplate::new(source, &special("bos_token"), &special("eos_token"))
+            .map(Some)
+            .map_err(|e| format!("{}: chat_template: {e}", path.display()))
+    }
+
     /// Renders `messages` (`[{"role", "content"}]`), ending with the assistant prompt when asked.
     pub fn render(&self, messages: &Value, add_generation_prompt: bool) -> Result<String, Error> {
         self.env.get_template("chat")?.render(context! {

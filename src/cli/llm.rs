@@ -137,22 +137,7 @@ struct Loaded {
 fn load_hf(dir: &Path, device: tch::Device) -> Result<Loaded, CliError> {
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
     let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| runtime(&e))?;
-    let config: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let special = |key: &str| match &config[key] {
-        serde_json::Value::String(s) => s.clone(),
-        v => v["content"].as_str().unwrap_or_default().to_string(),
-    };
-    let template = match config["chat_template"].as_str() {
-        Some(source) => {
-            Some(ChatTemplate::new(source, &special("bos_token"), &special("eos_token")).map_err(|e| {
-                runtime(&format!("{}: chat_template: {e}", dir.join("tokenizer_config.json").display()))
-            })?)
-        }
-        None => None,
-    };
+    let template = ChatTemplate::from_hf_dir(dir).map_err(|e| runtime(&e))?;
     let model = Llama::from_hf_dir(dir, device).map_err(|e| runtime(&e))?;
     Ok(Loaded { model, tokenizer, template })
 }
@@ -261,14 +246,12 @@ fn forward_onnx(args: &ForwardArgs) -> Result<Prefill, CliError> {
     let (units, per_unit) = (out.features.shape[0], out.features.shape[1]);
     let total = units * per_unit;
     let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| runtime(&e))?;
-    let template = read("tokenizer_config.json").ok().and_then(|c| c["chat_template"].as_str().map(str::to_string));
+    let template = ChatTemplate::from_hf_dir(dir).map_err(|e| runtime(&e))?;
     let text = match (template, args.raw) {
-        (Some(source), false) => {
+        (Some(t), false) => {
             let content =
                 if args.prompt.contains("<image>") { args.prompt.clone() } else { format!("<image>\n{}", args.prompt) };
-            ChatTemplate::new(&source, "", "")
-                .and_then(|t| t.render(&json!([{"role": "user", "content": content}]), true))
-                .map_err(|e| runtime(&e))?
+            t.render(&json!([{"role": "user", "content": content}]), true).map_err(|e| runtime(&e))?
         }
         _ => args.prompt.clone(),
     };

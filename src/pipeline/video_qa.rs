@@ -217,14 +217,8 @@ impl VideoQa {
         };
         let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?)
             .map_err(|e| config("preprocessor_config.json", e.to_string()))?;
-        let template =
-            match read("tokenizer_config.json").ok().and_then(|c| c["chat_template"].as_str().map(str::to_string)) {
-                Some(source) => Some(
-                    ChatTemplate::new(&source, "<s>", "</s>")
-                        .map_err(|e| config("tokenizer_config.json", format!("chat_template: {e}")))?,
-                ),
-                None => None,
-            };
+        let template = ChatTemplate::from_hf_dir(dir)
+            .map_err(|reason| QaError::Config { path: dir.join("tokenizer_config.json").display().to_string(), reason })?;
         Ok(VideoQa { model, tokenizer, processor, template, device })
     }
 
