@@ -10,14 +10,13 @@
 
 use super::error::EvalError;
 use super::task::{Dataset, Media, Sample, Scoring};
-use crate::pipeline::video_qa::{MediaKind, QaOptions, VideoQa};
-use rayon::prelude::*;
+use crate::pipeline::builder::{self, LoadedMedia};
+use crate::pipeline::sampler::Sampler;
+use crate::pipeline::video_qa::{QaOptions, VideoQa};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-use tokensieve_video::{load_image_native, sample_uniform_native, Frame};
 
 /// Name of the per-sample file of `task` inside an output folder.
 pub fn samples_file(task: &str) -> String {
@@ -95,22 +94,14 @@ pub struct Plan {
     pub frames: usize,
 }
 
-/// Decodes a sample's images or video frames; returns them with the milliseconds it took.
-fn load_media(media: &Media, frames: usize) -> Result<(Vec<Frame>, MediaKind, f64), String> {
-    let clock = Instant::now();
-    let (loaded, kind) = match media {
+/// Decodes a sample's media with the pipeline's loader (videos: `frames` uniform frames, lmms-eval's convention).
+fn load_media(media: &Media, frames: usize) -> Result<LoadedMedia, String> {
+    let media = match media {
         Media::Unavailable(why) => return Err(why.clone()),
-        // Camera views are independent JPEG decodes.
-        Media::Images(paths) => (
-            paths.par_iter().map(|p| load_image_native(p).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?,
-            MediaKind::Images,
-        ),
-        Media::Video(path) => (sample_uniform_native(path, frames).map_err(|e| e.to_string())?, MediaKind::Video),
+        Media::Images(paths) => builder::Media::Images(paths.clone()),
+        Media::Video(path) => builder::Media::Video(path.clone()),
     };
-    if loaded.is_empty() {
-        return Err("no frame could be decoded".into());
-    }
-    Ok((loaded, kind, clock.elapsed().as_secs_f64() * 1e3))
+    builder::load_media(&Sampler::Uniform { frames }, &media).map_err(|e| e.to_string())
 }
 
 /// Runs the model over `samples` into `out`; returns how many samples this call answered.
@@ -159,9 +150,9 @@ pub fn run(
             }
             match loaded {
                 Err(e) => line["error"] = json!(e),
-                Ok((frames, kind, decode_ms)) => {
-                    line["decode_ms"] = json!(decode_ms);
-                    match qa.ask_with_system(&frames, kind, s.system.as_deref(), &s.prompt, opts) {
+                Ok(m) => {
+                    line["decode_ms"] = json!(m.decode_ms);
+                    match qa.ask_with_system(&m.frames, m.kind, s.system.as_deref(), &s.prompt, opts) {
                         Ok((answer, record)) => {
                             line["prediction"] = json!(answer);
                             line["record"] = json!(record);

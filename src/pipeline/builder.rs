@@ -31,7 +31,7 @@ use tch::Device;
 use tokensieve_models::sampling::Sampling;
 use tokensieve_pruners::in_decoder::InDecoder;
 use tokensieve_pruners::{Budget, Method, PruneError};
-use tokensieve_video::{decode_at, load_image_native, order_views, probe, Frame, ImageError, VideoError};
+use tokensieve_video::{decode_indices_native, load_image_native, order_views, probe, Frame, ImageError, VideoError};
 
 /// Why a pipeline could not be built or could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -167,11 +167,14 @@ pub enum Media {
 
 /// Frames ready for the model, with what it took to get them.
 pub struct LoadedMedia {
-    frames: Vec<Frame>,
-    kind: MediaKind,
+    /// The decoded frames, in order.
+    pub frames: Vec<Frame>,
+    /// Video frames or separate images.
+    pub kind: MediaKind,
     indices: Vec<usize>,
     sampler_note: Option<serde_json::Value>,
-    decode_ms: f64,
+    /// Milliseconds spent decoding.
+    pub decode_ms: f64,
 }
 
 /// Everything recorded about one answer.
@@ -291,9 +294,7 @@ pub fn load_media(sampler: &Sampler, media: &Media) -> Result<LoadedMedia, Pipel
         Media::Video(path) => {
             let info = probe(path)?;
             let (indices, note) = sampler.pick(path, &info)?;
-            let times: Vec<f64> = indices.iter().map(|&i| i as f64 / info.fps).collect();
-            let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
-            let frames = decode_at(path, &times, w, h)?.frames;
+            let frames = decode_indices_native(path, &info, &indices)?;
             (frames, MediaKind::Video, indices, note, path.display().to_string())
         }
         Media::Images(paths) => {

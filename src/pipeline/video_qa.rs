@@ -217,8 +217,10 @@ impl VideoQa {
         };
         let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?)
             .map_err(|e| config("preprocessor_config.json", e.to_string()))?;
-        let template = ChatTemplate::from_hf_dir(dir)
-            .map_err(|reason| QaError::Config { path: dir.join("tokenizer_config.json").display().to_string(), reason })?;
+        let template = ChatTemplate::from_hf_dir(dir).map_err(|reason| QaError::Config {
+            path: dir.join("tokenizer_config.json").display().to_string(),
+            reason,
+        })?;
         Ok(VideoQa { model, tokenizer, processor, template, device })
     }
 

@@ -433,6 +433,14 @@ pub fn sample_uniform(path: &Path, count: usize, width: u32, height: u32) -> Res
 /// crop themselves.
 pub fn sample_uniform_native(path: &Path, count: usize) -> Result<Vec<Frame>, VideoError> {
     let info = probe(path)?;
+    let indices = crate::samplers::uniform_indices(info.frames.max(1), count, crate::samplers::Uniform::Inclusive)
+        .map_err(|e| VideoError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+    decode_indices_native(path, &info, &indices)
+}
+
+/// The frames at `indices` (of a video described by `info`) at the video's own upright resolution.
+pub fn decode_indices_native(path: &Path, info: &VideoInfo, indices: &[usize]) -> Result<Vec<Frame>, VideoError> {
     let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
-    sample_uniform(path, count, w, h)
+    let times: Vec<f64> = indices.iter().map(|&i| i as f64 / info.fps).collect();
+    Ok(decode_at(path, &times, w, h)?.frames)
 }
