@@ -302,21 +302,32 @@ pub struct McqAccuracy {
     pub seed: u64,
 }
 
+impl McqAccuracy {
+    /// Counts verdicts: excluded replies leave numerator and denominator.
+    pub fn tally<'a>(extractor: &str, verdicts: impl IntoIterator<Item = &'a Verdict>, seed: u64) -> Self {
+        let (mut correct, mut counted, mut excluded) = (0, 0, 0);
+        for v in verdicts {
+            match v {
+                Verdict::Scored(ok) => {
+                    counted += 1;
+                    correct += usize::from(*ok);
+                }
+                Verdict::Excluded => excluded += 1,
+            }
+        }
+        let accuracy = if counted == 0 { 0.0 } else { correct as f64 / counted as f64 };
+        McqAccuracy { extractor: extractor.to_string(), correct, counted, excluded, accuracy, seed }
+    }
+}
+
 /// Scores `(reply, answer, option texts)` triples.
 pub fn accuracy(extractor: &str, items: &[(String, String, Vec<String>)], seed: u64) -> Result<McqAccuracy, String> {
     let mut rng = SplitMix64::new(seed);
-    let (mut correct, mut counted, mut excluded) = (0, 0, 0);
-    for (reply, answer, options) in items {
-        match judge(extractor, reply, answer, options, &mut rng)? {
-            Verdict::Scored(ok) => {
-                counted += 1;
-                correct += usize::from(ok);
-            }
-            Verdict::Excluded => excluded += 1,
-        }
-    }
-    let value = if counted == 0 { 0.0 } else { correct as f64 / counted as f64 };
-    Ok(McqAccuracy { extractor: extractor.to_string(), correct, counted, excluded, accuracy: value, seed })
+    let verdicts = items
+        .iter()
+        .map(|(reply, answer, options)| judge(extractor, reply, answer, options, &mut rng))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(McqAccuracy::tally(extractor, &verdicts, seed))
 }
 
 #[cfg(test)]

@@ -19,3 +19,9 @@ pub mod table;
 #[cfg(all(feature = "torch", feature = "video"))]
 pub mod task;
 pub mod video_mcq;
+
+/// 64-bit FNV-1a of `bytes`, its offset basis mixed with `seed` (0 gives plain FNV-1a): the configuration hash of a
+/// run and the per-sample seeds of random answer fallbacks, identical on every platform.
+pub fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed ^ 0xcbf29ce484222325, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}

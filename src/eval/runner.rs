@@ -192,7 +192,7 @@ pub fn results(lines: &[Value], dataset: &Dataset, config: &Value, scoring: &Sco
     };
     let errors = latest.iter().filter(|l| l.get("error").is_some()).count();
     let text = config.to_string();
-    let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let hash = super::fnv1a(0, text.as_bytes());
     // The checkout this binary was built from (not the caller's working directory, which may be another repo).
     let revision = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])

@@ -439,7 +439,7 @@ pub struct McqScores {
 }
 
 fn item_seed(seed: u64, id: &str) -> u64 {
-    id.bytes().fold(seed ^ 0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    super::fnv1a(seed, id.as_bytes())
 }
 
 /// Scores `replies` (id -> raw reply) under `extractor`.
@@ -465,19 +465,8 @@ pub fn evaluate(
         let v = mcq::judge(extractor, reply, &answer, &item.options, &mut rng).map_err(EvalError::Setting)?;
         verdicts.push((item, v));
     }
-    let tally = |subset: &[&(&McqItem, Verdict)]| {
-        let correct = subset.iter().filter(|(_, v)| *v == Verdict::Scored(true)).count();
-        let excluded = subset.iter().filter(|(_, v)| *v == Verdict::Excluded).count();
-        let counted = subset.len() - excluded;
-        mcq::McqAccuracy {
-            extractor: extractor.to_string(),
-            correct,
-            counted,
-            excluded,
-            accuracy: if counted == 0 { 0.0 } else { correct as f64 / counted as f64 },
-            seed,
-        }
-    };
+    let tally =
+        |subset: &[&(&McqItem, Verdict)]| mcq::McqAccuracy::tally(extractor, subset.iter().map(|(_, v)| v), seed);
     let all: Vec<&(&McqItem, Verdict)> = verdicts.iter().collect();
     let mut by: BTreeMap<String, BTreeMap<String, mcq::McqAccuracy>> = BTreeMap::new();
     let fields: std::collections::BTreeSet<&String> = items.iter().flat_map(|i| i.groups.keys()).collect();

@@ -495,13 +495,8 @@ impl VideoQa {
         let mut cache = KvCache::default();
         let logits = match &opts.in_llm {
             Some(method) => {
+                self.check_options(opts).map_err(pruning(method.name()))?;
                 let drop_layers = method.drop_layers(layers);
-                if let Some(&l) = drop_layers.iter().find(|&&l| l >= layers) {
-                    return Err(QaError::Config {
-                        path: method.name().into(),
-                        reason: format!("drops before layer {l}, but the decoder has {layers} layers"),
-                    });
-                }
                 let original = span.len();
                 // A rule that cannot decide (a row that does not cover the span) keeps every token.
                 let mut select = |stage: usize, rows: &[Vec<f32>], span: Range<usize>| -> Vec<usize> {
