@@ -17,7 +17,6 @@ pub mod gguf;
 pub mod llama;
 #[cfg(feature = "torch")]
 pub mod llava;
-#[cfg(feature = "torch")]
 pub mod onevision;
 #[cfg(feature = "onnx")]
 pub mod onnx_decoder;
@@ -28,8 +27,8 @@ pub mod onnx_session;
 pub mod random_checkpoint;
 pub mod runtime;
 pub mod safetensors;
-#[cfg(feature = "torch")]
 pub mod sampling;
 pub mod tokenizer;
 #[cfg(feature = "torch")]
 pub mod vision;
+pub mod vlm_config;

@@ -97,18 +97,7 @@ impl Llava {
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?)
                 .map_err(|e| bad(e.to_string()))?;
-        let image_token_id = json["image_token_id"]
-            .as_i64()
-            .or_else(|| json["image_token_index"].as_i64())
-            .ok_or_else(|| bad("no image_token_id".into()))?;
-        let onevision_type = json["model_type"].as_str() == Some("llava_onevision");
-        let feature_layer = json["vision_feature_layer"].as_i64().unwrap_or(if onevision_type { -1 } else { -2 });
-        let keep_cls = json["vision_feature_select_strategy"].as_str() == Some("full");
-        if let Some(act) = json["projector_hidden_act"].as_str() {
-            if act != "gelu" {
-                return Err(bad(format!("projector_hidden_act `{act}` is not supported (gelu)")));
-            }
-        }
+        let config = crate::vlm_config::VlmConfig::from_json(&json).map_err(bad)?;
         let vision = VisionTower::load_as(dir, device, dtype)?;
         let text = Llama::from_hf_dir_as(dir, device, dtype)?;
         let ck = Checkpoint::open(dir)?;
@@ -122,42 +111,29 @@ impl Llava {
             Ok(Tensor::from_slice(&v).f_reshape(dims.as_slice())?.f_to_kind(dtype)?.f_to_device(device)?)
         };
         let get = |name: &str| load_tensor(&format!("{prefix}{name}"));
-        let onevision = if json["model_type"].as_str() == Some("llava_onevision") {
-            let newline = ["image_newline", "model.image_newline"]
-                .into_iter()
-                .find(|n| ck.contains(n))
-                .ok_or_else(|| bad("llava_onevision checkpoint without image_newline".into()))?;
-            let pinpoints = json["image_grid_pinpoints"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| Some((p[0].as_u64()? as usize, p[1].as_u64()? as usize)))
-                        .collect::<Vec<_>>()
+        let onevision = match config.onevision {
+            Some(ov) => {
+                let newline = ["image_newline", "model.image_newline"]
+                    .into_iter()
+                    .find(|n| ck.contains(n))
+                    .ok_or_else(|| bad("llava_onevision checkpoint without image_newline".into()))?;
+                Some(OneVision {
+                    newline: load_tensor(newline)?,
+                    pinpoints: ov.pinpoints,
+                    max_patches: ov.max_patches,
+                    video_token_id: ov.video_token_id,
                 })
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| bad("no image_grid_pinpoints".into()))?;
-            let aspect = json["vision_aspect_ratio"].as_str().unwrap_or("anyres_max_9");
-            Some(OneVision {
-                newline: load_tensor(newline)?,
-                pinpoints,
-                max_patches: crate::onevision::parse_max_patches(aspect)
-                    .ok_or_else(|| bad(format!("vision_aspect_ratio `{aspect}` is not anyres_max_<N>")))?,
-                video_token_id: json["video_token_id"]
-                    .as_i64()
-                    .or_else(|| json["video_token_index"].as_i64())
-                    .ok_or_else(|| bad("no video_token_id".into()))?,
-            })
-        } else {
-            None
+            }
+            None => None,
         };
         Ok(Llava {
             vision,
             text,
             linear_1: (get("linear_1.weight")?, get("linear_1.bias")?),
             linear_2: (get("linear_2.weight")?, get("linear_2.bias")?),
-            image_token_id,
-            feature_layer,
-            keep_cls,
+            image_token_id: config.image_token_id,
+            feature_layer: config.feature_layer,
+            keep_cls: config.keep_cls,
             onevision,
         })
     }
@@ -216,8 +192,11 @@ impl Llava {
     ) -> Result<(Tensor, VisionOutput), LlavaError> {
         let ov = self.onevision()?;
         let (features, out) = self.image_features(views)?;
-        let packed = crate::onevision::pack_image(&features, height, width, grid, ov.max_patches, &ov.newline)?;
-        Ok((packed, out))
+        let newline: Vec<f32> = Vec::try_from(ov.newline.f_to_kind(Kind::Float)?)?;
+        let packed = on_host(&features, |v| {
+            crate::onevision::pack_image(v, (height, width), grid, ov.max_patches, &newline).map(|p| p.0)
+        })?;
+        Ok((packed.f_reshape([-1, features.size()[2]])?, out))
     }
 
     /// OneVision: the tokens of several images in one prompt (base views `[I, 3, S, S]`, no tiles): each view's
@@ -225,10 +204,9 @@ impl Llava {
     pub fn multi_image_features(&self, views: &Tensor) -> Result<(Tensor, VisionOutput), LlavaError> {
         let ov = self.onevision()?;
         let (features, out) = self.image_features(views)?;
-        let per: Vec<Tensor> = (0..features.size()[0])
-            .map(|i| crate::onevision::with_newline(&features.f_select(0, i)?, &ov.newline))
-            .collect::<Result<_, _>>()?;
-        Ok((Tensor::f_cat(&per, 0)?, out))
+        let (i, _, d) = features.size3()?;
+        let newline = ov.newline.f_reshape([1, 1, d])?.f_to_kind(features.kind())?.f_expand([i, 1, d], false)?;
+        Ok((Tensor::f_cat(&[features, newline], 1)?.f_reshape([-1, d])?, out))
     }
 
     /// OneVision: pooled video tokens `[F, ceil(g/2)², D]` of frames `[F, 3, S, S]` (the newline that follows them
@@ -236,7 +214,9 @@ impl Llava {
     pub fn video_features(&self, frames: &Tensor) -> Result<(Tensor, VisionOutput), LlavaError> {
         self.onevision()?;
         let (features, out) = self.image_features(frames)?;
-        Ok((crate::onevision::pool_video(&features)?, out))
+        let (f, _, d) = features.size3()?;
+        let pooled = on_host(&features, crate::onevision::pool_video)?;
+        Ok((pooled.f_reshape([f, -1, d])?, out))
     }
 
     /// One prefill of `ids` `[1, S]` with one image `pixels` `[1, 3, H, W]`; returns the last position's logits.
@@ -246,3 +226,23 @@ impl Llava {
         Ok(self.text.forward_embeds(embeds, cache)?)
     }
 }
+
+/// Runs a OneVision layout step (`crate::onevision`, shared with the ONNX backend so both backends pack the same
+/// way) on a host copy of `features` `[V, N, D]`, and returns its rows on the features' device and dtype. The copy
+/// is a few MB per question, small next to the tower's work.
+fn on_host(
+    features: &Tensor,
+    step: impl FnOnce(crate::onevision::Views<'_>) -> Result<Vec<f32>, String>,
+) -> Result<Tensor, LlavaError> {
+    let (views, tokens, dim) = features.size3()?;
+    let host: Vec<f32> = Vec::try_from(features.f_to_kind(Kind::Float)?.f_reshape([-1])?)?;
+    let rows = step(crate::onevision::Views {
+        data: &host,
+        views: views as usize,
+        tokens: tokens as usize,
+        dim: dim as usize,
+    })
+    .map_err(|reason| LlavaError::Config { path: "visual tokens".into(), reason })?;
+    Ok(Tensor::from_slice(&rows).f_to_kind(features.kind())?.f_to_device(features.device())?)
+}
+

@@ -16,8 +16,6 @@
 //! here equal the processor's placeholder counts (`image_token_count`), including its rounding quirks:
 //! `int(round(x, 7))` (a truncation) in the unpadding and floor division in the shrink.
 
-use tch::Tensor;
-
 /// `anyres_max_9` -> 9 (Python's `str.strip("anyres_max_")`, which strips those characters from both ends).
 pub fn parse_max_patches(vision_aspect_ratio: &str) -> Option<usize> {
     vision_aspect_ratio.trim_matches(|c: char| "anyres_max_".contains(c)).parse().ok()
@@ -60,81 +58,137 @@ pub fn video_token_count(frames: usize, g: usize) -> usize {
     frames * g.div_ceil(2) * g.div_ceil(2) + 1
 }
 
-/// Packs the projected features `[1 + rows·cols, g², D]` of one any-resolution image of `height x width` into
-/// `[tokens, D]` (base view first, then the unpadded, shrunk tile map with a newline per row).
+/// Projected features of several views, row-major `[views, tokens, dim]` on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct Views<'a> {
+    /// The values.
+    pub data: &'a [f32],
+    /// Views (tiles, images or frames).
+    pub views: usize,
+    /// Tokens per view (`g²`).
+    pub tokens: usize,
+    /// Feature width.
+    pub dim: usize,
+}
+
+impl Views<'_> {
+    /// The side `g` of the square patch grid, when `tokens` is a square.
+    fn grid(&self) -> Result<usize, String> {
+        let g = (self.tokens as f64).sqrt().round() as usize;
+        if g * g != self.tokens || self.data.len() != self.views * self.tokens * self.dim {
+            return Err(format!(
+                "{} values are not {} views of a square patch grid ({} tokens) x {}",
+                self.data.len(),
+                self.views,
+                self.tokens,
+                self.dim
+            ));
+        }
+        Ok(g)
+    }
+}
+
+/// Bilinear resize of a channels-last map `[h, w, d]` to `[out_h, out_w, d]` as torch's
+/// `interpolate(mode="bilinear", align_corners=False)` computes it (no antialiasing; source coordinate
+/// `(dst + 0.5)·in/out - 0.5`, clamped at 0; f32 arithmetic).
+pub fn resize_bilinear(map: &[f32], (h, w): (usize, usize), d: usize, (out_h, out_w): (usize, usize)) -> Vec<f32> {
+    let taps = |inp: usize, out: usize| -> Vec<(usize, usize, f32)> {
+        let scale = inp as f32 / out as f32;
+        (0..out)
+            .map(|o| {
+                let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+                let i0 = (src as usize).min(inp - 1);
+                let i1 = if i0 < inp - 1 { i0 + 1 } else { i0 };
+                (i0, i1, src - i0 as f32)
+            })
+            .collect()
+    };
+    let (ys, xs) = (taps(h, out_h), taps(w, out_w));
+    let mut out = vec![0f32; out_h * out_w * d];
+    for (oy, &(y0, y1, ly)) in ys.iter().enumerate() {
+        for (ox, &(x0, x1, lx)) in xs.iter().enumerate() {
+            let at = |y: usize, x: usize| &map[(y * w + x) * d..(y * w + x + 1) * d];
+            let (a, b, c, e) = (at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1));
+            let dst = &mut out[(oy * out_w + ox) * d..(oy * out_w + ox + 1) * d];
+            for k in 0..d {
+                dst[k] = (1.0 - ly) * ((1.0 - lx) * a[k] + lx * b[k]) + ly * ((1.0 - lx) * c[k] + lx * e[k]);
+            }
+        }
+    }
+    out
+}
+
+/// Packs the projected features of one any-resolution image (`views` = base view + rows·cols tiles of `g²` tokens)
+/// of `height x width` into `[tokens, D]`: base view first, then the unpadded, shrunk tile map with a newline per
+/// row. Returns the rows and their count.
 pub fn pack_image(
-    features: &Tensor,
-    height: usize,
-    width: usize,
+    features: Views<'_>,
+    (height, width): (usize, usize),
     grid: (usize, usize),
     max: usize,
-    newline: &Tensor,
-) -> Result<Tensor, tch::TchError> {
-    let (p, n, d) = features.size3()?;
-    let g = (n as f64).sqrt() as i64;
-    let base = features.f_select(0, 0)?;
-    if p == 1 {
-        return Tensor::f_cat(&[base, newline.f_reshape([1, d])?], 0);
+    newline: &[f32],
+) -> Result<(Vec<f32>, usize), String> {
+    let g = features.grid()?;
+    let (n, d) = (features.tokens, features.dim);
+    let mut out = features.data[..n * d].to_vec();
+    if features.views == 1 {
+        out.extend_from_slice(newline);
+        return Ok((out, n + 1));
     }
-    let (rows, cols) = (grid.0 as i64, grid.1 as i64);
-    if rows * cols != p - 1 {
-        return Err(tch::TchError::Shape(format!("{} tile views for a {rows}x{cols} grid", p - 1)));
+    let (rows, cols) = grid;
+    if rows * cols != features.views - 1 {
+        return Err(format!("{} tile views for a {rows}x{cols} grid", features.views - 1));
     }
-    // [rows, cols, g, g, D] -> [D, rows·g, cols·g]
-    let map = features
-        .f_narrow(0, 1, p - 1)?
-        .f_reshape([rows, cols, g, g, d])?
-        .f_permute([4, 0, 2, 1, 3])?
-        .f_reshape([d, rows * g, cols * g])?;
-    let (cur_h, cur_w) = ((rows * g) as usize, (cols * g) as usize);
+    let (cur_h, cur_w) = (rows * g, cols * g);
     // Unpad exactly as transformers slices: [pad : current - pad] along the padded axis.
-    let map = if width as f64 / height as f64 > cur_w as f64 / cur_h as f64 {
+    let (top, left, h, w) = if width as f64 / height as f64 > cur_w as f64 / cur_h as f64 {
         let new_h = round7(height as f64 * (cur_w as f64 / width as f64)).min(cur_h);
-        let pad = ((cur_h - new_h) / 2) as i64;
-        map.f_narrow(1, pad, cur_h as i64 - 2 * pad)?
+        let pad = (cur_h - new_h) / 2;
+        (pad, 0, cur_h - 2 * pad, cur_w)
     } else {
         let new_w = round7(width as f64 * (cur_h as f64 / height as f64)).min(cur_w);
-        let pad = ((cur_w - new_w) / 2) as i64;
-        map.f_narrow(2, pad, cur_w as i64 - 2 * pad)?
+        let pad = (cur_w - new_w) / 2;
+        (0, pad, cur_h, cur_w - 2 * pad)
     };
-    let (h, w) = (map.size()[1], map.size()[2]);
+    // The unpadded tile map, channels-last: map[y][x] = tile (y / g, x / g), patch (y % g, x % g).
+    let mut map = Vec::with_capacity(h * w * d);
+    for y in top..top + h {
+        for x in left..left + w {
+            let view = 1 + (y / g) * cols + x / g;
+            let token = (y % g) * g + x % g;
+            let at = (view * n + token) * d;
+            map.extend_from_slice(&features.data[at..at + d]);
+        }
+    }
     let ratio = ((h * w) as f64 / (max as f64 * (g * g) as f64)).sqrt();
-    let map = if ratio > 1.1 {
-        let size = [(h as f64 / ratio).floor() as i64, (w as f64 / ratio).floor() as i64];
-        map.f_unsqueeze(0)?.f_upsample_bilinear2d(size, false, None, None)?.f_squeeze_dim(0)?
+    let (map, h, w) = if ratio > 1.1 {
+        let size = ((h as f64 / ratio).floor() as usize, (w as f64 / ratio).floor() as usize);
+        (resize_bilinear(&map, (h, w), d, size), size.0, size.1)
     } else {
-        map
+        (map, h, w)
     };
-    let (h, w) = (map.size()[1], map.size()[2]);
-    let rows_nl = newline.f_reshape([d, 1, 1])?.f_expand([d, h, 1], false)?.f_to_kind(map.kind())?;
-    let map = Tensor::f_cat(&[map, rows_nl], 2)?; // [D, h, w + 1]
-    let tokens = map.f_reshape([d, h * (w + 1)])?.f_transpose(0, 1)?;
-    Tensor::f_cat(&[base, tokens], 0)
+    for row in map.chunks(w * d) {
+        out.extend_from_slice(row);
+        out.extend_from_slice(newline);
+    }
+    Ok((out, n + h * (w + 1)))
 }
 
 /// Pools projected video features `[F, g², D]` to `[F, ceil(g/2)², D]` (bilinear, `align_corners=False`).
-pub fn pool_video(features: &Tensor) -> Result<Tensor, tch::TchError> {
-    let (f, n, d) = features.size3()?;
-    let g = (n as f64).sqrt() as i64;
-    let half = [(g + 1) / 2, (g + 1) / 2];
-    features
-        .f_reshape([f, g, g, d])?
-        .f_permute([0, 3, 1, 2])?
-        .f_upsample_bilinear2d(half, false, None, None)?
-        .f_permute([0, 2, 3, 1])?
-        .f_reshape([f, half[0] * half[1], d])
-}
-
-/// Appends the newline embedding `[D]` after the tokens `[N, D]`.
-pub fn with_newline(tokens: &Tensor, newline: &Tensor) -> Result<Tensor, tch::TchError> {
-    let d = tokens.size()[1];
-    Tensor::f_cat(&[tokens.shallow_clone(), newline.f_reshape([1, d])?.f_to_kind(tokens.kind())?], 0)
+pub fn pool_video(features: Views<'_>) -> Result<Vec<f32>, String> {
+    let g = features.grid()?;
+    let half = g.div_ceil(2);
+    let per = features.tokens * features.dim;
+    Ok(features
+        .data
+        .chunks(per)
+        .flat_map(|frame| resize_bilinear(frame, (g, g), features.dim, (half, half)))
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Kind;
 
     #[test]
     fn counts_follow_the_processor() {
@@ -151,18 +205,35 @@ mod tests {
     #[test]
     fn packing_matches_the_counts() {
         let d = 5;
-        let newline = Tensor::from_slice(&[9f32; 5]);
+        let newline = [9f32; 5];
+        let values = |len: usize| (0..len).map(|i| ((i * 37) % 11) as f32 - 5.0).collect::<Vec<f32>>();
         for (h, w, grid) in [(50usize, 90usize, (2usize, 3usize)), (30, 40, (1, 2)), (90, 50, (3, 2)), (20, 20, (1, 1))]
         {
-            let tiles = (grid.0 * grid.1) as i64;
-            let f = Tensor::randn([1 + tiles, 16, d], (Kind::Float, tch::Device::Cpu));
-            let packed = pack_image(&f, h, w, grid, 2, &newline).unwrap();
-            assert_eq!(packed.size()[0] as usize, image_token_count(h, w, grid, 4, 2), "{h}x{w}");
+            let views = 1 + grid.0 * grid.1;
+            let data = values(views * 16 * d);
+            let (packed, n) = pack_image(Views { data: &data, views, tokens: 16, dim: d }, (h, w), grid, 2, &newline)
+                .unwrap();
+            assert_eq!(n, image_token_count(h, w, grid, 4, 2), "{h}x{w}");
+            assert_eq!(packed.len(), n * d);
+            assert_eq!(packed[..16 * d], data[..16 * d], "the base view comes first, unchanged");
+            assert_eq!(packed[packed.len() - d..], newline, "every map row ends with the newline");
         }
-        let f = Tensor::randn([3, 16, d], (Kind::Float, tch::Device::Cpu));
-        assert!(pack_image(&f, 50, 90, (2, 3), 2, &newline).is_err(), "2 tile views cannot fill a 2x3 grid");
-        let v = pool_video(&Tensor::ones([3, 16, d], (Kind::Float, tch::Device::Cpu))).unwrap();
-        assert_eq!(v.size(), [3, 4, d]);
-        assert!((v.sum(Kind::Float).double_value(&[]) - 60.0).abs() < 1e-4, "bilinear pooling keeps constants");
+        let data = values(3 * 16 * d);
+        let three = Views { data: &data, views: 3, tokens: 16, dim: d };
+        assert!(pack_image(three, (50, 90), (2, 3), 2, &newline).is_err(), "2 tile views cannot fill a 2x3 grid");
+        let ones = vec![1f32; 3 * 16 * d];
+        let v = pool_video(Views { data: &ones, views: 3, tokens: 16, dim: d }).unwrap();
+        assert_eq!(v.len(), 3 * 4 * d);
+        assert!(v.iter().all(|x| (x - 1.0).abs() < 1e-6), "bilinear pooling keeps constants");
+    }
+
+    #[test]
+    fn even_halving_averages_two_by_two_and_odd_sides_follow_torch() {
+        // 4x4 -> 2x2 with align_corners=False samples at 2i + 0.5: the mean of each 2x2 block.
+        let map: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        assert_eq!(resize_bilinear(&map, (4, 4), 1, (2, 2)), vec![2.5, 4.5, 10.5, 12.5]);
+        // 3 -> 2 along one axis: scale 1.5, sources 0.25 and 1.75.
+        let row = [0f32, 10.0, 20.0];
+        assert_eq!(resize_bilinear(&row, (1, 3), 1, (1, 2)), vec![2.5, 17.5]);
     }
 }

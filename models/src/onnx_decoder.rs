@@ -7,9 +7,10 @@
 //!
 //! Cost per step: one graph run over the new tokens against the cached keys, as the torch backend.
 
-use crate::onnx_session::{build_session, take, Array, OnnxError, OnnxOptions};
+use crate::onnx_session::{build_session, float_input, take, Array, OnnxError, OnnxOptions, Precision};
 use ort::session::Session;
 use ort::value::{Tensor, TensorRef};
+
 use std::path::{Path, PathBuf};
 
 /// The keys and values of every layer so far (`[1, kv_heads, T, head_dim]` each, keys then values per layer).
@@ -41,15 +42,17 @@ pub struct OnnxDecoder {
     embed: Session,
     decoder: Session,
     folder: PathBuf,
+    precision: Precision,
     layers: usize,
     kv_heads: usize,
     head_dim: usize,
 }
 
 impl OnnxDecoder {
-    /// Loads `embed_tokens.onnx` and `decoder_model_merged.onnx` from an export's `onnx/` folder; the cache geometry
-    /// (layers, KV heads, head size) comes from the `config.json` next to that folder.
-    pub fn load(onnx_dir: &Path, options: &OnnxOptions) -> Result<Self, OnnxError> {
+    /// Loads `embed_tokens.onnx` and `decoder_model_merged.onnx` (in `precision`: `_fp16`, `_quantized`, ...
+    /// suffixes) from an export's `onnx/` folder; the cache geometry (layers, KV heads, head size) comes from the
+    /// `config.json` next to that folder.
+    pub fn load(onnx_dir: &Path, precision: Precision, options: &OnnxOptions) -> Result<Self, OnnxError> {
         let config_path = onnx_dir.parent().unwrap_or(onnx_dir).join("config.json");
         let bad = |reason: String| OnnxError::Ort { path: config_path.clone(), reason };
         let text = std::fs::read_to_string(&config_path).map_err(|e| bad(e.to_string()))?;
@@ -60,9 +63,10 @@ impl OnnxDecoder {
         let kv_heads = c["num_key_value_heads"].as_u64().map_or(heads, |v| v as usize);
         let head_dim = c["head_dim"].as_u64().map_or(hidden / heads.max(1), |v| v as usize);
         Ok(OnnxDecoder {
-            embed: build_session(&onnx_dir.join("embed_tokens.onnx"), options)?,
-            decoder: build_session(&onnx_dir.join("decoder_model_merged.onnx"), options)?,
+            embed: build_session(&onnx_dir.join(precision.file("embed_tokens")), options)?,
+            decoder: build_session(&onnx_dir.join(precision.file("decoder_model_merged")), options)?,
             folder: onnx_dir.to_path_buf(),
+            precision,
             layers: int("num_hidden_layers")?,
             kv_heads,
             head_dim,
@@ -75,7 +79,7 @@ impl OnnxDecoder {
 
     /// Embeddings `[1, S, D]` of `ids`.
     pub fn embed(&mut self, ids: &[i64]) -> Result<Array, OnnxError> {
-        let file = "embed_tokens.onnx";
+        let file = &self.precision.file("embed_tokens");
         let view = TensorRef::from_array_view(([1i64, ids.len() as i64], ids)).map_err(|e| self.fail(file, &e))?;
         let path = self.folder.join(file);
         let outputs = self
@@ -92,7 +96,7 @@ impl OnnxDecoder {
     /// Runs embeddings `[1, S, D]` after the cached positions; returns the last position's logits and extends the
     /// cache.
     pub fn forward(&mut self, embeds: &Array, cache: &mut OnnxKvCache) -> Result<Vec<f32>, OnnxError> {
-        let file = "decoder_model_merged.onnx";
+        let file = &self.precision.file("decoder_model_merged");
         let path = self.folder.join(file);
         let s = embeds.shape.get(1).copied().unwrap_or(0);
         if embeds.shape.len() != 3 || embeds.shape[0] != 1 || s == 0 {
@@ -105,14 +109,8 @@ impl OnnxDecoder {
         let total = cache.len + s;
         let positions: Vec<i64> = (cache.len as i64..total as i64).collect();
         let mask = vec![1i64; total];
-        let to_dims = |shape: &[usize]| shape.iter().map(|&d| d as i64).collect::<Vec<_>>();
         let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = vec![
-            (
-                "inputs_embeds".into(),
-                TensorRef::from_array_view((to_dims(&embeds.shape), embeds.data.as_slice()))
-                    .map_err(|e| self.fail(file, &e))?
-                    .into(),
-            ),
+            ("inputs_embeds".into(), float_input(&self.decoder, "inputs_embeds", &embeds.shape, &embeds.data, &path)?),
             (
                 "attention_mask".into(),
                 Tensor::from_array(([1i64, total as i64], mask)).map_err(|e| self.fail(file, &e))?.into(),
@@ -124,9 +122,8 @@ impl OnnxDecoder {
         ];
         for (i, past) in cache.past.iter().enumerate() {
             let name = format!("past_key_values.{}.{}", i / 2, if i % 2 == 0 { "key" } else { "value" });
-            let value = TensorRef::from_array_view((to_dims(&past.shape), past.data.as_slice()))
-                .map_err(|e| self.fail(file, &e))?;
-            inputs.push((name.into(), value.into()));
+            let value = float_input(&self.decoder, &name, &past.shape, &past.data, &path)?;
+            inputs.push((name.into(), value));
         }
         let outputs =
             self.decoder.run(inputs).map_err(|e| OnnxError::Ort { path: path.clone(), reason: e.to_string() })?;

@@ -8,9 +8,8 @@
 //! settings that matter on small machines) and reused; pixels are handed to ONNX Runtime as a view of the caller's
 //! slice, without a copy. Cost: one graph run, O(B·N·D·layers) like the tower itself.
 
-use crate::onnx_session::{build_session, take, Array, OnnxError, OnnxOptions};
+use crate::onnx_session::{build_session, float_input, take, Array, OnnxError, OnnxOptions};
 use ort::session::Session;
-use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 
 /// What the encoder returned.
@@ -56,14 +55,17 @@ impl OnnxVisionEncoder {
         if pixels.len() != batch * 3 * side * side {
             return Err(fail(&format!("{} pixel values for {batch} images of 3 x {side} x {side}", pixels.len())));
         }
-        let shape = [batch as i64, 3, side as i64, side as i64];
-        let view = TensorRef::from_array_view((shape, pixels)).map_err(|e| fail(&e))?;
-        let outputs = self.session.run(ort::inputs![self.input.as_str() => view]).map_err(|e| fail(&e))?;
-        let features = take(&outputs, &self.features, &path)?.ok_or_else(|| OnnxError::Output {
+        let view = float_input(&self.session, &self.input, &[batch, 3, side, side], pixels, &path)?;
+        let outputs = self.session.run(vec![(self.input.as_str(), view)]).map_err(|e| fail(&e))?;
+        let mut features = take(&outputs, &self.features, &path)?.ok_or_else(|| OnnxError::Output {
             path: path.clone(),
             output: self.features.clone(),
             reason: "missing".into(),
         })?;
+        // A user encoder may return `[N, D]` for a single image.
+        if features.shape.len() == 2 && batch == 1 {
+            features.shape.insert(0, 1);
+        }
         if features.shape.len() != 3 || features.shape[0] != batch {
             return Err(OnnxError::Output {
                 path: path.clone(),

@@ -48,6 +48,67 @@ impl Default for OnnxOptions {
     }
 }
 
+/// Which precision variant of an export to load. The community exports ship each graph several times, told apart by
+/// a file-name suffix: `decoder_model_merged.onnx` (fp32), `decoder_model_merged_fp16.onnx`,
+/// `..._quantized.onnx` (8-bit weights, dynamic activations; Transformers.js calls it `q8`), `..._int8.onnx`,
+/// `..._uint8.onnx`, `..._q4.onnx` (4-bit blocked weights), `..._q4f16.onnx` and `..._bnb4.onnx`. fp16 graphs take and
+/// return float16 tensors; the backend converts at the graph boundary so callers always see f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// `name.onnx`.
+    #[default]
+    Fp32,
+    /// `name_fp16.onnx`.
+    Fp16,
+    /// `name_quantized.onnx` (`q8`, `quantized`).
+    Q8,
+    /// `name_int8.onnx`.
+    Int8,
+    /// `name_uint8.onnx`.
+    Uint8,
+    /// `name_q4.onnx`.
+    Q4,
+    /// `name_q4f16.onnx`.
+    Q4f16,
+    /// `name_bnb4.onnx`.
+    Bnb4,
+}
+
+impl Precision {
+    /// The names accepted by [`Precision::parse`].
+    pub const NAMES: [&'static str; 9] = ["fp32", "fp16", "q8", "quantized", "int8", "uint8", "q4", "q4f16", "bnb4"];
+
+    /// Parses a Transformers.js `dtype` name; the error lists the accepted ones.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "fp32" => Precision::Fp32,
+            "fp16" => Precision::Fp16,
+            "q8" | "quantized" => Precision::Q8,
+            "int8" => Precision::Int8,
+            "uint8" => Precision::Uint8,
+            "q4" => Precision::Q4,
+            "q4f16" => Precision::Q4f16,
+            "bnb4" => Precision::Bnb4,
+            other => return Err(format!("precision `{other}` is not one of {}", Self::NAMES.join(", "))),
+        })
+    }
+
+    /// The file of graph `stem` (`vision_encoder`, ...) in this precision.
+    pub fn file(self, stem: &str) -> String {
+        let suffix = match self {
+            Precision::Fp32 => "",
+            Precision::Fp16 => "_fp16",
+            Precision::Q8 => "_quantized",
+            Precision::Int8 => "_int8",
+            Precision::Uint8 => "_uint8",
+            Precision::Q4 => "_q4",
+            Precision::Q4f16 => "_q4f16",
+            Precision::Bnb4 => "_bnb4",
+        };
+        format!("{stem}{suffix}.onnx")
+    }
+}
+
 /// A `[dims..]` tensor copied out of ONNX Runtime.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
@@ -88,13 +149,44 @@ pub fn build_session(path: &Path, options: &OnnxOptions) -> Result<Session, Onnx
     builder.commit_from_file(path).map_err(|e| fail(&e))
 }
 
-/// Copies the f32 output `name` out of `outputs` (`None` when the graph has no such output).
+/// Copies the output `name` out of `outputs` as f32 (float16 outputs are widened; `None` when the graph has no such
+/// output).
 pub fn take(outputs: &SessionOutputs<'_>, name: &str, path: &Path) -> Result<Option<Array>, OnnxError> {
     let Some(value) = outputs.get(name) else { return Ok(None) };
-    let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| OnnxError::Output {
-        path: path.to_path_buf(),
-        output: name.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(Some(Array { shape: shape.iter().map(|&d| d as usize).collect(), data: data.to_vec() }))
+    let fail = |e: ort::Error| OnnxError::Output { path: path.to_path_buf(), output: name.to_string(), reason: e.to_string() };
+    let (shape, data) = match value.try_extract_tensor::<f32>() {
+        Ok((shape, data)) => (shape.to_vec(), data.to_vec()),
+        Err(e) => match value.try_extract_tensor::<half::f16>() {
+            Ok((shape, data)) => (shape.to_vec(), data.iter().map(|v| v.to_f32()).collect()),
+            Err(_) => return Err(fail(e)),
+        },
+    };
+    Ok(Some(Array { shape: shape.iter().map(|&d| d as usize).collect(), data }))
+}
+
+/// Whether the session's input `name` takes float16 (an fp16 export).
+pub fn takes_f16(session: &Session, name: &str) -> bool {
+    session.inputs().iter().any(|i| {
+        i.name() == name
+            && matches!(i.dtype(), ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Float16, .. })
+    })
+}
+
+/// A float input for `session`: a view of `data` when the graph takes f32 (no copy), a float16 copy when it takes
+/// float16.
+pub fn float_input<'v>(
+    session: &Session,
+    name: &str,
+    shape: &[usize],
+    data: &'v [f32],
+    path: &Path,
+) -> Result<ort::session::SessionInputValue<'v>, OnnxError> {
+    let fail = |e: ort::Error| OnnxError::Ort { path: path.to_path_buf(), reason: format!("input `{name}`: {e}") };
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    Ok(if takes_f16(session, name) {
+        let half: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        ort::value::Tensor::from_array((dims, half)).map_err(fail)?.into()
+    } else {
+        ort::value::TensorRef::from_array_view((dims, data)).map_err(fail)?.into()
+    })
 }

@@ -5,6 +5,7 @@
 //! Cost per step: one softmax over the vocabulary and a partial sort of the candidates, O(V log V) at worst, on the CPU
 //! copy of the last logits row (150k floats for Qwen2, negligible next to a decoder step).
 
+#[cfg(feature = "torch")]
 use tch::Tensor;
 use tokensieve_pruners::primitives::SplitMix64;
 
@@ -51,12 +52,28 @@ impl TokenPicker {
     }
 
     /// The next token from the last position's logits (`[V]` or `[1, V]`, any device).
+    #[cfg(feature = "torch")]
     pub fn next(&mut self, logits: &Tensor) -> Result<i64, tch::TchError> {
         if self.sampling.temperature == 0.0 {
             return logits.f_reshape([-1])?.f_argmax(0, false)?.f_int64_value(&[]);
         }
         let row: Vec<f32> = Vec::try_from(logits.f_reshape([-1])?.f_to_kind(tch::Kind::Float)?)?;
         Ok(self.pick(&row) as i64)
+    }
+
+    /// The next token from a CPU logits row: the argmax when greedy, else a draw.
+    pub fn pick_or_argmax(&mut self, logits: &[f32]) -> usize {
+        if self.sampling.temperature == 0.0 {
+            // The first maximum, as torch's argmax returns.
+            let mut best = 0;
+            for (i, &l) in logits.iter().enumerate() {
+                if l > logits[best] {
+                    best = i;
+                }
+            }
+            return best;
+        }
+        self.pick(logits)
     }
 
     /// The draw on a CPU logits row.
@@ -102,8 +119,7 @@ mod tests {
     #[test]
     fn greedy_nucleus_and_seeds() {
         let logits = [0.0f32, 3.0, 2.9, -5.0];
-        let greedy = TokenPicker::new(Sampling::default()).next(&Tensor::from_slice(&logits)).unwrap();
-        assert_eq!(greedy, 1);
+        assert_eq!(TokenPicker::new(Sampling::default()).pick_or_argmax(&logits), 1);
         // top_p small enough keeps only the most likely token.
         let mut p = TokenPicker::new(Sampling { temperature: 1.0, top_p: 0.3, seed: 5 });
         assert!((0..50).all(|_| p.pick(&logits) == 1));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 use tokensieve_models::llama::KvCache;
 use tokensieve_models::llava::{Llava, LlavaError};
-use tokensieve_models::onevision::{image_token_count, video_token_count, with_newline};
+use tokensieve_models::onevision::{image_token_count, video_token_count};
 use tokensieve_models::safetensors::Safetensors;
 use tokensieve_video::preprocess::anyres::select_best_resolution;
 
@@ -88,7 +88,7 @@ fn onevision_on(device: Device) {
     let (pooled, _) = model.video_features(&r.tensor("video_pixels").squeeze_dim(0).to_device(device)).unwrap();
     let (f, n, d) = pooled.size3().unwrap();
     assert_eq!((f * n + 1) as usize, video_token_count(3, 4));
-    let tokens = with_newline(&pooled.reshape([f * n, d]), &ov.newline).unwrap();
+    let tokens = Tensor::cat(&[pooled.reshape([f * n, d]), ov.newline.reshape([1, d])], 0);
     check(&model, &ids, &[(VIDEO, &tokens)], &r.tensor("video_logits"), "video", device);
 
     // 20 greedy tokens after the video prompt equal transformers' generate().
@@ -124,7 +124,7 @@ fn half_precision_compute_stays_close_to_transformers_f32() {
         let (pooled, _) = model.video_features(&r.tensor("video_pixels").squeeze_dim(0)).unwrap();
         assert_eq!(pooled.kind(), dtype, "the tower computes in {dtype:?}");
         let (f, n, d) = pooled.size3().unwrap();
-        let tokens = with_newline(&pooled.reshape([f * n, d]), &ov.newline).unwrap();
+        let tokens = Tensor::cat(&[pooled.reshape([f * n, d]), ov.newline.reshape([1, d])], 0);
         let embeds = model.merge_at(&Tensor::from_slice(&ids).unsqueeze(0), &[(VIDEO, &tokens)]).unwrap();
         let logits = model.text.forward_embeds(embeds, &mut KvCache::default()).unwrap();
         assert_eq!(logits.kind(), tch::Kind::Float, "logits come back as f32");

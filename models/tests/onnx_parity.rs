@@ -8,7 +8,7 @@ use std::path::Path;
 use tch::{Device, Tensor};
 use tokensieve_models::llava::Llava;
 use tokensieve_models::onnx_encoder::OnnxVisionEncoder;
-use tokensieve_models::onnx_session::OnnxOptions;
+use tokensieve_models::onnx_session::{OnnxOptions, Precision};
 use tokensieve_models::safetensors::Safetensors;
 
 fn max_diff(a: &Tensor, b: &[f32]) -> f64 {
@@ -62,7 +62,7 @@ fn onnx_llava_matches_transformers_logits_and_greedy_tokens() {
     let options = OnnxOptions::default();
     let mut encoder = OnnxVisionEncoder::load(&onnx_dir.join("vision_encoder.onnx"), &options).unwrap();
     let visual = encoder.encode(&pixels, 1, 32).unwrap().features;
-    let mut decoder = OnnxDecoder::load(&onnx_dir, &options).unwrap();
+    let mut decoder = OnnxDecoder::load(&onnx_dir, Precision::Fp32, &options).unwrap();
     let merged = |ids: &[i64], decoder: &mut OnnxDecoder| -> Array {
         let mut e = decoder.embed(ids).unwrap();
         let d = e.shape[2];
@@ -108,7 +108,7 @@ fn onnx_llava_matches_transformers_logits_and_greedy_tokens() {
 /// 1e-4.
 #[test]
 fn onnx_onevision_video_matches_transformers() {
-    use tokensieve_models::onevision::pool_video;
+    use tokensieve_models::onevision::{pool_video, Views};
     use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let reference = Safetensors::open(&fixtures.join("tiny_onevision/reference.safetensors")).unwrap();
@@ -124,10 +124,10 @@ fn onnx_onevision_video_matches_transformers() {
     let mut encoder = OnnxVisionEncoder::load(&onnx_dir.join("vision_encoder.onnx"), &OnnxOptions::default()).unwrap();
     let out = encoder.encode(&frames, 3, 32).unwrap();
     assert!(out.cls_attention.is_none(), "SigLIP has no CLS token");
-    let features = Tensor::from_slice(&out.features.data).reshape([3, 16, 32]);
-    let pooled: Vec<f32> = Vec::try_from(pool_video(&features).unwrap().reshape([-1])).unwrap();
+    let features = Views { data: &out.features.data, views: 3, tokens: 16, dim: 32 };
+    let pooled = pool_video(features).unwrap();
     let visual: Vec<f32> = pooled.into_iter().chain(newline).collect();
-    let mut decoder = OnnxDecoder::load(&onnx_dir, &OnnxOptions::default()).unwrap();
+    let mut decoder = OnnxDecoder::load(&onnx_dir, Precision::Fp32, &OnnxOptions::default()).unwrap();
     let mut embeds = decoder.embed(&ids).unwrap();
     let d = embeds.shape[2];
     let mut next = 0;

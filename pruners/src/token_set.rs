@@ -138,6 +138,11 @@ impl<M> TokenSet<M> {
         &self.features
     }
 
+    /// The features `[N, D]`, dropping the signals.
+    pub fn into_features(self) -> M {
+        self.features
+    }
+
     /// The layout.
     pub fn layout(&self) -> Layout {
         self.layout

@@ -4,7 +4,8 @@
 use super::{emit, CliError};
 use serde_json::json;
 use std::path::PathBuf;
-use tokensieve::pipeline::video_qa::{MediaKind, QaOptions, VideoQa};
+use tokensieve::pipeline::engine::Engine;
+use tokensieve::pipeline::qa::{MediaKind, QaError, QaOptions};
 use tokensieve::pruners::{Budget, Method, Pruner};
 
 /// Arguments of `bench`.
@@ -31,9 +32,11 @@ pub struct Args {
     /// Where to write the plot.
     #[arg(long, default_value = "bench.png")]
     plot: PathBuf,
-    /// Tensor backend: `torch` (libtorch; CUDA when available). `onnx` is refused until the ONNX Runtime backend exists.
-    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
-    backend: String,
+    /// Tokens to generate per run: the first comes out of the prefill, the rest measure decoding.
+    #[arg(long, default_value_t = 16)]
+    new_tokens: usize,
+    #[command(flatten)]
+    backend: super::BackendFlags,
     /// Print JSON rows.
     #[arg(long)]
     json: bool,
@@ -94,7 +97,7 @@ fn plot(rows: &[(f64, f64, f64)], path: &std::path::Path) -> Result<(), CliError
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    super::check_backend(&args.backend)?;
+    let choice = args.backend.choice(tch::Device::cuda_if_available(), tch::Kind::Float)?;
     let budgets: Vec<f64> = args
         .budgets
         .split(',')
@@ -111,9 +114,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let (method, _) =
         Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
-    let runtime = |e: tokensieve::pipeline::video_qa::QaError| CliError::runtime(e.to_string(), None);
+    if args.new_tokens == 0 {
+        return Err(CliError::usage("--new-tokens 0 generates nothing to time", "for example --new-tokens 16"));
+    }
+    let runtime = |e: QaError| CliError::runtime(e.to_string(), None);
     let frames = super::frames_from(Some(&args.video), &[], args.frames)?;
-    let qa = VideoQa::load(&args.model, tch::Device::cuda_if_available()).map_err(runtime)?;
+    let qa = Engine::load(&args.model, choice).map_err(runtime)?;
     let mut rows = Vec::new();
     let mut points = Vec::new();
     let bar = super::progress_bar(budgets.len() * args.repeats.max(1), "runs");
@@ -121,7 +127,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let mut records = Vec::new();
         for _ in 0..args.repeats.max(1) {
             let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
-            let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(1) };
+            let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(args.new_tokens) };
             records.push(qa.ask(&frames, MediaKind::Video, "Describe the video.", &opts).map_err(runtime)?.1);
             bar.inc(1);
         }
@@ -130,7 +136,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let visual = r.visual_tokens.last().map_or(0, |v| v.1);
         let tflops = 2.0 * r.llm_macs_swiglu / 1e12;
         points.push((b, r.ttft_ms, tflops));
+        let per_second = |count: usize, ms: f64| if ms > 0.0 { count as f64 * 1e3 / ms } else { 0.0 };
+        let prefill_tps = per_second(r.prefill_tokens, r.stage_ms.get("prefill").copied().unwrap_or(0.0));
+        let decode_tps = per_second(r.decode_steps, r.stage_ms.get("generate").copied().unwrap_or(0.0));
         rows.push(json!({"budget": format!("{b}%"), "visual_tokens": visual, "prefill_tokens": r.prefill_tokens,
+            "prefill_tokens_per_s": prefill_tps, "decode_steps": r.decode_steps, "decode_tokens_per_s": decode_tps,
             "llm_tflops": tflops, "llm_tflops_fastv": 2.0 * r.llm_macs_fastv / 1e12, "ttft_ms": r.ttft_ms,
             "stage_ms": r.stage_ms, "kv_bytes": r.kv_bytes, "peak_rss_bytes": peak_rss_bytes()}));
     }
@@ -139,18 +149,19 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot})));
     }
     let mut out = format!(
-        "{} frames of {}, pruner {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
+        "{} frames of {}, pruner {}, backend {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
         frames.len(),
         args.video.display(),
         method.name(),
+        args.backend.backend,
         args.repeats.max(1)
     );
-    out += "| budget | visual tokens | prefill tokens | LLM TFLOPs | TTFT ms | preprocess ms | encode ms | prune ms | prefill ms | KV bytes | peak RSS MiB |\n";
-    out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "| budget | visual tokens | prefill tokens | LLM TFLOPs | TTFT ms | preprocess ms | encode ms | prune ms | prefill ms | prefill tok/s | decode tok/s | KV bytes | peak RSS MiB |\n";
+    out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in &rows {
         let ms = |k: &str| r["stage_ms"][k].as_f64().unwrap_or(0.0);
         out += &format!(
-            "| {} | {} | {} | {:.6} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
+            "| {} | {} | {} | {:.6} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {} | {:.0} |\n",
             r["budget"].as_str().unwrap_or(""),
             r["visual_tokens"],
             r["prefill_tokens"],
@@ -160,6 +171,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
             ms("encode"),
             ms("prune"),
             ms("prefill"),
+            r["prefill_tokens_per_s"].as_f64().unwrap_or(0.0),
+            r["decode_tokens_per_s"].as_f64().unwrap_or(0.0),
             r["kv_bytes"],
             r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
         );

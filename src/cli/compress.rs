@@ -6,15 +6,17 @@ use super::{emit, CliError};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
-use tokensieve::models::llava::Llava;
-use tokensieve::pruners::{prune, Budget, Layout, Method, Pruner, TchBackend, TokenSet};
+use tokensieve::pipeline::engine::Engine;
+use tokensieve::pipeline::qa::MediaKind;
+use tokensieve::pruners::{prune, Budget, CpuBackend, Layout, Method, Pruner, TokenSet};
 use tokensieve::video::preprocess::ImageProcessor;
 use tokensieve::video::Frame;
 
 /// Arguments of `compress`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A `llava`/`llava_onevision` directory or a Hugging Face id (vision tower + projector are used).
+    /// A `llava`/`llava_onevision` directory, a Hugging Face id, or with `--backend onnx` an export folder (vision
+    /// encoder and projector are used).
     #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
     /// A video to sample.
@@ -38,9 +40,8 @@ pub struct Args {
     /// Folder for `kept.png` and `record.json`.
     #[arg(long)]
     out: PathBuf,
-    /// Tensor backend: `torch` (libtorch; CUDA when available). `onnx` is refused until the ONNX Runtime backend exists.
-    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
-    backend: String,
+    #[command(flatten)]
+    backend: super::BackendFlags,
     /// Print the record as JSON.
     #[arg(long)]
     json: bool,
@@ -97,7 +98,7 @@ fn denormalise(processor: &ImageProcessor, p: &tokensieve::video::preprocess::Pi
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    super::check_backend(&args.backend)?;
+    let choice = args.backend.choice(tch::Device::cuda_if_available(), tch::Kind::Float)?;
     let (method, params) =
         Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
     let budget = match (args.keep, args.ratio) {
@@ -106,81 +107,48 @@ pub fn run(args: Args) -> Result<(), CliError> {
         _ => return Err(CliError::usage("give --keep K or --ratio R", "for example --ratio 0.1")),
     };
     budget.validate().map_err(|e| CliError::usage(e.to_string(), "a kept fraction lies in (0, 1]"))?;
-    let device = tch::Device::cuda_if_available();
     let mut times = serde_json::Map::new();
     let mut clock = Instant::now();
     let mut lap = |name: &str, times: &mut serde_json::Map<String, serde_json::Value>| {
         times.insert(name.into(), json!(clock.elapsed().as_secs_f64() * 1e3));
         clock = Instant::now();
     };
-    let model = Llava::load(&args.model, device).map_err(runtime)?;
-    let config: serde_json::Value = std::fs::read_to_string(args.model.join("preprocessor_config.json"))
-        .map_err(|e| runtime(format!("{}: {e}", args.model.join("preprocessor_config.json").display())))
-        .and_then(|t| serde_json::from_str(&t).map_err(runtime))?;
-    let processor = ImageProcessor::from_config(&config).map_err(runtime)?;
-    let side = model.vision.config.image_size as u32;
+    let engine = Engine::load(&args.model, choice).map_err(runtime)?;
     lap("load", &mut times);
     // Frames at their own resolution: the image processor resizes and crops exactly as transformers does.
     let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
     lap("decode", &mut times);
-    let mut pixels = Vec::new();
-    let mut shown = Vec::new();
-    for f in &frames {
-        let p = processor.preprocess(&f.rgb, f.width as usize, f.height as usize);
-        if (p.width, p.height) != (side as usize, side as usize) {
-            return Err(runtime(format!(
-                "the image processor gives {}x{}, the tower takes {side}x{side}",
-                p.width, p.height
-            )));
-        }
-        shown.push(denormalise(&processor, &p));
-        pixels.extend(p.data);
-    }
-    let batch =
-        tch::Tensor::from_slice(&pixels).reshape([frames.len() as i64, 3, side as i64, side as i64]).to_device(device);
-    lap("preprocess", &mut times);
-    // LLaVA-OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells;
-    // a single image would go through any-resolution tiling, which this grid picture cannot show.
-    let onevision = model.onevision.is_some();
-    if onevision && args.video.is_none() && frames.len() == 1 {
+    // OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells; a
+    // single image goes through any-resolution tiling, which this grid picture cannot show.
+    let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
+    let visual = engine.visual_tokens(&frames, kind).map_err(runtime)?;
+    lap("encode", &mut times);
+    let (f, n) = visual.units;
+    let Some(layout @ Layout::Grid { height: grid, .. }) = visual.layout else {
         return Err(CliError::usage(
-            "one image on llava_onevision is pruned as a flat any-resolution sequence, which has no grid to draw",
+            format!("{n} visual tokens per image have no square grid to draw (a single any-resolution image?)"),
             "give a --video or two or more --image files",
         ));
-    }
-    let (visual, out) = if onevision && args.video.is_some() {
-        model.video_features(&batch).map_err(runtime)?
-    } else {
-        model.image_features(&batch).map_err(runtime)?
     };
-    lap("encode", &mut times);
-    let (f, n, d) = visual.size3().map_err(runtime)?;
-    let grid = (n as f64).sqrt() as usize;
-    if grid * grid != n as usize {
-        return Err(runtime(format!("{n} visual tokens per frame are not a square grid")));
-    }
-    let backend = TchBackend::new(device);
-    let features = visual.reshape([f * n, d]);
-    let mut tokens = TokenSet::new(&backend, features)
-        .map_err(runtime)?
-        .with_layout(Layout::frames(f as usize, grid, grid))
-        .map_err(runtime)?;
-    if let Some(a) = &out.cls_attention {
-        let a: Vec<f32> = Vec::try_from(a.reshape([-1])).map_err(|e: tch::TchError| runtime(e))?;
+    // The pruner runs on the host for both backends, so the picture shows one selection whatever ran the tower.
+    let mut tokens = TokenSet::new(&CpuBackend, visual.features).map_err(runtime)?.with_layout(layout).map_err(runtime)?;
+    if let Some(a) = visual.cls_attention {
         tokens = tokens.with_cls_attention(a).map_err(runtime)?;
     }
-    let selection = prune(&backend, &method, &tokens, budget)
+    let selection = prune(&CpuBackend, &method, &tokens, budget)
         .map_err(|e| CliError::usage(e.to_string(), "check the pruner's needs and the budget"))?;
     lap("prune", &mut times);
-    let mut kept = vec![false; (f * n) as usize];
+    let processor = engine.processor();
+    let shown: Vec<Frame> =
+        frames.iter().map(|fr| denormalise(processor, &processor.preprocess(&fr.rgb, fr.width as usize, fr.height as usize))).collect();
+    let mut kept = vec![false; f * n];
     selection.kept.iter().for_each(|&i| kept[i] = true);
     std::fs::create_dir_all(&args.out).map_err(|e| runtime(format!("{}: {e}", args.out.display())))?;
     let png = args.out.join("kept.png");
     picture(&shown, grid, &kept).save(&png).map_err(|e| runtime(format!("{}: {e}", png.display())))?;
-    let per_frame: Vec<usize> =
-        (0..f as usize).map(|i| kept[i * n as usize..(i + 1) * n as usize].iter().filter(|k| **k).count()).collect();
+    let per_frame: Vec<usize> = kept.chunks(n).map(|c| c.iter().filter(|k| **k).count()).collect();
     let record = json!({
-        "model": args.model, "pruner": method.name(), "params": params.effective(),
+        "model": args.model, "backend": args.backend.backend, "pruner": method.name(), "params": params.effective(),
         "frames": frames.iter().map(|fr| json!({"timestamp": fr.timestamp})).collect::<Vec<_>>(),
         "visual_tokens": {"before": f * n, "after": selection.kept.len(), "per_frame": per_frame},
         "kept": selection.kept, "notes": selection.notes, "stage_ms": times, "picture": png,

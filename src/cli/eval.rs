@@ -29,9 +29,11 @@ pub struct Args {
     frames: usize,
     #[command(flatten)]
     scoring: ScoringFlags,
-    /// A `llava`/`llava_onevision` directory or a Hugging Face id.
+    /// A `llava`/`llava_onevision` directory or a Hugging Face id (with `--backend onnx`: an export folder).
     #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
+    #[command(flatten)]
+    backend: super::BackendFlags,
     #[command(flatten)]
     pruning: super::llm::PruningFlags,
     /// Most tokens to generate per answer.
@@ -161,8 +163,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let dataset = Dataset::load(&args.task, &args.data).map_err(eval_error)?;
     let samples = dataset.samples(&args.data_root).map_err(eval_error)?;
-    let qa = tokensieve::pipeline::video_qa::VideoQa::load(&args.model, tch::Device::cuda_if_available())
-        .map_err(runtime)?;
+    let choice = args.backend.choice(tch::Device::cuda_if_available(), tch::Kind::Float)?;
+    let qa = tokensieve::pipeline::engine::Engine::load(&args.model, choice).map_err(runtime)?;
     qa.check_options(&opts).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve eval --help`"))?;
     let plan = Plan { limit: args.limit, shard: args.shard, resume: args.resume, frames: args.frames };
     let bar = super::progress_bar(0, "samples");

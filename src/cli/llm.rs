@@ -44,10 +44,8 @@ pub struct ForwardArgs {
     /// Write the last ViT layer's CLS (or SigLIP probe) attention over the patches `[N]` as .npy (LLaVA).
     #[arg(long)]
     cls_attn_out: Option<PathBuf>,
-    /// Tensor backend: `torch` (libtorch; CUDA when available) or `onnx` (ONNX Runtime, on a folder written by
-    /// models/export/export_onnx.py from a llava checkpoint).
-    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
-    backend: String,
+    #[command(flatten)]
+    backend: super::BackendFlags,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -118,9 +116,8 @@ pub struct AskArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
-    /// Tensor backend: `torch` (libtorch; CUDA when available). `onnx` is refused until the ONNX Runtime backend exists.
-    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
-    backend: String,
+    #[command(flatten)]
+    backend: super::BackendFlags,
     /// Print JSON (answer and record) instead of streaming.
     #[arg(long)]
     json: bool,
@@ -204,85 +201,47 @@ struct Prefill {
 }
 
 /// Runs an ONNX export (`models/export/export_onnx.py`: config, tokenizer and processor files, `onnx/`) of a `llava`
-/// model: vision encoder, the visual tokens written at the expanded placeholders, one merged-decoder prefill.
+/// or `llava_onevision` model: vision encoder (OneVision pooling or packing on the host), the visual tokens written at
+/// the expanded placeholders, one merged-decoder prefill.
 #[cfg(all(feature = "onnx", feature = "video"))]
 fn forward_onnx(args: &ForwardArgs) -> Result<Prefill, CliError> {
-    use tokensieve::models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
-    use tokensieve::models::onnx_encoder::OnnxVisionEncoder;
-    use tokensieve::models::onnx_session::OnnxOptions;
-    use tokensieve::video::preprocess::ImageProcessor;
-    let dir = &args.model;
+    use tokensieve::pipeline::engine::EngineChoice;
+    use tokensieve::pipeline::onnx_qa::OnnxQa;
+    use tokensieve::pipeline::qa::{MediaKind, QaError};
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
-    let read = |name: &str| -> Result<serde_json::Value, CliError> {
-        let path = dir.join(name);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| CliError::usage(format!("{}: {e}", path.display()), "pass the folder export_onnx.py wrote"))?;
-        serde_json::from_str(&text).map_err(|e| runtime(&format!("{}: {e}", path.display())))
+    let EngineChoice::Onnx { precision, options } = args.backend.choice(tch::Device::Cpu, tch::Kind::Float)? else {
+        return Err(CliError::usage("forward_onnx runs the onnx backend", "pass --backend onnx"));
     };
-    let config = read("config.json")?;
-    if config["model_type"].as_str() != Some("llava") {
+    if !args.model.join("onnx").is_dir() {
         return Err(CliError::usage(
-            format!("{}: the onnx backend runs llava exports so far", dir.display()),
-            "export a llava checkpoint, or use --backend torch",
+            format!("{}: no onnx/ folder", args.model.display()),
+            "pass the folder models/export/export_onnx.py wrote",
         ));
     }
-    if args.image.is_empty() {
-        return Err(CliError::usage("the onnx backend needs --image", "give one or more --image files"));
-    }
-    let image_token = config["image_token_id"].as_i64().or_else(|| config["image_token_index"].as_i64()).unwrap_or(-1);
-    let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?).map_err(|e| runtime(&e))?;
-    let frames = super::frames_from(None, &args.image, 0)?;
-    let mut pixels = Vec::new();
-    let mut side = 0;
-    for f in &frames {
-        let p = processor.preprocess(&f.rgb, f.width as usize, f.height as usize);
-        side = p.width;
-        pixels.extend(p.data);
-    }
-    let options = OnnxOptions::default();
-    let onnx = dir.join("onnx");
-    let mut encoder = OnnxVisionEncoder::load(&onnx.join("vision_encoder.onnx"), &options).map_err(|e| runtime(&e))?;
-    let out = encoder.encode(&pixels, frames.len(), side).map_err(|e| runtime(&e))?;
-    let (units, per_unit) = (out.features.shape[0], out.features.shape[1]);
-    let total = units * per_unit;
-    let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| runtime(&e))?;
-    let template = ChatTemplate::from_hf_dir(dir).map_err(|e| runtime(&e))?;
-    let text = match (template, args.raw) {
-        (Some(t), false) => {
-            let content =
-                if args.prompt.contains("<image>") { args.prompt.clone() } else { format!("<image>\n{}", args.prompt) };
-            t.render(&json!([{"role": "user", "content": content}]), true).map_err(|e| runtime(&e))?
-        }
-        _ => args.prompt.clone(),
-    };
-    let expanded = tokensieve::pipeline::prompt::expand_placeholders(&text, "<image>", total, units, per_unit)
-        .map_err(|e| CliError::usage(e, "put <image> in the prompt"))?;
-    let ids: Vec<i64> = tokenizer.encode(&expanded).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
-    let mut decoder = OnnxDecoder::load(&onnx, &options).map_err(|e| runtime(&e))?;
-    let mut embeds = decoder.embed(&ids).map_err(|e| runtime(&e))?;
-    let d = embeds.shape[2];
-    let positions: Vec<usize> = ids.iter().enumerate().filter(|(_, &t)| t == image_token).map(|(p, _)| p).collect();
-    if positions.len() != total {
+    if args.image.is_empty() && args.video.is_none() {
         return Err(CliError::usage(
-            format!("the prompt has {} image tokens for {total} visual tokens", positions.len()),
-            "put <image> in the prompt",
+            "a vision-language prefill needs --image or --video",
+            "for example --image photo.png --prompt \"<image> what is here\"",
         ));
     }
-    for (k, p) in positions.iter().enumerate() {
-        embeds.data[p * d..(p + 1) * d].copy_from_slice(&out.features.data[k * d..(k + 1) * d]);
-    }
-    let logits = decoder.forward(&embeds, &mut OnnxKvCache::default()).map_err(|e| runtime(&e))?;
-    let tensor = |a: &tokensieve::models::onnx_session::Array| {
-        tch::Tensor::from_slice(&a.data).reshape(a.shape.iter().map(|&x| x as i64).collect::<Vec<_>>().as_slice())
-    };
-    save(&args.features_out, &tensor(&out.features).reshape([total as i64, -1]))?;
-    if let Some(a) = &out.cls_attention {
-        save(&args.cls_attn_out, &tensor(a).reshape([-1]))?;
+    let qa = OnnxQa::load(&args.model, precision, &options).map_err(|e| runtime(&e))?;
+    let tokenizer = TextTokenizer::from_hf_dir(&args.model).map_err(|e| runtime(&e))?;
+    let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
+    let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
+    let p = qa.prefill(&frames, kind, &args.prompt, args.raw).map_err(|e| match e {
+        QaError::Prompt(_) => CliError::usage(e.to_string(), "put <image> (or <video>) in the prompt"),
+        e => runtime(&e),
+    })?;
+    let (n, d) = p.visual.dim();
+    let visual: Vec<f32> = p.visual.into_iter().collect();
+    save(&args.features_out, &tch::Tensor::from_slice(&visual).reshape([n as i64, d as i64]))?;
+    if let Some(a) = &p.cls_attention {
+        save(&args.cls_attn_out, &tch::Tensor::from_slice(a))?;
     }
     Ok(Prefill {
-        logits: tch::Tensor::from_slice(&logits).unsqueeze(0),
-        prompt_tokens: ids.len(),
-        visual_tokens: total,
+        logits: tch::Tensor::from_slice(&p.logits).unsqueeze(0),
+        prompt_tokens: p.prompt_tokens,
+        visual_tokens: n,
         tokenizer,
     })
 }
@@ -357,9 +316,10 @@ fn forward_hf(args: &ForwardArgs) -> Result<Prefill, CliError> {
 
 pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
     let start = Instant::now();
-    let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.backend == "onnx" {
+    let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.backend.backend == "onnx" {
         forward_onnx(&args)?
     } else if args.model.is_dir() {
+        args.backend.choice(tch::Device::Cpu, tch::Kind::Float)?;
         forward_hf(&args)?
     } else {
         refuse_visual(!args.image.is_empty())?;
@@ -477,16 +437,21 @@ fn ask_llava(args: &AskArgs, model: &Path) -> Result<(), CliError> {
         ),
         _ => return Err(CliError::usage("give one of --video, --image or --views", "they cannot be mixed")),
     };
+    use tokensieve::pipeline::engine::EngineChoice;
+    let dtype = match args.dtype.as_str() {
+        "f16" => tch::Kind::Half,
+        "bf16" => tch::Kind::BFloat16,
+        _ => tch::Kind::Float,
+    };
     let mut builder = Pipeline::builder(model)
         .sampler(&with_frames(&args.sampler, args.frames))
         .map_err(usage)?
-        .device(device(args.device.as_deref())?)
-        .dtype(match args.dtype.as_str() {
-            "f16" => tch::Kind::Half,
-            "bf16" => tch::Kind::BFloat16,
-            _ => tch::Kind::Float,
-        })
         .max_new_tokens(args.max_new_tokens);
+    builder = match args.backend.choice(device(args.device.as_deref())?, dtype)? {
+        EngineChoice::Torch { device, dtype } => builder.device(device).dtype(dtype),
+        #[cfg(feature = "onnx")]
+        EngineChoice::Onnx { precision, options } => builder.onnx(precision, options),
+    };
     for p in &args.pruning.pruner {
         builder = builder.pruner(p).map_err(usage)?;
     }
@@ -525,7 +490,6 @@ fn ask_llava(args: &AskArgs, model: &Path) -> Result<(), CliError> {
 }
 
 pub fn ask(args: AskArgs) -> Result<(), CliError> {
-    super::check_backend(&args.backend)?;
     let gguf = args.model.ends_with(".gguf") && Path::new(&args.model).is_file();
     let model = if gguf {
         PathBuf::from(&args.model)
@@ -538,6 +502,12 @@ pub fn ask(args: AskArgs) -> Result<(), CliError> {
         return ask_llava(&args, &model);
     }
     refuse_visual(visual)?;
+    if args.backend.backend == "onnx" {
+        return Err(CliError::usage(
+            "the onnx backend runs vision-language exports (models/export/export_onnx.py)",
+            "give --image, --views or --video with an export folder, or use --backend torch for a language model",
+        ));
+    }
     let mut picker = tokensieve::models::sampling::TokenPicker::new(sampling(&args)?);
     let l = load(&model, device(args.device.as_deref())?)?;
     let ids = prompt_ids(&l, &args.question, false)?;

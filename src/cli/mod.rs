@@ -82,16 +82,57 @@ impl CliError {
     }
 }
 
-/// `--backend`: only libtorch runs models so far.
-#[cfg(feature = "torch")]
-pub fn check_backend(backend: &str) -> Result<(), CliError> {
-    if backend != "torch" {
-        return Err(CliError::usage(
-            format!("--backend {backend}: the ONNX Runtime backend is not implemented yet"),
-            "use --backend torch (the default)",
-        ));
+/// Which backend runs a model: flags shared by `forward`, `ask`, `compress`, `bench` and `eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendFlags {
+    /// `torch` (libtorch; CUDA when available; a Hugging Face `llava`/`llava_onevision` directory) or `onnx` (ONNX
+    /// Runtime on the CPU; a folder written by models/export/export_onnx.py).
+    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
+    pub backend: String,
+    /// Which graph files of an ONNX export to load: fp32, fp16, q8 (= quantized), int8, uint8, q4, q4f16, bnb4.
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// ONNX Runtime intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl BackendFlags {
+    /// The engine to load: torch on `device` in `dtype`, or ONNX Runtime with the precision and threads asked for.
+    /// Flags of the other backend are usage errors rather than silently ignored.
+    #[cfg(all(feature = "torch", feature = "video"))]
+    pub fn choice(
+        &self,
+        device: tch::Device,
+        dtype: tch::Kind,
+    ) -> Result<tokensieve::pipeline::engine::EngineChoice, CliError> {
+        use tokensieve::pipeline::engine::EngineChoice;
+        if self.backend == "torch" {
+            if self.precision != "fp32" || self.threads != 0 {
+                return Err(CliError::usage(
+                    "--precision and --threads choose ONNX graph files and sessions",
+                    "add --backend onnx, or use --dtype with the torch backend",
+                ));
+            }
+            return Ok(EngineChoice::Torch { device, dtype });
+        }
+        #[cfg(feature = "onnx")]
+        {
+            use tokensieve::models::onnx_session::{OnnxOptions, Precision};
+            if dtype != tch::Kind::Float {
+                return Err(CliError::usage(
+                    "--dtype applies to the torch backend",
+                    "pick the ONNX graph files with --precision fp16 (or q8, q4, ...)",
+                ));
+            }
+            let precision =
+                Precision::parse(&self.precision).map_err(|e| CliError::usage(e, "for example --precision q8"))?;
+            let options = OnnxOptions { intra_threads: self.threads, ..OnnxOptions::default() };
+            Ok(EngineChoice::Onnx { precision, options })
+        }
+        #[cfg(not(feature = "onnx"))]
+        Err(CliError::usage("this build has no onnx backend", "build with the `onnx` feature (a default one)"))
     }
-    Ok(())
 }
 
 /// `--model`: an existing path as given, else a Hugging Face id resolved (or fetched) in the hub cache.

@@ -12,7 +12,8 @@ use super::error::EvalError;
 use super::task::{Dataset, Media, Sample, Scoring};
 use crate::pipeline::builder::{self, LoadedMedia};
 use crate::pipeline::sampler::Sampler;
-use crate::pipeline::video_qa::{QaOptions, VideoQa};
+use crate::pipeline::engine::Engine;
+use crate::pipeline::qa::QaOptions;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -106,7 +107,7 @@ fn load_media(media: &Media, frames: usize) -> Result<LoadedMedia, String> {
 
 /// Runs the model over `samples` into `out`; returns how many samples this call answered.
 pub fn run(
-    qa: &VideoQa,
+    qa: &Engine,
     samples: &[Sample],
     task: &str,
     opts: &QaOptions,
@@ -152,7 +153,7 @@ pub fn run(
                 Err(e) => line["error"] = json!(e),
                 Ok(m) => {
                     line["decode_ms"] = json!(m.decode_ms);
-                    match qa.ask_with_system(&m.frames, m.kind, s.system.as_deref(), &s.prompt, opts) {
+                    match qa.ask_streaming(&m.frames, m.kind, s.system.as_deref(), &s.prompt, opts, &mut |_| true) {
                         Ok((answer, record)) => {
                             line["prediction"] = json!(answer);
                             line["record"] = json!(record);

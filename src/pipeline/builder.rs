@@ -23,11 +23,14 @@
 //! current one, which hides decoding entirely once it is shorter than answering.
 
 use super::sampler::{Sampler, SamplerError};
-use super::video_qa::{MediaKind, QaError, QaOptions, QaRecord, VideoQa};
+use super::engine::{Engine, EngineChoice};
+use super::qa::{MediaKind, QaError, QaOptions, QaRecord};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Device;
+#[cfg(feature = "onnx")]
+use tokensieve_models::onnx_session::{OnnxOptions, Precision};
 use tokensieve_models::sampling::Sampling;
 use tokensieve_pruners::in_decoder::InDecoder;
 use tokensieve_pruners::{Budget, Method, PruneError};
@@ -68,9 +71,20 @@ pub struct PipelineBuilder {
     sampling: Sampling,
     stop: Vec<String>,
     dtype: tch::Kind,
+    #[cfg(feature = "onnx")]
+    onnx: Option<(Precision, OnnxOptions)>,
 }
 
 impl PipelineBuilder {
+    /// Runs on ONNX Runtime instead of libtorch: the model folder is an export in the community layout
+    /// (`models/export/export_onnx.py`), loaded in `precision` with the session settings `options`. Device and dtype
+    /// do not apply (ONNX Runtime runs on the CPU here; the precision picks the graph files).
+    #[cfg(feature = "onnx")]
+    pub fn onnx(mut self, precision: Precision, options: OnnxOptions) -> Self {
+        self.onnx = Some((precision, options));
+        self
+    }
+
     /// Greedy by default; `Sampling { temperature, top_p, seed }` samples reproducibly.
     pub fn sampling(mut self, sampling: Sampling) -> Self {
         self.sampling = sampling;
@@ -135,7 +149,15 @@ impl PipelineBuilder {
     /// Loads the model and checks the budget.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         self.budget.validate()?;
-        let qa = VideoQa::load_as(&self.model, self.device, self.dtype)?;
+        let torch = EngineChoice::Torch { device: self.device, dtype: self.dtype };
+        #[cfg(feature = "onnx")]
+        let choice = match self.onnx {
+            Some((precision, options)) => EngineChoice::Onnx { precision, options },
+            None => torch,
+        };
+        #[cfg(not(feature = "onnx"))]
+        let choice = torch;
+        let qa = Engine::load(&self.model, choice)?;
         self.sampling.validate().map_err(|reason| PruneError::Param {
             method: "generation".into(),
             param: "sampling".into(),
@@ -213,7 +235,7 @@ pub struct Answer {
 
 /// A loaded model with its sampler and pruning settings.
 pub struct Pipeline {
-    qa: VideoQa,
+    qa: Engine,
     sampler: Sampler,
     opts: QaOptions,
 }
@@ -233,6 +255,8 @@ impl Pipeline {
             sampling: Sampling::default(),
             stop: Vec::new(),
             dtype: tch::Kind::Float,
+            #[cfg(feature = "onnx")]
+            onnx: None,
         }
     }
 
@@ -253,7 +277,8 @@ impl Pipeline {
         question: &str,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Answer, PipelineError> {
-        let (text, qa) = self.qa.ask_streaming(&media.frames, media.kind, None, question, &self.opts, on_text)?;
+        let (text, qa) =
+            self.qa.ask_streaming(&media.frames, media.kind, None, question, &self.opts, on_text)?;
         let record = PipelineRecord {
             sampler: (media.kind == MediaKind::Video).then(|| self.sampler.name().to_string()),
             frame_indices: media.indices,

@@ -3,9 +3,15 @@
 
 #[cfg(all(feature = "torch", feature = "video"))]
 pub mod builder;
+#[cfg(all(feature = "torch", feature = "video"))]
+pub mod engine;
 pub mod flops;
+#[cfg(all(feature = "onnx", feature = "video"))]
+pub mod onnx_qa;
 pub mod overlap;
 pub mod prompt;
+#[cfg(feature = "video")]
+pub mod qa;
 #[cfg(feature = "video")]
 pub mod sampler;
 #[cfg(all(feature = "torch", feature = "video"))]

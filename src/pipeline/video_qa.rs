@@ -18,10 +18,11 @@
 //!   single image's any-resolution sequence (base view, tile map with row newlines) is pruned as one flat set.
 //!   Newlines are not counted as visual tokens in the record (they are in `prefill_tokens`).
 
-use crate::pipeline::flops::{prefill_macs, DecoderShape};
-use rayon::prelude::*;
-use serde::Serialize;
-use std::collections::BTreeMap;
+use super::qa::{
+    generate, inspection_prompt, prune_chain, pruning, question_prompt, square_pixels, square_side, unit_runs, Measured, Newline,
+    StageClock,
+};
+use crate::pipeline::flops::DecoderShape;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
@@ -29,153 +30,17 @@ use tch::{Device, Kind, Tensor};
 use tokensieve_models::chat_template::ChatTemplate;
 use tokensieve_models::llama::{KvCache, LayerDrop, PositionMode, QueryRows};
 use tokensieve_models::llava::Llava;
-use tokensieve_models::sampling::{stop_at, Sampling, TokenPicker};
+use tokensieve_models::sampling::TokenPicker;
 use tokensieve_models::tokenizer::TextTokenizer;
 use tokensieve_pruners::in_decoder::{todre_stage2, InDecoder};
-use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TchBackend, TokenSet};
+use tokensieve_pruners::{Backend, Layout, TchBackend};
 use tokensieve_video::preprocess::anyres::AnyRes;
 use tokensieve_video::preprocess::ImageProcessor;
 use tokensieve_video::Frame;
 
-/// What can go wrong answering a question.
-#[derive(Debug, thiserror::Error)]
-pub enum QaError {
-    /// The model could not load or run.
-    #[error(transparent)]
-    Model(#[from] tokensieve_models::llava::LlavaError),
-    /// The language model failed.
-    #[error(transparent)]
-    Decoder(#[from] tokensieve_models::llama::LlamaError),
-    /// The tokenizer failed.
-    #[error(transparent)]
-    Tokenizer(#[from] tokensieve_models::tokenizer::TokenizerError),
-    /// A pruner failed (the method is named).
-    #[error("{method}: {source}")]
-    Prune {
-        /// The method.
-        method: &'static str,
-        /// Its error.
-        source: tokensieve_pruners::PruneError,
-    },
-    /// libtorch failed.
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
-    /// A configuration file is missing or unusable.
-    #[error("{path}: {reason}")]
-    Config {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// The prompt's placeholders do not fit the visual input.
-    #[error("prompt: {0}")]
-    Prompt(String),
-    /// The image processor and the tower disagree on the input size.
-    #[error("the image processor gives {got}x{got_h}, the tower takes {side}x{side}")]
-    InputSize {
-        /// Processor output width.
-        got: usize,
-        /// Processor output height.
-        got_h: usize,
-        /// Tower input side.
-        side: usize,
-    },
-}
+pub use super::qa::{MediaKind, QaError, QaOptions, QaRecord};
 
-fn pruning(method: &'static str) -> impl Fn(tokensieve_pruners::PruneError) -> QaError {
-    move |source| QaError::Prune { method, source }
-}
-
-/// Settings of one question.
-pub struct QaOptions {
-    /// Pre-LLM pruners, applied in order.
-    pub pruners: Vec<Method>,
-    /// Visual tokens to keep (all frames together).
-    pub budget: Budget,
-    /// In-decoder pruning (FastV, PyramidDrop, ToDRE stage 2), if any.
-    pub in_llm: Option<InDecoder>,
-    /// Most tokens to generate.
-    pub max_new_tokens: usize,
-    /// Greedy (the default) or seeded temperature/top-p sampling.
-    pub sampling: Sampling,
-    /// Generation stops before the first of these strings (besides the end-of-sequence tokens).
-    pub stop: Vec<String>,
-}
-
-impl QaOptions {
-    /// No pruning, greedy, `max_new_tokens` at most.
-    pub fn new(max_new_tokens: usize) -> Self {
-        QaOptions {
-            pruners: Vec::new(),
-            budget: Budget::Ratio(1.0),
-            in_llm: None,
-            max_new_tokens,
-            sampling: Sampling::default(),
-            stop: Vec::new(),
-        }
-    }
-}
-
-/// What happened while answering.
-#[derive(Debug, Clone, Serialize)]
-pub struct QaRecord {
-    /// Timestamps of the frames used.
-    pub frames: Vec<f64>,
-    /// `(stage, visual tokens after it)`, starting with the encoder's output.
-    pub visual_tokens: Vec<(String, usize)>,
-    /// Tokens of the prompt sent to the decoder.
-    pub prefill_tokens: usize,
-    /// Tokens each decoder layer saw in the prefill (shorter after an in-decoder drop).
-    pub tokens_per_layer: Vec<usize>,
-    /// Milliseconds per stage: preprocess, encode (tower + projector), prune, prefill, generate (the tokens after
-    /// the first). Video decoding happens before and is in the pipeline's record.
-    pub stage_ms: BTreeMap<String, f64>,
-    /// Time to first token: preprocess + encode + prune + prefill + first pick.
-    pub ttft_ms: f64,
-    /// KV-cache bytes after generation.
-    pub kv_bytes: usize,
-    /// Prefill MACs with FastV's formula.
-    pub llm_macs_fastv: f64,
-    /// Prefill MACs with the SwiGLU/GQA-correct formula.
-    pub llm_macs_swiglu: f64,
-    /// Tokens generated.
-    pub generated_tokens: usize,
-}
-
-/// What the frames given to [`VideoQa::ask`] are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum MediaKind {
-    /// Frames sampled from one video (OneVision pools them and puts them under `<video>`).
-    Video,
-    /// Separate images: camera views, clip stills or one photo (OneVision: one image goes through any-resolution
-    /// tiling, several get their base view and a newline each).
-    Images,
-}
-
-/// Where the newline embedding goes among the visual tokens (OneVision only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Newline {
-    /// Nowhere (LLaVA-1.5), or already inside the tokens (any-resolution packing).
-    None,
-    /// After every image's kept tokens.
-    PerUnit,
-    /// Once after all frames (video).
-    End,
-}
-
-/// The tower's output as the pruners and the prompt see it.
-struct Encoded {
-    /// `[tokens, D]` in unit order.
-    features: Tensor,
-    layout: Option<Layout>,
-    cls_attention: Option<Tensor>,
-    /// `(units, tokens per unit)`: frames or images.
-    units: (usize, usize),
-    newline: Newline,
-    /// Placeholder token id and its text.
-    placeholder: (i64, &'static str),
-}
+type Encoded = super::qa::Encoded<Tensor>;
 
 /// What [`VideoQa::prefill`] produced.
 pub struct Prefilled {
@@ -235,6 +100,30 @@ impl VideoQa {
         self.ask_with_system(frames, kind, None, question, opts)
     }
 
+    /// The image processor the frames go through.
+    pub fn processor(&self) -> &ImageProcessor {
+        &self.processor
+    }
+
+    /// The visual tokens of `frames` before pruning, copied to the host (see [`crate::pipeline::engine::Engine`]).
+    pub fn visual_tokens(
+        &self,
+        frames: &[Frame],
+        kind: MediaKind,
+    ) -> Result<super::qa::VisualTokens, QaError> {
+        let enc = self.encode(frames, kind, &mut 0.0)?;
+        let (n, d) = enc.features.size2()?;
+        let data: Vec<f32> = Vec::try_from(enc.features.to_kind(Kind::Float).reshape([-1]))?;
+        let features = ndarray::Array2::from_shape_vec((n as usize, d as usize), data)
+            .map_err(|e| QaError::Config { path: "visual tokens".into(), reason: e.to_string() })?;
+        Ok(super::qa::VisualTokens {
+            features,
+            layout: enc.layout,
+            cls_attention: enc.cls_attention,
+            units: enc.units,
+        })
+    }
+
     /// Checks settings that depend on the model (in-decoder drop layers exist in this decoder).
     pub fn check_options(&self, opts: &QaOptions) -> Result<(), tokensieve_pruners::PruneError> {
         let layers = self.model.text.config.layers;
@@ -250,20 +139,10 @@ impl VideoQa {
         Ok(())
     }
 
-    /// Preprocesses frames to the tower's square input, in parallel (six 1600x900 cameras take most of the time to
-    /// first token otherwise): `[F, 3, S, S]` on the model's device.
+    /// Preprocesses frames to the tower's square input: `[F, 3, S, S]` on the model's device.
     fn square_batch(&self, frames: &[Frame]) -> Result<Tensor, QaError> {
         let side = self.model.vision.config.image_size;
-        let processor = &self.processor;
-        let processed: Vec<_> =
-            frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
-        let mut pixels = Vec::with_capacity(frames.len() * 3 * side * side);
-        for p in processed {
-            if (p.width, p.height) != (side, side) {
-                return Err(QaError::InputSize { got: p.width, got_h: p.height, side });
-            }
-            pixels.extend(p.data);
-        }
+        let pixels = square_pixels(&self.processor, frames, side)?;
         Ok(Tensor::from_slice(&pixels)
             .reshape([frames.len() as i64, 3, side as i64, side as i64])
             .to_device(self.device))
@@ -278,10 +157,7 @@ impl VideoQa {
             *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
             batch
         };
-        let grid_of = |n: i64| {
-            let g = (n as f64).sqrt() as usize;
-            (g * g == n as usize).then_some(g)
-        };
+        let grid_of = |n: i64| square_side(n as usize);
         let Some(ov) = &self.model.onevision else {
             // LLaVA-1.5: every frame is one image of g x g tokens, all under one `<image>` span.
             let (visual, out) = self.model.image_features(&pixels(frames)?)?;
@@ -289,7 +165,7 @@ impl VideoQa {
             return Ok(Encoded {
                 features: visual.reshape([f * n, d]),
                 layout: grid_of(n).map(|g| Layout::frames(f as usize, g, g)),
-                cls_attention: out.cls_attention.map(|a| a.reshape([-1])),
+                cls_attention: out.cls_attention.map(|a| Vec::try_from(a.reshape([-1]))).transpose()?,
                 units: (f as usize, n as usize),
                 newline: Newline::None,
                 placeholder: (self.model.image_token_id, "<image>"),
@@ -336,7 +212,7 @@ impl VideoQa {
                 Ok(Encoded {
                     features: visual.reshape([i * n, d]),
                     layout: grid_of(n).map(|g| Layout::Grid { views: i as usize, frames: 1, height: g, width: g }),
-                    cls_attention: out.cls_attention.map(|a| a.reshape([-1])),
+                    cls_attention: out.cls_attention.map(|a| Vec::try_from(a.reshape([-1]))).transpose()?,
                     units: (i as usize, n as usize),
                     newline: Newline::PerUnit,
                     placeholder: image,
@@ -353,16 +229,12 @@ impl VideoQa {
             Newline::None => kept,
             Newline::End => Tensor::f_cat(&[kept, newline], 0)?,
             Newline::PerUnit => {
-                // Kept indices are ascending, so each unit's survivors are one contiguous run.
                 let mut pieces = Vec::with_capacity(2 * enc.units.0);
-                let mut start = 0usize;
-                for unit in 0..enc.units.0 {
-                    let end = start + origin[start..].iter().take_while(|&&o| o / enc.units.1 == unit).count();
-                    if end > start {
-                        pieces.push(kept.narrow(0, start as i64, (end - start) as i64));
+                for run in unit_runs(origin, enc.units.0, enc.units.1) {
+                    if !run.is_empty() {
+                        pieces.push(kept.narrow(0, run.start as i64, run.len() as i64));
                     }
                     pieces.push(newline.shallow_clone());
-                    start = end;
                 }
                 Tensor::f_cat(&pieces, 0)?
             }
@@ -381,24 +253,15 @@ impl VideoQa {
         let origin: Vec<usize> = (0..total).collect();
         let visual = self.with_newlines(enc.features.shallow_clone(), &origin, &enc)?;
         let (placeholder_id, placeholder) = enc.placeholder;
-        let text = match (&self.template, raw) {
-            (Some(t), false) => {
-                let content =
-                    if prompt.contains(placeholder) { prompt.to_string() } else { format!("{placeholder}\n{prompt}") };
-                t.render(&serde_json::json!([{"role": "user", "content": content}]), true)
-                    .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?
-            }
-            _ => prompt.to_string(),
-        };
         let n = visual.size()[0] as usize;
         let per_unit = enc.units.1 + usize::from(enc.newline == Newline::PerUnit);
-        let expanded = crate::pipeline::prompt::expand_placeholders(&text, placeholder, n, enc.units.0, per_unit)
-            .map_err(QaError::Prompt)?;
+        let expanded = inspection_prompt(self.template.as_ref(), prompt, raw, placeholder, n, (enc.units.0, per_unit))?;
         let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
         let ids_t = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
         let embeds = self.model.merge_at(&ids_t, &[(placeholder_id, &visual)])?;
         let logits = self.model.text.forward_embeds(embeds, &mut KvCache::default())?;
-        Ok(Prefilled { logits, prompt_tokens: ids.len(), visual, cls_attention: enc.cls_attention })
+        let cls_attention = enc.cls_attention.map(|a| Tensor::from_slice(&a));
+        Ok(Prefilled { logits, prompt_tokens: ids.len(), visual, cls_attention })
     }
 
     /// Answers `question` about `frames` after a system prompt (a system turn with a chat template; the text
@@ -426,64 +289,18 @@ impl VideoQa {
         opts: &QaOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, QaRecord), QaError> {
-        let mut stage_ms = BTreeMap::new();
-        let mut clock = Instant::now();
-        let mut lap = |name: &str| {
-            let ms = clock.elapsed().as_secs_f64() * 1e3;
-            stage_ms.insert(name.to_string(), ms);
-            clock = Instant::now();
-            ms
-        };
+        let mut clock = StageClock::start();
         let mut preprocess_ms = 0.0;
-        let mut enc = self.encode(frames, kind, &mut preprocess_ms)?;
-        enc.features = enc.features.to_kind(Kind::Float);
-        let mut ttft = lap("encode");
+        let enc = self.encode(frames, kind, &mut preprocess_ms)?;
+        let mut ttft = clock.lap("encode");
         let backend = TchBackend::new(self.device);
-        let total = enc.features.size()[0] as usize;
-        let mut features = enc.features.shallow_clone();
-        let mut tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(pruning("encoder output"))?;
-        if let Some(layout) = enc.layout {
-            tokens = tokens.with_layout(layout).map_err(pruning("layout"))?;
-        }
-        if let Some(a) = &enc.cls_attention {
-            tokens = tokens.with_cls_attention(Vec::try_from(a)?).map_err(pruning("cls attention"))?;
-        }
-        let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
-        let mut visual_tokens = vec![("encoder".to_string(), total)];
-        let mut origin: Vec<usize> = (0..total).collect();
-        for method in &opts.pruners {
-            let s = prune(&backend, method, &tokens, Budget::Keep(k)).map_err(pruning(method.name()))?;
-            features = match &s.merged {
-                Some(m) => m.shallow_clone(),
-                None => backend.gather_rows(tokens.features(), &s.kept).map_err(pruning(method.name()))?,
-            };
-            origin = s.kept.iter().map(|&i| origin[i]).collect();
-            let attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect::<Vec<f32>>());
-            tokens = TokenSet::new(&backend, features.shallow_clone()).map_err(pruning(method.name()))?;
-            if let Some(a) = attention {
-                tokens = tokens.with_cls_attention(a).map_err(pruning(method.name()))?;
-            }
-            visual_tokens.push((method.name().to_string(), s.kept.len()));
-        }
-        let features = self.with_newlines(features, &origin, &enc)?;
-        ttft += lap("prune");
+        let chained =
+            prune_chain(&backend, enc.features.to_kind(Kind::Float), enc.layout, enc.cls_attention.clone(), opts)?;
+        let features = self.with_newlines(chained.features, &chained.origin, &enc)?;
+        ttft += clock.lap("prune");
         let kept = backend.shape(&features).0;
         let (placeholder_id, placeholder) = enc.placeholder;
-        let prompt = match &self.template {
-            Some(t) => {
-                let mut turns = Vec::new();
-                if let Some(s) = system {
-                    turns.push(serde_json::json!({"role": "system", "content": s}));
-                }
-                turns.push(serde_json::json!({"role": "user", "content": format!("{placeholder}\n{question}")}));
-                t.render(&serde_json::Value::Array(turns), true)
-                    .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?
-            }
-            None => match system {
-                Some(s) => format!("{s} USER: {placeholder}\n{question} ASSISTANT:"),
-                None => format!("USER: {placeholder}\n{question} ASSISTANT:"),
-            },
-        };
+        let prompt = question_prompt(self.template.as_ref(), system, placeholder, question)?;
         let expanded = prompt.replacen(placeholder, &vec![placeholder; kept].join(" "), 1);
         let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
         let ids_t = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
@@ -537,32 +354,14 @@ impl VideoQa {
             None => self.model.text.forward_embeds(embeds, &mut cache)?,
         };
         let mut picker = TokenPicker::new(opts.sampling);
-        let mut next = picker.next(&logits)?;
-        ttft += lap("prefill");
-        let mut generated = Vec::new();
-        let mut shown = String::new();
-        let mut cut = None;
-        let stop: Vec<i64> = self.tokenizer.eos.iter().map(|&t| t as i64).collect();
-        while generated.len() < opts.max_new_tokens && !stop.contains(&next) {
-            generated.push(next as u32);
-            let text = self.tokenizer.decode(&generated)?;
-            // A stop string ends the answer where it starts; only text before it is ever shown.
-            let end = stop_at(&text, &opts.stop);
-            let visible = &text[..end.unwrap_or(text.len())];
-            if let Some(delta) = visible.strip_prefix(shown.as_str()).filter(|d| !d.is_empty()) {
-                if !on_text(delta) {
-                    break;
-                }
-                shown = visible.to_string();
-            }
-            if end.is_some() {
-                cut = end;
-                break;
-            }
-            let step = Tensor::from_slice(&[next]).unsqueeze(0).to_device(self.device);
-            next = picker.next(&self.model.text.forward(&step, &mut cache)?)?;
-        }
-        lap("generate");
+        let first = picker.next(&logits)?;
+        ttft += clock.lap("prefill");
+        let mut step = |token: i64| -> Result<i64, QaError> {
+            let step = Tensor::from_slice(&[token]).unsqueeze(0).to_device(self.device);
+            Ok(picker.next(&self.model.text.forward(&step, &mut cache)?)?)
+        };
+        let generated = generate(&self.tokenizer, opts, first, &mut step, on_text)?;
+        clock.lap("generate");
         let shape = DecoderShape {
             hidden: self.model.text.config.hidden,
             ffn: self.model.text.ffn_size(),
@@ -570,27 +369,19 @@ impl VideoQa {
             heads: self.model.text.config.heads,
             kv_heads: self.model.text.config.kv_heads,
         };
-        let (fastv, swiglu) = prefill_macs(&shape, &tokens_per_layer);
-        let mut answer = self.tokenizer.decode(&generated)?;
-        if let Some(end) = cut {
-            answer.truncate(end);
-        }
-        // The tower's time is what `encode` took after the pixels were ready.
-        let encode_total = stage_ms.get("encode").copied().unwrap_or(0.0);
-        stage_ms.insert("preprocess".into(), preprocess_ms);
-        stage_ms.insert("encode".into(), (encode_total - preprocess_ms).max(0.0));
-        let record = QaRecord {
-            frames: frames.iter().map(|f| f.timestamp).collect(),
-            visual_tokens,
+        let record = Measured {
+            frames,
+            visual_tokens: chained.visual_tokens,
             prefill_tokens: ids.len(),
             tokens_per_layer,
-            stage_ms,
+            clock,
+            preprocess_ms,
             ttft_ms: ttft,
             kv_bytes: cache.bytes(),
-            llm_macs_fastv: fastv,
-            llm_macs_swiglu: swiglu,
-            generated_tokens: generated.len(),
-        };
-        Ok((answer, record))
+            shape,
+            generated: &generated,
+        }
+        .record();
+        Ok((generated.answer, record))
     }
 }

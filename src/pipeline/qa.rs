@@ -1,0 +1,444 @@
+//! What every question-answering engine shares, whichever backend runs the tensors ([`super::video_qa::VideoQa`] on
+//! libtorch, [`super::onnx_qa::OnnxQa`] on ONNX Runtime): the options of a question, the record of an answer, the
+//! errors, and the backend-independent steps: the pre-LLM pruner chain (generic over the pruners' [`Backend`]), the
+//! prompt, and the generation loop with stop strings and streaming.
+//!
+//! Keeping these in one place is what makes the two backends give the same answers: only tower, merge and decoder
+//! calls differ between them.
+
+use crate::pipeline::flops::{prefill_macs, DecoderShape};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use tokensieve_models::chat_template::ChatTemplate;
+use tokensieve_models::sampling::{stop_at, Sampling};
+use tokensieve_models::tokenizer::TextTokenizer;
+use tokensieve_pruners::in_decoder::InDecoder;
+use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TokenSet};
+
+/// What can go wrong answering a question.
+#[derive(Debug, thiserror::Error)]
+pub enum QaError {
+    /// The model could not load or run (libtorch backend).
+    #[cfg(feature = "torch")]
+    #[error(transparent)]
+    Model(#[from] tokensieve_models::llava::LlavaError),
+    /// The language model failed (libtorch backend).
+    #[cfg(feature = "torch")]
+    #[error(transparent)]
+    Decoder(#[from] tokensieve_models::llama::LlamaError),
+    /// libtorch failed.
+    #[cfg(feature = "torch")]
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// ONNX Runtime could not load or run a graph (the file is named).
+    #[cfg(feature = "onnx")]
+    #[error(transparent)]
+    Onnx(#[from] tokensieve_models::onnx_session::OnnxError),
+    /// The tokenizer failed.
+    #[error(transparent)]
+    Tokenizer(#[from] tokensieve_models::tokenizer::TokenizerError),
+    /// A pruner failed (the method is named).
+    #[error("{method}: {source}")]
+    Prune {
+        /// The method.
+        method: &'static str,
+        /// Its error.
+        source: tokensieve_pruners::PruneError,
+    },
+    /// A configuration file is missing or unusable.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The prompt's placeholders do not fit the visual input.
+    #[error("prompt: {0}")]
+    Prompt(String),
+    /// The image processor and the tower disagree on the input size.
+    #[error("the image processor gives {got}x{got_h}, the tower takes {side}x{side}")]
+    InputSize {
+        /// Processor output width.
+        got: usize,
+        /// Processor output height.
+        got_h: usize,
+        /// Tower input side.
+        side: usize,
+    },
+}
+
+/// Wraps a pruner error with the method's name.
+pub(crate) fn pruning(method: &'static str) -> impl Fn(tokensieve_pruners::PruneError) -> QaError {
+    move |source| QaError::Prune { method, source }
+}
+
+/// Settings of one question.
+pub struct QaOptions {
+    /// Pre-LLM pruners, applied in order.
+    pub pruners: Vec<Method>,
+    /// Visual tokens to keep (all frames together).
+    pub budget: Budget,
+    /// In-decoder pruning (FastV, PyramidDrop, ToDRE stage 2), if any.
+    pub in_llm: Option<InDecoder>,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Greedy (the default) or seeded temperature/top-p sampling.
+    pub sampling: Sampling,
+    /// Generation stops before the first of these strings (besides the end-of-sequence tokens).
+    pub stop: Vec<String>,
+}
+
+impl QaOptions {
+    /// No pruning, greedy, `max_new_tokens` at most.
+    pub fn new(max_new_tokens: usize) -> Self {
+        QaOptions {
+            pruners: Vec::new(),
+            budget: Budget::Ratio(1.0),
+            in_llm: None,
+            max_new_tokens,
+            sampling: Sampling::default(),
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// What happened while answering.
+#[derive(Debug, Clone, Serialize)]
+pub struct QaRecord {
+    /// Timestamps of the frames used.
+    pub frames: Vec<f64>,
+    /// `(stage, visual tokens after it)`, starting with the encoder's output.
+    pub visual_tokens: Vec<(String, usize)>,
+    /// Tokens of the prompt sent to the decoder.
+    pub prefill_tokens: usize,
+    /// Tokens each decoder layer saw in the prefill (shorter after an in-decoder drop).
+    pub tokens_per_layer: Vec<usize>,
+    /// Milliseconds per stage: preprocess, encode (tower + projector), prune, prefill, generate (the tokens after
+    /// the first). Video decoding happens before and is in the pipeline's record.
+    pub stage_ms: BTreeMap<String, f64>,
+    /// Time to first token: preprocess + encode + prune + prefill + first pick.
+    pub ttft_ms: f64,
+    /// KV-cache bytes after generation.
+    pub kv_bytes: usize,
+    /// Prefill MACs with FastV's formula.
+    pub llm_macs_fastv: f64,
+    /// Prefill MACs with the SwiGLU/GQA-correct formula.
+    pub llm_macs_swiglu: f64,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Decoder steps after the prefill (the `generate` stage's work): decode speed is steps / generate time.
+    pub decode_steps: usize,
+}
+
+/// What the frames given to an engine are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MediaKind {
+    /// Frames sampled from one video (OneVision pools them and puts them under `<video>`).
+    Video,
+    /// Separate images: camera views, clip stills or one photo (OneVision: one image goes through any-resolution
+    /// tiling, several get their base view and a newline each).
+    Images,
+}
+
+/// Where the newline embedding goes among the visual tokens (OneVision only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Newline {
+    /// Nowhere (LLaVA-1.5), or already inside the tokens (any-resolution packing).
+    None,
+    /// After every image's kept tokens.
+    PerUnit,
+    /// Once after all frames (video).
+    End,
+}
+
+/// The tower's output as the pruners and the prompt see it, on a backend's matrix type `M`.
+pub(crate) struct Encoded<M> {
+    /// `[tokens, D]` in unit order.
+    pub features: M,
+    /// The token grid, when the units are square patch grids.
+    pub layout: Option<Layout>,
+    /// The tower's CLS attention over the patches, flattened over units.
+    pub cls_attention: Option<Vec<f32>>,
+    /// `(units, tokens per unit)`: frames or images.
+    pub units: (usize, usize),
+    /// Where newline embeddings go.
+    pub newline: Newline,
+    /// Placeholder token id and its text.
+    pub placeholder: (i64, &'static str),
+}
+
+/// The visual tokens of some frames as the pruners see them, on the host (for inspection: `tokensieve compress`).
+pub struct VisualTokens {
+    /// `[tokens, D]` in unit order (OneVision video: pooled).
+    pub features: ndarray::Array2<f32>,
+    /// The patch grid, when the units are square grids.
+    pub layout: Option<Layout>,
+    /// The tower's CLS attention over the patches (CLIP towers).
+    pub cls_attention: Option<Vec<f32>>,
+    /// `(units, tokens per unit)`: frames or images.
+    pub units: (usize, usize),
+}
+
+/// The side `g` of a square `g x g` patch grid of `n` tokens, if `n` is a square.
+pub(crate) fn square_side(n: usize) -> Option<usize> {
+    let g = (n as f64).sqrt().round() as usize;
+    (g * g == n).then_some(g)
+}
+
+/// The kept tokens of each unit (frame or image), as runs of rows of the kept matrix: kept indices are ascending,
+/// so each unit's survivors are contiguous. `origin[i]` is the encoder index of kept row `i`.
+pub(crate) fn unit_runs(origin: &[usize], units: usize, per_unit: usize) -> Vec<Range<usize>> {
+    let mut runs = Vec::with_capacity(units);
+    let mut start = 0usize;
+    for unit in 0..units {
+        let end = start + origin[start..].iter().take_while(|&&o| o / per_unit == unit).count();
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
+/// The output of the pre-LLM pruner chain.
+pub(crate) struct Chained<M> {
+    /// The kept (or merged) features `[k, D]`.
+    pub features: M,
+    /// Encoder index of each kept row.
+    pub origin: Vec<usize>,
+    /// `(stage, tokens after it)`, starting with the encoder.
+    pub visual_tokens: Vec<(String, usize)>,
+}
+
+/// Runs `opts.pruners` in order on `features` `[N, D]`. The budget is resolved once against all `N` tokens and every
+/// stage keeps at most that many (a stage whose input already fits is the identity); the CLS attention follows the
+/// kept rows so a later attention-based stage still has it.
+pub(crate) fn prune_chain<B: Backend>(
+    backend: &B,
+    features: B::Matrix,
+    layout: Option<Layout>,
+    cls_attention: Option<Vec<f32>>,
+    opts: &QaOptions,
+) -> Result<Chained<B::Matrix>, QaError> {
+    let total = backend.shape(&features).0;
+    let mut tokens = TokenSet::new(backend, features).map_err(pruning("encoder output"))?;
+    if let Some(layout) = layout {
+        tokens = tokens.with_layout(layout).map_err(pruning("layout"))?;
+    }
+    if let Some(a) = cls_attention {
+        tokens = tokens.with_cls_attention(a).map_err(pruning("cls attention"))?;
+    }
+    let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
+    let mut visual_tokens = vec![("encoder".to_string(), total)];
+    let mut origin: Vec<usize> = (0..total).collect();
+    for method in &opts.pruners {
+        let s = prune(backend, method, &tokens, Budget::Keep(k)).map_err(pruning(method.name()))?;
+        let kept = match s.merged {
+            Some(m) => m,
+            None => backend.gather_rows(tokens.features(), &s.kept).map_err(pruning(method.name()))?,
+        };
+        origin = s.kept.iter().map(|&i| origin[i]).collect();
+        let attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect::<Vec<f32>>());
+        tokens = TokenSet::new(backend, kept).map_err(pruning(method.name()))?;
+        if let Some(a) = attention {
+            tokens = tokens.with_cls_attention(a).map_err(pruning(method.name()))?;
+        }
+        visual_tokens.push((method.name().to_string(), s.kept.len()));
+    }
+    Ok(Chained { features: tokens.into_features(), origin, visual_tokens })
+}
+
+/// The question's prompt with one `placeholder` for the visual tokens: the chat template when the checkpoint has
+/// one (a system turn, then the user turn `{placeholder}\n{question}`), else LLaVA-1.5's
+/// `USER: {placeholder}\n{question} ASSISTANT:` with the system text in front.
+pub(crate) fn question_prompt(
+    template: Option<&ChatTemplate>,
+    system: Option<&str>,
+    placeholder: &str,
+    question: &str,
+) -> Result<String, QaError> {
+    match template {
+        Some(t) => {
+            let mut turns = Vec::new();
+            if let Some(s) = system {
+                turns.push(serde_json::json!({"role": "system", "content": s}));
+            }
+            turns.push(serde_json::json!({"role": "user", "content": format!("{placeholder}\n{question}")}));
+            t.render(&serde_json::Value::Array(turns), true)
+                .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })
+        }
+        None => Ok(match system {
+            Some(s) => format!("{s} USER: {placeholder}\n{question} ASSISTANT:"),
+            None => format!("USER: {placeholder}\n{question} ASSISTANT:"),
+        }),
+    }
+}
+
+/// The prompt of an unpruned inspection prefill (`tokensieve forward`): with a chat template and `raw = false` one
+/// user turn (a placeholder is added in front when the prompt has none), otherwise the prompt verbatim; each
+/// placeholder then expands as transformers' processor expands it (see [`super::prompt::expand_placeholders`]).
+pub(crate) fn inspection_prompt(
+    template: Option<&ChatTemplate>,
+    prompt: &str,
+    raw: bool,
+    placeholder: &str,
+    visual: usize,
+    units: (usize, usize),
+) -> Result<String, QaError> {
+    let text = match (template, raw) {
+        (Some(t), false) => {
+            let content =
+                if prompt.contains(placeholder) { prompt.to_string() } else { format!("{placeholder}\n{prompt}") };
+            t.render(&serde_json::json!([{"role": "user", "content": content}]), true)
+                .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?
+        }
+        _ => prompt.to_string(),
+    };
+    crate::pipeline::prompt::expand_placeholders(&text, placeholder, visual, units.0, units.1)
+        .map_err(QaError::Prompt)
+}
+
+/// The answer so far and how generation ended.
+pub(crate) struct Generated {
+    /// The answer, cut before a stop string.
+    pub answer: String,
+    /// Tokens generated (the stop string's tokens included, end-of-sequence excluded).
+    pub tokens: usize,
+    /// Decoder steps run after the prefill.
+    pub steps: usize,
+}
+
+/// Generates from the first picked token `first`: `step(token)` runs one decoder step on the token and picks the
+/// next. Stops at end-of-sequence, `opts.max_new_tokens`, a stop string (only text before it is ever shown) or when
+/// `on_text` (handed each new piece of visible text; tokens can split characters) returns `false`.
+pub(crate) fn generate(
+    tokenizer: &TextTokenizer,
+    opts: &QaOptions,
+    first: i64,
+    step: &mut dyn FnMut(i64) -> Result<i64, QaError>,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generated, QaError> {
+    let mut next = first;
+    let mut generated = Vec::new();
+    let mut shown = String::new();
+    let mut cut = None;
+    let mut steps = 0;
+    let eos: Vec<i64> = tokenizer.eos.iter().map(|&t| t as i64).collect();
+    while generated.len() < opts.max_new_tokens && !eos.contains(&next) {
+        generated.push(next as u32);
+        let text = tokenizer.decode(&generated)?;
+        let end = stop_at(&text, &opts.stop);
+        let visible = &text[..end.unwrap_or(text.len())];
+        if let Some(delta) = visible.strip_prefix(shown.as_str()).filter(|d| !d.is_empty()) {
+            if !on_text(delta) {
+                break;
+            }
+            shown = visible.to_string();
+        }
+        if end.is_some() {
+            cut = end;
+            break;
+        }
+        // The budget is spent: a further step would compute a token nobody reads.
+        if generated.len() == opts.max_new_tokens {
+            break;
+        }
+        next = step(next)?;
+        steps += 1;
+    }
+    let mut answer = tokenizer.decode(&generated)?;
+    if let Some(end) = cut {
+        answer.truncate(end);
+    }
+    Ok(Generated { answer, tokens: generated.len(), steps })
+}
+
+/// Stage clock of one answer: laps name stages; the time to first token adds the laps up to the first pick.
+pub(crate) struct StageClock {
+    clock: std::time::Instant,
+    /// Milliseconds per stage.
+    pub stage_ms: BTreeMap<String, f64>,
+}
+
+impl StageClock {
+    /// Starts now.
+    pub fn start() -> Self {
+        StageClock { clock: std::time::Instant::now(), stage_ms: BTreeMap::new() }
+    }
+
+    /// Ends stage `name`, returning its milliseconds.
+    pub fn lap(&mut self, name: &str) -> f64 {
+        let ms = self.clock.elapsed().as_secs_f64() * 1e3;
+        self.stage_ms.insert(name.to_string(), ms);
+        self.clock = std::time::Instant::now();
+        ms
+    }
+}
+
+/// Everything an engine measured, turned into a [`QaRecord`].
+pub(crate) struct Measured<'a> {
+    /// The frames answered about.
+    pub frames: &'a [tokensieve_video::Frame],
+    /// Tokens per pruning stage.
+    pub visual_tokens: Vec<(String, usize)>,
+    /// Prompt tokens.
+    pub prefill_tokens: usize,
+    /// Tokens each decoder layer saw.
+    pub tokens_per_layer: Vec<usize>,
+    /// The stage clock; its `encode` lap includes preprocessing.
+    pub clock: StageClock,
+    /// Milliseconds spent turning frames into pixels (inside the `encode` lap).
+    pub preprocess_ms: f64,
+    /// Time to first token.
+    pub ttft_ms: f64,
+    /// KV-cache bytes.
+    pub kv_bytes: usize,
+    /// The decoder's shape, for the FLOPs.
+    pub shape: DecoderShape,
+    /// What generation did.
+    pub generated: &'a Generated,
+}
+
+impl Measured<'_> {
+    /// The record, with preprocessing split out of the `encode` lap.
+    pub fn record(self) -> QaRecord {
+        let mut stage_ms = self.clock.stage_ms;
+        let encode_total = stage_ms.get("encode").copied().unwrap_or(0.0);
+        stage_ms.insert("preprocess".into(), self.preprocess_ms);
+        stage_ms.insert("encode".into(), (encode_total - self.preprocess_ms).max(0.0));
+        let (fastv, swiglu) = prefill_macs(&self.shape, &self.tokens_per_layer);
+        QaRecord {
+            frames: self.frames.iter().map(|f| f.timestamp).collect(),
+            visual_tokens: self.visual_tokens,
+            prefill_tokens: self.prefill_tokens,
+            tokens_per_layer: self.tokens_per_layer,
+            stage_ms,
+            ttft_ms: self.ttft_ms,
+            kv_bytes: self.kv_bytes,
+            llm_macs_fastv: fastv,
+            llm_macs_swiglu: swiglu,
+            generated_tokens: self.generated.tokens,
+            decode_steps: self.generated.steps,
+        }
+    }
+}
+
+/// Preprocesses frames to the tower's square input `side x side`, in parallel (six 1600x900 cameras take most of
+/// the time to first token otherwise): `[F, 3, S, S]` row-major.
+pub(crate) fn square_pixels(
+    processor: &tokensieve_video::preprocess::ImageProcessor,
+    frames: &[tokensieve_video::Frame],
+    side: usize,
+) -> Result<Vec<f32>, QaError> {
+    use rayon::prelude::*;
+    let processed: Vec<_> =
+        frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
+    let mut pixels = Vec::with_capacity(frames.len() * 3 * side * side);
+    for p in processed {
+        if (p.width, p.height) != (side, side) {
+            return Err(QaError::InputSize { got: p.width, got_h: p.height, side });
+        }
+        pixels.extend(p.data);
+    }
+    Ok(pixels)
+}
