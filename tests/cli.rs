@@ -1209,3 +1209,169 @@ fn forward_gives_the_same_outputs_on_torch_and_onnx() {
         tokensieve(&["forward", "--backend", "onnx", "--model", ov, "--image", &photo, "--prompt", "x"]);
     assert_eq!(code, 2, "no onnx/ folder or not llava: {err}");
 }
+
+/// The committed ONNX exports of the tiny fixtures (`models/export/export_onnx.py`, `make fixtures`).
+const TINY_LLAVA_ONNX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava_onnx");
+const TINY_ONEVISION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision");
+const TINY_ONEVISION_ONNX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision_onnx");
+
+/// `ask --json` on one backend: the answer and the record.
+fn ask_on(backend: &str, model: &str, args: &[&str]) -> (String, serde_json::Value) {
+    let mut all = vec!["ask", "--backend", backend, "--model", model, "--max-new-tokens", "20", "--json"];
+    all.extend_from_slice(args);
+    all.push("what is there");
+    let (code, out, err) = tokensieve(&all);
+    assert_eq!(code, 0, "{backend} {args:?}: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    (v["answer"].as_str().unwrap().to_string(), v["record"].clone())
+}
+
+#[test]
+fn ask_gives_the_same_answers_on_torch_and_onnx_with_and_without_pruners() {
+    let video = asset("videos/bikes.mp4");
+    let (a, b) = (asset("images/chelsea.png"), asset("images/coffee.png"));
+    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+        (TINY_LLAVA, TINY_LLAVA_ONNX, vec!["--image", &a]),
+        (TINY_LLAVA, TINY_LLAVA_ONNX, vec!["--video", &video, "--frames", "3", "--pruner", "todre", "--ratio", "0.25"]),
+        // CLS attention from the export's extra output drives VisionZip exactly as the torch tower's does.
+        (TINY_LLAVA, TINY_LLAVA_ONNX, vec!["--image", &a, "--image", &b, "--pruner", "visionzip", "--keep", "8"]),
+        (TINY_ONEVISION, TINY_ONEVISION_ONNX, vec!["--video", &video, "--frames", "4"]),
+        (
+            TINY_ONEVISION,
+            TINY_ONEVISION_ONNX,
+            vec!["--video", &video, "--frames", "4", "--pruner", "divprune", "--keep", "6"],
+        ),
+        (TINY_ONEVISION, TINY_ONEVISION_ONNX, vec!["--image", &a, "--image", &b, "--pruner", "todre", "--keep", "10"]),
+        // One photo: any-resolution tiles packed on the host with row newlines, then a chain of two pruners.
+        (
+            TINY_ONEVISION,
+            TINY_ONEVISION_ONNX,
+            vec!["--image", &a, "--pruner", "kcenter", "--pruner", "todre", "--ratio", "0.5"],
+        ),
+    ];
+    for (torch_model, onnx_model, args) in cases {
+        let (torch_answer, torch) = ask_on("torch", torch_model, &args);
+        let (onnx_answer, onnx) = ask_on("onnx", onnx_model, &args);
+        assert!(!torch_answer.is_empty(), "{args:?}");
+        assert_eq!(torch_answer, onnx_answer, "{args:?}: greedy answers");
+        for key in ["visual_tokens", "prefill_tokens", "generated_tokens", "decode_steps", "llm_macs_swiglu"] {
+            assert_eq!(torch[key], onnx[key], "{args:?}: {key}");
+        }
+    }
+}
+
+#[test]
+fn onnx_backend_refuses_in_decoder_pruning_and_torch_only_flags() {
+    let video = asset("videos/bikes.mp4");
+    for spec in ["fastv:layer=1,ratio=0.5", "pdrop:layers=1,lambda=0.5", "todre-stage2:tau=0.1"] {
+        let (code, _, err) = tokensieve(&[
+            "ask",
+            "--backend",
+            "onnx",
+            "--model",
+            TINY_ONEVISION_ONNX,
+            "--video",
+            &video,
+            "--in-llm",
+            spec,
+            "x",
+        ]);
+        assert_eq!(code, 2, "{spec}");
+        assert!(err.contains("not supported on the onnx backend"), "{spec}: {err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "one line: {err}");
+    }
+    let (code, _, err) = tokensieve(&["ask", "--model", TINY_LLAVA, "--video", &video, "--precision", "fp16", "x"]);
+    assert_eq!(code, 2, "--precision picks ONNX files: {err}");
+    let (code, _, err) = tokensieve(&[
+        "ask",
+        "--backend",
+        "onnx",
+        "--model",
+        TINY_LLAVA_ONNX,
+        "--video",
+        &video,
+        "--precision",
+        "q3",
+        "x",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("q3"), "{err}");
+}
+
+#[test]
+fn compress_and_bench_run_on_both_backends_with_the_same_selection() {
+    let video = asset("videos/bikes.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    for (torch_model, onnx_model, pruner) in
+        [(TINY_LLAVA, TINY_LLAVA_ONNX, "visionzip"), (TINY_ONEVISION, TINY_ONEVISION_ONNX, "todre")]
+    {
+        let kept = |backend: &str, model: &str| -> serde_json::Value {
+            let out_dir = dir.path().join(backend);
+            let (code, out, err) = tokensieve(&[
+                "compress",
+                "--backend",
+                backend,
+                "--model",
+                model,
+                "--video",
+                &video,
+                "--frames",
+                "3",
+                "--pruner",
+                pruner,
+                "--ratio",
+                "0.25",
+                "--out",
+                out_dir.to_str().unwrap(),
+                "--json",
+            ]);
+            assert_eq!(code, 0, "{backend}: {err}");
+            assert!(out_dir.join("kept.png").is_file());
+            let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+            assert_eq!(v["backend"], backend);
+            json_pick(&v, &["kept", "visual_tokens"])
+        };
+        assert_eq!(kept("torch", torch_model), kept("onnx", onnx_model), "{pruner}");
+    }
+    let plot = dir.path().join("bench.png");
+    let rows = |backend: &str, model: &str| -> Vec<serde_json::Value> {
+        let (code, out, err) = tokensieve(&[
+            "bench",
+            "--backend",
+            backend,
+            "--model",
+            model,
+            "--video",
+            &video,
+            "--frames",
+            "3",
+            "--repeats",
+            "1",
+            "--budgets",
+            "100%,10%",
+            "--new-tokens",
+            "4",
+            "--plot",
+            plot.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{backend}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["rows"].as_array().unwrap().clone()
+    };
+    let (torch, onnx) = (rows("torch", TINY_ONEVISION), rows("onnx", TINY_ONEVISION_ONNX));
+    assert_eq!(onnx.len(), 2);
+    for (t, o) in torch.iter().zip(&onnx) {
+        assert_eq!(
+            json_pick(t, &["visual_tokens", "prefill_tokens", "kv_bytes"]),
+            json_pick(o, &["visual_tokens", "prefill_tokens", "kv_bytes"])
+        );
+        assert!(o["prefill_tokens_per_s"].as_f64().unwrap() > 0.0, "{o}");
+        assert_eq!(o["decode_steps"], t["decode_steps"]);
+    }
+}
+
+/// The listed keys of a JSON object.
+fn json_pick(v: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
+    serde_json::Value::Object(keys.iter().map(|k| (k.to_string(), v[*k].clone())).collect())
+}

@@ -11,10 +11,17 @@
   past_key_values.N.key/value [B, kv_heads, P, head_dim] (P may be 0: the same graph prefills and decodes) ->
   logits [B, S, V] and present.N.key/value [B, kv_heads, P+S, head_dim].
 
-    python models/export/export_onnx.py --model HF_DIR --out OUT_DIR
+    python models/export/export_onnx.py --model HF_DIR --out OUT_DIR [--precision fp32,fp16,q8,q4]
 
-Needs transformers, torch and onnx (PyPI). Uses torch's TorchScript exporter (opset 17), eager attention so the
-attention probabilities exist in the graph.
+Precision variants are written next to the fp32 graphs with the community suffixes, and chosen at run time with
+`--precision`: `_fp16` (float16 weights and inputs/outputs, onnxruntime.transformers.float16), `_quantized` (q8:
+8-bit dynamic quantization of the weights, onnxruntime.quantization, uint8 as Transformers.js' `quantized`), `_q4`
+(4-bit blocked MatMul weights, MatMulNBitsQuantizer, block 32; needs the `onnx-ir` package). Graphs over 2 GB keep
+their weights in a `.onnx_data` file beside them.
+
+Needs transformers, torch, onnx and onnxruntime (PyPI). Uses torch's TorchScript exporter (opset 17), eager
+attention so the attention probabilities exist in the graph. The checkpoint is exported in float32 whatever dtype it
+is stored in.
 """
 
 import argparse
@@ -81,13 +88,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="a llava or llava_onevision directory")
     ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--precision", default="fp32", help="comma-separated: fp32 (always written), fp16, q8, q4")
     args = ap.parse_args()
+    extra = [p for p in args.precision.split(",") if p and p != "fp32"]
+    unknown = [p for p in extra if p not in ("fp16", "q8", "q4")]
+    if unknown:
+        raise SystemExit(f"--precision {','.join(unknown)}: choose among fp32, fp16, q8, q4")
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(args.model)
     if config.model_type not in ("llava", "llava_onevision"):
         raise SystemExit(f"{args.model}: model_type {config.model_type} is not llava or llava_onevision")
-    model = AutoModelForImageTextToText.from_pretrained(args.model, attn_implementation="eager").eval()
+    model = AutoModelForImageTextToText.from_pretrained(args.model, attn_implementation="eager",
+                                                        dtype=torch.float32).eval()
     os.makedirs(os.path.join(args.out, "onnx"), exist_ok=True)
     for name in os.listdir(args.model):
         if name.endswith(".json") and name != "reference.safetensors":
@@ -128,8 +141,43 @@ def main():
         info["image_newline"] = [float(v) for v in newline.detach().float()]
     with open(os.path.join(args.out, "onnx", "export.json"), "w") as f:
         json.dump(info, f, indent=1)
+    for stem in ("vision_encoder", "embed_tokens", "decoder_model_merged"):
+        for precision in extra:
+            write_variant(os.path.join(args.out, "onnx"), stem, precision)
     print(f"wrote {args.out}/onnx: vision_encoder.onnx ({', '.join(outputs)}), embed_tokens.onnx, "
-          "decoder_model_merged.onnx")
+          f"decoder_model_merged.onnx; variants: {', '.join(extra) or 'none'}")
+
+
+SUFFIX = {"fp16": "_fp16", "q8": "_quantized", "q4": "_q4"}
+TWO_GB = 2 ** 31 - 1
+
+
+def write_variant(folder, stem, precision):
+    """Writes `stem{suffix}.onnx` from the fp32 `stem.onnx`."""
+    import onnx
+
+    source = os.path.join(folder, f"{stem}.onnx")
+    target = os.path.join(folder, f"{stem}{SUFFIX[precision]}.onnx")
+    big = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.startswith(stem + ".onnx")) > TWO_GB
+
+    def save(model):
+        onnx.save_model(model, target, save_as_external_data=big, location=os.path.basename(target) + "_data")
+
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # keep_io_types=False: inputs and outputs become float16 too, as in the community fp16 exports.
+        save(convert_float_to_float16(onnx.load(source), keep_io_types=False, disable_shape_infer=big))
+    elif precision == "q8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(source, target, weight_type=QuantType.QUInt8, use_external_data_format=big)
+    else:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(source), block_size=32, is_symmetric=True)
+        quantizer.process()
+        save(quantizer.model.model)
 
 
 if __name__ == "__main__":

@@ -245,4 +245,3 @@ fn on_host(
     .map_err(|reason| LlavaError::Config { path: "visual tokens".into(), reason })?;
     Ok(Tensor::from_slice(&rows).f_to_kind(features.kind())?.f_to_device(features.device())?)
 }
-

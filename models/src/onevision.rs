@@ -179,11 +179,7 @@ pub fn pool_video(features: Views<'_>) -> Result<Vec<f32>, String> {
     let g = features.grid()?;
     let half = g.div_ceil(2);
     let per = features.tokens * features.dim;
-    Ok(features
-        .data
-        .chunks(per)
-        .flat_map(|frame| resize_bilinear(frame, (g, g), features.dim, (half, half)))
-        .collect())
+    Ok(features.data.chunks(per).flat_map(|frame| resize_bilinear(frame, (g, g), features.dim, (half, half))).collect())
 }
 
 #[cfg(test)]
@@ -211,8 +207,8 @@ mod tests {
         {
             let views = 1 + grid.0 * grid.1;
             let data = values(views * 16 * d);
-            let (packed, n) = pack_image(Views { data: &data, views, tokens: 16, dim: d }, (h, w), grid, 2, &newline)
-                .unwrap();
+            let (packed, n) =
+                pack_image(Views { data: &data, views, tokens: 16, dim: d }, (h, w), grid, 2, &newline).unwrap();
             assert_eq!(n, image_token_count(h, w, grid, 4, 2), "{h}x{w}");
             assert_eq!(packed.len(), n * d);
             assert_eq!(packed[..16 * d], data[..16 * d], "the base view comes first, unchanged");

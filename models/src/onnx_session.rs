@@ -153,7 +153,8 @@ pub fn build_session(path: &Path, options: &OnnxOptions) -> Result<Session, Onnx
 /// output).
 pub fn take(outputs: &SessionOutputs<'_>, name: &str, path: &Path) -> Result<Option<Array>, OnnxError> {
     let Some(value) = outputs.get(name) else { return Ok(None) };
-    let fail = |e: ort::Error| OnnxError::Output { path: path.to_path_buf(), output: name.to_string(), reason: e.to_string() };
+    let fail =
+        |e: ort::Error| OnnxError::Output { path: path.to_path_buf(), output: name.to_string(), reason: e.to_string() };
     let (shape, data) = match value.try_extract_tensor::<f32>() {
         Ok((shape, data)) => (shape.to_vec(), data.to_vec()),
         Err(e) => match value.try_extract_tensor::<half::f16>() {

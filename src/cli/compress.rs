@@ -131,7 +131,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         ));
     };
     // The pruner runs on the host for both backends, so the picture shows one selection whatever ran the tower.
-    let mut tokens = TokenSet::new(&CpuBackend, visual.features).map_err(runtime)?.with_layout(layout).map_err(runtime)?;
+    let mut tokens =
+        TokenSet::new(&CpuBackend, visual.features).map_err(runtime)?.with_layout(layout).map_err(runtime)?;
     if let Some(a) = visual.cls_attention {
         tokens = tokens.with_cls_attention(a).map_err(runtime)?;
     }
@@ -139,8 +140,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(e.to_string(), "check the pruner's needs and the budget"))?;
     lap("prune", &mut times);
     let processor = engine.processor();
-    let shown: Vec<Frame> =
-        frames.iter().map(|fr| denormalise(processor, &processor.preprocess(&fr.rgb, fr.width as usize, fr.height as usize))).collect();
+    let shown: Vec<Frame> = frames
+        .iter()
+        .map(|fr| denormalise(processor, &processor.preprocess(&fr.rgb, fr.width as usize, fr.height as usize)))
+        .collect();
     let mut kept = vec![false; f * n];
     selection.kept.iter().for_each(|&i| kept[i] = true);
     std::fs::create_dir_all(&args.out).map_err(|e| runtime(format!("{}: {e}", args.out.display())))?;

@@ -11,9 +11,9 @@
 use super::error::EvalError;
 use super::task::{Dataset, Media, Sample, Scoring};
 use crate::pipeline::builder::{self, LoadedMedia};
-use crate::pipeline::sampler::Sampler;
 use crate::pipeline::engine::Engine;
 use crate::pipeline::qa::QaOptions;
+use crate::pipeline::sampler::Sampler;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;

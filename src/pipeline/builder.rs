@@ -22,9 +22,9 @@
 //! questions, [`Pipeline::ask_all`] decodes the next question's media on a second thread while the model answers the
 //! current one, which hides decoding entirely once it is shorter than answering.
 
-use super::sampler::{Sampler, SamplerError};
 use super::engine::{Engine, EngineChoice};
 use super::qa::{MediaKind, QaError, QaOptions, QaRecord};
+use super::sampler::{Sampler, SamplerError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -277,8 +277,7 @@ impl Pipeline {
         question: &str,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Answer, PipelineError> {
-        let (text, qa) =
-            self.qa.ask_streaming(&media.frames, media.kind, None, question, &self.opts, on_text)?;
+        let (text, qa) = self.qa.ask_streaming(&media.frames, media.kind, None, question, &self.opts, on_text)?;
         let record = PipelineRecord {
             sampler: (media.kind == MediaKind::Video).then(|| self.sampler.name().to_string()),
             frame_indices: media.indices,

@@ -104,8 +104,7 @@ impl OnnxQa {
         };
         let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?)
             .map_err(|e| config_err("preprocessor_config.json", e.to_string()))?;
-        let template =
-            ChatTemplate::from_hf_dir(dir).map_err(|reason| config_err("tokenizer_config.json", reason))?;
+        let template = ChatTemplate::from_hf_dir(dir).map_err(|reason| config_err("tokenizer_config.json", reason))?;
         let onnx = dir.join("onnx");
         Ok(OnnxQa {
             encoder: Mutex::new(OnnxVisionEncoder::load(&onnx.join(precision.file("vision_encoder")), options)?),
@@ -145,11 +144,7 @@ impl OnnxQa {
     }
 
     /// The visual tokens of `frames` before pruning (see [`crate::pipeline::engine::Engine`]).
-    pub fn visual_tokens(
-        &self,
-        frames: &[Frame],
-        kind: MediaKind,
-    ) -> Result<super::qa::VisualTokens, QaError> {
+    pub fn visual_tokens(&self, frames: &[Frame], kind: MediaKind) -> Result<super::qa::VisualTokens, QaError> {
         let enc = self.encode(frames, kind, &mut 0.0)?;
         Ok(super::qa::VisualTokens {
             features: enc.features,
@@ -165,7 +160,12 @@ impl OnnxQa {
 
     /// Runs the encoder (and OneVision's pooling or packing) and says how the visual tokens are laid out;
     /// `preprocess_ms` receives the time spent turning frames into pixels.
-    fn encode(&self, frames: &[Frame], kind: MediaKind, preprocess_ms: &mut f64) -> Result<Encoded<Array2<f32>>, QaError> {
+    fn encode(
+        &self,
+        frames: &[Frame],
+        kind: MediaKind,
+        preprocess_ms: &mut f64,
+    ) -> Result<Encoded<Array2<f32>>, QaError> {
         let clock = Instant::now();
         let side = self.config.image_size;
         let mut square = |frames: &[Frame]| -> Result<EncoderOutput, QaError> {
@@ -267,7 +267,12 @@ impl OnnxQa {
 
     /// Token ids of `prompt` and their embeddings `[1, S, D]` with the rows of `placeholder_id` replaced, in order,
     /// by `visual`.
-    fn embed_with(&self, prompt: &str, placeholder_id: i64, visual: &Array2<f32>) -> Result<(Vec<i64>, Array), QaError> {
+    fn embed_with(
+        &self,
+        prompt: &str,
+        placeholder_id: i64,
+        visual: &Array2<f32>,
+    ) -> Result<(Vec<i64>, Array), QaError> {
         let ids: Vec<i64> = self.tokenizer.encode(prompt)?.iter().map(|&t| t as i64).collect();
         let mut embeds = locked(&self.decoder).embed(&ids)?;
         let d = embeds.shape[2];
@@ -290,15 +295,27 @@ impl OnnxQa {
 
     /// One prefill without pruning, for inspection and parity checks (`tokensieve forward --backend onnx`); the
     /// prompt is handled as in [`super::video_qa::VideoQa::prefill`].
-    pub fn prefill(&self, frames: &[Frame], kind: MediaKind, prompt: &str, raw: bool) -> Result<OnnxPrefilled, QaError> {
+    pub fn prefill(
+        &self,
+        frames: &[Frame],
+        kind: MediaKind,
+        prompt: &str,
+        raw: bool,
+    ) -> Result<OnnxPrefilled, QaError> {
         let mut preprocess_ms = 0.0;
         let enc = self.encode(frames, kind, &mut preprocess_ms)?;
         let origin: Vec<usize> = (0..enc.features.nrows()).collect();
         let visual = self.with_newlines(enc.features.clone(), &origin, &enc);
         let (placeholder_id, placeholder) = enc.placeholder;
         let per_unit = enc.units.1 + usize::from(enc.newline == Newline::PerUnit);
-        let expanded =
-            inspection_prompt(self.template.as_ref(), prompt, raw, placeholder, visual.nrows(), (enc.units.0, per_unit))?;
+        let expanded = inspection_prompt(
+            self.template.as_ref(),
+            prompt,
+            raw,
+            placeholder,
+            visual.nrows(),
+            (enc.units.0, per_unit),
+        )?;
         let (ids, embeds) = self.embed_with(&expanded, placeholder_id, &visual)?;
         let logits = locked(&self.decoder).forward(&embeds, &mut OnnxKvCache::default())?;
         Ok(OnnxPrefilled { logits, prompt_tokens: ids.len(), visual, cls_attention: enc.cls_attention })

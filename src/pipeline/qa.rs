@@ -294,8 +294,7 @@ pub(crate) fn inspection_prompt(
         }
         _ => prompt.to_string(),
     };
-    crate::pipeline::prompt::expand_placeholders(&text, placeholder, visual, units.0, units.1)
-        .map_err(QaError::Prompt)
+    crate::pipeline::prompt::expand_placeholders(&text, placeholder, visual, units.0, units.1).map_err(QaError::Prompt)
 }
 
 /// The answer so far and how generation ended.

@@ -19,8 +19,8 @@
 //!   Newlines are not counted as visual tokens in the record (they are in `prefill_tokens`).
 
 use super::qa::{
-    generate, inspection_prompt, prune_chain, pruning, question_prompt, square_pixels, square_side, unit_runs, Measured, Newline,
-    StageClock,
+    generate, inspection_prompt, prune_chain, pruning, question_prompt, square_pixels, square_side, unit_runs,
+    Measured, Newline, StageClock,
 };
 use crate::pipeline::flops::DecoderShape;
 use std::ops::Range;
@@ -106,22 +106,13 @@ impl VideoQa {
     }
 
     /// The visual tokens of `frames` before pruning, copied to the host (see [`crate::pipeline::engine::Engine`]).
-    pub fn visual_tokens(
-        &self,
-        frames: &[Frame],
-        kind: MediaKind,
-    ) -> Result<super::qa::VisualTokens, QaError> {
+    pub fn visual_tokens(&self, frames: &[Frame], kind: MediaKind) -> Result<super::qa::VisualTokens, QaError> {
         let enc = self.encode(frames, kind, &mut 0.0)?;
         let (n, d) = enc.features.size2()?;
         let data: Vec<f32> = Vec::try_from(enc.features.to_kind(Kind::Float).reshape([-1]))?;
         let features = ndarray::Array2::from_shape_vec((n as usize, d as usize), data)
             .map_err(|e| QaError::Config { path: "visual tokens".into(), reason: e.to_string() })?;
-        Ok(super::qa::VisualTokens {
-            features,
-            layout: enc.layout,
-            cls_attention: enc.cls_attention,
-            units: enc.units,
-        })
+        Ok(super::qa::VisualTokens { features, layout: enc.layout, cls_attention: enc.cls_attention, units: enc.units })
     }
 
     /// Checks settings that depend on the model (in-decoder drop layers exist in this decoder).
