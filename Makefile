@@ -64,6 +64,6 @@ fixtures: setup
 	@$(ENV) && python models/tests/fixtures/make_decoder_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_onevision_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_llava_fixtures.py
-	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_llava --out models/tests/fixtures/tiny_llava_onnx
+	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_llava --out models/tests/fixtures/tiny_llava_onnx --precision fp16,q8
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_onevision --out models/tests/fixtures/tiny_onevision_onnx
 

@@ -9,7 +9,8 @@
 - embed_tokens.onnx: input_ids [B, S] -> inputs_embeds [B, S, D_text].
 - decoder_model_merged.onnx: inputs_embeds [B, S, D], attention_mask [B, P+S], position_ids [B, S] and
   past_key_values.N.key/value [B, kv_heads, P, head_dim] (P may be 0: the same graph prefills and decodes) ->
-  logits [B, S, V] and present.N.key/value [B, kv_heads, P+S, head_dim].
+  logits [B, 1, V] (the last position only; community exports return [B, S, V], and the Rust loader reads the last
+  row of either) and present.N.key/value [B, kv_heads, P+S, head_dim].
 
     python models/export/export_onnx.py --model HF_DIR --out OUT_DIR [--precision fp32,fp16,q8,q4]
 
@@ -52,7 +53,9 @@ class Decoder(torch.nn.Module):
         presents = []
         for layer in out.past_key_values.layers[: self.layers]:
             presents += [layer.keys, layer.values]
-        return (self.head(out.last_hidden_state), *presents)
+        # Only the last position's logits: the next token needs no more, and the LM head over a long multimodal
+        # prompt (S x D x V) is a sizeable share of the prefill (transformers' `logits_to_keep=1`).
+        return (self.head(out.last_hidden_state[:, -1:]), *presents)
 
 
 class VisionEncoder(torch.nn.Module):
@@ -126,7 +129,7 @@ def main():
         pasts = [f"past_key_values.{i}.{t}" for i in range(layers) for t in ("key", "value")]
         presents = [f"present.{i}.{t}" for i in range(layers) for t in ("key", "value")]
         dynamic = {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
-                   "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"},
+                   "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"},
                    **{n: {0: "batch", 2: "past"} for n in pasts}, **{n: {0: "batch", 2: "total"} for n in presents}}
         torch.onnx.export(Decoder(model, layers), (torch.zeros(1, 3, text.hidden_size), torch.ones(1, 5, dtype=torch.long),
                                                    torch.arange(2, 5)[None], *past),

@@ -7,16 +7,20 @@
 //!
 //! Cost per step: one graph run over the new tokens against the cached keys, as the torch backend.
 
-use crate::onnx_session::{build_session, float_input, take, Array, OnnxError, OnnxOptions, Precision};
+use crate::onnx_session::{
+    build_session, float_input, take, take_last_row, takes_f16, Array, OnnxError, OnnxOptions, Precision,
+};
 use ort::session::Session;
-use ort::value::{Tensor, TensorRef};
+use ort::value::{DynValue, Tensor, TensorRef, ValueType};
 
 use std::path::{Path, PathBuf};
 
-/// The keys and values of every layer so far (`[1, kv_heads, T, head_dim]` each, keys then values per layer).
-#[derive(Debug, Clone, Default)]
+/// The keys and values of every layer so far (`[1, kv_heads, T, head_dim]` each, keys then values per layer), kept
+/// as the tensors ONNX Runtime returned: the next step feeds them back as views, so the cache is never copied
+/// between steps.
+#[derive(Debug, Default)]
 pub struct OnnxKvCache {
-    past: Vec<Array>,
+    past: Vec<DynValue>,
     len: usize,
 }
 
@@ -31,9 +35,17 @@ impl OnnxKvCache {
         self.len == 0
     }
 
-    /// Bytes held (f32).
+    /// Bytes held (element size of the graph's cache: 4 for fp32 exports, 2 for fp16).
     pub fn bytes(&self) -> usize {
-        self.past.iter().map(|a| a.data.len() * 4).sum()
+        self.past
+            .iter()
+            .map(|v| match v.dtype() {
+                ValueType::Tensor { ty, shape, .. } => {
+                    ty.byte_size(shape.iter().map(|&d| d.max(0) as usize).product()).unwrap_or(0)
+                }
+                _ => 0,
+            })
+            .sum()
     }
 }
 
@@ -103,8 +115,16 @@ impl OnnxDecoder {
             return Err(self.fail(file, &format!("inputs_embeds of shape {:?}, expected [1, S, D]", embeds.shape)));
         }
         if cache.past.is_empty() {
-            let empty = Array { shape: vec![1, self.kv_heads, 0, self.head_dim], data: Vec::new() };
-            cache.past = vec![empty; 2 * self.layers];
+            for i in 0..2 * self.layers {
+                let name = past_name(i);
+                let shape = [1i64, self.kv_heads as i64, 0, self.head_dim as i64];
+                let empty: DynValue = if takes_f16(&self.decoder, &name) {
+                    Tensor::from_array((shape, Vec::<half::f16>::new())).map_err(|e| self.fail(file, &e))?.into_dyn()
+                } else {
+                    Tensor::from_array((shape, Vec::<f32>::new())).map_err(|e| self.fail(file, &e))?.into_dyn()
+                };
+                cache.past.push(empty);
+            }
         }
         let total = cache.len + s;
         let positions: Vec<i64> = (cache.len as i64..total as i64).collect();
@@ -121,13 +141,11 @@ impl OnnxDecoder {
             ),
         ];
         for (i, past) in cache.past.iter().enumerate() {
-            let name = format!("past_key_values.{}.{}", i / 2, if i % 2 == 0 { "key" } else { "value" });
-            let value = float_input(&self.decoder, &name, &past.shape, &past.data, &path)?;
-            inputs.push((name.into(), value));
+            inputs.push((past_name(i).into(), past.into()));
         }
-        let outputs =
+        let mut outputs =
             self.decoder.run(inputs).map_err(|e| OnnxError::Ort { path: path.clone(), reason: e.to_string() })?;
-        let logits = take(&outputs, "logits", &path)?.ok_or_else(|| OnnxError::Output {
+        let logits = take_last_row(&outputs, "logits", &path)?.ok_or_else(|| OnnxError::Output {
             path: path.clone(),
             output: "logits".into(),
             reason: "missing".into(),
@@ -135,7 +153,7 @@ impl OnnxDecoder {
         let mut presents = Vec::with_capacity(2 * self.layers);
         for i in 0..2 * self.layers {
             let name = format!("present.{}.{}", i / 2, if i % 2 == 0 { "key" } else { "value" });
-            presents.push(take(&outputs, &name, &path)?.ok_or_else(|| OnnxError::Output {
+            presents.push(outputs.remove(&name).ok_or_else(|| OnnxError::Output {
                 path: path.clone(),
                 output: name.clone(),
                 reason: "missing".into(),
@@ -143,7 +161,11 @@ impl OnnxDecoder {
         }
         cache.past = presents;
         cache.len = total;
-        let vocab = *logits.shape.last().unwrap_or(&0);
-        Ok(logits.data[logits.data.len() - vocab..].to_vec())
+        Ok(logits)
     }
+}
+
+/// The graph input holding layer `i / 2`'s keys (even `i`) or values (odd `i`).
+fn past_name(i: usize) -> String {
+    format!("past_key_values.{}.{}", i / 2, if i % 2 == 0 { "key" } else { "value" })
 }

@@ -3,6 +3,7 @@
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionOutputs};
+use ort::value::DynValue;
 use std::path::{Path, PathBuf};
 
 /// Why an ONNX model could not load or run.
@@ -152,17 +153,33 @@ pub fn build_session(path: &Path, options: &OnnxOptions) -> Result<Session, Onnx
 /// Copies the output `name` out of `outputs` as f32 (float16 outputs are widened; `None` when the graph has no such
 /// output).
 pub fn take(outputs: &SessionOutputs<'_>, name: &str, path: &Path) -> Result<Option<Array>, OnnxError> {
-    let Some(value) = outputs.get(name) else { return Ok(None) };
-    let fail =
-        |e: ort::Error| OnnxError::Output { path: path.to_path_buf(), output: name.to_string(), reason: e.to_string() };
-    let (shape, data) = match value.try_extract_tensor::<f32>() {
-        Ok((shape, data)) => (shape.to_vec(), data.to_vec()),
+    outputs.get(name).map(|v| extract(v, name, path, false)).transpose()
+}
+
+/// The last row (`[.., V]` -> `[V]`) of the output `name`, copying only that row: a prefill's logits cover every
+/// prompt position, and only the last one picks the next token.
+pub fn take_last_row(outputs: &SessionOutputs<'_>, name: &str, path: &Path) -> Result<Option<Vec<f32>>, OnnxError> {
+    outputs.get(name).map(|v| extract(v, name, path, true).map(|a| a.data)).transpose()
+}
+
+fn extract(value: &DynValue, name: &str, path: &Path, last_row: bool) -> Result<Array, OnnxError> {
+    let fail = |reason: String| OnnxError::Output { path: path.to_path_buf(), output: name.to_string(), reason };
+    let tail = |shape: &[i64], len: usize| -> usize {
+        if last_row {
+            len - shape.last().map_or(len, |&v| v.max(0) as usize).min(len)
+        } else {
+            0
+        }
+    };
+    let (shape, data): (Vec<i64>, Vec<f32>) = match value.try_extract_tensor::<f32>() {
+        Ok((shape, data)) => (shape.to_vec(), data[tail(shape, data.len())..].to_vec()),
         Err(e) => match value.try_extract_tensor::<half::f16>() {
-            Ok((shape, data)) => (shape.to_vec(), data.iter().map(|v| v.to_f32()).collect()),
-            Err(_) => return Err(fail(e)),
+            Ok((shape, data)) => (shape.to_vec(), data[tail(shape, data.len())..].iter().map(|v| v.to_f32()).collect()),
+            Err(_) => return Err(fail(e.to_string())),
         },
     };
-    Ok(Some(Array { shape: shape.iter().map(|&d| d as usize).collect(), data }))
+    let shape = if last_row { vec![data.len()] } else { shape.iter().map(|&d| d as usize).collect() };
+    Ok(Array { shape, data })
 }
 
 /// Whether the session's input `name` takes float16 (an fp16 export).

@@ -143,3 +143,40 @@ fn onnx_onevision_video_matches_transformers() {
     let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(diff <= 1e-4, "last position differs by {diff}");
 }
+
+/// The precision variants of the tiny LLaVA export (`export_onnx.py --precision fp16,q8`): fp16 graphs take and
+/// return float16 (the backend converts at the boundary), q8 graphs hold 8-bit weights. Their last-position logits
+/// stay near transformers' f32 ones, and the variant files are the ones that run (fp32 is exact, the others are not).
+#[test]
+fn onnx_precision_variants_load_and_stay_close_to_transformers() {
+    use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let reference = Safetensors::open(&fixtures.join("tiny_llava/reference.safetensors")).unwrap();
+    let ids: Vec<i64> = reference.tensor_f32("input_ids").unwrap().0.iter().map(|&v| v as i64).collect();
+    let (pixels, _) = reference.tensor_f32("pixel_values").unwrap();
+    let (logits, lshape) = reference.tensor_f32("logits").unwrap();
+    let vocab = lshape[1];
+    let want = &logits[(ids.len() - 1) * vocab..ids.len() * vocab];
+    let onnx_dir = fixtures.join("tiny_llava_onnx/onnx");
+    let options = OnnxOptions::default();
+    let mut diffs = Vec::new();
+    for (precision, tolerance) in [(Precision::Fp32, 1e-4), (Precision::Fp16, 2e-3), (Precision::Q8, 5e-2)] {
+        let path = onnx_dir.join(precision.file("vision_encoder"));
+        let visual = OnnxVisionEncoder::load(&path, &options).unwrap().encode(&pixels, 1, 32).unwrap().features;
+        let mut decoder = OnnxDecoder::load(&onnx_dir, precision, &options).unwrap();
+        let mut e = decoder.embed(&ids).unwrap();
+        let d = e.shape[2];
+        let slots = ids.iter().enumerate().filter(|(_, &t)| t == 63).map(|(p, _)| p);
+        for (k, p) in slots.enumerate() {
+            e.data[p * d..(p + 1) * d].copy_from_slice(&visual.data[k * d..(k + 1) * d]);
+        }
+        let got = decoder.forward(&e, &mut OnnxKvCache::default()).unwrap();
+        let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff <= tolerance, "{precision:?}: last position differs by {diff}");
+        diffs.push(diff);
+    }
+    assert!(diffs[1] > 0.0 && diffs[2] > 0.0, "the fp16 and q8 files really are different graphs: {diffs:?}");
+    assert_eq!(Precision::parse("quantized"), Ok(Precision::Q8));
+    assert_eq!(Precision::Q4.file("decoder_model_merged"), "decoder_model_merged_q4.onnx");
+    assert!(Precision::parse("fp8").unwrap_err().contains("fp8"));
+}
