@@ -7,7 +7,7 @@ ENV := source $(TOKENSIEVE_HOME)/env.sh
 # All backends: the binary and the tests link libtorch (CPU or CUDA) and load ONNX Runtime.
 FEATURES := --all-features
 
-.PHONY: setup build test demo bench doctor fixtures clean-cache
+.PHONY: setup build test demo bench bench-backends doctor fixtures clean-cache
 
 setup:
 	@bash libtorch-setup/setup.sh
@@ -48,6 +48,21 @@ bench: setup
 	@$(ENV) && cargo bench --bench sampling $(FEATURES)
 	@$(ENV) && cargo bench --bench prefill $(FEATURES)
 
+# The README's CPU comparison of the two backends: the realistic-size random LLaVA-OneVision (SigLIP-so400m +
+# Qwen2-0.5B shapes, ~0.9 B parameters), written and exported to ONNX (fp32 and q8) once in the cache, then `bench`
+# on torch (CPU), onnx fp32 and onnx q8. Needs transformers and onnx for the export (about 10 GB of disk, minutes).
+BIG_MODEL := $(TOKENSIEVE_HOME)/models/onevision-0.5b
+BENCH_VIDEO = "$$TOKENSIEVE_ASSETS/videos/bikes.mp4"
+BENCH_ARGS = --video $(BENCH_VIDEO) --frames 4 --budgets 100%,10% --repeats 3 --new-tokens 16 --pruner todre
+
+bench-backends: build
+	@$(ENV) && ./target/release/tokensieve init-model --preset onevision-0.5b --out $(BIG_MODEL)
+	@$(ENV) && python -c "import transformers, onnx" 2>/dev/null || pip install -q "transformers==5.24.0" accelerate onnx
+	@$(ENV) && [ -f $(BIG_MODEL)-onnx/onnx/decoder_model_merged_quantized.onnx ] || python models/export/export_onnx.py --model $(BIG_MODEL) --out $(BIG_MODEL)-onnx --precision q8
+	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu $(BENCH_ARGS) --plot target/bench-torch.png
+	@$(ENV) && ./target/release/tokensieve bench --backend onnx --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --plot target/bench-onnx.png
+	@$(ENV) && ./target/release/tokensieve bench --backend onnx --precision q8 --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --plot target/bench-onnx-q8.png
+
 clean-cache:
 	rm -rf $(TOKENSIEVE_HOME)
 
@@ -66,4 +81,5 @@ fixtures: setup
 	@$(ENV) && python models/tests/fixtures/make_llava_fixtures.py
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_llava --out models/tests/fixtures/tiny_llava_onnx --precision fp16,q8
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_onevision --out models/tests/fixtures/tiny_onevision_onnx
+	@$(ENV) && python models/tests/fixtures/make_custom_encoder_fixture.py
 

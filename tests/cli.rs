@@ -1375,3 +1375,32 @@ fn compress_and_bench_run_on_both_backends_with_the_same_selection() {
 fn json_pick(v: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
     serde_json::Value::Object(keys.iter().map(|k| (k.to_string(), v[*k].clone())).collect())
 }
+
+#[test]
+fn compress_runs_a_custom_onnx_encoder_with_its_processor() {
+    let video = asset("videos/bikes.mp4");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/custom_encoder");
+    let (encoder, processor) = (format!("{fixtures}/encoder.onnx"), format!("{fixtures}/preprocessor_config.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("c");
+    let base = ["compress", "--model", &encoder, "--video", &video, "--frames", "3", "--pruner", "divprune"];
+    let mut args = base.to_vec();
+    args.extend(["--backend", "onnx", "--processor", &processor, "--ratio", "0.25", "--json"]);
+    args.extend(["--out", out_dir.to_str().unwrap()]);
+    let (code, out, err) = tokensieve(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["visual_tokens"]["before"], 48, "3 frames x 4x4 patches");
+    assert_eq!(v["visual_tokens"]["after"], 12);
+    let per_frame: u64 = v["visual_tokens"]["per_frame"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+    assert_eq!(per_frame, 12);
+    assert!(out_dir.join("kept.png").is_file());
+    let mut no_processor = base.to_vec();
+    no_processor.extend(["--backend", "onnx", "--ratio", "0.25", "--out", out_dir.to_str().unwrap()]);
+    let (code, _, err) = tokensieve(&no_processor);
+    assert_eq!(code, 2, "an encoder needs its processor: {err}");
+    let mut on_torch = base.to_vec();
+    on_torch.extend(["--processor", &processor, "--ratio", "0.25", "--out", out_dir.to_str().unwrap()]);
+    let (code, _, err) = tokensieve(&on_torch);
+    assert_eq!(code, 2, "an .onnx encoder runs on the onnx backend: {err}");
+}

@@ -29,6 +29,7 @@ pub struct OnnxVisionEncoder {
     path: PathBuf,
     input: String,
     features: String,
+    batched: bool,
 }
 
 impl OnnxVisionEncoder {
@@ -45,7 +46,17 @@ impl OnnxVisionEncoder {
             .or_else(|| names.first())
             .cloned()
             .ok_or_else(|| fail("the graph has no output"))?;
-        Ok(OnnxVisionEncoder { session, path: path.to_path_buf(), input, features })
+        // A two-dimensional token output ([N, D]) means one image per run.
+        let batched = session.outputs().iter().find(|o| o.name() == features).is_none_or(|o| match o.dtype() {
+            ort::value::ValueType::Tensor { shape, .. } => shape.len() != 2,
+            _ => true,
+        });
+        Ok(OnnxVisionEncoder { session, path: path.to_path_buf(), input, features, batched })
+    }
+
+    /// Whether one run encodes a batch (`[B, N, D]` tokens); `false` for encoders returning `[N, D]` for one image.
+    pub fn batched(&self) -> bool {
+        self.batched
     }
 
     /// Encodes `batch` preprocessed images of `side x side` (`pixels` is `[batch, 3, side, side]`, row-major).

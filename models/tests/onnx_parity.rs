@@ -180,3 +180,21 @@ fn onnx_precision_variants_load_and_stay_close_to_transformers() {
     assert_eq!(Precision::Q4.file("decoder_model_merged"), "decoder_model_merged_q4.onnx");
     assert!(Precision::parse("fp8").unwrap_err().contains("fp8"));
 }
+
+/// A user's own encoder (`make_custom_encoder_fixture.py`): a graph returning `[N, D]` for one image is recognised
+/// as unbatched, and its tokens come back as `[1, N, D]` equal to torch's.
+#[test]
+fn a_custom_two_dimensional_encoder_runs_unbatched() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/custom_encoder");
+    let reference = Safetensors::open(&fixtures.join("reference.safetensors")).unwrap();
+    let (pixels, _) = reference.tensor_f32("pixels").unwrap();
+    let (tokens, shape) = reference.tensor_f32("tokens").unwrap();
+    assert_eq!(shape, vec![16, 24]);
+    let mut encoder = OnnxVisionEncoder::load(&fixtures.join("encoder.onnx"), &OnnxOptions::default()).unwrap();
+    assert!(!encoder.batched());
+    let out = encoder.encode(&pixels, 1, 32).unwrap();
+    assert_eq!(out.features.shape, vec![1, 16, 24]);
+    let d = out.features.data.iter().zip(&tokens).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d <= 1e-5, "tokens differ by {d}");
+    assert!(out.cls_attention.is_none());
+}

@@ -32,6 +32,9 @@ pub struct Args {
     /// Where to write the plot.
     #[arg(long, default_value = "bench.png")]
     plot: PathBuf,
+    /// `cpu` or `cuda` for the torch backend (default: CUDA when available).
+    #[arg(long, value_parser = ["cpu", "cuda"])]
+    device: Option<String>,
     /// Tokens to generate per run: the first comes out of the prefill, the rest measure decoding.
     #[arg(long, default_value_t = 16)]
     new_tokens: usize,
@@ -97,7 +100,7 @@ fn plot(rows: &[(f64, f64, f64)], path: &std::path::Path) -> Result<(), CliError
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let choice = args.backend.choice(tch::Device::cuda_if_available(), tch::Kind::Float)?;
+    let choice = args.backend.choice(super::llm::device(args.device.as_deref())?, tch::Kind::Float)?;
     let budgets: Vec<f64> = args
         .budgets
         .split(',')
@@ -149,11 +152,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot})));
     }
     let mut out = format!(
-        "{} frames of {}, pruner {}, backend {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
+        "{} frames of {}, pruner {}, backend {} {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
         frames.len(),
         args.video.display(),
         method.name(),
         args.backend.backend,
+        if args.backend.backend == "onnx" { args.backend.precision.as_str() } else { "" },
         args.repeats.max(1)
     );
     out += "| budget | visual tokens | prefill tokens | LLM TFLOPs | TTFT ms | preprocess ms | encode ms | prune ms | prefill ms | prefill tok/s | decode tok/s | KV bytes | peak RSS MiB |\n";

@@ -15,10 +15,13 @@ use tokensieve::video::Frame;
 /// Arguments of `compress`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A `llava`/`llava_onevision` directory, a Hugging Face id, or with `--backend onnx` an export folder (vision
-    /// encoder and projector are used).
+    /// A `llava`/`llava_onevision` directory, a Hugging Face id, or with `--backend onnx` an export folder or your
+    /// own vision encoder `.onnx` (pixels -> patch tokens; give its `--processor`). The vision side is used.
     #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
+    /// The image processor settings (`preprocessor_config.json`) of an encoder `.onnx` given as --model.
+    #[arg(long)]
+    processor: Option<PathBuf>,
     /// A video to sample.
     #[arg(long, conflicts_with = "image")]
     video: Option<PathBuf>,
@@ -97,6 +100,36 @@ fn denormalise(processor: &ImageProcessor, p: &tokensieve::video::preprocess::Pi
     Frame { timestamp: 0.0, requested: 0.0, width: p.width as u32, height: p.height as u32, rgb }
 }
 
+/// Where the visual tokens come from.
+enum Encoder {
+    /// A model's vision tower and projector, on either backend.
+    Model(Engine),
+    /// The user's own encoder graph.
+    #[cfg(feature = "onnx")]
+    Custom(tokensieve::pipeline::custom_encoder::CustomEncoder),
+}
+
+/// `--model encoder.onnx --processor preprocessor_config.json` on the onnx backend.
+fn custom_encoder(args: &Args, choice: &tokensieve::pipeline::engine::EngineChoice) -> Result<Encoder, CliError> {
+    let Some(processor) = &args.processor else {
+        return Err(CliError::usage(
+            format!("{}: an encoder .onnx needs --processor", args.model.display()),
+            "give the preprocessor_config.json of your encoder",
+        ));
+    };
+    match choice {
+        #[cfg(feature = "onnx")]
+        tokensieve::pipeline::engine::EngineChoice::Onnx { options, .. } => Ok(Encoder::Custom(
+            tokensieve::pipeline::custom_encoder::CustomEncoder::load(&args.model, processor, options)
+                .map_err(runtime)?,
+        )),
+        _ => Err(CliError::usage(
+            format!("{}: an .onnx encoder runs on the onnx backend", args.model.display()),
+            "add --backend onnx",
+        )),
+    }
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
     let choice = args.backend.choice(tch::Device::cuda_if_available(), tch::Kind::Float)?;
     let (method, params) =
@@ -113,7 +146,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         times.insert(name.into(), json!(clock.elapsed().as_secs_f64() * 1e3));
         clock = Instant::now();
     };
-    let engine = Engine::load(&args.model, choice).map_err(runtime)?;
+    let encoder = if args.model.extension().is_some_and(|e| e == "onnx") {
+        custom_encoder(&args, &choice)?
+    } else {
+        if args.processor.is_some() {
+            return Err(CliError::usage(
+                "--processor goes with an encoder .onnx file as --model",
+                "a model folder has its own preprocessor_config.json",
+            ));
+        }
+        Encoder::Model(Engine::load(&args.model, choice).map_err(runtime)?)
+    };
     lap("load", &mut times);
     // Frames at their own resolution: the image processor resizes and crops exactly as transformers does.
     let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
@@ -121,7 +164,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells; a
     // single image goes through any-resolution tiling, which this grid picture cannot show.
     let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
-    let visual = engine.visual_tokens(&frames, kind).map_err(runtime)?;
+    let visual = match &encoder {
+        Encoder::Model(engine) => engine.visual_tokens(&frames, kind),
+        #[cfg(feature = "onnx")]
+        Encoder::Custom(custom) => custom.visual_tokens(&frames),
+    }
+    .map_err(runtime)?;
     lap("encode", &mut times);
     let (f, n) = visual.units;
     let Some(layout @ Layout::Grid { height: grid, .. }) = visual.layout else {
@@ -139,7 +187,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let selection = prune(&CpuBackend, &method, &tokens, budget)
         .map_err(|e| CliError::usage(e.to_string(), "check the pruner's needs and the budget"))?;
     lap("prune", &mut times);
-    let processor = engine.processor();
+    let processor = match &encoder {
+        Encoder::Model(engine) => engine.processor(),
+        #[cfg(feature = "onnx")]
+        Encoder::Custom(custom) => custom.processor(),
+    };
     let shown: Vec<Frame> = frames
         .iter()
         .map(|fr| denormalise(processor, &processor.preprocess(&fr.rgb, fr.width as usize, fr.height as usize)))

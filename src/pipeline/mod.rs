@@ -3,6 +3,8 @@
 
 #[cfg(all(feature = "torch", feature = "video"))]
 pub mod builder;
+#[cfg(all(feature = "onnx", feature = "video"))]
+pub mod custom_encoder;
 #[cfg(all(feature = "torch", feature = "video"))]
 pub mod engine;
 pub mod flops;

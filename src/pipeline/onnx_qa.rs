@@ -17,6 +17,7 @@
 //! - Sessions are built once at load and reused for every question; the encoder and decoder sit behind mutexes
 //!   because an ONNX Runtime run needs exclusive access, so one `OnnxQa` answers one question at a time.
 
+use super::custom_encoder::frame_tokens;
 use super::qa::{
     generate, inspection_prompt, prune_chain, question_prompt, square_pixels, square_side, unit_runs, Encoded,
     Measured, MediaKind, Newline, QaError, QaOptions, QaRecord, StageClock,
@@ -180,13 +181,12 @@ impl OnnxQa {
         let image = (self.config.image_token_id, "<image>");
         let Some(ov) = &self.config.onevision else {
             // LLaVA-1.5: every frame is one image of g x g tokens, all under one `<image>` span.
-            let out = square(frames)?;
-            let (f, n, d) = (out.features.shape[0], out.features.shape[1], out.features.shape[2]);
+            let tokens = frame_tokens(square(frames)?)?;
             return Ok(Encoded {
-                features: matrix(out.features.data, d)?,
-                layout: square_side(n).map(|g| Layout::frames(f, g, g)),
-                cls_attention: out.cls_attention.map(|a| a.data),
-                units: (f, n),
+                features: tokens.features,
+                layout: tokens.layout,
+                cls_attention: tokens.cls_attention,
+                units: tokens.units,
                 newline: Newline::None,
                 placeholder: image,
             });
