@@ -1025,7 +1025,9 @@ fn model_commands_reject_bad_input_in_one_line() {
         ),
         (vec!["score", "--task", "caption", "--predictions", "/no/p.jsonl"], 1, "/no/p.jsonl"),
         (vec!["init-model", "--preset", "huge", "--out", out], 2, "huge"),
-        (vec!["ask", "--model", model, "--video", &video, "--backend", "onnx", "q"], 2, "not implemented yet"),
+        (vec!["ask", "--model", model, "--video", &video, "--backend", "onnx", "q"], 2, "not an ONNX export"),
+        (vec!["bench", "--model", model, "--video", &video, "--backend", "onnx"], 2, "not an ONNX export"),
+        (vec!["ask", "--model", model, "--video", &video, "--threads", "2", "q"], 2, "--threads"),
     ];
     for (args, code, text) in cases {
         let (got, stdout, err) = tokensieve(&args);

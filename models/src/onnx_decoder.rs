@@ -116,7 +116,7 @@ impl OnnxDecoder {
         }
         if cache.past.is_empty() {
             for i in 0..2 * self.layers {
-                let name = past_name(i);
+                let name = cache_name("past_key_values", i);
                 let shape = [1i64, self.kv_heads as i64, 0, self.head_dim as i64];
                 let empty: DynValue = if takes_f16(&self.decoder, &name) {
                     Tensor::from_array((shape, Vec::<half::f16>::new())).map_err(|e| self.fail(file, &e))?.into_dyn()
@@ -141,7 +141,7 @@ impl OnnxDecoder {
             ),
         ];
         for (i, past) in cache.past.iter().enumerate() {
-            inputs.push((past_name(i).into(), past.into()));
+            inputs.push((cache_name("past_key_values", i).into(), past.into()));
         }
         let mut outputs =
             self.decoder.run(inputs).map_err(|e| OnnxError::Ort { path: path.clone(), reason: e.to_string() })?;
@@ -152,7 +152,7 @@ impl OnnxDecoder {
         })?;
         let mut presents = Vec::with_capacity(2 * self.layers);
         for i in 0..2 * self.layers {
-            let name = format!("present.{}.{}", i / 2, if i % 2 == 0 { "key" } else { "value" });
+            let name = cache_name("present", i);
             presents.push(outputs.remove(&name).ok_or_else(|| OnnxError::Output {
                 path: path.clone(),
                 output: name.clone(),
@@ -165,7 +165,8 @@ impl OnnxDecoder {
     }
 }
 
-/// The graph input holding layer `i / 2`'s keys (even `i`) or values (odd `i`).
-fn past_name(i: usize) -> String {
-    format!("past_key_values.{}.{}", i / 2, if i % 2 == 0 { "key" } else { "value" })
+/// The graph input (`past_key_values`) or output (`present`) holding layer `i / 2`'s keys (even `i`) or values
+/// (odd `i`).
+fn cache_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}.{}.{}", i / 2, if i.is_multiple_of(2) { "key" } else { "value" })
 }

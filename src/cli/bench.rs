@@ -122,6 +122,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let runtime = |e: QaError| CliError::runtime(e.to_string(), None);
     let frames = super::frames_from(Some(&args.video), &[], args.frames)?;
+    args.backend.check_model(&args.model)?;
     let qa = Engine::load(&args.model, choice).map_err(runtime)?;
     let mut rows = Vec::new();
     let mut points = Vec::new();

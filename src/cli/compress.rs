@@ -103,10 +103,10 @@ fn denormalise(processor: &ImageProcessor, p: &tokensieve::video::preprocess::Pi
 /// Where the visual tokens come from.
 enum Encoder {
     /// A model's vision tower and projector, on either backend.
-    Model(Engine),
+    Model(Box<Engine>),
     /// The user's own encoder graph.
     #[cfg(feature = "onnx")]
-    Custom(tokensieve::pipeline::custom_encoder::CustomEncoder),
+    Custom(Box<tokensieve::pipeline::custom_encoder::CustomEncoder>),
 }
 
 /// `--model encoder.onnx --processor preprocessor_config.json` on the onnx backend.
@@ -119,10 +119,10 @@ fn custom_encoder(args: &Args, choice: &tokensieve::pipeline::engine::EngineChoi
     };
     match choice {
         #[cfg(feature = "onnx")]
-        tokensieve::pipeline::engine::EngineChoice::Onnx { options, .. } => Ok(Encoder::Custom(
+        tokensieve::pipeline::engine::EngineChoice::Onnx { options, .. } => Ok(Encoder::Custom(Box::new(
             tokensieve::pipeline::custom_encoder::CustomEncoder::load(&args.model, processor, options)
                 .map_err(runtime)?,
-        )),
+        ))),
         _ => Err(CliError::usage(
             format!("{}: an .onnx encoder runs on the onnx backend", args.model.display()),
             "add --backend onnx",
@@ -155,7 +155,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 "a model folder has its own preprocessor_config.json",
             ));
         }
-        Encoder::Model(Engine::load(&args.model, choice).map_err(runtime)?)
+        args.backend.check_model(&args.model)?;
+        Encoder::Model(Box::new(Engine::load(&args.model, choice).map_err(runtime)?))
     };
     lap("load", &mut times);
     // Frames at their own resolution: the image processor resizes and crops exactly as transformers does.

@@ -212,12 +212,7 @@ fn forward_onnx(args: &ForwardArgs) -> Result<Prefill, CliError> {
     let EngineChoice::Onnx { precision, options } = args.backend.choice(tch::Device::Cpu, tch::Kind::Float)? else {
         return Err(CliError::usage("forward_onnx runs the onnx backend", "pass --backend onnx"));
     };
-    if !args.model.join("onnx").is_dir() {
-        return Err(CliError::usage(
-            format!("{}: no onnx/ folder", args.model.display()),
-            "pass the folder models/export/export_onnx.py wrote",
-        ));
-    }
+    args.backend.check_model(&args.model)?;
     if args.image.is_empty() && args.video.is_none() {
         return Err(CliError::usage(
             "a vision-language prefill needs --image or --video",
@@ -319,7 +314,7 @@ pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
     let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.backend.backend == "onnx" {
         forward_onnx(&args)?
     } else if args.model.is_dir() {
-        args.backend.choice(tch::Device::Cpu, tch::Kind::Float)?;
+        args.backend.torch_only()?;
         forward_hf(&args)?
     } else {
         refuse_visual(!args.image.is_empty())?;
@@ -497,6 +492,7 @@ pub fn ask(args: AskArgs) -> Result<(), CliError> {
         tokensieve::hub::resolve(&args.model).map_err(|e| CliError::usage(e.to_string(), e.hint()))?
     };
     let visual = !args.image.is_empty() || args.video.is_some() || !args.views.is_empty();
+    args.backend.check_model(&model)?;
     if model.is_dir() && visual {
         #[cfg(feature = "video")]
         return ask_llava(&args, &model);

@@ -83,6 +83,7 @@ impl CliError {
 }
 
 /// Which backend runs a model: flags shared by `forward`, `ask`, `compress`, `bench` and `eval`.
+#[cfg(feature = "torch")]
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendFlags {
     /// `torch` (libtorch; CUDA when available; a Hugging Face `llava`/`llava_onevision` directory) or `onnx` (ONNX
@@ -97,7 +98,30 @@ pub struct BackendFlags {
     pub threads: usize,
 }
 
+#[cfg(feature = "torch")]
 impl BackendFlags {
+    /// Refuses the ONNX-only flags when the torch backend runs.
+    pub fn torch_only(&self) -> Result<(), CliError> {
+        if self.precision != "fp32" || self.threads != 0 {
+            return Err(CliError::usage(
+                "--precision and --threads choose ONNX graph files and sessions",
+                "add --backend onnx, or use --dtype with the torch backend",
+            ));
+        }
+        Ok(())
+    }
+
+    /// On the onnx backend a model folder must be an export (an `onnx/` folder inside): a usage error otherwise.
+    pub fn check_model(&self, model: &std::path::Path) -> Result<(), CliError> {
+        if self.backend == "onnx" && model.is_dir() && !model.join("onnx").is_dir() {
+            return Err(CliError::usage(
+                format!("{}: no onnx/ folder, so not an ONNX export", model.display()),
+                "pass the folder models/export/export_onnx.py wrote, or use --backend torch",
+            ));
+        }
+        Ok(())
+    }
+
     /// The engine to load: torch on `device` in `dtype`, or ONNX Runtime with the precision and threads asked for.
     /// Flags of the other backend are usage errors rather than silently ignored.
     #[cfg(all(feature = "torch", feature = "video"))]
@@ -108,12 +132,7 @@ impl BackendFlags {
     ) -> Result<tokensieve::pipeline::engine::EngineChoice, CliError> {
         use tokensieve::pipeline::engine::EngineChoice;
         if self.backend == "torch" {
-            if self.precision != "fp32" || self.threads != 0 {
-                return Err(CliError::usage(
-                    "--precision and --threads choose ONNX graph files and sessions",
-                    "add --backend onnx, or use --dtype with the torch backend",
-                ));
-            }
+            self.torch_only()?;
             return Ok(EngineChoice::Torch { device, dtype });
         }
         #[cfg(feature = "onnx")]
