@@ -17,6 +17,35 @@ fn max_diff(a: &Tensor, b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max)
 }
 
+/// A fixture's reference prompt: token ids, pixels, transformers' logits `[S, V]` and the vocabulary size.
+struct Reference {
+    ids: Vec<i64>,
+    pixels: Vec<f32>,
+    logits: Vec<f32>,
+    vocab: usize,
+}
+
+/// Reads `{prefix}ids` (`input_ids` when `prefix` is empty), `{prefix}pixels` and `{prefix}logits` of a fixture.
+fn reference(fixture: &str, prefix: &str) -> Reference {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture).join("reference.safetensors");
+    let file = Safetensors::open(&path).unwrap();
+    let name = |n: &str| if prefix.is_empty() && n == "ids" { "input_ids".to_string() } else { format!("{prefix}{n}") };
+    let pixels_name = if prefix.is_empty() { "pixel_values".to_string() } else { name("pixels") };
+    let ids = file.tensor_f32(&name("ids")).unwrap().0.iter().map(|&v| v as i64).collect();
+    let (logits, shape) = file.tensor_f32(&name("logits")).unwrap();
+    Reference { ids, pixels: file.tensor_f32(&pixels_name).unwrap().0, logits, vocab: shape[1] }
+}
+
+/// Writes `visual` rows `[N·D]` over the embeddings of every `token` in `ids`, in order; returns how many.
+fn splice(embeds: &mut tokensieve_models::onnx_session::Array, ids: &[i64], token: i64, visual: &[f32]) -> usize {
+    let d = embeds.shape[2];
+    let slots: Vec<usize> = ids.iter().enumerate().filter(|(_, &t)| t == token).map(|(p, _)| p).collect();
+    for (k, &p) in slots.iter().enumerate() {
+        embeds.data[p * d..(p + 1) * d].copy_from_slice(&visual[k * d..(k + 1) * d]);
+    }
+    slots.len()
+}
+
 #[test]
 fn onnx_vision_encoder_equals_the_torch_backend() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -52,12 +81,9 @@ fn onnx_llava_matches_transformers_logits_and_greedy_tokens() {
     use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
     use tokensieve_models::onnx_session::Array;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let reference = Safetensors::open(&fixtures.join("tiny_llava/reference.safetensors")).unwrap();
-    let ids: Vec<i64> = reference.tensor_f32("input_ids").unwrap().0.iter().map(|&v| v as i64).collect();
-    let (pixels, _) = reference.tensor_f32("pixel_values").unwrap();
-    let (logits, lshape) = reference.tensor_f32("logits").unwrap();
-    let vocab = lshape[1];
-    let greedy: Vec<i64> = reference.tensor_f32("greedy").unwrap().0.iter().map(|&v| v as i64).collect();
+    let Reference { ids, pixels, logits, vocab } = reference("tiny_llava", "");
+    let file = Safetensors::open(&fixtures.join("tiny_llava/reference.safetensors")).unwrap();
+    let greedy: Vec<i64> = file.tensor_f32("greedy").unwrap().0.iter().map(|&v| v as i64).collect();
     let onnx_dir = fixtures.join("tiny_llava_onnx/onnx");
     let options = OnnxOptions::default();
     let mut encoder = OnnxVisionEncoder::load(&onnx_dir.join("vision_encoder.onnx"), &options).unwrap();
@@ -65,14 +91,7 @@ fn onnx_llava_matches_transformers_logits_and_greedy_tokens() {
     let mut decoder = OnnxDecoder::load(&onnx_dir, Precision::Fp32, &options).unwrap();
     let merged = |ids: &[i64], decoder: &mut OnnxDecoder| -> Array {
         let mut e = decoder.embed(ids).unwrap();
-        let d = e.shape[2];
-        let mut next = 0;
-        for (p, &t) in ids.iter().enumerate() {
-            if t == 63 {
-                e.data[p * d..(p + 1) * d].copy_from_slice(&visual.data[next * d..(next + 1) * d]);
-                next += 1;
-            }
-        }
+        let next = splice(&mut e, ids, 63, &visual.data);
         assert!(next == 0 || next == 16, "all 16 placeholders filled");
         e
     };
@@ -111,11 +130,7 @@ fn onnx_onevision_video_matches_transformers() {
     use tokensieve_models::onevision::{pool_video, Views};
     use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let reference = Safetensors::open(&fixtures.join("tiny_onevision/reference.safetensors")).unwrap();
-    let ids: Vec<i64> = reference.tensor_f32("video_ids").unwrap().0.iter().map(|&v| v as i64).collect();
-    let (frames, _) = reference.tensor_f32("video_pixels").unwrap();
-    let (logits, lshape) = reference.tensor_f32("video_logits").unwrap();
-    let vocab = lshape[1];
+    let Reference { ids, pixels: frames, logits, vocab } = reference("tiny_onevision", "video_");
     let onnx_dir = fixtures.join("tiny_onevision_onnx/onnx");
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(onnx_dir.join("export.json")).unwrap()).unwrap();
@@ -129,15 +144,7 @@ fn onnx_onevision_video_matches_transformers() {
     let visual: Vec<f32> = pooled.into_iter().chain(newline).collect();
     let mut decoder = OnnxDecoder::load(&onnx_dir, Precision::Fp32, &OnnxOptions::default()).unwrap();
     let mut embeds = decoder.embed(&ids).unwrap();
-    let d = embeds.shape[2];
-    let mut next = 0;
-    for (p, &t) in ids.iter().enumerate() {
-        if t == 63 {
-            embeds.data[p * d..(p + 1) * d].copy_from_slice(&visual[next * d..(next + 1) * d]);
-            next += 1;
-        }
-    }
-    assert_eq!(next, 13, "3 frames x 2x2 pooled + the newline");
+    assert_eq!(splice(&mut embeds, &ids, 63, &visual), 13, "3 frames x 2x2 pooled + the newline");
     let got = decoder.forward(&embeds, &mut OnnxKvCache::default()).unwrap();
     let want = &logits[(ids.len() - 1) * vocab..ids.len() * vocab];
     let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
@@ -151,11 +158,7 @@ fn onnx_onevision_video_matches_transformers() {
 fn onnx_precision_variants_load_and_stay_close_to_transformers() {
     use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let reference = Safetensors::open(&fixtures.join("tiny_llava/reference.safetensors")).unwrap();
-    let ids: Vec<i64> = reference.tensor_f32("input_ids").unwrap().0.iter().map(|&v| v as i64).collect();
-    let (pixels, _) = reference.tensor_f32("pixel_values").unwrap();
-    let (logits, lshape) = reference.tensor_f32("logits").unwrap();
-    let vocab = lshape[1];
+    let Reference { ids, pixels, logits, vocab } = reference("tiny_llava", "");
     let want = &logits[(ids.len() - 1) * vocab..ids.len() * vocab];
     let onnx_dir = fixtures.join("tiny_llava_onnx/onnx");
     let options = OnnxOptions::default();
@@ -165,11 +168,7 @@ fn onnx_precision_variants_load_and_stay_close_to_transformers() {
         let visual = OnnxVisionEncoder::load(&path, &options).unwrap().encode(&pixels, 1, 32).unwrap().features;
         let mut decoder = OnnxDecoder::load(&onnx_dir, precision, &options).unwrap();
         let mut e = decoder.embed(&ids).unwrap();
-        let d = e.shape[2];
-        let slots = ids.iter().enumerate().filter(|(_, &t)| t == 63).map(|(p, _)| p);
-        for (k, p) in slots.enumerate() {
-            e.data[p * d..(p + 1) * d].copy_from_slice(&visual.data[k * d..(k + 1) * d]);
-        }
+        assert_eq!(splice(&mut e, &ids, 63, &visual.data), 16);
         let got = decoder.forward(&e, &mut OnnxKvCache::default()).unwrap();
         let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(diff <= tolerance, "{precision:?}: last position differs by {diff}");
