@@ -1235,6 +1235,22 @@ fn ask_gives_the_same_answers_on_torch_and_onnx_with_and_without_pruners() {
     let cases: Vec<(&str, &str, Vec<&str>)> = vec![
         (TINY_LLAVA, TINY_LLAVA_ONNX, vec!["--image", &a]),
         (TINY_LLAVA, TINY_LLAVA_ONNX, vec!["--video", &video, "--frames", "3", "--pruner", "todre", "--ratio", "0.25"]),
+        (
+            TINY_LLAVA,
+            TINY_LLAVA_ONNX,
+            vec![
+                "--video",
+                &video,
+                "--frames",
+                "3",
+                "--pruner",
+                "todre",
+                "--ratio",
+                "0.25",
+                "--positions",
+                "contiguous",
+            ],
+        ),
         // CLS attention from the export's extra output drives VisionZip exactly as the torch tower's does.
         (TINY_LLAVA, TINY_LLAVA_ONNX, vec!["--image", &a, "--image", &b, "--pruner", "visionzip", "--keep", "8"]),
         (TINY_ONEVISION, TINY_ONEVISION_ONNX, vec!["--video", &video, "--frames", "4"]),

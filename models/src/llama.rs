@@ -372,7 +372,20 @@ impl Llama {
         cache: &mut KvCache,
         drop: Option<LayerDrop<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        self.run(x, cache, drop, None)
+        self.run(x, cache, drop, None, None)
+    }
+
+    /// As [`Llama::forward_embeds_with`] with explicit position ids `positions` (one per input row, ascending; gaps
+    /// allowed), for prompts whose pruned visual tokens keep their original positions (ALGORITHMS.md §1.5). Later
+    /// steps continue from the last id + 1.
+    pub fn forward_embeds_at(
+        &self,
+        x: Tensor,
+        positions: &[i64],
+        cache: &mut KvCache,
+        drop: Option<LayerDrop<'_>>,
+    ) -> Result<Tensor, LlamaError> {
+        self.run(x, cache, drop, None, Some(positions))
     }
 
     /// Runs a batch of rows `ids` `[B, S]` in which `valid` `[B, S]` (bool) marks real tokens; prompts are
@@ -381,7 +394,7 @@ impl Llama {
     /// call on a cache starts a batched cache, and every later call on it must be batched.
     pub fn forward_batch(&self, ids: &Tensor, valid: &Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
-        self.run(self.embed(ids)?, cache, None, Some(valid))
+        self.run(self.embed(ids)?, cache, None, Some(valid), None)
     }
 
     /// Position ids `[B, S]` and the attention mask `[B, 1, S, T]` of a batched step, updating the cache's record
@@ -421,6 +434,7 @@ impl Llama {
         cache: &mut KvCache,
         mut drop: Option<LayerDrop<'_>>,
         batch: Option<&Tensor>,
+        at: Option<&[i64]>,
     ) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
         if cache.batch.is_some() && batch.is_none() {
@@ -451,12 +465,25 @@ impl Llama {
             cache.dropped.resize(self.layers.len(), 0);
         }
         let first = cache.next_position;
-        let (mut positions, mask) = match batch {
-            Some(valid) => {
+        let (mut positions, mask) = match (batch, at) {
+            (Some(valid), _) => {
                 let (p, m) = self.batch_step(cache, valid)?;
                 (p, Some(m))
             }
-            None => (Tensor::arange_start(first, first + s, (Kind::Int64, self.device)), None),
+            (None, Some(at)) => {
+                if at.len() as i64 != s || at.windows(2).any(|w| w[0] >= w[1]) || at.first().is_some_and(|&p| p < first)
+                {
+                    return Err(LlamaError::Config {
+                        path: "forward".into(),
+                        reason: format!(
+                            "{} position ids for {s} inputs: they must ascend from {first} (the next position)",
+                            at.len()
+                        ),
+                    });
+                }
+                (Tensor::from_slice(at).f_to_device(self.device)?, None)
+            }
+            (None, None) => (Tensor::arange_start(first, first + s, (Kind::Int64, self.device)), None),
         };
         if let Some(d) = drop.as_ref() {
             if d.layers.windows(2).any(|w| w[0] >= w[1]) || d.layers.last().is_some_and(|&l| l >= self.layers.len()) {
@@ -548,8 +575,8 @@ impl Llama {
             let gated = h.f_linear::<&Tensor>(&l.gate, None)?.f_silu()?.f_mul(&h.f_linear::<&Tensor>(&l.up, None)?)?;
             x = x.f_add(&gated.f_linear::<&Tensor>(&l.down, None)?)?;
         }
-        // Position ids advance by the tokens fed, dropped or not (original numbering).
-        cache.next_position = first + fed;
+        // Position ids advance by the tokens fed, dropped or not (original numbering), or past the last given id.
+        cache.next_position = at.and_then(|a| a.last()).map_or(first + fed, |&last| last + 1);
         let last = x.f_select(1, s - 1)?.f_rms_norm([c.hidden as i64].as_slice(), Some(&self.norm), c.eps)?;
         Ok(last.f_linear::<&Tensor>(&self.lm_head, None)?.f_to_kind(Kind::Float)?)
     }

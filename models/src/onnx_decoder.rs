@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub struct OnnxKvCache {
     past: Vec<DynValue>,
     len: usize,
+    /// Position id of the next token (past the last given id when positions have gaps).
+    next_position: i64,
 }
 
 impl OnnxKvCache {
@@ -108,6 +110,18 @@ impl OnnxDecoder {
     /// Runs embeddings `[1, S, D]` after the cached positions; returns the last position's logits and extends the
     /// cache.
     pub fn forward(&mut self, embeds: &Array, cache: &mut OnnxKvCache) -> Result<Vec<f32>, OnnxError> {
+        self.forward_at(embeds, None, cache)
+    }
+
+    /// As [`OnnxDecoder::forward`] with explicit position ids (one per row, ascending from the next position; gaps
+    /// allowed), for prompts whose pruned visual tokens keep their original positions. The attention mask covers
+    /// the tokens actually cached; later steps continue from the last id + 1.
+    pub fn forward_at(
+        &mut self,
+        embeds: &Array,
+        positions: Option<&[i64]>,
+        cache: &mut OnnxKvCache,
+    ) -> Result<Vec<f32>, OnnxError> {
         let file = &self.precision.file("decoder_model_merged");
         let path = self.folder.join(file);
         let s = embeds.shape.get(1).copied().unwrap_or(0);
@@ -127,7 +141,18 @@ impl OnnxDecoder {
             }
         }
         let total = cache.len + s;
-        let positions: Vec<i64> = (cache.len as i64..total as i64).collect();
+        let first = cache.next_position;
+        let positions: Vec<i64> = match positions {
+            Some(p) => {
+                if p.len() != s || p.windows(2).any(|w| w[0] >= w[1]) || p.first().is_some_and(|&v| v < first) {
+                    let why = format!("{} position ids for {s} inputs: they must ascend from {first}", p.len());
+                    return Err(self.fail(file, &why));
+                }
+                p.to_vec()
+            }
+            None => (first..first + s as i64).collect(),
+        };
+        let next_position = positions.last().map_or(first, |&p| p + 1);
         let mask = vec![1i64; total];
         let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = vec![
             ("inputs_embeds".into(), float_input(&self.decoder, "inputs_embeds", &embeds.shape, &embeds.data, &path)?),
@@ -161,6 +186,7 @@ impl OnnxDecoder {
         }
         cache.past = presents;
         cache.len = total;
+        cache.next_position = next_position;
         Ok(logits)
     }
 }

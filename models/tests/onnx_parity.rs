@@ -54,7 +54,10 @@ fn onnx_vision_encoder_equals_the_torch_backend() {
     let torch = Llava::load(&fixtures.join("tiny_llava"), Device::Cpu).unwrap();
     let batch = Tensor::from_slice(&pixels).reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice());
     let (features, out) = torch.image_features(&batch).unwrap();
-    for options in [OnnxOptions::default(), OnnxOptions { intra_threads: 1, memory_pattern: false, optimization: 0 }] {
+    for options in [
+        OnnxOptions::default(),
+        OnnxOptions { intra_threads: 1, memory_pattern: false, memory_arena: false, optimization: 0 },
+    ] {
         let path = fixtures.join("tiny_llava_onnx/onnx/vision_encoder.onnx");
         let mut onnx = OnnxVisionEncoder::load(&path, &options).unwrap();
         let got = onnx.encode(&pixels, 2, 32).unwrap();
@@ -196,4 +199,39 @@ fn a_custom_two_dimensional_encoder_runs_unbatched() {
     let d = out.features.data.iter().zip(&tokens).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d <= 1e-5, "tokens differ by {d}");
     assert!(out.cls_attention.is_none());
+}
+
+/// Explicit position ids with gaps (pruned visual tokens keeping their original ids): the torch decoder's rotary
+/// embedding and the transformers-exported graph agree on them within 1e-5, in the prefill and in the next step,
+/// and the gaps do change the logits.
+#[test]
+fn gapped_position_ids_agree_between_torch_and_onnx() {
+    use tokensieve_models::llama::KvCache;
+    use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let Reference { ids, .. } = reference("tiny_llava", "");
+    let torch = Llava::load(&fixtures.join("tiny_llava"), Device::Cpu).unwrap();
+    let mut onnx =
+        OnnxDecoder::load(&fixtures.join("tiny_llava_onnx/onnx"), Precision::Fp32, &OnnxOptions::default()).unwrap();
+    let embeds = onnx.embed(&ids).unwrap();
+    let as_tensor = |a: &tokensieve_models::onnx_session::Array| {
+        Tensor::from_slice(&a.data).reshape(a.shape.iter().map(|&d| d as i64).collect::<Vec<_>>().as_slice())
+    };
+    // Every other position skipped from the 4th on, as if half the visual tokens had been pruned.
+    let gapped: Vec<i64> = (0..ids.len() as i64).map(|p| if p < 3 { p } else { 2 * p - 3 }).collect();
+    let mut torch_cache = KvCache::default();
+    let t = torch.text.forward_embeds_at(as_tensor(&embeds), &gapped, &mut torch_cache, None).unwrap();
+    let mut onnx_cache = OnnxKvCache::default();
+    let o = onnx.forward_at(&embeds, Some(&gapped), &mut onnx_cache).unwrap();
+    assert!(max_diff(&t, &o) <= 1e-5, "prefill differs by {}", max_diff(&t, &o));
+    let plain = onnx.forward(&embeds, &mut OnnxKvCache::default()).unwrap();
+    let moved = o.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(moved > 1e-4, "the gaps must change the logits far more than the backends differ ({moved})");
+    // The next step continues after the last given id on both sides.
+    let step = onnx.embed(&[7]).unwrap();
+    let t = torch.text.forward_embeds(as_tensor(&step), &mut torch_cache).unwrap();
+    let o = onnx.forward(&step, &mut onnx_cache).unwrap();
+    assert!(max_diff(&t, &o) <= 1e-5, "step differs by {}", max_diff(&t, &o));
+    let bad = onnx.forward_at(&step, Some(&[0]), &mut onnx_cache).unwrap_err().to_string();
+    assert!(bad.contains("must ascend"), "{bad}");
 }

@@ -67,6 +67,10 @@ pub struct PruningFlags {
     /// `todre-stage2:tau=0.1`.
     #[arg(long)]
     pub in_llm: Option<String>,
+    /// Position ids after pre-LLM pruning: `original` (kept tokens keep theirs, with gaps) or `contiguous`
+    /// (renumbered, as LLaVA-style reference code splicing a shorter encoder output does).
+    #[arg(long, default_value = "original", value_parser = ["original", "contiguous"])]
+    pub positions: String,
 }
 
 /// Arguments of `ask`.
@@ -358,7 +362,7 @@ pub(super) fn qa_options(
 ) -> Result<tokensieve::pipeline::video_qa::QaOptions, CliError> {
     use tokensieve::pruners::in_decoder::InDecoder;
     use tokensieve::pruners::{Budget, Method};
-    let PruningFlags { pruner, keep, ratio, in_llm } = flags;
+    let PruningFlags { pruner, keep, ratio, in_llm, positions } = flags;
     let (keep, ratio, in_llm) = (*keep, *ratio, in_llm.as_deref());
     let usage = |e: String| CliError::usage(e, "see `tokensieve ask --help`");
     let pruners = pruner
@@ -376,6 +380,7 @@ pub(super) fn qa_options(
         pruners,
         budget,
         in_llm,
+        positions: tokensieve::pipeline::qa::Positions::parse(positions).map_err(usage)?,
         ..tokensieve::pipeline::video_qa::QaOptions::new(max_new_tokens)
     })
 }
@@ -458,6 +463,9 @@ fn ask_llava(args: &AskArgs, model: &Path) -> Result<(), CliError> {
     if let Some(spec) = &args.pruning.in_llm {
         builder = builder.in_llm(spec).map_err(usage)?;
     }
+    let positions = tokensieve::pipeline::qa::Positions::parse(&args.pruning.positions)
+        .map_err(|e| CliError::usage(e, "original or contiguous"))?;
+    builder = builder.positions(positions);
     builder = builder.sampling(sampling(args)?).stop(args.stop.clone());
     let pipeline = builder.build().map_err(|e| match e {
         PipelineError::Spec(_) => usage(e),

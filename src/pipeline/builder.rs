@@ -23,7 +23,7 @@
 //! current one, which hides decoding entirely once it is shorter than answering.
 
 use super::engine::{Engine, EngineChoice};
-use super::qa::{MediaKind, QaError, QaOptions, QaRecord};
+use super::qa::{MediaKind, Positions, QaError, QaOptions, QaRecord};
 use super::sampler::{Sampler, SamplerError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,7 @@ pub struct PipelineBuilder {
     max_new_tokens: usize,
     sampling: Sampling,
     stop: Vec<String>,
+    positions: Positions,
     dtype: tch::Kind,
     #[cfg(feature = "onnx")]
     onnx: Option<(Precision, OnnxOptions)>,
@@ -88,6 +89,12 @@ impl PipelineBuilder {
     /// Greedy by default; `Sampling { temperature, top_p, seed }` samples reproducibly.
     pub fn sampling(mut self, sampling: Sampling) -> Self {
         self.sampling = sampling;
+        self
+    }
+
+    /// Position ids after pre-LLM pruning: [`Positions::Original`] (the default) or [`Positions::Contiguous`].
+    pub fn positions(mut self, positions: Positions) -> Self {
+        self.positions = positions;
         self
     }
 
@@ -170,6 +177,7 @@ impl PipelineBuilder {
             max_new_tokens: self.max_new_tokens,
             sampling: self.sampling,
             stop: self.stop,
+            positions: self.positions,
         };
         qa.check_options(&opts)?;
         Ok(Pipeline { qa, sampler: self.sampler, opts })
@@ -254,6 +262,7 @@ impl Pipeline {
             max_new_tokens: 128,
             sampling: Sampling::default(),
             stop: Vec::new(),
+            positions: Positions::Original,
             dtype: tch::Kind::Float,
             #[cfg(feature = "onnx")]
             onnx: None,

@@ -10,8 +10,9 @@
 //! - Everything backend-independent (pruner chain, budget, prompt, generation loop, record) is shared with the
 //!   torch engine through [`super::qa`], so on the same checkpoint the two backends give the same answers.
 //! - After pruning the prompt is rebuilt with one placeholder per kept token, and `inputs_embeds`, `attention_mask`
-//!   and `position_ids` are built together from it: the spliced sequence is numbered contiguously, as the torch
-//!   backend and the LLaVA-style reference code of the pre-LLM methods do (ALGORITHMS.md §1.5).
+//!   and `position_ids` are built together from it: the mask covers the kept sequence, and by default kept tokens
+//!   keep their original position ids (with gaps), as in the torch backend ([`super::qa::Positions`], ALGORITHMS.md
+//!   §1.5); `contiguous` renumbers the pruned prompt.
 //! - In-decoder pruning (FastV, PyramidDrop, ToDRE stage 2) needs a layer's attention rows, which the merged decoder
 //!   graph does not expose; asking for it is an error ([`OnnxQa::check_options`]), never silently ignored.
 //! - Sessions are built once at load and reused for every question; the encoder and decoder sit behind mutexes
@@ -19,8 +20,8 @@
 
 use super::custom_encoder::frame_tokens;
 use super::qa::{
-    generate, inspection_prompt, prune_chain, question_prompt, square_pixels, square_side, unit_runs, Encoded,
-    Measured, MediaKind, Newline, QaError, QaOptions, QaRecord, StageClock,
+    generate, inspection_prompt, prompt_positions, prune_chain, question_prompt, span_offsets, square_pixels,
+    square_side, unit_runs, Encoded, Measured, MediaKind, Newline, QaError, QaOptions, QaRecord, StageClock,
 };
 use crate::pipeline::flops::DecoderShape;
 use ndarray::Array2;
@@ -346,9 +347,12 @@ impl OnnxQa {
         let prompt = question_prompt(self.template.as_ref(), system, placeholder, question)?;
         let expanded = prompt.replacen(placeholder, &vec![placeholder; features.nrows()].join(" "), 1);
         let (ids, embeds) = self.embed_with(&expanded, placeholder_id, &features)?;
+        let span_start = ids.iter().position(|&t| t == placeholder_id).unwrap_or(0);
+        let (offsets, unpruned) = span_offsets(&chained.origin, enc.units, enc.newline);
+        let positions = prompt_positions(opts.positions, ids.len(), span_start, &offsets, unpruned);
         let mut decoder = locked(&self.decoder);
         let mut cache = OnnxKvCache::default();
-        let logits = decoder.forward(&embeds, &mut cache)?;
+        let logits = decoder.forward_at(&embeds, Some(&positions), &mut cache)?;
         let mut picker = TokenPicker::new(opts.sampling);
         let first = picker.pick_or_argmax(&logits) as i64;
         ttft += clock.lap("prefill");

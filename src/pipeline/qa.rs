@@ -88,6 +88,31 @@ pub struct QaOptions {
     pub sampling: Sampling,
     /// Generation stops before the first of these strings (besides the end-of-sequence tokens).
     pub stop: Vec<String>,
+    /// Position ids of the prompt after pre-LLM pruning.
+    pub positions: Positions,
+}
+
+/// Position ids of a prompt whose visual tokens were pruned before the decoder (ALGORITHMS.md §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Positions {
+    /// Kept tokens keep their original ids (with gaps), text after the visual span keeps its ids and decoding
+    /// continues from the last original id + 1 (FastV, DivPrune, FastVID). The default.
+    #[default]
+    Original,
+    /// The pruned prompt is numbered `0..S'-1`, as LLaVA-style reference code that splices a shortened encoder
+    /// output does (VisionZip, PruMerge, CDPruner, D-CoDe).
+    Contiguous,
+}
+
+impl Positions {
+    /// `original` or `contiguous`; the error names the value.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "original" => Ok(Positions::Original),
+            "contiguous" => Ok(Positions::Contiguous),
+            other => Err(format!("positions `{other}` is not original or contiguous")),
+        }
+    }
 }
 
 impl QaOptions {
@@ -100,6 +125,7 @@ impl QaOptions {
             max_new_tokens,
             sampling: Sampling::default(),
             stop: Vec::new(),
+            positions: Positions::Original,
         }
     }
 }
@@ -198,6 +224,45 @@ pub(crate) fn unit_runs(origin: &[usize], units: usize, per_unit: usize) -> Vec<
         start = end;
     }
     runs
+}
+
+/// Where each row of the decoder's visual span (kept tokens and OneVision newlines, in the order
+/// `with_newlines` builds it) sat in the unpruned span, and the unpruned span's length. Merged tokens sit where their
+/// representative did.
+pub(crate) fn span_offsets(origin: &[usize], units: (usize, usize), newline: Newline) -> (Vec<usize>, usize) {
+    let (count, per) = units;
+    match newline {
+        Newline::None => (origin.to_vec(), count * per),
+        Newline::End => (origin.iter().copied().chain([count * per]).collect(), count * per + 1),
+        Newline::PerUnit => {
+            let mut offsets = Vec::with_capacity(origin.len() + count);
+            for (unit, run) in unit_runs(origin, count, per).into_iter().enumerate() {
+                offsets.extend(origin[run].iter().map(|&o| unit * (per + 1) + o % per));
+                offsets.push(unit * (per + 1) + per);
+            }
+            (offsets, count * (per + 1))
+        }
+    }
+}
+
+/// Position ids of a prompt of `len` tokens whose visual span starts at `span_start`, each span row at its
+/// `offsets` place in an unpruned span of `unpruned` rows (see [`Positions`]).
+pub(crate) fn prompt_positions(
+    mode: Positions,
+    len: usize,
+    span_start: usize,
+    offsets: &[usize],
+    unpruned: usize,
+) -> Vec<i64> {
+    let span_end = span_start + offsets.len();
+    (0..len)
+        .map(|p| match mode {
+            Positions::Contiguous => p,
+            Positions::Original if p < span_start => p,
+            Positions::Original if p < span_end => span_start + offsets[p - span_start],
+            Positions::Original => span_start + unpruned + (p - span_end),
+        } as i64)
+        .collect()
 }
 
 /// The output of the pre-LLM pruner chain.
@@ -440,4 +505,24 @@ pub(crate) fn square_pixels(
         pixels.extend(p.data);
     }
     Ok(pixels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_positions_keep_gaps_and_newlines_their_places() {
+        // LLaVA: 2 frames x 4 tokens, kept 1, 2 and 6; prompt = 3 text tokens, the 3 kept, 2 text tokens.
+        let (offsets, unpruned) = span_offsets(&[1, 2, 6], (2, 4), Newline::None);
+        assert_eq!((offsets.as_slice(), unpruned), ([1, 2, 6].as_slice(), 8));
+        let original = prompt_positions(Positions::Original, 8, 3, &offsets, unpruned);
+        assert_eq!(original, vec![0, 1, 2, 4, 5, 9, 11, 12], "text after the span keeps its unpruned ids");
+        assert_eq!(prompt_positions(Positions::Contiguous, 8, 3, &offsets, unpruned), (0..8).collect::<Vec<i64>>());
+        // OneVision video: one newline after all frames sits after the last unpruned token.
+        assert_eq!(span_offsets(&[0, 5], (2, 4), Newline::End), (vec![0, 5, 8], 9));
+        // Several images: a newline after each image's survivors, even when none survived.
+        assert_eq!(span_offsets(&[1, 2], (2, 4), Newline::PerUnit), (vec![1, 2, 4, 9], 10));
+        assert_eq!(span_offsets(&[5], (2, 4), Newline::PerUnit), (vec![4, 6, 9], 10));
+    }
 }

@@ -6,9 +6,10 @@
 //! - Budget: resolved once against all visual tokens (`k`), and every pre-LLM stage of the chain keeps at most `k`
 //!   (a stage whose input already fits is the identity); the last stage's output is what the decoder sees.
 //! - Prompt: the checkpoint's chat template when `tokenizer_config.json` has one, else LLaVA-1.5's
-//!   `USER: <image>\n{question} ASSISTANT:`; `<image>` expands to one placeholder per kept visual token, so the
-//!   spliced sequence is numbered contiguously, as the LLaVA-style reference code of the pre-LLM methods does
-//!   (ALGORITHMS.md §1.5). In-decoder pruning keeps original position ids.
+//!   `USER: <image>\n{question} ASSISTANT:`; `<image>` expands to one placeholder per kept visual token. Position ids
+//!   follow [`super::qa::Positions`] (ALGORITHMS.md §1.5): by default kept tokens keep their original ids, with gaps,
+//!   and the text after them keeps its own; `contiguous` renumbers the pruned prompt as LLaVA-style reference code
+//!   splicing a shortened encoder output does.
 //! - In-decoder pruning on the visual span (OneVision newlines included), with original position ids: FastV's rule
 //!   at layer `K` on the last prompt token's attention (`fastv:layer=K,ratio=R`), PyramidDrop's stages
 //!   (`pdrop:layers=8/16/24,lambda=0.5`), or ToDRE stage 2 at its check layer on the text tokens' rows
@@ -19,8 +20,8 @@
 //!   Newlines are not counted as visual tokens in the record (they are in `prefill_tokens`).
 
 use super::qa::{
-    generate, inspection_prompt, prune_chain, pruning, question_prompt, square_pixels, square_side, unit_runs,
-    Measured, Newline, StageClock,
+    generate, inspection_prompt, prompt_positions, prune_chain, pruning, question_prompt, span_offsets, square_pixels,
+    square_side, unit_runs, Measured, Newline, StageClock,
 };
 use crate::pipeline::flops::DecoderShape;
 use std::ops::Range;
@@ -298,6 +299,8 @@ impl VideoQa {
         let embeds = self.model.merge_at(&ids_t, &[(placeholder_id, &features)])?;
         let span_start = ids.iter().position(|&t| t == placeholder_id).unwrap_or(0);
         let span = span_start..span_start + kept;
+        let (offsets, unpruned) = span_offsets(&chained.origin, enc.units, enc.newline);
+        let positions = prompt_positions(opts.positions, ids.len(), span_start, &offsets, unpruned);
         let layers = self.model.text.config.layers;
         let mut tokens_per_layer = vec![ids.len(); layers];
         let mut cache = KvCache::default();
@@ -336,13 +339,13 @@ impl VideoQa {
                     select: &mut select,
                     positions: PositionMode::Original,
                 };
-                let logits = self.model.text.forward_embeds_with(embeds, &mut cache, Some(drop))?;
+                let logits = self.model.text.forward_embeds_at(embeds, &positions, &mut cache, Some(drop))?;
                 for (l, t) in tokens_per_layer.iter_mut().enumerate() {
                     *t = cache.layer_len(l) as usize;
                 }
                 logits
             }
-            None => self.model.text.forward_embeds(embeds, &mut cache)?,
+            None => self.model.text.forward_embeds_at(embeds, &positions, &mut cache, None)?,
         };
         let mut picker = TokenPicker::new(opts.sampling);
         let first = picker.next(&logits)?;
