@@ -1422,3 +1422,50 @@ fn compress_runs_a_custom_onnx_encoder_with_its_processor() {
     let (code, _, err) = tokensieve(&on_torch);
     assert_eq!(code, 2, "an .onnx encoder runs on the onnx backend: {err}");
 }
+
+#[test]
+fn eval_answers_the_same_on_torch_and_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(asset("videos/bikes.mp4"), dir.path().join("data/bikes.mp4")).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/videomme_test.parquet");
+    let run = |backend: &str, model: &str| -> Vec<(String, String)> {
+        let out = dir.path().join(backend);
+        let (code, _, err) = tokensieve(&[
+            "eval",
+            "--task",
+            "videomme",
+            "--data",
+            data.to_str().unwrap(),
+            "--data-root",
+            dir.path().to_str().unwrap(),
+            "--backend",
+            backend,
+            "--model",
+            model,
+            "--frames",
+            "2",
+            "--pruner",
+            "todre",
+            "--keep",
+            "8",
+            "--max-new-tokens",
+            "6",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{backend}: {err}");
+        let text = std::fs::read_to_string(out.join("samples_videomme.jsonl")).unwrap();
+        let mut lines: Vec<(String, String)> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["id"].as_str().unwrap().to_string(), format!("{} {}", v["prediction"], v["error"])))
+            .collect();
+        lines.sort();
+        lines
+    };
+    let torch = run("torch", TINY_LLAVA);
+    assert_eq!(torch.len(), 3);
+    assert_eq!(torch.iter().filter(|(_, p)| p.starts_with('"')).count(), 2, "two answered, one video missing");
+    assert_eq!(torch, run("onnx", TINY_LLAVA_ONNX));
+}
