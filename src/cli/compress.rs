@@ -188,6 +188,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let selection = prune(&CpuBackend, &method, &tokens, budget)
         .map_err(|e| CliError::usage(e.to_string(), "check the pruner's needs and the budget"))?;
     lap("prune", &mut times);
+    // The picture shows what the tower saw; preprocessing again here (milliseconds per frame) keeps pixel buffers
+    // out of the engines' interface.
     let processor = match &encoder {
         Encoder::Model(engine) => engine.processor(),
         #[cfg(feature = "onnx")]

@@ -247,23 +247,27 @@ impl OnnxQa {
     }
 
     /// The kept rows with OneVision's newline embeddings put back where the unpruned model has them.
-    fn with_newlines(&self, kept: Array2<f32>, origin: &[usize], enc: &Encoded<Array2<f32>>) -> Array2<f32> {
-        let Some(newline) = &self.newline else { return kept };
-        let d = kept.ncols();
-        let row = ndarray::ArrayView2::from_shape((1, d), newline.as_slice());
-        let Ok(row) = row else { return kept };
+    fn with_newlines(
+        &self,
+        kept: Array2<f32>,
+        origin: &[usize],
+        enc: &Encoded<Array2<f32>>,
+    ) -> Result<Array2<f32>, QaError> {
+        let (Some(newline), false) = (&self.newline, enc.newline == Newline::None) else { return Ok(kept) };
+        let bad = |reason: String| QaError::Config { path: "onnx/export.json".into(), reason };
+        let row = ndarray::ArrayView2::from_shape((1, kept.ncols()), newline.as_slice()).map_err(|_| {
+            bad(format!("image_newline has {} values, the visual tokens {}", newline.len(), kept.ncols()))
+        })?;
         let mut parts = Vec::with_capacity(2 * enc.units.0 + 1);
-        match enc.newline {
-            Newline::None => return kept,
-            Newline::End => parts.extend([kept.view(), row]),
-            Newline::PerUnit => {
-                for run in unit_runs(origin, enc.units.0, enc.units.1) {
-                    parts.push(kept.slice(ndarray::s![run, ..]));
-                    parts.push(row);
-                }
+        if enc.newline == Newline::End {
+            parts.extend([kept.view(), row]);
+        } else {
+            for run in unit_runs(origin, enc.units.0, enc.units.1) {
+                parts.push(kept.slice(ndarray::s![run, ..]));
+                parts.push(row);
             }
         }
-        ndarray::concatenate(ndarray::Axis(0), &parts).unwrap_or(kept.clone())
+        ndarray::concatenate(ndarray::Axis(0), &parts).map_err(|e| bad(e.to_string()))
     }
 
     /// Token ids of `prompt` and their embeddings `[1, S, D]` with the rows of `placeholder_id` replaced, in order,
@@ -304,9 +308,10 @@ impl OnnxQa {
         raw: bool,
     ) -> Result<OnnxPrefilled, QaError> {
         let mut preprocess_ms = 0.0;
-        let enc = self.encode(frames, kind, &mut preprocess_ms)?;
+        let mut enc = self.encode(frames, kind, &mut preprocess_ms)?;
         let origin: Vec<usize> = (0..enc.features.nrows()).collect();
-        let visual = self.with_newlines(enc.features.clone(), &origin, &enc);
+        let features = std::mem::take(&mut enc.features);
+        let visual = self.with_newlines(features, &origin, &enc)?;
         let (placeholder_id, placeholder) = enc.placeholder;
         let per_unit = enc.units.1 + usize::from(enc.newline == Newline::PerUnit);
         let expanded = inspection_prompt(
@@ -338,10 +343,11 @@ impl OnnxQa {
         }
         let mut clock = StageClock::start();
         let mut preprocess_ms = 0.0;
-        let enc = self.encode(frames, kind, &mut preprocess_ms)?;
+        let mut enc = self.encode(frames, kind, &mut preprocess_ms)?;
         let mut ttft = clock.lap("encode");
-        let chained = prune_chain(&CpuBackend, enc.features.clone(), enc.layout, enc.cls_attention.clone(), opts)?;
-        let features = self.with_newlines(chained.features, &chained.origin, &enc);
+        let features = std::mem::take(&mut enc.features);
+        let chained = prune_chain(&CpuBackend, features, enc.layout, enc.cls_attention.take(), opts)?;
+        let features = self.with_newlines(chained.features, &chained.origin, &enc)?;
         ttft += clock.lap("prune");
         let (placeholder_id, placeholder) = enc.placeholder;
         let prompt = question_prompt(self.template.as_ref(), system, placeholder, question)?;
