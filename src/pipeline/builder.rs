@@ -1,6 +1,7 @@
 //! [`Pipeline`]: the library entry point. Built once from a model directory, a frame sampler, a chain of pre-LLM
-//! pruners, an optional in-decoder pruner, a budget and a device; then asked any number of questions about videos,
-//! images or multi-camera samples, reusing the loaded model.
+//! pruners, an optional in-decoder pruner, a budget and a device (libtorch), or from an ONNX export with
+//! [`PipelineBuilder::onnx`] (ONNX Runtime); then asked any number of questions about videos, images or multi-camera
+//! samples, reusing the loaded model.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tokensieve::pipeline::builder::PipelineError> {
