@@ -153,12 +153,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot})));
     }
     let mut out = format!(
-        "{} frames of {}, pruner {}, backend {} {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
+        "{} frames of {}, pruner {}, backend {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
         frames.len(),
         args.video.display(),
         method.name(),
-        args.backend.backend,
-        if args.backend.backend == "onnx" { args.backend.precision.as_str() } else { "" },
+        match args.backend.backend.as_str() {
+            "onnx" => format!("onnx {}", args.backend.precision),
+            other => other.to_string(),
+        },
         args.repeats.max(1)
     );
     out += "| budget | visual tokens | prefill tokens | LLM TFLOPs | TTFT ms | preprocess ms | encode ms | prune ms | prefill ms | prefill tok/s | decode tok/s | KV bytes | peak RSS MiB |\n";
