@@ -21,6 +21,8 @@ test: setup
 	@# The other feature sets users build must compile too (without libtorch; libtorch without FFmpeg).
 	@$(ENV) && cargo clippy --workspace --all-targets -- -D warnings
 	@$(ENV) && cargo clippy --workspace --all-targets --no-default-features --features torch -- -D warnings
+	@# Doc comments are part of the interface: broken intra-doc links fail the build.
+	@$(ENV) && RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace $(FEATURES)
 	@$(ENV) && cargo test --workspace $(FEATURES)
 
 doctor: build

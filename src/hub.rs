@@ -5,7 +5,7 @@
 //! A model that is not cached is downloaded into that same cache with hf-hub (the files a checkpoint needs:
 //! configs, tokenizer, processor config, weights and their index), unless `HF_HUB_OFFLINE` is set. When the hub
 //! cannot be reached (or offline mode is on) the error is one line naming the folder looked in, with the command that
-//! fills it on a connected machine. [project] Only model files are fetched (`*.json`, `*.safetensors`, `*.model`,
+//! fills it on a connected machine. \[project\] Only model files are fetched (`*.json`, `*.safetensors`, `*.model`,
 //! `*.txt`), never `*.bin`/`*.pt` pickles, which this project does not read.
 
 use std::path::{Path, PathBuf};

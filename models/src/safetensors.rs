@@ -196,7 +196,7 @@ impl Checkpoint {
     }
 }
 
-/// Storage type of a tensor written by [`write`].
+/// Storage type of a tensor written by [`write()`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreAs {
     /// 32-bit floats.

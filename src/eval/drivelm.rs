@@ -14,7 +14,7 @@
 //! final    = 0.4·judge/100 + 0.2·language + 0.2·match/100 + 0.2·accuracy
 //! ```
 //!
-//! Choices where the reference code would crash [project]: a QA without a prediction is scored with an empty
+//! Choices where the reference code would crash \[project\]: a QA without a prediction is scored with an empty
 //! answer and counted in `missing_predictions`; an odd count of numbers drops the last one; without a judge the
 //! judge, match and final scores are reported as not scored (never as 0), while the accuracy, language and the
 //! pure coordinate F1 are.

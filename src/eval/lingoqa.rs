@@ -4,7 +4,7 @@
 //! does; writes `predictions.csv` (`question_id,segment_id,answer`) for the official scorer; scores with
 //! Lingo-Judge through a judge command, and always with the COCO caption metrics against both references.
 //!
-//! Lingo-Judge is a DeBERTa classifier whose weights are not reachable offline, so it is a command [project]: per
+//! Lingo-Judge is a DeBERTa classifier whose weights are not reachable offline, so it is a command \[project\]: per
 //! reference it receives `\nQuestion: {question}\nAnswer: {reference}\nStudent: {prediction}` (reference and
 //! prediction lower-cased and stripped, as the official judge does; its tokenizer adds the CLS token and truncates
 //! at 128 tokens) and prints its logit. A prediction is correct iff the largest logit over the references is > 0;

@@ -3,7 +3,7 @@
 //! (Hugging Face datasets: LingoQA, Video-MME, EgoSchema). Every row becomes a JSON object so that one loader per
 //! benchmark reads every format its data comes in.
 //!
-//! Choices [project]: CSV cells stay strings (loaders parse numbers where the schema says so); a JSON object whose
+//! Choices \[project\]: CSV cells stay strings (loaders parse numbers where the schema says so); a JSON object whose
 //! values are all objects is read as rows keyed by id, the key kept under `"_key"`; parquet nested lists and structs
 //! become JSON arrays and objects. Parquet is read row by row (no Arrow), so a large file is never held twice.
 

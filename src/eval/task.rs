@@ -9,7 +9,7 @@
 //! | `lingoqa` | question about a clip | the clip's frames | the question | Lingo-Judge (`--judge`) + COCO metrics vs both references |
 //! | `videomme`, `mlvu`, `longvideobench`, `egoschema`, `nextqa` | question | `--frames` uniform frames of the video | the benchmark's own | named extractor (`--extractor`) |
 //!
-//! Choices [project]: NuScenes-QA gives the question with LLaVA's short-answer instruction (`Answer the question
+//! Choices \[project\]: NuScenes-QA gives the question with LLaVA's short-answer instruction (`Answer the question
 //! using a single word or phrase.`), as LLaVA-style evaluations of closed-vocabulary VQA do; camera images and
 //! frames go to the model in nuScenes camera order or in time order. A sample whose media is missing is run as an
 //! error line, not skipped, so the output says what was not answered and why.

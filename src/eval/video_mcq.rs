@@ -10,7 +10,7 @@
 //! | `egoschema` | HF `lmms-lab/egoschema` rows, or the official `questions.json` (+ `subset_answers.json` beside it) | `question_idx` / `q_uid` | lmms-eval | `lmms_eval_v0.4_egoschema` | accuracy over the questions with answers |
 //! | `nextqa` | official `val.csv`/`test.csv` or the HF MC rows | `<video>_<qid>` | lmms-eval | `lmms_eval_v0.4_nextqa` | micro; by type and Acc@C/T/D |
 //!
-//! Choices [project]:
+//! Choices \[project\]:
 //! - Random fallbacks of an extractor draw from a generator seeded by the run's seed and the sample id, so a sharded
 //!   run and a single run score every reply identically.
 //! - Questions whose answer is withheld (EgoSchema's full set) are answered and written out, and reported as not

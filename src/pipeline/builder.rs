@@ -18,7 +18,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Concurrency [project]: one question needs its frames before the tower can run, so within a question the stages
+//! Concurrency \[project\]: one question needs its frames before the tower can run, so within a question the stages
 //! run in order (each stage is itself parallel: frames are resized on every core, the tower batches frames). Across
 //! questions, [`Pipeline::ask_all`] decodes the next question's media on a second thread while the model answers the
 //! current one, which hides decoding entirely once it is shorter than answering.

@@ -4,7 +4,7 @@
 //! --model encoder.onnx --processor preprocessor_config.json`); a `cls_attention` output `[B, N]`, when the graph
 //! has one, feeds the attention-based pruners.
 //!
-//! Choices [project]: frames are encoded in one batch when the graph returns `[B, N, D]`, one by one when it returns
+//! Choices \[project\]: frames are encoded in one batch when the graph returns `[B, N, D]`, one by one when it returns
 //! `[N, D]`; `N` tokens per frame form a square grid layout when `N` is a square (needed by the spatial pruners and
 //! the `compress` picture), otherwise a flat set.
 

@@ -6,7 +6,7 @@
 //! No libtorch is involved: the pruners run on the host ([`CpuBackend`]), OneVision's pooling and tile packing use
 //! the host implementations in `tokensieve_models::onevision`, which the torch backend uses as well.
 //!
-//! Choices [project]:
+//! Choices \[project\]:
 //! - Everything backend-independent (pruner chain, budget, prompt, generation loop, record) is shared with the
 //!   torch engine through [`super::qa`], so on the same checkpoint the two backends give the same answers.
 //! - After pruning the prompt is rebuilt with one placeholder per kept token, and `inputs_embeds`, `attention_mask`

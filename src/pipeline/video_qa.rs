@@ -2,7 +2,7 @@
 //! processor -> vision tower + projector -> pre-LLM pruner chain -> prompt -> decoder (optionally pruning inside it)
 //! -> answer, with the record of every stage.
 //!
-//! Choices [project]:
+//! Choices \[project\]:
 //! - Budget: resolved once against all visual tokens (`k`), and every pre-LLM stage of the chain keeps at most `k`
 //!   (a stage whose input already fits is the identity); the last stage's output is what the decoder sees.
 //! - Prompt: the checkpoint's chat template when `tokenizer_config.json` has one, else LLaVA-1.5's

@@ -6,9 +6,9 @@
 //! drop all visual tokens from layer ℓ + 1 on  iff  α_{t→v} < τ and α_{v→t} < τ
 //! ```
 //!
-//! Check layer `ℓ = floor(7L/8)` (0-based) [project], `τ = 0.10`. With the causal layout system | visual | text,
+//! Check layer `ℓ = floor(7L/8)` (0-based) \[project\], `τ = 0.10`. With the causal layout system | visual | text,
 //! visual queries cannot see later text, so `α_{v→t} = 0` and only text rows are needed (pass no visual rows).
-//! If the test fails the tokens are kept; visual KV entries of layers `<= ℓ` stay for decoding [project].
+//! If the test fails the tokens are kept; visual KV entries of layers `<= ℓ` stay for decoding \[project\].
 //! Complexity `O(T·S)` given the rows. Source: ToDRE v2, arXiv 2505.18757 (§4).
 
 use super::image_columns;

@@ -11,9 +11,9 @@
 //!
 //! A row of `L` is `r_j · r ∘ (X̂ x̂_j)`, so the kernel is never stored: `O(k·N·D + k²·N)` time and `O(k·N)`
 //! memory (the reference builds `N x N`). When `d²` is exhausted (duplicates, or a kernel of rank below `k`, as when
-//! `N > D`) the rest is filled by relevance, highest first [project]. "Exhausted" is `d² <= max(1e-10, 1e-4·max d²₀)`:
+//! `N > D`) the rest is filled by relevance, highest first \[project\]. "Exhausted" is `d² <= max(1e-10, 1e-4·max d²₀)`:
 //! in f32 a rank-deficient kernel leaves rounding residue of about 1e-7 instead of exact zeros, and an absolute
-//! 1e-10 test would keep picking by rounding noise, differently on every backend [project]. A `relevance` signal is used as given (min-max scaled); optional
+//! 1e-10 test would keep picking by rounding noise, differently on every backend \[project\]. A `relevance` signal is used as given (min-max scaled); optional
 //! `theta` applies the reference's commented-out `exp(θ/(2(1−θ))·r)`.
 //! Source: Zhang et al., "Beyond Attention or Similarity: Maximizing Conditional Diversity for Token Pruning in
 //! MLLMs", NeurIPS 2025 (arXiv 2506.10967), Theia-4869/CDPruner; greedy MAP from Chen et al. 2018.

@@ -15,7 +15,7 @@
 //! view (LangDC's chunk size 4); a flat layout is a single clip. Complexity: `O(N·D)` for richness plus the inner
 //! selector per clip. Defaults: `clip_frames = 4`, `w = 0.5`, `b_min = 1`, `inner = todre`.
 //! Source: Wang et al., "Seeing More, Saying More: Lightweight Language Experts are Dynamic Video Token
-//! Compressors" (LangDC), EMNLP 2025 (arXiv 2509.00969); stand-in specified in ALGORITHMS.md §3.4.2 [project].
+//! Compressors" (LangDC), EMNLP 2025 (arXiv 2509.00969); stand-in specified in ALGORITHMS.md §3.4.2 \[project\].
 
 use crate::backend::Backend;
 use crate::error::Result;

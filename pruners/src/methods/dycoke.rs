@@ -10,7 +10,7 @@
 //! frame keeps `int((1 − dycoke_k)·n)` and the budget is only an upper bound. Otherwise `m` follows the budget:
 //! `k − (whole frames)·n` split evenly over compared frames (largest remainders), so exactly `k` are kept. A budget
 //! below the whole frames' tokens is an error: the method never prunes a window's first frame. A final partial
-//! window applies the same rule to the frames it has [project]. Views are processed independently. The decode-time
+//! window applies the same rule to the frames it has \[project\]. Views are processed independently. The decode-time
 //! dynamic KV part of DyCoke lives in the decoder (`in_decoder::dycoke_kv`). Complexity `O(N·D)`.
 //! Source: Tao et al., "DyCoke: Dynamic Compression of Tokens for Fast Video Large Language Models", CVPR 2025
 //! (arXiv 2411.15024), KD-TAO/DyCoke `llava_arch.py::dycole_ttm`.

@@ -13,7 +13,7 @@
 //!
 //! Output: salient tokens and merged anchors, ascending, at most `k`. Defaults: `τ = 0.9`, `c = 8`, `d = 0.4`,
 //! `p = 4`, `β = 0.6`. FastVID's global frame features come from a separate pooled embedding; the mean normalised
-//! token stands in [project]. Complexity: `O(N·D)` plus DPC-kNN per anchor frame (`O(n²·D)`) and the assignment
+//! token stands in \[project\]. Complexity: `O(N·D)` plus DPC-kNN per anchor frame (`O(n²·D)`) and the assignment
 //! `O(N·anchors·D)`. Source: Shen et al., "FastVID: Dynamic Density Pruning for Fast Video Large Language Models",
 //! NeurIPS 2025 (arXiv 2503.11187), LunarShen/FastVID `modeling_qwen2.py`.
 

@@ -13,8 +13,8 @@
 //! Budget: the reference rescales a keep ratio (`r' = min(r / ((total − reduced)/total), 1)`) and takes `ceil` per
 //! frame, which can overshoot; here `k` is split over every frame's dynamic group and every window's static group in
 //! proportion to their sizes (largest remainders), the same proportional rule made exact: at most `k` tokens, exactly
-//! `k` unless averaging left fewer [project]. `D` (share merged rather than kept by attention) and the static
-//! cluster count are unpublished: `D = 0.5` by default and static groups take their proportional share [project].
+//! `k` unless averaging left fewer \[project\]. `D` (share merged rather than kept by attention) and the static
+//! cluster count are unpublished: `D = 0.5` by default and static groups take their proportional share \[project\].
 //! Defaults `τ = 0.65` (0.80 for 15–25 % budgets in the paper), `β = 0.6`. A merged token takes its centre's index;
 //! a static token the index of its position in the window's first frame. The inner-LLM stage is
 //! `in_decoder::holitom_inner`. Complexity: `O(F·W·n)` for the DP plus `O(m²·D)` DPC-kNN per group.

@@ -10,7 +10,7 @@
 //!
 //! Complexity: `O(k·N·D)` time, `O(N)` extra memory (a running minimum instead of DivPrune's reference `N x N`
 //! matrix; the picks are identical). Source: ToDRE v1 (arXiv 2505.18757 v1) with the Gonzalez rule inferred
-//! (ALGORITHMS.md §3.1.2, [secondary]).
+//! (ALGORITHMS.md §3.1.2, \[secondary\]).
 
 use super::todre::PivotRule;
 use crate::backend::Backend;

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Adaptive: the outlier count is an output, and the budget is an upper bound — when the union exceeds `k` the
-//! `k` tokens with the highest attention are kept [project]. Flat attention (no outlier) keeps the top-1 [project].
+//! `k` tokens with the highest attention are kept \[project\]. Flat attention (no outlier) keeps the top-1 \[project\].
 //! The merge is unnormalised, as in the reference (norms can grow). The extra token is returned in
 //! `Selection::extra` (position: the last token's, ALGORITHMS.md §1.5). Complexity: `O(N log N + |kept|·N·Dk)`.
 //! Source: Shang et al., "LLaVA-PruMerge: Adaptive Token Reduction for Efficient Large Multimodal Models",

@@ -15,7 +15,7 @@
 //! the importance source (`auto`: CLS attention, else L2 norm) and notes that the run was query-agnostic.
 //! Complexity: `O(N·T·D)` relevance plus `O((N−k)·k_w·D)` recovery, `k_w` = kept tokens in the window, computed in
 //! blocks of 1024 dropped tokens. Defaults: `agg = mean`, `sign = +1`, `recovery = on`, `window = 0`, `min_sim = 0`.
-//! Source: Jiao et al., "LaVida Drive", arXiv 2411.12980 (no public code; ALGORITHMS.md §3.3.2 [project]).
+//! Source: Jiao et al., "LaVida Drive", arXiv 2411.12980 (no public code; ALGORITHMS.md §3.3.2 \[project\]).
 
 use super::importance::importance;
 use crate::backend::Backend;

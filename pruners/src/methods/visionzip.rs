@@ -10,7 +10,7 @@
 //! The budget `k` splits as the paper's 54 + 10 (of 64): `dominant = round(k·54/64)`, `contextual = k − dominant`,
 //! unless `dominant=` is given. Output is ascending by index (the reference emits dominant then contextual; the
 //! decoder sees the same set). Contextual tokens take their target's position. With nothing assigned a contextual
-//! token is its target's features [project]. Complexity: `O(N log N)` for the ranking plus `O(|R|·c·Dk)` for the
+//! token is its target's features \[project\]. Complexity: `O(N log N)` for the ranking plus `O(|R|·c·Dk)` for the
 //! assignment. Keys are the ViT keys averaged over heads; without keys the features stand in (noted).
 //! Source: Yang et al., "VisionZip: Longer is Better but Not Necessary in Vision Language Models", CVPR 2025
 //! (arXiv 2412.04467), dvlab-research/VisionZip `visionzip/clip_encoder.py`.

@@ -8,7 +8,7 @@
 //!
 //! A running sum of similarities makes the greedy phase `O(n·F)` after `O(n·F·d)` for the similarities needed
 //! (no `F x F` matrix). With `n_u = 0` the mean over an empty set is undefined in the reference; frame 0 seeds the
-//! greedy phase [project]. `n >= F` returns every frame. Ties go to the lower index.
+//! greedy phase \[project\]. `n >= F` returns every frame. Ties go to the lower index.
 //! Source: D-CoDe, EMNLP 2025 (arXiv 2510.08818), hukcc/D-CoDe `Dcode.py::supp_frame_selection`. Defaults from its
 //! scripts: EgoSchema `n = 15`, ratio 0.85.
 

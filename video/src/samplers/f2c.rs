@@ -9,7 +9,7 @@
 //! clips      = L consecutive frames centred on each anchor, shifted inside [0, T−1], overlaps merged
 //! ```
 //!
-//! Choices the paper leaves open, fixed here [project]: K-means starts from the quantiles of the sorted candidate
+//! Choices the paper leaves open, fixed here \[project\]: K-means starts from the quantiles of the sorted candidate
 //! times and iterates Lloyd steps until assignments stop changing (at most 100); with no rung reaching `L_min` the
 //! lowest resolution is used with whatever `L >= 1` it allows; if even that gives `L < 1`, `K` drops to
 //! `⌊B / tok_min⌋`; fewer candidates than `K` make every candidate an anchor and the rest the most relevant other
