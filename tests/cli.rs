@@ -1028,6 +1028,16 @@ fn model_commands_reject_bad_input_in_one_line() {
         (vec!["ask", "--model", model, "--video", &video, "--backend", "onnx", "q"], 2, "not an ONNX export"),
         (vec!["bench", "--model", model, "--video", &video, "--backend", "onnx"], 2, "not an ONNX export"),
         (vec!["ask", "--model", model, "--video", &video, "--threads", "2", "q"], 2, "--threads"),
+        (
+            vec!["ask", "--model", TINY_LLAVA_ONNX, "--video", &video, "--backend", "onnx", "--device", "cpu", "q"],
+            2,
+            "--device",
+        ),
+        (
+            vec!["ask", "--model", TINY_LLAVA_ONNX, "--video", &video, "--backend", "onnx", "--dtype", "f16", "q"],
+            2,
+            "--dtype",
+        ),
     ];
     for (args, code, text) in cases {
         let (got, stdout, err) = tokensieve(&args);

@@ -131,7 +131,7 @@ fn custom_encoder(args: &Args, choice: &tokensieve::pipeline::engine::EngineChoi
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let choice = args.backend.choice(tch::Device::cuda_if_available(), tch::Kind::Float)?;
+    let choice = args.backend.choice(None, tch::Kind::Float)?;
     let (method, params) =
         Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
     let budget = match (args.keep, args.ratio) {

@@ -213,7 +213,7 @@ fn forward_onnx(args: &ForwardArgs) -> Result<Prefill, CliError> {
     use tokensieve::pipeline::onnx_qa::OnnxQa;
     use tokensieve::pipeline::qa::{MediaKind, QaError};
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
-    let EngineChoice::Onnx { precision, options } = args.backend.choice(tch::Device::Cpu, tch::Kind::Float)? else {
+    let EngineChoice::Onnx { precision, options } = args.backend.choice(None, tch::Kind::Float)? else {
         return Err(CliError::usage("forward_onnx runs the onnx backend", "pass --backend onnx"));
     };
     args.backend.check_model(&args.model)?;
@@ -447,7 +447,7 @@ fn ask_llava(args: &AskArgs, model: &Path) -> Result<(), CliError> {
         .sampler(&with_frames(&args.sampler, args.frames))
         .map_err(usage)?
         .max_new_tokens(args.max_new_tokens);
-    builder = match args.backend.choice(device(args.device.as_deref())?, dtype)? {
+    builder = match args.backend.choice(args.device.as_deref(), dtype)? {
         EngineChoice::Torch { device, dtype } => builder.device(device).dtype(dtype),
         #[cfg(feature = "onnx")]
         EngineChoice::Onnx { precision, options } => builder.onnx(precision, options),

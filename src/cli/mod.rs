@@ -122,18 +122,25 @@ impl BackendFlags {
         Ok(())
     }
 
-    /// The engine to load: torch on `device` in `dtype`, or ONNX Runtime with the precision and threads asked for.
+    /// The engine to load: torch on `device` (`cpu`, `cuda`; CUDA when available if `None`) in `dtype`, or ONNX Runtime
+    /// with the precision and threads asked for.
     /// Flags of the other backend are usage errors rather than silently ignored.
     #[cfg(all(feature = "torch", feature = "video"))]
     pub fn choice(
         &self,
-        device: tch::Device,
+        device: Option<&str>,
         dtype: tch::Kind,
     ) -> Result<tokensieve::pipeline::engine::EngineChoice, CliError> {
         use tokensieve::pipeline::engine::EngineChoice;
         if self.backend == "torch" {
             self.torch_only()?;
-            return Ok(EngineChoice::Torch { device, dtype });
+            return Ok(EngineChoice::Torch { device: llm::device(device)?, dtype });
+        }
+        if let Some(device) = device {
+            return Err(CliError::usage(
+                format!("--device {device} applies to the torch backend"),
+                "the onnx backend runs on the CPU; drop --device",
+            ));
         }
         #[cfg(feature = "onnx")]
         {
