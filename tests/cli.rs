@@ -736,6 +736,18 @@ fn eval_reads_em_vlm4ad_split_files() {
 /// Runs `eval` with the tiny LLaVA and returns (exit code, printed results, stderr).
 #[cfg(all(feature = "torch", feature = "video"))]
 fn eval_run(task: &str, data: &Path, root: &Path, out: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    eval_run_on(TINY_LLAVA, task, data, root, out, extra)
+}
+
+/// `eval` of `task` with `model` (3 new tokens) and `extra` flags: exit code, printed JSON and stderr.
+fn eval_run_on(
+    model: &str,
+    task: &str,
+    data: &Path,
+    root: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (i32, serde_json::Value, String) {
     let mut args = vec![
         "eval",
         "--task",
@@ -745,7 +757,7 @@ fn eval_run(task: &str, data: &Path, root: &Path, out: &Path, extra: &[&str]) ->
         "--data-root",
         root.to_str().unwrap(),
         "--model",
-        TINY_LLAVA,
+        model,
         "--max-new-tokens",
         "3",
         "--out",
@@ -1441,29 +1453,8 @@ fn eval_answers_the_same_on_torch_and_onnx() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/videomme_test.parquet");
     let run = |backend: &str, model: &str| -> Vec<(String, String)> {
         let out = dir.path().join(backend);
-        let (code, _, err) = tokensieve(&[
-            "eval",
-            "--task",
-            "videomme",
-            "--data",
-            data.to_str().unwrap(),
-            "--data-root",
-            dir.path().to_str().unwrap(),
-            "--backend",
-            backend,
-            "--model",
-            model,
-            "--frames",
-            "2",
-            "--pruner",
-            "todre",
-            "--keep",
-            "8",
-            "--max-new-tokens",
-            "6",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let extra = ["--backend", backend, "--frames", "2", "--pruner", "todre", "--keep", "8"];
+        let (code, _, err) = eval_run_on(model, "videomme", &data, dir.path(), &out, &extra);
         assert_eq!(code, 0, "{backend}: {err}");
         let text = std::fs::read_to_string(out.join("samples_videomme.jsonl")).unwrap();
         let mut lines: Vec<(String, String)> = text

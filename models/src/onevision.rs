@@ -71,20 +71,25 @@ pub struct Views<'a> {
     pub dim: usize,
 }
 
+/// The side `g` of a square `g x g` patch grid of `n` tokens, if `n` is a square.
+pub fn square_side(n: usize) -> Option<usize> {
+    let g = (n as f64).sqrt().round() as usize;
+    (g * g == n).then_some(g)
+}
+
 impl Views<'_> {
     /// The side `g` of the square patch grid, when `tokens` is a square.
     fn grid(&self) -> Result<usize, String> {
-        let g = (self.tokens as f64).sqrt().round() as usize;
-        if g * g != self.tokens || self.data.len() != self.views * self.tokens * self.dim {
-            return Err(format!(
+        match square_side(self.tokens) {
+            Some(g) if self.data.len() == self.views * self.tokens * self.dim => Ok(g),
+            _ => Err(format!(
                 "{} values are not {} views of a square patch grid ({} tokens) x {}",
                 self.data.len(),
                 self.views,
                 self.tokens,
                 self.dim
-            ));
+            )),
         }
-        Ok(g)
     }
 }
 

@@ -107,6 +107,64 @@ impl TokenPicker {
     }
 }
 
+/// What [`generate_text`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// The answer, cut before a stop string.
+    pub answer: String,
+    /// Tokens generated (the stop string's tokens included, end-of-sequence excluded).
+    pub tokens: usize,
+    /// Decoder steps run after the prefill.
+    pub steps: usize,
+}
+
+/// The text-generation loop every model path shares: from the first picked token `first`, `step(token)` runs one
+/// decoder step on the token and picks the next. Stops at the tokenizer's end-of-sequence tokens, after `max_new`
+/// tokens (without a step whose token nobody would read), before the first of `stops` (only text before it is ever
+/// shown), or when `on_text` returns `false`. `on_text` gets each new piece of visible text: tokens can split
+/// characters, so a piece is what the new token adds to the decoded answer.
+pub fn generate_text<E: From<crate::tokenizer::TokenizerError>>(
+    tokenizer: &crate::tokenizer::TextTokenizer,
+    max_new: usize,
+    stops: &[String],
+    first: i64,
+    step: &mut dyn FnMut(i64) -> Result<i64, E>,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generated, E> {
+    let mut next = first;
+    let mut generated = Vec::new();
+    let mut shown = String::new();
+    let mut cut = None;
+    let mut steps = 0;
+    let eos: Vec<i64> = tokenizer.eos.iter().map(|&t| t as i64).collect();
+    while generated.len() < max_new && !eos.contains(&next) {
+        generated.push(next as u32);
+        let text = tokenizer.decode(&generated)?;
+        let end = stop_at(&text, stops);
+        let visible = &text[..end.unwrap_or(text.len())];
+        if let Some(delta) = visible.strip_prefix(shown.as_str()).filter(|d| !d.is_empty()) {
+            if !on_text(delta) {
+                break;
+            }
+            shown = visible.to_string();
+        }
+        if end.is_some() {
+            cut = end;
+            break;
+        }
+        if generated.len() == max_new {
+            break;
+        }
+        next = step(next)?;
+        steps += 1;
+    }
+    let mut answer = tokenizer.decode(&generated)?;
+    if let Some(end) = cut {
+        answer.truncate(end);
+    }
+    Ok(Generated { answer, tokens: generated.len(), steps })
+}
+
 /// Where the first stop string starts in `text`, if any.
 pub fn stop_at(text: &str, stops: &[String]) -> Option<usize> {
     stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()

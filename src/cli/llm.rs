@@ -513,42 +513,39 @@ pub fn ask(args: AskArgs) -> Result<(), CliError> {
         ));
     }
     let mut picker = tokensieve::models::sampling::TokenPicker::new(sampling(&args)?);
-    let l = load(&model, device(args.device.as_deref())?)?;
+    let on = device(args.device.as_deref())?;
+    let l = load(&model, on)?;
     let ids = prompt_ids(&l, &args.question, false)?;
     let start = Instant::now();
-    let mut first_token_ms = None;
-    let mut generated: Vec<u32> = Vec::new();
-    let mut shown = String::new();
-    let mut cut = None;
+    let runtime = |e: tokensieve::models::llama::LlamaError| CliError::runtime(e.to_string(), None);
+    let tensor = |ids: &[i64]| tch::Tensor::from_slice(ids).unsqueeze(0).to_device(on);
+    let mut cache = KvCache::default();
+    let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+    let logits = l.model.forward(&tensor(&input), &mut cache).map_err(runtime)?;
+    let first = picker.next(&logits).map_err(|e| CliError::runtime(e.to_string(), None))?;
+    let first_token_ms = start.elapsed().as_secs_f64() * 1e3;
     let stream = !args.json;
-    let cache = l
-        .model
-        .generate_with(&ids, args.max_new_tokens, &l.tokenizer.eos, &mut picker, |t| {
-            first_token_ms.get_or_insert(start.elapsed().as_secs_f64() * 1e3);
-            generated.push(t);
-            // Print what the new token adds to the decoded text (tokens can split characters), up to a stop string.
-            let Ok(text) = l.tokenizer.decode(&generated) else { return true };
-            cut = tokensieve::models::sampling::stop_at(&text, &args.stop);
-            let visible = &text[..cut.unwrap_or(text.len())];
-            if stream {
-                if let Some(delta) = visible.strip_prefix(shown.as_str()) {
-                    let mut out = std::io::stdout().lock();
-                    if out.write_all(delta.as_bytes()).and_then(|_| out.flush()).is_err() {
-                        return false;
-                    }
-                }
-                shown = visible.to_string();
-            }
-            cut.is_none()
-        })
-        .map_err(|e| CliError::runtime(e.to_string(), None))?;
+    let mut step = |token: i64| -> Result<i64, CliError> {
+        let logits = l.model.forward(&tensor(&[token]), &mut cache).map_err(runtime)?;
+        picker.next(&logits).map_err(|e| CliError::runtime(e.to_string(), None))
+    };
+    let mut on_text = |piece: &str| {
+        let mut out = std::io::stdout().lock();
+        !stream || out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok()
+    };
+    let generated = tokensieve::models::sampling::generate_text(
+        &l.tokenizer,
+        args.max_new_tokens,
+        &args.stop,
+        first,
+        &mut step,
+        &mut on_text,
+    )?;
     let total_ms = start.elapsed().as_secs_f64() * 1e3;
-    let mut answer = l.tokenizer.decode(&generated).map_err(|e| CliError::runtime(e.to_string(), None))?;
-    if let Some(end) = cut {
-        answer.truncate(end);
-    }
+    let (answer, generated) = (generated.answer, generated.tokens);
+    let first_token_ms = (generated > 0).then_some(first_token_ms);
     if args.json {
-        let record = json!({"prompt_tokens": ids.len(), "generated_tokens": generated.len(), "visual_tokens": 0,
+        let record = json!({"prompt_tokens": ids.len(), "generated_tokens": generated, "visual_tokens": 0,
             "ttft_ms": first_token_ms, "total_ms": total_ms, "kv_bytes": cache.bytes()});
         emit(&format!("{}\n", json!({"answer": answer, "record": record})))
     } else {

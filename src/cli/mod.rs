@@ -167,6 +167,12 @@ pub fn model_arg(name: &str) -> Result<std::path::PathBuf, String> {
     tokensieve::hub::resolve(name).map_err(|e| format!("{e} ({})", e.hint()))
 }
 
+impl From<tokensieve::models::tokenizer::TokenizerError> for CliError {
+    fn from(e: tokensieve::models::tokenizer::TokenizerError) -> Self {
+        CliError::runtime(e.to_string(), None)
+    }
+}
+
 /// Writes `text` to standard output. A closed pipe (`tokensieve prune --list | head`) ends the output quietly
 /// instead of panicking, as command-line tools are expected to.
 pub fn emit(text: &str) -> Result<(), CliError> {

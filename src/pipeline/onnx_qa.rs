@@ -120,11 +120,6 @@ impl OnnxQa {
         })
     }
 
-    /// The decoder's shape (for FLOPs).
-    pub fn decoder_shape(&self) -> DecoderShape {
-        self.shape
-    }
-
     /// Checks settings against this backend: in-decoder pruning needs attention rows the merged decoder graph does
     /// not return, so it is refused here.
     pub fn check_options(&self, opts: &QaOptions) -> Result<(), PruneError> {

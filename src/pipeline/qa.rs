@@ -11,7 +11,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use tokensieve_models::chat_template::ChatTemplate;
-use tokensieve_models::sampling::{stop_at, Sampling};
+pub(crate) use tokensieve_models::onevision::square_side;
+use tokensieve_models::sampling::{generate_text, Generated, Sampling};
 use tokensieve_models::tokenizer::TextTokenizer;
 use tokensieve_pruners::in_decoder::InDecoder;
 use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TokenSet};
@@ -207,12 +208,6 @@ pub struct VisualTokens {
     pub units: (usize, usize),
 }
 
-/// The side `g` of a square `g x g` patch grid of `n` tokens, if `n` is a square.
-pub(crate) fn square_side(n: usize) -> Option<usize> {
-    let g = (n as f64).sqrt().round() as usize;
-    (g * g == n).then_some(g)
-}
-
 /// The kept tokens of each unit (frame or image), as runs of rows of the kept matrix: kept indices are ascending,
 /// so each unit's survivors are contiguous. `origin[i]` is the encoder index of kept row `i`.
 pub(crate) fn unit_runs(origin: &[usize], units: usize, per_unit: usize) -> Vec<Range<usize>> {
@@ -362,19 +357,8 @@ pub(crate) fn inspection_prompt(
     crate::pipeline::prompt::expand_placeholders(&text, placeholder, visual, units.0, units.1).map_err(QaError::Prompt)
 }
 
-/// The answer so far and how generation ended.
-pub(crate) struct Generated {
-    /// The answer, cut before a stop string.
-    pub answer: String,
-    /// Tokens generated (the stop string's tokens included, end-of-sequence excluded).
-    pub tokens: usize,
-    /// Decoder steps run after the prefill.
-    pub steps: usize,
-}
-
-/// Generates from the first picked token `first`: `step(token)` runs one decoder step on the token and picks the
-/// next. Stops at end-of-sequence, `opts.max_new_tokens`, a stop string (only text before it is ever shown) or when
-/// `on_text` (handed each new piece of visible text; tokens can split characters) returns `false`.
+/// Generates from the first picked token `first` under `opts` (budget, stop strings); see
+/// [`tokensieve_models::sampling::generate_text`].
 pub(crate) fn generate(
     tokenizer: &TextTokenizer,
     opts: &QaOptions,
@@ -382,39 +366,7 @@ pub(crate) fn generate(
     step: &mut dyn FnMut(i64) -> Result<i64, QaError>,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generated, QaError> {
-    let mut next = first;
-    let mut generated = Vec::new();
-    let mut shown = String::new();
-    let mut cut = None;
-    let mut steps = 0;
-    let eos: Vec<i64> = tokenizer.eos.iter().map(|&t| t as i64).collect();
-    while generated.len() < opts.max_new_tokens && !eos.contains(&next) {
-        generated.push(next as u32);
-        let text = tokenizer.decode(&generated)?;
-        let end = stop_at(&text, &opts.stop);
-        let visible = &text[..end.unwrap_or(text.len())];
-        if let Some(delta) = visible.strip_prefix(shown.as_str()).filter(|d| !d.is_empty()) {
-            if !on_text(delta) {
-                break;
-            }
-            shown = visible.to_string();
-        }
-        if end.is_some() {
-            cut = end;
-            break;
-        }
-        // The budget is spent: a further step would compute a token nobody reads.
-        if generated.len() == opts.max_new_tokens {
-            break;
-        }
-        next = step(next)?;
-        steps += 1;
-    }
-    let mut answer = tokenizer.decode(&generated)?;
-    if let Some(end) = cut {
-        answer.truncate(end);
-    }
-    Ok(Generated { answer, tokens: generated.len(), steps })
+    generate_text(tokenizer, opts.max_new_tokens, &opts.stop, first, step, on_text)
 }
 
 /// Stage clock of one answer: laps name stages; the time to first token adds the laps up to the first pick.

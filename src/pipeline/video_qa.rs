@@ -90,17 +90,6 @@ impl VideoQa {
         Ok(VideoQa { model, tokenizer, processor, template, device })
     }
 
-    /// Answers `question` about `frames` (a video's frames or separate images, see [`MediaKind`]).
-    pub fn ask(
-        &self,
-        frames: &[Frame],
-        kind: MediaKind,
-        question: &str,
-        opts: &QaOptions,
-    ) -> Result<(String, QaRecord), QaError> {
-        self.ask_with_system(frames, kind, None, question, opts)
-    }
-
     /// The image processor the frames go through.
     pub fn processor(&self) -> &ImageProcessor {
         &self.processor
@@ -149,14 +138,13 @@ impl VideoQa {
             *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
             batch
         };
-        let grid_of = |n: i64| square_side(n as usize);
         let Some(ov) = &self.model.onevision else {
             // LLaVA-1.5: every frame is one image of g x g tokens, all under one `<image>` span.
             let (visual, out) = self.model.image_features(&pixels(frames)?)?;
             let (f, n, d) = visual.size3()?;
             return Ok(Encoded {
                 features: visual.reshape([f * n, d]),
-                layout: grid_of(n).map(|g| Layout::frames(f as usize, g, g)),
+                layout: square_side(n as usize).map(|g| Layout::frames(f as usize, g, g)),
                 cls_attention: out.cls_attention.map(|a| Vec::try_from(a.reshape([-1]))).transpose()?,
                 units: (f as usize, n as usize),
                 newline: Newline::None,
@@ -170,7 +158,7 @@ impl VideoQa {
                 let (f, n, d) = pooled.size3()?;
                 Ok(Encoded {
                     features: pooled.reshape([f * n, d]),
-                    layout: grid_of(n).map(|g| Layout::frames(f as usize, g, g)),
+                    layout: square_side(n as usize).map(|g| Layout::frames(f as usize, g, g)),
                     cls_attention: None,
                     units: (f as usize, n as usize),
                     newline: Newline::End,
@@ -203,7 +191,12 @@ impl VideoQa {
                 let (i, n, d) = visual.size3()?;
                 Ok(Encoded {
                     features: visual.reshape([i * n, d]),
-                    layout: grid_of(n).map(|g| Layout::Grid { views: i as usize, frames: 1, height: g, width: g }),
+                    layout: square_side(n as usize).map(|g| Layout::Grid {
+                        views: i as usize,
+                        frames: 1,
+                        height: g,
+                        width: g,
+                    }),
                     cls_attention: out.cls_attention.map(|a| Vec::try_from(a.reshape([-1]))).transpose()?,
                     units: (i as usize, n as usize),
                     newline: Newline::PerUnit,
@@ -256,22 +249,11 @@ impl VideoQa {
         Ok(Prefilled { logits, prompt_tokens: ids.len(), visual, cls_attention })
     }
 
-    /// Answers `question` about `frames` after a system prompt (a system turn with a chat template; the text
-    /// before `USER:` in LLaVA-1.5's plain format, where its default system line goes).
-    pub fn ask_with_system(
-        &self,
-        frames: &[Frame],
-        kind: MediaKind,
-        system: Option<&str>,
-        question: &str,
-        opts: &QaOptions,
-    ) -> Result<(String, QaRecord), QaError> {
-        self.ask_streaming(frames, kind, system, question, opts, &mut |_| true)
-    }
-
-    /// As [`VideoQa::ask_with_system`], handing each piece of new text to `on_text` as it is generated (tokens can
+    /// Answers `question` about `frames` (a video's frames or separate images, see [`MediaKind`]) after an optional
+    /// system prompt (a system turn with a chat template; the text before `USER:` in LLaVA-1.5's plain format, where
+    /// its default system line goes), handing each piece of new text to `on_text` as it is generated (tokens can
     /// split characters, so a piece is what the new token adds to the decoded answer); `on_text` returning `false`
-    /// stops generation.
+    /// stops generation. [`crate::pipeline::engine::Engine::ask`] is the short form.
     pub fn ask_streaming(
         &self,
         frames: &[Frame],
