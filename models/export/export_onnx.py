@@ -2,9 +2,9 @@
 (Transformers.js): OUT_DIR/ with the config, tokenizer and processor files, and OUT_DIR/onnx/ with
 
 - vision_encoder.onnx: pixel_values [B, 3, S, S] -> image_features [B, N, D_text] (the configured feature layer,
-  CLS dropped under the `default` strategy, the mlp2x_gelu projector), plus, for CLIP towers, `cls_attention` [B, N]
-  (last layer, CLS row over the patches, mean over heads) and `keys` [B, 1+N, d] (last layer keys, mean over heads),
-  the signals attention-based pruners read. OneVision's tile packing and video pooling stay outside the graph, as
+  CLS dropped under the `default` strategy, the mlp2x_gelu projector), plus `attention` [B, N] (at the feature layer:
+  CLIP's CLS row, or for SigLIP the attention each token receives, mean over heads and queries) and `keys`
+  [B, N, d] (that block's keys, mean over heads), the signals attention-based pruners read, aligned with the tokens. OneVision's tile packing and video pooling stay outside the graph, as
   in the torch backend; OneVision's `image_newline` is written to onnx/export.json for it.
 - embed_tokens.onnx: input_ids [B, S] -> inputs_embeds [B, S, D_text].
 - decoder_model_merged.onnx: inputs_embeds [B, S, D], attention_mask [B, P+S], position_ids [B, S] and
@@ -59,6 +59,11 @@ class Decoder(torch.nn.Module):
 
 
 class VisionEncoder(torch.nn.Module):
+    """The tower up to the feature layer and the projector, with the pruners' signals taken at the feature layer
+    (what `attentions[vision_feature_layer]` holds): `attention`, CLIP's CLS row over the tokens or, for SigLIP
+    (no CLS), the attention each token receives averaged over heads and queries; `keys`, that block's keys averaged
+    over heads. Both are aligned with `image_features` (the CLS row and column dropped under `default`)."""
+
     def __init__(self, model, config):
         super().__init__()
         self.tower = model.model.vision_tower
@@ -68,23 +73,27 @@ class VisionEncoder(torch.nn.Module):
         self.clip = config.vision_config.model_type.startswith("clip")
         self.keys = []
         inner = getattr(self.tower, "vision_model", self.tower)
-        last = inner.encoder.layers[-1].self_attn
-        last.k_proj.register_forward_hook(lambda _m, _i, out: self.keys.append(out))
+        # hidden_states[i] comes out of block i - 1: for a negative layer that is block `layer` itself.
+        blocks = len(inner.encoder.layers)
+        self.block = self.layer if self.layer < 0 else self.layer - 1
+        inner.encoder.layers[self.block % blocks].self_attn.k_proj.register_forward_hook(
+            lambda _m, _i, out: self.keys.append(out))
         self.heads = config.vision_config.num_attention_heads
 
     def forward(self, pixel_values):
         self.keys.clear()
-        out = self.tower(pixel_values=pixel_values, output_hidden_states=True, output_attentions=self.clip)
+        out = self.tower(pixel_values=pixel_values, output_hidden_states=True, output_attentions=True)
         h = out.hidden_states[self.layer]
-        if self.strategy == "default":
-            h = h[:, 1:]
-        features = self.projector(h)
+        skip = 1 if self.clip and self.strategy == "default" else 0
+        features = self.projector(h[:, skip:])
         b, t, d = self.keys[-1].shape
-        keys = self.keys[-1].reshape(b, t, self.heads, d // self.heads).mean(dim=2)
+        keys = self.keys[-1].reshape(b, t, self.heads, d // self.heads).mean(dim=2)[:, skip:]
+        attentions = out.attentions[self.block]
         if self.clip:
-            cls = out.attentions[-1][:, :, 0, 1:].mean(dim=1)
-            return features, cls, keys
-        return features, keys
+            attention = attentions[:, :, 0, skip:].mean(dim=1)
+        else:
+            attention = attentions.mean(dim=(1, 2))
+        return features, attention, keys
 
 
 def main():
@@ -110,8 +119,7 @@ def main():
             shutil.copy(os.path.join(args.model, name), os.path.join(args.out, name))
     side = config.vision_config.image_size
     encoder = VisionEncoder(model, config).eval()
-    clip = encoder.clip
-    outputs = ["image_features", "cls_attention", "keys"] if clip else ["image_features", "keys"]
+    outputs = ["image_features", "attention", "keys"]
     with torch.no_grad():
         torch.onnx.export(encoder, (torch.zeros(1, 3, side, side),),
                           os.path.join(args.out, "onnx", "vision_encoder.onnx"), input_names=["pixel_values"],

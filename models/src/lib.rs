@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod arch;
 pub mod chat_template;
 
 pub mod gguf;
@@ -24,6 +25,7 @@ pub mod onnx_decoder;
 pub mod onnx_encoder;
 #[cfg(feature = "onnx")]
 pub mod onnx_session;
+pub mod positions;
 pub mod random_checkpoint;
 pub mod runtime;
 pub mod safetensors;

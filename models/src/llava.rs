@@ -15,7 +15,7 @@
 
 use crate::llama::{KvCache, Llama, LlamaError};
 use crate::safetensors::{Checkpoint, SafetensorsError};
-use crate::vision::{ClipError, VisionOutput, VisionTower};
+use crate::vision::{ClipError, SignalRequest, VisionOutput, VisionTower};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
@@ -53,6 +53,16 @@ pub enum LlavaError {
         /// Why.
         reason: String,
     },
+}
+
+/// The visual tokens of a batch of views with their signals, from [`Llava::encode_views`].
+pub struct VisualTap {
+    /// `[B, N, D_text]` after the projector.
+    pub features: Tensor,
+    /// `[B, N]` attention per token at the feature layer (CLS row for CLIP, mean received for SigLIP), f32.
+    pub attention: Option<Tensor>,
+    /// `[B, N, head_dim]` keys at the feature layer, mean over heads, f32.
+    pub keys: Option<Tensor>,
 }
 
 /// What `llava_onevision` adds to LLaVA.
@@ -152,6 +162,34 @@ impl Llava {
         };
         let x = h.f_linear(&self.linear_1.0, Some(&self.linear_1.1))?.f_gelu("none")?;
         Ok((x.f_linear(&self.linear_2.0, Some(&self.linear_2.1))?, out))
+    }
+
+    /// Visual tokens `[B, N, D_text]` of preprocessed `pixels` `[B, 3, S, S]` with the signals `request` asks for,
+    /// all taken at the feature layer (`vision_feature_layer`, -2 by default, where LLaVA-based methods such as
+    /// VisionZip, VisPruner and PruMerge+ read them): attention `[B, N]` and keys `[B, N, head_dim]`, aligned with
+    /// the tokens (CLIP's CLS row and column are dropped with the CLS token under the `default` strategy). Only the
+    /// tower blocks up to that layer run.
+    pub fn encode_views(&self, pixels: &Tensor, request: SignalRequest) -> Result<VisualTap, LlavaError> {
+        let _guard = tch::no_grad_guard();
+        let n = self.vision.config.num_hidden_layers as i64 + 1;
+        let layer = if self.feature_layer < 0 { n + self.feature_layer } else { self.feature_layer };
+        if !(0..n).contains(&layer) {
+            return Err(LlavaError::Config {
+                path: "config.json".into(),
+                reason: format!("vision_feature_layer {} is outside the tower's {n} hidden states", self.feature_layer),
+            });
+        }
+        let tap = self.vision.tap(pixels, layer as usize, request)?;
+        // CLIP under the `default` strategy drops the CLS token, and with it the CLS column of every signal.
+        let skip = i64::from(self.vision.kind == crate::vision::TowerKind::Clip && !self.keep_cls);
+        let tokens = tap.hidden.size()[1] - skip;
+        let h = tap.hidden.f_narrow(1, skip, tokens)?;
+        let x = h.f_linear(&self.linear_1.0, Some(&self.linear_1.1))?.f_gelu("none")?;
+        Ok(VisualTap {
+            features: x.f_linear(&self.linear_2.0, Some(&self.linear_2.1))?,
+            attention: tap.attention.map(|a| a.f_narrow(1, skip, tokens)).transpose()?,
+            keys: tap.keys.map(|k| k.f_narrow(1, skip, tokens)).transpose()?,
+        })
     }
 
     /// Prompt embeddings `[1, S, D]` with `visual` `[N, D]` written at the image-token positions of `ids` `[1, S]`.

@@ -1,7 +1,7 @@
 //! The `onnx` backend's vision encoder: an ONNX graph mapping pixels `[B, 3, S, S]` to visual tokens `[B, N, D]`,
 //! run with ONNX Runtime (the library setup takes out of the PyPI wheel, loaded at run time). It reads the
-//! `vision_encoder.onnx` that `models/export/export_onnx.py` writes (outputs `image_features`, and for CLIP towers
-//! `cls_attention` and `keys`, the signals attention-based pruners read) or any user encoder whose first output is
+//! `vision_encoder.onnx` that `models/export/export_onnx.py` writes (outputs `image_features`, `attention` and `keys`
+//! at the feature layer, the signals attention-based pruners read) or any user encoder whose first output is
 //! the `[B, N, D]` tokens.
 //!
 //! The session is built once (intra-op threads, memory-pattern planning and the graph optimisation level are the
@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 pub struct EncoderOutput {
     /// Visual tokens `[B, N, D]` (the first output, or `image_features`).
     pub features: Array,
-    /// CLS attention over the patches `[B, N]`, when the graph has a `cls_attention` output.
+    /// Attention per token `[B, N]`: the `attention` output (the export's feature-layer signal: CLS row, or the mean
+    /// attention received for towers without CLS), or an older export's `cls_attention`.
     pub cls_attention: Option<Array>,
-    /// Last-layer keys averaged over heads `[B, T, d]`, when the graph has a `keys` output.
+    /// Keys averaged over heads `[B, N, d]` at the feature layer, when the graph has a `keys` output.
     pub keys: Option<Array>,
 }
 
@@ -86,7 +87,10 @@ impl OnnxVisionEncoder {
         }
         Ok(EncoderOutput {
             features,
-            cls_attention: take(&outputs, "cls_attention", &path)?,
+            cls_attention: match take(&outputs, "attention", &path)? {
+                Some(a) => Some(a),
+                None => take(&outputs, "cls_attention", &path)?,
+            },
             keys: take(&outputs, "keys", &path)?,
         })
     }

@@ -110,6 +110,19 @@ pub struct VisionOutput {
     pub last_hidden_state: Tensor,
 }
 
+pub use crate::arch::SignalRequest;
+
+/// One layer's hidden states and signals, from [`VisionTower::tap`].
+pub struct Tap {
+    /// Hidden states `[B, T, D]` after the tapped layer (T = 1+N with CLIP's CLS token, N for SigLIP).
+    pub hidden: Tensor,
+    /// `[B, T]` attention per token (see [`SignalRequest::attention`]); CLIP's CLS row has the CLS column's own
+    /// share in column 0.
+    pub attention: Option<Tensor>,
+    /// `[B, T, head_dim]` keys of the tapped layer, mean over heads.
+    pub keys: Option<Tensor>,
+}
+
 struct Head {
     probe: Tensor,
     in_proj: (Tensor, Tensor),
@@ -234,31 +247,8 @@ impl VisionTower {
             x.f_layer_norm([d].as_slice(), Some(w), Some(bias), c.layer_norm_eps, false)
         };
         let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
-        let act = |h: &Tensor| -> Result<Tensor, tch::TchError> {
-            match self.kind {
-                TowerKind::Clip => h.f_mul(&h.f_mul_scalar(1.702)?.f_sigmoid()?),
-                TowerKind::Siglip => h.f_gelu("tanh"),
-            }
-        };
-        let stride = c.patch_size as i64;
-        let pixels = pixels.f_to_kind(self.patch.0.kind())?;
-        let patches = pixels.f_conv2d(
-            &self.patch.0,
-            self.patch.1.as_ref(),
-            [stride, stride].as_slice(),
-            [0i64, 0].as_slice(),
-            [1i64, 1].as_slice(),
-            1,
-        )?;
-        let patches = patches.f_flatten(2, 3)?.f_transpose(1, 2)?; // [B, N, D]
-        let tokens_in = match &self.class_embedding {
-            Some(cls) => Tensor::f_cat(&[cls.f_reshape([1, 1, d])?.f_expand([b, 1, d], false)?, patches], 1)?,
-            None => patches,
-        };
-        let mut x = tokens_in.f_add(&self.position.f_unsqueeze(0)?)?;
-        if let Some(pre) = &self.pre_ln {
-            x = ln(&x, pre)?;
-        }
+        let act = |h: &Tensor| self.act(h);
+        let mut x = self.embed(pixels)?;
         let mut hidden_states = vec![x.shallow_clone()];
         let tokens = x.size()[1];
         let mut cls_attention = None;
@@ -315,6 +305,109 @@ impl VisionTower {
         };
         Ok(VisionOutput { hidden_states, cls_attention, keys, pooled, last_hidden_state })
     }
+}
+
+impl VisionTower {
+    /// Runs `pixels` `[B, 3, H, W]` up to `hidden_states[layer]` (0 = the embeddings, `i` = after block `i`), with
+    /// the signals `request` asks for computed from the attention of the block that produced it (what transformers'
+    /// `attentions[layer - 1]` holds). Blocks after `layer` are not run and no other layer's states are kept: this
+    /// is the tap the pipeline uses (VisionZip's layer -2 attention and keys, the feature layer of LLaVA).
+    ///
+    /// Cost: the blocks up to `layer`; the mean received attention adds one `T x T` score matrix per image and head
+    /// at that block, built one image at a time so memory stays `heads x T x T`.
+    pub fn tap(&self, pixels: &Tensor, layer: usize, request: SignalRequest) -> Result<Tap, ClipError> {
+        let _guard = tch::no_grad_guard();
+        let c = &self.config;
+        if layer > self.layers.len() {
+            return Err(ClipError::Config {
+                path: "config.json".into(),
+                reason: format!(
+                    "vision feature layer {layer} does not exist: the tower has {} layers",
+                    self.layers.len()
+                ),
+            });
+        }
+        let (d, heads) = (c.hidden_size as i64, c.num_attention_heads as i64);
+        let head_dim = d / heads;
+        let b = pixels.size()[0];
+        let ln = |x: &Tensor, (w, bias): &(Tensor, Tensor)| {
+            x.f_layer_norm([d].as_slice(), Some(w), Some(bias), c.layer_norm_eps, false)
+        };
+        let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
+        let mut x = self.embed(pixels)?;
+        let tokens = x.size()[1];
+        let split = |t: Tensor| t.f_reshape([b, tokens, heads, head_dim])?.f_transpose(1, 2);
+        let (mut attention, mut keys) = (None, None);
+        for (i, l) in self.layers.iter().take(layer).enumerate() {
+            let h = ln(&x, &l.ln1)?;
+            let (q, k, v) = (split(lin(&h, &l.q)?)?, split(lin(&h, &l.k)?)?, split(lin(&h, &l.v)?)?);
+            if i + 1 == layer {
+                if request.attention {
+                    attention = Some(match self.kind {
+                        TowerKind::Clip => row_attention(&q.f_narrow(2, 0, 1)?, &k, head_dim)?,
+                        TowerKind::Siglip => received_attention(&q, &k, head_dim)?,
+                    });
+                }
+                if request.keys {
+                    keys = Some(k.f_mean_dim([1i64].as_slice(), false, Kind::Float)?);
+                }
+            }
+            let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
+            let attn = attn.f_transpose(1, 2)?.f_reshape([b, tokens, d])?;
+            x = x.f_add(&lin(&attn, &l.out)?)?;
+            x = x.f_add(&lin(&self.act(&lin(&ln(&x, &l.ln2)?, &l.fc1)?)?, &l.fc2)?)?;
+        }
+        Ok(Tap { hidden: x, attention, keys })
+    }
+
+    /// The embeddings `hidden_states[0]`: patches (and CLIP's class token) plus positions, CLIP's pre-layernorm.
+    fn embed(&self, pixels: &Tensor) -> Result<Tensor, tch::TchError> {
+        let c = &self.config;
+        let d = c.hidden_size as i64;
+        let b = pixels.size()[0];
+        let stride = c.patch_size as i64;
+        let pixels = pixels.f_to_kind(self.patch.0.kind())?;
+        let patches = pixels.f_conv2d(
+            &self.patch.0,
+            self.patch.1.as_ref(),
+            [stride, stride].as_slice(),
+            [0i64, 0].as_slice(),
+            [1i64, 1].as_slice(),
+            1,
+        )?;
+        let patches = patches.f_flatten(2, 3)?.f_transpose(1, 2)?; // [B, N, D]
+        let tokens_in = match &self.class_embedding {
+            Some(cls) => Tensor::f_cat(&[cls.f_reshape([1, 1, d])?.f_expand([b, 1, d], false)?, patches], 1)?,
+            None => patches,
+        };
+        let x = tokens_in.f_add(&self.position.f_unsqueeze(0)?)?;
+        match &self.pre_ln {
+            Some((w, bias)) => x.f_layer_norm([d].as_slice(), Some(w), Some(bias), c.layer_norm_eps, false),
+            None => Ok(x),
+        }
+    }
+
+    /// The MLP activation: CLIP's quick GELU, SigLIP's tanh GELU.
+    fn act(&self, h: &Tensor) -> Result<Tensor, tch::TchError> {
+        match self.kind {
+            TowerKind::Clip => h.f_mul(&h.f_mul_scalar(1.702)?.f_sigmoid()?),
+            TowerKind::Siglip => h.f_gelu("tanh"),
+        }
+    }
+}
+
+/// The attention each token receives, `softmax(Q Kᵀ / √d)` averaged over heads and queries: `[B, T]`. One image
+/// at a time, so at most `heads x T x T` scores exist at once.
+fn received_attention(q: &Tensor, k: &Tensor, head_dim: i64) -> Result<Tensor, tch::TchError> {
+    let b = q.size()[0];
+    let rows = (0..b)
+        .map(|i| {
+            let (qi, ki) = (q.f_narrow(0, i, 1)?, k.f_narrow(0, i, 1)?);
+            let scores = qi.f_matmul(&ki.f_transpose(2, 3)?)?.f_div_scalar((head_dim as f64).sqrt())?;
+            scores.f_softmax(-1, Kind::Float)?.f_mean_dim([1i64, 2].as_slice(), false, Kind::Float)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Tensor::f_cat(&rows, 0)
 }
 
 /// `softmax(q Kᵀ / √d)` for one query row per head, averaged over heads: `[B, tokens]`.

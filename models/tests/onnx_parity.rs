@@ -2,15 +2,20 @@
 //! exported by `models/export/export_onnx.py` (`fixtures/tiny_llava_onnx`) gives the same visual tokens, CLS
 //! attention and keys on the fixture's two reference images.
 
-#![cfg(all(feature = "onnx", feature = "torch"))]
+#![cfg(feature = "onnx")]
 
 use std::path::Path;
+#[cfg(feature = "torch")]
 use tch::{Device, Tensor};
+#[cfg(feature = "torch")]
 use tokensieve_models::llava::Llava;
 use tokensieve_models::onnx_encoder::OnnxVisionEncoder;
 use tokensieve_models::onnx_session::{OnnxOptions, Precision};
 use tokensieve_models::safetensors::Safetensors;
+#[cfg(feature = "torch")]
+use tokensieve_models::vision::SignalRequest;
 
+#[cfg(feature = "torch")]
 fn max_diff(a: &Tensor, b: &[f32]) -> f64 {
     let a: Vec<f32> = Vec::try_from(a.reshape([-1]).to_device(Device::Cpu)).unwrap();
     assert_eq!(a.len(), b.len());
@@ -46,6 +51,24 @@ fn splice(embeds: &mut tokensieve_models::onnx_session::Array, ids: &[i64], toke
     slots.len()
 }
 
+/// The SigLIP export's signals (received attention and keys at the feature layer) equal the torch tower's tap.
+#[cfg(feature = "torch")]
+#[test]
+fn onnx_siglip_signals_equal_the_torch_tap() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let Reference { pixels: frames, .. } = reference("tiny_onevision", "video_");
+    let onnx_dir = fixtures.join("tiny_onevision_onnx/onnx");
+    let mut encoder = OnnxVisionEncoder::load(&onnx_dir.join("vision_encoder.onnx"), &OnnxOptions::default()).unwrap();
+    let out = encoder.encode(&frames, 3, 32).unwrap();
+    let torch = Llava::load(&fixtures.join("tiny_onevision"), Device::Cpu).unwrap();
+    let batch = Tensor::from_slice(&frames).reshape([3, 3, 32, 32]);
+    let tap = torch.encode_views(&batch, SignalRequest { attention: true, keys: true }).unwrap();
+    let attention = out.cls_attention.expect("the export writes the attention");
+    assert!(max_diff(tap.attention.as_ref().unwrap(), &attention.data) <= 1e-5, "received attention");
+    assert!(max_diff(tap.keys.as_ref().unwrap(), &out.keys.unwrap().data) <= 1e-5, "keys");
+}
+
+#[cfg(feature = "torch")]
 #[test]
 fn onnx_vision_encoder_equals_the_torch_backend() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -53,7 +76,10 @@ fn onnx_vision_encoder_equals_the_torch_backend() {
     let (pixels, shape) = reference.tensor_f32("two_pixels").unwrap();
     let torch = Llava::load(&fixtures.join("tiny_llava"), Device::Cpu).unwrap();
     let batch = Tensor::from_slice(&pixels).reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice());
-    let (features, out) = torch.image_features(&batch).unwrap();
+    let (features, _) = torch.image_features(&batch).unwrap();
+    // The signals at the feature layer (-2 here), as the pipeline taps them.
+    let tap = torch.encode_views(&batch, SignalRequest { attention: true, keys: true }).unwrap();
+    assert!(max_diff(&tap.features, &Vec::<f32>::try_from(features.reshape([-1])).unwrap()) <= 1e-6);
     for options in [
         OnnxOptions::default(),
         OnnxOptions { intra_threads: 1, memory_pattern: false, memory_arena: false, optimization: 0 },
@@ -64,11 +90,12 @@ fn onnx_vision_encoder_equals_the_torch_backend() {
         assert_eq!(got.features.shape, vec![2, 16, 32]);
         let d = max_diff(&features, &got.features.data);
         assert!(d <= 1e-4, "{options:?}: visual tokens differ by {d}");
-        let cls = got.cls_attention.expect("CLIP exports the CLS attention");
-        assert!(max_diff(out.cls_attention.as_ref().unwrap(), &cls.data) <= 1e-5, "{options:?}: CLS attention");
+        let cls = got.cls_attention.expect("the export writes the attention");
+        assert_eq!(cls.shape, vec![2, 16], "the CLS row over the patches");
+        assert!(max_diff(tap.attention.as_ref().unwrap(), &cls.data) <= 1e-5, "{options:?}: CLS attention");
         let keys = got.keys.expect("the export writes the keys");
-        assert_eq!(keys.shape, vec![2, 17, 8]);
-        assert!(max_diff(&out.keys, &keys.data) <= 1e-5, "{options:?}: keys");
+        assert_eq!(keys.shape, vec![2, 16, 8], "aligned with the patch tokens");
+        assert!(max_diff(tap.keys.as_ref().unwrap(), &keys.data) <= 1e-5, "{options:?}: keys");
         // A wrong pixel count is a typed error naming the file.
         let err = onnx.encode(&pixels[..10], 2, 32).unwrap_err().to_string();
         assert!(err.contains("vision_encoder.onnx") && err.contains("10 pixel values"), "{err}");
@@ -141,7 +168,12 @@ fn onnx_onevision_video_matches_transformers() {
         info["image_newline"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     let mut encoder = OnnxVisionEncoder::load(&onnx_dir.join("vision_encoder.onnx"), &OnnxOptions::default()).unwrap();
     let out = encoder.encode(&frames, 3, 32).unwrap();
-    assert!(out.cls_attention.is_none(), "SigLIP has no CLS token");
+    // SigLIP has no CLS token: the attention each token receives (mean over heads and queries) at the feature layer,
+    // equal to the torch tower's.
+    let attention = out.cls_attention.as_ref().expect("the export writes the attention");
+    assert_eq!(attention.shape, vec![3, 16]);
+    let sums: Vec<f32> = attention.data.chunks(16).map(|r| r.iter().sum()).collect();
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4), "a mean of softmax rows sums to one: {sums:?}");
     let features = Views { data: &out.features.data, views: 3, tokens: 16, dim: 32 };
     let pooled = pool_video(features).unwrap();
     let visual: Vec<f32> = pooled.into_iter().chain(newline).collect();
@@ -204,6 +236,7 @@ fn a_custom_two_dimensional_encoder_runs_unbatched() {
 /// Explicit position ids with gaps (pruned visual tokens keeping their original ids): the torch decoder's rotary
 /// embedding and the transformers-exported graph agree on them within 1e-5, in the prefill and in the next step,
 /// and the gaps do change the logits.
+#[cfg(feature = "torch")]
 #[test]
 fn gapped_position_ids_agree_between_torch_and_onnx() {
     use tokensieve_models::llama::KvCache;

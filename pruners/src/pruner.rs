@@ -19,6 +19,12 @@ pub trait Pruner {
         &[]
     }
 
+    /// Side signals the method reads when they are given (a superset of [`Pruner::requires`]): a pipeline computes
+    /// these, so an optional signal such as ToMe's keys or ToDRE's CLS pivot is used as the official code uses it.
+    fn uses(&self) -> &'static [Signal] {
+        self.requires()
+    }
+
     /// Whether the method returns exactly `k` tokens (adaptive methods return at most `k`).
     fn exact_budget(&self) -> bool {
         true

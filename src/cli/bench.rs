@@ -100,7 +100,7 @@ fn plot(rows: &[(f64, f64, f64)], path: &std::path::Path) -> Result<(), CliError
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let choice = args.backend.choice(args.device.as_deref(), tch::Kind::Float)?;
+    let choice = args.backend.choice(args.device.as_deref(), "f32")?;
     let budgets: Vec<f64> = args
         .budgets
         .split(',')

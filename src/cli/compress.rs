@@ -123,7 +123,8 @@ fn custom_encoder(args: &Args, choice: &tokensieve::pipeline::engine::EngineChoi
             tokensieve::pipeline::custom_encoder::CustomEncoder::load(&args.model, processor, options)
                 .map_err(runtime)?,
         ))),
-        _ => Err(CliError::usage(
+        #[cfg(feature = "torch")]
+        tokensieve::pipeline::engine::EngineChoice::Torch { .. } => Err(CliError::usage(
             format!("{}: an .onnx encoder runs on the onnx backend", args.model.display()),
             "add --backend onnx",
         )),
@@ -131,7 +132,7 @@ fn custom_encoder(args: &Args, choice: &tokensieve::pipeline::engine::EngineChoi
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let choice = args.backend.choice(None, tch::Kind::Float)?;
+    let choice = args.backend.choice(None, "f32")?;
     let (method, params) =
         Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
     let budget = match (args.keep, args.ratio) {
@@ -182,8 +183,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // The pruner runs on the host for both backends, so the picture shows one selection whatever ran the tower.
     let mut tokens =
         TokenSet::new(&CpuBackend, visual.features).map_err(runtime)?.with_layout(layout).map_err(runtime)?;
-    if let Some(a) = visual.cls_attention {
+    if let Some(a) = visual.attention {
         tokens = tokens.with_cls_attention(a).map_err(runtime)?;
+    }
+    if let Some(k) = visual.keys {
+        tokens = tokens.with_keys(&CpuBackend, k).map_err(runtime)?;
     }
     let selection = prune(&CpuBackend, &method, &tokens, budget)
         .map_err(|e| CliError::usage(e.to_string(), "check the pruner's needs and the budget"))?;

@@ -35,7 +35,7 @@ pub struct Args {
     #[command(flatten)]
     backend: super::BackendFlags,
     #[command(flatten)]
-    pruning: super::llm::PruningFlags,
+    pruning: super::ask::PruningFlags,
     /// Most tokens to generate per answer.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -156,14 +156,14 @@ fn config(args: &Args) -> Value {
 
 /// Runs `eval`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let opts = super::llm::qa_options(&args.pruning, args.max_new_tokens)?;
+    let opts = super::ask::qa_options(&args.pruning, args.max_new_tokens)?;
     let scoring = args.scoring.scoring()?;
     if args.frames == 0 {
         return Err(CliError::usage("--frames 0 samples nothing", "give at least one frame, for example --frames 8"));
     }
     let dataset = Dataset::load(&args.task, &args.data).map_err(eval_error)?;
     let samples = dataset.samples(&args.data_root).map_err(eval_error)?;
-    let choice = args.backend.choice(None, tch::Kind::Float)?;
+    let choice = args.backend.choice(None, "f32")?;
     args.backend.check_model(&args.model)?;
     let qa = tokensieve::pipeline::engine::Engine::load(&args.model, choice).map_err(runtime)?;
     qa.check_options(&opts).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve eval --help`"))?;

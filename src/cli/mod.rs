@@ -1,11 +1,13 @@
 //! Subcommands and the error type the binary prints.
 
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+mod ask;
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 mod bench;
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 mod compress;
 mod doctor;
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 mod eval;
 mod init_model;
 #[cfg(feature = "torch")]
@@ -37,25 +39,25 @@ enum Command {
     /// Score predictions made by any system (caption metrics with pycocoevalcap's definitions).
     Score(score::Args),
     /// Run one prefill of a language model and report (or save) the next-token logits.
-    #[cfg(feature = "torch")]
-    Forward(Box<llm::ForwardArgs>),
+    #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+    Forward(Box<ask::ForwardArgs>),
     /// Ask a model about a video, images or camera views (or a language model alone); streams the answer.
-    #[cfg(feature = "torch")]
-    Ask(Box<llm::AskArgs>),
+    #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+    Ask(Box<ask::AskArgs>),
     /// Run frames through the vision tower and a pruner; draw what was kept and write the record.
-    #[cfg(all(feature = "torch", feature = "video"))]
+    #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
     Compress(Box<compress::Args>),
     /// Run the pipeline at several budgets and report tokens, FLOPs, stage times, TTFT, KV bytes and a plot.
-    #[cfg(all(feature = "torch", feature = "video"))]
+    #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
     Bench(Box<bench::Args>),
     /// Answer a benchmark with the pipeline (DriveLM, NuScenes-QA, LingoQA, Video-MME, MLVU, LongVideoBench,
     /// EgoSchema, NExT-QA): per-sample JSONL, resume, shards, results.json.
-    #[cfg(all(feature = "torch", feature = "video"))]
+    #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
     Eval(Box<eval::Args>),
     /// Write a random-weight LLaVA-OneVision model (demo or Qwen2-0.5B + SigLIP-so400m shapes).
     InitModel(init_model::Args),
     /// Join `eval --shard` output folders into one result.
-    #[cfg(all(feature = "torch", feature = "video"))]
+    #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
     Merge(Box<eval::MergeArgs>),
 }
 
@@ -83,12 +85,12 @@ impl CliError {
 }
 
 /// Which backend runs a model: flags shared by `forward`, `ask`, `compress`, `bench` and `eval`.
-#[cfg(feature = "torch")]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendFlags {
     /// `torch` (libtorch; CUDA when available; a Hugging Face `llava`/`llava_onevision` directory) or `onnx` (ONNX
-    /// Runtime on the CPU; a folder written by models/export/export_onnx.py).
-    #[arg(long, default_value = "torch", value_parser = ["torch", "onnx"])]
+    /// Runtime on the CPU; a folder written by models/export/export_onnx.py). Default: torch when this build has it.
+    #[arg(long, default_value = DEFAULT_BACKEND, value_parser = ["torch", "onnx"])]
     pub backend: String,
     /// Which graph files of an ONNX export to load: fp32, fp16, q8 (= quantized), int8, uint8, q4, q4f16, bnb4.
     #[arg(long, default_value = "fp32")]
@@ -98,7 +100,13 @@ pub struct BackendFlags {
     pub threads: usize,
 }
 
+/// The backend `--backend` names when not given: libtorch where the build has it.
 #[cfg(feature = "torch")]
+const DEFAULT_BACKEND: &str = "torch";
+#[cfg(not(feature = "torch"))]
+const DEFAULT_BACKEND: &str = "onnx";
+
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 impl BackendFlags {
     /// Refuses the ONNX-only flags when the torch backend runs.
     pub fn torch_only(&self) -> Result<(), CliError> {
@@ -122,19 +130,32 @@ impl BackendFlags {
         Ok(())
     }
 
-    /// The engine to load: torch on `device` (`cpu`, `cuda`; CUDA when available if `None`) in `dtype`, or ONNX Runtime
-    /// with the precision and threads asked for.
+    /// The engine to load: torch on `device` (`cpu`, `cuda`; CUDA when available if `None`) in `dtype` (`f32`,
+    /// `f16`, `bf16`), or ONNX Runtime with the precision and threads asked for.
     /// Flags of the other backend are usage errors rather than silently ignored.
-    #[cfg(all(feature = "torch", feature = "video"))]
     pub fn choice(
         &self,
         device: Option<&str>,
-        dtype: tch::Kind,
+        dtype: &str,
     ) -> Result<tokensieve::pipeline::engine::EngineChoice, CliError> {
+        #[allow(unused_imports)]
         use tokensieve::pipeline::engine::EngineChoice;
         if self.backend == "torch" {
-            self.torch_only()?;
-            return Ok(EngineChoice::Torch { device: llm::device(device)?, dtype });
+            #[cfg(feature = "torch")]
+            {
+                self.torch_only()?;
+                let dtype = match dtype {
+                    "f16" => tch::Kind::Half,
+                    "bf16" => tch::Kind::BFloat16,
+                    _ => tch::Kind::Float,
+                };
+                return Ok(EngineChoice::Torch { device: torch_device(device)?, dtype });
+            }
+            #[cfg(not(feature = "torch"))]
+            return Err(CliError::usage(
+                "this build has no torch backend",
+                "use --backend onnx with an export folder, or build with --features torch",
+            ));
         }
         if let Some(device) = device {
             return Err(CliError::usage(
@@ -145,7 +166,7 @@ impl BackendFlags {
         #[cfg(feature = "onnx")]
         {
             use tokensieve::models::onnx_session::{OnnxOptions, Precision};
-            if dtype != tch::Kind::Float {
+            if dtype != "f32" {
                 return Err(CliError::usage(
                     "--dtype applies to the torch backend",
                     "pick the ONNX graph files with --precision fp16 (or q8, q4, ...)",
@@ -161,8 +182,19 @@ impl BackendFlags {
     }
 }
 
-/// `--model`: an existing path as given, else a Hugging Face id resolved (or fetched) in the hub cache.
+/// `--device`: CUDA when available unless told; asking for CUDA where there is none is a usage error.
 #[cfg(feature = "torch")]
+pub(super) fn torch_device(choice: Option<&str>) -> Result<tch::Device, CliError> {
+    match choice {
+        None => Ok(tch::Device::cuda_if_available()),
+        Some("cpu") => Ok(tch::Device::Cpu),
+        Some(_) if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+        Some(other) => Err(CliError::usage(format!("--device {other}: no CUDA device is visible"), "use --device cpu")),
+    }
+}
+
+/// `--model`: an existing path as given, else a Hugging Face id resolved (or fetched) in the hub cache.
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub fn model_arg(name: &str) -> Result<std::path::PathBuf, String> {
     tokensieve::hub::resolve(name).map_err(|e| format!("{e} ({})", e.hint()))
 }
@@ -184,7 +216,7 @@ pub fn emit(text: &str) -> Result<(), CliError> {
     }
 }
 
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 /// A progress bar on stderr with the rate and ETA; indicatif draws nothing when stderr is not a terminal, so piped
 /// and CI output stay clean.
 pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
@@ -198,7 +230,7 @@ pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
 }
 
 /// Frames at their own resolution from `--video` (uniform) or `--image` files, for the model commands.
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub fn frames_from(
     video: Option<&std::path::Path>,
     images: &[std::path::PathBuf],
@@ -223,17 +255,17 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         #[cfg(feature = "video")]
         Command::Sample(args) => sample::run(*args),
         Command::Score(args) => score::run(args),
-        #[cfg(feature = "torch")]
-        Command::Forward(args) => llm::forward(*args),
-        #[cfg(feature = "torch")]
-        Command::Ask(args) => llm::ask(*args),
-        #[cfg(all(feature = "torch", feature = "video"))]
+        #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+        Command::Forward(args) => ask::forward(*args),
+        #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+        Command::Ask(args) => ask::ask(*args),
+        #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
         Command::Compress(args) => compress::run(*args),
-        #[cfg(all(feature = "torch", feature = "video"))]
+        #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
         Command::Bench(args) => bench::run(*args),
-        #[cfg(all(feature = "torch", feature = "video"))]
+        #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
         Command::Eval(args) => eval::run(*args),
-        #[cfg(all(feature = "torch", feature = "video"))]
+        #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
         Command::Merge(args) => eval::merge(*args),
     }
 }

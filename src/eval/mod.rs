@@ -13,10 +13,10 @@ pub mod mcq;
 pub mod nuscenes_qa;
 pub mod ptb;
 pub mod rouge;
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub mod runner;
 pub mod table;
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub mod task;
 pub mod video_mcq;
 

@@ -29,7 +29,6 @@ use super::sampler::{Sampler, SamplerError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::Device;
 #[cfg(feature = "onnx")]
 use tokensieve_models::onnx_session::{OnnxOptions, Precision};
 use tokensieve_models::sampling::Sampling;
@@ -63,7 +62,7 @@ pub enum PipelineError {
 /// Configures a [`Pipeline`]; every setter that parses a spec says what is wrong with it.
 pub struct PipelineBuilder {
     model: PathBuf,
-    device: Device,
+    choice: EngineChoice,
     sampler: Sampler,
     pruners: Vec<Method>,
     budget: Budget,
@@ -72,9 +71,6 @@ pub struct PipelineBuilder {
     sampling: Sampling,
     stop: Vec<String>,
     positions: Positions,
-    dtype: tch::Kind,
-    #[cfg(feature = "onnx")]
-    onnx: Option<(Precision, OnnxOptions)>,
 }
 
 impl PipelineBuilder {
@@ -83,7 +79,7 @@ impl PipelineBuilder {
     /// do not apply (ONNX Runtime runs on the CPU here; the precision picks the graph files).
     #[cfg(feature = "onnx")]
     pub fn onnx(mut self, precision: Precision, options: OnnxOptions) -> Self {
-        self.onnx = Some((precision, options));
+        self.choice = EngineChoice::Onnx { precision, options };
         self
     }
 
@@ -136,15 +132,28 @@ impl PipelineBuilder {
         Ok(self)
     }
 
-    /// The device (`Device::Cpu`, `Device::Cuda(0)`); CUDA when available by default.
-    pub fn device(mut self, device: Device) -> Self {
-        self.device = device;
+    /// Runs on libtorch on `device` (`Device::Cpu`, `Device::Cuda(0)`); CUDA when available by default.
+    #[cfg(feature = "torch")]
+    pub fn device(mut self, device: tch::Device) -> Self {
+        let dtype = match self.choice {
+            EngineChoice::Torch { dtype, .. } => dtype,
+            #[cfg(feature = "onnx")]
+            EngineChoice::Onnx { .. } => tch::Kind::Float,
+        };
+        self.choice = EngineChoice::Torch { device, dtype };
         self
     }
 
-    /// Compute dtype of the tower and decoder: `Kind::Float` (default), `Kind::Half` or `Kind::BFloat16` (for CUDA).
+    /// Runs on libtorch computing the tower and decoder in `dtype`: `Kind::Float` (default), `Kind::Half` or
+    /// `Kind::BFloat16` (for CUDA).
+    #[cfg(feature = "torch")]
     pub fn dtype(mut self, dtype: tch::Kind) -> Self {
-        self.dtype = dtype;
+        let device = match self.choice {
+            EngineChoice::Torch { device, .. } => device,
+            #[cfg(feature = "onnx")]
+            EngineChoice::Onnx { .. } => tch::Device::cuda_if_available(),
+        };
+        self.choice = EngineChoice::Torch { device, dtype };
         self
     }
 
@@ -157,15 +166,7 @@ impl PipelineBuilder {
     /// Loads the model and checks the budget.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         self.budget.validate()?;
-        let torch = EngineChoice::Torch { device: self.device, dtype: self.dtype };
-        #[cfg(feature = "onnx")]
-        let choice = match self.onnx {
-            Some((precision, options)) => EngineChoice::Onnx { precision, options },
-            None => torch,
-        };
-        #[cfg(not(feature = "onnx"))]
-        let choice = torch;
-        let qa = Engine::load(&self.model, choice)?;
+        let qa = Engine::load(&self.model, self.choice)?;
         self.sampling.validate().map_err(|reason| PruneError::Param {
             method: "generation".into(),
             param: "sampling".into(),
@@ -255,7 +256,7 @@ impl Pipeline {
     pub fn builder(model: impl AsRef<Path>) -> PipelineBuilder {
         PipelineBuilder {
             model: model.as_ref().to_path_buf(),
-            device: Device::cuda_if_available(),
+            choice: default_choice(),
             sampler: Sampler::Uniform { frames: 8 },
             pruners: Vec::new(),
             budget: Budget::Ratio(1.0),
@@ -264,9 +265,6 @@ impl Pipeline {
             sampling: Sampling::default(),
             stop: Vec::new(),
             positions: Positions::Original,
-            dtype: tch::Kind::Float,
-            #[cfg(feature = "onnx")]
-            onnx: None,
         }
     }
 
@@ -318,6 +316,14 @@ impl Pipeline {
             |(_, question), loaded| loaded.and_then(|m| self.answer(m, question)),
         )
     }
+}
+
+/// libtorch (CUDA when available, f32) when the build has it, else ONNX Runtime in fp32.
+fn default_choice() -> EngineChoice {
+    #[cfg(feature = "torch")]
+    return EngineChoice::Torch { device: tch::Device::cuda_if_available(), dtype: tch::Kind::Float };
+    #[cfg(not(feature = "torch"))]
+    EngineChoice::Onnx { precision: Precision::Fp32, options: OnnxOptions::default() }
 }
 
 /// Decodes a question's media: the sampler's frames of a video at native resolution, or the images. Needs no model,

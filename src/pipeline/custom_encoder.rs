@@ -1,14 +1,14 @@
 //! [`CustomEncoder`]: a vision encoder the user brings as an `.onnx` file (any graph mapping preprocessed pixels
 //! `[B, 3, S, S]` to patch tokens `[B, N, D]`, or `[1, 3, S, S]` to `[N, D]`), with the Hugging Face image processor
 //! settings it was trained with. Its tokens go to the same pruners as a model's (`tokensieve compress --backend onnx
-//! --model encoder.onnx --processor preprocessor_config.json`); a `cls_attention` output `[B, N]`, when the graph
-//! has one, feeds the attention-based pruners.
+//! --model encoder.onnx --processor preprocessor_config.json`); a `attention` (or `cls_attention`) output `[B, N]`,
+//! when the graph has one, feeds the attention-based pruners.
 //!
 //! Choices \[project\]: frames are encoded in one batch when the graph returns `[B, N, D]`, one by one when it returns
 //! `[N, D]`; `N` tokens per frame form a square grid layout when `N` is a square (needed by the spatial pruners and
 //! the `compress` picture), otherwise a flat set.
 
-use super::qa::{square_pixels, square_side, QaError, VisualTokens};
+use super::qa::{square_pixels, square_side, Newline, QaError, VisualTokens};
 use ndarray::Array2;
 use std::path::Path;
 use std::sync::Mutex;
@@ -32,9 +32,12 @@ pub(crate) fn frame_tokens(out: EncoderOutput) -> Result<VisualTokens, QaError> 
         .map_err(|e| QaError::Config { path: "vision encoder output".into(), reason: e.to_string() })?;
     Ok(VisualTokens {
         features,
+        attention: out.cls_attention.map(|a| a.data),
+        keys: None,
         layout: square_side(n).map(|g| Layout::frames(f, g, g)),
-        cls_attention: out.cls_attention.map(|a| a.data),
         units: (f, n),
+        newline: Newline::None,
+        placeholder: (-1, ""),
     })
 }
 

@@ -1,23 +1,60 @@
-//! [`Engine`]: the model that answers, on either backend: [`VideoQa`] (libtorch, CUDA when available) or, with the
-//! `onnx` feature, [`OnnxQa`] (ONNX Runtime on an export folder). Everything that answers questions (the
-//! [`super::builder::Pipeline`], `bench`, `compress`, `eval`) goes through it, so every command runs on both backends
-//! with the same options and the same record.
+//! [`Engine`]: the one question-answering engine, written once for every backend and model family:
+//! frames -> views (the family's plan, the checkpoint's image processor) -> vision side (tower + projector, with the
+//! signals the chosen pruners read) -> the family's arrangement (pooling, packing, newlines) -> pre-LLM pruner chain
+//! -> prompt with one placeholder per kept token -> position ids -> language side (prefill, optionally pruning
+//! inside the decoder) -> streaming generation -> the record of every stage.
+//!
+//! The backends differ only below [`super::model::VisionSide`] and [`super::model::LanguageSide`]: libtorch
+//! ([`super::torch_model`], CUDA when present) and ONNX Runtime ([`super::onnx_model`], an export folder). Everything
+//! that answers questions (the [`super::builder::Pipeline`], `ask`, `bench`, `compress`, `eval`) goes through it, so
+//! every command runs on both backends with the same options and the same record.
+//!
+//! Choices \[project\]:
+//! - Budget: resolved once against all visual tokens (`k`), and every pre-LLM stage of the chain keeps at most `k`
+//!   (a stage whose input already fits is the identity); the last stage's output is what the decoder sees.
+//! - Signals: the tower computes only what the chain's methods read ([`tokensieve_pruners::Pruner::uses`]), at the
+//!   family's feature layer (LLaVA's -2, where VisionZip, VisPruner and PruMerge+ read theirs; OneVision's last
+//!   SigLIP layer, where FastVID and HoliTom read theirs). Attention and keys follow the kept rows through the chain;
+//!   a merged token carries its representative's.
+//! - Query: methods that read query embeddings (`query`, `cdpruner`) get the LLM input embeddings of the question's
+//!   tokens, in the space of the projected visual tokens (OpenVINO GenAI's choice for CDPruner); the record notes it.
+//! - What a selection returns beyond indices reaches the decoder and the record: merged features replace the kept
+//!   rows, extra tokens (PruMerge+) follow the kept tokens of the span (before a trailing newline), every note is
+//!   recorded as `method: note`.
+//! - Prompt: the checkpoint's chat template when `tokenizer_config.json` has one, else LLaVA-1.5's
+//!   `USER: <image>\n{question} ASSISTANT:`; the placeholder expands to one token per kept visual row. Position ids
+//!   follow [`super::qa::Positions`] (ALGORITHMS.md §1.5).
+//! - In-decoder pruning on the visual span (newlines included), with original position ids, by the rule the
+//!   pruners crate chooses ([`tokensieve_pruners::in_decoder::InDecoder`]); a backend that cannot run a rule says so.
+//! - Newlines are not counted as visual tokens in the record (they are in `prefill_tokens`).
 
-#[cfg(feature = "onnx")]
-use super::onnx_qa::OnnxQa;
-pub use super::qa::VisualTokens;
-use super::qa::{MediaKind, QaError, QaOptions, QaRecord};
-use super::video_qa::VideoQa;
+use super::model::{DropPlan, LanguageSide, VisionSide};
+use super::qa::{
+    generate, inspection_prompt, prompt_positions, prune_chain, pruning, question_prompt, span_offsets, square_pixels,
+    unit_runs, Chained, Measured, MediaKind, Newline, QaError, QaOptions, QaRecord, StageClock,
+};
+use ndarray::{Array2, ArrayView2};
 use std::path::Path;
+use std::time::Instant;
+use tokensieve_models::arch::{family_for, AnyResCut, Family, SignalRequest, ViewPlan};
+use tokensieve_models::chat_template::ChatTemplate;
 #[cfg(feature = "onnx")]
 use tokensieve_models::onnx_session::{OnnxOptions, Precision};
-use tokensieve_pruners::PruneError;
+use tokensieve_models::positions::PositionIds;
+use tokensieve_models::sampling::TokenPicker;
+use tokensieve_models::tokenizer::TextTokenizer;
+use tokensieve_pruners::{PruneError, Pruner, Signal};
+use tokensieve_video::preprocess::anyres::AnyRes;
+use tokensieve_video::preprocess::ImageProcessor;
 use tokensieve_video::Frame;
+
+pub use super::qa::VisualTokens;
 
 /// Which backend to load a model on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum EngineChoice {
     /// libtorch on `device`, computing in `dtype` (a Hugging Face `llava` / `llava_onevision` directory).
+    #[cfg(feature = "torch")]
     Torch {
         /// Where the tensors live.
         device: tch::Device,
@@ -34,33 +71,266 @@ pub enum EngineChoice {
     },
 }
 
-/// A loaded model on one of the backends.
-pub enum Engine {
-    /// libtorch.
-    Torch(VideoQa),
-    /// ONNX Runtime.
+/// Where the pruner chain runs: on the host (ndarray), or on the torch engine's device.
+#[derive(Debug, Clone, Copy)]
+enum PruneOn {
     #[cfg(feature = "onnx")]
-    Onnx(OnnxQa),
+    Host,
+    #[cfg(feature = "torch")]
+    Torch(tch::Device),
+}
+
+/// A loaded vision-language model on one of the backends.
+pub struct Engine {
+    vision: Box<dyn VisionSide>,
+    language: Box<dyn LanguageSide>,
+    family: Box<dyn Family>,
+    tokenizer: TextTokenizer,
+    processor: ImageProcessor,
+    template: Option<ChatTemplate>,
+    prune_on: PruneOn,
+}
+
+/// What [`Engine::prefill`] produced.
+pub struct Prefilled {
+    /// Logits of the last position `[V]`.
+    pub logits: Vec<f32>,
+    /// Tokens of the expanded prompt.
+    pub prompt_tokens: usize,
+    /// Visual tokens as placed in the prompt `[N, D]` (OneVision newlines included).
+    pub visual: Array2<f32>,
+    /// The tower's attention signal over the tokens (CLS row, or mean received attention), flattened over units.
+    pub attention: Option<Vec<f32>>,
 }
 
 impl Engine {
-    /// Loads `dir` on the chosen backend.
+    /// Loads `dir` on the chosen backend: a Hugging Face `llava` / `llava_onevision` directory for torch, an export
+    /// folder for onnx (both hold `config.json`, the tokenizer and the processor settings).
     pub fn load(dir: &Path, choice: EngineChoice) -> Result<Self, QaError> {
-        Ok(match choice {
-            EngineChoice::Torch { device, dtype } => Engine::Torch(VideoQa::load_as(dir, device, dtype)?),
+        let config_err =
+            |name: &str, reason: String| QaError::Config { path: dir.join(name).display().to_string(), reason };
+        let read = |name: &str| -> Result<serde_json::Value, QaError> {
+            let text = std::fs::read_to_string(dir.join(name)).map_err(|e| config_err(name, e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| config_err(name, e.to_string()))
+        };
+        let config = read("config.json")?;
+        let (vision, language, newline, prune_on): (Box<dyn VisionSide>, Box<dyn LanguageSide>, _, _) = match choice {
+            #[cfg(feature = "torch")]
+            EngineChoice::Torch { device, dtype } => {
+                let (v, l, newline) = super::torch_model::load(dir, device, dtype)?;
+                (Box::new(v), Box::new(l), newline, PruneOn::Torch(device))
+            }
             #[cfg(feature = "onnx")]
-            EngineChoice::Onnx { precision, options } => Engine::Onnx(OnnxQa::load(dir, precision, &options)?),
+            EngineChoice::Onnx { precision, options } => {
+                let (v, l, newline) = super::onnx_model::load(dir, &config, precision, &options)?;
+                (Box::new(v), Box::new(l), newline, PruneOn::Host)
+            }
+        };
+        let family = family_for(&config, newline).map_err(|r| config_err("config.json", r))?;
+        let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?)
+            .map_err(|e| config_err("preprocessor_config.json", e.to_string()))?;
+        let template = ChatTemplate::from_hf_dir(dir).map_err(|reason| config_err("tokenizer_config.json", reason))?;
+        Ok(Engine {
+            vision,
+            language,
+            family,
+            tokenizer: TextTokenizer::from_hf_dir(dir)?,
+            processor,
+            template,
+            prune_on,
         })
     }
 
-    /// Checks settings that depend on the model and backend (in-decoder layers exist; the onnx backend refuses
-    /// in-decoder pruning).
+    /// The image processor the frames go through.
+    pub fn processor(&self) -> &ImageProcessor {
+        &self.processor
+    }
+
+    /// The model family (`llava`, `llava_onevision`).
+    pub fn family(&self) -> &str {
+        self.family.name()
+    }
+
+    /// Checks settings that depend on the model and backend: the in-decoder rule's layers exist in this decoder and
+    /// this backend runs the rule.
     pub fn check_options(&self, opts: &QaOptions) -> Result<(), PruneError> {
-        match self {
-            Engine::Torch(qa) => qa.check_options(opts),
-            #[cfg(feature = "onnx")]
-            Engine::Onnx(qa) => qa.check_options(opts),
+        let Some(rule) = &opts.in_llm else { return Ok(()) };
+        if let Some(reason) = self.language.refuses(rule) {
+            return Err(PruneError::Param { method: rule.name().into(), param: "backend".into(), reason });
         }
+        let layers = self.language.shape().layers;
+        match rule.drop_layers(layers).into_iter().find(|&l| l >= layers) {
+            Some(l) => Err(PruneError::Param {
+                method: rule.name().into(),
+                param: "layer".into(),
+                reason: format!("{l} does not exist: this decoder has {layers} layers"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the views of `frames` through the tower and arranges the tokens as the family does; `preprocess_ms`
+    /// receives the time spent turning frames into pixels.
+    fn encode(
+        &self,
+        frames: &[Frame],
+        kind: MediaKind,
+        request: SignalRequest,
+        preprocess_ms: &mut f64,
+    ) -> Result<VisualTokens, QaError> {
+        let clock = Instant::now();
+        let side = self.family.image_size();
+        let arrange = |e: String| QaError::Config { path: "visual tokens".into(), reason: e };
+        match self.family.view_plan(kind, frames.len()) {
+            ViewPlan::Square => {
+                let pixels = square_pixels(&self.processor, frames, side)?;
+                *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
+                let out = self.vision.encode(&pixels, frames.len(), side, request)?;
+                self.family.arrange(out, kind, None).map_err(arrange)
+            }
+            ViewPlan::AnyRes { pinpoints } => {
+                let f = &frames[0];
+                let (views, grid) = AnyRes { pinpoints, tile: side }.tiles(
+                    &self.processor,
+                    &f.rgb,
+                    f.width as usize,
+                    f.height as usize,
+                );
+                let count = views.len();
+                let pixels: Vec<f32> = views.into_iter().flat_map(|p| p.data).collect();
+                *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
+                let out = self.vision.encode(&pixels, count, side, request)?;
+                let cut = AnyResCut { image: (f.height as usize, f.width as usize), grid };
+                self.family.arrange(out, kind, Some(cut)).map_err(arrange)
+            }
+        }
+    }
+
+    /// The visual tokens of `frames` before pruning, with their layout and every signal the tower gives.
+    pub fn visual_tokens(&self, frames: &[Frame], kind: MediaKind) -> Result<VisualTokens, QaError> {
+        self.encode(frames, kind, SignalRequest { attention: true, keys: true }, &mut 0.0)
+    }
+
+    /// The rows of the decoder's visual span: the kept tokens, extra tokens, and the family's newlines where the
+    /// unpruned model has them.
+    fn span_rows(&self, chained: &Chained, units: (usize, usize), newline: Newline) -> Result<Array2<f32>, QaError> {
+        let bad = |reason: String| QaError::Config { path: "visual tokens".into(), reason };
+        let row = match (self.family.newline(), newline) {
+            (Some(n), Newline::PerUnit | Newline::End) => {
+                Some(ArrayView2::from_shape((1, n.len()), n).map_err(|e| bad(e.to_string()))?)
+            }
+            _ => None,
+        };
+        let kept = chained.features.view();
+        let mut parts: Vec<ArrayView2<'_, f32>> = Vec::with_capacity(2 * units.0 + 2);
+        match (newline, row) {
+            (Newline::PerUnit, Some(row)) => {
+                for run in unit_runs(&chained.origin, units.0, units.1) {
+                    parts.push(kept.slice(ndarray::s![run, ..]));
+                    parts.push(row);
+                }
+                parts.extend(chained.extra.as_ref().map(|e| e.view()));
+            }
+            (_, row) => {
+                parts.push(kept);
+                parts.extend(chained.extra.as_ref().map(|e| e.view()));
+                parts.extend(row);
+            }
+        }
+        ndarray::concatenate(ndarray::Axis(0), &parts).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The signals the chain's methods read, checked against what this model gives: a method that needs one the
+    /// tower cannot give is refused with the reason before anything runs.
+    fn signals(&self, opts: &QaOptions) -> SignalRequest {
+        let uses = |s: Signal| opts.pruners.iter().any(|m| m.uses().contains(&s));
+        SignalRequest { attention: uses(Signal::ClsAttention), keys: uses(Signal::Keys) }
+    }
+
+    fn check_signals(&self, visual: &VisualTokens, opts: &QaOptions) -> Result<(), QaError> {
+        for method in &opts.pruners {
+            for &signal in method.requires() {
+                let reason = match signal {
+                    Signal::ClsAttention if visual.attention.is_none() => {
+                        "the vision encoder returns no attention (an ONNX export without the `attention` output: \
+                         re-export it with models/export/export_onnx.py)"
+                    }
+                    Signal::Keys if visual.keys.is_none() => {
+                        "the vision encoder returns no keys (re-export it with models/export/export_onnx.py)"
+                    }
+                    Signal::FrameGrid if visual.layout.is_none() => {
+                        "these visual tokens have no frame grid (an any-resolution image is packed into one flat \
+                         sequence); give a video or several images"
+                    }
+                    Signal::Relevance | Signal::Importance => {
+                        "the pipeline computes no per-token relevance or importance for it yet"
+                    }
+                    _ => continue,
+                };
+                return Err(QaError::Signal {
+                    method: method.name(),
+                    signal: signal_name(signal),
+                    reason: reason.into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The LLM input embeddings of the question's tokens, when a method of the chain reads query embeddings.
+    fn query(&self, question: &str, opts: &QaOptions) -> Result<Option<Array2<f32>>, QaError> {
+        if !opts.pruners.iter().any(|m| m.uses().contains(&Signal::Query)) {
+            return Ok(None);
+        }
+        let ids: Vec<i64> = self.tokenizer.encode(question)?.iter().map(|&t| t as i64).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.language.embed_ids(&ids)?))
+    }
+
+    fn chain(&self, visual: VisualTokens, query: Option<Array2<f32>>, opts: &QaOptions) -> Result<Chained, QaError> {
+        match self.prune_on {
+            #[cfg(feature = "onnx")]
+            PruneOn::Host => prune_chain(&tokensieve_pruners::CpuBackend, visual, query, opts),
+            #[cfg(feature = "torch")]
+            PruneOn::Torch(device) => prune_chain(&tokensieve_pruners::TchBackend::new(device), visual, query, opts),
+        }
+    }
+
+    /// One prefill without pruning, for inspection and parity checks (`tokensieve forward`): the last position's
+    /// logits, the visual tokens as the decoder receives them (OneVision newlines included) and the tower's
+    /// attention signal. With a chat template and `raw = false` the prompt is one user turn (a placeholder is added
+    /// in front when the prompt has none); otherwise it is used verbatim. Each placeholder expands as transformers'
+    /// processor expands it: one placeholder takes every visual token; as many `<image>` as images take one image
+    /// each.
+    pub fn prefill(&self, frames: &[Frame], kind: MediaKind, prompt: &str, raw: bool) -> Result<Prefilled, QaError> {
+        let request = SignalRequest { attention: true, keys: false };
+        let mut visual = self.encode(frames, kind, request, &mut 0.0)?;
+        let attention = visual.attention.take();
+        let total = visual.features.nrows();
+        let chained = Chained {
+            features: std::mem::take(&mut visual.features),
+            origin: (0..total).collect(),
+            extra: None,
+            notes: Vec::new(),
+            visual_tokens: Vec::new(),
+        };
+        let rows = self.span_rows(&chained, visual.units, visual.newline)?;
+        let (placeholder_id, placeholder) = visual.placeholder;
+        let per_unit = visual.units.1 + usize::from(visual.newline == Newline::PerUnit);
+        let expanded = inspection_prompt(
+            self.template.as_ref(),
+            prompt,
+            raw,
+            placeholder,
+            rows.nrows(),
+            (visual.units.0, per_unit),
+        )?;
+        let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
+        let positions = PositionIds::Sequence((0..ids.len() as i64).collect());
+        let (logits, _) = self.language.prefill(&ids, &[(placeholder_id, rows.view())], &positions, None)?;
+        Ok(Prefilled { logits, prompt_tokens: ids.len(), visual: rows, attention })
     }
 
     /// Answers `question` about `frames`.
@@ -74,8 +344,10 @@ impl Engine {
         self.ask_streaming(frames, kind, None, question, opts, &mut |_| true)
     }
 
-    /// Answers `question` about `frames` after an optional system prompt, handing each new piece of the answer to
-    /// `on_text` (`false` stops).
+    /// Answers `question` about `frames` (a video's frames or separate images, see [`MediaKind`]) after an optional
+    /// system prompt (a system turn with a chat template; the text before `USER:` in LLaVA-1.5's plain format),
+    /// handing each piece of new text to `on_text` as it is generated (tokens can split characters, so a piece is
+    /// what the new token adds to the decoded answer); `on_text` returning `false` stops generation.
     pub fn ask_streaming(
         &self,
         frames: &[Frame],
@@ -85,28 +357,64 @@ impl Engine {
         opts: &QaOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, QaRecord), QaError> {
-        match self {
-            Engine::Torch(qa) => qa.ask_streaming(frames, kind, system, question, opts, on_text),
-            #[cfg(feature = "onnx")]
-            Engine::Onnx(qa) => qa.ask_streaming(frames, kind, system, question, opts, on_text),
+        if let Some(rule) = &opts.in_llm {
+            self.check_options(opts).map_err(pruning(rule.name()))?;
         }
+        let mut clock = StageClock::start();
+        let mut preprocess_ms = 0.0;
+        let visual = self.encode(frames, kind, self.signals(opts), &mut preprocess_ms)?;
+        self.check_signals(&visual, opts)?;
+        let mut ttft = clock.lap("encode");
+        let query = self.query(question, opts)?;
+        let (units, newline, (placeholder_id, placeholder)) = (visual.units, visual.newline, visual.placeholder);
+        let chained = self.chain(visual, query, opts)?;
+        let rows = self.span_rows(&chained, units, newline)?;
+        ttft += clock.lap("prune");
+        let prompt = question_prompt(self.template.as_ref(), system, placeholder, question)?;
+        let expanded = prompt.replacen(placeholder, &vec![placeholder; rows.nrows()].join(" "), 1);
+        let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
+        let span_start = ids.iter().position(|&t| t == placeholder_id).unwrap_or(0);
+        let extra = chained.extra.as_ref().map_or(0, |e| e.nrows());
+        let (offsets, unpruned) = span_offsets(&chained.origin, units, newline, extra);
+        let positions =
+            PositionIds::Sequence(prompt_positions(opts.positions, ids.len(), span_start, &offsets, unpruned));
+        let drop = opts.in_llm.as_ref().map(|rule| DropPlan { rule, span: span_start..span_start + rows.nrows() });
+        let (logits, mut decoding) = self.language.prefill(&ids, &[(placeholder_id, rows.view())], &positions, drop)?;
+        let tokens_per_layer = decoding.tokens_per_layer();
+        let mut picker = TokenPicker::new(opts.sampling);
+        let first = picker.pick_or_argmax(&logits) as i64;
+        ttft += clock.lap("prefill");
+        let mut step =
+            |token: i64| -> Result<i64, QaError> { Ok(picker.pick_or_argmax(&decoding.step(token)?) as i64) };
+        let generated = generate(&self.tokenizer, opts, first, &mut step, on_text)?;
+        clock.lap("generate");
+        let record = Measured {
+            frames,
+            visual_tokens: chained.visual_tokens,
+            kept: chained.origin,
+            notes: chained.notes,
+            prefill_tokens: ids.len(),
+            tokens_per_layer,
+            clock,
+            preprocess_ms,
+            ttft_ms: ttft,
+            kv_bytes: decoding.kv_bytes(),
+            shape: self.language.shape(),
+            generated: &generated,
+        }
+        .record();
+        Ok((generated.answer, record))
     }
+}
 
-    /// The visual tokens of `frames` before pruning, with their layout and signals.
-    pub fn visual_tokens(&self, frames: &[Frame], kind: MediaKind) -> Result<VisualTokens, QaError> {
-        match self {
-            Engine::Torch(qa) => qa.visual_tokens(frames, kind),
-            #[cfg(feature = "onnx")]
-            Engine::Onnx(qa) => qa.visual_tokens(frames, kind),
-        }
-    }
-
-    /// The image processor the model's frames go through.
-    pub fn processor(&self) -> &tokensieve_video::preprocess::ImageProcessor {
-        match self {
-            Engine::Torch(qa) => qa.processor(),
-            #[cfg(feature = "onnx")]
-            Engine::Onnx(qa) => qa.processor(),
-        }
+/// A signal's name in a one-line refusal.
+fn signal_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::ClsAttention => "the tower's attention",
+        Signal::Keys => "the tower's keys",
+        Signal::Importance => "per-token importance",
+        Signal::Relevance => "per-token relevance",
+        Signal::Query => "query embeddings",
+        Signal::FrameGrid => "a frame grid",
     }
 }

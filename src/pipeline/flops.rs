@@ -9,6 +9,8 @@
 //!
 //! The vision encoder, projector, selector and decoding steps are excluded.
 
+use serde::Deserialize;
+
 /// The decoder shape the formulas need.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecoderShape {
@@ -22,6 +24,32 @@ pub struct DecoderShape {
     pub heads: usize,
     /// Key/value heads.
     pub kv_heads: usize,
+}
+
+/// The `text_config` keys (transformers' names) the decoder shape is read from.
+#[derive(serde::Deserialize)]
+struct TextConfig {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+}
+
+impl DecoderShape {
+    /// Reads a parsed `config.json` (its `text_config`, or the top level for a language model alone); the error
+    /// names the missing key.
+    pub fn from_config(config: &serde_json::Value) -> Result<Self, String> {
+        let text = config.get("text_config").unwrap_or(config);
+        let c = TextConfig::deserialize(text).map_err(|e| format!("text_config: {e}"))?;
+        Ok(DecoderShape {
+            hidden: c.hidden_size,
+            ffn: c.intermediate_size,
+            layers: c.num_hidden_layers,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
+        })
+    }
 }
 
 /// FastV's per-layer MACs for `n` tokens.

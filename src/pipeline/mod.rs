@@ -1,15 +1,20 @@
 //! The pipeline that joins the stages: frames -> pixels -> visual tokens -> kept tokens -> decoder, with a record
 //! of what happened (tokens per stage, time per stage, TTFT, KV-cache bytes, FLOPs).
+//!
+//! One engine ([`engine::Engine`]) runs every model family on every backend: the backends implement the two sides
+//! of [`model`] (`torch_model`, `onnx_model`), the families live in `tokensieve_models::arch`.
 
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub mod builder;
 #[cfg(all(feature = "onnx", feature = "video"))]
 pub mod custom_encoder;
-#[cfg(all(feature = "torch", feature = "video"))]
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub mod engine;
 pub mod flops;
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+pub mod model;
 #[cfg(all(feature = "onnx", feature = "video"))]
-pub mod onnx_qa;
+pub mod onnx_model;
 pub mod overlap;
 pub mod prompt;
 #[cfg(feature = "video")]
@@ -17,4 +22,4 @@ pub mod qa;
 #[cfg(feature = "video")]
 pub mod sampler;
 #[cfg(all(feature = "torch", feature = "video"))]
-pub mod video_qa;
+pub mod torch_model;

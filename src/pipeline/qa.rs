@@ -1,12 +1,9 @@
-//! What every question-answering engine shares, whichever backend runs the tensors ([`super::video_qa::VideoQa`] on
-//! libtorch, [`super::onnx_qa::OnnxQa`] on ONNX Runtime): the options of a question, the record of an answer, the
-//! errors, and the backend-independent steps: the pre-LLM pruner chain (generic over the pruners' [`Backend`]), the
-//! prompt, and the generation loop with stop strings and streaming.
-//!
-//! Keeping these in one place is what makes the two backends give the same answers: only tower, merge and decoder
-//! calls differ between them.
+//! The pieces of the QA engine ([`super::engine::Engine`]) that are plain functions: the options of a question, the
+//! record of an answer, the errors, the pre-LLM pruner chain (generic over the pruners' [`Backend`]), the prompt,
+//! the position ids and the generation loop with stop strings and streaming.
 
 use crate::pipeline::flops::{prefill_macs, DecoderShape};
+use ndarray::Array2;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -15,7 +12,7 @@ pub(crate) use tokensieve_models::onevision::square_side;
 use tokensieve_models::sampling::{generate_text, Generated, Sampling};
 use tokensieve_models::tokenizer::TextTokenizer;
 use tokensieve_pruners::in_decoder::InDecoder;
-use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, TokenSet};
+use tokensieve_pruners::{prune, Backend, Budget, Method, Pruner, Signal, TokenSet};
 
 /// What can go wrong answering a question.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +50,16 @@ pub enum QaError {
         /// The file.
         path: String,
         /// Why.
+        reason: String,
+    },
+    /// A method of the chain needs a signal this model or backend does not give.
+    #[error("{method} needs {signal}, but {reason}")]
+    Signal {
+        /// The method.
+        method: &'static str,
+        /// The signal, in words.
+        signal: &'static str,
+        /// Why it is missing.
         reason: String,
     },
     /// The prompt's placeholders do not fit the visual input.
@@ -138,6 +145,11 @@ pub struct QaRecord {
     pub frames: Vec<f64>,
     /// `(stage, visual tokens after it)`, starting with the encoder's output.
     pub visual_tokens: Vec<(String, usize)>,
+    /// Encoder index of each kept visual row, ascending (merged rows at their representative), before newlines and
+    /// extra tokens are added: what the pre-LLM chain selected.
+    pub kept: Vec<usize>,
+    /// What the methods noted (fallbacks taken, adaptive counts, where the query came from), as `method: note`.
+    pub notes: Vec<String>,
     /// Tokens of the prompt sent to the decoder.
     pub prefill_tokens: usize,
     /// Tokens each decoder layer saw in the prefill (shorter after an in-decoder drop).
@@ -159,54 +171,7 @@ pub struct QaRecord {
     pub decode_steps: usize,
 }
 
-/// What the frames given to an engine are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum MediaKind {
-    /// Frames sampled from one video (OneVision pools them and puts them under `<video>`).
-    Video,
-    /// Separate images: camera views, clip stills or one photo (OneVision: one image goes through any-resolution
-    /// tiling, several get their base view and a newline each).
-    Images,
-}
-
-/// Where the newline embedding goes among the visual tokens (OneVision only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Newline {
-    /// Nowhere (LLaVA-1.5), or already inside the tokens (any-resolution packing).
-    None,
-    /// After every image's kept tokens.
-    PerUnit,
-    /// Once after all frames (video).
-    End,
-}
-
-/// The tower's output as the pruners and the prompt see it, on a backend's matrix type `M`.
-pub(crate) struct Encoded<M> {
-    /// `[tokens, D]` in unit order.
-    pub features: M,
-    /// The token grid, when the units are square patch grids.
-    pub layout: Option<Layout>,
-    /// The tower's CLS attention over the patches, flattened over units.
-    pub cls_attention: Option<Vec<f32>>,
-    /// `(units, tokens per unit)`: frames or images.
-    pub units: (usize, usize),
-    /// Where newline embeddings go.
-    pub newline: Newline,
-    /// Placeholder token id and its text.
-    pub placeholder: (i64, &'static str),
-}
-
-/// The visual tokens of some frames as the pruners see them, on the host (for inspection: `tokensieve compress`).
-pub struct VisualTokens {
-    /// `[tokens, D]` in unit order (OneVision video: pooled).
-    pub features: ndarray::Array2<f32>,
-    /// The patch grid, when the units are square grids.
-    pub layout: Option<Layout>,
-    /// The tower's CLS attention over the patches (CLIP towers).
-    pub cls_attention: Option<Vec<f32>>,
-    /// `(units, tokens per unit)`: frames or images.
-    pub units: (usize, usize),
-}
+pub use tokensieve_models::arch::{MediaKind, Newline, VisualTokens};
 
 /// The kept tokens of each unit (frame or image), as runs of rows of the kept matrix: kept indices are ascending,
 /// so each unit's survivors are contiguous. `origin[i]` is the encoder index of kept row `i`.
@@ -221,21 +186,32 @@ pub(crate) fn unit_runs(origin: &[usize], units: usize, per_unit: usize) -> Vec<
     runs
 }
 
-/// Where each row of the decoder's visual span (kept tokens and OneVision newlines, in the order
-/// `with_newlines` builds it) sat in the unpruned span, and the unpruned span's length. Merged tokens sit where their
-/// representative did.
-pub(crate) fn span_offsets(origin: &[usize], units: (usize, usize), newline: Newline) -> (Vec<usize>, usize) {
+/// Where each row of the decoder's visual span (kept tokens, `extra` synthetic tokens and the family's newlines, in
+/// the order the engine builds it) sat in the unpruned span, and the unpruned span's length. Merged tokens sit where
+/// their representative did; extra tokens (PruMerge+), which have no place of their own, lengthen the span by their
+/// count right after the last visual token (before a trailing newline).
+pub(crate) fn span_offsets(
+    origin: &[usize],
+    units: (usize, usize),
+    newline: Newline,
+    extra: usize,
+) -> (Vec<usize>, usize) {
     let (count, per) = units;
+    let tail = |end: usize| end..end + extra;
     match newline {
-        Newline::None => (origin.to_vec(), count * per),
-        Newline::End => (origin.iter().copied().chain([count * per]).collect(), count * per + 1),
+        Newline::None => (origin.iter().copied().chain(tail(count * per)).collect(), count * per + extra),
+        Newline::End => {
+            let offsets = origin.iter().copied().chain(tail(count * per)).chain([count * per + extra]).collect();
+            (offsets, count * per + extra + 1)
+        }
         Newline::PerUnit => {
-            let mut offsets = Vec::with_capacity(origin.len() + count);
+            let mut offsets = Vec::with_capacity(origin.len() + count + extra);
             for (unit, run) in unit_runs(origin, count, per).into_iter().enumerate() {
                 offsets.extend(origin[run].iter().map(|&o| unit * (per + 1) + o % per));
                 offsets.push(unit * (per + 1) + per);
             }
-            (offsets, count * (per + 1))
+            offsets.extend(tail(count * (per + 1)));
+            (offsets, count * (per + 1) + extra)
         }
     }
 }
@@ -260,52 +236,96 @@ pub(crate) fn prompt_positions(
         .collect()
 }
 
-/// The output of the pre-LLM pruner chain.
-pub(crate) struct Chained<M> {
+/// The output of the pre-LLM pruner chain, on the host.
+pub(crate) struct Chained {
     /// The kept (or merged) features `[k, D]`.
-    pub features: M,
+    pub features: Array2<f32>,
     /// Encoder index of each kept row.
     pub origin: Vec<usize>,
+    /// Synthetic tokens with no original index (PruMerge+), placed after the kept ones.
+    pub extra: Option<Array2<f32>>,
+    /// Every stage's notes, as `method: note`.
+    pub notes: Vec<String>,
     /// `(stage, tokens after it)`, starting with the encoder.
     pub visual_tokens: Vec<(String, usize)>,
 }
 
-/// Runs `opts.pruners` in order on `features` `[N, D]`. The budget is resolved once against all `N` tokens and every
-/// stage keeps at most that many (a stage whose input already fits is the identity); the CLS attention follows the
-/// kept rows so a later attention-based stage still has it.
+/// Runs `opts.pruners` in order on `visual` (and the question's `query` embeddings, for methods that read them),
+/// on `backend`. The budget is resolved once against all `N` tokens and every stage keeps at most that many (a stage
+/// whose input already fits is the identity); the attention and keys follow the kept rows so a later stage still
+/// has them (a merged row carries its representative's). Extra tokens of any stage are kept aside and returned.
 pub(crate) fn prune_chain<B: Backend>(
     backend: &B,
-    features: B::Matrix,
-    layout: Option<Layout>,
-    cls_attention: Option<Vec<f32>>,
+    visual: VisualTokens,
+    query: Option<Array2<f32>>,
     opts: &QaOptions,
-) -> Result<Chained<B::Matrix>, QaError> {
-    let total = backend.shape(&features).0;
-    let mut tokens = TokenSet::new(backend, features).map_err(pruning("encoder output"))?;
-    if let Some(layout) = layout {
-        tokens = tokens.with_layout(layout).map_err(pruning("layout"))?;
-    }
-    if let Some(a) = cls_attention {
-        tokens = tokens.with_cls_attention(a).map_err(pruning("cls attention"))?;
-    }
+) -> Result<Chained, QaError> {
+    let total = visual.features.nrows();
+    let upload = |m: &Array2<f32>, what: &'static str| backend.upload(m.view()).map_err(pruning(what));
+    let query = query.map(|q| upload(&q, "query")).transpose()?;
+    let mut features = upload(&visual.features, "encoder output")?;
+    let mut attention = visual.attention;
+    let mut keys = visual.keys.as_ref().map(|k| upload(k, "keys")).transpose()?;
+    let mut layout = visual.layout;
     let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
     let mut visual_tokens = vec![("encoder".to_string(), total)];
     let mut origin: Vec<usize> = (0..total).collect();
+    let mut extras = Vec::new();
+    let mut notes = Vec::new();
     for method in &opts.pruners {
-        let s = prune(backend, method, &tokens, Budget::Keep(k)).map_err(pruning(method.name()))?;
-        let kept = match s.merged {
-            Some(m) => m,
-            None => backend.gather_rows(tokens.features(), &s.kept).map_err(pruning(method.name()))?,
-        };
-        origin = s.kept.iter().map(|&i| origin[i]).collect();
-        let attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect::<Vec<f32>>());
-        tokens = TokenSet::new(backend, kept).map_err(pruning(method.name()))?;
-        if let Some(a) = attention {
-            tokens = tokens.with_cls_attention(a).map_err(pruning(method.name()))?;
+        let name = method.name();
+        let mut tokens = TokenSet::new(backend, features).map_err(pruning(name))?;
+        if let Some(l) = layout {
+            tokens = tokens.with_layout(l).map_err(pruning(name))?;
         }
-        visual_tokens.push((method.name().to_string(), s.kept.len()));
+        if let Some(a) = attention.take() {
+            tokens = tokens.with_cls_attention(a).map_err(pruning(name))?;
+        }
+        if let Some(kk) = keys.take() {
+            tokens = tokens.with_keys(backend, kk).map_err(pruning(name))?;
+        }
+        if let Some(q) = &query {
+            let rows: Vec<usize> = (0..backend.shape(q).0).collect();
+            tokens = tokens
+                .with_query(backend, backend.gather_rows(q, &rows).map_err(pruning(name))?)
+                .map_err(pruning(name))?;
+        }
+        let s = prune(backend, method, &tokens, Budget::Keep(k)).map_err(pruning(name))?;
+        notes.extend(s.notes.iter().map(|n| format!("{name}: {n}")));
+        if query.is_some() && method.uses().contains(&Signal::Query) {
+            notes.push(format!("{name}: query = the question's LLM input embeddings"));
+        }
+        attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect());
+        keys = tokens.keys().map(|m| backend.gather_rows(m, &s.kept)).transpose().map_err(pruning(name))?;
+        features = match s.merged {
+            Some(m) => m,
+            None => backend.gather_rows(tokens.features(), &s.kept).map_err(pruning(name))?,
+        };
+        if let Some(e) = s.extra {
+            extras.push(backend.download(&e).map_err(pruning(name))?);
+        }
+        // Once a stage has chosen, the kept rows no longer form a grid: later stages see a flat set, unless the
+        // stage was the identity.
+        if s.kept.len() != origin.len() {
+            layout = None;
+        }
+        origin = s.kept.iter().map(|&i| origin[i]).collect();
+        visual_tokens.push((name.to_string(), s.kept.len()));
     }
-    Ok(Chained { features: tokens.into_features(), origin, visual_tokens })
+    let extra = match extras.len() {
+        0 => None,
+        _ => Some(
+            ndarray::concatenate(ndarray::Axis(0), &extras.iter().map(|e| e.view()).collect::<Vec<_>>())
+                .map_err(|e| QaError::Config { path: "extra tokens".into(), reason: e.to_string() })?,
+        ),
+    };
+    Ok(Chained {
+        features: backend.download(&features).map_err(pruning("kept tokens"))?,
+        origin,
+        extra,
+        notes,
+        visual_tokens,
+    })
 }
 
 /// The question's prompt with one `placeholder` for the visual tokens: the chat template when the checkpoint has
@@ -397,6 +417,10 @@ pub(crate) struct Measured<'a> {
     pub frames: &'a [tokensieve_video::Frame],
     /// Tokens per pruning stage.
     pub visual_tokens: Vec<(String, usize)>,
+    /// Encoder index of each kept row.
+    pub kept: Vec<usize>,
+    /// The methods' notes.
+    pub notes: Vec<String>,
     /// Prompt tokens.
     pub prefill_tokens: usize,
     /// Tokens each decoder layer saw.
@@ -426,6 +450,8 @@ impl Measured<'_> {
         QaRecord {
             frames: self.frames.iter().map(|f| f.timestamp).collect(),
             visual_tokens: self.visual_tokens,
+            kept: self.kept,
+            notes: self.notes,
             prefill_tokens: self.prefill_tokens,
             tokens_per_layer: self.tokens_per_layer,
             stage_ms,
@@ -466,15 +492,18 @@ mod tests {
     #[test]
     fn original_positions_keep_gaps_and_newlines_their_places() {
         // LLaVA: 2 frames x 4 tokens, kept 1, 2 and 6; prompt = 3 text tokens, the 3 kept, 2 text tokens.
-        let (offsets, unpruned) = span_offsets(&[1, 2, 6], (2, 4), Newline::None);
+        let (offsets, unpruned) = span_offsets(&[1, 2, 6], (2, 4), Newline::None, 0);
         assert_eq!((offsets.as_slice(), unpruned), ([1, 2, 6].as_slice(), 8));
         let original = prompt_positions(Positions::Original, 8, 3, &offsets, unpruned);
         assert_eq!(original, vec![0, 1, 2, 4, 5, 9, 11, 12], "text after the span keeps its unpruned ids");
         assert_eq!(prompt_positions(Positions::Contiguous, 8, 3, &offsets, unpruned), (0..8).collect::<Vec<i64>>());
         // OneVision video: one newline after all frames sits after the last unpruned token.
-        assert_eq!(span_offsets(&[0, 5], (2, 4), Newline::End), (vec![0, 5, 8], 9));
+        assert_eq!(span_offsets(&[0, 5], (2, 4), Newline::End, 0), (vec![0, 5, 8], 9));
         // Several images: a newline after each image's survivors, even when none survived.
-        assert_eq!(span_offsets(&[1, 2], (2, 4), Newline::PerUnit), (vec![1, 2, 4, 9], 10));
-        assert_eq!(span_offsets(&[5], (2, 4), Newline::PerUnit), (vec![4, 6, 9], 10));
+        assert_eq!(span_offsets(&[1, 2], (2, 4), Newline::PerUnit, 0), (vec![1, 2, 4, 9], 10));
+        assert_eq!(span_offsets(&[5], (2, 4), Newline::PerUnit, 0), (vec![4, 6, 9], 10));
+        // PruMerge+'s extra token follows the last visual token, before a trailing newline.
+        assert_eq!(span_offsets(&[0, 5], (2, 4), Newline::End, 1), (vec![0, 5, 8, 9], 10));
+        assert_eq!(span_offsets(&[1], (1, 4), Newline::None, 2), (vec![1, 4, 5], 6));
     }
 }

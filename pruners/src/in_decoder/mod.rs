@@ -113,6 +113,48 @@ impl InDecoder {
     }
 }
 
+/// Which attention rows a rule reads at the layer before each of its drops (softmax probabilities over every
+/// visible key, mean over heads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// The last query only (FastV, PyramidDrop): one row.
+    Last,
+    /// Every query after the droppable span (ToDRE stage 2's text rows), causally masked.
+    AfterSpan,
+}
+
+impl InDecoder {
+    /// The attention rows the rule reads.
+    pub fn rows(&self) -> Rows {
+        match self {
+            InDecoder::TodreStage2 { .. } => Rows::AfterSpan,
+            InDecoder::FastV(_) | InDecoder::PyramidDrop(_) => Rows::Last,
+        }
+    }
+
+    /// The kept offsets within the droppable `span` at drop `stage`, from the rows [`InDecoder::rows`] names
+    /// (`rows` is empty before layer 0); `original` is the span's length before the first drop. A rule that cannot
+    /// decide (a row that does not cover the span) keeps every token, so a malformed row never drops content.
+    pub fn select(&self, stage: usize, original: usize, rows: &[Vec<f32>], span: Range<usize>) -> Vec<usize> {
+        let keep_all = || (0..span.len()).collect::<Vec<usize>>();
+        match self {
+            InDecoder::FastV(f) => rows.last().and_then(|r| f.select(r, span.clone()).ok()),
+            InDecoder::PyramidDrop(p) => rows.last().and_then(|r| p.select(stage, original, r, span.clone()).ok()),
+            InDecoder::TodreStage2 { tau, .. } => {
+                let text = span.end..rows.first().map_or(span.end, Vec::len);
+                todre_stage2::test(rows, &[], span.clone(), text, *tau).ok().map(|t| {
+                    if t.drop_visual {
+                        Vec::new()
+                    } else {
+                        keep_all()
+                    }
+                })
+            }
+        }
+        .unwrap_or_else(keep_all)
+    }
+}
+
 /// The image-token columns of an attention row, checked against the row length and for finiteness.
 pub(crate) fn image_columns<'a>(row: &'a [f32], span: &Range<usize>, name: &'static str) -> Result<&'a [f32]> {
     if span.end > row.len() || span.start > span.end {

@@ -38,11 +38,13 @@ pub struct MethodInfo {
     pub params: &'static [ParamSpec],
     /// Signals the method cannot run without.
     pub requires: &'static [Signal],
+    /// Signals the method reads when given (a superset of `requires`).
+    pub uses: &'static [Signal],
     build: fn(&Params) -> Result<Method>,
 }
 
 macro_rules! methods {
-    ($( $variant:ident($ty:ty) = $name:literal, $params:expr, $requires:expr, $summary:literal; )*) => {
+    ($( $variant:ident($ty:ty) = $name:literal, $params:expr, $requires:expr, $uses:expr, $summary:literal; )*) => {
         /// Any registered method, chosen at run time by name.
         #[derive(Debug, Clone)]
         pub enum Method {
@@ -56,6 +58,7 @@ macro_rules! methods {
                 summary: $summary,
                 params: &$params,
                 requires: &$requires,
+                uses: &$uses,
                 build: |p| Ok(Method::$variant(<$ty>::from_params(p)?)),
             }, )*
         ];
@@ -66,6 +69,9 @@ macro_rules! methods {
             }
             fn requires(&self) -> &'static [Signal] {
                 match self { $( Method::$variant(m) => m.requires(), )* }
+            }
+            fn uses(&self) -> &'static [Signal] {
+                match self { $( Method::$variant(_) => &$uses, )* }
             }
             fn exact_budget(&self) -> bool {
                 match self { $( Method::$variant(m) => m.exact_budget(), )* }
@@ -81,39 +87,39 @@ macro_rules! methods {
 const NONE: [ParamSpec; 0] = [];
 
 methods! {
-    Todre(todre::Todre) = "todre", todre::PivotRule::PARAMS, [],
+    Todre(todre::Todre) = "todre", todre::PivotRule::PARAMS, [], [Signal::ClsAttention],
         "ToDRE stage 1: greedy max-sum cosine diversity from a CLS (or seeded random) pivot";
-    KCenter(kcenter::KCenter) = "kcenter", todre::PivotRule::PARAMS, [],
+    KCenter(kcenter::KCenter) = "kcenter", todre::PivotRule::PARAMS, [], [Signal::ClsAttention],
         "greedy k-center (farthest-first) from ToDRE's pivot";
-    Mmr(mmr::Mmr) = "mmr", mmr::Mmr::PARAMS, [],
+    Mmr(mmr::Mmr) = "mmr", mmr::Mmr::PARAMS, [], [Signal::ClsAttention, Signal::Importance, Signal::Relevance],
         "IDPruner: maximal marginal relevance, lambda*importance - (1-lambda)*max cosine to the kept set";
-    Query(query::QueryAware) = "query", query::QueryAware::PARAMS, [],
+    Query(query::QueryAware) = "query", query::QueryAware::PARAMS, [], [Signal::Relevance, Signal::Query],
         "LaVida-style: top-k text-patch cosine relevance, dropped tokens merged into their most similar kept token";
-    Density(density::Density) = "density", density::Density::PARAMS, [],
+    Density(density::Density) = "density", density::Density::PARAMS, [], [Signal::FrameGrid, Signal::ClsAttention],
         "LangDC-style: per-clip budgets in proportion to temporal change and spatial spread, inner selector per clip";
-    DCoDe(dcode::DCoDe) = "dcode", dcode::DCoDe::PARAMS, [],
+    DCoDe(dcode::DCoDe) = "dcode", dcode::DCoDe::PARAMS, [], [Signal::FrameGrid],
         "D-CoDe spatial: per-frame top-k by activation norm, then merge kept tokens with cosine >= theta";
-    DivPrune(divprune::DivPrune) = "divprune", NONE, [],
+    DivPrune(divprune::DivPrune) = "divprune", NONE, [], [],
         "DivPrune: max-min cosine diversity, first pick = farthest nearest neighbour";
-    VisionZip(visionzip::VisionZip) = "visionzip", visionzip::VisionZip::PARAMS, [Signal::ClsAttention],
+    VisionZip(visionzip::VisionZip) = "visionzip", visionzip::VisionZip::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
         "VisionZip: dominant tokens by CLS attention + contextual tokens merged by key similarity";
-    ToMe(tome::ToMe) = "tome", NONE, [],
+    ToMe(tome::ToMe) = "tome", NONE, [], [Signal::Keys],
         "ToMe: bipartite soft matching on keys, size-weighted merges, repeated to the budget";
-    CdPruner(cdpruner::CdPruner) = "cdpruner", cdpruner::CdPruner::PARAMS, [],
+    CdPruner(cdpruner::CdPruner) = "cdpruner", cdpruner::CdPruner::PARAMS, [], [Signal::Relevance, Signal::Query],
         "CDPruner: greedy MAP of a DPP on query-relevance-weighted cosine (needs --query or --relevance)";
-    PruMergePlus(prumerge_plus::PruMergePlus) = "prumerge-plus", prumerge_plus::PruMergePlus::PARAMS, [Signal::ClsAttention],
+    PruMergePlus(prumerge_plus::PruMergePlus) = "prumerge-plus", prumerge_plus::PruMergePlus::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
         "PruMerge+: CLS-attention IQR outliers + spatial scaffold, key-similar tokens merged in (adaptive)";
-    VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention],
+    VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention],
         "VisPruner: important tokens by CLS attention, diverse ones by iterative duplicate removal";
-    DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid],
+    DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
         "DyCoke TTM: windows of 4 frames, keep the tokens that changed against their reference frame";
-    FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention],
+    FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "FastVID: DySeg segments, salient tokens by attention, the rest merged into density-peak anchors";
-    HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention],
+    HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "HoliTom outer: DP temporal windows, static tokens averaged, dynamic ones kept by attention or DPC-merged";
-    Random(random::RandomPick) = "random", random::RandomPick::PARAMS, [],
+    Random(random::RandomPick) = "random", random::RandomPick::PARAMS, [], [],
         "baseline: k tokens uniformly at random (seeded)";
-    Pool(pool::Pool) = "pool", NONE, [],
+    Pool(pool::Pool) = "pool", NONE, [], [Signal::FrameGrid],
         "baseline: average pooling of each frame onto a coarser uniform grid";
 }
 

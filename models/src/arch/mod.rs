@@ -1,0 +1,175 @@
+//! Model families: how each one turns its vision tower's output into the visual tokens the pruners and the decoder
+//! see. A family folder holds what is particular to it (its `config.json` keys, which views the processor cuts and
+//! how the projected tokens of those views are arranged: pooling, packing, newline embeddings, the placeholder);
+//! the towers and decoders it is built from (`crate::vision`, `crate::llama`, the ONNX graphs) are shared.
+//!
+//! Everything here runs on the host without a backend, so the libtorch and ONNX Runtime engines arrange tokens with
+//! the same code and give the same kept indices. The signals (attention, keys) travel with the tokens through the
+//! same arrangement, so a pooled or packed token carries the pooled or packed signal of its patches.
+//!
+//! Adding a family: a folder here with a type implementing [`Family`], and one line in [`family_for`].
+//! `docs/ARCHITECTURE.md` lists the other places a family with a new tower or decoder touches.
+
+pub mod llava;
+pub mod llava_onevision;
+
+use crate::vlm_config::VlmConfig;
+use ndarray::Array2;
+use tokensieve_pruners::Layout;
+
+/// What the frames given to an engine are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum MediaKind {
+    /// Frames sampled from one video (OneVision pools them and puts them under `<video>`).
+    Video,
+    /// Separate images: camera views, clip stills or one photo (OneVision: one image goes through any-resolution
+    /// tiling, several get their base view and a newline each).
+    Images,
+}
+
+/// Where a family's newline embedding goes among the kept visual tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Newline {
+    /// Nowhere (LLaVA-1.5), or already inside the tokens (any-resolution packing).
+    None,
+    /// After every image's kept tokens.
+    PerUnit,
+    /// Once after all frames (video).
+    End,
+}
+
+/// Which signals a tower computes besides the tokens (only what is asked for is computed), at the layer the
+/// family's feature layer names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignalRequest {
+    /// An attention score per token, averaged over heads: CLIP's CLS row, or for towers without a CLS token the
+    /// mean attention each token receives (averaged over queries too).
+    pub attention: bool,
+    /// The keys of that layer averaged over heads.
+    pub keys: bool,
+}
+
+/// Which views the pipeline's image processor cuts from the frames.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewPlan {
+    /// Every frame resized to the tower's square input.
+    Square,
+    /// One image cut into a base view and tiles on the best of these grid pinpoints `(height, width)` (LLaVA-NeXT's
+    /// any-resolution scheme).
+    AnyRes {
+        /// The grid pinpoints in pixels.
+        pinpoints: Vec<(usize, usize)>,
+    },
+}
+
+/// How the processor cut one any-resolution image: its size and the tile grid it chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnyResCut {
+    /// `(height, width)` of the image in pixels.
+    pub image: (usize, usize),
+    /// `(rows, cols)` of tiles after the base view.
+    pub grid: (usize, usize),
+}
+
+/// The tower's projected tokens of a batch of views, on the host, with the signals that were asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TowerOutput {
+    /// `[views, tokens, dim]` row-major.
+    pub features: Vec<f32>,
+    /// Views in the batch.
+    pub views: usize,
+    /// Tokens per view.
+    pub tokens: usize,
+    /// Feature width.
+    pub dim: usize,
+    /// `[views, tokens]` attention per token at the signal layer.
+    pub attention: Option<Vec<f32>>,
+    /// `[views, tokens, key_dim]` keys (mean over heads) and `key_dim`.
+    pub keys: Option<(Vec<f32>, usize)>,
+}
+
+impl TowerOutput {
+    /// Checks that every buffer holds `views x tokens x width` values; the error names the buffer and both sizes.
+    pub fn check(&self) -> Result<(), String> {
+        let expect = |name: &str, len: usize, width: usize| {
+            let want = self.views * self.tokens * width;
+            (len == want).then_some(()).ok_or_else(|| {
+                format!("{name} holds {len} values, expected {} views x {} tokens x {width}", self.views, self.tokens)
+            })
+        };
+        expect("features", self.features.len(), self.dim)?;
+        if let Some(a) = &self.attention {
+            expect("attention", a.len(), 1)?;
+        }
+        if let Some((k, w)) = &self.keys {
+            expect("keys", k.len(), *w)?;
+        }
+        Ok(())
+    }
+}
+
+/// The visual tokens of some frames as the pruners and the prompt see them.
+#[derive(Debug, Clone)]
+pub struct VisualTokens {
+    /// `[tokens, D]` in unit order.
+    pub features: Array2<f32>,
+    /// Attention per token `[tokens]` (CLS row, or mean received attention for towers without CLS).
+    pub attention: Option<Vec<f32>>,
+    /// Keys `[tokens, key_dim]`.
+    pub keys: Option<Array2<f32>>,
+    /// The token grid, when the units are square patch grids.
+    pub layout: Option<Layout>,
+    /// `(units, tokens per unit)`: frames or images.
+    pub units: (usize, usize),
+    /// Where newline embeddings go.
+    pub newline: Newline,
+    /// Placeholder token id and its text.
+    pub placeholder: (i64, &'static str),
+}
+
+/// What is particular to one model family's visual tokens.
+pub trait Family: Send + Sync {
+    /// The family's `model_type`.
+    fn name(&self) -> &'static str;
+
+    /// The tower's square input side.
+    fn image_size(&self) -> usize;
+
+    /// Which views the processor cuts for `frames` frames of `kind`.
+    fn view_plan(&self, kind: MediaKind, frames: usize) -> ViewPlan;
+
+    /// Arranges the tower's output for frames of `kind`; `cut` says how an any-resolution image was cut (when the
+    /// view plan was [`ViewPlan::AnyRes`]).
+    fn arrange(&self, out: TowerOutput, kind: MediaKind, cut: Option<AnyResCut>) -> Result<VisualTokens, String>;
+
+    /// The newline embedding `[D]` put after units ([`Newline`]), if the family has one.
+    fn newline(&self) -> Option<&[f32]> {
+        None
+    }
+}
+
+/// The family of a parsed `config.json` (`model_type`); `newline` is OneVision's `image_newline` read by the backend.
+pub fn family_for(json: &serde_json::Value, newline: Option<Vec<f32>>) -> Result<Box<dyn Family>, String> {
+    let config = VlmConfig::from_json(json)?;
+    match json["model_type"].as_str() {
+        Some("llava") => Ok(Box::new(llava::Llava { config })),
+        Some("llava_onevision") => {
+            let newline = newline.ok_or("a llava_onevision checkpoint needs `image_newline`")?;
+            Ok(Box::new(llava_onevision::OneVision::new(config, newline)?))
+        }
+        other => {
+            Err(format!("model_type {other:?} is not a supported vision-language family (llava, llava_onevision)"))
+        }
+    }
+}
+
+/// `[rows, width]` from a flat buffer; the caller checked the length.
+pub(crate) fn matrix(values: Vec<f32>, width: usize) -> Result<Array2<f32>, String> {
+    let rows = values.len() / width.max(1);
+    Array2::from_shape_vec((rows, width), values).map_err(|e| e.to_string())
+}
+
+/// Keys `[rows, key_dim]` from a tower's flat keys.
+pub(crate) fn keys_matrix(keys: Option<(Vec<f32>, usize)>) -> Result<Option<Array2<f32>>, String> {
+    keys.map(|(k, w)| matrix(k, w)).transpose()
+}

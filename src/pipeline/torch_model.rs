@@ -1,0 +1,173 @@
+//! The `torch` backend's sides of the QA engine: a LLaVA / LLaVA-OneVision checkpoint on libtorch
+//! ([`tokensieve_models::llava::Llava`]), CUDA when available. The tower runs only up to the feature layer and
+//! returns the signals asked for; the decoder runs every in-decoder rule (it recomputes the attention rows a rule
+//! reads at the layer before each drop).
+
+use super::model::{DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
+use super::qa::QaError;
+use ndarray::{Array2, ArrayView2};
+use std::rc::Rc;
+use tch::{Device, Kind, Tensor};
+use tokensieve_models::arch::{SignalRequest, TowerOutput};
+use tokensieve_models::llama::{KvCache, LayerDrop, PositionMode, QueryRows};
+use tokensieve_models::llava::Llava;
+use tokensieve_models::positions::PositionIds;
+use tokensieve_pruners::in_decoder::{InDecoder, Rows};
+
+/// The vision tower and projector of a loaded checkpoint.
+pub struct TorchVision {
+    model: Rc<Llava>,
+    device: Device,
+}
+
+/// The language model of a loaded checkpoint.
+pub struct TorchLanguage {
+    model: Rc<Llava>,
+    device: Device,
+}
+
+/// Loads `dir` on `device` in `dtype`; returns both sides and OneVision's newline embedding.
+pub fn load(
+    dir: &std::path::Path,
+    device: Device,
+    dtype: Kind,
+) -> Result<(TorchVision, TorchLanguage, Option<Vec<f32>>), QaError> {
+    let model = Rc::new(Llava::load_as(dir, device, dtype)?);
+    let newline = match &model.onevision {
+        Some(ov) => Some(host(&ov.newline)?),
+        None => None,
+    };
+    Ok((TorchVision { model: model.clone(), device }, TorchLanguage { model, device }, newline))
+}
+
+/// A tensor's values as f32 on the host.
+fn host(t: &Tensor) -> Result<Vec<f32>, QaError> {
+    Ok(Vec::try_from(t.f_to_kind(Kind::Float)?.f_reshape([-1])?)?)
+}
+
+impl VisionSide for TorchVision {
+    fn encode(
+        &self,
+        pixels: &[f32],
+        views: usize,
+        side: usize,
+        request: SignalRequest,
+    ) -> Result<TowerOutput, QaError> {
+        let batch = Tensor::from_slice(pixels)
+            .f_reshape([views as i64, 3, side as i64, side as i64])?
+            .f_to_device(self.device)?;
+        let tap = self.model.encode_views(&batch, request)?;
+        let (b, n, d) = tap.features.size3()?;
+        let keys = match &tap.keys {
+            Some(k) => Some((host(k)?, k.size()[2] as usize)),
+            None => None,
+        };
+        Ok(TowerOutput {
+            features: host(&tap.features)?,
+            views: b as usize,
+            tokens: n as usize,
+            dim: d as usize,
+            attention: tap.attention.as_ref().map(host).transpose()?,
+            keys,
+        })
+    }
+}
+
+/// Row-major rows of a host matrix as a tensor on `device`.
+fn rows_tensor(rows: ArrayView2<'_, f32>, device: Device) -> Result<Tensor, QaError> {
+    let (n, d) = rows.dim();
+    let data = rows.as_standard_layout();
+    let values = data.as_slice().unwrap_or_default();
+    Ok(Tensor::from_slice(values).f_reshape([n as i64, d as i64])?.f_to_device(device)?)
+}
+
+/// A prefilled prompt on libtorch.
+struct TorchDecoding<'a> {
+    model: &'a Llava,
+    cache: KvCache,
+    device: Device,
+    tokens_per_layer: Vec<usize>,
+}
+
+impl Decoding for TorchDecoding<'_> {
+    fn step(&mut self, token: i64) -> Result<Vec<f32>, QaError> {
+        let ids = Tensor::from_slice(&[token]).f_unsqueeze(0)?.f_to_device(self.device)?;
+        host(&self.model.text.forward(&ids, &mut self.cache)?)
+    }
+
+    fn kv_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    fn tokens_per_layer(&self) -> Vec<usize> {
+        self.tokens_per_layer.clone()
+    }
+}
+
+impl LanguageSide for TorchLanguage {
+    fn shape(&self) -> DecoderShape {
+        let c = &self.model.text.config;
+        DecoderShape {
+            hidden: c.hidden,
+            ffn: self.model.text.ffn_size(),
+            layers: c.layers,
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+        }
+    }
+
+    fn refuses(&self, _: &InDecoder) -> Option<String> {
+        None
+    }
+
+    fn embed_ids(&self, ids: &[i64]) -> Result<Array2<f32>, QaError> {
+        let t = Tensor::from_slice(ids).f_unsqueeze(0)?.f_to_device(self.device)?;
+        let embeds = self.model.text.embed(&t)?;
+        let d = embeds.size()[2] as usize;
+        Array2::from_shape_vec((ids.len(), d), host(&embeds)?)
+            .map_err(|e| QaError::Config { path: "token embeddings".into(), reason: e.to_string() })
+    }
+
+    fn prefill<'a>(
+        &'a self,
+        ids: &[i64],
+        visual: &[(i64, ArrayView2<'_, f32>)],
+        positions: &PositionIds,
+        drop: Option<DropPlan<'_>>,
+    ) -> Result<(Vec<f32>, Box<dyn Decoding + 'a>), QaError> {
+        let _guard = tch::no_grad_guard();
+        let ids_t = Tensor::from_slice(ids).f_unsqueeze(0)?.f_to_device(self.device)?;
+        let tensors = visual
+            .iter()
+            .map(|(token, rows)| Ok((*token, rows_tensor(rows.view(), self.device)?)))
+            .collect::<Result<Vec<_>, QaError>>()?;
+        let parts: Vec<(i64, &Tensor)> = tensors.iter().map(|(t, r)| (*t, r)).collect();
+        let embeds = self.model.merge_at(&ids_t, &parts)?;
+        let positions = positions.sequence("this decoder").map_err(QaError::Prompt)?;
+        let layers = self.model.text.config.layers;
+        let mut cache = KvCache::default();
+        let logits = match drop {
+            Some(DropPlan { rule, span }) => {
+                let original = span.len();
+                let mut select = |stage: usize, rows: &[Vec<f32>], span: std::ops::Range<usize>| {
+                    rule.select(stage, original, rows, span)
+                };
+                let drop = LayerDrop {
+                    layers: rule.drop_layers(layers),
+                    span,
+                    rows: match rule.rows() {
+                        Rows::Last => QueryRows::Last,
+                        Rows::AfterSpan => QueryRows::AfterSpan,
+                    },
+                    select: &mut select,
+                    positions: PositionMode::Original,
+                };
+                self.model.text.forward_embeds_at(embeds, positions, &mut cache, Some(drop))?
+            }
+            None => self.model.text.forward_embeds_at(embeds, positions, &mut cache, None)?,
+        };
+        let tokens_per_layer = (0..layers).map(|l| cache.layer_len(l) as usize).collect();
+        let decoding = TorchDecoding { model: &self.model, cache, device: self.device, tokens_per_layer };
+        Ok((host(&logits)?, Box::new(decoding)))
+    }
+}
