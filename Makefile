@@ -24,6 +24,10 @@ test: setup
 	@# Doc comments are part of the interface: broken intra-doc links fail the build.
 	@$(ENV) && RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace $(FEATURES)
 	@$(ENV) && cargo test --workspace $(FEATURES)
+	@# The ONNX-only build that CPU and edge machines use: the CLI and the onnx tests with no libtorch in the build
+	@# (LIBTORCH_USE_PYTORCH unset, no torch feature), and a binary that does not link it.
+	@$(ENV) && env -u LIBTORCH_USE_PYTORCH -u LIBTORCH cargo test --workspace --no-default-features --features onnx,video
+	@if ldd target/debug/tokensieve | grep -q torch; then echo "the onnx-only binary links libtorch" >&2; exit 1; fi
 
 doctor: build
 	@$(ENV) && ./target/release/tokensieve doctor

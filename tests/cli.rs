@@ -740,6 +740,7 @@ fn eval_run(task: &str, data: &Path, root: &Path, out: &Path, extra: &[&str]) ->
 }
 
 /// `eval` of `task` with `model` (3 new tokens) and `extra` flags: exit code, printed JSON and stderr.
+#[cfg(all(feature = "torch", feature = "video"))]
 fn eval_run_on(
     model: &str,
     task: &str,
@@ -1235,11 +1236,15 @@ fn forward_gives_the_same_outputs_on_torch_and_onnx() {
 }
 
 /// The committed ONNX exports of the tiny fixtures (`models/export/export_onnx.py`, `make fixtures`).
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 const TINY_LLAVA_ONNX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava_onnx");
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 const TINY_ONEVISION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision");
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 const TINY_ONEVISION_ONNX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision_onnx");
 
 /// `ask --json` on one backend: the answer and the record.
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 fn ask_on(backend: &str, model: &str, args: &[&str]) -> (String, serde_json::Value) {
     let mut all = vec!["ask", "--backend", backend, "--model", model, "--max-new-tokens", "20", "--json"];
     all.extend_from_slice(args);
@@ -1250,6 +1255,7 @@ fn ask_on(backend: &str, model: &str, args: &[&str]) -> (String, serde_json::Val
     (v["answer"].as_str().unwrap().to_string(), v["record"].clone())
 }
 
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 #[test]
 fn ask_gives_the_same_answers_on_torch_and_onnx_with_and_without_pruners() {
     let video = asset("videos/bikes.mp4");
@@ -1300,6 +1306,7 @@ fn ask_gives_the_same_answers_on_torch_and_onnx_with_and_without_pruners() {
     }
 }
 
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 #[test]
 fn onnx_backend_refuses_in_decoder_pruning_and_torch_only_flags() {
     let video = asset("videos/bikes.mp4");
@@ -1338,6 +1345,7 @@ fn onnx_backend_refuses_in_decoder_pruning_and_torch_only_flags() {
     assert!(err.contains("q3"), "{err}");
 }
 
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 #[test]
 fn compress_and_bench_run_on_both_backends_with_the_same_selection() {
     let video = asset("videos/bikes.mp4");
@@ -1412,10 +1420,12 @@ fn compress_and_bench_run_on_both_backends_with_the_same_selection() {
 }
 
 /// The listed keys of a JSON object.
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 fn json_pick(v: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
     serde_json::Value::Object(keys.iter().map(|k| (k.to_string(), v[*k].clone())).collect())
 }
 
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 #[test]
 fn compress_runs_a_custom_onnx_encoder_with_its_processor() {
     let video = asset("videos/bikes.mp4");
@@ -1445,6 +1455,7 @@ fn compress_runs_a_custom_onnx_encoder_with_its_processor() {
     assert_eq!(code, 2, "an .onnx encoder runs on the onnx backend: {err}");
 }
 
+#[cfg(all(feature = "torch", feature = "onnx", feature = "video"))]
 #[test]
 fn eval_answers_the_same_on_torch_and_onnx() {
     let dir = tempfile::tempdir().unwrap();
@@ -1469,4 +1480,55 @@ fn eval_answers_the_same_on_torch_and_onnx() {
     assert_eq!(torch.len(), 3);
     assert_eq!(torch.iter().filter(|(_, p)| p.starts_with('"')).count(), 2, "two answered, one video missing");
     assert_eq!(torch, run("onnx", TINY_LLAVA_ONNX));
+}
+
+/// A checkpoint that does not fit its config (the token embeddings one column short) fails at load with one line
+/// naming the tensor and both shapes, on every model command; no libtorch backtrace reaches the user.
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn a_mis_shaped_checkpoint_is_one_line_naming_the_tensor_and_both_shapes() {
+    use tokensieve::models::safetensors::{write, Safetensors, StoreAs};
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken_llava");
+    std::fs::create_dir_all(&broken).unwrap();
+    for entry in std::fs::read_dir(TINY_LLAVA).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            std::fs::copy(&path, broken.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let source = Safetensors::open(&Path::new(TINY_LLAVA).join("model.safetensors")).unwrap();
+    let name = "language_model.model.embed_tokens.weight";
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = source
+        .names()
+        .map(|n| {
+            let (values, shape) = source.tensor_f32(n).unwrap();
+            if n != name {
+                return (n.to_string(), shape, values);
+            }
+            let (rows, cols) = (shape[0], shape[1]);
+            let short: Vec<f32> = values.chunks(cols).flat_map(|r| r[..cols - 1].to_vec()).collect();
+            (n.to_string(), vec![rows, cols - 1], short)
+        })
+        .collect();
+    write(&broken.join("model.safetensors"), &tensors, StoreAs::F32).unwrap();
+    let photo = asset("images/astronaut.png");
+    let model = broken.to_str().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    for args in [
+        vec!["ask", "--model", model, "--image", &photo, "what is there"],
+        vec!["forward", "--model", model, "--image", &photo, "--prompt", "<image> x"],
+        vec![
+            "compress", "--model", model, "--image", &photo, "--image", &photo, "--pruner", "todre", "--ratio", "0.5",
+            "--out", out,
+        ],
+    ] {
+        let (code, _, err) = tokensieve(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(lines.len() <= 2 && lines[0].starts_with("error"), "{args:?}: one line and a hint: {err}");
+        assert!(err.contains(name) && err.contains("[64, 31]") && err.contains("[64, 32]"), "{args:?}: {err}");
+        assert!(!err.contains("frame #") && !err.contains("Exception raised"), "{args:?}: {err}");
+    }
 }

@@ -34,3 +34,5 @@ pub mod tokenizer;
 #[cfg(feature = "torch")]
 pub mod vision;
 pub mod vlm_config;
+#[cfg(feature = "torch")]
+pub mod weights;

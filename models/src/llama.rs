@@ -11,6 +11,8 @@
 use crate::gguf::{Gguf, GgufError};
 use crate::safetensors::{Checkpoint, SafetensorsError};
 use crate::sampling::{Sampling, TokenPicker};
+use crate::weights::Weights;
+use serde::Deserialize;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
@@ -18,11 +20,14 @@ use thiserror::Error;
 /// Why the model could not load or run.
 #[derive(Debug, Error)]
 pub enum LlamaError {
+    /// A weight is missing or does not fit the configuration.
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightError),
     /// From the GGUF reader.
     #[error(transparent)]
     Gguf(#[from] GgufError),
     /// From libtorch.
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", crate::weights::brief(.0))]
     Torch(#[from] tch::TchError),
     /// From a safetensors checkpoint.
     #[error(transparent)]
@@ -43,6 +48,32 @@ pub enum LlamaError {
         /// What it holds.
         found: String,
     },
+}
+
+/// The keys of a Hugging Face `llama` / `qwen2` `config.json` (or a VLM's `text_config`) the decoder reads, with
+/// transformers' names; absent optional keys take transformers' defaults.
+#[derive(Debug, serde::Deserialize)]
+struct HfTextConfig {
+    #[serde(default)]
+    model_type: String,
+    num_hidden_layers: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    vocab_size: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<RopeParameters>,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+}
+
+/// transformers 5's `rope_parameters`.
+#[derive(Debug, serde::Deserialize)]
+struct RopeParameters {
+    rope_theta: Option<f64>,
 }
 
 /// Hyper-parameters read from `llama.*` metadata.
@@ -256,66 +287,66 @@ impl Llama {
         let full: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         // A LLaVA-style checkpoint keeps the language model's keys under `text_config`.
         let json = full.get("text_config").cloned().unwrap_or(full);
-        let int = |k: &str| json[k].as_u64().map(|v| v as usize).ok_or_else(|| bad(format!("`{k}` is missing")));
-        let model_type = json["model_type"].as_str().unwrap_or_default().to_string();
-        if model_type != "llama" && model_type != "qwen2" {
-            return Err(LlamaError::Architecture { path: config_path.display().to_string(), found: model_type });
+        let hf = HfTextConfig::deserialize(&json).map_err(|e| bad(format!("text config: {e}")))?;
+        if hf.model_type != "llama" && hf.model_type != "qwen2" {
+            return Err(LlamaError::Architecture { path: config_path.display().to_string(), found: hf.model_type });
         }
-        let heads = int("num_attention_heads")?;
+        let heads = hf.num_attention_heads;
         let config = LlamaConfig {
-            layers: int("num_hidden_layers")?,
-            hidden: int("hidden_size")?,
+            layers: hf.num_hidden_layers,
+            hidden: hf.hidden_size,
             heads,
-            kv_heads: json["num_key_value_heads"].as_u64().map_or(heads, |v| v as usize),
-            eps: json["rms_norm_eps"].as_f64().unwrap_or(1e-6),
+            kv_heads: hf.num_key_value_heads.unwrap_or(heads),
+            eps: hf.rms_norm_eps.unwrap_or(1e-6),
             // transformers 5 nests the base in `rope_parameters`; older configs keep `rope_theta` at the top.
-            rope_base: json["rope_parameters"]["rope_theta"]
-                .as_f64()
-                .or_else(|| json["rope_theta"].as_f64())
-                .unwrap_or(10000.0),
+            rope_base: hf.rope_parameters.and_then(|r| r.rope_theta).or(hf.rope_theta).unwrap_or(10000.0),
         };
         let shards = Checkpoint::open(dir)?;
         let _guard = tch::no_grad_guard();
-        let get = |name: &str| -> Result<Tensor, LlamaError> {
-            let (data, shape) = shards.tensor_f32(name)?;
-            let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-            Ok(Tensor::from_slice(&data).f_reshape(shape.as_slice())?.f_to_kind(kind)?.f_to_device(device)?)
-        };
         // Standalone LMs use `model.`; LLaVA checkpoints `language_model.model.` (llava-hf) or `model.language_model.`.
         let prefix = ["model.", "language_model.model.", "model.language_model."]
             .into_iter()
             .find(|p| shards.contains(&format!("{p}embed_tokens.weight")))
             .unwrap_or("model.");
+        let root = Weights::new(&shards, "", device, kind);
+        let model = Weights::new(&shards, prefix, device, kind);
+        let (d, m, v) = (config.hidden, hf.intermediate_size, hf.vocab_size);
+        let head_dim = hf.head_dim.unwrap_or(d / heads.max(1));
+        let (q_out, kv_out) = (heads * head_dim, config.kv_heads * head_dim);
         let head_name = ["lm_head.weight", "language_model.lm_head.weight"].into_iter().find(|n| shards.contains(n));
-        let embed = get(&format!("{prefix}embed_tokens.weight"))?;
+        let embed = model.get("embed_tokens.weight", &[v, d])?;
         let lm_head = match head_name {
-            Some(n) if !json["tie_word_embeddings"].as_bool().unwrap_or(false) => get(n)?,
+            Some(n) if !hf.tie_word_embeddings => root.get(n, &[v, d])?,
             _ => embed.shallow_clone(),
         };
         let layers = (0..config.layers)
             .map(|i| {
-                let w = |n: &str| get(&format!("{prefix}layers.{i}.{n}.weight"));
-                let bias = |n: &str| get(&format!("{prefix}layers.{i}.self_attn.{n}.bias"));
-                let qkv_bias = if shards.contains(&format!("{prefix}layers.{i}.self_attn.q_proj.bias")) {
-                    Some((bias("q_proj")?, bias("k_proj")?, bias("v_proj")?))
+                let l = model.pp(&format!("layers.{i}"));
+                let attn = l.pp("self_attn");
+                let qkv_bias = if attn.contains("q_proj.bias") {
+                    Some((
+                        attn.get("q_proj.bias", &[q_out])?,
+                        attn.get("k_proj.bias", &[kv_out])?,
+                        attn.get("v_proj.bias", &[kv_out])?,
+                    ))
                 } else {
                     None
                 };
                 Ok(Layer {
-                    attn_norm: w("input_layernorm")?,
-                    q: w("self_attn.q_proj")?,
-                    k: w("self_attn.k_proj")?,
-                    v: w("self_attn.v_proj")?,
+                    attn_norm: l.get("input_layernorm.weight", &[d])?,
+                    q: attn.get("q_proj.weight", &[q_out, d])?,
+                    k: attn.get("k_proj.weight", &[kv_out, d])?,
+                    v: attn.get("v_proj.weight", &[kv_out, d])?,
                     qkv_bias,
-                    o: w("self_attn.o_proj")?,
-                    ffn_norm: w("post_attention_layernorm")?,
-                    gate: w("mlp.gate_proj")?,
-                    up: w("mlp.up_proj")?,
-                    down: w("mlp.down_proj")?,
+                    o: attn.get("o_proj.weight", &[d, q_out])?,
+                    ffn_norm: l.get("post_attention_layernorm.weight", &[d])?,
+                    gate: l.get("mlp.gate_proj.weight", &[m, d])?,
+                    up: l.get("mlp.up_proj.weight", &[m, d])?,
+                    down: l.get("mlp.down_proj.weight", &[d, m])?,
                 })
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
-        let norm = get(&format!("{prefix}norm.weight"))?;
+        let norm = model.get("norm.weight", &[d])?;
         Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Halves })
     }
 

@@ -16,6 +16,7 @@
 use crate::llama::{KvCache, Llama, LlamaError};
 use crate::safetensors::{Checkpoint, SafetensorsError};
 use crate::vision::{ClipError, SignalRequest, VisionOutput, VisionTower};
+use crate::weights::Weights;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
@@ -23,6 +24,9 @@ use thiserror::Error;
 /// Why a LLaVA model could not load or run.
 #[derive(Debug, Error)]
 pub enum LlavaError {
+    /// A weight is missing or does not fit the configuration.
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightError),
     /// From the vision tower.
     #[error(transparent)]
     Vision(#[from] ClipError),
@@ -33,7 +37,7 @@ pub enum LlavaError {
     #[error(transparent)]
     Checkpoint(#[from] SafetensorsError),
     /// From libtorch.
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", crate::weights::brief(.0))]
     Torch(#[from] tch::TchError),
     /// The prompt's placeholders do not match the visual tokens.
     #[error("the prompt has {placeholders} image tokens (id {token}) but the image gives {features} visual tokens")]
@@ -115,12 +119,15 @@ impl Llava {
             .into_iter()
             .find(|p| ck.contains(&format!("{p}linear_1.weight")))
             .unwrap_or("multi_modal_projector.");
-        let load_tensor = |name: &str| -> Result<Tensor, LlavaError> {
-            let (v, shape) = ck.tensor_f32(name)?;
-            let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
-            Ok(Tensor::from_slice(&v).f_reshape(dims.as_slice())?.f_to_kind(dtype)?.f_to_device(device)?)
+        let (d_vision, d_text) = (vision.config.hidden_size, text.config.hidden);
+        let root = Weights::new(&ck, "", device, dtype);
+        let projector = root.pp(prefix.trim_end_matches('.'));
+        let linear = |name: &str, out: usize, inp: usize| -> Result<(Tensor, Tensor), LlavaError> {
+            Ok((
+                projector.get(&format!("{name}.weight"), &[out, inp])?,
+                projector.get(&format!("{name}.bias"), &[out])?,
+            ))
         };
-        let get = |name: &str| load_tensor(&format!("{prefix}{name}"));
         let onevision = match config.onevision {
             Some(ov) => {
                 let newline = ["image_newline", "model.image_newline"]
@@ -128,7 +135,7 @@ impl Llava {
                     .find(|n| ck.contains(n))
                     .ok_or_else(|| bad("llava_onevision checkpoint without image_newline".into()))?;
                 Some(OneVision {
-                    newline: load_tensor(newline)?,
+                    newline: root.get(newline, &[d_text])?,
                     pinpoints: ov.pinpoints,
                     max_patches: ov.max_patches,
                     video_token_id: ov.video_token_id,
@@ -139,8 +146,8 @@ impl Llava {
         Ok(Llava {
             vision,
             text,
-            linear_1: (get("linear_1.weight")?, get("linear_1.bias")?),
-            linear_2: (get("linear_2.weight")?, get("linear_2.bias")?),
+            linear_1: linear("linear_1", d_text, d_vision)?,
+            linear_2: linear("linear_2", d_text, d_text)?,
             image_token_id: config.image_token_id,
             feature_layer: config.feature_layer,
             keep_cls: config.keep_cls,

@@ -29,7 +29,7 @@ pub enum ClipError {
     #[error(transparent)]
     Checkpoint(#[from] SafetensorsError),
     /// From libtorch.
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", crate::weights::brief(.0))]
     Torch(#[from] tch::TchError),
     /// config.json could not be read.
     #[error("{path}: {reason}")]

@@ -274,7 +274,7 @@ fn sampling(args: &AskArgs) -> Result<tokensieve::models::sampling::Sampling, Cl
 }
 
 /// Adds `frames=N` to a sampler spec that has a frame count and does not set it.
-fn with_frames(spec: &str, frames: usize) -> String {
+pub(super) fn with_frames(spec: &str, frames: usize) -> String {
     let name = spec.split(':').next().unwrap_or(spec);
     let has_frames = ["uniform", "uniform-interior", "dcode"].contains(&name);
     if !has_frames || spec.contains("frames=") {

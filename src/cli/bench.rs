@@ -14,9 +14,13 @@ pub struct Args {
     /// A `llava`/`llava_onevision` directory or a Hugging Face id (hub cache).
     #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
-    /// The video.
+    /// The video (sampled uniformly).
+    #[arg(long, conflicts_with = "image")]
+    video: Option<PathBuf>,
+    /// Images instead of a video (repeatable: one image goes through the model's single-image path, several are
+    /// separate images).
     #[arg(long)]
-    video: PathBuf,
+    image: Vec<PathBuf>,
     /// Frames to sample.
     #[arg(long, default_value_t = 8)]
     frames: usize,
@@ -121,7 +125,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return Err(CliError::usage("--new-tokens 0 generates nothing to time", "for example --new-tokens 16"));
     }
     let runtime = |e: QaError| CliError::runtime(e.to_string(), None);
-    let frames = super::frames_from(Some(&args.video), &[], args.frames)?;
+    let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
+    let (kind, question) = match args.video {
+        Some(_) => (MediaKind::Video, "Describe the video."),
+        None => (MediaKind::Images, "Describe the images."),
+    };
+    let source = match &args.video {
+        Some(v) => v.display().to_string(),
+        None => format!("{} image(s)", args.image.len()),
+    };
     args.backend.check_model(&args.model)?;
     let qa = Engine::load(&args.model, choice).map_err(runtime)?;
     let mut rows = Vec::new();
@@ -132,7 +144,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         for _ in 0..args.repeats.max(1) {
             let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
             let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(args.new_tokens) };
-            records.push(qa.ask(&frames, MediaKind::Video, "Describe the video.", &opts).map_err(runtime)?.1);
+            records.push(qa.ask(&frames, kind, question, &opts).map_err(runtime)?.1);
             bar.inc(1);
         }
         records.sort_by(|a, b| a.ttft_ms.total_cmp(&b.ttft_ms));
@@ -155,7 +167,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let mut out = format!(
         "{} frames of {}, pruner {}, backend {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
         frames.len(),
-        args.video.display(),
+        source,
         method.name(),
         match args.backend.backend.as_str() {
             "onnx" => format!("onnx {}", args.backend.precision),

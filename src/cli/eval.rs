@@ -24,7 +24,11 @@ pub struct Args {
     /// root (samples/ and v1.0-*/), the video benchmarks their video folder.
     #[arg(long)]
     data_root: PathBuf,
-    /// Frames sampled uniformly from each video (video benchmarks).
+    /// Frame sampler of the videos `name:key=value,...` (uniform, uniform-interior, fps, dcode, f2c with a
+    /// relevance file); the default is lmms-eval's uniform `linspace(0, N-1, frames)`.
+    #[arg(long, default_value = "uniform")]
+    sampler: String,
+    /// Frames to sample (for samplers with a `frames` parameter that the spec does not set).
     #[arg(long, default_value_t = 8)]
     frames: usize,
     #[command(flatten)]
@@ -148,7 +152,7 @@ fn config(args: &Args) -> Value {
         "max_new_tokens": args.max_new_tokens,
         "limit": args.limit,
         "frames": args.frames,
-        "sampler": "uniform (lmms-eval linspace, both ends)",
+        "sampler": super::ask::with_frames(&args.sampler, args.frames),
         "extractor": args.scoring.extractor,
         "seed": args.scoring.seed,
     })
@@ -167,7 +171,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     args.backend.check_model(&args.model)?;
     let qa = tokensieve::pipeline::engine::Engine::load(&args.model, choice).map_err(runtime)?;
     qa.check_options(&opts).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve eval --help`"))?;
-    let plan = Plan { limit: args.limit, shard: args.shard, resume: args.resume, frames: args.frames };
+    let spec = super::ask::with_frames(&args.sampler, args.frames);
+    let sampler = tokensieve::pipeline::sampler::Sampler::from_spec(&spec)
+        .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
+    let plan = Plan { limit: args.limit, shard: args.shard, resume: args.resume, sampler };
     let bar = super::progress_bar(0, "samples");
     runner::run(&qa, &samples, dataset.task(), &opts, &args.out, plan, |n, total| {
         bar.set_length(total as u64);

@@ -90,21 +90,16 @@ pub(super) fn forward(args: &ForwardArgs) -> Result<Prefill, CliError> {
         let model = Llama::from_hf_dir(dir, device).map_err(|e| runtime(&e))?;
         let ids: Vec<i64> =
             tokenizer.encode(&args.prompt).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
-        let logits = model
-            .forward(&tch::Tensor::from_slice(&ids).unsqueeze(0).to_device(device), &mut KvCache::default())
-            .map_err(|e| runtime(&e))?;
+        let logits = model.forward(&ids_tensor(&ids, device)?, &mut KvCache::default()).map_err(|e| runtime(&e))?;
         (logits, ids.len(), tokenizer)
     } else {
         let l = load(&args.model, device)?;
         let ids = prompt_ids(&l, &args.prompt, args.raw)?;
         let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-        let logits = l
-            .model
-            .forward(&tch::Tensor::from_slice(&input).unsqueeze(0).to_device(device), &mut KvCache::default())
-            .map_err(|e| runtime(&e))?;
+        let logits = l.model.forward(&ids_tensor(&input, device)?, &mut KvCache::default()).map_err(|e| runtime(&e))?;
         (logits, ids.len(), l.tokenizer)
     };
-    let logits: Vec<f32> = Vec::try_from(logits.reshape([-1])).map_err(|e: tch::TchError| runtime(&e))?;
+    let logits: Vec<f32> = logits.f_reshape([-1]).and_then(Vec::try_from).map_err(|e| runtime(&e))?;
     Ok(Prefill { logits, prompt_tokens, visual_tokens: 0, tokenizer })
 }
 
@@ -120,15 +115,15 @@ pub(super) fn ask(
     let ids = prompt_ids(&l, &args.question, false)?;
     let start = Instant::now();
     let runtime = |e: tokensieve::models::llama::LlamaError| CliError::runtime(e.to_string(), None);
-    let tensor = |ids: &[i64]| tch::Tensor::from_slice(ids).unsqueeze(0).to_device(on);
+    let tensor = |ids: &[i64]| ids_tensor(ids, on);
     let mut cache = KvCache::default();
     let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-    let logits = l.model.forward(&tensor(&input), &mut cache).map_err(runtime)?;
+    let logits = l.model.forward(&tensor(&input)?, &mut cache).map_err(runtime)?;
     let first = picker.next(&logits).map_err(|e| CliError::runtime(e.to_string(), None))?;
     let first_token_ms = start.elapsed().as_secs_f64() * 1e3;
     let stream = !args.json;
     let mut step = |token: i64| -> Result<i64, CliError> {
-        let logits = l.model.forward(&tensor(&[token]), &mut cache).map_err(runtime)?;
+        let logits = l.model.forward(&tensor(&[token])?, &mut cache).map_err(runtime)?;
         picker.next(&logits).map_err(|e| CliError::runtime(e.to_string(), None))
     };
     let mut on_text = |piece: &str| {
@@ -153,4 +148,12 @@ pub(super) fn ask(
     } else {
         emit("\n")
     }
+}
+
+/// Token ids as a `[1, S]` tensor on `device`.
+fn ids_tensor(ids: &[i64], device: tch::Device) -> Result<tch::Tensor, CliError> {
+    tch::Tensor::from_slice(ids)
+        .f_unsqueeze(0)
+        .and_then(|t| t.f_to_device(device))
+        .map_err(|e| CliError::runtime(format!("libtorch: {}", tokensieve::models::weights::brief(&e)), None))
 }

@@ -83,7 +83,7 @@ fn drop_partial_line(path: &Path) -> Result<(), EvalError> {
 }
 
 /// Which samples a call runs, and how videos are sampled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// Only the first N samples (dataset order, before sharding).
     pub limit: Option<usize>,
@@ -91,18 +91,18 @@ pub struct Plan {
     pub shard: Shard,
     /// Keep the answered samples already in the output folder.
     pub resume: bool,
-    /// Frames sampled uniformly from each video (lmms-eval's `linspace(0, N-1, k)`).
-    pub frames: usize,
+    /// The frame sampler of videos (`uniform:frames=8`, lmms-eval's `linspace(0, N-1, k)`, by default).
+    pub sampler: Sampler,
 }
 
-/// Decodes a sample's media with the pipeline's loader (videos: `frames` uniform frames, lmms-eval's convention).
-fn load_media(media: &Media, frames: usize) -> Result<LoadedMedia, String> {
+/// Decodes a sample's media with the pipeline's loader (videos: the plan's sampler).
+fn load_media(media: &Media, sampler: &Sampler) -> Result<LoadedMedia, String> {
     let media = match media {
         Media::Unavailable(why) => return Err(why.clone()),
         Media::Images(paths) => builder::Media::Images(paths.clone()),
         Media::Video(path) => builder::Media::Video(path.clone()),
     };
-    builder::load_media(&Sampler::Uniform { frames }, &media).map_err(|e| e.to_string())
+    builder::load_media(sampler, &media).map_err(|e| e.to_string())
 }
 
 /// Runs the model over `samples` into `out`; returns how many samples this call answered.
@@ -136,7 +136,7 @@ pub fn run(
     // The next sample's media decodes on another thread while the model answers this one.
     let outcomes = crate::pipeline::overlap::overlapped(
         &todo,
-        |s| load_media(&s.media, plan.frames),
+        |s| load_media(&s.media, &plan.sampler),
         |s, loaded| -> Result<(), EvalError> {
             // After a failed write the output file is unusable; the remaining samples are not answered.
             if written < attempted {

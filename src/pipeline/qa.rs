@@ -27,7 +27,7 @@ pub enum QaError {
     Decoder(#[from] tokensieve_models::llama::LlamaError),
     /// libtorch failed.
     #[cfg(feature = "torch")]
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", tokensieve_models::weights::brief(.0))]
     Torch(#[from] tch::TchError),
     /// ONNX Runtime could not load or run a graph (the file is named).
     #[cfg(feature = "onnx")]
