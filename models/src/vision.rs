@@ -255,10 +255,7 @@ impl VisionTower {
         let mut keys = None;
         let split = |t: Tensor, len: i64| t.f_reshape([b, len, heads, head_dim])?.f_transpose(1, 2);
         for (i, l) in self.layers.iter().enumerate() {
-            let h = ln(&x, &l.ln1)?;
-            let (q, k, v) =
-                (split(lin(&h, &l.q)?, tokens)?, split(lin(&h, &l.k)?, tokens)?, split(lin(&h, &l.v)?, tokens)?);
-            let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
+            let (next, q, k) = self.block(l, &x)?;
             if i + 1 == self.layers.len() {
                 if self.kind == TowerKind::Clip {
                     cls_attention =
@@ -266,10 +263,7 @@ impl VisionTower {
                 }
                 keys = Some(k.f_mean_dim([1i64].as_slice(), false, Kind::Float)?);
             }
-            let attn = attn.f_transpose(1, 2)?.f_reshape([b, tokens, d])?;
-            x = x.f_add(&lin(&attn, &l.out)?)?;
-            let h = act(&lin(&ln(&x, &l.ln2)?, &l.fc1)?)?;
-            x = x.f_add(&lin(&h, &l.fc2)?)?;
+            x = next;
             hidden_states.push(x.shallow_clone());
         }
         let keys = match keys {
@@ -327,20 +321,11 @@ impl VisionTower {
                 ),
             });
         }
-        let (d, heads) = (c.hidden_size as i64, c.num_attention_heads as i64);
-        let head_dim = d / heads;
-        let b = pixels.size()[0];
-        let ln = |x: &Tensor, (w, bias): &(Tensor, Tensor)| {
-            x.f_layer_norm([d].as_slice(), Some(w), Some(bias), c.layer_norm_eps, false)
-        };
-        let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
+        let head_dim = (c.hidden_size / c.num_attention_heads) as i64;
         let mut x = self.embed(pixels)?;
-        let tokens = x.size()[1];
-        let split = |t: Tensor| t.f_reshape([b, tokens, heads, head_dim])?.f_transpose(1, 2);
         let (mut attention, mut keys) = (None, None);
         for (i, l) in self.layers.iter().take(layer).enumerate() {
-            let h = ln(&x, &l.ln1)?;
-            let (q, k, v) = (split(lin(&h, &l.q)?)?, split(lin(&h, &l.k)?)?, split(lin(&h, &l.v)?)?);
+            let (next, q, k) = self.block(l, &x)?;
             if i + 1 == layer {
                 if request.attention {
                     attention = Some(match self.kind {
@@ -352,12 +337,29 @@ impl VisionTower {
                     keys = Some(k.f_mean_dim([1i64].as_slice(), false, Kind::Float)?);
                 }
             }
-            let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
-            let attn = attn.f_transpose(1, 2)?.f_reshape([b, tokens, d])?;
-            x = x.f_add(&lin(&attn, &l.out)?)?;
-            x = x.f_add(&lin(&self.act(&lin(&ln(&x, &l.ln2)?, &l.fc1)?)?, &l.fc2)?)?;
+            x = next;
         }
         Ok(Tap { hidden: x, attention, keys })
+    }
+
+    /// One encoder block on `x` `[B, T, D]`: `x + attn(ln1(x))`, then `+ mlp(ln2(·))`. Returns the new states and
+    /// the block's queries and keys `[B, heads, T, head_dim]`, from which the signals are computed.
+    fn block(&self, l: &Layer, x: &Tensor) -> Result<(Tensor, Tensor, Tensor), tch::TchError> {
+        let c = &self.config;
+        let (d, heads) = (c.hidden_size as i64, c.num_attention_heads as i64);
+        let (b, tokens) = (x.size()[0], x.size()[1]);
+        let ln = |x: &Tensor, (w, bias): &(Tensor, Tensor)| {
+            x.f_layer_norm([d].as_slice(), Some(w), Some(bias), c.layer_norm_eps, false)
+        };
+        let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
+        let split = |t: Tensor| t.f_reshape([b, tokens, heads, d / heads])?.f_transpose(1, 2);
+        let h = ln(x, &l.ln1)?;
+        let (q, k, v) = (split(lin(&h, &l.q)?)?, split(lin(&h, &l.k)?)?, split(lin(&h, &l.v)?)?);
+        let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
+        let attn = attn.f_transpose(1, 2)?.f_reshape([b, tokens, d])?;
+        let x = x.f_add(&lin(&attn, &l.out)?)?;
+        let x = x.f_add(&lin(&self.act(&lin(&ln(&x, &l.ln2)?, &l.fc1)?)?, &l.fc2)?)?;
+        Ok((x, q, k))
     }
 
     /// The embeddings `hidden_states[0]`: patches (and CLIP's class token) plus positions, CLIP's pre-layernorm.

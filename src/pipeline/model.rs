@@ -87,3 +87,12 @@ pub(crate) fn placeholder_rows(
         })
         .collect()
 }
+
+/// Token embeddings `[ids, d]` from a backend's flat `values`; the error names the counts.
+pub(crate) fn embeddings_matrix(ids: usize, d: usize, values: Vec<f32>) -> Result<Array2<f32>, QaError> {
+    let got = values.len();
+    Array2::from_shape_vec((ids, d), values).map_err(|_| QaError::Config {
+        path: "token embeddings".into(),
+        reason: format!("{got} values for {ids} tokens of width {d}"),
+    })
+}

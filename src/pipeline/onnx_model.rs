@@ -12,7 +12,7 @@
 //!   run needs exclusive access, so one engine answers one question at a time. The KV cache stays in ONNX Runtime's
 //!   own tensors between steps.
 
-use super::model::{placeholder_rows, DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
+use super::model::{embeddings_matrix, placeholder_rows, DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
 use super::qa::QaError;
 use ndarray::{Array2, ArrayView2};
 use std::path::Path;
@@ -139,9 +139,7 @@ impl LanguageSide for OnnxLanguage {
 
     fn embed_ids(&self, ids: &[i64]) -> Result<Array2<f32>, QaError> {
         let embeds = locked(&self.decoder).embed(ids)?;
-        let d = embeds.shape[2];
-        Array2::from_shape_vec((ids.len(), d), embeds.data)
-            .map_err(|e| QaError::Config { path: "token embeddings".into(), reason: e.to_string() })
+        embeddings_matrix(ids.len(), embeds.shape[2], embeds.data)
     }
 
     fn prefill<'a>(
