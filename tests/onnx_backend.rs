@@ -65,3 +65,33 @@ fn the_default_backend_is_onnx_without_libtorch_and_torch_is_refused_in_one_line
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no torch backend") && err.lines().count() <= 2, "{err}");
 }
+
+#[test]
+fn compress_draws_one_any_resolution_image_as_its_base_view_and_tile_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = asset("images/astronaut.png");
+    let model = format!("{FIXTURES}/tiny_onevision_onnx");
+    let out = dir.path().join("c");
+    let (code, stdout, err) = tokensieve(&[
+        "compress",
+        "--backend",
+        "onnx",
+        "--model",
+        &model,
+        "--image",
+        &photo,
+        "--pruner",
+        "todre",
+        "--ratio",
+        "0.3",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["visual_tokens"]["before"], 46, "base view 4x4 + a 5x5 map with a newline per row");
+    assert_eq!(v["visual_tokens"]["after"], 14);
+    let picture = image::open(out.join("kept.png")).unwrap();
+    assert_eq!(picture.width(), 2 * picture.height(), "two panels: the base view and the tile map");
+}

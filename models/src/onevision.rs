@@ -27,30 +27,49 @@ fn round7(x: f64) -> usize {
     ((x * 1e7).round() / 1e7) as usize
 }
 
-/// Size `(rows, cols)` of the tile feature map after unpadding and the `anyres_max` shrink, for an image of
-/// `height x width` whose tiles form a `(grid_h, grid_w)` map of features.
-fn packed_map(height: usize, width: usize, grid_h: usize, grid_w: usize, g: usize, max: usize) -> (usize, usize) {
-    let (mut h, mut w) = (grid_h, grid_w);
-    if width as f64 / height as f64 > w as f64 / h as f64 {
-        let new_h = round7(height as f64 * (w as f64 / width as f64));
-        h -= (h - new_h.min(h)) / 2 * 2;
+/// Where the packed tile map of one any-resolution image comes from: the unpadded window of the tiles' feature
+/// canvas and the map's size after the `anyres_max` shrink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedMap {
+    /// First canvas row and column kept (in patches).
+    pub top: usize,
+    /// First canvas column kept (in patches).
+    pub left: usize,
+    /// Canvas rows kept (in patches).
+    pub height: usize,
+    /// Canvas columns kept (in patches).
+    pub width: usize,
+    /// Map rows after the shrink (each followed by a newline token).
+    pub rows: usize,
+    /// Map columns after the shrink.
+    pub cols: usize,
+}
+
+/// The packed map of an image of `height x width` whose tiles form a `(grid_h, grid_w)` canvas of features, with
+/// `g²` tokens per tile and `anyres_max_<max>`: transformers' unpadding (`[pad : current - pad]` along the padded
+/// axis) and shrink, in one place for the token count and the packing.
+pub fn packed_map(height: usize, width: usize, grid_h: usize, grid_w: usize, g: usize, max: usize) -> PackedMap {
+    let (cur_h, cur_w) = (grid_h, grid_w);
+    let (top, left, h, w) = if width as f64 / height as f64 > cur_w as f64 / cur_h as f64 {
+        let new_h = round7(height as f64 * (cur_w as f64 / width as f64)).min(cur_h);
+        let pad = (cur_h - new_h) / 2;
+        (pad, 0, cur_h - 2 * pad, cur_w)
     } else {
-        let new_w = round7(width as f64 * (h as f64 / height as f64));
-        w -= (w - new_w.min(w)) / 2 * 2;
-    }
+        let new_w = round7(width as f64 * (cur_h as f64 / height as f64)).min(cur_w);
+        let pad = (cur_w - new_w) / 2;
+        (0, pad, cur_h, cur_w - 2 * pad)
+    };
     let ratio = ((h * w) as f64 / (max * g * g) as f64).sqrt();
-    if ratio > 1.1 {
-        ((h as f64 / ratio).floor() as usize, (w as f64 / ratio).floor() as usize)
-    } else {
-        (h, w)
-    }
+    let (rows, cols) =
+        if ratio > 1.1 { ((h as f64 / ratio).floor() as usize, (w as f64 / ratio).floor() as usize) } else { (h, w) };
+    PackedMap { top, left, height: h, width: w, rows, cols }
 }
 
 /// Placeholder tokens of one any-resolution image of `height x width` cut into a `(rows, cols)` grid of tiles with
 /// `g x g` patches each (the processor's count): base view + map rows x (map cols + 1).
 pub fn image_token_count(height: usize, width: usize, grid: (usize, usize), g: usize, max: usize) -> usize {
-    let (h, w) = packed_map(height, width, grid.0 * g, grid.1 * g, g, max);
-    g * g + h * (w + 1)
+    let m = packed_map(height, width, grid.0 * g, grid.1 * g, g, max);
+    g * g + m.rows * (m.cols + 1)
 }
 
 /// Video tokens for `frames` frames of a `g x g` patch grid: `frames · ceil(g/2)² + 1`.
@@ -144,17 +163,8 @@ pub fn pack_image(
     if rows * cols != features.views - 1 {
         return Err(format!("{} tile views for a {rows}x{cols} grid", features.views - 1));
     }
-    let (cur_h, cur_w) = (rows * g, cols * g);
-    // Unpad exactly as transformers slices: [pad : current - pad] along the padded axis.
-    let (top, left, h, w) = if width as f64 / height as f64 > cur_w as f64 / cur_h as f64 {
-        let new_h = round7(height as f64 * (cur_w as f64 / width as f64)).min(cur_h);
-        let pad = (cur_h - new_h) / 2;
-        (pad, 0, cur_h - 2 * pad, cur_w)
-    } else {
-        let new_w = round7(width as f64 * (cur_h as f64 / height as f64)).min(cur_w);
-        let pad = (cur_w - new_w) / 2;
-        (0, pad, cur_h, cur_w - 2 * pad)
-    };
+    let PackedMap { top, left, height: h, width: w, rows: out_h, cols: out_w } =
+        packed_map(height, width, rows * g, cols * g, g, max);
     // The unpadded tile map, channels-last: map[y][x] = tile (y / g, x / g), patch (y % g, x % g).
     let mut map = Vec::with_capacity(h * w * d);
     for y in top..top + h {
@@ -165,10 +175,8 @@ pub fn pack_image(
             map.extend_from_slice(&features.data[at..at + d]);
         }
     }
-    let ratio = ((h * w) as f64 / (max as f64 * (g * g) as f64)).sqrt();
-    let (map, h, w) = if ratio > 1.1 {
-        let size = ((h as f64 / ratio).floor() as usize, (w as f64 / ratio).floor() as usize);
-        (resize_bilinear(&map, (h, w), d, size), size.0, size.1)
+    let (map, h, w) = if (out_h, out_w) != (h, w) {
+        (resize_bilinear(&map, (h, w), d, (out_h, out_w)), out_h, out_w)
     } else {
         (map, h, w)
     };

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 use tokensieve::pipeline::engine::Engine;
-use tokensieve::pipeline::qa::MediaKind;
+use tokensieve::pipeline::qa::{MediaKind, VisualTokens};
 use tokensieve::pruners::{prune, Budget, CpuBackend, Layout, Method, Pruner, TokenSet};
 use tokensieve::video::preprocess::ImageProcessor;
 use tokensieve::video::Frame;
@@ -54,28 +54,87 @@ fn runtime(e: impl std::fmt::Display) -> CliError {
     CliError::runtime(e.to_string(), None)
 }
 
-/// One tile per frame (4 per row), each scaled up to at least 224 pixels, dropped patches at 30 % brightness and
-/// patch borders drawn faintly so the grid is visible.
-fn picture(frames: &[Frame], grid: usize, kept: &[bool]) -> image::RgbImage {
-    let side = frames.first().map_or(1, |f| f.width as usize);
-    let scale = 224usize.div_ceil(side).max(1);
-    let tile = side * scale;
-    let per_row = 4.min(frames.len()).max(1);
-    let rows = frames.len().div_ceil(per_row);
+/// One picture of the sheet: an image the tower saw, its token cells and which were kept.
+struct Panel {
+    image: Frame,
+    /// Token cells `(rows, cols)` over the image.
+    cells: (usize, usize),
+    /// Kept flag per cell, row-major.
+    kept: Vec<bool>,
+}
+
+/// The panels of a selection: one per frame of a `grid x grid` patch grid, or for a single any-resolution image the
+/// base view and the unpadded tile canvas with the packed map's cells (its newline tokens have no place).
+fn panels(views: Vec<Frame>, visual: &VisualTokens, kept: &[bool]) -> Result<Vec<Panel>, CliError> {
+    if let Some(a) = &visual.anyres {
+        let g = a.base;
+        let mut views = views.into_iter();
+        let base = views.next().ok_or_else(|| runtime("no base view"))?;
+        let tiles: Vec<Frame> = views.collect();
+        let (rows, cols) = a.cut.grid;
+        let side = base.width as usize;
+        let patch = side / g.max(1);
+        let (top, left, h, w) = (a.map.top * patch, a.map.left * patch, a.map.height * patch, a.map.width * patch);
+        let mut rgb = Vec::with_capacity(h * w * 3);
+        for y in top..top + h {
+            for x in left..left + w {
+                let tile = &tiles[(y / side) * cols + x / side];
+                let at = ((y % side) * side + x % side) * 3;
+                rgb.extend_from_slice(&tile.rgb[at..at + 3]);
+            }
+        }
+        if tiles.len() != rows * cols {
+            return Err(runtime(format!("{} tiles for a {rows}x{cols} grid", tiles.len())));
+        }
+        let canvas = Frame { timestamp: 0.0, requested: 0.0, width: w as u32, height: h as u32, rgb };
+        let map_kept: Vec<bool> = (0..a.map.rows)
+            .flat_map(|y| (0..a.map.cols).map(move |x| g * g + y * (a.map.cols + 1) + x))
+            .map(|i| kept[i])
+            .collect();
+        return Ok(vec![
+            Panel { image: base, cells: (g, g), kept: kept[..g * g].to_vec() },
+            Panel { image: canvas, cells: (a.map.rows, a.map.cols), kept: map_kept },
+        ]);
+    }
+    let Some(Layout::Grid { height, width, .. }) = visual.layout else {
+        return Err(CliError::usage(
+            format!("{} visual tokens without a grid to draw", visual.units.1),
+            "give a --video, --image files or one any-resolution image to a llava_onevision model",
+        ));
+    };
+    let per = height * width;
+    Ok(views
+        .into_iter()
+        .enumerate()
+        .map(|(f, image)| Panel { image, cells: (height, width), kept: kept[f * per..(f + 1) * per].to_vec() })
+        .collect())
+}
+
+/// The panels side by side (4 per row), each scaled up to at least 224 pixels, dropped cells at 30 % brightness
+/// and cell borders drawn faintly so the grid is visible.
+fn picture(panels: &[Panel]) -> image::RgbImage {
+    let largest = panels.iter().map(|p| p.image.width.max(p.image.height) as usize).max().unwrap_or(1);
+    let scale = 224usize.div_ceil(largest).max(1);
+    let tile = largest * scale;
+    let per_row = 4.min(panels.len()).max(1);
+    let rows = panels.len().div_ceil(per_row);
     let mut sheet =
         image::RgbImage::from_pixel((per_row * tile) as u32, (rows * tile) as u32, image::Rgb([20, 20, 20]));
-    let cell = tile as f64 / grid as f64;
-    for (f, frame) in frames.iter().enumerate() {
+    for (f, panel) in panels.iter().enumerate() {
         let (ox, oy) = ((f % per_row) * tile, (f / per_row) * tile);
-        for y in 0..tile {
-            for x in 0..tile {
-                let (gy, gx) = (((y as f64) / cell) as usize, ((x as f64) / cell) as usize);
-                let token = f * grid * grid + gy.min(grid - 1) * grid + gx.min(grid - 1);
-                let src = ((y / scale) * side + x / scale) * 3;
-                let border = (y as f64 % cell) < 1.0 || (x as f64 % cell) < 1.0;
-                let factor = if kept[token] { 1.0 } else { 0.3 };
+        let (w, h) = (panel.image.width as usize, panel.image.height as usize);
+        // Each panel fills the sheet's square as far as a whole-number scale allows.
+        let scale = (tile / w.max(h).max(1)).max(1);
+        let (cell_h, cell_w) = ((h * scale) as f64 / panel.cells.0 as f64, (w * scale) as f64 / panel.cells.1 as f64);
+        for y in 0..h * scale {
+            for x in 0..w * scale {
+                let (gy, gx) = ((y as f64 / cell_h) as usize, (x as f64 / cell_w) as usize);
+                let cell = gy.min(panel.cells.0 - 1) * panel.cells.1 + gx.min(panel.cells.1 - 1);
+                let src = ((y / scale) * w + x / scale) * 3;
+                let border = (y as f64 % cell_h) < 1.0 || (x as f64 % cell_w) < 1.0;
+                let factor = if panel.kept[cell] { 1.0 } else { 0.3 };
                 let px = [0, 1, 2].map(|c| {
-                    let v = frame.rgb[src + c] as f64 * factor;
+                    let v = panel.image.rgb[src + c] as f64 * factor;
                     (if border { v * 0.8 } else { v }) as u8
                 });
                 sheet.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb(px));
@@ -164,7 +223,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
     lap("decode", &mut times);
     // OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells; a
-    // single image goes through any-resolution tiling, which this grid picture cannot show.
+    // single image goes through any-resolution tiling: the picture shows its base view and its packed tile map.
     let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
     let visual = match &encoder {
         Encoder::Model(engine) => engine.visual_tokens(&frames, kind),
@@ -174,19 +233,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
     .map_err(runtime)?;
     lap("encode", &mut times);
     let (f, n) = visual.units;
-    let Some(layout @ Layout::Grid { height: grid, .. }) = visual.layout else {
-        return Err(CliError::usage(
-            format!("{n} visual tokens per image have no square grid to draw (a single any-resolution image?)"),
-            "give a --video or two or more --image files",
-        ));
-    };
     // The pruner runs on the host for both backends, so the picture shows one selection whatever ran the tower.
-    let mut tokens =
-        TokenSet::new(&CpuBackend, visual.features).map_err(runtime)?.with_layout(layout).map_err(runtime)?;
-    if let Some(a) = visual.attention {
+    let mut tokens = TokenSet::new(&CpuBackend, visual.features.clone()).map_err(runtime)?;
+    if let Some(layout) = visual.layout {
+        tokens = tokens.with_layout(layout).map_err(runtime)?;
+    }
+    if let Some(a) = visual.attention.clone() {
         tokens = tokens.with_cls_attention(a).map_err(runtime)?;
     }
-    if let Some(k) = visual.keys {
+    if let Some(k) = visual.keys.clone() {
         tokens = tokens.with_keys(&CpuBackend, k).map_err(runtime)?;
     }
     let selection = prune(&CpuBackend, &method, &tokens, budget)
@@ -199,15 +254,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
         #[cfg(feature = "onnx")]
         Encoder::Custom(custom) => custom.processor(),
     };
-    let shown: Vec<Frame> = frames
-        .iter()
-        .map(|fr| denormalise(processor, &processor.preprocess(&fr.rgb, fr.width as usize, fr.height as usize)))
-        .collect();
+    let views = match &encoder {
+        Encoder::Model(engine) => engine.views(&frames, kind).map_err(runtime)?.0,
+        #[cfg(feature = "onnx")]
+        Encoder::Custom(_) => {
+            frames.iter().map(|fr| processor.preprocess(&fr.rgb, fr.width as usize, fr.height as usize)).collect()
+        }
+    };
+    let shown: Vec<Frame> = views.iter().map(|p| denormalise(processor, p)).collect();
     let mut kept = vec![false; f * n];
     selection.kept.iter().for_each(|&i| kept[i] = true);
+    let sheet = picture(&panels(shown, &visual, &kept)?);
     std::fs::create_dir_all(&args.out).map_err(|e| runtime(format!("{}: {e}", args.out.display())))?;
     let png = args.out.join("kept.png");
-    picture(&shown, grid, &kept).save(&png).map_err(|e| runtime(format!("{}: {e}", png.display())))?;
+    sheet.save(&png).map_err(|e| runtime(format!("{}: {e}", png.display())))?;
     let per_frame: Vec<usize> = kept.chunks(n).map(|c| c.iter().filter(|k| **k).count()).collect();
     let record = json!({
         "model": args.model, "backend": args.backend.backend, "pruner": method.name(), "params": params.effective(),

@@ -38,6 +38,7 @@ pub(crate) fn frame_tokens(out: EncoderOutput) -> Result<VisualTokens, QaError> 
         units: (f, n),
         newline: Newline::None,
         placeholder: (-1, ""),
+        anyres: None,
     })
 }
 

@@ -30,7 +30,7 @@
 
 use super::model::{DropPlan, LanguageSide, VisionSide};
 use super::qa::{
-    generate, inspection_prompt, prompt_positions, prune_chain, pruning, question_prompt, span_offsets, square_pixels,
+    generate, inspection_prompt, prompt_positions, prune_chain, pruning, question_prompt, span_offsets, square_views,
     unit_runs, Chained, Measured, MediaKind, Newline, QaError, QaOptions, QaRecord, StageClock,
 };
 use ndarray::{Array2, ArrayView2};
@@ -169,6 +169,29 @@ impl Engine {
         }
     }
 
+    /// The views the family's plan cuts from `frames`, preprocessed (what the tower sees), and how an
+    /// any-resolution image was cut.
+    pub fn views(
+        &self,
+        frames: &[Frame],
+        kind: MediaKind,
+    ) -> Result<(Vec<tokensieve_video::preprocess::Pixels>, Option<AnyResCut>), QaError> {
+        let side = self.family.image_size();
+        match self.family.view_plan(kind, frames.len()) {
+            ViewPlan::Square => Ok((square_views(&self.processor, frames, side)?, None)),
+            ViewPlan::AnyRes { pinpoints } => {
+                let f = &frames[0];
+                let (views, grid) = AnyRes { pinpoints, tile: side }.tiles(
+                    &self.processor,
+                    &f.rgb,
+                    f.width as usize,
+                    f.height as usize,
+                );
+                Ok((views, Some(AnyResCut { image: (f.height as usize, f.width as usize), grid })))
+            }
+        }
+    }
+
     /// Runs the views of `frames` through the tower and arranges the tokens as the family does; `preprocess_ms`
     /// receives the time spent turning frames into pixels.
     fn encode(
@@ -179,31 +202,12 @@ impl Engine {
         preprocess_ms: &mut f64,
     ) -> Result<VisualTokens, QaError> {
         let clock = Instant::now();
-        let side = self.family.image_size();
-        let arrange = |e: String| QaError::Config { path: "visual tokens".into(), reason: e };
-        match self.family.view_plan(kind, frames.len()) {
-            ViewPlan::Square => {
-                let pixels = square_pixels(&self.processor, frames, side)?;
-                *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
-                let out = self.vision.encode(&pixels, frames.len(), side, request)?;
-                self.family.arrange(out, kind, None).map_err(arrange)
-            }
-            ViewPlan::AnyRes { pinpoints } => {
-                let f = &frames[0];
-                let (views, grid) = AnyRes { pinpoints, tile: side }.tiles(
-                    &self.processor,
-                    &f.rgb,
-                    f.width as usize,
-                    f.height as usize,
-                );
-                let count = views.len();
-                let pixels: Vec<f32> = views.into_iter().flat_map(|p| p.data).collect();
-                *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
-                let out = self.vision.encode(&pixels, count, side, request)?;
-                let cut = AnyResCut { image: (f.height as usize, f.width as usize), grid };
-                self.family.arrange(out, kind, Some(cut)).map_err(arrange)
-            }
-        }
+        let (views, cut) = self.views(frames, kind)?;
+        let count = views.len();
+        let pixels: Vec<f32> = views.into_iter().flat_map(|p| p.data).collect();
+        *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
+        let out = self.vision.encode(&pixels, count, self.family.image_size(), request)?;
+        self.family.arrange(out, kind, cut).map_err(|e| QaError::Config { path: "visual tokens".into(), reason: e })
     }
 
     /// The visual tokens of `frames` before pruning, with their layout and every signal the tower gives.

@@ -466,23 +466,28 @@ impl Measured<'_> {
 }
 
 /// Preprocesses frames to the tower's square input `side x side`, in parallel (six 1600x900 cameras take most of
-/// the time to first token otherwise): `[F, 3, S, S]` row-major.
+/// the time to first token otherwise), checking each view's size.
+pub(crate) fn square_views(
+    processor: &tokensieve_video::preprocess::ImageProcessor,
+    frames: &[tokensieve_video::Frame],
+    side: usize,
+) -> Result<Vec<tokensieve_video::preprocess::Pixels>, QaError> {
+    use rayon::prelude::*;
+    let views: Vec<_> =
+        frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
+    match views.iter().find(|p| (p.width, p.height) != (side, side)) {
+        Some(p) => Err(QaError::InputSize { got: p.width, got_h: p.height, side }),
+        None => Ok(views),
+    }
+}
+
+/// [`square_views`] as one `[F, 3, S, S]` row-major buffer.
 pub(crate) fn square_pixels(
     processor: &tokensieve_video::preprocess::ImageProcessor,
     frames: &[tokensieve_video::Frame],
     side: usize,
 ) -> Result<Vec<f32>, QaError> {
-    use rayon::prelude::*;
-    let processed: Vec<_> =
-        frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
-    let mut pixels = Vec::with_capacity(frames.len() * 3 * side * side);
-    for p in processed {
-        if (p.width, p.height) != (side, side) {
-            return Err(QaError::InputSize { got: p.width, got_h: p.height, side });
-        }
-        pixels.extend(p.data);
-    }
-    Ok(pixels)
+    Ok(square_views(processor, frames, side)?.into_iter().flat_map(|p| p.data).collect())
 }
 
 #[cfg(test)]

@@ -125,6 +125,21 @@ pub struct VisualTokens {
     pub newline: Newline,
     /// Placeholder token id and its text.
     pub placeholder: (i64, &'static str),
+    /// For a single any-resolution image: where its packed tokens come from (pictures of the selection).
+    pub anyres: Option<AnyResLayout>,
+}
+
+/// Where the packed tokens of one any-resolution image come from: the base view's `base x base` patch tokens, then
+/// `map.rows` rows of `map.cols` tokens (each row followed by a newline token) over the unpadded window of the
+/// tiles' patch canvas that `map` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnyResLayout {
+    /// How the image was cut.
+    pub cut: AnyResCut,
+    /// The base view's grid side `g`.
+    pub base: usize,
+    /// The tile map's window and size.
+    pub map: crate::onevision::PackedMap,
 }
 
 /// What is particular to one model family's visual tokens.

@@ -38,6 +38,7 @@ impl Family for Llava {
             units: (f, n),
             newline: Newline::None,
             placeholder: (self.config.image_token_id, "<image>"),
+            anyres: None,
         })
     }
 }

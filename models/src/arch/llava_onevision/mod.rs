@@ -11,8 +11,10 @@
 //! patches' signals, and a packed newline row has attention 0 and zero keys (it is no patch). The official video
 //! pruners on OneVision (FastVID, HoliTom) read the SigLIP attention at the pooled resolution in the same way.
 
-use super::{keys_matrix, matrix, AnyResCut, Family, MediaKind, Newline, TowerOutput, ViewPlan, VisualTokens};
-use crate::onevision::{pack_image, pool_video, square_side, Views};
+use super::{
+    keys_matrix, matrix, AnyResCut, AnyResLayout, Family, MediaKind, Newline, TowerOutput, ViewPlan, VisualTokens,
+};
+use crate::onevision::{pack_image, packed_map, pool_video, square_side, Views};
 use crate::vlm_config::{OneVisionConfig, VlmConfig};
 use tokensieve_pruners::Layout;
 
@@ -81,6 +83,7 @@ impl Family for OneVision {
                     units: (f, n),
                     newline: Newline::End,
                     placeholder: (self.ov.video_token_id, "<video>"),
+                    anyres: None,
                 })
             }
             (MediaKind::Images, Some(AnyResCut { image, grid })) => {
@@ -99,6 +102,8 @@ impl Family for OneVision {
                     _ => None,
                 };
                 // The packed sequence (base view, tile map, row newlines) is pruned as one flat set.
+                let g = square_side(out.tokens).ok_or("the tiles are not square patch grids")?;
+                let map = packed_map(image.0, image.1, grid.0 * g, grid.1 * g, g, max);
                 Ok(VisualTokens {
                     features: matrix(packed, out.dim)?,
                     attention: attention.map(|a| a.0),
@@ -107,6 +112,7 @@ impl Family for OneVision {
                     units: (1, n),
                     newline: Newline::None,
                     placeholder: image_token,
+                    anyres: Some(AnyResLayout { cut: AnyResCut { image, grid }, base: g, map }),
                 })
             }
             (MediaKind::Images, None) => {
@@ -119,6 +125,7 @@ impl Family for OneVision {
                     units: (i, n),
                     newline: Newline::PerUnit,
                     placeholder: image_token,
+                    anyres: None,
                 })
             }
         }
