@@ -21,7 +21,10 @@ pub struct Args {
     /// separate images).
     #[arg(long)]
     image: Vec<PathBuf>,
-    /// Frames to sample.
+    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode, f2c with a relevance file).
+    #[arg(long, default_value = "uniform")]
+    sampler: String,
+    /// Frames to sample (for samplers with a `frames` parameter that the spec does not set).
     #[arg(long, default_value_t = 8)]
     frames: usize,
     /// Budgets as percentages of the visual tokens, comma-separated.
@@ -125,7 +128,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return Err(CliError::usage("--new-tokens 0 generates nothing to time", "for example --new-tokens 16"));
     }
     let runtime = |e: QaError| CliError::runtime(e.to_string(), None);
-    let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
+    let frames = super::frames_from(args.video.as_deref(), &args.image, &args.sampler, args.frames)?;
     let (kind, question) = match args.video {
         Some(_) => (MediaKind::Video, "Describe the video."),
         None => (MediaKind::Images, "Describe the images."),

@@ -28,7 +28,10 @@ pub struct Args {
     /// Images (each is one frame).
     #[arg(long)]
     image: Vec<PathBuf>,
-    /// Frames to sample from the video (lmms-eval uniform).
+    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode, f2c with a relevance file).
+    #[arg(long, default_value = "uniform")]
+    sampler: String,
+    /// Frames to sample (for samplers with a `frames` parameter that the spec does not set; lmms-eval uniform).
     #[arg(long, default_value_t = 8)]
     frames: usize,
     /// The pruner, `name:key=value,...` (see `tokensieve prune --list`).
@@ -220,7 +223,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     lap("load", &mut times);
     // Frames at their own resolution: the image processor resizes and crops exactly as transformers does.
-    let frames = super::frames_from(args.video.as_deref(), &args.image, args.frames)?;
+    let frames = super::frames_from(args.video.as_deref(), &args.image, &args.sampler, args.frames)?;
     lap("decode", &mut times);
     // OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells; a
     // single image goes through any-resolution tiling: the picture shows its base view and its packed tile map.

@@ -229,21 +229,29 @@ pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Frames at their own resolution from `--video` (uniform) or `--image` files, for the model commands.
+/// Frames at their own resolution from `--video` (through the `sampler` spec, `frames` filling in its frame count)
+/// or `--image` files, for the model commands: the pipeline's one media loader.
 #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub fn frames_from(
     video: Option<&std::path::Path>,
     images: &[std::path::PathBuf],
-    count: usize,
+    sampler: &str,
+    frames: usize,
 ) -> Result<Vec<tokensieve::video::Frame>, CliError> {
-    let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), Some("check the input file".into()));
-    match (video, images.is_empty()) {
-        (Some(v), _) => tokensieve::video::sample_uniform_native(v, count).map_err(|e| runtime(&e)),
-        (None, false) => {
-            images.iter().map(|p| tokensieve::video::load_image_native(p).map_err(|e| runtime(&e))).collect()
+    use tokensieve::pipeline::builder::{load_media, Media};
+    use tokensieve::pipeline::sampler::Sampler;
+    let media = match (video, images.is_empty()) {
+        (Some(v), _) => Media::Video(v.to_path_buf()),
+        (None, false) => Media::Images(images.to_vec()),
+        (None, true) => {
+            return Err(CliError::usage("give --video or --image", "for example --video clip.mp4 --frames 8"))
         }
-        (None, true) => Err(CliError::usage("give --video or --image", "for example --video clip.mp4 --frames 8")),
-    }
+    };
+    let sampler = Sampler::from_spec(&ask::with_frames(sampler, frames))
+        .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
+    load_media(&sampler, &media)
+        .map(|m| m.frames)
+        .map_err(|e| CliError::runtime(e.to_string(), Some("check the input file".into())))
 }
 
 /// Runs the parsed command.
