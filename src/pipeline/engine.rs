@@ -244,13 +244,14 @@ impl Engine {
         ndarray::concatenate(ndarray::Axis(0), &parts).map_err(|e| bad(e.to_string()))
     }
 
-    /// The signals the chain's methods read, checked against what this model gives: a method that needs one the
-    /// tower cannot give is refused with the reason before anything runs.
+    /// The signals the tower computes: those the chain's methods read ([`Pruner::uses`]).
     fn signals(&self, opts: &QaOptions) -> SignalRequest {
         let uses = |s: Signal| opts.pruners.iter().any(|m| m.uses().contains(&s));
         SignalRequest { attention: uses(Signal::ClsAttention), keys: uses(Signal::Keys) }
     }
 
+    /// Refuses, with the reason, a method that needs a signal this model or backend did not give, before the chain
+    /// runs (the pruners' own error would point at `prune`'s flags).
     fn check_signals(&self, visual: &VisualTokens, opts: &QaOptions) -> Result<(), QaError> {
         for method in &opts.pruners {
             for &signal in method.requires() {
