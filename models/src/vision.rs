@@ -25,6 +25,9 @@ use thiserror::Error;
 /// Why the tower could not load or run.
 #[derive(Debug, Error)]
 pub enum ClipError {
+    /// A weight is missing or does not fit the configuration.
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightError),
     /// From the checkpoint.
     #[error(transparent)]
     Checkpoint(#[from] SafetensorsError),
@@ -179,11 +182,8 @@ impl VisionTower {
         .unwrap_or("");
         let (d, m) = (config.hidden_size, config.intermediate_size);
         let patches = (config.image_size / config.patch_size).pow(2);
-        let get = |name: &str, shape: &[usize]| -> Result<Tensor, ClipError> {
-            let v = st.expect(&format!("{prefix}{name}"), shape)?;
-            let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
-            Ok(Tensor::from_slice(&v).f_reshape(dims.as_slice())?.f_to_kind(dtype)?.f_to_device(device)?)
-        };
+        let weights = crate::weights::Weights::new(&st, prefix, device, dtype);
+        let get = |name: &str, shape: &[usize]| -> Result<Tensor, ClipError> { Ok(weights.get(name, shape)?) };
         let pair = |name: &str, out: usize, inp: Option<usize>| -> Result<(Tensor, Tensor), ClipError> {
             let w = match inp {
                 Some(i) => get(&format!("{name}.weight"), &[out, i])?,
