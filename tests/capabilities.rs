@@ -132,7 +132,14 @@ fn table() -> String {
         out += "\n";
     }
     out += "\n| in-decoder rule | LLaVA image | OneVision video |\n|---|---|---|\n";
-    let rules = ["fastv:layer=1,ratio=0.5", "pdrop:layers=1,lambda=0.5", "todre-stage2:tau=0.1,layer=0"];
+    let rules = [
+        "fastv:layer=1,ratio=0.5",
+        "pdrop:layers=1,lambda=0.5",
+        "todre-stage2:tau=0.1,layer=0",
+        "sparsevlm:layers=0,counts=6",
+        "holitom-inner:layer=1",
+        "dycoke-kv:layer=1",
+    ];
     for rule in rules {
         out += &format!("| `{rule}` |");
         for (_, model, input) in [&inputs[0], &inputs[3]] {
@@ -143,7 +150,8 @@ fn table() -> String {
     }
     out +=
         "\nCells: kept / encoder visual tokens at `--ratio 0.25`; for in-decoder rules, the prompt tokens the first and \
-         the last decoder layer see. Identical kept indices, answers and notes on torch and onnx unless marked (torch: \
+         the last decoder layer see (DyCoke's KV rule acts while decoding: it changes which cached visual keys later \
+         layers attend to, not the count). Identical kept indices, answers and notes on torch and onnx unless marked (torch: \
          the onnx backend refuses in-decoder rules); `no`: refused on both with the reason below. Notes the methods \
          recorded:\n\n";
     for (i, f) in footnotes.iter().enumerate() {

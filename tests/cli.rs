@@ -972,7 +972,8 @@ fn model_commands_reject_bad_input_in_one_line() {
         (vec!["ask", "--model", model, "--video", &video, "--keep", "0", "q"], 2, "keep 0"),
         (vec!["ask", "--model", model, "--video", &video, "--pruner", "nope", "q"], 2, "unknown method"),
         (vec!["ask", "--model", model, "--video", &video, "--sampler", "f2c", "q"], 2, "unknown"),
-        (vec!["ask", "--model", model, "--video", &video, "--in-llm", "sparsevlm", "q"], 2, "not wired"),
+        (vec!["ask", "--model", model, "--video", &video, "--in-llm", "sparsevlm", "q"], 2, "2 layers"),
+        (vec!["ask", "--model", model, "--video", &video, "--in-llm", "nonesuch", "q"], 2, "unknown"),
         (vec!["ask", "--model", model, "--video", &video, "--in-llm", "pdrop", "q"], 2, "2 layers"),
         (vec!["ask", "--model", model, "--video", &video, "--image", &video, "q"], 2, "cannot be mixed"),
         (

@@ -7,6 +7,12 @@
 //! pairs `(x[2i], x[2i+1])`; Hugging Face checkpoints rotate the two halves (`rotate_half`, pairs `(x[i], x[i+d/2])`).
 //! Both use `θ_i = base^(−2i/d)` and are the same model; the loader records which layout the weights are in.
 //! Weights are converted to f32 at load (compute dtype f32 on the CPU).
+//!
+//! In-decoder pruning (ALGORITHMS.md §1.3, T-llm) has three entry points, all recomputing only the attention rows a
+//! rule reads (§1.8): [`LayerDrop`] (a rule that returns kept offsets: FastV, PyramidDrop, ToDRE stage 2),
+//! [`PrefillPlan`] (a rule that also sees the span's hidden states and may replace the kept rows and append synthetic
+//! ones: HoliTom inner, SparseVLM) and, while decoding, [`StepKeys`] (a per-token selection of the cached image keys
+//! that the deeper layers attend to, the full cache being kept: DyCoke). Without them the forward pass is unchanged.
 
 use crate::gguf::{Gguf, GgufError};
 use crate::safetensors::{Checkpoint, SafetensorsError};
@@ -40,6 +46,9 @@ pub enum LlamaError {
         /// Why.
         reason: String,
     },
+    /// An in-decoder rule failed (its own error is the source).
+    #[error("in-decoder rule: {0}")]
+    Rule(#[source] RuleError),
     /// The file holds another architecture.
     #[error("{path}: architecture `{found}` is not llama")]
     Architecture {
@@ -181,11 +190,11 @@ pub enum QueryRows {
 /// An in-decoder rule: `(stage, attention rows, current span) -> kept offsets within the span`.
 pub type DropRule<'a> = &'a mut dyn FnMut(usize, &[Vec<f32>], std::ops::Range<usize>) -> Vec<usize>;
 
-/// An in-decoder drop plan (FastV, PyramidDrop, ToDRE stage 2): before each layer of `layers` (ascending), tokens of
-/// the droppable span that `select` does not keep are removed from the hidden states and from the KV cache of that
-/// and every later layer. `select(stage, rows, span)` receives the stage number, the attention rows of the layer
-/// before (empty before layer 0) and the span as it is now (it shrinks after each stage; it starts as `span`), and
-/// returns the kept offsets within that span.
+/// An in-decoder drop plan (FastV, PyramidDrop, ToDRE stage 2; [`PrefillPlan`] for rules that merge or add rows):
+/// before each layer of `layers` (ascending), tokens of the droppable span that `select` does not keep are removed
+/// from the hidden states and from the KV cache of that and every later layer. `select(stage, rows, span)` receives
+/// the stage number, the attention rows of the layer before (empty before layer 0) and the span as it is now (it
+/// shrinks after each stage; it starts as `span`), and returns the kept offsets within that span.
 pub struct LayerDrop<'a> {
     /// The layers that no longer see the tokens dropped just before them.
     pub layers: Vec<usize>,
@@ -203,6 +212,119 @@ impl<'a> LayerDrop<'a> {
     /// A single drop before `layer` fed with the last query's row (FastV's shape of rule).
     pub fn once(layer: usize, span: std::ops::Range<usize>, select: DropRule<'a>, positions: PositionMode) -> Self {
         LayerDrop { layers: vec![layer], span, rows: QueryRows::Last, select, positions }
+    }
+}
+
+/// The error an in-decoder rule may return (its own typed error, boxed; [`LlamaError::Rule`] keeps it as the source
+/// so callers can downcast it).
+pub type RuleError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a [`PrefillPlan`]'s rule sees at one stage.
+pub struct StageView<'v> {
+    /// The stage number (0-based).
+    pub stage: usize,
+    /// The attention rows of the layer before ([`QueryRows`]; empty before layer 0).
+    pub rows: &'v [Vec<f32>],
+    /// The span as it is now (it starts as the plan's span and changes after each stage).
+    pub span: std::ops::Range<usize>,
+    /// The span's hidden states `[span.len(), D]` entering this stage's layer (the previous layer's outputs), in
+    /// the compute dtype; a view, no copy.
+    pub hidden: &'v Tensor,
+}
+
+/// What a [`PrefillPlan`]'s rule decides at one stage: the kept offsets within the span (ascending, unique), and
+/// optionally new hidden states for those kept rows and synthetic rows that follow them.
+///
+/// The layer's sequence becomes `prefix | kept (or replace) | extra | suffix` and the span becomes the kept and
+/// extra rows. Kept rows keep their position ids ([`PositionMode::Original`]); extra rows take the id of the last
+/// row of the plan's original span (ALGORITHMS.md §1.5: synthetic tokens take the position of the last original
+/// token of their unit), or the next ids when positions are [`PositionMode::Contiguous`]. Both tensors may be of any
+/// float kind and device; they are converted to the decoder's.
+#[derive(Debug)]
+pub struct LayerPlan {
+    /// Kept offsets within the span, ascending and unique.
+    pub kept: Vec<usize>,
+    /// `[kept.len(), D]`: the kept rows' new hidden states (merging rules such as HoliTom's inner stage).
+    pub replace: Option<Tensor>,
+    /// `[e, D]`: synthetic rows placed right after the kept rows (SparseVLM's recycled cluster tokens).
+    pub extra: Option<Tensor>,
+}
+
+impl LayerPlan {
+    /// Keeps `kept` unchanged and adds nothing (what a [`DropRule`] returns).
+    pub fn keep(kept: Vec<usize>) -> Self {
+        LayerPlan { kept, replace: None, extra: None }
+    }
+}
+
+/// A prefill rule that sees the span's hidden states and may merge and add rows: `view -> plan`.
+pub type StageRule<'a> = &'a mut dyn FnMut(StageView<'_>) -> Result<LayerPlan, RuleError>;
+
+/// An in-decoder prefill plan: [`LayerDrop`] generalised to rules that merge kept rows and add synthetic ones
+/// (HoliTom inner, SparseVLM). Before each layer of `layers` (ascending), `rule` sees a [`StageView`] and returns a
+/// [`LayerPlan`], applied to the hidden states, the position ids and the KV cache of that and every later layer.
+pub struct PrefillPlan<'a> {
+    /// The layers that see each stage's result (the rows come from the layer before each).
+    pub layers: Vec<usize>,
+    /// The droppable positions of this forward's sequence (usually the image tokens).
+    pub span: std::ops::Range<usize>,
+    /// Which attention rows the rule reads.
+    pub rows: QueryRows,
+    /// The rule.
+    pub rule: StageRule<'a>,
+    /// How positions continue.
+    pub positions: PositionMode,
+}
+
+/// What a decode step's key rule sees: the new token's attention row at layer `layer − 1` over every cached key
+/// (softmax probabilities, mean over heads) and the span of the cache it may restrict.
+pub struct StepView<'v> {
+    /// The row `[T]` (`T` keys, the new one included).
+    pub row: &'v [f32],
+    /// The restrictable span of cache positions.
+    pub span: std::ops::Range<usize>,
+}
+
+/// A decode-step rule: `view -> Some(kept offsets within the span)`, or `None` to attend to every key.
+pub type StepRule<'a> = &'a mut dyn FnMut(StepView<'_>) -> Result<Option<Vec<usize>>, RuleError>;
+
+/// A decode-time key selection for one generated token (DyCoke's dynamic KV): the rule reads the token's attention
+/// row at layer `layer − 1`; layers `>= layer` then attend to the cached keys outside `span` and to the span offsets
+/// it kept. The cache itself keeps every key (the selected ones are gathered for the attention only), so later
+/// steps may select differently.
+pub struct StepKeys<'a> {
+    /// The first layer whose attention is restricted (`>= 1`).
+    pub layer: usize,
+    /// The restrictable cache positions (the image tokens).
+    pub span: std::ops::Range<usize>,
+    /// The rule.
+    pub select: StepRule<'a>,
+}
+
+/// The rule of an in-decoder prefill edit, in either shape.
+enum EditRule<'a> {
+    Offsets(DropRule<'a>),
+    Plan(StageRule<'a>),
+}
+
+/// [`LayerDrop`] and [`PrefillPlan`] in one form, for `Llama::run`.
+struct Edit<'a> {
+    layers: Vec<usize>,
+    span: std::ops::Range<usize>,
+    rows: QueryRows,
+    rule: EditRule<'a>,
+    positions: PositionMode,
+}
+
+impl<'a> From<LayerDrop<'a>> for Edit<'a> {
+    fn from(d: LayerDrop<'a>) -> Self {
+        Edit { layers: d.layers, span: d.span, rows: d.rows, rule: EditRule::Offsets(d.select), positions: d.positions }
+    }
+}
+
+impl<'a> From<PrefillPlan<'a>> for Edit<'a> {
+    fn from(p: PrefillPlan<'a>) -> Self {
+        Edit { layers: p.layers, span: p.span, rows: p.rows, rule: EditRule::Plan(p.rule), positions: p.positions }
     }
 }
 
@@ -389,6 +511,18 @@ impl Llama {
         self.forward_embeds(self.embed(ids)?, cache)
     }
 
+    /// As [`Llama::forward`] for one generated token, with an optional decode-time key selection (DyCoke's dynamic
+    /// KV); `None` is exactly [`Llama::forward`].
+    pub fn forward_step(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        keys: Option<StepKeys<'_>>,
+    ) -> Result<Tensor, LlamaError> {
+        let _guard = tch::no_grad_guard();
+        self.run(self.embed(ids)?, cache, None, keys, None, None)
+    }
+
     /// Runs input embeddings `[B, S, D]` (text and merged visual tokens) after the cached positions; returns the
     /// logits of the last position `[B, V]`.
     pub fn forward_embeds(&self, x: Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
@@ -403,7 +537,7 @@ impl Llama {
         cache: &mut KvCache,
         drop: Option<LayerDrop<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        self.run(x, cache, drop, None, None)
+        self.run(x, cache, drop.map(Edit::from), None, None, None)
     }
 
     /// As [`Llama::forward_embeds_with`] with explicit position ids `positions` (one per input row, ascending; gaps
@@ -416,7 +550,19 @@ impl Llama {
         cache: &mut KvCache,
         drop: Option<LayerDrop<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        self.run(x, cache, drop, None, Some(positions))
+        self.run(x, cache, drop.map(Edit::from), None, None, Some(positions))
+    }
+
+    /// As [`Llama::forward_embeds_at`] with a [`PrefillPlan`], whose rule may merge kept rows and add synthetic
+    /// ones (prefill only: the cache must be empty when `plan` is given).
+    pub fn forward_embeds_planned(
+        &self,
+        x: Tensor,
+        positions: &[i64],
+        cache: &mut KvCache,
+        plan: Option<PrefillPlan<'_>>,
+    ) -> Result<Tensor, LlamaError> {
+        self.run(x, cache, plan.map(Edit::from), None, None, Some(positions))
     }
 
     /// Runs a batch of rows `ids` `[B, S]` in which `valid` `[B, S]` (bool) marks real tokens; prompts are
@@ -425,7 +571,7 @@ impl Llama {
     /// call on a cache starts a batched cache, and every later call on it must be batched.
     pub fn forward_batch(&self, ids: &Tensor, valid: &Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
-        self.run(self.embed(ids)?, cache, None, Some(valid), None)
+        self.run(self.embed(ids)?, cache, None, None, Some(valid), None)
     }
 
     /// Position ids `[B, S]` and the attention mask `[B, 1, S, T]` of a batched step, updating the cache's record
@@ -463,22 +609,18 @@ impl Llama {
         &self,
         mut x: Tensor,
         cache: &mut KvCache,
-        mut drop: Option<LayerDrop<'_>>,
+        mut drop: Option<Edit<'_>>,
+        mut step: Option<StepKeys<'_>>,
         batch: Option<&Tensor>,
         at: Option<&[i64]>,
     ) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
+        let bad = |reason: String| LlamaError::Config { path: "forward".into(), reason };
         if cache.batch.is_some() && batch.is_none() {
-            return Err(LlamaError::Config {
-                path: "forward".into(),
-                reason: "this cache holds a batch: continue it with forward_batch".into(),
-            });
+            return Err(bad("this cache holds a batch: continue it with forward_batch".into()));
         }
-        if batch.is_some() && drop.is_some() {
-            return Err(LlamaError::Config {
-                path: "forward".into(),
-                reason: "in-decoder drops run on one sequence, not a padded batch".into(),
-            });
+        if batch.is_some() && (drop.is_some() || step.is_some()) {
+            return Err(bad("in-decoder rules run on one sequence, not a padded batch".into()));
         }
         let c = self.config;
         let head_dim = (c.hidden / c.heads) as i64;
@@ -487,10 +629,10 @@ impl Llama {
         let (b, mut s, _) = x.size3()?;
         let fed = s;
         if drop.is_some() && !cache.is_empty() {
-            return Err(LlamaError::Config {
-                path: "forward".into(),
-                reason: "an in-decoder drop needs an empty cache (prefill)".into(),
-            });
+            return Err(bad("an in-decoder drop needs an empty cache (prefill)".into()));
+        }
+        if let Some(k) = step.as_ref() {
+            self.check_step(k, cache, b, s)?;
         }
         if cache.dropped.len() < self.layers.len() {
             cache.dropped.resize(self.layers.len(), 0);
@@ -504,57 +646,69 @@ impl Llama {
             (None, Some(at)) => {
                 if at.len() as i64 != s || at.windows(2).any(|w| w[0] >= w[1]) || at.first().is_some_and(|&p| p < first)
                 {
-                    return Err(LlamaError::Config {
-                        path: "forward".into(),
-                        reason: format!(
-                            "{} position ids for {s} inputs: they must ascend from {first} (the next position)",
-                            at.len()
-                        ),
-                    });
+                    return Err(bad(format!(
+                        "{} position ids for {s} inputs: they must ascend from {first} (the next position)",
+                        at.len()
+                    )));
                 }
                 (Tensor::from_slice(at).f_to_device(self.device)?, None)
             }
             (None, None) => (Tensor::arange_start(first, first + s, (Kind::Int64, self.device)), None),
         };
+        // Synthetic rows a plan adds take the position of the original span's last row (§1.5).
+        let mut synthetic = first;
         if let Some(d) = drop.as_ref() {
             if d.layers.windows(2).any(|w| w[0] >= w[1]) || d.layers.last().is_some_and(|&l| l >= self.layers.len()) {
-                return Err(LlamaError::Config {
-                    path: "forward".into(),
-                    reason: format!(
-                        "drop layers {:?} must be ascending and below the {} layers",
-                        d.layers,
-                        self.layers.len()
-                    ),
-                });
+                return Err(bad(format!(
+                    "drop layers {:?} must be ascending and below the {} layers",
+                    d.layers,
+                    self.layers.len()
+                )));
+            }
+            if d.span.start > d.span.end || d.span.end as i64 > s {
+                return Err(bad(format!("the span {:?} is outside the {s} inputs", d.span)));
+            }
+            if d.span.end > 0 && matches!(d.rule, EditRule::Plan(_)) {
+                synthetic = positions.int64_value(&[d.span.end as i64 - 1]);
             }
         }
         let mut span = drop.as_ref().map_or(0..0, |d| d.span.clone());
         let mut stage = 0;
         let mut rows: Vec<Vec<f32>> = Vec::new();
+        // Decode-time key selection: the gather index of layers >= step.layer, chosen at layer step.layer - 1.
+        let mut gather: Option<(i64, Tensor)> = None;
+        let mut selected: Option<Option<Vec<usize>>> = None;
         for (i, l) in self.layers.iter().enumerate() {
             if let Some(d) = drop.as_mut().filter(|d| d.layers.get(stage) == Some(&i)) {
-                let kept = (d.select)(stage, &rows, span.clone());
-                let keep: Vec<i64> = (0..s as usize)
-                    .filter(|p| !span.contains(p) || kept.contains(&(p - span.start)))
-                    .map(|p| p as i64)
-                    .collect();
-                let index = Tensor::from_slice(&keep).f_to_device(self.device)?;
-                x = x.f_index_select(1, &index)?;
-                let removed = s - keep.len() as i64;
-                positions = match d.positions {
-                    PositionMode::Original => positions.f_index_select(0, &index)?,
-                    PositionMode::Contiguous => Tensor::arange_start(
-                        positions.int64_value(&[0]),
-                        positions.int64_value(&[0]) + keep.len() as i64,
-                        (Kind::Int64, self.device),
-                    ),
+                let plan = match &mut d.rule {
+                    EditRule::Offsets(select) => {
+                        // Offsets-only rules are normalised (sorted, unique, inside the span), as they always were.
+                        let mut kept: Vec<usize> =
+                            select(stage, &rows, span.clone()).into_iter().filter(|&o| o < span.len()).collect();
+                        kept.sort_unstable();
+                        kept.dedup();
+                        LayerPlan::keep(kept)
+                    }
+                    EditRule::Plan(rule) => {
+                        if b != 1 {
+                            return Err(bad(format!("an in-decoder plan runs on one sequence, got {b}")));
+                        }
+                        let hidden = x.f_select(0, 0)?.f_narrow(0, span.start as i64, span.len() as i64)?;
+                        rule(StageView { stage, rows: &rows, span: span.clone(), hidden: &hidden })
+                            .map_err(LlamaError::Rule)?
+                    }
                 };
+                let (new_x, new_positions, new_span) =
+                    self.apply_plan(&x, &positions, span.clone(), plan, d.positions, synthetic)?;
+                let removed = s - new_x.size()[1];
+                x = new_x;
+                positions = new_positions;
                 cache.contiguous = d.positions == PositionMode::Contiguous;
                 for dropped in &mut cache.dropped[i..] {
                     *dropped += removed;
                 }
-                s = keep.len() as i64;
-                span = span.start..span.start + (span.len() - removed as usize);
+                s = x.size()[1];
+                span = new_span;
                 stage += 1;
             }
             // Decoding after a contiguous drop: this layer's ids are shifted down by what it lost.
@@ -585,10 +739,51 @@ impl Llama {
                 };
                 rows = attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, from)?;
             }
+            let restricted = match step.as_mut() {
+                Some(keys) if i + 1 == keys.layer => {
+                    let row = attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, s - 1)?;
+                    let row = row.first().map_or(&[][..], Vec::as_slice);
+                    let kept = (keys.select)(StepView { row, span: keys.span.clone() }).map_err(LlamaError::Rule)?;
+                    if let Some(kept) = kept.as_ref() {
+                        if kept.windows(2).any(|w| w[0] >= w[1]) || kept.last().is_some_and(|&o| o >= keys.span.len()) {
+                            return Err(bad(format!(
+                                "the step rule kept {kept:?}: offsets must ascend inside the span of {}",
+                                keys.span.len()
+                            )));
+                        }
+                    }
+                    selected = Some(kept);
+                    None
+                }
+                Some(keys) if i >= keys.layer => match selected.as_ref() {
+                    Some(Some(kept)) => {
+                        let t = k.size()[2];
+                        // One index per key length (every restricted layer has the same one without prefill drops).
+                        let index = match gather.take() {
+                            Some((len, index)) if len == t => (len, index),
+                            _ => {
+                                let (a, e) = (keys.span.start as i64, keys.span.end as i64);
+                                let key: Vec<i64> =
+                                    (0..a).chain(kept.iter().map(|&o| a + o as i64)).chain(e..t).collect();
+                                (t, Tensor::from_slice(&key).f_to_device(self.device)?)
+                            }
+                        };
+                        let restricted = (k.f_index_select(2, &index.1)?, v.f_index_select(2, &index.1)?);
+                        gather = Some(index);
+                        Some(restricted)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            let (ka, va) = match restricted.as_ref() {
+                Some((rk, rv)) => (rk, rv),
+                None => (&k, &v),
+            };
             let attn = Tensor::f_scaled_dot_product_attention::<&Tensor>(
                 &q,
-                &k,
-                &v,
+                ka,
+                va,
                 mask.as_ref(),
                 0.0,
                 mask.is_none() && s > 1,
@@ -610,6 +805,91 @@ impl Llama {
         cache.next_position = at.and_then(|a| a.last()).map_or(first + fed, |&last| last + 1);
         let last = x.f_select(1, s - 1)?.f_rms_norm([c.hidden as i64].as_slice(), Some(&self.norm), c.eps)?;
         Ok(last.f_linear::<&Tensor>(&self.lm_head, None)?.f_to_kind(Kind::Float)?)
+    }
+
+    /// Checks a decode-time key selection against the step and the cache.
+    fn check_step(&self, keys: &StepKeys<'_>, cache: &KvCache, b: i64, s: i64) -> Result<(), LlamaError> {
+        let bad = |reason: String| LlamaError::Config { path: "forward_step".into(), reason };
+        if b != 1 || s != 1 {
+            return Err(bad(format!("a decode-time key selection runs on one new token, got [{b}, {s}]")));
+        }
+        if keys.layer == 0 || keys.layer >= self.layers.len() {
+            return Err(bad(format!(
+                "layer {} must be at least 1 (the row is the previous layer's) and below the {} layers",
+                keys.layer,
+                self.layers.len()
+            )));
+        }
+        let shortest = (keys.layer - 1..self.layers.len()).map(|i| cache.layer_len(i)).min().unwrap_or(0);
+        if keys.span.start > keys.span.end || keys.span.end as i64 > shortest {
+            return Err(bad(format!(
+                "the span {:?} is outside the cached positions ({shortest} in the shortest restricted layer)",
+                keys.span
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies one stage's plan to the hidden states `x` `[B, S, D]` and the position ids `[S]`: returns the new
+    /// states, positions and span (`prefix | kept or replaced | extra | suffix`).
+    fn apply_plan(
+        &self,
+        x: &Tensor,
+        positions: &Tensor,
+        span: std::ops::Range<usize>,
+        plan: LayerPlan,
+        mode: PositionMode,
+        synthetic: i64,
+    ) -> Result<(Tensor, Tensor, std::ops::Range<usize>), LlamaError> {
+        let bad = |reason: String| LlamaError::Config { path: "in-decoder plan".into(), reason };
+        let (b, s, d) = x.size3()?;
+        let (start, end) = (span.start as i64, span.end as i64);
+        let kept = &plan.kept;
+        if kept.windows(2).any(|w| w[0] >= w[1]) || kept.last().is_some_and(|&o| o >= span.len()) {
+            return Err(bad(format!("kept offsets {kept:?} must ascend inside the span of {}", span.len())));
+        }
+        let shaped = |t: &Tensor, rows: usize, what: &str| -> Result<Tensor, LlamaError> {
+            let size = t.size();
+            if size != [rows as i64, d] {
+                return Err(bad(format!("{what} has shape {size:?}, expected [{rows}, {d}]")));
+            }
+            if b != 1 {
+                return Err(bad(format!("{what} needs one sequence, got {b}")));
+            }
+            Ok(t.f_to_device(self.device)?.f_to_kind(x.kind())?.f_unsqueeze(0)?)
+        };
+        let index = Tensor::from_slice(&kept.iter().map(|&o| start + o as i64).collect::<Vec<i64>>())
+            .f_to_device(self.device)?;
+        let kept_rows = match plan.replace.as_ref() {
+            Some(r) => shaped(r, kept.len(), "the replaced rows")?,
+            None => x.f_index_select(1, &index)?,
+        };
+        let extra = match plan.extra.as_ref() {
+            Some(t) => Some(shaped(t, t.size().first().map_or(0, |&r| r.max(0) as usize), "the extra rows")?),
+            None => None,
+        };
+        let e = extra.as_ref().map_or(0, |t| t.size()[1]);
+        let mut parts = vec![x.f_narrow(1, 0, start)?, kept_rows];
+        parts.extend(extra);
+        parts.push(x.f_narrow(1, end, s - end)?);
+        let new_x = Tensor::f_cat(&parts, 1)?;
+        let new_s = new_x.size()[1];
+        let new_positions = match mode {
+            PositionMode::Original => Tensor::f_cat(
+                &[
+                    positions.f_narrow(0, 0, start)?,
+                    positions.f_index_select(0, &index)?,
+                    Tensor::f_full([e], synthetic, (Kind::Int64, self.device))?,
+                    positions.f_narrow(0, end, s - end)?,
+                ],
+                0,
+            )?,
+            PositionMode::Contiguous => {
+                let from = if s > 0 { positions.int64_value(&[0]) } else { 0 };
+                Tensor::arange_start(from, from + new_s, (Kind::Int64, self.device))
+            }
+        };
+        Ok((new_x, new_positions, span.start..span.start + kept.len() + e as usize))
     }
 
     /// Greedy decoding of up to `max_new` tokens after `prompt`, stopping at any of `stop`.

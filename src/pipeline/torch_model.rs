@@ -2,6 +2,13 @@
 //! ([`tokensieve_models::llava::Llava`]), CUDA when available. The tower runs only up to the feature layer and
 //! returns the signals asked for; the decoder runs every in-decoder rule (it recomputes the attention rows a rule
 //! reads at the layer before each drop).
+//!
+//! Prefill rules (FastV, PyramidDrop, ToDRE stage 2, SparseVLM, HoliTom inner) run as a
+//! [`PrefillPlan`]: at each stage the pruners' [`PrefillRule`] reads the rows and the span's hidden states on the
+//! tch backend (on the decoder's device, no host copy) and returns the kept rows, HoliTom's merged states or
+//! SparseVLM's recycled tokens. DyCoke's dynamic KV is decode-time: the prefill is plain and the per-answer state
+//! ([`tokensieve_pruners::in_decoder::dycoke_kv::DynamicKv`]) lives in the [`Decoding`] this prefill returns, which
+//! hands the decoder a [`StepKeys`] for every generated token.
 
 use super::model::{DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
 use super::qa::QaError;
@@ -9,10 +16,14 @@ use ndarray::{Array2, ArrayView2};
 use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 use tokensieve_models::arch::{SignalRequest, TowerOutput};
-use tokensieve_models::llama::{KvCache, LayerDrop, PositionMode, QueryRows};
+use tokensieve_models::llama::{
+    KvCache, LayerPlan, LlamaError, PositionMode, PrefillPlan, QueryRows, RuleError, StageView, StepKeys, StepView,
+};
 use tokensieve_models::llava::Llava;
 use tokensieve_models::positions::PositionIds;
-use tokensieve_pruners::in_decoder::{InDecoder, Rows};
+use tokensieve_pruners::in_decoder::dycoke_kv::DynamicKv;
+use tokensieve_pruners::in_decoder::{InDecoder, PrefillRule, Rows};
+use tokensieve_pruners::{PruneError, TchBackend};
 
 /// The vision tower and projector of a loaded checkpoint.
 pub struct TorchVision {
@@ -81,18 +92,51 @@ fn rows_tensor(rows: ArrayView2<'_, f32>, device: Device) -> Result<Tensor, QaEr
     Ok(Tensor::from_slice(values).f_reshape([n as i64, d as i64])?.f_to_device(device)?)
 }
 
+/// A decode-time rule's state over one answer (DyCoke's dynamic KV).
+struct DecodeKeys {
+    /// The rule's name, for errors.
+    method: &'static str,
+    /// The first layer whose attention is restricted.
+    layer: usize,
+    /// The image span in cache positions.
+    span: std::ops::Range<usize>,
+    /// The selection state, refreshed per step.
+    state: DynamicKv,
+}
+
 /// A prefilled prompt on libtorch.
 struct TorchDecoding<'a> {
     model: &'a Llava,
     cache: KvCache,
     device: Device,
     tokens_per_layer: Vec<usize>,
+    keys: Option<DecodeKeys>,
+}
+
+/// A rule's error back out of the decoder: the pruners' typed error when that is what the rule returned.
+fn rule_error(method: &'static str, e: LlamaError) -> QaError {
+    match e {
+        LlamaError::Rule(source) => match source.downcast::<PruneError>() {
+            Ok(source) => QaError::Prune { method, source: *source },
+            Err(other) => QaError::Decoder(LlamaError::Rule(other)),
+        },
+        other => QaError::Decoder(other),
+    }
 }
 
 impl Decoding for TorchDecoding<'_> {
     fn step(&mut self, token: i64) -> Result<Vec<f32>, QaError> {
         let ids = Tensor::from_slice(&[token]).f_unsqueeze(0)?.f_to_device(self.device)?;
-        host(&self.model.text.forward(&ids, &mut self.cache)?)
+        let Some(keys) = self.keys.as_mut() else {
+            return host(&self.model.text.forward(&ids, &mut self.cache)?);
+        };
+        let state = &mut keys.state;
+        let mut select =
+            |view: StepView<'_>| -> Result<Option<Vec<usize>>, RuleError> { Ok(state.attend(view.row, view.span)?) };
+        let step = StepKeys { layer: keys.layer, span: keys.span.clone(), select: &mut select };
+        let logits =
+            self.model.text.forward_step(&ids, &mut self.cache, Some(step)).map_err(|e| rule_error(keys.method, e))?;
+        host(&logits)
     }
 
     fn kv_bytes(&self) -> usize {
@@ -146,28 +190,49 @@ impl LanguageSide for TorchLanguage {
         let positions = positions.sequence("this decoder").map_err(QaError::Prompt)?;
         let layers = self.model.text.config.layers;
         let mut cache = KvCache::default();
+        let mut keys = None;
         let logits = match drop {
+            Some(DropPlan { rule: InDecoder::DycokeKv(kv), span }) => {
+                keys = Some(DecodeKeys { method: "dycoke-kv", layer: kv.layer, span, state: kv.state() });
+                self.model.text.forward_embeds_at(embeds, positions, &mut cache, None)?
+            }
             Some(DropPlan { rule, span }) => {
-                let original = span.len();
-                let mut select = |stage: usize, rows: &[Vec<f32>], span: std::ops::Range<usize>| {
-                    rule.select(stage, original, rows, span)
+                let method = rule.name();
+                let backend = TchBackend::new(self.device);
+                let pruning = |source: PruneError| QaError::Prune { method, source };
+                let prompt = backend.adopt(&embeds.f_select(0, 0)?).map_err(pruning)?;
+                let rows_after = prompt.size()[0] - span.end as i64;
+                let visual = prompt.f_narrow(0, span.start as i64, span.len() as i64)?;
+                let text = prompt.f_narrow(0, span.end as i64, rows_after.max(0))?;
+                let mut run: PrefillRule<'_> = rule.start(&backend, &visual, &text).map_err(pruning)?;
+                let mut stage = |view: StageView<'_>| -> Result<LayerPlan, RuleError> {
+                    let hidden = backend.adopt(view.hidden)?;
+                    let plan = run.stage(&backend, view.stage, view.rows, view.span, &hidden)?;
+                    Ok(LayerPlan { kept: plan.kept, replace: plan.replace, extra: plan.extra })
                 };
-                let drop = LayerDrop {
+                let plan = PrefillPlan {
                     layers: rule.drop_layers(layers),
                     span,
                     rows: match rule.rows() {
                         Rows::Last => QueryRows::Last,
                         Rows::AfterSpan => QueryRows::AfterSpan,
                     },
-                    select: &mut select,
-                    positions: PositionMode::Original,
+                    rule: &mut stage,
+                    positions: if rule.contiguous_positions() {
+                        PositionMode::Contiguous
+                    } else {
+                        PositionMode::Original
+                    },
                 };
-                self.model.text.forward_embeds_at(embeds, positions, &mut cache, Some(drop))?
+                self.model
+                    .text
+                    .forward_embeds_planned(embeds, positions, &mut cache, Some(plan))
+                    .map_err(|e| rule_error(method, e))?
             }
             None => self.model.text.forward_embeds_at(embeds, positions, &mut cache, None)?,
         };
         let tokens_per_layer = (0..layers).map(|l| cache.layer_len(l) as usize).collect();
-        let decoding = TorchDecoding { model: &self.model, cache, device: self.device, tokens_per_layer };
+        let decoding = TorchDecoding { model: &self.model, cache, device: self.device, tokens_per_layer, keys };
         Ok((host(&logits)?, Box::new(decoding)))
     }
 }
