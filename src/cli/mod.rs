@@ -10,7 +10,7 @@ mod doctor;
 #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 mod eval;
 mod init_model;
-#[cfg(feature = "torch")]
+#[cfg(all(feature = "torch", feature = "video"))]
 mod llm;
 mod prune;
 #[cfg(feature = "video")]
@@ -101,9 +101,9 @@ pub struct BackendFlags {
 }
 
 /// The backend `--backend` names when not given: libtorch where the build has it.
-#[cfg(feature = "torch")]
+#[cfg(all(feature = "torch", feature = "video"))]
 const DEFAULT_BACKEND: &str = "torch";
-#[cfg(not(feature = "torch"))]
+#[cfg(all(not(feature = "torch"), feature = "onnx", feature = "video"))]
 const DEFAULT_BACKEND: &str = "onnx";
 
 #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
@@ -183,7 +183,7 @@ impl BackendFlags {
 }
 
 /// `--device`: CUDA when available unless told; asking for CUDA where there is none is a usage error.
-#[cfg(feature = "torch")]
+#[cfg(all(feature = "torch", feature = "video"))]
 pub(super) fn torch_device(choice: Option<&str>) -> Result<tch::Device, CliError> {
     match choice {
         None => Ok(tch::Device::cuda_if_available()),
