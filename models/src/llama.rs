@@ -178,14 +178,9 @@ pub enum PositionMode {
 }
 
 /// Which attention rows an in-decoder rule reads at the layer before each of its drops (softmax probabilities over
-/// every visible key, mean over heads; KV heads repeated for grouped-query attention).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryRows {
-    /// The last query only (FastV, PyramidDrop): one row.
-    Last,
-    /// Every query after the droppable span (ToDRE stage 2's text rows), causally masked.
-    AfterSpan,
-}
+/// every visible key, mean over heads; KV heads repeated for grouped-query attention): the pruners crate's
+/// [`Rows`](tokensieve_pruners::in_decoder::Rows), which each rule declares.
+pub use tokensieve_pruners::in_decoder::Rows as QueryRows;
 
 /// An in-decoder rule: `(stage, attention rows, current span) -> kept offsets within the span`.
 pub type DropRule<'a> = &'a mut dyn FnMut(usize, &[Vec<f32>], std::ops::Range<usize>) -> Vec<usize>;

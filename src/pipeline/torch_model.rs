@@ -17,12 +17,12 @@ use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 use tokensieve_models::arch::{SignalRequest, TowerOutput};
 use tokensieve_models::llama::{
-    KvCache, LayerPlan, LlamaError, PositionMode, PrefillPlan, QueryRows, RuleError, StageView, StepKeys, StepView,
+    KvCache, LayerPlan, LlamaError, PositionMode, PrefillPlan, RuleError, StageView, StepKeys, StepView,
 };
 use tokensieve_models::llava::Llava;
 use tokensieve_models::positions::PositionIds;
 use tokensieve_pruners::in_decoder::dycoke_kv::DynamicKv;
-use tokensieve_pruners::in_decoder::{InDecoder, PrefillRule, Rows};
+use tokensieve_pruners::in_decoder::{InDecoder, PrefillRule};
 use tokensieve_pruners::{PruneError, TchBackend};
 
 /// The vision tower and projector of a loaded checkpoint.
@@ -213,10 +213,7 @@ impl LanguageSide for TorchLanguage {
                 let plan = PrefillPlan {
                     layers: rule.drop_layers(layers),
                     span,
-                    rows: match rule.rows() {
-                        Rows::Last => QueryRows::Last,
-                        Rows::AfterSpan => QueryRows::AfterSpan,
-                    },
+                    rows: rule.rows(),
                     rule: &mut stage,
                     positions: if rule.contiguous_positions() {
                         PositionMode::Contiguous
