@@ -133,3 +133,56 @@ fn half_precision_compute_stays_close_to_transformers_f32() {
         assert!(diff > 0.0, "{dtype:?} really computed in lower precision");
     }
 }
+
+/// The engine arranges OneVision's tokens with the family rule on the host (`arch::llava_onevision`), not with the
+/// tensor helpers above: on every input of the parity test it gives the same tokens, so the engine's path equals
+/// transformers too.
+#[test]
+fn the_family_arrangement_equals_the_checked_tokens() {
+    use tokensieve_models::arch::{family_for, AnyResCut, MediaKind, SignalRequest, TowerOutput};
+    let model = Llava::load(&dir(), Device::Cpu).unwrap();
+    let ov = model.onevision.as_ref().unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("config.json")).unwrap()).unwrap();
+    let newline: Vec<f32> = Vec::try_from(&ov.newline).unwrap();
+    let family = family_for(&config, Some(newline)).unwrap();
+    let host = |t: &Tensor| Vec::<f32>::try_from(t.reshape([-1])).unwrap();
+    let arranged = |views: &Tensor, kind: MediaKind, cut: Option<AnyResCut>| -> Vec<f32> {
+        let tap = model.encode_views(views, SignalRequest { attention: true, keys: true }).unwrap();
+        let (b, n, d) = tap.features.size3().unwrap();
+        let out = TowerOutput {
+            features: host(&tap.features),
+            views: b as usize,
+            tokens: n as usize,
+            dim: d as usize,
+            attention: tap.attention.as_ref().map(host),
+            keys: tap.keys.as_ref().map(|k| (host(k), k.size()[2] as usize)),
+        };
+        let visual = family.arrange(out, kind, cut).unwrap();
+        assert_eq!(visual.attention.as_ref().unwrap().len(), visual.features.nrows(), "signals follow the tokens");
+        visual.features.iter().copied().collect()
+    };
+    let max_diff = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    };
+    let r = Reference(Safetensors::open(&dir().join("reference.safetensors")).unwrap());
+    for case in ["image", "small"] {
+        let sizes = r.ids(&format!("{case}_sizes"));
+        let (h, w) = (sizes[0] as usize, sizes[1] as usize);
+        let views = r.tensor(&format!("{case}_pixels")).squeeze_dim(0);
+        let best = select_best_resolution(h, w, &ov.pinpoints).unwrap();
+        let grid = (best.0 / 32, best.1 / 32);
+        let (tokens, _) = model.anyres_image_features(&views, h, w, grid).unwrap();
+        let cut = Some(AnyResCut { image: (h, w), grid });
+        assert!(max_diff(&arranged(&views, MediaKind::Images, cut), &host(&tokens)) <= 1e-6, "{case}");
+    }
+    // Several images: the family keeps each image's tokens and the engine adds the newline after each image.
+    let two = r.tensor("two_pixels").reshape([2, 3, 32, 32]);
+    let (tokens, _) = model.multi_image_features(&two).unwrap();
+    let with_newlines: Vec<f32> = host(&tokens.reshape([2, 17, -1]).narrow(1, 0, 16));
+    assert!(max_diff(&arranged(&two, MediaKind::Images, None), &with_newlines) <= 1e-6, "two images");
+    let frames = r.tensor("video_pixels").squeeze_dim(0);
+    let (pooled, _) = model.video_features(&frames).unwrap();
+    assert!(max_diff(&arranged(&frames, MediaKind::Video, None), &host(&pooled)) <= 1e-6, "video");
+}

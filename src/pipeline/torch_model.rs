@@ -10,7 +10,7 @@
 //! ([`tokensieve_pruners::in_decoder::dycoke_kv::DynamicKv`]) lives in the [`Decoding`] this prefill returns, which
 //! hands the decoder a [`StepKeys`] for every generated token.
 
-use super::model::{DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
+use super::model::{embeddings_matrix, DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
 use super::qa::QaError;
 use ndarray::{Array2, ArrayView2};
 use std::rc::Rc;
@@ -167,9 +167,7 @@ impl LanguageSide for TorchLanguage {
     fn embed_ids(&self, ids: &[i64]) -> Result<Array2<f32>, QaError> {
         let t = Tensor::from_slice(ids).f_unsqueeze(0)?.f_to_device(self.device)?;
         let embeds = self.model.text.embed(&t)?;
-        let d = embeds.size()[2] as usize;
-        Array2::from_shape_vec((ids.len(), d), host(&embeds)?)
-            .map_err(|e| QaError::Config { path: "token embeddings".into(), reason: e.to_string() })
+        embeddings_matrix(ids.len(), embeds.size()[2] as usize, host(&embeds)?)
     }
 
     fn prefill<'a>(
