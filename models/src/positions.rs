@@ -33,14 +33,18 @@ impl PositionIds {
             PositionIds::MRope(_) => Err(format!("{decoder} uses 1-D rotary positions; M-RoPE ids were given")),
         }
     }
+}
 
-    /// The id the next generated token takes: one past the largest id used (every axis of M-RoPE advances
-    /// together for text, so the largest over all axes).
-    pub fn next(&self) -> i64 {
-        let max = |p: &[i64]| p.iter().copied().max().unwrap_or(-1);
-        match self {
-            PositionIds::Sequence(p) => max(p) + 1,
-            PositionIds::MRope(p) => p.iter().map(|a| max(a)).max().unwrap_or(-1) + 1,
-        }
+#[cfg(test)]
+mod tests {
+    use super::PositionIds;
+
+    #[test]
+    fn a_one_dimensional_decoder_refuses_m_rope_ids() {
+        let flat = PositionIds::Sequence(vec![0, 1, 5]);
+        assert_eq!((flat.len(), flat.sequence("llama").unwrap()), (3, [0i64, 1, 5].as_slice()));
+        let mrope = PositionIds::MRope([vec![0, 1], vec![0, 0], vec![0, 1]]);
+        assert_eq!(mrope.len(), 2);
+        assert!(mrope.sequence("llama").unwrap_err().contains("llama uses 1-D"));
     }
 }

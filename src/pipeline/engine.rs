@@ -146,11 +146,6 @@ impl Engine {
         &self.processor
     }
 
-    /// The model family (`llava`, `llava_onevision`).
-    pub fn family(&self) -> &str {
-        self.family.name()
-    }
-
     /// Checks settings that depend on the model and backend: the in-decoder rule's layers exist in this decoder and
     /// this backend runs the rule.
     pub fn check_options(&self, opts: &QaOptions) -> Result<(), PruneError> {
