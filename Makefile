@@ -7,7 +7,7 @@ ENV := source $(TOKENSIEVE_HOME)/env.sh
 # All backends: the binary and the tests link libtorch (CPU or CUDA) and load ONNX Runtime.
 FEATURES := --all-features
 
-.PHONY: setup build test demo bench bench-backends doctor fixtures clean-cache
+.PHONY: setup build test demo bench bench-backends doctor fixtures clean-cache python wheel
 
 setup:
 	@bash libtorch-setup/setup.sh
@@ -24,10 +24,23 @@ test: setup
 	@# Doc comments are part of the interface: broken intra-doc links fail the build.
 	@$(ENV) && RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace $(FEATURES)
 	@$(ENV) && cargo test --workspace $(FEATURES)
+	@# The Python package, built into the set-up's environment, against the binary just built (same inputs, same
+	@# indices), then as a wheel installed into a clean environment.
+	@$(ENV) && maturin develop --quiet -m python/Cargo.toml
+	@$(ENV) && TOKENSIEVE_BIN=target/debug/tokensieve python -m pytest -q python/tests
+	@$(ENV) && bash python/check_wheel.sh debug
 	@# The ONNX-only build that CPU and edge machines use: the CLI and the onnx tests with no libtorch in the build
 	@# (LIBTORCH_USE_PYTORCH unset, no torch feature), and a binary that does not link it.
 	@$(ENV) && env -u LIBTORCH_USE_PYTORCH -u LIBTORCH cargo test --workspace --no-default-features --features onnx,video
 	@if ldd target/debug/tokensieve | grep -q torch; then echo "the onnx-only binary links libtorch" >&2; exit 1; fi
+
+# The Python package in the set-up's environment (editable; `import tokensieve` then works there).
+python: setup
+	@$(ENV) && maturin develop --release -m python/Cargo.toml
+
+# An abi3 wheel (CPython >= 3.10) in target/wheels, with the FFmpeg libraries it links bundled (auditwheel repair).
+wheel: setup
+	@$(ENV) && bash python/check_wheel.sh release
 
 doctor: build
 	@$(ENV) && ./target/release/tokensieve doctor

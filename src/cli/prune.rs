@@ -4,9 +4,10 @@ use super::{emit, CliError};
 use ndarray::Array2;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 use tokensieve::npy;
-use tokensieve::pruners::{prune, Backend, Budget, CpuBackend, Layout, Method, PruneError, Pruner, TokenSet, METHODS};
+use tokensieve::pruners::{
+    run_on_host, Backend, Budget, CpuBackend, HostInputs, Layout, Method, PruneError, Pruner, METHODS,
+};
 
 /// Arguments of `prune`.
 #[derive(Debug, clap::Args)]
@@ -100,11 +101,9 @@ fn vector(path: &Path, name: &'static str) -> Result<Vec<f32>, CliError> {
 
 fn layout(spec: &str) -> Result<Layout, CliError> {
     let dims: Result<Vec<usize>, _> = spec.split(',').map(|s| s.trim().parse::<usize>()).collect();
-    match dims.as_deref() {
-        Ok([f, h, w]) => Ok(Layout::frames(*f, *h, *w)),
-        Ok([v, f, h, w]) => Ok(Layout::Grid { views: *v, frames: *f, height: *h, width: *w }),
-        _ => Err(CliError::usage(format!("--grid {spec} is not F,H,W or V,F,H,W"), "for example --grid 8,14,14")),
-    }
+    dims.ok()
+        .and_then(|d| Layout::from_dims(&d).ok())
+        .ok_or_else(|| CliError::usage(format!("--grid {spec} is not F,H,W or V,F,H,W"), "for example --grid 8,14,14"))
 }
 
 fn list() -> String {
@@ -120,68 +119,6 @@ fn list() -> String {
         }
     }
     text
-}
-
-/// Everything read from disk, before it goes to a backend.
-struct Inputs {
-    features: Array2<f32>,
-    keys: Option<Array2<f32>>,
-    query: Option<Array2<f32>>,
-    cls: Option<Vec<f32>>,
-    importance: Option<Vec<f32>>,
-    relevance: Option<Vec<f32>>,
-    layout: Layout,
-}
-
-/// What the run produced, on the host.
-struct Outcome {
-    kept: Vec<usize>,
-    sizes: Vec<usize>,
-    merged: bool,
-    output: Array2<f32>,
-    extra: usize,
-    requested: usize,
-    clamped: bool,
-    notes: Vec<String>,
-    elapsed_ms: f64,
-}
-
-fn execute<B: Backend>(backend: &B, method: &Method, inputs: Inputs, budget: Budget) -> Result<Outcome, PruneError> {
-    let mut tokens = TokenSet::new(backend, backend.upload(inputs.features.view())?)?.with_layout(inputs.layout)?;
-    if let Some(k) = inputs.keys {
-        tokens = tokens.with_keys(backend, backend.upload(k.view())?)?;
-    }
-    if let Some(q) = inputs.query {
-        tokens = tokens.with_query(backend, backend.upload(q.view())?)?;
-    }
-    if let Some(c) = inputs.cls {
-        tokens = tokens.with_cls_attention(c)?;
-    }
-    if let Some(i) = inputs.importance {
-        tokens = tokens.with_importance(i)?;
-    }
-    if let Some(r) = inputs.relevance {
-        tokens = tokens.with_relevance(r)?;
-    }
-    let start = Instant::now();
-    let s = prune(backend, method, &tokens, budget)?;
-    let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
-    let output = match &s.merged {
-        Some(m) => backend.download(m)?,
-        None => backend.download(&backend.gather_rows(tokens.features(), &s.kept)?)?,
-    };
-    let extra = s.extra.as_ref().map_or(0, |e| backend.shape(e).0);
-    Ok(Outcome {
-        merged: s.merged.is_some(),
-        kept: s.kept,
-        sizes: s.sizes,
-        output,
-        extra,
-        requested: s.requested,
-        clamped: s.clamped,
-        notes: s.notes,
-        elapsed_ms,
-    })
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -212,11 +149,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
         _ => return Err(CliError::usage("give --keep K or --ratio R", "for example --ratio 0.1")),
     };
     budget.validate().map_err(prune_error)?;
-    let inputs = Inputs {
+    let inputs = HostInputs {
         features: matrix(features_path, "features")?,
         keys: args.keys.as_deref().map(|p| matrix(p, "keys")).transpose()?,
         query: args.query.as_deref().map(|p| matrix(p, "query")).transpose()?,
-        cls: args.cls_attn.as_deref().map(|p| vector(p, "cls attention")).transpose()?,
+        cls_attention: args.cls_attn.as_deref().map(|p| vector(p, "cls attention")).transpose()?,
         importance: args.importance.as_deref().map(|p| vector(p, "importance")).transpose()?,
         relevance: args.relevance.as_deref().map(|p| vector(p, "relevance")).transpose()?,
         layout: args.grid.as_deref().map(layout).transpose()?.unwrap_or(Layout::Flat),
@@ -229,7 +166,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             {
                 let b = tokensieve::pruners::TchBackend::cuda_if_available();
                 backend_name = b.name();
-                execute(&b, &method, inputs, budget).map_err(prune_error)?
+                run_on_host(&b, &method, inputs, budget).map_err(prune_error)?
             }
             #[cfg(not(feature = "torch"))]
             {
@@ -241,7 +178,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         _ => {
             backend_name = CpuBackend.name();
-            execute(&CpuBackend, &method, inputs, budget).map_err(prune_error)?
+            run_on_host(&CpuBackend, &method, inputs, budget).map_err(prune_error)?
         }
     };
     if let Some(path) = &args.merged_out {
@@ -265,8 +202,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         if outcome.merged {
             out["sizes"] = json!(outcome.sizes);
         }
-        if outcome.extra > 0 {
-            out["extra_tokens"] = json!(outcome.extra);
+        if let Some(extra) = &outcome.extra {
+            out["extra_tokens"] = json!(extra.nrows());
         }
         emit(&format!("{out}\n"))
     } else {

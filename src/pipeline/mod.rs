@@ -19,7 +19,8 @@ pub mod overlap;
 pub mod prompt;
 #[cfg(feature = "video")]
 pub mod qa;
+/// Frame samplers by name (they live in the video crate, beside the index rules, so the Python package has them).
 #[cfg(feature = "video")]
-pub mod sampler;
+pub use tokensieve_video::samplers::by_name as sampler;
 #[cfg(all(feature = "torch", feature = "video"))]
 pub mod torch_model;

@@ -170,7 +170,7 @@ impl LanguageSide for OnnxLanguage {
                 }
             }
         }
-        let positions = positions.sequence("this decoder").map_err(QaError::Prompt)?;
+        let positions = positions.sequence("this decoder").map_err(|e| QaError::Prompt(e.to_string()))?;
         let mut cache = OnnxKvCache::default();
         let logits = decoder.forward_at(&embeds, Some(positions), &mut cache)?;
         let decoding = OnnxDecoding { decoder, cache, tokens: ids.len(), layers: self.shape.layers };

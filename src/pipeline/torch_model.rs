@@ -185,7 +185,7 @@ impl LanguageSide for TorchLanguage {
             .collect::<Result<Vec<_>, QaError>>()?;
         let parts: Vec<(i64, &Tensor)> = tensors.iter().map(|(t, r)| (*t, r)).collect();
         let embeds = self.model.merge_at(&ids_t, &parts)?;
-        let positions = positions.sequence("this decoder").map_err(QaError::Prompt)?;
+        let positions = positions.sequence("this decoder").map_err(|e| QaError::Prompt(e.to_string()))?;
         let layers = self.model.text.config.layers;
         let mut cache = KvCache::default();
         let mut keys = None;

@@ -4,12 +4,14 @@
 //! decoding; `decode::decode_at` then fetches exactly those frames. Samplers that look at content (D-CoDe, F2C,
 //! segments) take per-frame embeddings or relevance through [`FrameEmbedder`], so any vision encoder plugs in.
 
+pub mod by_name;
 pub mod dcode;
 pub mod embed;
 pub mod f2c;
 pub mod segments;
 pub mod uniform;
 
+pub use by_name::{Sampler, SamplerError, SAMPLERS};
 pub use embed::{FrameEmbedder, ThumbnailEmbedder};
 pub use uniform::{fps_indices, uniform_indices, Uniform};
 

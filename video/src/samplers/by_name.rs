@@ -1,5 +1,5 @@
 //! Frame samplers by name, in the one parameter syntax of the project (`name:key=value,...`), for the pipeline and
-//! `tokensieve sample`: which frames of a video reach the vision tower.
+//! `tokensieve sample` and the Python package's `tokensieve.sample`: which frames of a video reach the vision tower.
 //!
 //! | spec | picks | parameters (defaults) |
 //! |---|---|---|
@@ -11,14 +11,12 @@
 //! F2C ranks frames by their relevance to the question, which needs an image-text encoder that no registry offers
 //! here; it runs from `tokensieve sample --sampler f2c --relevance R.npy` with scores computed elsewhere.
 
+use super::{dcode, fps_indices, uniform_indices, FrameEmbedder, SampleError, ThumbnailEmbedder, Uniform};
+use crate::{decode_at, VideoError, VideoInfo};
 use serde_json::{json, Value};
 use std::path::Path;
 use tokensieve_pruners::params::{parse_spec, ParamSpec, Params};
 use tokensieve_pruners::PruneError;
-use tokensieve_video::samplers::{
-    dcode, fps_indices, uniform_indices, FrameEmbedder, SampleError, ThumbnailEmbedder, Uniform,
-};
-use tokensieve_video::{decode_at, VideoError, VideoInfo};
 
 /// Why frames could not be picked.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,119 @@
+"""`tokensieve.hf.apply` on the committed tiny random LLaVA against `tokensieve ask` with the same method: the same
+kept indices and the same 20 greedy tokens, for an image and for a video prompt."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import tokensieve as ts
+import tokensieve.hf
+from conftest import REPO, run
+
+TINY = REPO / "models" / "tests" / "fixtures" / "tiny_llava"
+QUESTION = "what is in the road"
+
+
+@pytest.fixture(scope="module")
+def llava():
+    torch = pytest.importorskip("torch", reason="torch and transformers are part of the test environment")
+    from tokenizers import Tokenizer
+    from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration.from_pretrained(TINY).eval()
+    return model, Tokenizer.from_file(str(TINY / "tokenizer.json")), CLIPImageProcessor.from_pretrained(TINY)
+
+
+def prompt_ids(tok, images: int):
+    """The engine's prompt without a chat template, with the processor's expansion: 16 placeholders per image."""
+    import torch
+
+    text = "USER: " + " ".join(["<image>"] * (16 * images)) + "\n" + QUESTION + " ASSISTANT:"
+    return torch.tensor([tok.encode(text).ids])
+
+
+def adapted_answer(llava, pixels, images: int, method: str, ratio: float):
+    model, tok, _ = llava
+    ids = prompt_ids(tok, images)
+    handle = ts.hf.apply(model, pruner=method, ratio=ratio)
+    try:
+        out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=20, min_new_tokens=20,
+                             do_sample=False, query_ids=tok.encode(QUESTION).ids)
+        kept = handle.last.indices.tolist()
+    finally:
+        handle.remove()
+    assert out.shape[1] == ids.shape[1] + 20 and (out[0, : ids.shape[1]] == ids[0]).all()
+    return kept, tok.decode(out[0, ids.shape[1]:].tolist())
+
+
+METHODS = ["todre", "divprune", "visionzip:cls=patch", "tome", "query", "pool", "prumerge-plus"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_image_prompt_keeps_and_answers_as_tokensieve_ask(cli, assets, llava, method):
+    from PIL import Image
+
+    image = assets / "images" / "chelsea.png"
+    pixels = llava[2](images=Image.open(image).convert("RGB"), return_tensors="pt").pixel_values
+    kept, answer = adapted_answer(llava, pixels, 1, method, 0.25)
+    record = json.loads(run([cli, "ask", "--model", TINY, "--image", image, "--pruner", method, "--ratio", "0.25",
+                             "--max-new-tokens", "20", "--device", "cpu", "--json", QUESTION]))
+    assert kept == record["record"]["kept"]
+    assert answer.split() == record["answer"].split()
+
+
+@pytest.mark.parametrize("method", ["todre", "dycoke", "holitom", "fastvid"])
+def test_a_video_prompt_keeps_and_answers_as_tokensieve_ask(cli, assets, llava, method):
+    video = assets / "videos" / "vtest.avi"
+    frames, _, _ = ts.sample(video, "uniform:frames=4")
+    pixels = llava[2](images=list(frames), return_tensors="pt").pixel_values
+    kept, answer = adapted_answer(llava, pixels, 4, method, 0.25)
+    record = json.loads(run([cli, "ask", "--model", TINY, "--video", video, "--frames", "4", "--pruner", method,
+                             "--ratio", "0.25", "--max-new-tokens", "20", "--device", "cpu", "--json", QUESTION]))
+    assert kept == record["record"]["kept"]
+    assert answer.split() == record["answer"].split()
+
+
+def test_the_original_positions_reach_the_decoder(llava):
+    """A pruned prompt's logits equal the unpatched model's on the same kept rows at their original positions, and
+    differ from a contiguous renumbering (so the ids are really used)."""
+    import torch
+
+    model, tok, _ = llava
+    pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ids = prompt_ids(tok, 1)
+    handle = ts.hf.apply(model, pruner="divprune", keep=5)
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids, pixel_values=pixels).logits[0, -1]
+        kept = handle.last.indices
+        state = handle._prefill
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        feats = torch.cat(list(model.model.get_image_features(pixel_values=pixels, vision_feature_layer=-2,
+                                                              vision_feature_select_strategy="default").pooler_output))
+        slots = (ids[0] == 63).nonzero().flatten()
+        keep = torch.ones(ids.shape[1], dtype=torch.bool)
+        keep[slots] = False
+        keep[slots[kept]] = True
+        emb = model.get_input_embeddings()(ids[0][keep])
+        emb[ids[0][keep] == 63] = feats[kept]
+        positions = torch.arange(ids.shape[1])[keep].unsqueeze(0)
+        want = model(inputs_embeds=emb[None], position_ids=positions).logits[0, -1]
+        renumbered = model(inputs_embeds=emb[None]).logits[0, -1]
+    assert state.position_ids.tolist() == positions.tolist()
+    torch.testing.assert_close(logits, want, rtol=0, atol=1e-5)
+    assert (logits - renumbered).abs().max() > 1e-4
+
+
+def test_refusals_name_what_is_missing(llava):
+    model = llava[0]
+    with pytest.raises(ts.TokensieveError, match="in-decoder"):
+        ts.hf.apply(model, pruner="todre", ratio=0.5, in_llm="fastv")
+    with pytest.raises(ts.TokensieveError, match="ratio"):
+        ts.hf.apply(model, pruner="todre")
+    with pytest.raises(ts.TokensieveError, match="not supported"):
+        ts.hf.apply(object(), pruner="todre", ratio=0.5)
