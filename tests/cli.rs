@@ -48,7 +48,7 @@ fn prune_prints_the_documented_json() {
     let kept: Vec<u64> = v["kept"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
     assert_eq!(kept.len(), 10);
     assert!(kept.windows(2).all(|w| w[0] < w[1]));
-    assert!(v["elapsed_ms"].as_f64().unwrap() >= 0.0);
+    assert!(v["elapsed_ms"].is_number(), "elapsed_ms is a number: {out}");
     assert!(v["params"].is_object());
     assert_eq!(v["sizes"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).sum::<u64>(), 100);
     let m = tokensieve::npy::read(&merged).unwrap();
@@ -118,10 +118,17 @@ fn doctor_reports_every_backend_and_the_assets() {
     let (code, out, err) = tokensieve(&["doctor", "--json"]);
     assert_eq!(code, 0, "doctor unhealthy (run `make setup`):\n{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["onnxruntime"]["version"], "1.31.1", "{out}");
-    assert!(v["ffmpeg"]["version"].as_str().unwrap().starts_with("5.1"), "{out}");
+    // Versions differ between machines: each backend reports one that reads as `major.minor[...]`.
+    let version_like = |name: &str| {
+        let version = v[name]["version"].as_str().unwrap_or_else(|| panic!("{name} has no version: {out}"));
+        let mut parts = version.trim_start_matches('n').split(['.', '-', '+', ' ']);
+        let numeric = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        assert!(numeric(parts.next()) && numeric(parts.next()), "{name} version {version:?}");
+    };
+    version_like("onnxruntime");
+    version_like("ffmpeg");
     if cfg!(feature = "torch") {
-        assert!(v["libtorch"]["version"].as_str().unwrap().starts_with("2.13.0"), "{out}");
+        version_like("libtorch");
     }
     let files = v["assets"]["files"].as_array().unwrap();
     let missing: Vec<&str> = files.iter().filter(|f| f["ok"] != true).map(|f| f["name"].as_str().unwrap()).collect();
@@ -169,8 +176,9 @@ fn sample_writes_pictures_and_rejects_what_it_cannot_do() {
     let (code, _, err) = tokensieve(&["sample", &video, "--sampler", "f2c"]);
     assert_eq!(code, 2);
     assert!(err.contains("image-text encoder"), "{err}");
-    let (code, _, _) = tokensieve(&["sample", &video, "--sampler", "fps"]);
-    assert_eq!(code, 2, "fps needs --fps");
+    let (code, _, err) = tokensieve(&["sample", &video, "--sampler", "fps"]);
+    assert_eq!(code, 2, "fps needs --fps: {err}");
+    assert!(err.contains("fps"), "{err}");
     let (code, _, err) = tokensieve(&["sample", "/nonexistent.mp4"]);
     assert_eq!(code, 1);
     assert!(err.starts_with("error: /nonexistent.mp4"), "{err}");
@@ -289,9 +297,10 @@ fn score_mcq_reports_the_extractor_and_its_exclusions() {
     );
     let lmms = run("lmms_eval_le0.4_videomme");
     assert_eq!((lmms["counted"].as_u64(), lmms["excluded"].as_u64()), (Some(3), Some(0)));
-    let (code, _, _) =
+    let (code, _, err) =
         tokensieve(&["score", "--task", "mcq", "--extractor", "nope", "--predictions", p.to_str().unwrap()]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown extractor `nope`"), "{err}");
 }
 
 #[cfg(feature = "torch")]
@@ -400,7 +409,7 @@ fn compress_draws_the_kept_patches_and_records_the_counts() {
     let picture = image::open(out.join("kept.png")).unwrap();
     assert_eq!((picture.width(), picture.height()), (4 * 224, 224));
     assert!(out.join("record.json").is_file());
-    let (code, _, _) = tokensieve(&[
+    let (code, _, err) = tokensieve(&[
         "compress",
         "--model",
         model,
@@ -413,7 +422,8 @@ fn compress_draws_the_kept_patches_and_records_the_counts() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown method `nope`"), "{err}");
 }
 
 #[cfg(all(feature = "torch", feature = "video"))]
@@ -444,11 +454,17 @@ fn ask_about_a_video_prunes_before_and_inside_the_decoder() {
         fastv_r["tokens_per_layer"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(layers[1], layers[0] - 32);
     assert!(fastv_r["ttft_ms"].as_f64().unwrap() > 0.0);
-    for bad in [&["--pruner", "nope"][..], &["--ratio", "0"][..], &["--in-llm", "pdrop"][..]] {
+    for (bad, why) in [
+        (&["--pruner", "nope"][..], "unknown method `nope`"),
+        (&["--ratio", "0"][..], "ratio 0"),
+        (&["--in-llm", "pdrop"][..], "2 layers"),
+    ] {
         let mut args = vec!["ask", "--model", model, "--video", &video];
         args.extend_from_slice(bad);
         args.push("q");
-        assert_eq!(tokensieve(&args).0, 2, "{bad:?}");
+        let (code, _, err) = tokensieve(&args);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains(why), "{bad:?}: expected `{why}` in {err}");
     }
 }
 
@@ -488,7 +504,9 @@ fn bench_reports_every_budget_with_the_documented_fields() {
     assert!(rows[1]["llm_tflops"].as_f64() < rows[0]["llm_tflops"].as_f64());
     assert!(rows[1]["kv_bytes"].as_u64() < rows[0]["kv_bytes"].as_u64());
     assert!(image::open(&plot).is_ok());
-    assert_eq!(tokensieve(&["bench", "--model", model, "--video", &video, "--budgets", "150%"]).0, 2);
+    let (code, _, err) = tokensieve(&["bench", "--model", model, "--video", &video, "--budgets", "150%"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("budget 150% is outside"), "{err}");
 }
 
 /// A synthetic DriveLM test file: key frame `f1` has two cameras (tiny PNGs written here), `f2` points at a missing
@@ -669,7 +687,7 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
     // Without --resume an output folder is started afresh, and a bad shard is a usage error.
     eval("single", &[]);
     assert_eq!(lines("single").len(), 6);
-    let (code, _, _) = tokensieve(&[
+    let (code, _, err) = tokensieve(&[
         "eval",
         "--task",
         "drivelm",
@@ -684,7 +702,8 @@ fn eval_drivelm_resumes_shards_and_merges_to_the_single_run() {
         "--shard",
         "2/2",
     ]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("shard `2/2`"), "the shard is refused, not a missing flag: {err}");
 }
 
 #[cfg(all(feature = "torch", feature = "video"))]
@@ -1330,6 +1349,7 @@ fn onnx_backend_refuses_in_decoder_pruning_and_torch_only_flags() {
     }
     let (code, _, err) = tokensieve(&["ask", "--model", TINY_LLAVA, "--video", &video, "--precision", "fp16", "x"]);
     assert_eq!(code, 2, "--precision picks ONNX files: {err}");
+    assert!(err.contains("--precision and --threads choose ONNX graph files"), "{err}");
     let (code, _, err) = tokensieve(&[
         "ask",
         "--backend",

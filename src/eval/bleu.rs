@@ -8,6 +8,12 @@
 //! ```
 //!
 //! Not a mean of sentence scores, and no smoothing beyond the epsilons. `O(total tokens)`.
+//!
+//! Paper: Papineni et al., "BLEU: a method for automatic evaluation of machine translation", ACL 2002. Official
+//! code: salaniz/pycocoevalcap 1.2 `bleu/bleu_scorer.py`, `BleuScorer.compute_score(option="closest")` (as
+//! `bleu/bleu.py` `Bleu.compute_score` calls it); the DriveLM challenge's copy (bckim92/language-evaluation
+//! `coco_caption_py3/pycocoevalcap/bleu/`) is the same code. No deviation: the corpus values equal it within 1e-9 on
+//! the randomised set of `tests/caption_metrics.rs`. Its per-item sentence BLEU is not reported.
 
 use std::collections::HashMap;
 

@@ -1,7 +1,12 @@
 //! Scoring free-form answers against references with the COCO caption metrics, from raw text: PTB tokenisation
 //! ([`super::ptb`]) then BLEU-1..4, ROUGE-L and CIDEr-D, named as pycocoevalcap names them.
+//!
+//! Official code: salaniz/pycocoevalcap 1.2 `eval.py` `COCOEvalCap.evaluate` (PTB tokenisation of references and
+//! predictions, then each scorer's `compute_score`). Deviation: METEOR and SPICE are not computed. pycocoevalcap
+//! computes both in Java (`meteor/meteor-1.5.jar` with `paraphrase-en.gz`; SPICE with extra CoreNLP models), and
+//! tokensieve reports them as not scored rather than reimplementing them (EVAL.md §3.5).
 
-use super::{bleu::bleu, cider::cider_d, ptb::tokenize, rouge::rouge_l};
+use super::{bleu::bleu, cider::cider_d, ptb::tokenize_lines, rouge::rouge_l};
 use serde::{Deserialize, Serialize};
 
 /// One prediction with its references (`tokensieve score --task caption` reads these as JSONL).
@@ -40,11 +45,19 @@ pub fn score_tokenized(ids: &[String], pairs: &[(String, Vec<String>)]) -> Capti
     CaptionScores { metrics, items }
 }
 
-/// Tokenises and scores raw items.
+/// Tokenises and scores raw items. As pycocoevalcap, the references are tokenised in one call (in item order) and
+/// the predictions in another, so a caption's tokens can depend on how the next caption starts
+/// ([`tokenize_lines`]).
 pub fn score(items: &[CaptionItem]) -> CaptionScores {
     let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-    let pairs: Vec<(String, Vec<String>)> =
-        items.iter().map(|i| (tokenize(&i.prediction), i.references.iter().map(|r| tokenize(r)).collect())).collect();
+    let predictions = tokenize_lines(&items.iter().map(|i| i.prediction.as_str()).collect::<Vec<_>>());
+    let mut references =
+        tokenize_lines(&items.iter().flat_map(|i| i.references.iter()).collect::<Vec<_>>()).into_iter();
+    let pairs: Vec<(String, Vec<String>)> = items
+        .iter()
+        .zip(predictions)
+        .map(|(i, p)| (p, references.by_ref().take(i.references.len()).collect()))
+        .collect();
     score_tokenized(&ids, &pairs)
 }
 

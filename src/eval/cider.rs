@@ -8,6 +8,13 @@
 //!
 //! `ℓ` counts bigrams (words − 1), not words, as the reference code does; a one-item corpus therefore scores 0.
 //! `O(total n-grams)`.
+//!
+//! Paper: Vedantam, Zitnick, Parikh, "CIDEr: Consensus-based image description evaluation", CVPR 2015
+//! (arXiv:1411.5726); the `-D` clipping and Gaussian length penalty as in the COCO code. Official code:
+//! salaniz/pycocoevalcap 1.2 `cider/cider_scorer.py`, `CiderScorer.compute_doc_freq` and `compute_cider`
+//! (`counts2vec`, `sim`), called by `cider/cider.py` `Cider.compute_score` with n = 4, σ = 6 (identical in
+//! bckim92/language-evaluation, which DriveLM uses). No deviation: per item and corpus within 1e-9 on the randomised
+//! set of `tests/caption_metrics.rs`.
 
 use std::collections::{HashMap, HashSet};
 

@@ -18,6 +18,15 @@
 //! answer and counted in `missing_predictions`; an odd count of numbers drops the last one; without a judge the
 //! judge, match and final scores are reported as not scored (never as 0), while the accuracy, language and the
 //! pure coordinate F1 are.
+//!
+//! Official code: OpenDriveLab/DriveLM `challenge/evaluation.py`: `evaluation_suit.match_result` (the match F1),
+//! `set_graph` / `eval_graph` (gating), `forward` (tags), `eval_acc`, `eval_match` and the `__main__` weighting;
+//! its language part is bckim92/language-evaluation `CocoEvaluator(coco_types=["BLEU", "ROUGE_L", "CIDEr"])`, whose
+//! PTB tokenizer and scorers are pycocoevalcap's ([`super::caption`]). `match_points` equals a transcription of
+//! `match_result` on 400 seeded pairs (`tests/caption_metrics.rs`). Further deviations: `CocoEvaluator` replaces
+//! `_UNK` by `_UNKNOWN` in the references before tokenising, which is not done here (DriveLM answers do not contain
+//! `_UNK`, and the EM-VLM4AD protocol scored by the same code does not replace it); Python's `\d` also matches
+//! non-ASCII decimal digits, [`match_points`] reads ASCII digits only.
 
 use super::caption::{score, CaptionItem};
 use super::error::EvalError;

@@ -10,19 +10,27 @@
 //! forms, `$ 5`, `50 %`, runs of `!`/`?` as one token, known abbreviations and acronyms keeping their period
 //! (`mr.`, `u.s.`, `e.g.`, `a.`), a single letter's period split before a capitalised word (`b .  the`), and the
 //! extra `.` CoreNLP emits after a sentence-final abbreviation followed by a capital (`etc. . And`).
+//! pycocoevalcap writes every caption of a call (all references, or all predictions) as one line of one file and
+//! runs the tokenizer once, so its look-ahead crosses line ends: `A.` keeps its period before `car` but loses it
+//! before a next caption starting `The`. [`tokenize_lines`] reproduces that; [`tokenize`] is one caption alone.
 //! Parity is tested against pycocoevalcap's own tokens on the committed fixtures (`tests/caption_metrics.rs`).
+//! Deviation: a `\r` inside a caption is read as a space. pycocoevalcap replaces only `\n`; the Java tokenizer
+//! then ends a line at the `\r`, and every later caption of that call is paired with the wrong line.
 //! Known gaps (rare in captions): URLs and e-mail addresses, SGML, emoticons, and the full abbreviation lists.
 
 /// Tokens pycocoevalcap removes after tokenising (compared case-sensitively, so `-lrb-` survives).
 pub const REMOVED: [&str; 17] =
     ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"];
 
-/// Abbreviations that keep their period.
-const ABBREVIATIONS: [&str; 44] = [
-    "mr", "mrs", "ms", "dr", "prof", "st", "ave", "vs", "no", "jr", "sr", "etc", "inc", "co", "corp", "ltd", "jan",
-    "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mt", "ft", "rev", "gen", "gov",
-    "sen", "rep", "capt", "col", "lt", "sgt", "bros", "dept", "est", "fig", "approx",
+/// Abbreviations that keep their period (in any case: `NO. 5`, `Mr.`).
+const ABBREVIATIONS: [&str; 41] = [
+    "mr", "mrs", "ms", "dr", "prof", "st", "ave", "vs", "jr", "sr", "etc", "inc", "co", "corp", "ltd", "jan", "feb",
+    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mt", "ft", "rev", "gen", "gov", "sen",
+    "rep", "capt", "col", "lt", "sgt", "bros", "dept", "est",
 ];
+
+/// Abbreviations that keep their period only before a number (`no. 5`, `fig. 2`; but `no .` at a sentence end).
+const BEFORE_NUMBER: [&str; 2] = ["no", "fig"];
 
 /// Abbreviations after which CoreNLP adds a `.` token when a capitalised word follows (a likely sentence end).
 const SENTENCE_FINAL: [&str; 20] = [
@@ -34,13 +42,34 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
-/// Tokenises one caption the way pycocoevalcap does and joins the surviving tokens with single spaces.
+/// The token that marks a line end in [`ptb_tokens`]' output.
+const LINE_END: &str = "\n";
+
+/// Tokenises one caption the way pycocoevalcap does when it is the only (or the last) caption of its call, and
+/// joins the surviving tokens with single spaces.
 pub fn tokenize(caption: &str) -> String {
-    let tokens = ptb_tokens(&caption.replace(['\n', '\r'], " "));
-    // The tokenizer lower-cases before pycocoevalcap filters, so `-lrb-` is not `-LRB-` and survives.
-    let kept: Vec<String> =
-        tokens.into_iter().map(|t| t.to_lowercase()).filter(|t| !REMOVED.contains(&t.as_str())).collect();
-    kept.join(" ")
+    tokenize_lines(&[caption]).pop().unwrap_or_default()
+}
+
+/// Tokenises the captions of one pycocoevalcap call (`PTBTokenizer.tokenize`: all references of a corpus in item
+/// order, or all its predictions) as it does: one line per caption, read as one text, so that each caption's end is
+/// tokenised knowing how the next one starts. Returns one string per caption.
+pub fn tokenize_lines<S: AsRef<str>>(captions: &[S]) -> Vec<String> {
+    let text: Vec<String> = captions.iter().map(|c| c.as_ref().replace(['\n', '\r'], " ")).collect();
+    let mut lines = vec![Vec::new()];
+    for token in ptb_tokens(&text.join(LINE_END)) {
+        if token == LINE_END {
+            lines.push(Vec::new());
+            continue;
+        }
+        // The tokenizer lower-cases before pycocoevalcap filters, so `-lrb-` is not `-LRB-` and survives.
+        let token = token.to_lowercase();
+        if !REMOVED.contains(&token.as_str()) {
+            lines.last_mut().expect("one line at least").push(token);
+        }
+    }
+    lines.truncate(captions.len());
+    lines.into_iter().map(|l| l.join(" ")).collect()
 }
 
 fn normalise(text: &str) -> Vec<char> {
@@ -59,7 +88,7 @@ fn normalise(text: &str) -> Vec<char> {
     out
 }
 
-/// The PTB tokens of one line, before lower-casing and removal.
+/// The PTB tokens of a text, before lower-casing and removal; each `\n` gives a `"\n"` token (`-preserveLines`).
 pub fn ptb_tokens(line: &str) -> Vec<String> {
     let s = normalise(line);
     let n = s.len();
@@ -68,6 +97,9 @@ pub fn ptb_tokens(line: &str) -> Vec<String> {
     let mut i = 0;
     while i < n {
         let c = s[i];
+        if c == '\n' {
+            out.push(LINE_END.into());
+        }
         if c.is_whitespace() {
             i += 1;
             continue;
@@ -242,8 +274,14 @@ fn word(s: &[char], start: usize, out: &mut Vec<String>) -> usize {
         return j + suffix;
     }
     if at(j) == '.' && at(j + 1) != '.' {
-        let abbreviation = ABBREVIATIONS.contains(&lower.as_str())
-            || (text.chars().count() == 1 && text.chars().all(char::is_alphabetic) && !capital_word_follows(s, j + 1));
+        let abbreviation = if BEFORE_NUMBER.contains(&lower.as_str()) {
+            number_follows(s, j + 1)
+        } else {
+            ABBREVIATIONS.contains(&lower.as_str())
+                || (text.chars().count() == 1
+                    && text.chars().all(char::is_alphabetic)
+                    && !capital_word_follows(s, j + 1))
+        };
         if abbreviation {
             push_with_period(out, format!("{text}."), s, j + 1);
             return j + 1;
@@ -272,16 +310,38 @@ fn contraction_len(s: &[char], j: usize) -> usize {
     0
 }
 
+fn number_follows(s: &[char], from: usize) -> bool {
+    let mut k = from;
+    while k < s.len() && s[k].is_whitespace() {
+        k += 1;
+    }
+    k > from && k < s.len() && s[k].is_ascii_digit()
+}
+
+/// Words after which CoreNLP 3.4.1 reads a single letter's period as a sentence end (`B. The car` -> `b . the`,
+/// but `A. Car`, `D. Firstly` keep `a.`, `d.`). Found by probing the jar (capitalised or all capitals, followed by a
+/// space or the end); the jar's own list may be longer.
+const SENTENCE_STARTS: [&str; 38] = [
+    "The", "This", "That", "These", "It", "A", "An", "In", "At", "He", "She", "We", "They", "There", "Their", "What",
+    "When", "But", "So", "If", "Then", "You", "Our", "Her", "As", "Now", "Here", "One", "However", "While", "After",
+    "Since", "Some", "Many", "Last", "Yet", "Such", "Once",
+];
+
+/// Whether a sentence-start word ([`SENTENCE_STARTS`]) follows the whitespace at `from`, possibly on the next line.
 fn capital_word_follows(s: &[char], from: usize) -> bool {
     let mut k = from;
     while k < s.len() && s[k].is_whitespace() {
         k += 1;
     }
-    let mut len = 0;
-    while k + len < s.len() && s[k + len].is_alphabetic() {
-        len += 1;
+    let mut end = k;
+    while end < s.len() && s[end].is_alphabetic() {
+        end += 1;
     }
-    k > from && len >= 2 && s[k].is_uppercase()
+    if k == from || end == k || (end < s.len() && !s[end].is_whitespace()) {
+        return false;
+    }
+    let word: String = s[k..end].iter().collect();
+    SENTENCE_STARTS.iter().any(|w| word == *w || word == w.to_uppercase())
 }
 
 /// Pushes an abbreviation; adds CoreNLP's extra `.` when it can end a sentence and a capitalised word follows.
@@ -320,9 +380,21 @@ mod tests {
         assert_eq!(t("... -- ; : $5 50% A. B) (C)"), "... -- ; : $ 5 50 % a. b -rrb- -lrb- c -rrb-");
         assert_eq!(t("<c1,CAM_BACK,1088.3,497.5>"), "< c1 , cam_back ,1088.3,497.5 >");
         assert_eq!(t("B. The car. etc. And"), "b . the car . etc. . and");
+        assert_eq!(t("A. Car. D. Firstly"), "a. car . d. firstly");
+        assert_eq!(t("no. 5, NO. fig. 2 fig. approx. 3"), "no. 5 , no . fig. 2 fig . approx . 3");
         assert_eq!(
             tokenize("Two pedestrians are crossing the road (slowly)."),
             "two pedestrians are crossing the road -lrb- slowly -rrb-"
         );
+    }
+
+    /// Observed with pycocoevalcap's jar: the look-ahead after `A.` reads the next caption of the same call.
+    #[test]
+    fn a_caption_end_sees_the_next_caption() {
+        assert_eq!(tokenize_lines(&["The answer is A.", "The car stops."]), ["the answer is a", "the car stops"]);
+        assert_eq!(tokenize_lines(&["The answer is A.", "Yes."]), ["the answer is a.", "yes"]);
+        assert_eq!(tokenize("The answer is A."), "the answer is a.");
+        assert_eq!(tokenize_lines(&["", "x", ""]), ["", "x", ""]);
+        assert_eq!(tokenize_lines::<&str>(&[]), Vec::<String>::new());
     }
 }

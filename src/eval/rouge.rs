@@ -7,6 +7,11 @@
 //!
 //! Tokens come from splitting on single spaces, so an empty hypothesis is one empty token. LCS by dynamic
 //! programming, `O(|hyp|·|ref|)` per pair with one row of memory.
+//!
+//! Paper: Lin, "ROUGE: a package for automatic evaluation of summaries", 2004 (β = 1.2 per the COCO code). Official
+//! code: salaniz/pycocoevalcap 1.2 `rouge/rouge.py`, `Rouge.calc_score` and `my_lcs` (identical in
+//! bckim92/language-evaluation, which DriveLM uses). No deviation: per item and corpus within 1e-9 on the randomised
+//! set of `tests/caption_metrics.rs`.
 
 fn lcs(a: &[&str], b: &[&str]) -> usize {
     let mut row = vec![0usize; b.len() + 1];
