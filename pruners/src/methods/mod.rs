@@ -106,7 +106,7 @@ methods! {
     ToMe(tome::ToMe) = "tome", NONE, [], [Signal::Keys],
         "ToMe: bipartite soft matching on keys, size-weighted merges, repeated to the budget";
     CdPruner(cdpruner::CdPruner) = "cdpruner", cdpruner::CdPruner::PARAMS, [], [Signal::Relevance, Signal::Query],
-        "CDPruner: greedy MAP of a DPP on query-relevance-weighted cosine (needs --query or --relevance)";
+        "CDPruner: greedy MAP of a DPP on query-relevance-weighted cosine (needs --query or --relevance; past the kernel rank the rest by relevance)";
     PruMergePlus(prumerge_plus::PruMergePlus) = "prumerge-plus", prumerge_plus::PruMergePlus::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
         "PruMerge+: CLS-attention IQR outliers + spatial scaffold, key-similar tokens merged in (adaptive)";
     VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention],
