@@ -116,7 +116,7 @@ methods! {
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "FastVID: DySeg segments, salient tokens by attention, the rest merged into density-peak anchors";
     HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
-        "HoliTom outer: DP temporal windows, static tokens averaged, dynamic ones kept by attention or DPC-merged";
+        "HoliTom outer: DP temporal windows, static tokens averaged and DPC-merged, dynamic ones kept by attention (exact k; official per-frame ceil via the library)";
     Random(random::RandomPick) = "random", random::RandomPick::PARAMS, [], [],
         "baseline: k tokens uniformly at random (seeded)";
     Pool(pool::Pool) = "pool", NONE, [], [Signal::FrameGrid],
