@@ -271,7 +271,10 @@ impl HoliTom {
         ratio: f64,
     ) -> Result<Selection<B::Matrix>> {
         if !(ratio > 0.0 && ratio <= 1.0) {
-            return Err(PruneError::Budget { value: format!("ratio {ratio}"), reason: "a kept fraction must be in (0, 1]" });
+            return Err(PruneError::Budget {
+                value: format!("ratio {ratio}"),
+                reason: "a kept fraction must be in (0, 1]",
+            });
         }
         tokens.require_cls_attention(self.name())?;
         let requested = ((ratio * tokens.len() as f64).round_ties_even() as usize).min(tokens.len());
@@ -344,5 +347,29 @@ mod tests {
         assert_eq!(h.windows(&sim, 4), vec![(0, 3), (3, 1)]);
         // Nothing static: every frame is its own window.
         assert_eq!(h.windows(&[vec![0.0], vec![0.0]], 3), vec![(0, 1), (1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn the_ratio_rule_checks_its_ratio_and_signals() {
+        use crate::{CpuBackend, Layout, PruneError};
+        // Frame 1 negates frame 0: every consecutive cosine is −1, so nothing is static.
+        let x = ndarray::Array2::from_shape_fn((8, 3), |(i, j)| {
+            let v = if i % 4 == j || i % 4 == 3 { 1.0 } else { 0.0 };
+            if i < 4 {
+                v
+            } else {
+                -v
+            }
+        });
+        let t = TokenSet::from_array(x).unwrap().with_layout(Layout::frames(2, 2, 2)).unwrap();
+        let h = HoliTom::default();
+        let missing = h.select_ratio(&CpuBackend, &t, 0.5).unwrap_err();
+        assert!(matches!(missing, PruneError::MissingSignal { signal: Signal::ClsAttention, .. }));
+        let t = t.with_cls_attention(vec![1.0; 8]).unwrap();
+        for bad in [0.0, 1.5, f64::NAN] {
+            assert!(matches!(h.select_ratio(&CpuBackend, &t, bad), Err(PruneError::Budget { .. })), "{bad}");
+        }
+        // Ratio 1 keeps every token of a video with nothing static: r' = 1 and ⌈n·1⌉ = n per frame.
+        assert_eq!(h.select_ratio(&CpuBackend, &t, 1.0).unwrap().kept, (0..8).collect::<Vec<_>>());
     }
 }
