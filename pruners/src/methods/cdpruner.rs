@@ -36,6 +36,9 @@
 //! - **Constant relevance** \[project\]: `max = min` divides by zero officially; here every `r = 1` (plain
 //!   diversity).
 //! - **Ties** in the argmax go to the lowest index, as `torch.argmax` returns the first maximum.
+//! - **Scope of the min-max** \[project\]: on LLaVA-NeXT the official `relevance.min()`/`max()` span every
+//!   sub-image of the batch (`B·N` values) while the greedy loop runs per sub-image; here one call scales its own
+//!   tokens, so per-sub-image calls scale each sub-image separately (equal for a single image, `B = 1`).
 //! - `theta` applies the official code's commented-out sharpening `r ← exp(θ/(2(1−θ))·r)`; 0 (the default) is off,
 //!   as in the official code.
 
