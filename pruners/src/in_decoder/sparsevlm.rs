@@ -20,6 +20,9 @@
 //! Efficient Vision-Language Model Inference", ICML 2025 (arXiv 2410.04417); official code Gumpest/SparseVLMs,
 //! `llava/model/language_model/modelling_sparse_llama.py` (`LlamaDynamicvitModel.forward`), `score.py`
 //! (`attn_postprocess_topk`, the tables) and `utils.py` (`cluster_and_merge`), `USE_VERSION=1_0`.
+//! The selection (raters, `stage`: kept offsets and recycled tokens from given attention rows) is proven against a
+//! transcription of those functions by `tests/official_sparsevlm.rs`; the rule in a decoder by
+//! `models/tests/in_decoder_rules.rs`.
 //!
 //! Deviations from the official code:
 //! - **Positions** \[project, §1.5\]: by default kept tokens keep their original position ids and recycled tokens
@@ -29,7 +32,10 @@
 //!   equal) the reference averages over no rows (NaN scores); here every text token rates. With no text after the
 //!   span at all nothing is dropped.
 //! - **Ties** break by the lowest index (§1.7) instead of `torch.topk`'s unspecified order, and DPC-kNN breaks
-//!   density ties by index instead of adding `rand · 1e-6` to the densities.
+//!   density ties by index (the earlier, better-scored candidate counts as denser) instead of adding `rand · 1e-6`
+//!   to the densities. Exact density ties are common here, not corner cases: with one cluster `κ = 1` and every
+//!   density is `exp(0)` (harmless: the one cluster is the mean of all candidates either way), and with `κ = 2`
+//!   mutual nearest neighbours share their density, where the official centre is then chosen by the noise.
 //! - **Merged means** divide by the member count; the reference divides by `count + 1e-6` (relative 1e-6).
 //! - **Layers and counts** are parameters (`layers`, `counts`) so decoders shallower than 16 layers can run the
 //!   rule; the defaults are the reference's.

@@ -5,25 +5,49 @@
 //! cosine matrix); the greedy MAP picks the token with the largest remaining conditional variance `d²`:
 //!
 //! ```text
-//! r = minmax( mean_t( sign · cos(x_i, q_t) ) )             (sign = −1 as in the reference, CLIP-specific)
-//! d²_i = L_ii;  for t < k:  j = argmax d²;  e = (L_j,: − C[:t, j]ᵀ C[:t, :]) / √d²_j;  C[t] = e;  d² −= e²
+//! raw_i = mean_t( sign · cos(e_i, q_t) )                  (sign = −1 as in the official code)
+//! r = (raw − min + 1e−6) / (max − min)                    (the epsilon in the numerator: the least relevant r > 0)
+//! L = diag(r)·(X̂X̂ᵀ)·diag(r)
+//! d²_i = L_ii;  for t < k:  j = argmax d²;  e = (L_j,: − C[:t, j]ᵀ C[:t, :]) / √d²_j;  C[t] = e;  d² −= e²;  d²_j = −∞
+//! kept = sort(picks)
 //! ```
 //!
 //! A row of `L` is `r_j · r ∘ (X̂ x̂_j)`, so the kernel is never stored: `O(k·N·D + k²·N)` time and `O(k·N)`
-//! memory (the reference builds `N x N`). When `d²` is exhausted (duplicates, or a kernel of rank below `k`, as when
-//! `N > D`) the rest is filled by relevance, highest first \[project\]. "Exhausted" is `d² <= max(1e-10, 1e-4·max d²₀)`:
-//! in f32 a rank-deficient kernel leaves rounding residue of about 1e-7 instead of exact zeros, and an absolute
-//! 1e-10 test would keep picking by rounding noise, differently on every backend \[project\]. A `relevance` signal is used as given (min-max scaled); optional
-//! `theta` applies the reference's commented-out `exp(θ/(2(1−θ))·r)`.
-//! Source: Zhang et al., "Beyond Attention or Similarity: Maximizing Conditional Diversity for Token Pruning in
-//! MLLMs", NeurIPS 2025 (arXiv 2506.10967), Theia-4869/CDPruner; greedy MAP from Chen et al. 2018.
+//! memory (the official code builds `N x N`). Source: Zhang et al., "Beyond Attention or Similarity: Maximizing
+//! Conditional Diversity for Token Pruning in MLLMs", NeurIPS 2025 (arXiv 2506.10967); official code
+//! Theia-4869/CDPruner, `llava/model/llava_arch.py`, `LlavaMetaForCausalLM.encode_images` (similarity, relevance,
+//! kernel and the greedy loop); greedy MAP from Chen et al. 2018. Proven against a transcription of that function
+//! by `tests/official_cdpruner.rs`.
+//!
+//! Inputs: `X` are the tokens' features (the official code normalises the projected `image_features`, with no
+//! epsilon; here `x / (‖x‖ + 1e−8)`, so a zero row does not divide by zero). The relevance comes from the
+//! `relevance` signal when given: it must be the official *raw* relevance, `mean_t(−cos(image_embeds_i,
+//! text_embeds_t))` of the CLIP vision and text towers, before the min-max, which is applied here. Without it,
+//! `raw` is computed from the `query` rows against the pruned features themselves with `sign` (−1 by default, the
+//! official orientation, which is specific to CLIP's embeddings) \[project: no CLIP text tower in the pipeline\].
+//!
+//! Deviations from the official code:
+//! - **Exhausted tokens** \[project\]: a token whose conditional variance falls to `d²_i <= 1e−4 · L_ii` lies (up to
+//!   float32 rounding) in the span of the picks; it leaves the argmax. In exact arithmetic its `d²` is 0 and the
+//!   official loop would not pick it either while a positive one remains, but in float32 its rounding residue (about
+//!   1e−7 · `L_ii`) can exceed the true variance of a low-relevance token and differs on every backend. When every
+//!   token is exhausted before `k` picks (duplicates, or `k` above the kernel's rank, as when `k > D`) the official
+//!   loop takes `√` of a non-positive number (NaN picks); here the rest is filled by relevance, highest first.
+//! - **Constant relevance** \[project\]: `max = min` divides by zero officially; here every `r = 1` (plain
+//!   diversity).
+//! - **Ties** in the argmax go to the lowest index, as `torch.argmax` returns the first maximum.
+//! - **Scope of the min-max** \[project\]: on LLaVA-NeXT the official `relevance.min()`/`max()` span every
+//!   sub-image of the batch (`B·N` values) while the greedy loop runs per sub-image; here one call scales its own
+//!   tokens, so per-sub-image calls scale each sub-image separately (equal for a single image, `B = 1`).
+//! - `theta` applies the official code's commented-out sharpening `r ← exp(θ/(2(1−θ))·r)`; 0 (the default) is off,
+//!   as in the official code.
 
 use super::query::query_relevance;
 use crate::backend::Backend;
 use crate::columns::ColumnCache;
 use crate::error::{PruneError, Result, Signal};
 use crate::params::{ParamSpec, Params};
-use crate::primitives::{argmax, min_max, top_k};
+use crate::primitives::{argmax, top_k};
 use crate::pruner::Pruner;
 use crate::selection::Selection;
 use crate::token_set::TokenSet;
@@ -32,7 +56,7 @@ use rayon::prelude::*;
 /// CDPruner's conditional DPP.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CdPruner {
-    /// Sign applied to query cosines (−1 reproduces the reference).
+    /// Sign applied to query cosines (−1 reproduces the official code).
     pub sign: f32,
     /// Relevance sharpening `θ ∈ [0, 1)`; 0 = off.
     pub theta: f32,
@@ -41,7 +65,7 @@ pub struct CdPruner {
 impl CdPruner {
     /// Parameters and defaults.
     pub const PARAMS: [ParamSpec; 2] = [
-        ParamSpec { name: "sign", default: "-1", help: "-1 (reference, CLIP-specific) or 1" },
+        ParamSpec { name: "sign", default: "-1", help: "-1 (official, CLIP-specific) or 1, on query cosines" },
         ParamSpec { name: "theta", default: "0", help: "relevance sharpening exp(θ/(2(1−θ))·r), 0 = off" },
     ];
 
@@ -65,23 +89,23 @@ impl Pruner for CdPruner {
             (None, Some(q)) => query_relevance(backend, &x, q, false, self.sign)?,
             (None, None) => return Err(PruneError::MissingSignal { method: self.name(), signal: Signal::Query }),
         };
-        let mut r = min_max(&raw);
+        let mut r = relevance_scale(&raw);
         if self.theta > 0.0 {
             let alpha = self.theta / (2.0 * (1.0 - self.theta));
             r.iter_mut().for_each(|v| *v = (alpha * *v).exp());
         }
         let n = tokens.len();
         let self_sim = backend.rowwise_dots(&x, &x)?;
-        let mut d2: Vec<f32> = (0..n).map(|i| r[i] * r[i] * self_sim[i]).collect();
-        let exhausted = d2.iter().copied().fold(0f32, f32::max) * 1e-4;
-        let exhausted = exhausted.max(1e-10);
+        let diagonal: Vec<f32> = (0..n).map(|i| r[i] * r[i] * self_sim[i]).collect();
+        // An exhausted token sits at −∞, like a picked one, so the argmax and the column speculation skip it.
+        let mut d2: Vec<f32> = diagonal.iter().map(|&v| if v > 0.0 { v } else { f32::NEG_INFINITY }).collect();
         let mut rows: Vec<Vec<f32>> = Vec::with_capacity(k);
         let mut kept = Vec::with_capacity(k);
         let mut taken = vec![false; n];
         let mut columns = ColumnCache::new(backend, &x);
         while kept.len() < k {
             let j = argmax(&d2).ok_or(PruneError::Backend("empty variance vector".into()))?;
-            if d2[j] <= exhausted {
+            if d2[j] == f32::NEG_INFINITY {
                 break;
             }
             // The next picks are likely among the largest remaining conditional variances.
@@ -100,7 +124,12 @@ impl Pruner for CdPruner {
                 }
                 out.iter_mut().for_each(|o| *o *= inv);
             });
-            d2.iter_mut().zip(&e).for_each(|(d, v)| *d -= v * v);
+            d2.iter_mut().zip(&e).zip(&diagonal).for_each(|((d, v), &l)| {
+                *d -= v * v;
+                if *d <= EXHAUSTED * l {
+                    *d = f32::NEG_INFINITY;
+                }
+            });
             d2[j] = f32::NEG_INFINITY;
             taken[j] = true;
             kept.push(j);
@@ -111,7 +140,7 @@ impl Pruner for CdPruner {
             let rest: Vec<f32> = (0..n).map(|i| if taken[i] { f32::NEG_INFINITY } else { r[i] }).collect();
             let fill = top_k(&rest, k - kept.len());
             selection_note =
-                Some(format!("kernel rank exhausted after {} picks; {} filled by relevance", kept.len(), fill.len()));
+                Some(format!("kernel exhausted after {} picks; {} filled by relevance", kept.len(), fill.len()));
             kept.extend(fill);
         }
         let s = Selection::from_unsorted(kept, k);
@@ -120,6 +149,21 @@ impl Pruner for CdPruner {
             None => s,
         })
     }
+}
+
+/// A token is exhausted when its conditional variance is below this share of its own `L_ii`: float32 leaves about
+/// 1e−7 of it as rounding residue for a token in the span of the picks, so 1e−4 separates the two by a wide margin.
+const EXHAUSTED: f32 = 1e-4;
+
+/// The official min-max of the raw relevance, `(raw − min + 1e−6) / (max − min)`; all ones when `max = min`, where
+/// the official code divides by zero.
+pub fn relevance_scale(raw: &[f32]) -> Vec<f32> {
+    let lo = raw.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if hi - lo <= 0.0 {
+        return vec![1.0; raw.len()];
+    }
+    raw.iter().map(|v| (v - lo + 1e-6) / (hi - lo)).collect()
 }
 
 #[cfg(test)]
@@ -131,12 +175,26 @@ mod tests {
     #[test]
     fn first_pick_is_most_relevant_then_diverse() {
         // Relevance favours 0 and its near-copy 1; the DPP's second pick is the diverse 2, not the copy.
-        // Token 3 has the lowest relevance, so min-max scaling gives it r = 0 and it can never be picked.
         let x = array![[1.0f32, 0.0], [0.995, 0.0998], [0.0, 1.0], [-0.7, -0.7]];
         let t = TokenSet::from_array(x).unwrap().with_relevance(vec![1.0, 0.95, 0.6, 0.0]).unwrap();
         let cd = CdPruner { sign: -1.0, theta: 0.0 };
         assert_eq!(prune(&CpuBackend, &cd, &t, Budget::Keep(1)).unwrap().kept, vec![0]);
         assert_eq!(prune(&CpuBackend, &cd, &t, Budget::Keep(2)).unwrap().kept, vec![0, 2]);
+    }
+
+    #[test]
+    fn the_official_min_max_keeps_the_least_relevant_token_pickable() {
+        // (raw − min + 1e−6) / (max − min): over a range of 2 the least relevant keeps 5e−7, not 0.
+        let r = relevance_scale(&[2.0, 1.0, 3.0]);
+        assert!((r[1] - 5e-7).abs() < 1e-10 && (r[0] - 0.5).abs() < 1e-6 && (r[2] - 1.0).abs() < 1e-6);
+        assert_eq!(relevance_scale(&[4.0, 4.0]), vec![1.0, 1.0]);
+        // Token 1 duplicates token 0; token 2 is orthogonal and the least relevant. After token 0 the duplicate is
+        // exhausted and token 2 still has d² = 1e−12 > 0, so the DPP (not the relevance fill) takes it.
+        let x = array![[1.0f32, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]];
+        let t = TokenSet::from_array(x).unwrap().with_relevance(vec![0.9, 0.8, 0.0]).unwrap();
+        let s = prune(&CpuBackend, &CdPruner { sign: -1.0, theta: 0.0 }, &t, Budget::Keep(2)).unwrap();
+        assert_eq!(s.kept, vec![0, 2]);
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
     }
 
     #[test]

@@ -106,7 +106,7 @@ methods! {
     ToMe(tome::ToMe) = "tome", NONE, [], [Signal::Keys],
         "ToMe: bipartite soft matching on keys, size-weighted merges, repeated to the budget";
     CdPruner(cdpruner::CdPruner) = "cdpruner", cdpruner::CdPruner::PARAMS, [], [Signal::Relevance, Signal::Query],
-        "CDPruner: greedy MAP of a DPP on query-relevance-weighted cosine (needs --query or --relevance)";
+        "CDPruner: greedy MAP of a DPP on query-relevance-weighted cosine (needs --query or --relevance; past the kernel rank the rest by relevance)";
     PruMergePlus(prumerge_plus::PruMergePlus) = "prumerge-plus", prumerge_plus::PruMergePlus::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
         "PruMerge+: CLS-attention IQR outliers + spatial scaffold, key-similar tokens merged in (adaptive)";
     VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention],
@@ -116,7 +116,7 @@ methods! {
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "FastVID: DySeg segments, salient tokens by attention, the rest merged into density-peak anchors";
     HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
-        "HoliTom outer: DP temporal windows, static tokens averaged, dynamic ones kept by attention or DPC-merged";
+        "HoliTom outer: DP temporal windows, static tokens averaged and DPC-merged, dynamic ones kept by attention (exact k; official per-frame ceil via the library)";
     Random(random::RandomPick) = "random", random::RandomPick::PARAMS, [], [],
         "baseline: k tokens uniformly at random (seeded)";
     Pool(pool::Pool) = "pool", NONE, [], [Signal::FrameGrid],
