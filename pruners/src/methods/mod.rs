@@ -110,7 +110,7 @@ methods! {
     PruMergePlus(prumerge_plus::PruMergePlus) = "prumerge-plus", prumerge_plus::PruMergePlus::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
         "PruMerge+: CLS-attention IQR outliers + spatial scaffold, key-similar tokens merged in (adaptive)";
     VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention],
-        "VisPruner: important tokens by CLS attention, diverse ones by iterative duplicate removal";
+        "VisPruner (official loop): important tokens by head-mean CLS attention of ViT layer -2, diverse ones by iterative duplicate removal on pre-projector features";
     DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
         "DyCoke TTM: windows of 4 frames, keep the tokens that changed against their reference frame";
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
