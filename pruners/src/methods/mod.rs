@@ -102,7 +102,7 @@ methods! {
     DivPrune(divprune::DivPrune) = "divprune", NONE, [], [],
         "DivPrune: max-min cosine diversity, first pick = farthest nearest neighbour";
     VisionZip(visionzip::VisionZip) = "visionzip", visionzip::VisionZip::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
-        "VisionZip: dominant tokens by CLS attention + contextual tokens merged by key similarity";
+        "VisionZip (official, ViT layer -2 attention/keys/pre-projector states): CLS slot + dominant patches by CLS attention, contextual tokens merged by key similarity; returns k-1 (no CLS row; cls=patch for k)";
     ToMe(tome::ToMe) = "tome", NONE, [], [Signal::Keys],
         "ToMe: bipartite soft matching on keys, size-weighted merges, repeated to the budget";
     CdPruner(cdpruner::CdPruner) = "cdpruner", cdpruner::CdPruner::PARAMS, [], [Signal::Relevance, Signal::Query],
