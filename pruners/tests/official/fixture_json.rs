@@ -2,10 +2,10 @@
 
 #![allow(dead_code)] // each test file reads a different part of the API
 
-/// One JSON value.
+/// One JSON value; a number keeps its text, so `f32s` parses each decimal straight to the nearest f32.
 #[derive(Debug)]
 pub enum Json {
-    Num(f64),
+    Num(String),
     Str(String),
     Arr(Vec<Json>),
     Obj(Vec<(String, Json)>),
@@ -32,7 +32,7 @@ impl Json {
     }
     pub fn num(&self) -> f64 {
         match self {
-            Json::Num(x) => *x,
+            Json::Num(x) => x.parse().expect("number"),
             _ => panic!("not a number"),
         }
     }
@@ -49,7 +49,13 @@ impl Json {
         }
     }
     pub fn f32s(&self) -> Vec<f32> {
-        self.arr().iter().map(|v| v.num() as f32).collect()
+        self.arr()
+            .iter()
+            .map(|v| match v {
+                Json::Num(x) => x.parse::<f32>().expect("number"),
+                _ => panic!("not a number"),
+            })
+            .collect()
     }
     pub fn usizes(&self) -> Vec<usize> {
         self.arr().iter().map(|v| v.num() as usize).collect()
@@ -131,7 +137,7 @@ impl Parser<'_> {
                 while self.i < self.s.len() && b"+-.eE0123456789".contains(&self.s[self.i]) {
                     self.i += 1;
                 }
-                Json::Num(std::str::from_utf8(&self.s[start..self.i]).unwrap().parse().expect("number"))
+                Json::Num(std::str::from_utf8(&self.s[start..self.i]).expect("ascii").to_string())
             }
         }
     }

@@ -91,8 +91,10 @@ def inputs(kind, rng, n, d, heads):
 
 
 def f32(v):
-    """Nine significant digits: the decimal reads back as the same f32."""
-    return [float(f"{x:.9g}") for x in np.asarray(v, dtype=np.float32).ravel()]
+    """The shortest decimal that reads back (as f32) to the same f32 value."""
+    return [float(np.format_float_positional(x, unique=True, trim="-")) if abs(x) >= 1e-4 or x == 0
+            else float(np.format_float_scientific(x, unique=True, trim="-"))
+            for x in np.asarray(v, dtype=np.float32).ravel()]
 
 
 def main():
