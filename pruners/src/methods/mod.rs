@@ -108,7 +108,7 @@ methods! {
     CdPruner(cdpruner::CdPruner) = "cdpruner", cdpruner::CdPruner::PARAMS, [], [Signal::Relevance, Signal::Query],
         "CDPruner: greedy MAP of a DPP on query-relevance-weighted cosine (needs --query or --relevance)";
     PruMergePlus(prumerge_plus::PruMergePlus) = "prumerge-plus", prumerge_plus::PruMergePlus::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
-        "PruMerge+: CLS-attention IQR outliers + spatial scaffold, key-similar tokens merged in (adaptive)";
+        "PruMerge+ (official; needs the single full-width-head CLS attention and full-width keys of ViT layer 23): IQR outliers + spatial scaffold, 32 key-similar tokens merged in, one extra token (adaptive)";
     VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention],
         "VisPruner (official loop): important tokens by head-mean CLS attention of ViT layer -2, diverse ones by iterative duplicate removal on pre-projector features";
     DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
