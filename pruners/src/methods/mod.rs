@@ -102,15 +102,15 @@ methods! {
     DivPrune(divprune::DivPrune) = "divprune", NONE, [], [],
         "DivPrune: max-min cosine diversity, first pick = farthest nearest neighbour";
     VisionZip(visionzip::VisionZip) = "visionzip", visionzip::VisionZip::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
-        "VisionZip: dominant tokens by CLS attention + contextual tokens merged by key similarity";
+        "VisionZip (official, ViT layer -2 attention/keys/pre-projector states): CLS slot + dominant patches by CLS attention, contextual tokens merged by key similarity; returns k-1 (no CLS row; cls=patch for k)";
     ToMe(tome::ToMe) = "tome", NONE, [], [Signal::Keys],
         "ToMe: bipartite soft matching on keys, size-weighted merges, repeated to the budget";
     CdPruner(cdpruner::CdPruner) = "cdpruner", cdpruner::CdPruner::PARAMS, [], [Signal::Relevance, Signal::Query],
         "CDPruner: greedy MAP of a DPP on query-relevance-weighted cosine (needs --query or --relevance; past the kernel rank the rest by relevance)";
     PruMergePlus(prumerge_plus::PruMergePlus) = "prumerge-plus", prumerge_plus::PruMergePlus::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
-        "PruMerge+: CLS-attention IQR outliers + spatial scaffold, key-similar tokens merged in (adaptive)";
+        "PruMerge+ (official; needs the single full-width-head CLS attention and full-width keys of ViT layer 23): IQR outliers + spatial scaffold, 32 key-similar tokens merged in, one extra token (adaptive)";
     VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention],
-        "VisPruner: important tokens by CLS attention, diverse ones by iterative duplicate removal";
+        "VisPruner (official loop): important tokens by head-mean CLS attention of ViT layer -2, diverse ones by iterative duplicate removal on pre-projector features";
     DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
         "DyCoke TTM: windows of 4 frames, keep the tokens that changed against their reference frame";
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],

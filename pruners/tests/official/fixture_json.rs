@@ -104,6 +104,11 @@ impl Json {
         self.arr().iter().map(Json::usize).collect()
     }
 
+    /// A flat array of `rows · cols` numbers as a row-major matrix.
+    pub fn flat_matrix(&self, rows: usize, cols: usize) -> Array2<f32> {
+        Array2::from_shape_vec((rows, cols), self.f32s()).expect("matrix shape")
+    }
+
     /// An array of equal-length `f32` arrays as a matrix (`[0, 0]` for an empty array).
     pub fn matrix(&self) -> Array2<f32> {
         let rows: Vec<Vec<f32>> = self.arr().iter().map(Json::f32s).collect();
