@@ -112,7 +112,7 @@ methods! {
     VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention],
         "VisPruner: important tokens by CLS attention, diverse ones by iterative duplicate removal";
     DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
-        "DyCoke TTM: windows of 4 frames, keep the tokens that changed against their reference frame";
+        "DyCoke TTM (official loops, dycoke_k=0.7): 4-frame windows keep the tokens that changed vs their reference frame; tail=full, dycoke_k=budget opt-in";
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "FastVID: DySeg segments, salient tokens by attention, the rest merged into density-peak anchors";
     HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
