@@ -114,7 +114,7 @@ methods! {
     DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
         "DyCoke TTM (official loops, dycoke_k=0.7): 4-frame windows keep the tokens that changed vs their reference frame; tail=full, dycoke_k=budget opt-in";
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
-        "FastVID: DySeg segments, salient tokens by attention, the rest merged into density-peak anchors";
+        "FastVID (official DTM): DySeg segments, salient tokens by attention, the rest merged into each anchor frame's density-peak anchors; merge=pooled opt-in";
     HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "HoliTom outer: DP temporal windows, static tokens averaged, dynamic ones kept by attention or DPC-merged";
     Random(random::RandomPick) = "random", random::RandomPick::PARAMS, [], [],
