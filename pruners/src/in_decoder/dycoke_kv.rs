@@ -202,10 +202,10 @@ mod tests {
         let rule = DycokeKv { prune: 0.5, ..DycokeKv::default() };
         // Row over 6 keys; the image span is 1..5.
         let row = [0.1, 0.4, 0.1, 0.3, 0.05, 0.05];
-        let mut reuse = rule.state();
+        let mut reuse = DycokeKv { reuse: true, ..rule }.state();
         assert_eq!(reuse.attend(&row, 1..5).unwrap(), Some(vec![0, 2]));
         assert_eq!(reuse.attend(&row, 1..5).unwrap(), Some(vec![0, 2]), "stable: the same selection");
-        let mut full = DycokeKv { reuse: false, ..rule }.state();
+        let mut full = rule.state();
         assert_eq!(full.attend(&row, 1..5).unwrap(), Some(vec![0, 2]));
         assert_eq!(full.attend(&row, 1..5).unwrap(), None, "stable: the whole cache, as the official code");
         assert!(full.attend(&row, 1..8).is_err());
