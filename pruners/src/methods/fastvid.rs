@@ -35,13 +35,16 @@
 //! - `merge=pooled` \[project, opt-in\]: in a multi-frame segment the anchors of all anchor frames form one target
 //!   set and every non-salient token joins exactly one of them (no token counted once per anchor frame).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Weighted};
 use crate::error::{Result, Signal};
 use crate::params::{ParamSpec, Params};
 use crate::primitives::{argmax, dpc_knn, dynamic_segments, top_k};
 use crate::pruner::Pruner;
 use crate::selection::Selection;
 use crate::token_set::TokenSet;
+
+/// One output token: its original index and the weighted rows it is made of.
+type Group = (usize, Vec<Weighted>);
 
 /// FastVID (DySeg + STPrune).
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +100,7 @@ impl FastVid {
     /// p-th frame counted from the end gets `(context·len) div ceil(len/p)`, the others 0.
     pub fn anchor_counts(&self, len: usize, context: usize) -> Vec<usize> {
         let share = context * len / len.div_ceil(self.p);
-        (0..len).map(|j| if (len - 1 - j) % self.p == 0 { share } else { 0 }).collect()
+        (0..len).map(|j| if (len - 1 - j).is_multiple_of(self.p) { share } else { 0 }).collect()
     }
 
     /// One DTM merge: every member (global index) joins its most similar anchor by cosine over the normalised
@@ -110,7 +113,7 @@ impl FastVid {
         x: &B::Matrix,
         anchors: &[usize],
         members: &[usize],
-    ) -> Result<Vec<(usize, Vec<(usize, f32)>)>> {
+    ) -> Result<Vec<Group>> {
         if anchors.is_empty() {
             return Ok(Vec::new());
         }
@@ -170,7 +173,7 @@ impl Pruner for FastVid {
         let retain = k / units.max(1);
         let salient_count = retain - (retain as f64 * self.d) as usize;
         let context = retain - salient_count;
-        let mut groups: Vec<(usize, Vec<(usize, f32)>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         // Per frame: the non-salient tokens (global indices, ascending) and the anchor count.
         let mut rest: Vec<Vec<usize>> = Vec::with_capacity(units);
         for f in 0..units {
