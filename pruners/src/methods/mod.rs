@@ -98,7 +98,7 @@ methods! {
     Density(density::Density) = "density", density::Density::PARAMS, [], [Signal::FrameGrid, Signal::ClsAttention],
         "LangDC-style: per-clip budgets in proportion to temporal change and spatial spread, inner selector per clip";
     DCoDe(dcode::DCoDe) = "dcode", dcode::DCoDe::PARAMS, [], [Signal::FrameGrid],
-        "D-CoDe spatial: per-frame top-k by activation norm, then merge kept tokens with cosine >= theta";
+        "D-CoDe spatial: per-frame top-k by activation norm, kept tokens with cosine >= theta merged by the published in-place walk; mode=fixed opt-in";
     DivPrune(divprune::DivPrune) = "divprune", NONE, [], [],
         "DivPrune: max-min cosine diversity, first pick = farthest nearest neighbour";
     VisionZip(visionzip::VisionZip) = "visionzip", visionzip::VisionZip::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
