@@ -9,11 +9,11 @@
 //!
 //! So a window `w..w+4` keeps frame `w` whole and compares `w+1` and `w+2` with `w`, `w+3` with `w+2`. This is the
 //! official `dycole_ttm` (KD-TAO/DyCoke, `llava/model/llava_arch.py`), with the default `dycoke_k = 0.7` of its
-//! lmms-eval integration (`lmms_eval/models/llava_onevision.py`; the README's commands pass the same; only
-//! `builder.py`'s unused default is 0.3). The budget is an upper bound: a budget below the official count is a
-//! [`PruneError::BudgetTooSmall`]. Views are processed independently (the official code sees one video).
-//! Complexity `O(N·D)`. Source: Tao et al., "DyCoke: Dynamic Compression of Tokens for Fast Video Large Language
-//! Models", CVPR 2025 (arXiv 2411.15024). The decode-time dynamic KV part lives in the decoder
+//! lmms-eval integration (`lmms_eval/models/llava_onevision.py`, which passes it to `builder.py`, overriding that
+//! function's own default 0.3; the README's example passes 0.7 too). The budget is an upper bound: a budget below
+//! the official count is a [`PruneError::BudgetTooSmall`]. Views are processed independently (the official code
+//! sees one video). Complexity `O(N·D)`. Source: Tao et al., "DyCoke: Dynamic Compression of Tokens for Fast Video
+//! Large Language Models", CVPR 2025 (arXiv 2411.15024). The decode-time dynamic KV part lives in the decoder
 //! (`in_decoder::dycoke_kv`).
 //!
 //! Points where the official loops are followed although they look unintended (`tail=official`, default):

@@ -15,8 +15,9 @@
 //! ```
 //!
 //! Output: salient tokens and merged anchors, ascending by original index (the official final `argsort`), at most
-//! `k`. Defaults `τ = 0.9`, `c = 8`, `d = 0.4`, `p = 4`, `β = 0.6`, as the official lmms-eval integration. This is
-//! the official block of LunarShen/FastVID `fastvid_llavaonevision/LLaVA-NeXT/llava/model/language_model/
+//! `k`. Defaults `τ = 0.9`, `c = 8`, `d = 0.4`, `p = 4`, `β = 0.6`, as the official lmms-eval integration
+//! (`lmms_eval/models/llava_onevision.py`; its retention ratio 0.10 is about `--ratio 0.1`). This is the official
+//! block of LunarShen/FastVID `fastvid_llavaonevision/LLaVA-NeXT/llava/model/language_model/
 //! modeling_qwen2.py` (`Qwen2Model.forward`, the `FastVID` section); proof: `pruners/tests/official_fastvid.rs`
 //! against the transcription `tests/official/fastvid/make_fastvid.py`. Complexity `O(N·D)` plus DPC-kNN per frame
 //! with anchors (`O(n²·D)`) and the assignment `O(L·n·A·D)` per anchor frame.
