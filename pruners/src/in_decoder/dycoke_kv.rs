@@ -8,24 +8,32 @@
 //! layers ≥ L attend to prefix + S + everything after the image span (the full cache is kept and gathered)
 //! ```
 //!
-//! `a_{t−1}` is the previous *step's* vector, refreshed or not. The prefill is not pruned (DyCoke's pre-decoder
-//! part, temporal token merging, is the `dycoke` pruner). Complexity `O(N log N)` per step for the ranking plus the
-//! one recomputed attention row `O(T·d)` (§1.8) and a gather of the selected keys in each layer `≥ L`. Source: Tao et
-//! al., "DyCoke: Dynamic Compression of Tokens for Fast Video Large Language Models", CVPR 2025 (arXiv 2411.15024);
-//! official code KD-TAO/DyCoke, `llava/model/language_model/modeling_qwen2.py` (`PrunableDynamicCache.update`,
-//! `update_cache`, `dycoke_pruning`, and the `self.dycoke` branch of `Qwen2Model.forward`), defaults from
-//! `llava/model/builder.py` (`dycoke_l=3`, `dycoke_p=0.8`).
+//! `a_{t−1}` is the previous *step's* vector, refreshed or not. The scores are those of layer `L − 1` = 2 for the
+//! default `L = 3`: the official loop calls `dycoke_pruning(layer_outputs, …)` at `layer_idx == dycoke_l`, before
+//! that layer runs, so `layer_outputs` still holds layer 2's output and attention; `attend` is fed that row. The
+//! prefill is not pruned (DyCoke's pre-decoder part, temporal token merging, is the `dycoke` pruner). Complexity
+//! `O(N log N)` per step for the ranking plus the one recomputed attention row `O(T·d)` (§1.8) and a gather of the
+//! selected keys in each layer `≥ L`. Source: Tao et al., "DyCoke: Dynamic Compression of Tokens for Fast Video
+//! Large Language Models", CVPR 2025 (arXiv 2411.15024); official code KD-TAO/DyCoke,
+//! `llava/model/language_model/modeling_qwen2.py` (`PrunableDynamicCache.update`, `update_cache`,
+//! `dycoke_pruning`, and the `self.dycoke` branch of `Qwen2Model.forward`), defaults from `llava/model/builder.py`
+//! and `lmms_eval/models/llava_onevision.py` (`dycoke_l=3`, `dycoke_p=0.8`). Proof of the selection:
+//! `pruners/tests/official_dycoke.rs` against `tests/official/dycoke/make_dycoke.py::kv_steps`.
 //!
 //! Deviations from the official code:
-//! - **Steps whose attention did not move** (`stable=reuse`, default \[project\]): the previous selection is
-//!   reused, as the paper and ALGORITHMS.md §4.13 describe. The official code resets its gather list at layer 0 of
-//!   every step and sets it only when the attention moved, so a stable step attends to the whole cache;
-//!   `stable=full` reproduces that.
+//! - **Steps whose attention did not move**: the official code resets its gather list at layer 0 of every step
+//!   and sets it only when the attention moved, so a stable step attends to the whole cache; that is the default
+//!   (`stable=full`). `stable=reuse` \[project, opt-in\] keeps the previous selection instead, as the paper and
+//!   ALGORITHMS.md §4.13 describe.
 //! - **State per answer**: the official `attention_score` lives in the model config and carries over from one
-//!   sample to the next; here the state starts empty for every prompt (the first step always selects).
+//!   sample to the next; here the state starts empty for every prompt (the first step always selects, as the
+//!   official first step does by comparing with 0).
 //! - **Count**: `int(N·(1 − p))` truncates as the reference does, but never below 1 token (§1.1).
+//! - **Span** (set by the models crate, not here): the official `image_token_length` is the TTM output length
+//!   minus 1, so its span leaves out the last visual token; the models crate passes the whole visual span.
 //! - **Ties** break by the lowest index (§1.7); cosine divides by `‖a‖‖b‖ + 1e-8` (the reference clamps the product
-//!   at 1e-8).
+//!   at 1e-8). The official gather list holds the selected keys in `topk(sorted=False)` order; attention does not
+//!   depend on the order of the keys, so they are ascending here.
 
 use super::fastv::top_image_tokens;
 use super::image_columns;
@@ -42,14 +50,14 @@ pub struct DycokeKv {
     pub prune: f64,
     /// Cosine below which the selection is refreshed.
     pub threshold: f32,
-    /// Reuse the previous selection on a step whose attention did not move (`false`: attend to the full cache, as
-    /// the official code does).
+    /// Reuse the previous selection on a step whose attention did not move (`false`, the default: attend to the full
+    /// cache, as the official code does).
     pub reuse: bool,
 }
 
 impl Default for DycokeKv {
     fn default() -> Self {
-        DycokeKv { layer: 3, prune: 0.8, threshold: 0.9, reuse: true }
+        DycokeKv { layer: 3, prune: 0.8, threshold: 0.9, reuse: false }
     }
 }
 
@@ -64,9 +72,8 @@ pub const PARAMS: [ParamSpec; 4] = [
     },
     ParamSpec {
         name: "stable",
-        default: "reuse",
-        help:
-            "a step whose attention did not move: reuse (the previous selection) | full (the whole cache, as the code)",
+        default: "full",
+        help: "a step whose attention did not move: full (the whole cache, as the code) | reuse (the last selection)",
     },
 ];
 
@@ -120,7 +127,7 @@ pub struct DynamicKv {
 }
 
 impl DynamicKv {
-    /// With the defaults (`p = 0.8`, threshold 0.9, reuse on stable steps).
+    /// With the defaults (`p = 0.8`, threshold 0.9, the full cache on stable steps).
     pub fn new() -> Self {
         DycokeKv::default().state()
     }
@@ -172,7 +179,7 @@ mod tests {
 
     #[test]
     fn refreshes_only_when_attention_moves() {
-        let mut kv = DynamicKv::new();
+        let mut kv = DycokeKv { reuse: true, ..DycokeKv::default() }.state();
         // int(10 · 0.2) truncates to 1 in floating point (1 − 0.8 = 0.19999999999999996), as in Python.
         assert_eq!(kv.keep_count(10), 1);
         assert_eq!(kv.keep_count(20), 3);
@@ -195,10 +202,10 @@ mod tests {
         let rule = DycokeKv { prune: 0.5, ..DycokeKv::default() };
         // Row over 6 keys; the image span is 1..5.
         let row = [0.1, 0.4, 0.1, 0.3, 0.05, 0.05];
-        let mut reuse = rule.state();
+        let mut reuse = DycokeKv { reuse: true, ..rule }.state();
         assert_eq!(reuse.attend(&row, 1..5).unwrap(), Some(vec![0, 2]));
         assert_eq!(reuse.attend(&row, 1..5).unwrap(), Some(vec![0, 2]), "stable: the same selection");
-        let mut full = DycokeKv { reuse: false, ..rule }.state();
+        let mut full = rule.state();
         assert_eq!(full.attend(&row, 1..5).unwrap(), Some(vec![0, 2]));
         assert_eq!(full.attend(&row, 1..5).unwrap(), None, "stable: the whole cache, as the official code");
         assert!(full.attend(&row, 1..8).is_err());

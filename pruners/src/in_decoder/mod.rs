@@ -347,14 +347,15 @@ mod spec_tests {
             InDecoder::HolitomInner(holitom_inner::HolitomInner { layer: 18, r: 0.25, true_mean: true })
         );
         let d = InDecoder::from_spec("dycoke-kv").unwrap();
-        assert_eq!(d, InDecoder::DycokeKv(dycoke_kv::DycokeKv { layer: 3, prune: 0.8, threshold: 0.9, reuse: true }));
+        // The official code attends to the whole cache on a step whose attention did not move: `stable=full`.
+        assert_eq!(d, InDecoder::DycokeKv(dycoke_kv::DycokeKv { layer: 3, prune: 0.8, threshold: 0.9, reuse: false }));
         assert_eq!((d.drop_layers(28), d.rows(), d.decode_time()), (vec![3], Rows::Last, true));
-        let InDecoder::DycokeKv(full) =
-            InDecoder::from_spec("dycoke-kv:layer=1,prune=0.5,threshold=0.5,stable=full").unwrap()
+        let InDecoder::DycokeKv(reuse) =
+            InDecoder::from_spec("dycoke-kv:layer=1,prune=0.5,threshold=0.5,stable=reuse").unwrap()
         else {
             panic!()
         };
-        assert_eq!((full.layer, full.prune, full.threshold, full.reuse), (1, 0.5, 0.5, false));
+        assert_eq!((reuse.layer, reuse.prune, reuse.threshold, reuse.reuse), (1, 0.5, 0.5, true));
         for (spec, method, param) in [
             ("holitom-inner:layer=0", "holitom-inner", "layer"),
             ("holitom-inner:r=1", "holitom-inner", "r"),

@@ -2,25 +2,31 @@
 //! that are near-duplicates of each other.
 //!
 //! ```text
-//! a_i = ‖x_i‖₂;  order = top-k(a) per frame (descending, lower index first on ties);  alive = all
-//! for i in order, alive:  G = {i} ∪ {j after i in order : alive, cos(x_i, x_j) ≥ θ};  x'_i = merge(G);  kill G∖{i}
+//! a_i = ‖x_i‖₂;  order = top-k(a) per frame (descending);  cos = cosine matrix of the kept tokens (before merging)
+//! for i in order, while i is kept:  similar = {j in order : cos(i, j) ≥ θ}  (earlier, discarded and i included)
+//!     if |similar| > 1:  x_i ← merge(current x_j, j ∈ similar)  (in place);  discard similar ∖ {its first}
 //! ```
 //!
-//! This is the fixed algorithm: cosines of the original features, every kept token lands in exactly one group, the
-//! representative is the group's highest-activation member, output ascending. `mode=reference` reproduces the
-//! published code for parity with the paper's numbers: it compares with *every* similar kept token, including
-//! earlier (possibly merged) ones, writes the merged value into `i` in place, and unmarks all similar tokens but the
-//! first in walk order — so `i` itself can be merged and then dropped, and features can be counted twice
-//! (ALGORITHMS.md §3.5). Reference mode supports `merge=mean` only (the published default path is linear; the
-//! other strategies' in-place behaviour is not reproduced).
-//! Budget: `top_k` per frame (`auto` splits `k` evenly over frames); merging only lowers the count, so the output
-//! is at most `k`. Defaults: `θ = 0.8`, `merge = mean`. Complexity `O(N·D + F·top_k²·D)` (one `top_k x top_k`
-//! product per frame instead of the reference's Python loop).
+//! `mode=reference` (default) is the published walk, hukcc/D-CoDe `Dcode.py::token_select_and_merge` /
+//! `_merge_similar_tokens`, with its three strategies (`merge=mean | max | weighted`, the official
+//! `weighted_mean`: weights `a_j / Σ a` of the original activations). Because the walk writes in place and compares
+//! with earlier tokens, a token can be merged into `i` and `i` then discarded (its merge lost) and a token can count
+//! in two outputs (ALGORITHMS.md §3.5); the reference mode reproduces that (tracked as coefficients over the
+//! frame's original rows, or as member sets for `max`, where the max of maxes is the max of the union).
+//! `mode=fixed` \[project, opt-in\]: cosines of the original features, every kept token lands in exactly one
+//! group `{i} ∪ {alive j after i : cos ≥ θ}`, the representative is the group's highest-activation member.
+//! Output order \[contract\]: the official code emits each frame's survivors in walk (activation) order; a
+//! [`Selection`] is ascending by original index (ALGORITHMS.md §1.4), so the same rows come out in index order.
+//! Budget \[project\]: `top_k` per frame (official default 288; `auto` splits `k` evenly over frames); merging only
+//! lowers the count, so the output is at most `k`. Ties in activation break by the lowest index (torch leaves them
+//! unspecified). Defaults `θ = 0.8`, `merge = mean`, as the official signature. Complexity
+//! `O(N·D + F·top_k²·D)` (plus `O(top_k²)` coefficients per frame in reference mode).
 //! Source: "D-CoDe: Scaling Image-Pretrained VLMs to Video via Dynamic Compression and Question Decomposition",
-//! EMNLP 2025 (arXiv 2510.08818), hukcc/D-CoDe `Dcode.py::token_select_and_merge`.
+//! EMNLP 2025 (arXiv 2510.08818). Proof: `pruners/tests/official_dcode.rs` against the transcription
+//! `tests/official/dcode/make_dcode.py`.
 
 use crate::backend::Backend;
-use crate::error::{PruneError, Result};
+use crate::error::Result;
 use crate::params::{ParamSpec, Params};
 use crate::primitives::{split_proportional, top_k};
 use crate::pruner::Pruner;
@@ -36,7 +42,7 @@ pub struct DCoDe {
     pub theta: f32,
     /// `mean`, `max` (element-wise) or `weighted` (by activation).
     pub merge: &'static str,
-    /// `fixed` or `reference`.
+    /// `reference` (the published walk) or `fixed`.
     pub mode: &'static str,
 }
 
@@ -46,7 +52,11 @@ impl DCoDe {
         ParamSpec { name: "top_k", default: "auto", help: "tokens kept per frame before merging (auto = k / frames)" },
         ParamSpec { name: "theta", default: "0.8", help: "cosine threshold for merging" },
         ParamSpec { name: "merge", default: "mean", help: "mean | max | weighted (by activation)" },
-        ParamSpec { name: "mode", default: "fixed", help: "fixed | reference (published code, merge=mean only)" },
+        ParamSpec {
+            name: "mode",
+            default: "reference",
+            help: "reference (the published in-place walk) | fixed (each token merged exactly once)",
+        },
     ];
 
     /// Builds from parameters.
@@ -55,20 +65,12 @@ impl DCoDe {
             "auto" => None,
             _ => Some(p.int_at_least("top_k", 1)?),
         };
-        let d = DCoDe {
+        Ok(DCoDe {
             top_k,
             theta: p.float_in("theta", -1.0, 2.0)? as f32,
             merge: p.choice("merge", &["mean", "max", "weighted"])?,
-            mode: p.choice("mode", &["fixed", "reference"])?,
-        };
-        if d.mode == "reference" && d.merge != "mean" {
-            return Err(PruneError::Param {
-                method: "dcode".into(),
-                param: "merge".into(),
-                reason: format!("= {} is not available with mode=reference (mean only)", d.merge),
-            });
-        }
-        Ok(d)
+            mode: p.choice("mode", &["reference", "fixed"])?,
+        })
     }
 
     /// Groups of `order` positions for one frame, fixed algorithm: (representative position, member positions).
@@ -91,8 +93,9 @@ impl DCoDe {
         groups
     }
 
-    /// The published in-place walk, tracked as linear coefficients over the frame's kept tokens.
-    fn groups_reference(&self, sims: &[f32], t: usize) -> Vec<(usize, Vec<(usize, f32)>)> {
+    /// The published in-place walk over one frame's `t` kept tokens (walk order, activations `act`): the survivors
+    /// with their coefficients over the frame's original rows (for `max`, the member set, coefficients 1).
+    fn groups_reference(&self, sims: &[f32], t: usize, act: &[f32]) -> Vec<(usize, Vec<(usize, f32)>)> {
         let mut coef: Vec<Vec<f32>> =
             (0..t).map(|i| (0..t).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect();
         let mut alive = vec![true; t];
@@ -101,12 +104,28 @@ impl DCoDe {
                 continue;
             }
             let similar: Vec<usize> = (0..t).filter(|&j| sims[i * t + j] >= self.theta).collect();
-            if similar.is_empty() {
+            // The official code merges only when more than one position is similar (normally `i` and another).
+            if similar.len() <= 1 {
                 continue;
             }
+            let total: f32 = similar.iter().map(|&j| act[j]).sum();
             let mut merged = vec![0f32; t];
             for &j in &similar {
-                merged.iter_mut().zip(&coef[j]).for_each(|(m, c)| *m += c / similar.len() as f32);
+                let weight = match self.merge {
+                    "weighted" => act[j] / total,
+                    _ => 1.0 / similar.len() as f32,
+                };
+                for (m, c) in merged.iter_mut().zip(&coef[j]) {
+                    *m = if self.merge == "max" {
+                        if *c != 0.0 {
+                            1.0
+                        } else {
+                            *m
+                        }
+                    } else {
+                        *m + weight * c
+                    };
+                }
             }
             coef[i] = merged;
             similar.iter().skip(1).for_each(|&j| alive[j] = false);
@@ -152,7 +171,9 @@ impl Pruner for DCoDe {
             let g = backend.gather_rows(&x, &order)?;
             let sims = backend.matmul_t(&g, &g)?;
             if self.mode == "reference" {
-                for (rep, members) in self.groups_reference(&sims, t) {
+                let act: Vec<f32> = order.iter().map(|&i| norms[i]).collect();
+                for (rep, members) in self.groups_reference(&sims, t, &act) {
+                    max_groups.push(members.iter().map(|&(j, _)| order[j]).collect());
                     out.push((order[rep], members.into_iter().map(|(j, c)| (order[j], c)).collect()));
                 }
                 continue;
@@ -179,9 +200,6 @@ impl Pruner for DCoDe {
         let mut s = Selection::pruned(kept, k);
         s.sizes = perm.iter().map(|&p| out[p].1.len()).collect();
         s.merged = Some(merged);
-        if self.mode == "reference" {
-            s.notes.push("reference mode: the published walk (its output order was activation order)".into());
-        }
         Ok(s)
     }
 }

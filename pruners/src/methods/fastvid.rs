@@ -1,29 +1,51 @@
-//! FastVID: cut the video into segments of similar frames, then in each segment keep salient tokens by attention
-//! and merge the rest into density-peak anchors.
+//! FastVID: cut the video into segments of similar frames (DySeg), then in each frame keep salient tokens by
+//! attention and merge the rest into density-peak anchors (STPrune: ATS + DTM).
 //!
 //! ```text
-//! DySeg:   g_f = mean of frame f's normalised tokens;  cut after f when cos(g_f, g_{f+1}) < τ,
-//!          and after the c − 1 least similar transitions
-//! STPrune: per frame keep m_f (budget split evenly); ctx_f = int(m_f·d) context, m_f − ctx_f salient (top attention)
-//!          anchor frames = every p-th frame counted from the segment end; quota = Σctx_f // ceil(len/p) per frame,
-//!          chosen by DPC-kNN score (κ = 4) among the frame's non-salient tokens
-//!          every other non-salient token of the segment joins its most similar anchor (cosine):
-//!          anchor' = w·anchor + (1 − w)·mean(assigned),  w = max(1/(cnt + 1), β)
+//! DySeg:  g_f = frame f's global feature;  cut after f when cos(g_f, g_{f+1}) < τ, and at the c − 1 least similar
+//!         transitions
+//! R = k div F tokens per frame;  S = R − int(R·d) salient (top attention);  C = int(R·d) context
+//! anchors: in a segment of L frames, every p-th frame counted from its end gets A = (C·L) div ceil(L/p) anchors,
+//!          the others none; a frame's anchors are the top-A DPC-kNN scores (κ = 4) of its non-salient tokens
+//! DTM:    a frame with A = C (a single-frame segment, or p = 1) merges its own non-salient tokens;
+//!         in a segment of L > 1, each anchor frame (A > C) merges every non-salient token of the whole segment,
+//!         separately from the other anchor frames (a token joins one anchor of each anchor frame)
+//!         merge: every member joins its most similar anchor (cosine); the anchor itself is a member;
+//!         anchor' = w·anchor + (1 − w)·mean(members),  w = max(1/(count + 1), β)
 //! ```
 //!
-//! Output: salient tokens and merged anchors, ascending, at most `k`. Defaults: `τ = 0.9`, `c = 8`, `d = 0.4`,
-//! `p = 4`, `β = 0.6`. FastVID's global frame features come from a separate pooled embedding; the mean normalised
-//! token stands in \[project\]. Complexity: `O(N·D)` plus DPC-kNN per anchor frame (`O(n²·D)`) and the assignment
-//! `O(N·anchors·D)`. Source: Shen et al., "FastVID: Dynamic Density Pruning for Fast Video Large Language Models",
-//! NeurIPS 2025 (arXiv 2503.11187), LunarShen/FastVID `modeling_qwen2.py`.
+//! Output: salient tokens and merged anchors, ascending by original index (the official final `argsort`), at most
+//! `k`. Defaults `τ = 0.9`, `c = 8`, `d = 0.4`, `p = 4`, `β = 0.6`, as the official lmms-eval integration
+//! (`lmms_eval/models/llava_onevision.py`; its retention ratio 0.10 is about `--ratio 0.1`). This is the official
+//! block of LunarShen/FastVID `fastvid_llavaonevision/LLaVA-NeXT/llava/model/language_model/
+//! modeling_qwen2.py` (`Qwen2Model.forward`, the `FastVID` section); proof: `pruners/tests/official_fastvid.rs`
+//! against the transcription `tests/official/fastvid/make_fastvid.py`. Complexity `O(N·D)` plus DPC-kNN per frame
+//! with anchors (`O(n²·D)`) and the assignment `O(L·n·A·D)` per anchor frame.
+//! Source: Shen et al., "FastVID: Dynamic Density Pruning for Fast Video Large Language Models", NeurIPS 2025
+//! (arXiv 2503.11187).
+//!
+//! Deviations from the official code:
+//! - **Global frame features** come from a separate pooled embedding (the vision abstract) there; the mean of the
+//!   frame's L2-normalised tokens stands in \[project\] (the pruner sees the tokens only).
+//! - **Budget**: the official per-frame count is `int(n·retention_ratio)`; here `R = k div F` (views × frames), so
+//!   `k = F·int(n·ratio)` gives the official result and the output is at most `k`.
+//! - **Impossible counts** raise in the official code (`topk` with `c − 1` above the transitions, or an anchor
+//!   count above a frame's non-salient tokens); here the cuts take every transition and the anchors every token.
+//! - **Noise**: the official density gets `rand·1e-6` to break ties; ties break by the lowest index instead (as
+//!   `primitives::dpc_knn`), so results are deterministic. Views are segmented independently.
+//! - `merge=pooled` \[project, opt-in\]: in a multi-frame segment the anchors of all anchor frames form one target
+//!   set and every non-salient token joins exactly one of them (no token counted once per anchor frame).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Weighted};
 use crate::error::{Result, Signal};
 use crate::params::{ParamSpec, Params};
-use crate::primitives::{argmax, dpc_knn, dynamic_segments, split_proportional, top_k};
+use crate::primitives::{argmax, dpc_knn, dynamic_segments, top_k};
 use crate::pruner::Pruner;
 use crate::selection::Selection;
 use crate::token_set::TokenSet;
+
+/// One output token: its original index and the weighted rows it is made of.
+type Group = (usize, Vec<Weighted>);
 
 /// FastVID (DySeg + STPrune).
 #[derive(Debug, Clone, PartialEq)]
@@ -38,16 +60,24 @@ pub struct FastVid {
     pub p: usize,
     /// Minimum weight of an anchor in its merge.
     pub beta: f32,
+    /// Multi-frame segments merge into the pooled anchors of all anchor frames (`merge=pooled`) instead of each
+    /// anchor frame's own (the official code).
+    pub pooled: bool,
 }
 
 impl FastVid {
     /// Parameters and defaults.
-    pub const PARAMS: [ParamSpec; 5] = [
+    pub const PARAMS: [ParamSpec; 6] = [
         ParamSpec { name: "tau", default: "0.9", help: "cut between frames whose similarity is below tau" },
         ParamSpec { name: "segments", default: "8", help: "also cut at the segments-1 least similar transitions" },
         ParamSpec { name: "d", default: "0.4", help: "share of each frame's budget given to context anchors" },
         ParamSpec { name: "p", default: "4", help: "anchors come from every p-th frame of a segment" },
         ParamSpec { name: "beta", default: "0.6", help: "minimum weight of an anchor in its merge" },
+        ParamSpec {
+            name: "merge",
+            default: "official",
+            help: "official (each anchor frame merges the whole segment) | pooled (each token joins one anchor)",
+        },
     ];
 
     /// Builds from parameters.
@@ -58,12 +88,62 @@ impl FastVid {
             d: p.float_in("d", 0.0, 1.0)?,
             p: p.int_at_least("p", 1)?,
             beta: p.float_in("beta", 0.0, 1.0)? as f32,
+            pooled: p.choice("merge", &["official", "pooled"])? == "pooled",
         })
     }
 
     /// DySeg: segments `(first frame, length)` of one view from consecutive-frame similarities.
     pub fn segment(&self, transitions: &[f32]) -> Vec<(usize, usize)> {
         dynamic_segments(transitions, self.tau, self.segments)
+    }
+
+    /// Anchor count of every frame of a segment of `len` frames with `context` context tokens per frame: every
+    /// p-th frame counted from the end gets `(context·len) div ceil(len/p)`, the others 0.
+    pub fn anchor_counts(&self, len: usize, context: usize) -> Vec<usize> {
+        let share = context * len / len.div_ceil(self.p);
+        (0..len).map(|j| if (len - 1 - j).is_multiple_of(self.p) { share } else { 0 }).collect()
+    }
+
+    /// One DTM merge: every member (global index) joins its most similar anchor by cosine over the normalised
+    /// rows `x` (lowest anchor on ties, as `argmax`); each anchor becomes `w·anchor + (1 − w)·mean(members)` with
+    /// `w = max(1/(count + 1), β)`. Returns `(anchor, weighted rows)` groups; an anchor among its own members
+    /// gets both weights on one row.
+    fn merge<B: Backend>(
+        &self,
+        backend: &B,
+        x: &B::Matrix,
+        anchors: &[usize],
+        members: &[usize],
+    ) -> Result<Vec<Group>> {
+        if anchors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut assigned: Vec<Vec<usize>> = vec![Vec::new(); anchors.len()];
+        let targets = backend.gather_rows(x, anchors)?;
+        for block in members.chunks(1024) {
+            let sims = backend.matmul_t(&backend.gather_rows(x, block)?, &targets)?;
+            for (r, &u) in block.iter().enumerate() {
+                assigned[argmax(&sims[r * anchors.len()..(r + 1) * anchors.len()]).unwrap_or(0)].push(u);
+            }
+        }
+        Ok(anchors
+            .iter()
+            .zip(assigned)
+            .map(|(&a, members)| {
+                let count = members.len();
+                let w = (1.0 / (count as f32 + 1.0)).max(self.beta);
+                let share = (1.0 - w) / count.max(1) as f32;
+                let mut group = vec![(a, w)];
+                for u in members {
+                    if u == a {
+                        group[0].1 += share;
+                    } else {
+                        group.push((u, share));
+                    }
+                }
+                (a, group)
+            })
+            .collect())
     }
 }
 
@@ -90,9 +170,30 @@ impl Pruner for FastVid {
         let means: Vec<Vec<(usize, f32)>> =
             (0..units).map(|f| frame_rows(f).into_iter().map(|i| (i, 1.0)).collect()).collect();
         let global = backend.normalize_rows(&backend.combine_rows(&x, &means, true)?)?;
-        let budget = split_proportional(k, &vec![1.0; units], &vec![n; units]);
-        let mut salient_all = Vec::new();
-        let mut anchor_groups: Vec<(usize, Vec<(usize, f32)>)> = Vec::new();
+        // One count for every frame, as the official `frame_retain_num`.
+        let retain = k / units.max(1);
+        let salient_count = retain - (retain as f64 * self.d) as usize;
+        let context = retain - salient_count;
+        let mut groups: Vec<Group> = Vec::new();
+        // Per frame: the non-salient tokens (global indices, ascending) and the anchor count.
+        let mut rest: Vec<Vec<usize>> = Vec::with_capacity(units);
+        for f in 0..units {
+            let salient = top_k(&attention[f * n..(f + 1) * n], salient_count);
+            let mut is_salient = vec![false; n];
+            for &p in &salient {
+                is_salient[p] = true;
+                groups.push((f * n + p, vec![(f * n + p, 1.0)]));
+            }
+            rest.push((0..n).filter(|&p| !is_salient[p]).map(|p| f * n + p).collect());
+        }
+        // A frame's anchors: the top `count` DPC-kNN scores among its non-salient tokens.
+        let anchors_of = |f: usize, count: usize| -> Result<Vec<usize>> {
+            if count == 0 || rest[f].is_empty() {
+                return Ok(Vec::new());
+            }
+            let clusters = dpc_knn(backend, &backend.gather_rows(tokens.features(), &rest[f])?, count, 4)?;
+            Ok(clusters.centres.into_iter().map(|c| rest[f][c]).collect())
+        };
         let mut segment_count = 0;
         for v in 0..views {
             let first = v * frames;
@@ -105,58 +206,35 @@ impl Pruner for FastVid {
             };
             for (start, len) in self.segment(&transitions) {
                 segment_count += 1;
-                let seg_frames: Vec<usize> = (first + start..first + start + len).collect();
-                let mut salient_mask = vec![false; len * n];
-                let mut ctx_total = 0;
-                for (j, &f) in seg_frames.iter().enumerate() {
-                    let ctx = (budget[f] as f64 * self.d) as usize;
-                    ctx_total += ctx;
-                    for p in top_k(&attention[f * n..(f + 1) * n], budget[f] - ctx) {
-                        salient_mask[j * n + p] = true;
-                        salient_all.push(f * n + p);
+                let seg: Vec<usize> = (first + start..first + start + len).collect();
+                let counts = self.anchor_counts(len, context);
+                // Frames whose count equals the per-frame context merge within themselves (the official
+                // "single-frame" path selects them by that equality, whatever their segment).
+                for (&f, &count) in seg.iter().zip(&counts) {
+                    if count == context {
+                        groups.extend(self.merge(backend, &x, &anchors_of(f, count)?, &rest[f])?);
                     }
                 }
-                let anchor_frames: Vec<usize> = (0..len).rev().step_by(self.p).collect();
-                let quota = ctx_total / len.div_ceil(self.p);
-                let mut anchors = Vec::new();
-                for &j in &anchor_frames {
-                    let candidates: Vec<usize> =
-                        (0..n).filter(|&p| !salient_mask[j * n + p]).map(|p| seg_frames[j] * n + p).collect();
-                    if quota == 0 || candidates.is_empty() {
-                        continue;
-                    }
-                    let clusters = dpc_knn(backend, &backend.gather_rows(tokens.features(), &candidates)?, quota, 4)?;
-                    anchors.extend(clusters.centres.into_iter().map(|c| candidates[c]));
-                }
-                if anchors.is_empty() {
+                if len == 1 {
                     continue;
                 }
-                let mut is_anchor = vec![false; len * n];
-                anchors.iter().for_each(|&a| is_anchor[a - seg_frames[0] * n] = true);
-                let others: Vec<usize> = (0..len * n)
-                    .filter(|&q| !salient_mask[q] && !is_anchor[q])
-                    .map(|q| seg_frames[0] * n + q)
-                    .collect();
-                let mut assigned: Vec<Vec<usize>> = vec![Vec::new(); anchors.len()];
-                let targets = backend.gather_rows(&x, &anchors)?;
-                for block in others.chunks(1024) {
-                    let sims = backend.matmul_t(&backend.gather_rows(&x, block)?, &targets)?;
-                    for (r, &u) in block.iter().enumerate() {
-                        assigned[argmax(&sims[r * anchors.len()..(r + 1) * anchors.len()]).unwrap_or(0)].push(u);
+                let members: Vec<usize> = seg.iter().flat_map(|&f| rest[f].iter().copied()).collect();
+                let mut pooled = Vec::new();
+                for (&f, &count) in seg.iter().zip(&counts) {
+                    if count > context {
+                        let anchors = anchors_of(f, count)?;
+                        if self.pooled {
+                            pooled.extend(anchors);
+                        } else {
+                            groups.extend(self.merge(backend, &x, &anchors, &members)?);
+                        }
                     }
                 }
-                for (&a, members) in anchors.iter().zip(assigned) {
-                    let cnt = members.len();
-                    let wa = if cnt == 0 { 1.0 } else { (1.0 / (cnt as f32 + 1.0)).max(self.beta) };
-                    let share = if cnt == 0 { 0.0 } else { (1.0 - wa) / cnt as f32 };
-                    let group = std::iter::once((a, wa)).chain(members.into_iter().map(|u| (u, share))).collect();
-                    anchor_groups.push((a, group));
-                }
+                groups.extend(self.merge(backend, &x, &pooled, &members)?);
             }
         }
-        let all: Vec<(usize, Vec<(usize, f32)>)> =
-            salient_all.into_iter().map(|i| (i, vec![(i, 1.0)])).chain(anchor_groups).collect();
-        Ok(Selection::merged(backend, tokens.features(), all, false, k)?.with_note(format!("{segment_count} segments")))
+        Ok(Selection::merged(backend, tokens.features(), groups, false, k)?
+            .with_note(format!("{segment_count} segments")))
     }
 }
 
@@ -165,7 +243,7 @@ mod tests {
     use super::*;
 
     fn fastvid() -> FastVid {
-        FastVid { tau: 0.9, segments: 2, d: 0.4, p: 4, beta: 0.6 }
+        FastVid { tau: 0.9, segments: 2, d: 0.4, p: 4, beta: 0.6, pooled: false }
     }
 
     #[test]
@@ -175,5 +253,14 @@ mod tests {
         // No transition below tau: the least similar one is still cut (c = 2).
         assert_eq!(fastvid().segment(&[0.99, 0.95, 0.98]), vec![(0, 2), (2, 2)]);
         assert_eq!(fastvid().segment(&[]), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn anchors_go_to_every_p_th_frame_from_the_segment_end() {
+        // 5 frames, p = 4: frames 4 and 0 get (3·5) div 2 = 7 each; a single frame keeps its own 3.
+        assert_eq!(fastvid().anchor_counts(5, 3), vec![7, 0, 0, 0, 7]);
+        assert_eq!(fastvid().anchor_counts(3, 3), vec![0, 0, 9]);
+        assert_eq!(fastvid().anchor_counts(1, 3), vec![3]);
+        assert_eq!(FastVid { p: 1, ..fastvid() }.anchor_counts(3, 2), vec![2, 2, 2]);
     }
 }

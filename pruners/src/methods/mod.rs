@@ -98,7 +98,7 @@ methods! {
     Density(density::Density) = "density", density::Density::PARAMS, [], [Signal::FrameGrid, Signal::ClsAttention],
         "LangDC-style: per-clip budgets in proportion to temporal change and spatial spread, inner selector per clip";
     DCoDe(dcode::DCoDe) = "dcode", dcode::DCoDe::PARAMS, [], [Signal::FrameGrid],
-        "D-CoDe spatial: per-frame top-k by activation norm, then merge kept tokens with cosine >= theta";
+        "D-CoDe spatial: per-frame top-k by activation norm, kept tokens with cosine >= theta merged by the published in-place walk; mode=fixed opt-in";
     DivPrune(divprune::DivPrune) = "divprune", NONE, [], [],
         "DivPrune: max-min cosine diversity, first pick = farthest nearest neighbour";
     VisionZip(visionzip::VisionZip) = "visionzip", visionzip::VisionZip::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention, Signal::Keys],
@@ -112,9 +112,9 @@ methods! {
     VisPruner(vispruner::VisPruner) = "vispruner", vispruner::VisPruner::PARAMS, [Signal::ClsAttention], [Signal::ClsAttention],
         "VisPruner (official loop): important tokens by head-mean CLS attention of ViT layer -2, diverse ones by iterative duplicate removal on pre-projector features";
     DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
-        "DyCoke TTM: windows of 4 frames, keep the tokens that changed against their reference frame";
+        "DyCoke TTM (official loops, dycoke_k=0.7): 4-frame windows keep the tokens that changed vs their reference frame; tail=full, dycoke_k=budget opt-in";
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
-        "FastVID: DySeg segments, salient tokens by attention, the rest merged into density-peak anchors";
+        "FastVID (official DTM): DySeg segments, salient tokens by attention, the rest merged into each anchor frame's density-peak anchors; merge=pooled opt-in";
     HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "HoliTom outer: DP temporal windows, static tokens averaged and DPC-merged, dynamic ones kept by attention (exact k; official per-frame ceil via the library)";
     Random(random::RandomPick) = "random", random::RandomPick::PARAMS, [], [],
