@@ -4,10 +4,10 @@
 //! and their merged rows within 1e-5. The official output is in walk (activation) order, the project's in index
 //! order (the `Selection` contract), so rows are matched through the original index each was written at.
 
-#[path = "official/dycoke/json.rs"]
-mod json;
+#[path = "official/fixture_json.rs"]
+mod fixture_json;
 
-use json::Json;
+use fixture_json::Json;
 use tokensieve_pruners::{prune, Budget, CpuBackend, Layout, Method, TokenSet};
 
 #[test]

@@ -6,10 +6,10 @@
 //! tokens in ascending-similarity order, the project in index order (the `Selection` contract), so the sets are
 //! compared. The KV rule is compared step by step on the same head-averaged attention rows.
 
-#[path = "official/dycoke/json.rs"]
-mod json;
+#[path = "official/fixture_json.rs"]
+mod fixture_json;
 
-use json::Json;
+use fixture_json::Json;
 use tokensieve_pruners::in_decoder::dycoke_kv::DycokeKv;
 use tokensieve_pruners::in_decoder::InDecoder;
 use tokensieve_pruners::{prune, Budget, CpuBackend, Layout, Method, TokenSet};

@@ -5,10 +5,10 @@
 //! rejects inputs close enough to a tie for the noise to matter) and is given the project's stand-in global frame
 //! features (the mean normalised token), as the pruner computes them.
 
-#[path = "official/dycoke/json.rs"]
-mod json;
+#[path = "official/fixture_json.rs"]
+mod fixture_json;
 
-use json::Json;
+use fixture_json::Json;
 use tokensieve_pruners::{prune, Budget, CpuBackend, Layout, Method, TokenSet};
 
 #[test]

@@ -90,7 +90,9 @@ fn zero_vectors_and_duplicates_do_not_break_any_method() {
     data.features.row_mut(22).assign(&copy);
     let tokens = token_set(&CpuBackend, &data);
     for method in all_methods() {
-        let s = prune(&CpuBackend, &method, &tokens, Budget::Ratio(0.5)).unwrap();
+        // DyCoke's official count here (4 frames, dycoke_k = 0.7) is 40 of 64 tokens, above half.
+        let ratio = if method.name() == "dycoke" { 0.75 } else { 0.5 };
+        let s = prune(&CpuBackend, &method, &tokens, Budget::Ratio(ratio)).unwrap();
         assert!(!s.kept.is_empty(), "{}", method.name());
         if let Some(m) = s.merged {
             assert!(m.iter().all(|v| v.is_finite()), "{}: non-finite output", method.name());

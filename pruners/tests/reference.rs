@@ -156,7 +156,8 @@ fn cdpruner_reference(x: &Array2<f32>, relevance: &[f32], k: usize) -> Vec<usize
     let n = x.nrows();
     let (lo, hi) =
         relevance.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v as f64), h.max(v as f64)));
-    let r: Vec<f64> = relevance.iter().map(|&v| (v as f64 - lo) / (hi - lo + 1e-6)).collect();
+    // The official min-max (Theia-4869/CDPruner): the epsilon sits in the numerator.
+    let r: Vec<f64> = relevance.iter().map(|&v| (v as f64 - lo + 1e-6) / (hi - lo)).collect();
     let kernel: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| r[i] * s[i][j] * r[j]).collect()).collect();
     let mut d2: Vec<f64> = (0..n).map(|i| kernel[i][i]).collect();
     let mut c: Vec<Vec<f64>> = Vec::new();

@@ -78,12 +78,26 @@ impl Json {
         }
     }
 
-    /// A non-negative integer.
+    /// A number as `f64` (the name the video methods' tests read it by).
+    pub fn num(&self) -> f64 {
+        self.f64()
+    }
+
+    /// A non-negative integer, written as `3` or `3.0`.
     pub fn usize(&self) -> usize {
         match self {
-            Json::Num(n) => n.parse().unwrap_or_else(|_| panic!("not an index: {n}")),
+            Json::Num(n) => n.parse().unwrap_or_else(|_| {
+                let v = self.f64();
+                assert!(v >= 0.0 && v.fract() == 0.0, "not an index: {n}");
+                v as usize
+            }),
             other => panic!("not a number: {other:?}"),
         }
+    }
+
+    /// True for `null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Json::Null)
     }
 
     /// A boolean.
