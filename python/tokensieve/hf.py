@@ -16,9 +16,17 @@ the kept tokens; ``generate`` returns the prompt's ids followed by the new token
 call returns the logits of the shortened prompt. ``handle.last`` holds the last :class:`tokensieve.Selection`;
 ``handle.remove()`` restores the model.
 
-Supported: ``LlavaForConditionalGeneration`` (LLaVA-1.5 layout: CLIP tower, one feature layer, ``default`` or
-``full`` strategy), batch size 1 without padding. Other classes (LLaVA-OneVision's any-res packing, Qwen-VL) and
-in-decoder rules (``in_llm``) are refused with a :class:`tokensieve.TokensieveError` naming what is missing.
+Supported, batch size 1 without padding:
+
+- ``LlavaForConditionalGeneration`` (LLaVA-1.5: CLIP tower, one feature layer): images and video frames, all under
+  the prompt's ``<image>`` placeholders, pruned together on a ``(frames, g, g)`` grid;
+- ``LlavaOnevisionForConditionalGeneration``: a video (every frame pooled to ``ceil(g/2)²`` tokens, signals pooled
+  the same way, the newline after the video always kept) or one any-resolution image (the packed sequence, row
+  newlines included, pruned as a flat set; the signals packed by the model's own ``pack_image_features``). SigLIP
+  has no CLS token: ``cls_attn`` is the mean attention each token receives, as in the engine.
+
+Refused with a :class:`tokensieve.TokensieveError` naming what is missing: several OneVision images, images mixed
+with a video, the Qwen-VL classes, in-decoder rules (``in_llm``).
 """
 
 from __future__ import annotations
@@ -42,6 +50,23 @@ class _Prefill:
     delta: int
 
 
+@dataclass
+class _Span:
+    """A prompt's visual span as its family lays it out: ``slots`` are the placeholder positions in order; the first
+    ``len(features)`` hold the prunable tokens ``[N, D]`` (with their ``signals`` and ``grid``), the rest hold
+    ``tail``, rows that are always kept (LLaVA-OneVision's newline after a video)."""
+
+    slots: Any
+    features: Any
+    tail: Any
+    signals: dict
+    grid: Any
+
+
+_VISION_INPUTS = ("pixel_values", "pixel_values_videos", "image_sizes", "image_sizes_videos", "batch_num_images")
+_FAMILIES = {"LlavaForConditionalGeneration": "llava", "LlavaOnevisionForConditionalGeneration": "llava_onevision"}
+
+
 class Handle:
     """An applied adapter: ``last`` is the last selection, ``remove()`` undoes the patch."""
 
@@ -59,6 +84,7 @@ class Handle:
             raise TokensieveError(f"unknown method `{name}` (see tokensieve.methods())")
         self._uses = set(info[name]["uses"])
         self._saved = {}
+        self._family = _FAMILIES[type(model).__name__]
 
     # -- patching ---------------------------------------------------------------------------------------------
 
@@ -68,24 +94,25 @@ class Handle:
                        "lm_forward": lm.__dict__.get("forward")}
         orig_generate, orig_forward, orig_lm = model.generate, model.forward, lm.forward
 
-        def generate(*args: Any, input_ids=None, pixel_values=None, attention_mask=None, query_ids=None, **kw):
+        def generate(*args: Any, input_ids=None, attention_mask=None, query_ids=None, **kw):
             if args:
                 raise TokensieveError("pass generate()'s inputs by keyword (input_ids=..., pixel_values=...)")
-            if pixel_values is None:
+            vision = {key: kw.pop(key) for key in _VISION_INPUTS if kw.get(key) is not None}
+            if not any(key in vision for key in ("pixel_values", "pixel_values_videos")):
                 self._prefill = None
                 return orig_generate(input_ids=input_ids, attention_mask=attention_mask, **kw)
-            embeds = self._prepare(input_ids, pixel_values, attention_mask, query_ids)
+            embeds = self._prepare(input_ids, vision, attention_mask, query_ids)
             mask = embeds.new_ones(embeds.shape[:2], dtype=input_ids.dtype)
             new = orig_generate(inputs_embeds=embeds, attention_mask=mask, **kw)
             import torch
 
             return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
 
-        def forward(*args: Any, input_ids=None, pixel_values=None, attention_mask=None, query_ids=None, **kw):
-            if pixel_values is None or input_ids is None:
-                return orig_forward(*args, input_ids=input_ids, pixel_values=pixel_values,
-                                    attention_mask=attention_mask, **kw)
-            embeds = self._prepare(input_ids, pixel_values, attention_mask, query_ids)
+        def forward(*args: Any, input_ids=None, attention_mask=None, query_ids=None, **kw):
+            vision = {key: kw.pop(key) for key in _VISION_INPUTS if kw.get(key) is not None}
+            if input_ids is None or not any(key in vision for key in ("pixel_values", "pixel_values_videos")):
+                return orig_forward(*args, input_ids=input_ids, attention_mask=attention_mask, **vision, **kw)
+            embeds = self._prepare(input_ids, vision, attention_mask, query_ids)
             mask = embeds.new_ones(embeds.shape[:2], dtype=input_ids.dtype)
             return orig_forward(*args, inputs_embeds=embeds, attention_mask=mask, **kw)
 
@@ -121,16 +148,17 @@ class Handle:
 
     # -- one prompt -------------------------------------------------------------------------------------------
 
-    def _signals(self, pixel_values: Any):
-        """Projected tokens ``[F·P, D]`` of every image and the tower signals the method reads, flattened alike."""
+    def _tap(self, run):
+        """Runs ``run()`` (the model's own feature extraction) with hooks on the block that produces the feature
+        layer; returns its output and that block's queries and keys ``[views, heads, T, hd]`` (float32)."""
         import torch
 
-        cfg, llava = self.model.config, self.model.model
+        cfg, tower = self.model.config, self.model.model.vision_tower
         layer = cfg.vision_feature_layer
         if not isinstance(layer, int):
             raise TokensieveError(f"vision_feature_layer {layer} (several layers) is not supported by the adapter")
-        strategy = cfg.vision_feature_select_strategy
-        blocks = llava.vision_tower.vision_model.encoder.layers
+        # transformers 5 flattened the vision models (`encoder` on the model); 4.x nests it under `vision_model`.
+        blocks = (tower.vision_model if hasattr(tower, "vision_model") else tower).encoder.layers
         produced_by = (layer if layer >= 0 else len(blocks) + 1 + layer) - 1
         if not 0 <= produced_by < len(blocks):
             raise TokensieveError(f"vision_feature_layer {layer} does not exist: the tower has {len(blocks)} layers")
@@ -140,33 +168,94 @@ class Handle:
                  attn.k_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("k", o))]
         try:
             with torch.no_grad():
-                out = llava.get_image_features(pixel_values=pixel_values, vision_feature_layer=layer,
-                                               vision_feature_select_strategy=strategy)
+                out = run()
         finally:
             for h in hooks:
                 h.remove()
-        feats = out.pooler_output if hasattr(out, "pooler_output") else out
-        features = torch.cat(list(feats), dim=0)
-        frames = len(feats)
-        heads = attn.num_heads if hasattr(attn, "num_heads") else cfg.vision_config.num_attention_heads
+        heads = getattr(attn, "num_heads", None) or cfg.vision_config.num_attention_heads
         q, k = seen["q"].float(), seen["k"].float()
         b, t, d = k.shape
         hd = d // heads
-        q = q.view(b, t, heads, hd).transpose(1, 2)
-        k = k.view(b, t, heads, hd).transpose(1, 2)
-        skip = 1 if strategy == "default" else 0
-        signals = {}
-        if "cls_attn" in self._uses:
-            rows = torch.softmax(q[:, :, :1] @ k.transpose(2, 3) / math.sqrt(hd), dim=-1)  # [F, heads, 1, T]
-            signals["cls_attn"] = rows.mean(1)[:, 0, skip:].reshape(-1)
-        if "keys" in self._uses:
-            signals["keys"] = k.mean(1)[:, skip:].reshape(-1, hd)
-        per = features.shape[0] // frames
-        side = math.isqrt(per)
-        grid = (frames, side, side) if side * side == per else None
-        return features, signals, grid
+        return out, q.view(b, t, heads, hd).transpose(1, 2), k.view(b, t, heads, hd).transpose(1, 2)
 
-    def _prepare(self, input_ids: Any, pixel_values: Any, attention_mask: Any, query_ids: Any):
+    def _signals(self, q: Any, k: Any, cls: bool):
+        """The tower signals the method reads, per view and patch: ``cls_attn`` ``[V, P]`` (CLIP: the CLS row;
+        SigLIP, which has no CLS: the mean attention each token receives, over heads and queries) and ``keys``
+        ``[V, P, hd]`` (averaged over heads), as the engine computes them."""
+        import torch
+
+        skip = 1 if self.model.config.vision_feature_select_strategy == "default" else 0
+        hd = k.shape[-1]
+        out = {}
+        if "cls_attn" in self._uses:
+            if cls:
+                out["cls_attn"] = torch.softmax(q[:, :, :1] @ k.transpose(2, 3) / math.sqrt(hd), -1).mean(1)[:, 0]
+            else:
+                out["cls_attn"] = torch.softmax(q @ k.transpose(2, 3) / math.sqrt(hd), -1).mean((1, 2))
+            out["cls_attn"] = out["cls_attn"][:, skip:]
+        if "keys" in self._uses:
+            out["keys"] = k.mean(1)[:, skip:]
+        return out
+
+    def _span(self, input_ids: Any, vision: dict) -> _Span:
+        """The visual span of the prompt as the family lays it out (see :class:`_Span`)."""
+        import torch
+
+        cfg, llava = self.model.config, self.model.model
+        layer, strategy = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+        ids = input_ids[0]
+        if self._family == "llava":
+            pixels = vision["pixel_values"]
+            out, q, k = self._tap(lambda: llava.get_image_features(
+                pixel_values=pixels, vision_feature_layer=layer, vision_feature_select_strategy=strategy))
+            feats = list(out.pooler_output)
+            signals = self._signals(q, k, cls=True)
+            per = feats[0].shape[0]
+            side = math.isqrt(per)
+            return _Span(slots=(ids == cfg.image_token_id).nonzero().flatten(), features=torch.cat(feats),
+                         tail=None, signals={n: v.reshape(-1, *v.shape[2:]) for n, v in signals.items()},
+                         grid=(len(feats), side, side) if side * side == per else None)
+        # LLaVA-OneVision.
+        if "pixel_values_videos" in vision and "pixel_values" in vision:
+            raise TokensieveError("a prompt with both images and a video is not supported by the adapter yet")
+        if "pixel_values_videos" in vision:
+            video = vision["pixel_values_videos"]
+            if video.shape[0] != 1:
+                raise TokensieveError(f"the adapter prunes one video at a time, got {video.shape[0]}")
+            out, q, k = self._tap(lambda: llava.get_video_features(
+                pixel_values_videos=video, vision_feature_layer=layer, vision_feature_select_strategy=strategy))
+            packed = out.pooler_output[0]
+            frames = video.shape[1]
+            # Every frame's g x g map pooled to ceil(g/2)^2 as the model pools its tokens; the signals likewise.
+            pool = llava.apply_pooling
+            signals = {n: pool(v.reshape(frames, v.shape[1], -1)).reshape(-1, *v.shape[2:])
+                       for n, v in self._signals(q, k, cls=False).items()}
+            per = (packed.shape[0] - 1) // frames
+            side = math.isqrt(per)
+            return _Span(slots=(ids == cfg.video_token_id).nonzero().flatten(), features=packed[:-1],
+                         tail=packed[-1:], signals=signals, grid=(frames, side, side))
+        sizes = vision.get("image_sizes")
+        pixels = vision["pixel_values"]
+        if sizes is None or len(sizes) != 1:
+            raise TokensieveError("the adapter prunes LLaVA-OneVision prompts with one image (any-resolution) or "
+                                  "one video; several images are not supported yet")
+        aspect = getattr(cfg, "vision_aspect_ratio", "anyres_max_9")
+        out, q, k = self._tap(lambda: llava.get_image_features(
+            pixel_values=pixels, image_sizes=sizes, vision_feature_layer=layer,
+            vision_feature_select_strategy=strategy, vision_aspect_ratio=aspect))
+        packed = torch.cat(list(out.pooler_output))
+        # The packed sequence (base view, unpadded tile map, a newline per row) is pruned as one flat set; the
+        # signals are packed by the model's own packing, a newline row carrying attention 0 and zero keys.
+        signals = {}
+        for name, v in self._signals(q, k, cls=False).items():
+            rows = v.reshape(v.shape[0], v.shape[1], -1)
+            zero = rows.new_zeros(rows.shape[-1])
+            flat, _ = llava.pack_image_features([rows], sizes, image_newline=zero, vision_aspect_ratio=aspect)
+            signals[name] = torch.cat(list(flat)).reshape(-1, *v.shape[2:])
+        return _Span(slots=(ids == cfg.image_token_id).nonzero().flatten(), features=packed, tail=None,
+                     signals=signals, grid=None)
+
+    def _prepare(self, input_ids: Any, vision: dict, attention_mask: Any, query_ids: Any):
         """The pruned prompt's input embeddings; records its position bookkeeping and the selection."""
         import torch
 
@@ -174,13 +263,14 @@ class Handle:
             raise TokensieveError(f"the adapter prunes one prompt at a time (batch size 1), got {input_ids.shape[0]}")
         if attention_mask is not None and not bool(attention_mask.all()):
             raise TokensieveError("padded prompts are not supported by the adapter (attention_mask has zeros)")
-        cfg = self.model.config
         ids = input_ids[0]
-        slots = (ids == cfg.image_token_id).nonzero().flatten()
-        features, signals, grid = self._signals(pixel_values)
-        if len(slots) != features.shape[0]:
+        span = self._span(input_ids, vision)
+        features, slots = span.features, span.slots
+        tail = span.tail if span.tail is not None else features[:0]
+        n = features.shape[0]
+        if len(slots) != n + len(tail):
             raise TokensieveError(
-                f"the prompt has {len(slots)} image placeholders but the images give {features.shape[0]} tokens"
+                f"the prompt has {len(slots)} visual placeholders but the inputs give {n + len(tail)} tokens"
             )
         embed = self.model.get_input_embeddings()
         query = None
@@ -188,27 +278,26 @@ class Handle:
             q_ids = query_ids if query_ids is not None else _text_after(ids, slots)
             with torch.no_grad():
                 query = embed(torch.as_tensor(q_ids, device=ids.device).reshape(-1)).float()
-        sel = ts.prune(features, self.method, self.keep, self.ratio, grid=grid, query=query, **signals,
-                       **self.params)
+        sel = ts.prune(features, self.method, self.keep, self.ratio, grid=span.grid, query=query,
+                       **span.signals, **self.params)
         self.last = sel
-        kept = sel.indices.tolist()
-        rows = sel.output
-        extra = sel.extra if sel.extra is not None else rows[:0]
-        kept_slots = slots[kept]
+        rows = torch.cat([sel.output.to(features.dtype), tail])
+        extra = sel.extra if sel.extra is not None else features[:0]
         is_slot = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
         is_slot[slots] = True
         keep = ~is_slot
-        keep[kept_slots] = True
+        keep[slots[sel.indices.tolist()]] = True
+        keep[slots[n:]] = True
+        # Synthetic rows (PruMerge+'s extra token) sit after the last prunable token at the next ids, before a
+        # trailing newline; everything after them moves up by their count (the engine's bookkeeping).
+        last = int(slots[n - 1])
         positions = torch.arange(len(ids), device=ids.device)
-        last = int(slots[-1])
-        # PruMerge+'s extra rows sit after the last visual token at the next ids; the text after shifts by them.
         shifted = positions + (positions > last).long() * len(extra)
-        new_ids = ids[keep]
-        new_pos = shifted[keep]
+        new_ids, new_pos = ids[keep], shifted[keep]
         cut = int(keep[: last + 1].sum())
         with torch.no_grad():
             emb = embed(new_ids)
-            emb[new_ids == cfg.image_token_id] = rows.to(emb.dtype)
+            emb[is_slot[keep]] = rows.to(emb.dtype)
             if len(extra):
                 extra_pos = last + 1 + torch.arange(len(extra), device=ids.device)
                 emb = torch.cat([emb[:cut], extra.to(emb.dtype), emb[cut:]])
@@ -228,7 +317,7 @@ def apply(model: Any, pruner: str = "todre", ratio: Optional[float] = None, keep
     """Patches a loaded transformers model so that its prompts' visual tokens are pruned with ``pruner``.
 
     Args:
-        model: a ``LlavaForConditionalGeneration`` (transformers >= 5).
+        model: a ``LlavaForConditionalGeneration`` or ``LlavaOnevisionForConditionalGeneration`` (transformers 5).
         pruner: a method from :func:`tokensieve.methods`, optionally with parameters (``"todre:pivot=cls"``).
         ratio: fraction of the visual tokens to keep, or ``keep``: how many.
         in_llm: an in-decoder rule (FastV, ...); not available in the adapter yet.
@@ -244,8 +333,8 @@ def apply(model: Any, pruner: str = "todre", ratio: Optional[float] = None, keep
     if (ratio is None) == (keep is None):
         raise TokensieveError("give ratio=R or keep=K")
     name = type(model).__name__
-    if name != "LlavaForConditionalGeneration":
-        raise TokensieveError(f"{name} is not supported by the adapter yet (LlavaForConditionalGeneration is)")
+    if name not in _FAMILIES:
+        raise TokensieveError(f"{name} is not supported by the adapter yet (supported: {', '.join(_FAMILIES)})")
     handle = Handle(model, pruner, keep, ratio, params)
     handle._install()
     return handle

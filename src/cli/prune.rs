@@ -12,7 +12,7 @@ use tokensieve::pruners::{
 /// Arguments of `prune`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Visual tokens, an `[N, D]` float32/float16 .npy file.
+    /// Visual tokens, an `[N, D]` float64/float32/float16 .npy file.
     #[arg(long, required_unless_present = "list")]
     features: Option<PathBuf>,
     /// Method name, optionally with parameters: `name:key=value,...` (see --list).
@@ -74,7 +74,9 @@ fn prune_error(e: PruneError) -> CliError {
 }
 
 fn load(path: &Path) -> Result<npy::NpyArray, CliError> {
-    npy::read(path).map_err(|e| CliError::runtime(e.to_string(), Some("save arrays with numpy.save as float32".into())))
+    npy::read(path).map_err(|e| {
+        CliError::runtime(e.to_string(), Some("save arrays with numpy.save (float64, float32 or float16)".into()))
+    })
 }
 
 fn matrix(path: &Path, name: &'static str) -> Result<Array2<f32>, CliError> {
