@@ -51,5 +51,6 @@ fn smollm2_logits_match_transformers_on_the_dequantised_weights() {
     assert_eq!(ours.len(), want.len());
     let worst = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     eprintln!("SmolLM2 logits: max abs difference {worst:e} over {} entries", want.len());
-    assert!(worst <= 1e-3, "logits differ by {worst}");
+    // docs/CLI.md states this bound (4.0e-5 measured on CPU).
+    assert!(worst <= 5e-5, "logits differ by {worst}");
 }
