@@ -118,6 +118,14 @@ def test_refusals_name_what_is_missing(llava):
         ts.hf.apply(model, pruner="todre")
     with pytest.raises(ts.TokensieveError, match="not supported"):
         ts.hf.apply(object(), pruner="todre", ratio=0.5)
+    handle = ts.hf.apply(model, pruner="todre", ratio=0.5)
+    try:
+        with pytest.raises(ts.TokensieveError, match="already patched"):
+            ts.hf.apply(model, pruner="divprune", ratio=0.5)
+    finally:
+        handle.remove()
+    assert "generate" not in model.__dict__ and "forward" not in model.__dict__
+    ts.hf.apply(model, pruner="divprune", ratio=0.5).remove()
 
 
 TINY_OV = REPO / "models" / "tests" / "fixtures" / "tiny_onevision"

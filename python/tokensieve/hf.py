@@ -145,6 +145,7 @@ class Handle:
             else:
                 setattr(obj, attr, self._saved[key])
         self._prefill = None
+        model.__dict__.pop("_tokensieve_handle", None)
 
     # -- one prompt -------------------------------------------------------------------------------------------
 
@@ -335,8 +336,11 @@ def apply(model: Any, pruner: str = "todre", ratio: Optional[float] = None, keep
     name = type(model).__name__
     if name not in _FAMILIES:
         raise TokensieveError(f"{name} is not supported by the adapter yet (supported: {', '.join(_FAMILIES)})")
+    if getattr(model, "_tokensieve_handle", None) is not None:
+        raise TokensieveError("the model is already patched by tokensieve.hf.apply: call handle.remove() first")
     handle = Handle(model, pruner, keep, ratio, params)
     handle._install()
+    model._tokensieve_handle = handle
     return handle
 
 
