@@ -57,10 +57,8 @@ fn owned(view: ArrayView2<'_, f32>) -> Array2<f32> {
     view.as_standard_layout().into_owned()
 }
 
-fn vector(name: &str, a: Option<PyReadonlyArray1<'_, f32>>) -> PyResult<Option<Vec<f32>>> {
-    a.map(|a| a.as_slice().map(<[f32]>::to_vec).or_else(|_| Ok(a.as_array().to_vec())))
-        .transpose()
-        .map_err(|e: numpy::NotContiguousError| err(format!("{name}: {e}")))
+fn vector(a: Option<PyReadonlyArray1<'_, f32>>) -> Option<Vec<f32>> {
+    a.map(|a| a.as_array().to_vec())
 }
 
 /// Runs one method on one sample. See `tokensieve.prune` for the documented Python signature.
@@ -87,9 +85,9 @@ fn prune<'py>(
         features: owned(features.as_array()),
         keys: keys.map(|k| owned(k.as_array())),
         query: query.map(|q| owned(q.as_array())),
-        cls_attention: vector("cls_attn", cls_attn)?,
-        importance: vector("importance", importance)?,
-        relevance: vector("relevance", relevance)?,
+        cls_attention: vector(cls_attn),
+        importance: vector(importance),
+        relevance: vector(relevance),
         layout: layout(grid)?,
     };
     let out = py.detach(|| run_on_host(&CpuBackend, &m, inputs, b)).map_err(err)?;

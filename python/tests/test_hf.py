@@ -1,5 +1,6 @@
-"""`tokensieve.hf.apply` on the committed tiny random LLaVA against `tokensieve ask` with the same method: the same
-kept indices and the same 20 greedy tokens, for an image and for a video prompt."""
+"""`tokensieve.hf.apply` on the committed tiny random LLaVA and LLaVA-OneVision against `tokensieve ask` with the
+same method: the same kept indices, the pruned prompt's last-position logits within 1e-4 (`ask --logits-out`) and
+the same 20 greedy tokens, for image and video prompts."""
 
 import json
 import pathlib
@@ -42,39 +43,59 @@ def adapted_answer(llava, pixels, images: int, method: str, ratio: float):
         out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=20, min_new_tokens=20,
                              do_sample=False, query_ids=tok.encode(QUESTION).ids)
         kept = handle.last.indices.tolist()
+        logits = last_logits(model, ids, {"pixel_values": pixels}, tok)
     finally:
         handle.remove()
     assert out.shape[1] > ids.shape[1] and (out[0, : ids.shape[1]] == ids[0]).all()
-    return kept, tok.decode(out[0, ids.shape[1]:].tolist())
+    return kept, tok.decode(out[0, ids.shape[1]:].tolist()), logits
+
+
+def last_logits(model, ids, vision: dict, tok):
+    """The patched model's last-position logits on the pruned prompt (a direct forward call)."""
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=ids, query_ids=tok.encode(QUESTION).ids, **vision).logits[0, -1].numpy()
+
+
+def ask(cli, tmp_path, model_dir, *args):
+    """`tokensieve ask --json` with `--logits-out`: the record and the logits."""
+    path = tmp_path / "logits.npy"
+    record = json.loads(run([cli, "ask", "--model", model_dir, *args, "--max-new-tokens", "20", "--device", "cpu",
+                             "--json", "--logits-out", path, QUESTION]))
+    return record, np.load(path)
+
+
+def assert_same(kept, answer, logits, record, cli_logits):
+    assert kept == record["record"]["kept"]
+    np.testing.assert_allclose(logits, cli_logits, rtol=0, atol=1e-4)
+    assert answer.split() == record["answer"].split()
 
 
 METHODS = ["todre", "divprune", "visionzip:cls=patch", "tome", "query", "pool", "prumerge-plus"]
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_an_image_prompt_keeps_and_answers_as_tokensieve_ask(cli, assets, llava, method):
+def test_an_image_prompt_keeps_and_answers_as_tokensieve_ask(cli, assets, llava, method, tmp_path):
     from PIL import Image
 
     image = assets / "images" / "chelsea.png"
     pixels = llava[2](images=Image.open(image).convert("RGB"), return_tensors="pt").pixel_values
-    kept, answer = adapted_answer(llava, pixels, 1, method, 0.25)
-    record = json.loads(run([cli, "ask", "--model", TINY, "--image", image, "--pruner", method, "--ratio", "0.25",
-                             "--max-new-tokens", "20", "--device", "cpu", "--json", QUESTION]))
-    assert kept == record["record"]["kept"]
-    assert answer.split() == record["answer"].split()
+    kept, answer, logits = adapted_answer(llava, pixels, 1, method, 0.25)
+    record, cli_logits = ask(cli, tmp_path, TINY, "--image", image, "--pruner", method, "--ratio", "0.25")
+    assert_same(kept, answer, logits, record, cli_logits)
 
 
 @pytest.mark.parametrize("method", ["todre", "dycoke", "holitom", "fastvid"])
-def test_a_video_prompt_keeps_and_answers_as_tokensieve_ask(cli, assets, llava, method):
+def test_a_video_prompt_keeps_and_answers_as_tokensieve_ask(cli, assets, llava, method, tmp_path):
     video = assets / "videos" / "vtest.avi"
     frames, _, _ = ts.sample(video, "uniform:frames=4")
     pixels = llava[2](images=list(frames), return_tensors="pt").pixel_values
     ratio = 0.75 if method == "dycoke" else 0.25  # DyCoke's official rule keeps 30 % of each compared frame
-    kept, answer = adapted_answer(llava, pixels, 4, method, ratio)
-    record = json.loads(run([cli, "ask", "--model", TINY, "--video", video, "--frames", "4", "--pruner", method,
-                             "--ratio", str(ratio), "--max-new-tokens", "20", "--device", "cpu", "--json", QUESTION]))
-    assert kept == record["record"]["kept"]
-    assert answer.split() == record["answer"].split()
+    kept, answer, logits = adapted_answer(llava, pixels, 4, method, ratio)
+    record, cli_logits = ask(cli, tmp_path, TINY, "--video", video, "--frames", "4", "--pruner", method, "--ratio",
+                             str(ratio))
+    assert_same(kept, answer, logits, record, cli_logits)
 
 
 def test_the_original_positions_reach_the_decoder(llava):
@@ -159,13 +180,14 @@ def onevision_answer(onevision, ids, vision: dict, method: str, ratio: float):
         out = model.generate(input_ids=ids, max_new_tokens=20, min_new_tokens=20, do_sample=False,
                              query_ids=tok.encode(QUESTION).ids, **vision)
         kept = handle.last.indices.tolist()
+        logits = last_logits(model, ids, vision, tok)
     finally:
         handle.remove()
-    return kept, tok.decode(out[0, ids.shape[1]:].tolist())
+    return kept, tok.decode(out[0, ids.shape[1]:].tolist()), logits
 
 
 @pytest.mark.parametrize("method", ["todre", "holitom", "fastvid", "visionzip:cls=patch", "cdpruner", "prumerge-plus"])
-def test_a_onevision_video_keeps_and_answers_as_tokensieve_ask(cli, assets, onevision, method):
+def test_a_onevision_video_keeps_and_answers_as_tokensieve_ask(cli, assets, onevision, method, tmp_path):
     import torch
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
@@ -176,15 +198,15 @@ def test_a_onevision_video_keeps_and_answers_as_tokensieve_ask(cli, assets, onev
                                      image_std=[0.5] * 3)
     pixels = torch.as_tensor(np.stack(square(images=list(frames), return_tensors="np").pixel_values))[None]
     ids = onevision_prompt(onevision[1], onevision[2], "<video>", 4 * 4 + 1)
-    kept, answer = onevision_answer(onevision, ids, {"pixel_values_videos": pixels}, method, 0.25)
-    record = json.loads(run([cli, "ask", "--model", TINY_OV, "--video", video, "--frames", "4", "--pruner", method,
-                             "--ratio", "0.25", "--max-new-tokens", "20", "--device", "cpu", "--json", QUESTION]))
-    assert kept == record["record"]["kept"]
-    assert answer.split() == record["answer"].split()
+    kept, answer, logits = onevision_answer(onevision, ids, {"pixel_values_videos": pixels}, method, 0.25)
+    record, cli_logits = ask(cli, tmp_path, TINY_OV, "--video", video, "--frames", "4", "--pruner", method,
+                             "--ratio", "0.25")
+    assert_same(kept, answer, logits, record, cli_logits)
 
 
 @pytest.mark.parametrize("method", ["todre", "divprune", "tome", "query"])
-def test_a_onevision_any_resolution_image_keeps_and_answers_as_tokensieve_ask(cli, assets, onevision, method):
+def test_a_onevision_any_resolution_image_keeps_and_answers_as_tokensieve_ask(cli, assets, onevision, method,
+                                                                              tmp_path):
     from PIL import Image
     from transformers import AutoImageProcessor
 
@@ -194,8 +216,6 @@ def test_a_onevision_any_resolution_image_keeps_and_answers_as_tokensieve_ask(cl
     vision = {"pixel_values": processed.pixel_values, "image_sizes": processed.image_sizes}
     count = onevision[0].model.get_image_features(**vision).pooler_output[0].shape[0]
     ids = onevision_prompt(onevision[1], onevision[2], "<image>", count)
-    kept, answer = onevision_answer(onevision, ids, vision, method, 0.25)
-    record = json.loads(run([cli, "ask", "--model", TINY_OV, "--image", image, "--pruner", method, "--ratio",
-                             "0.25", "--max-new-tokens", "20", "--device", "cpu", "--json", QUESTION]))
-    assert kept == record["record"]["kept"]
-    assert answer.split() == record["answer"].split()
+    kept, answer, logits = onevision_answer(onevision, ids, vision, method, 0.25)
+    record, cli_logits = ask(cli, tmp_path, TINY_OV, "--image", image, "--pruner", method, "--ratio", "0.25")
+    assert_same(kept, answer, logits, record, cli_logits)

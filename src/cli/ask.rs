@@ -123,6 +123,9 @@ pub struct AskArgs {
     /// Print JSON (answer and record) instead of streaming.
     #[arg(long)]
     pub(super) json: bool,
+    /// Write the prefill's last-position logits `[V]` (the pruned prompt's) as .npy.
+    #[arg(long)]
+    pub(super) logits_out: Option<PathBuf>,
 }
 
 /// What one prefill produced.
@@ -331,7 +334,7 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
     let positions = tokensieve::pipeline::qa::Positions::parse(&args.pruning.positions)
         .map_err(|e| CliError::usage(e, "original or contiguous"))?;
     builder = builder.positions(positions);
-    builder = builder.sampling(sampling(args)?).stop(args.stop.clone());
+    builder = builder.sampling(sampling(args)?).stop(args.stop.clone()).keep_logits(args.logits_out.is_some());
     let pipeline = builder.build().map_err(|e| match e {
         PipelineError::Spec(_) => usage(e),
         e => CliError::runtime(e.to_string(), Some("is it a llava or llava_onevision directory?".into())),
@@ -350,6 +353,9 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
         })
         .map_err(runtime)?;
     drop(out);
+    if let Some(logits) = &answer.record.qa.first_logits {
+        save(&args.logits_out, &[logits.len()], logits)?;
+    }
     if args.json {
         emit(&format!("{}\n", json!({"answer": answer.text, "record": answer.record})))
     } else {
@@ -370,6 +376,12 @@ pub fn ask(args: AskArgs) -> Result<(), CliError> {
         return ask_vlm(&args, &model);
     }
     refuse_visual(visual)?;
+    if args.logits_out.is_some() {
+        return Err(CliError::usage(
+            "--logits-out writes a vision-language prompt's logits",
+            "`tokensieve forward --logits-out` writes a language model's",
+        ));
+    }
     if args.backend.backend == "onnx" {
         return Err(CliError::usage(
             "the onnx backend runs vision-language exports (models/export/export_onnx.py)",

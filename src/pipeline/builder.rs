@@ -71,6 +71,7 @@ pub struct PipelineBuilder {
     sampling: Sampling,
     stop: Vec<String>,
     positions: Positions,
+    keep_logits: bool,
 }
 
 impl PipelineBuilder {
@@ -92,6 +93,12 @@ impl PipelineBuilder {
     /// Position ids after pre-LLM pruning: [`Positions::Original`] (the default) or [`Positions::Contiguous`].
     pub fn positions(mut self, positions: Positions) -> Self {
         self.positions = positions;
+        self
+    }
+
+    /// Keeps the prefill's last-position logits in each answer's record (`record.qa.first_logits`).
+    pub fn keep_logits(mut self, keep: bool) -> Self {
+        self.keep_logits = keep;
         self
     }
 
@@ -180,6 +187,7 @@ impl PipelineBuilder {
             sampling: self.sampling,
             stop: self.stop,
             positions: self.positions,
+            keep_logits: self.keep_logits,
         };
         qa.check_options(&opts)?;
         Ok(Pipeline { qa, sampler: self.sampler, opts })
@@ -265,6 +273,7 @@ impl Pipeline {
             sampling: Sampling::default(),
             stop: Vec::new(),
             positions: Positions::Original,
+            keep_logits: false,
         }
     }
 

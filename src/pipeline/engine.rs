@@ -384,6 +384,7 @@ impl Engine {
         let mut picker = TokenPicker::new(opts.sampling);
         let first = picker.pick_or_argmax(&logits) as i64;
         ttft += clock.lap("prefill");
+        let first_logits = opts.keep_logits.then(|| logits.to_vec());
         let mut step =
             |token: i64| -> Result<i64, QaError> { Ok(picker.pick_or_argmax(&decoding.step(token)?) as i64) };
         let generated = generate(&self.tokenizer, opts, first, &mut step, on_text)?;
@@ -401,6 +402,7 @@ impl Engine {
             kv_bytes: decoding.kv_bytes(),
             shape: self.language.shape(),
             generated: &generated,
+            first_logits,
         }
         .record();
         Ok((generated.answer, record))

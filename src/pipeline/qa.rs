@@ -98,6 +98,8 @@ pub struct QaOptions {
     pub stop: Vec<String>,
     /// Position ids of the prompt after pre-LLM pruning.
     pub positions: Positions,
+    /// Keep the prefill's last-position logits in the record ([`QaRecord::first_logits`]; `ask --logits-out`).
+    pub keep_logits: bool,
 }
 
 /// Position ids of a prompt whose visual tokens were pruned before the decoder (ALGORITHMS.md §1.5).
@@ -134,6 +136,7 @@ impl QaOptions {
             sampling: Sampling::default(),
             stop: Vec::new(),
             positions: Positions::Original,
+            keep_logits: false,
         }
     }
 }
@@ -169,6 +172,10 @@ pub struct QaRecord {
     pub generated_tokens: usize,
     /// Decoder steps after the prefill (the `generate` stage's work): decode speed is steps / generate time.
     pub decode_steps: usize,
+    /// The prefill's last-position logits `[V]`, when [`QaOptions::keep_logits`] asked for them (not serialised:
+    /// `ask --logits-out` writes them as `.npy`, for parity checks of pruned prompts).
+    #[serde(skip)]
+    pub first_logits: Option<Vec<f32>>,
 }
 
 pub use tokensieve_models::arch::{MediaKind, Newline, VisualTokens};
@@ -437,6 +444,8 @@ pub(crate) struct Measured<'a> {
     pub shape: DecoderShape,
     /// What generation did.
     pub generated: &'a Generated,
+    /// The prefill's last-position logits, when kept.
+    pub first_logits: Option<Vec<f32>>,
 }
 
 impl Measured<'_> {
@@ -461,6 +470,7 @@ impl Measured<'_> {
             llm_macs_swiglu: swiglu,
             generated_tokens: self.generated.tokens,
             decode_steps: self.generated.steps,
+            first_logits: self.first_logits,
         }
     }
 }
