@@ -121,8 +121,7 @@ pub fn run_on_host<B: Backend>(
 /// returned as [`RetainedCount::AtMost`], never as if it were exact.
 pub fn retained_count(method: &Method, n: usize, budget: Budget) -> Result<RetainedCount> {
     let k = budget.resolve(n)?.k;
-    // PruMerge+ appends one synthetic token (the mean of the pruned ones) after the kept rows.
-    let extra = usize::from(matches!(method, Method::PruMergePlus(_)) && k < n);
+    let extra = if k < n { method.synthetic_rows() } else { 0 };
     if method.exact_budget() {
         Ok(RetainedCount::Exact(k + extra))
     } else {

@@ -30,6 +30,12 @@ pub trait Pruner {
         true
     }
 
+    /// Synthetic rows with no original index ([`crate::Selection::extra`]) the method appends when it prunes
+    /// (`k < N`): PruMerge+'s extra token. Serving code counts them before encoding.
+    fn synthetic_rows(&self) -> usize {
+        0
+    }
+
     /// Selects from `tokens` with `1 <= k < N`. Call [`prune`] instead: it handles the edge cases.
     fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>>;
 }

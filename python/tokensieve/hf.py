@@ -35,7 +35,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import numpy as np
 
 import tokensieve as ts
 from tokensieve import TokensieveError
@@ -345,4 +344,3 @@ def apply(model: Any, pruner: str = "todre", ratio: Optional[float] = None, keep
 
 
 __all__ = ["Handle", "apply"]
-_ = np  # numpy is the package's dependency; torch and transformers come with the model

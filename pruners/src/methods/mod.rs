@@ -76,6 +76,9 @@ macro_rules! methods {
             fn exact_budget(&self) -> bool {
                 match self { $( Method::$variant(m) => m.exact_budget(), )* }
             }
+            fn synthetic_rows(&self) -> usize {
+                match self { $( Method::$variant(m) => m.synthetic_rows(), )* }
+            }
             fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize)
                 -> Result<Selection<B::Matrix>> {
                 match self { $( Method::$variant(m) => m.select(backend, tokens, k), )* }

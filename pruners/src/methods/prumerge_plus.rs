@@ -103,6 +103,10 @@ impl Pruner for PruMergePlus {
         false
     }
 
+    fn synthetic_rows(&self) -> usize {
+        1
+    }
+
     fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize) -> Result<Selection<B::Matrix>> {
         let n = tokens.len();
         let a = tokens.require_cls_attention(self.name())?;
