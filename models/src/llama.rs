@@ -12,7 +12,9 @@
 //! rule reads (§1.8): [`LayerDrop`] (a rule that returns kept offsets: FastV, PyramidDrop, ToDRE stage 2),
 //! [`PrefillPlan`] (a rule that also sees the span's hidden states and may replace the kept rows and append synthetic
 //! ones: HoliTom inner, SparseVLM) and, while decoding, [`StepKeys`] (a per-token selection of the cached image keys
-//! that the deeper layers attend to, the full cache being kept: DyCoke). Without them the forward pass is unchanged.
+//! that the deeper layers attend to, the full cache being kept: DyCoke). The rows come from the layer before a drop
+//! ([`QueryRows::Last`], [`QueryRows::AfterSpan`]) or, for PyramidDrop, from the drop layer's own norm and q/k on
+//! its input ([`QueryRows::OwnLast`], one extra projection per stage). Without them the forward pass is unchanged.
 
 use crate::gguf::{Gguf, GgufError};
 use crate::safetensors::{Checkpoint, SafetensorsError};
@@ -259,7 +261,8 @@ pub type StageRule<'a> = &'a mut dyn FnMut(StageView<'_>) -> Result<LayerPlan, R
 /// (HoliTom inner, SparseVLM). Before each layer of `layers` (ascending), `rule` sees a [`StageView`] and returns a
 /// [`LayerPlan`], applied to the hidden states, the position ids and the KV cache of that and every later layer.
 pub struct PrefillPlan<'a> {
-    /// The layers that see each stage's result (the rows come from the layer before each).
+    /// The layers that see each stage's result (the rows come from the layer before each, or from the layer itself
+    /// with [`QueryRows::OwnLast`]).
     pub layers: Vec<usize>,
     /// The droppable positions of this forward's sequence (usually the image tokens).
     pub span: std::ops::Range<usize>,
@@ -675,6 +678,11 @@ impl Llama {
         let mut selected: Option<Option<Vec<usize>>> = None;
         for (i, l) in self.layers.iter().enumerate() {
             if let Some(d) = drop.as_mut().filter(|d| d.layers.get(stage) == Some(&i)) {
+                if d.rows == QueryRows::OwnLast {
+                    // PyramidDrop's `pdrop_rank_drop`: this layer's own norm, q/k and RoPE on its input.
+                    let (q, k) = self.query_keys(l, &x, &positions)?;
+                    rows = attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, s - 1)?;
+                }
                 let plan = match &mut d.rule {
                     EditRule::Offsets(select) => {
                         // Offsets-only rules are normalised (sorted, unique, inside the span), as they always were.
@@ -713,23 +721,18 @@ impl Llama {
                 positions.shallow_clone()
             };
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
-            let split = |w: &Tensor, bias: Option<&Tensor>, heads: usize| -> Result<Tensor, LlamaError> {
-                Ok(h.f_linear(w, bias)?.f_reshape([b, s, heads as i64, head_dim])?.f_transpose(1, 2)?)
-            };
-            let (qb, kb, vb) = match &l.qkv_bias {
-                Some((q, k, v)) => (Some(q), Some(k), Some(v)),
-                None => (None, None, None),
-            };
-            let q = self.rope(&split(&l.q, qb, c.heads)?, &layer_positions)?;
-            let k = self.rope(&split(&l.k, kb, c.kv_heads)?, &layer_positions)?;
-            let v = split(&l.v, vb, c.kv_heads)?;
+            let (q, k) = self.project_qk(l, &h, &layer_positions)?;
+            let vb = l.qkv_bias.as_ref().map(|(_, _, v)| v);
+            let v = h.f_linear(&l.v, vb)?.f_reshape([b, s, c.kv_heads as i64, head_dim])?.f_transpose(1, 2)?;
             let (k, v) = match cache.entries.get(i) {
                 Some((pk, pv)) => (Tensor::f_cat(&[pk, &k], 2)?, Tensor::f_cat(&[pv, &v], 2)?),
                 None => (k, v),
             };
-            if let Some(d) = drop.as_ref().filter(|d| d.layers.get(stage) == Some(&(i + 1))) {
+            if let Some(d) =
+                drop.as_ref().filter(|d| d.layers.get(stage) == Some(&(i + 1)) && d.rows != QueryRows::OwnLast)
+            {
                 let from = match d.rows {
-                    QueryRows::Last => s - 1,
+                    QueryRows::Last | QueryRows::OwnLast => s - 1,
                     QueryRows::AfterSpan => (span.end as i64).min(s - 1),
                 };
                 rows = attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, from)?;
@@ -823,6 +826,30 @@ impl Llama {
             )));
         }
         Ok(())
+    }
+
+    /// Layer `l`'s queries and keys `[B, heads, S, d]` of the normalised states `h` `[B, S, D]`, RoPE applied at
+    /// `positions`.
+    fn project_qk(&self, l: &Layer, h: &Tensor, positions: &Tensor) -> Result<(Tensor, Tensor), LlamaError> {
+        let c = self.config;
+        let head_dim = (c.hidden / c.heads) as i64;
+        let (b, s, _) = h.size3()?;
+        let split = |w: &Tensor, bias: Option<&Tensor>, heads: usize| -> Result<Tensor, LlamaError> {
+            Ok(h.f_linear(w, bias)?.f_reshape([b, s, heads as i64, head_dim])?.f_transpose(1, 2)?)
+        };
+        let (qb, kb) = match &l.qkv_bias {
+            Some((q, k, _)) => (Some(q), Some(k)),
+            None => (None, None),
+        };
+        Ok((self.rope(&split(&l.q, qb, c.heads)?, positions)?, self.rope(&split(&l.k, kb, c.kv_heads)?, positions)?))
+    }
+
+    /// Layer `l`'s queries and keys for its input `x` (its input norm applied first), as that layer would compute
+    /// them: the scores PyramidDrop ranks with before the layer runs.
+    fn query_keys(&self, l: &Layer, x: &Tensor, positions: &Tensor) -> Result<(Tensor, Tensor), LlamaError> {
+        let c = self.config;
+        let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
+        self.project_qk(l, &h, positions)
     }
 
     /// Applies one stage's plan to the hidden states `x` `[B, S, D]` and the position ids `[S]`: returns the new

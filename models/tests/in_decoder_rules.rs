@@ -3,7 +3,8 @@
 //! the pruners' rules, against direct transcriptions of their official Python: an eager decoder written here from
 //! the checkpoint's weights (explicit softmax attention, GQA heads repeated, per-layer caches) that applies each rule
 //! at its layer the way the reference code does (SparseVLMs `modelling_sparse_llama.py` / `score.py` /
-//! `cluster_and_merge`, HoliTom `modeling_qwen2.py`, DyCoke `PrunableDynamicCache`). Prefill logits and several
+//! `cluster_and_merge`, HoliTom `modeling_qwen2.py`, DyCoke `PrunableDynamicCache`, PyramidDrop
+//! `modeling_llama_pdrop.py::pdrop_forward` / `pdrop_rank_drop`, FastV's llava-hf `modeling_llama.py`). Prefill logits and several
 //! decode steps agree within 1e-4, the kept sets agree exactly, and each rule measurably changes the logits.
 //!
 //! Two models: the `tiny_qwen2` fixture (2 layers, GQA, q/k/v biases, tied head) and a 4-layer Qwen2 with larger
@@ -339,11 +340,7 @@ fn run_in_decoder(model: &Llama, rule: &InDecoder, p: &Prompt, kept_seen: &mut V
     let plan = PrefillPlan {
         layers: rule.drop_layers(model.config.layers),
         span: p.span.clone(),
-        rows: if rule.rows() == tokensieve_pruners::in_decoder::Rows::AfterSpan {
-            QueryRows::AfterSpan
-        } else {
-            QueryRows::Last
-        },
+        rows: rule.rows(),
         rule: &mut stage,
         positions: if rule.contiguous_positions() { PositionMode::Contiguous } else { PositionMode::Original },
     };
@@ -795,6 +792,253 @@ fn dycoke_kv_in_the_decoder_equals_its_transcription() {
                 assert_eq!(restricted, 1, "{name}: only the first step selects, the others attend to everything");
             }
             check_changed(&name, &ours, &plain);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// PyramidDrop and FastV
+// ------------------------------------------------------------------------------------------------------------------
+
+impl Reference {
+    /// `pdrop_rank_drop`'s scores: layer `l`'s `input_layernorm`, `q_proj`/`k_proj` (with biases) and rotary
+    /// embedding on its input `x` at `positions`, the last row's causal softmax (float32), mean over heads.
+    fn own_last_row(&self, l: usize, x: &Tensor, positions: &[i64]) -> Vec<f32> {
+        let w = &self.layers[l];
+        let (s, dim) = (x.size()[1], x.size()[2]);
+        let hd = dim / self.heads;
+        let h = self.rms(x, &w.ln1);
+        let split =
+            |p: &(Tensor, Tensor), heads: i64| h.linear(&p.0, Some(&p.1)).reshape([1, s, heads, hd]).transpose(1, 2);
+        let q = self.rope(&split(&w.q, self.heads), positions);
+        let k = self.rope(&split(&w.k, self.kv_heads), positions);
+        let k = k.repeat_interleave_self_int(self.heads / self.kv_heads, 1, None);
+        // The last query sees every key: its causal mask row is all zeros.
+        let scores = q.narrow(2, s - 1, 1).matmul(&k.transpose(2, 3)) / (hd as f64).sqrt();
+        values(&scores.softmax(-1, Kind::Float).mean_dim([1i64].as_slice(), false, Kind::Float).reshape([-1]))
+    }
+}
+
+/// What a drop transcription produced: logits of the prefill and of each step, kept offsets per stage (into the
+/// span as it was at that stage), and each layer's cache length.
+type DropRun = (Vec<Vec<f32>>, Vec<Vec<usize>>, Vec<i64>);
+
+/// `pdrop_forward` in inference: after layer `K − 1` for `K` in `layers`, rank the image tokens still present by
+/// layer `K`'s own q/k (`own`) or by layer `K − 1`'s attention row (`score=previous`), keep `int(N·ρ_s)` of the
+/// original `N`, and renumber `arange(0, len)` (`contiguous`) or keep the kept ids. Decoding: `s + t`, minus, for the
+/// layers after each stage, what the stages before them dropped (the official `position_ids - (cur - next)`).
+fn pdrop_reference(
+    r: &Reference,
+    p: &Prompt,
+    layers: &[usize],
+    ratios: &[f64],
+    own: bool,
+    contiguous: bool,
+) -> DropRun {
+    let s = p.x.size()[1];
+    let n = p.span.len();
+    let counts: Vec<usize> = std::iter::once(n).chain(ratios.iter().map(|&f| (n as f64 * f) as usize)).collect();
+    let mut positions: Vec<i64> = (0..s).collect();
+    let mut x = p.x.shallow_clone();
+    let mut cache = RefCache::default();
+    let mut kept_per_stage = Vec::new();
+    for l in 0..r.layers.len() {
+        let out = r.layer(l, &x, &positions, None, None);
+        cache.k.push(out.k);
+        cache.v.push(out.v);
+        x = out.x;
+        let Some(stage) = layers.iter().position(|&k| k == l + 1) else { continue };
+        let row = if own {
+            r.own_last_row(l + 1, &x, &positions)
+        } else {
+            let avg = out.probs.mean_dim([0i64].as_slice(), false, Kind::Float);
+            values(&avg.get(avg.size()[0] - 1))
+        };
+        let (start, present, keep) = (p.span.start, counts[stage], counts[stage + 1]);
+        let mut top = topk(&row[start..start + present], keep);
+        top.sort_unstable();
+        let len = x.size()[1] as usize;
+        let index: Vec<i64> =
+            (0..start).chain(top.iter().map(|&j| start + j)).chain(start + present..len).map(|i| i as i64).collect();
+        x = x.index_select(1, &Tensor::from_slice(&index));
+        positions = if contiguous {
+            (0..index.len() as i64).collect()
+        } else {
+            index.iter().map(|&i| positions[i as usize]).collect()
+        };
+        kept_per_stage.push(top);
+    }
+    let mut logits = vec![r.logits(&x)];
+    let shift = |l: usize| -> i64 {
+        if !contiguous {
+            return 0;
+        }
+        layers.iter().enumerate().filter(|(_, &k)| k <= l).map(|(st, _)| (counts[st] - counts[st + 1]) as i64).sum()
+    };
+    for (t, &token) in STEPS.iter().enumerate() {
+        logits.push(r.step(&mut cache, token, &|l| s + t as i64 - shift(l), &mut |_, _| None));
+    }
+    (logits, kept_per_stage, cache.k.iter().map(|k| k.size()[2]).collect())
+}
+
+/// FastV's llava-hf `LlamaModel.forward` (`use_cache`, prefill): at layer `K`, layer `K − 1`'s attention (mean over
+/// heads, last row, image columns), `topk(round(N·(1 − R)))`, `keep_indexs` sorted, `position_ids = keep_indexs`;
+/// decoding continues at the original `s + t`.
+fn fastv_reference(r: &Reference, p: &Prompt, k_layer: usize, ratio: f64) -> DropRun {
+    let (s, n, start) = (p.x.size()[1], p.span.len(), p.span.start);
+    let mut positions: Vec<i64> = (0..s).collect();
+    let mut x = p.x.shallow_clone();
+    let mut cache = RefCache::default();
+    let mut last_probs: Option<Tensor> = None;
+    let mut kept = Vec::new();
+    for l in 0..r.layers.len() {
+        if l == k_layer {
+            let avg = last_probs.take().unwrap().mean_dim([0i64].as_slice(), false, Kind::Float);
+            let row = values(&avg.get(avg.size()[0] - 1));
+            let mut top = topk(&row[start..start + n], (n as f64 * (1.0 - ratio)).round_ties_even() as usize);
+            top.sort_unstable();
+            let index: Vec<i64> = (0..start)
+                .chain(top.iter().map(|&j| start + j))
+                .chain(start + n..s as usize)
+                .map(|i| i as i64)
+                .collect();
+            x = x.index_select(1, &Tensor::from_slice(&index));
+            positions = index;
+            kept.push(top);
+        }
+        let out = r.layer(l, &x, &positions, None, None);
+        if l + 1 == k_layer {
+            last_probs = Some(out.probs.shallow_clone());
+        }
+        cache.k.push(out.k);
+        cache.v.push(out.v);
+        x = out.x;
+    }
+    let mut logits = vec![r.logits(&x)];
+    for (t, &token) in STEPS.iter().enumerate() {
+        logits.push(r.step(&mut cache, token, &|_| s + t as i64, &mut |_, _| None));
+    }
+    (logits, kept, cache.k.iter().map(|k| k.size()[2]).collect())
+}
+
+/// Runs `spec` through the decoder (prefill, then [`STEPS`]) and returns the same triple as the transcriptions.
+fn decoder_run(model: &Llama, spec: &str, p: &Prompt) -> DropRun {
+    let rule = InDecoder::from_spec(spec).unwrap();
+    let mut kept = Vec::new();
+    let (prefill, mut cache) = run_in_decoder(model, &rule, p, &mut kept);
+    let mut logits = vec![prefill];
+    for &t in &STEPS {
+        logits.push(values(&model.forward(&Tensor::from_slice(&[t]).unsqueeze(0), &mut cache).unwrap()));
+    }
+    (logits, kept, (0..model.config.layers).map(|l| cache.layer_len(l)).collect())
+}
+
+fn check_run(name: &str, ours: &DropRun, want: &DropRun, model: &Llama, p: &Prompt) {
+    assert_eq!(ours.1, want.1, "{name}: the kept tokens per stage");
+    assert_eq!(ours.2, want.2, "{name}: every layer's cache length");
+    check_close(name, &ours.0, &want.0);
+    check_changed(name, &ours.0, &plain_logits(model, p, &STEPS));
+}
+
+#[test]
+fn pyramid_drop_in_the_decoder_equals_its_transcription() {
+    // 13 image tokens: int(13·0.5) = 6, int(13·0.25) = 3 (round-half-even would keep 6 and 3 too, but
+    // int(13·0.75) = 9 where it would keep 10).
+    let dir = peaked_model();
+    let (model, reference) = (Llama::from_hf_dir(dir, Device::Cpu).unwrap(), Reference::load(dir));
+    let p = prompt(&reference, &[3, 4, 5], 13, &[7, 8, 9, 10], 6);
+    for (spec, layers, ratios, own, contiguous) in [
+        ("pdrop:layers=1/3,lambda=0.5", vec![1, 3], vec![0.5, 0.25], true, true),
+        ("pdrop:layers=1/2/3,ratios=0.75/0.5/0.25", vec![1, 2, 3], vec![0.75, 0.5, 0.25], true, true),
+        ("pdrop:layers=2/3,lambda=0.5,score=previous", vec![2, 3], vec![0.5, 0.25], false, true),
+        ("pdrop:layers=1/3,lambda=0.5,positions=original", vec![1, 3], vec![0.5, 0.25], true, false),
+    ] {
+        let ours = decoder_run(&model, spec, &p);
+        let want = pdrop_reference(&reference, &p, &layers, &ratios, own, contiguous);
+        check_run(spec, &ours, &want, &model, &p);
+    }
+    // The two readings differ: scoring with layer K's own q/k is not the same as layer K − 1's attention here.
+    let own = decoder_run(&model, "pdrop:layers=2,lambda=0.5", &p);
+    let previous = decoder_run(&model, "pdrop:layers=2,lambda=0.5,score=previous", &p);
+    assert_ne!(own.1, previous.1, "own-layer and previous-layer scores pick the same tokens: the test is too weak");
+}
+
+#[test]
+fn fastv_in_the_decoder_equals_its_transcription() {
+    for (dir, layer, n) in [(fixture(), 1, 16), (peaked_model().to_path_buf(), 2, 13)] {
+        let (model, reference) = (Llama::from_hf_dir(&dir, Device::Cpu).unwrap(), Reference::load(&dir));
+        let p = prompt(&reference, &[3, 4], n, &[7, 8, 9], 7);
+        for ratio in [0.5, 0.75] {
+            let spec = format!("fastv:layer={layer},ratio={ratio}");
+            let ours = decoder_run(&model, &spec, &p);
+            check_run(
+                &format!("{spec} on {}", dir.display()),
+                &ours,
+                &fastv_reference(&reference, &p, layer, ratio),
+                &model,
+                &p,
+            );
+        }
+    }
+}
+
+/// ToDRE stage 2 as its paper states it (no public code): at check layer `ℓ`, the text queries' (every row after
+/// the span) share of attention on the visual columns, `Σ_i Σ_{j∈V} A_ij / Σ_i Σ_j A_ij` (head mean); below `τ`
+/// (the visual rows cannot see the text, so `α_{v→t} = 0`) every visual token leaves layers `> ℓ`; original ids.
+fn todre_stage2_reference(r: &Reference, p: &Prompt, check: usize, tau: f64) -> DropRun {
+    let (s, span) = (p.x.size()[1], p.span.clone());
+    let mut positions: Vec<i64> = (0..s).collect();
+    let mut x = p.x.shallow_clone();
+    let mut cache = RefCache::default();
+    let mut kept = Vec::new();
+    for l in 0..r.layers.len() {
+        let out = r.layer(l, &x, &positions, None, None);
+        cache.k.push(out.k);
+        cache.v.push(out.v);
+        x = out.x;
+        if l == check {
+            let avg = out.probs.mean_dim([0i64].as_slice(), false, Kind::Float); // [S, T]
+            let (mut visual, mut total) = (0.0f64, 0.0f64);
+            for i in span.end..s as usize {
+                let row = values(&avg.get(i as i64));
+                visual += row[span.clone()].iter().map(|&v| v as f64).sum::<f64>();
+                total += row.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            let drop = visual / total < tau;
+            let top: Vec<usize> = if drop { Vec::new() } else { (0..span.len()).collect() };
+            let index: Vec<i64> = (0..span.start)
+                .chain(top.iter().map(|&j| span.start + j))
+                .chain(span.end..s as usize)
+                .map(|i| i as i64)
+                .collect();
+            x = x.index_select(1, &Tensor::from_slice(&index));
+            positions = index;
+            kept.push(top);
+        }
+    }
+    let mut logits = vec![r.logits(&x)];
+    for (t, &token) in STEPS.iter().enumerate() {
+        logits.push(r.step(&mut cache, token, &|_| s + t as i64, &mut |_, _| None));
+    }
+    (logits, kept, cache.k.iter().map(|k| k.size()[2]).collect())
+}
+
+#[test]
+fn todre_stage2_in_the_decoder_equals_its_transcription() {
+    let dir = peaked_model();
+    let (model, reference) = (Llama::from_hf_dir(dir, Device::Cpu).unwrap(), Reference::load(dir));
+    let p = prompt(&reference, &[3, 4], 10, &[7, 8, 9], 8);
+    // τ = 1 always drops, τ = 0 never does; the ratio itself sits between.
+    for (tau, drops) in [(1.0, true), (0.0, false)] {
+        let spec = format!("todre-stage2:tau={tau},layer=1");
+        let ours = decoder_run(&model, &spec, &p);
+        let want = todre_stage2_reference(&reference, &p, 1, tau);
+        assert_eq!(ours.1, want.1, "{spec}: the kept tokens");
+        assert_eq!(ours.2, want.2, "{spec}: every layer's cache length");
+        check_close(&spec, &ours.0, &want.0);
+        assert_eq!(want.1[0].is_empty(), drops, "{spec}");
+        if drops {
+            check_changed(&spec, &ours.0, &plain_logits(&model, &p, &STEPS));
         }
     }
 }

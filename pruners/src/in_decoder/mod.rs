@@ -51,14 +51,7 @@ pub enum InDecoder {
 }
 
 /// PyramidDrop's parameters.
-pub const PDROP_PARAMS: [ParamSpec; 2] = [
-    ParamSpec { name: "layers", default: "8/16/24", help: "layers where tokens are dropped, ascending, `/`-separated" },
-    ParamSpec {
-        name: "lambda",
-        default: "0.5",
-        help: "share kept at each stage (stage s keeps lambda^s of the original)",
-    },
-];
+pub use pyramid_drop::PARAMS as PDROP_PARAMS;
 
 /// ToDRE stage 2's parameters.
 pub const STAGE2_PARAMS: [ParamSpec; 2] = [
@@ -72,24 +65,7 @@ impl InDecoder {
         let (name, given) = parse_spec(spec)?;
         match name.as_str() {
             "fastv" => Ok(InDecoder::FastV(fastv::FastV::from_pairs(&given)?)),
-            "pdrop" => {
-                let p = Params::new("pdrop", &PDROP_PARAMS, &given)?;
-                let lambda = p.float_in("lambda", 1e-6, 1.0)?;
-                let layers: Vec<usize> = p
-                    .text("layers")?
-                    .split('/')
-                    .map(|l| l.trim().parse::<usize>())
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| PruneError::Param {
-                        method: "pdrop".into(),
-                        param: "layers".into(),
-                        reason: format!("= `{}` is not `/`-separated layer numbers", p.text("layers").unwrap_or("")),
-                    })?;
-                let stages = layers.iter().enumerate().map(|(s, &l)| (l, lambda.powi(s as i32 + 1))).collect();
-                let rule = pyramid_drop::PyramidDrop { stages };
-                rule.counts(1)?;
-                Ok(InDecoder::PyramidDrop(rule))
-            }
+            "pdrop" => Ok(InDecoder::PyramidDrop(pyramid_drop::PyramidDrop::from_pairs(&given)?)),
             "todre-stage2" => {
                 let p = Params::new("todre-stage2", &STAGE2_PARAMS, &given)?;
                 let tau = p.float_in("tau", 0.0, 1.0)? as f32;
@@ -143,19 +119,28 @@ impl InDecoder {
         matches!(self, InDecoder::DycokeKv(_))
     }
 
-    /// True when the layers after a drop renumber their positions without gaps (SparseVLM's
-    /// `positions=contiguous`); every other rule keeps the original ids (ALGORITHMS.md §1.5).
+    /// True when the layers after a drop renumber their positions without gaps: PyramidDrop by default (its
+    /// official code renumbers after every stage) and SparseVLM's `positions=contiguous`; every other rule keeps
+    /// the original ids (ALGORITHMS.md §1.5).
     pub fn contiguous_positions(&self) -> bool {
-        matches!(self, InDecoder::SparseVlm(s) if s.contiguous)
+        match self {
+            InDecoder::SparseVlm(s) => s.contiguous,
+            InDecoder::PyramidDrop(p) => p.contiguous,
+            _ => false,
+        }
     }
 }
 
-/// Which attention rows a rule reads at the layer before each of its drops (softmax probabilities over every
-/// visible key, mean over heads).
+/// Which attention rows a rule reads before each of its drops (softmax probabilities over every visible key, mean
+/// over heads): the layer before's attention, or (PyramidDrop) the drop layer's own q/k on its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rows {
-    /// The last query only (FastV, PyramidDrop, HoliTom inner; DyCoke's step row): one row.
+    /// The last query only, from the layer before the drop (FastV, HoliTom inner, PyramidDrop's `score=previous`;
+    /// DyCoke's step row): one row.
     Last,
+    /// The last query only, computed with the drop layer's own input norm, q/k projections and RoPE on its input
+    /// (the previous layer's output), at the current position ids: PyramidDrop's `pdrop_rank_drop`. One row.
+    OwnLast,
     /// Every query after the droppable span (ToDRE stage 2's text rows, SparseVLM's raters), causally masked.
     AfterSpan,
 }
@@ -165,6 +150,7 @@ impl InDecoder {
     pub fn rows(&self) -> Rows {
         match self {
             InDecoder::TodreStage2 { .. } | InDecoder::SparseVlm(_) => Rows::AfterSpan,
+            InDecoder::PyramidDrop(p) if p.own_layer => Rows::OwnLast,
             InDecoder::FastV(_) | InDecoder::PyramidDrop(_) | InDecoder::HolitomInner(_) | InDecoder::DycokeKv(_) => {
                 Rows::Last
             }
@@ -288,6 +274,9 @@ mod spec_tests {
     fn specs_name_their_stages() {
         let p = InDecoder::from_spec("pdrop").unwrap();
         assert_eq!(p.drop_layers(32), vec![8, 16, 24]);
+        assert_eq!((p.rows(), p.contiguous_positions()), (Rows::OwnLast, true), "the official readings");
+        let q = InDecoder::from_spec("pdrop:score=previous,positions=original").unwrap();
+        assert_eq!((q.rows(), q.contiguous_positions()), (Rows::Last, false));
         let InDecoder::PyramidDrop(rule) = &p else { panic!() };
         assert_eq!(rule.counts(576).unwrap(), vec![288, 144, 72], "PyramidDrop's paper schedule");
         let q = InDecoder::from_spec("pdrop:layers=2/4,lambda=0.25").unwrap();
