@@ -124,7 +124,7 @@ impl PyramidDrop {
         let mut last: Option<(usize, f64)> = None;
         for &(layer, fraction) in &self.stages {
             let ascending = last.is_none_or(|(l, f)| layer > l && fraction <= f);
-            if !ascending || !(fraction > 0.0 && fraction <= 1.0) {
+            if !(ascending && fraction > 0.0 && fraction <= 1.0) {
                 return Err(PruneError::Param {
                     method: "pdrop".into(),
                     param: "layers".into(),
