@@ -133,6 +133,16 @@ struct Layer {
     down: Tensor,
 }
 
+impl Layer {
+    /// The query, key and value biases (Qwen2), or none (Llama).
+    fn biases(&self) -> (Option<&Tensor>, Option<&Tensor>, Option<&Tensor>) {
+        match &self.qkv_bias {
+            Some((q, k, v)) => (Some(q), Some(k), Some(v)),
+            None => (None, None, None),
+        }
+    }
+}
+
 /// Per-layer cached keys and values `[B, kv_heads, T, head_dim]`.
 #[derive(Default)]
 pub struct KvCache {
@@ -679,9 +689,7 @@ impl Llama {
         for (i, l) in self.layers.iter().enumerate() {
             if let Some(d) = drop.as_mut().filter(|d| d.layers.get(stage) == Some(&i)) {
                 if d.rows == QueryRows::OwnLast {
-                    // PyramidDrop's `pdrop_rank_drop`: this layer's own norm, q/k and RoPE on its input.
-                    let (q, k) = self.query_keys(l, &x, &positions)?;
-                    rows = attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, s - 1)?;
+                    rows = self.own_last_row(l, &x, &positions)?;
                 }
                 let plan = match &mut d.rule {
                     EditRule::Offsets(select) => {
@@ -721,8 +729,9 @@ impl Llama {
                 positions.shallow_clone()
             };
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
-            let (q, k) = self.project_qk(l, &h, &layer_positions)?;
-            let vb = l.qkv_bias.as_ref().map(|(_, _, v)| v);
+            let (qb, kb, vb) = l.biases();
+            let q = self.rotary_projection(&h, &l.q, qb, c.heads, &layer_positions)?;
+            let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, &layer_positions)?;
             let v = h.f_linear(&l.v, vb)?.f_reshape([b, s, c.kv_heads as i64, head_dim])?.f_transpose(1, 2)?;
             let (k, v) = match cache.entries.get(i) {
                 Some((pk, pv)) => (Tensor::f_cat(&[pk, &k], 2)?, Tensor::f_cat(&[pv, &v], 2)?),
@@ -828,28 +837,34 @@ impl Llama {
         Ok(())
     }
 
-    /// Layer `l`'s queries and keys `[B, heads, S, d]` of the normalised states `h` `[B, S, D]`, RoPE applied at
-    /// `positions`.
-    fn project_qk(&self, l: &Layer, h: &Tensor, positions: &Tensor) -> Result<(Tensor, Tensor), LlamaError> {
+    /// One rotary projection (`W_q` or `W_k`, with its bias) of the normalised states `h` `[B, S, D]`:
+    /// `[B, heads, S, d]`, RoPE applied at `positions` `[S]`.
+    fn rotary_projection(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        heads: usize,
+        positions: &Tensor,
+    ) -> Result<Tensor, LlamaError> {
         let c = self.config;
-        let head_dim = (c.hidden / c.heads) as i64;
         let (b, s, _) = h.size3()?;
-        let split = |w: &Tensor, bias: Option<&Tensor>, heads: usize| -> Result<Tensor, LlamaError> {
-            Ok(h.f_linear(w, bias)?.f_reshape([b, s, heads as i64, head_dim])?.f_transpose(1, 2)?)
-        };
-        let (qb, kb) = match &l.qkv_bias {
-            Some((q, k, _)) => (Some(q), Some(k)),
-            None => (None, None),
-        };
-        Ok((self.rope(&split(&l.q, qb, c.heads)?, positions)?, self.rope(&split(&l.k, kb, c.kv_heads)?, positions)?))
+        let split = h.f_linear(w, bias)?.f_reshape([b, s, heads as i64, (c.hidden / c.heads) as i64])?;
+        self.rope(&split.f_transpose(1, 2)?, positions)
     }
 
-    /// Layer `l`'s queries and keys for its input `x` (its input norm applied first), as that layer would compute
-    /// them: the scores PyramidDrop ranks with before the layer runs.
-    fn query_keys(&self, l: &Layer, x: &Tensor, positions: &Tensor) -> Result<(Tensor, Tensor), LlamaError> {
+    /// PyramidDrop's `pdrop_rank_drop` row: the last query of layer `l`'s own input norm, q/k projections and RoPE
+    /// on its input `x` (one sequence) against every key, softmax, mean over heads. Only the last row's query is
+    /// projected.
+    fn own_last_row(&self, l: &Layer, x: &Tensor, positions: &Tensor) -> Result<Vec<Vec<f32>>, LlamaError> {
         let c = self.config;
         let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
-        self.project_qk(l, &h, positions)
+        let s = h.size()[1];
+        let (qb, kb, _) = l.biases();
+        let last = (h.f_narrow(1, s - 1, 1)?, positions.f_narrow(0, s - 1, 1)?);
+        let q = self.rotary_projection(&last.0, &l.q, qb, c.heads, &last.1)?;
+        let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, positions)?;
+        attention_rows(&q, &k, c.heads / c.kv_heads, (c.hidden / c.heads) as i64, 0)
     }
 
     /// Applies one stage's plan to the hidden states `x` `[B, S, D]` and the position ids `[S]`: returns the new

@@ -823,6 +823,29 @@ impl Reference {
 /// span as it was at that stage), and each layer's cache length.
 type DropRun = (Vec<Vec<f32>>, Vec<Vec<usize>>, Vec<i64>);
 
+/// The rows a drop keeps, as gather indices: `0..start`, `start + kept`, then `end..len`.
+fn spliced(start: usize, kept: &[usize], end: usize, len: usize) -> Vec<i64> {
+    (0..start).chain(kept.iter().map(|&j| start + j)).chain(end..len).map(|i| i as i64).collect()
+}
+
+impl Reference {
+    /// A transcription's [`DropRun`] after its prefill left `x` and `cache`: the prefill logits, then [`STEPS`]
+    /// decoded with layer `l`'s position `position(l, t)` for step `t`, and every layer's cache length.
+    fn decode_run(
+        &self,
+        x: &Tensor,
+        mut cache: RefCache,
+        kept: Vec<Vec<usize>>,
+        position: &dyn Fn(usize, i64) -> i64,
+    ) -> DropRun {
+        let mut logits = vec![self.logits(x)];
+        for (t, &token) in STEPS.iter().enumerate() {
+            logits.push(self.step(&mut cache, token, &|l| position(l, t as i64), &mut |_, _| None));
+        }
+        (logits, kept, cache.k.iter().map(|k| k.size()[2]).collect())
+    }
+}
+
 /// `pdrop_forward` in inference: after layer `K − 1` for `K` in `layers`, rank the image tokens still present by
 /// layer `K`'s own q/k (`own`) or by layer `K − 1`'s attention row (`score=previous`), keep `int(N·ρ_s)` of the
 /// original `N`, and renumber `arange(0, len)` (`contiguous`) or keep the kept ids. Decoding: `s + t`, minus, for the
@@ -857,9 +880,7 @@ fn pdrop_reference(
         let (start, present, keep) = (p.span.start, counts[stage], counts[stage + 1]);
         let mut top = topk(&row[start..start + present], keep);
         top.sort_unstable();
-        let len = x.size()[1] as usize;
-        let index: Vec<i64> =
-            (0..start).chain(top.iter().map(|&j| start + j)).chain(start + present..len).map(|i| i as i64).collect();
+        let index = spliced(start, &top, start + present, x.size()[1] as usize);
         x = x.index_select(1, &Tensor::from_slice(&index));
         positions = if contiguous {
             (0..index.len() as i64).collect()
@@ -868,17 +889,13 @@ fn pdrop_reference(
         };
         kept_per_stage.push(top);
     }
-    let mut logits = vec![r.logits(&x)];
     let shift = |l: usize| -> i64 {
         if !contiguous {
             return 0;
         }
         layers.iter().enumerate().filter(|(_, &k)| k <= l).map(|(st, _)| (counts[st] - counts[st + 1]) as i64).sum()
     };
-    for (t, &token) in STEPS.iter().enumerate() {
-        logits.push(r.step(&mut cache, token, &|l| s + t as i64 - shift(l), &mut |_, _| None));
-    }
-    (logits, kept_per_stage, cache.k.iter().map(|k| k.size()[2]).collect())
+    r.decode_run(&x, cache, kept_per_stage, &|l, t| s + t - shift(l))
 }
 
 /// FastV's llava-hf `LlamaModel.forward` (`use_cache`, prefill): at layer `K`, layer `K − 1`'s attention (mean over
@@ -897,11 +914,7 @@ fn fastv_reference(r: &Reference, p: &Prompt, k_layer: usize, ratio: f64) -> Dro
             let row = values(&avg.get(avg.size()[0] - 1));
             let mut top = topk(&row[start..start + n], (n as f64 * (1.0 - ratio)).round_ties_even() as usize);
             top.sort_unstable();
-            let index: Vec<i64> = (0..start)
-                .chain(top.iter().map(|&j| start + j))
-                .chain(start + n..s as usize)
-                .map(|i| i as i64)
-                .collect();
+            let index = spliced(start, &top, start + n, s as usize);
             x = x.index_select(1, &Tensor::from_slice(&index));
             positions = index;
             kept.push(top);
@@ -914,11 +927,7 @@ fn fastv_reference(r: &Reference, p: &Prompt, k_layer: usize, ratio: f64) -> Dro
         cache.v.push(out.v);
         x = out.x;
     }
-    let mut logits = vec![r.logits(&x)];
-    for (t, &token) in STEPS.iter().enumerate() {
-        logits.push(r.step(&mut cache, token, &|_| s + t as i64, &mut |_, _| None));
-    }
-    (logits, kept, cache.k.iter().map(|k| k.size()[2]).collect())
+    r.decode_run(&x, cache, kept, &|_, t| s + t)
 }
 
 /// Runs `spec` through the decoder (prefill, then [`STEPS`]) and returns the same triple as the transcriptions.
@@ -1006,21 +1015,13 @@ fn todre_stage2_reference(r: &Reference, p: &Prompt, check: usize, tau: f64) -> 
             }
             let drop = visual / total < tau;
             let top: Vec<usize> = if drop { Vec::new() } else { (0..span.len()).collect() };
-            let index: Vec<i64> = (0..span.start)
-                .chain(top.iter().map(|&j| span.start + j))
-                .chain(span.end..s as usize)
-                .map(|i| i as i64)
-                .collect();
+            let index = spliced(span.start, &top, span.end, s as usize);
             x = x.index_select(1, &Tensor::from_slice(&index));
             positions = index;
             kept.push(top);
         }
     }
-    let mut logits = vec![r.logits(&x)];
-    for (t, &token) in STEPS.iter().enumerate() {
-        logits.push(r.step(&mut cache, token, &|_| s + t as i64, &mut |_, _| None));
-    }
-    (logits, kept, cache.k.iter().map(|k| k.size()[2]).collect())
+    r.decode_run(&x, cache, kept, &|_, t| s + t)
 }
 
 #[test]
