@@ -230,3 +230,18 @@ fn value(b: &[u8], pos: &mut usize) -> Json {
 pub fn fixture_dir(method: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("official").join(method)
 }
+
+/// `m` with every element moved by one to four parts in 2²³, up or down by a fixed hash of its index: more than
+/// another CPU's SIMD kernels (another summation order) change a dot product, and different for every row, so
+/// near-tied similarities swap. A reference whose picks survive it does not hinge on f32 rounding, so it holds on
+/// every CI machine, not only on the one that generated it.
+pub fn nudged(m: &Array2<f32>) -> Array2<f32> {
+    let mut out = m.clone();
+    out.iter_mut().enumerate().for_each(|(i, v)| {
+        let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let ulps = (1 + (h >> 61) % 4) as f32;
+        let sign = if h >> 63 == 1 { 1.0 } else { -1.0 };
+        *v *= 1.0 + sign * ulps * f32::EPSILON;
+    });
+    out
+}

@@ -13,7 +13,11 @@ Transcribed (by reading, not copying) from Theia-4869/VisPruner, `llava/model/ll
 
 The official loop breaks (a tensor-shape error in the `expand`) when R is odd with more than one survivor, or when
 `r'` exceeds |A|; the generator only emits cases where the official code runs, and says so per case.
-Ties: `torch.argsort` is not stable; the inputs are continuous random values, so no ties occur.
+Ties and near-ties: `torch.argsort` is not stable, and the Rust side sums its dot products in another order (and
+each CPU's SIMD kernel in its own), so two scores within a few f32 ulps may swap there. Every sort the loop does
+(attention, then each round's scores) is therefore checked for a gap of at least `MARGIN` between neighbours; inputs
+that miss it are drawn again, and the smallest gap is recorded per case. A clustered draw that passes on one CPU
+and not on another is exactly what this guards against.
 
 Run: `python make_vispruner.py` (numpy + torch) rewrites `vispruner.json` next to this file.
 """
@@ -25,13 +29,24 @@ import numpy as np
 import torch
 
 
+MARGIN = 1e-5
+
+
+def smallest_gap(values):
+    """The smallest distance between two neighbours of `values` once sorted (inf for fewer than two)."""
+    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    return float(np.diff(v).min()) if v.size > 1 else float("inf")
+
+
 def official_vispruner(image_features, image_attentions, visual_token_num, important_ratio):
-    """`image_features (B, N, C)`, `image_attentions (B, H, N)` -> `index_masks (B, N)`, as encode_images does."""
+    """`image_features (B, N, C)`, `image_attentions (B, H, N)` -> `(index_masks (B, N), mean attention, gap)`, as
+    encode_images does; `gap` is the smallest neighbour distance over every sort (not part of the official code)."""
     B, N, C = image_features.shape
     important_token_num = int(visual_token_num * important_ratio)
     diverse_token_num = visual_token_num - important_token_num
 
     image_attentions = image_attentions.mean(dim=1)
+    gap = smallest_gap(image_attentions.numpy())
     token_indices = image_attentions.argsort(dim=-1, descending=True)
     important_indices = token_indices[:, :important_token_num]
     residual_indices = token_indices[:, important_token_num:]
@@ -46,6 +61,7 @@ def official_vispruner(image_features, image_attentions, visual_token_num, impor
         residual_tokens = image_normalized[batch.expand(-1, R), residual_indices]
         a, b = residual_tokens[..., ::2, :], residual_tokens[..., 1::2, :]
         scores = (a @ b.transpose(-1, -2)).max(dim=-1).values
+        gap = min(gap, smallest_gap(scores.numpy()))
         distinct_indices = scores.argsort(dim=-1, descending=True)[:, r:]
         residual_indices = torch.cat(
             [residual_indices[..., ::2][batch.expand(-1, R // 2 - r), distinct_indices], residual_indices[..., 1::2]],
@@ -58,7 +74,7 @@ def official_vispruner(image_features, image_attentions, visual_token_num, impor
         selected_indices = important_indices
     index_masks = torch.zeros(B, N, dtype=torch.bool)
     index_masks.scatter_(1, selected_indices, True)
-    return index_masks, image_attentions
+    return index_masks, image_attentions, gap
 
 
 def attention_order_variant(features, attention, visual_token_num, important_ratio):
@@ -82,9 +98,10 @@ def inputs(kind, rng, n, d, heads):
     if kind == "random":
         x = rng.standard_normal((n, d))
     else:
-        # Clustered: 6 centres, each token a centre plus small noise, so near-duplicates abound.
+        # Clustered: 6 centres, each token a centre plus noise (cosine to its cluster mates about 0.94), so every
+        # token has near-duplicates; tighter clusters put scores within f32 noise of each other (see MARGIN).
         centres = rng.standard_normal((6, d)) * 2.0
-        x = centres[rng.integers(0, 6, n)] + 0.15 * rng.standard_normal((n, d))
+        x = centres[rng.integers(0, 6, n)] + 0.5 * rng.standard_normal((n, d))
     logits = rng.standard_normal((heads, 1 + n)) * 2.0
     attn = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     return x.astype(np.float32), attn[:, 1:].astype(np.float32)
@@ -99,20 +116,27 @@ def f32(v):
 
 def main():
     rng = np.random.default_rng(16)
-    n, d, heads = 144, 32, 4
+    n, d, heads = 64, 32, 4
     cases = []
     for kind in ["random", "clustered"]:
-        x, attn = inputs(kind, rng, n, d, heads)
-        runs = []
-        for t, ratio in [(16, 0.5), (32, 0.5), (20, 0.5), (40, 0.25), (48, 0.5), (24, 0.0), (24, 1.0)]:
-            masks, mean = official_vispruner(torch.from_numpy(x)[None], torch.from_numpy(attn)[None], t, ratio)
-            kept = torch.nonzero(masks[0]).flatten().tolist()
-            assert len(kept) == t
-            old = attention_order_variant(x, mean[0].numpy(), t, ratio)
-            runs.append({"k": t, "important_ratio": ratio, "kept": kept,
-                         "old_loop_agrees": len(set(kept) & set(old))})
+        for draw in range(1, 10001):
+            x, attn = inputs(kind, rng, n, d, heads)
+            runs, gap = [], float("inf")
+            for t, ratio in [(16, 0.5), (32, 0.5), (20, 0.5), (40, 0.25), (48, 0.5), (24, 0.0), (24, 1.0)]:
+                masks, mean, g = official_vispruner(torch.from_numpy(x)[None], torch.from_numpy(attn)[None], t, ratio)
+                gap = min(gap, g)
+                kept = torch.nonzero(masks[0]).flatten().tolist()
+                assert len(kept) == t
+                old = attention_order_variant(x, mean[0].numpy(), t, ratio)
+                runs.append({"k": t, "important_ratio": ratio, "kept": kept,
+                             "old_loop_agrees": len(set(kept) & set(old))})
+            if gap >= MARGIN:
+                break
+        else:
+            raise SystemExit(f"no {kind} draw has every sort separated by {MARGIN}")
+        print(kind, "draw", draw, "smallest gap", gap)
         cases.append({"name": kind, "n": n, "d": d, "features": f32(x), "cls_attention": f32(mean[0].numpy()),
-                      "runs": runs})
+                      "smallest_gap": gap, "draws": draw, "runs": runs})
         for r in runs:
             print(kind, r["k"], r["important_ratio"], "old loop agrees on", r["old_loop_agrees"], "of", r["k"])
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vispruner.json")
