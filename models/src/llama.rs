@@ -22,7 +22,7 @@ use crate::sampling::{Sampling, TokenPicker};
 use crate::weights::Weights;
 use serde::Deserialize;
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 use thiserror::Error;
 
 /// Why the model could not load or run.
@@ -143,10 +143,79 @@ impl Layer {
     }
 }
 
-/// Per-layer cached keys and values `[B, kv_heads, T, head_dim]`.
+/// One layer's cached keys and values: `[B, kv_heads, capacity, head_dim]` buffers whose first `len` positions are
+/// real. A step writes its positions in place; when the capacity runs out both buffers double, so a position is
+/// copied O(1) times on average (a concatenation per step copies the whole cache every step: quadratic in the
+/// answer's length).
+struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+    len: i64,
+}
+
+/// Positions reserved beyond the prefill when a layer's buffers are first allocated (the first decoding steps then
+/// never reallocate; later growth doubles).
+const KV_RESERVE: i64 = 128;
+
+impl LayerKv {
+    /// Buffers holding `k`, `v` `[B, H, S, d]` with room for [`KV_RESERVE`] more positions.
+    fn new(k: &Tensor, v: &Tensor) -> Result<Self, TchError> {
+        let mut kv = LayerKv { k: k.f_empty_like()?, v: v.f_empty_like()?, len: 0 };
+        kv.reserve(k.size()[2] + KV_RESERVE)?;
+        kv.write(k, v)?;
+        Ok(kv)
+    }
+
+    /// Grows both buffers to `capacity` positions (when they hold fewer), keeping the `len` real ones.
+    fn reserve(&mut self, capacity: i64) -> Result<(), TchError> {
+        let size = self.k.size();
+        if size[2] >= capacity {
+            return Ok(());
+        }
+        let shape = [size[0], size[1], capacity, size[3]];
+        for buf in [&mut self.k, &mut self.v] {
+            let grown = Tensor::f_empty(shape, (buf.kind(), buf.device()))?;
+            grown.f_narrow(2, 0, self.len)?.f_copy_(&buf.f_narrow(2, 0, self.len)?)?;
+            *buf = grown;
+        }
+        Ok(())
+    }
+
+    /// Writes `k`, `v` `[B, H, S, d]` after the real positions; returns views of all of them `[B, H, len, d]`.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), TchError> {
+        self.write(k, v)?;
+        self.views()
+    }
+
+    /// Writes `k`, `v` `[B, H, S, d]` after the real positions, growing the buffers when they are full.
+    fn write(&mut self, k: &Tensor, v: &Tensor) -> Result<(), TchError> {
+        let s = k.size()[2];
+        if self.len + s > self.k.size()[2] {
+            self.reserve((self.len + s).max(2 * self.k.size()[2]))?;
+        }
+        self.k.f_narrow(2, self.len, s)?.f_copy_(k)?;
+        self.v.f_narrow(2, self.len, s)?.f_copy_(v)?;
+        self.len += s;
+        Ok(())
+    }
+
+    /// The real positions `[B, H, len, d]` (views into the buffers).
+    fn views(&self) -> Result<(Tensor, Tensor), TchError> {
+        Ok((self.k.f_narrow(2, 0, self.len)?, self.v.f_narrow(2, 0, self.len)?))
+    }
+
+    /// Bytes of `positions` positions of keys and values.
+    fn bytes_of(&self, positions: i64) -> usize {
+        let size = self.k.size();
+        2 * (size[0] * size[1] * positions * size[3]) as usize * self.k.kind().elt_size_in_bytes()
+    }
+}
+
+/// Per-layer cached keys and values, written in place into preallocated buffers ([`KvCache::bytes`] counts the
+/// real positions, [`KvCache::reserved_bytes`] the allocation).
 #[derive(Default)]
 pub struct KvCache {
-    entries: Vec<(Tensor, Tensor)>,
+    entries: Vec<LayerKv>,
     /// Position id of the next token (original numbering: dropped tokens keep their ids used).
     next_position: i64,
     /// Per layer, tokens removed from that layer's cache (for contiguous renumbering).
@@ -159,12 +228,12 @@ pub struct KvCache {
 impl KvCache {
     /// Positions held by the first layer (the whole sequence so far).
     pub fn len(&self) -> i64 {
-        self.entries.first().map_or(0, |(k, _)| k.size()[2])
+        self.entries.first().map_or(0, |e| e.len)
     }
 
     /// Positions held by layer `i` (shorter than [`KvCache::len`] after an in-decoder drop).
     pub fn layer_len(&self, i: usize) -> i64 {
-        self.entries.get(i).map_or(0, |(k, _)| k.size()[2])
+        self.entries.get(i).map_or(0, |e| e.len)
     }
 
     /// True when empty.
@@ -172,9 +241,14 @@ impl KvCache {
         self.len() == 0
     }
 
-    /// Bytes held by the cache.
+    /// Bytes of the cached positions (what the kept tokens cost: the figure pruning reduces).
     pub fn bytes(&self) -> usize {
-        self.entries.iter().map(|(k, v)| (k.numel() + v.numel()) * k.kind().elt_size_in_bytes()).sum()
+        self.entries.iter().map(|e| e.bytes_of(e.len)).sum()
+    }
+
+    /// Bytes allocated, spare capacity included.
+    pub fn reserved_bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.bytes_of(e.k.size()[2])).sum()
     }
 }
 
@@ -346,6 +420,27 @@ pub struct Llama {
     lm_head: Tensor,
     device: Device,
     rope: RopeLayout,
+    /// `θ^(−2i/d)`, `[d/2]` f32 on the device: computed once at load.
+    inv_freq: Tensor,
+}
+
+/// cos and sin of every rotary angle at one set of position ids, in the compute dtype: `[S, d/2]`, or
+/// `[B, 1, S, d/2]` for a batch with positions per row. A forward computes them once and shares them across the q
+/// and k of every layer (again only where a drop or a contiguous shift changes the ids), instead of once per
+/// projection: `2·L` trigonometric passes per step became one. The angles are computed as f32 whatever the weights'
+/// dtype, as transformers' `LlamaRotaryEmbedding` does.
+struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// `θ^(−2i/d)` for `i < d/2`, as f32 on `device`.
+fn inverse_frequencies(config: &LlamaConfig, device: Device) -> Result<Tensor, TchError> {
+    let d = (config.hidden / config.heads.max(1)) as i64;
+    Tensor::f_arange(d / 2, (Kind::Float, device))?
+        .f_mul_scalar(-2.0 / d as f64)?
+        .f_mul_scalar(config.rope_base.ln())?
+        .f_exp()
 }
 
 fn load(g: &Gguf, name: &str, device: Device, kind: Kind) -> Result<Tensor, LlamaError> {
@@ -400,7 +495,8 @@ impl Llama {
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
         let norm = load(&g, "output_norm.weight", device, kind)?;
-        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Interleaved })
+        let inv_freq = inverse_frequencies(&config, device)?;
+        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Interleaved, inv_freq })
     }
 
     /// Loads a Hugging Face `llama` or `qwen2` directory onto `device`, computing in f32.
@@ -477,21 +573,23 @@ impl Llama {
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
         let norm = model.get("norm.weight", &[d])?;
-        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Halves })
+        let inv_freq = inverse_frequencies(&config, device)?;
+        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Halves, inv_freq })
     }
 
-    /// Rotates `x` `[B, H, S, D]` for the position ids `positions` `[S]` in the weights' layout.
-    fn rope(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor, LlamaError> {
+    /// The rotary tables of the position ids `positions` (`[S]`, or `[B, S]` for a batch).
+    fn rope_tables(&self, positions: &Tensor) -> Result<RopeTables, LlamaError> {
+        let angles = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?.f_mul(&self.inv_freq)?;
+        let angles = if positions.dim() == 2 { angles.f_unsqueeze(1)? } else { angles };
+        let kind = self.embed.kind();
+        Ok(RopeTables { cos: angles.f_cos()?.f_to_kind(kind)?, sin: angles.f_sin()?.f_to_kind(kind)? })
+    }
+
+    /// Rotates `x` `[B, H, S, D]` by `tables` (of its S positions) in the weights' layout.
+    fn rope(&self, x: &Tensor, tables: &RopeTables) -> Result<Tensor, LlamaError> {
         let (b, h, s, d) = x.size4()?;
         let half = d / 2;
-        let inv = Tensor::arange(half, (Kind::Float, self.device))
-            .f_mul_scalar(-2.0 / d as f64)?
-            .f_mul_scalar(self.config.rope_base.ln())?
-            .f_exp()?;
-        // [S, D/2] for one sequence; [B, 1, S, D/2] for a batch with positions per row.
-        let angles = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?.f_mul(&inv)?;
-        let angles = if positions.dim() == 2 { angles.f_unsqueeze(1)? } else { angles };
-        let (cos, sin) = (angles.f_cos()?.f_to_kind(x.kind())?, angles.f_sin()?.f_to_kind(x.kind())?);
+        let (cos, sin) = (&tables.cos, &tables.sin);
         let (x0, x1) = match self.rope {
             RopeLayout::Interleaved => {
                 let pairs = x.f_reshape([b, h, s, half, 2])?;
@@ -499,8 +597,8 @@ impl Llama {
             }
             RopeLayout::Halves => (x.f_narrow(3, 0, half)?, x.f_narrow(3, half, half)?),
         };
-        let r0 = x0.f_mul(&cos)?.f_sub(&x1.f_mul(&sin)?)?;
-        let r1 = x0.f_mul(&sin)?.f_add(&x1.f_mul(&cos)?)?;
+        let r0 = x0.f_mul(cos)?.f_sub(&x1.f_mul(sin)?)?;
+        let r1 = x0.f_mul(sin)?.f_add(&x1.f_mul(cos)?)?;
         Ok(match self.rope {
             RopeLayout::Interleaved => Tensor::f_stack(&[r0, r1], 4)?.f_reshape([b, h, s, d])?,
             RopeLayout::Halves => Tensor::f_cat(&[r0, r1], 3)?,
@@ -686,6 +784,9 @@ impl Llama {
         // Decode-time key selection: the gather index of layers >= step.layer, chosen at layer step.layer - 1.
         let mut gather: Option<(i64, Tensor)> = None;
         let mut selected: Option<Option<Vec<usize>>> = None;
+        // The rotary tables of the current ids, keyed by (drop stage, contiguous shift): recomputed only when those
+        // change, so once per forward without drops.
+        let mut tables: Option<((usize, i64), RopeTables)> = None;
         for (i, l) in self.layers.iter().enumerate() {
             if let Some(d) = drop.as_mut().filter(|d| d.layers.get(stage) == Some(&i)) {
                 if d.rows == QueryRows::OwnLast {
@@ -723,19 +824,23 @@ impl Llama {
                 stage += 1;
             }
             // Decoding after a contiguous drop: this layer's ids are shifted down by what it lost.
-            let layer_positions = if cache.contiguous && drop.is_none() {
-                positions.f_sub_scalar(cache.dropped[i])?
-            } else {
-                positions.shallow_clone()
-            };
+            let shift = if cache.contiguous && drop.is_none() { cache.dropped[i] } else { 0 };
+            if tables.as_ref().is_none_or(|(key, _)| *key != (stage, shift)) {
+                let ids = if shift == 0 { positions.shallow_clone() } else { positions.f_sub_scalar(shift)? };
+                tables = Some(((stage, shift), self.rope_tables(&ids)?));
+            }
+            let rope = tables.as_ref().map(|(_, t)| t).expect("set just above");
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
             let (qb, kb, vb) = l.biases();
-            let q = self.rotary_projection(&h, &l.q, qb, c.heads, &layer_positions)?;
-            let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, &layer_positions)?;
+            let q = self.rotary_projection(&h, &l.q, qb, c.heads, rope)?;
+            let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, rope)?;
             let v = h.f_linear(&l.v, vb)?.f_reshape([b, s, c.kv_heads as i64, head_dim])?.f_transpose(1, 2)?;
-            let (k, v) = match cache.entries.get(i) {
-                Some((pk, pv)) => (Tensor::f_cat(&[pk, &k], 2)?, Tensor::f_cat(&[pv, &v], 2)?),
-                None => (k, v),
+            let (k, v) = match cache.entries.get_mut(i) {
+                Some(layer) => layer.append(&k, &v)?,
+                None => {
+                    cache.entries.push(LayerKv::new(&k, &v)?);
+                    (k, v)
+                }
             };
             if let Some(d) =
                 drop.as_ref().filter(|d| d.layers.get(stage) == Some(&(i + 1)) && d.rows != QueryRows::OwnLast)
@@ -797,11 +902,6 @@ impl Llama {
                 None,
                 true,
             )?;
-            if i < cache.entries.len() {
-                cache.entries[i] = (k, v);
-            } else {
-                cache.entries.push((k, v));
-            }
             let attn = attn.f_transpose(1, 2)?.f_reshape([b, s, c.hidden as i64])?;
             x = x.f_add(&attn.f_linear::<&Tensor>(&l.o, None)?)?;
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.ffn_norm), c.eps)?;
@@ -838,19 +938,19 @@ impl Llama {
     }
 
     /// One rotary projection (`W_q` or `W_k`, with its bias) of the normalised states `h` `[B, S, D]`:
-    /// `[B, heads, S, d]`, RoPE applied at `positions` `[S]`.
+    /// `[B, heads, S, d]`, RoPE applied with `tables` (of the S positions).
     fn rotary_projection(
         &self,
         h: &Tensor,
         w: &Tensor,
         bias: Option<&Tensor>,
         heads: usize,
-        positions: &Tensor,
+        tables: &RopeTables,
     ) -> Result<Tensor, LlamaError> {
         let c = self.config;
         let (b, s, _) = h.size3()?;
         let split = h.f_linear(w, bias)?.f_reshape([b, s, heads as i64, (c.hidden / c.heads) as i64])?;
-        self.rope(&split.f_transpose(1, 2)?, positions)
+        self.rope(&split.f_transpose(1, 2)?, tables)
     }
 
     /// PyramidDrop's `pdrop_rank_drop` row: the last query of layer `l`'s own input norm, q/k projections and RoPE
@@ -861,9 +961,10 @@ impl Llama {
         let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
         let s = h.size()[1];
         let (qb, kb, _) = l.biases();
-        let last = (h.f_narrow(1, s - 1, 1)?, positions.f_narrow(0, s - 1, 1)?);
-        let q = self.rotary_projection(&last.0, &l.q, qb, c.heads, &last.1)?;
-        let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, positions)?;
+        let all = self.rope_tables(positions)?;
+        let last = RopeTables { cos: all.cos.f_narrow(0, s - 1, 1)?, sin: all.sin.f_narrow(0, s - 1, 1)? };
+        let q = self.rotary_projection(&h.f_narrow(1, s - 1, 1)?, &l.q, qb, c.heads, &last)?;
+        let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, &all)?;
         attention_rows(&q, &k, c.heads / c.kv_heads, (c.hidden / c.heads) as i64, 0)
     }
 

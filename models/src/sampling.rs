@@ -118,11 +118,42 @@ pub struct Generated {
     pub steps: usize,
 }
 
+/// Incremental detokenisation: text-generation-inference's `decode_token` scheme (transformers' `TextStreamer`
+/// does the same with one offset). Each step decodes two short windows of the generated ids, `prefix..read` and
+/// `prefix..`, and emits what the second adds: the window starts one piece back so tokenizers that drop a leading
+/// space (SentencePiece's `▁`) or merge bytes see their context, and a piece that ends inside a UTF-8 character
+/// (U+FFFD) waits for the next token. A step costs O(piece) instead of decoding the whole answer again (O(answer)).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Detokenizer {
+    prefix: usize,
+    read: usize,
+}
+
+impl Detokenizer {
+    /// The text that `ids` (every id generated so far) adds since the last piece, or `None` while it is incomplete.
+    pub fn next_piece(
+        &mut self,
+        tokenizer: &crate::tokenizer::TextTokenizer,
+        ids: &[u32],
+    ) -> Result<Option<String>, crate::tokenizer::TokenizerError> {
+        let before = tokenizer.decode(&ids[self.prefix..self.read])?;
+        let after = tokenizer.decode(&ids[self.prefix..])?;
+        if after.len() <= before.len() || after.ends_with('\u{FFFD}') || !after.is_char_boundary(before.len()) {
+            return Ok(None);
+        }
+        (self.prefix, self.read) = (self.read, ids.len());
+        Ok(Some(after[before.len()..].to_string()))
+    }
+}
+
 /// The text-generation loop every model path shares: from the first picked token `first`, `step(token)` runs one
 /// decoder step on the token and picks the next. Stops at the tokenizer's end-of-sequence tokens, after `max_new`
 /// tokens (without a step whose token nobody would read), before the first of `stops` (only text before it is ever
 /// shown), or when `on_text` returns `false`. `on_text` gets each new piece of visible text: tokens can split
-/// characters, so a piece is what the new token adds to the decoded answer.
+/// characters, so a piece is what the new token adds to the decoded answer ([`Detokenizer`]). Stop strings are looked
+/// for only where the new piece could complete one, and text that could begin one is held back until the next piece
+/// settles it (a stop string split over tokens never shows its first part). The answer is the whole decode, once,
+/// cut before a stop string.
 pub fn generate_text<E: From<crate::tokenizer::TokenizerError>>(
     tokenizer: &crate::tokenizer::TextTokenizer,
     max_new: usize,
@@ -133,23 +164,39 @@ pub fn generate_text<E: From<crate::tokenizer::TokenizerError>>(
 ) -> Result<Generated, E> {
     let mut next = first;
     let mut generated = Vec::new();
-    let mut shown = String::new();
-    let mut cut = None;
+    let mut detokenizer = Detokenizer::default();
+    // The streamed text, and how much of it `on_text` has seen.
+    let mut text = String::new();
+    let mut shown = 0;
+    let longest_stop = stops.iter().map(String::len).max().unwrap_or(0);
     let mut steps = 0;
+    let (mut stopped, mut listening) = (false, true);
     let eos: Vec<i64> = tokenizer.eos.iter().map(|&t| t as i64).collect();
     while generated.len() < max_new && !eos.contains(&next) {
         generated.push(next as u32);
-        let text = tokenizer.decode(&generated)?;
-        let end = stop_at(&text, stops);
-        let visible = &text[..end.unwrap_or(text.len())];
-        if let Some(delta) = visible.strip_prefix(shown.as_str()).filter(|d| !d.is_empty()) {
-            if !on_text(delta) {
+        let end = match detokenizer.next_piece(tokenizer, &generated)? {
+            Some(piece) => {
+                // A stop string completed by this piece starts at most `longest_stop - 1` bytes before it.
+                let mut from = text.len().saturating_sub(longest_stop.saturating_sub(1));
+                while !text.is_char_boundary(from) {
+                    from -= 1;
+                }
+                text.push_str(&piece);
+                stop_at(&text[from..], stops).map(|e| from + e)
+            }
+            None => None,
+        };
+        // Text that may be the start of a stop string is held back until the next piece settles it.
+        let visible = end.unwrap_or_else(|| text.len() - partial_stop(&text, stops));
+        if visible > shown {
+            listening = on_text(&text[shown..visible]);
+            shown = visible;
+            if !listening {
                 break;
             }
-            shown = visible.to_string();
         }
         if end.is_some() {
-            cut = end;
+            stopped = true;
             break;
         }
         if generated.len() == max_new {
@@ -158,11 +205,26 @@ pub fn generate_text<E: From<crate::tokenizer::TokenizerError>>(
         next = step(next)?;
         steps += 1;
     }
+    // Generation ended without a stop string: what was held back as a possible one is answer text after all.
+    if !stopped && listening && shown < text.len() {
+        on_text(&text[shown..]);
+    }
     let mut answer = tokenizer.decode(&generated)?;
-    if let Some(end) = cut {
+    if let Some(end) = stop_at(&answer, stops) {
         answer.truncate(end);
     }
     Ok(Generated { answer, tokens: generated.len(), steps })
+}
+
+/// The length of the longest end of `text` that is the beginning of a stop string (but not a whole one).
+fn partial_stop(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .flat_map(|s| (1..s.len()).rev().filter(|&n| s.is_char_boundary(n)).map(move |n| &s[..n]))
+        .filter(|head| text.ends_with(head))
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Where the first stop string starts in `text`, if any.

@@ -48,6 +48,36 @@ fn tiny_qwen2_matches_transformers_with_and_without_the_cache() {
     check("tiny_qwen2");
 }
 
+/// Decoding far past the cache's first allocation (the prefill plus 128 positions, then doubling) gives the logits
+/// of a fresh prefill of the same tokens at every step, across both reallocations; the cache reports its real
+/// positions, and more bytes reserved than used.
+#[test]
+fn decoding_through_cache_growth_equals_a_fresh_prefill() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llama");
+    let model = Llama::from_hf_dir(&dir, Device::Cpu).unwrap();
+    let vocab = Safetensors::open(&dir.join("reference.safetensors")).unwrap().tensor_f32("logits").unwrap().1[1];
+    let ids: Vec<i64> = (0..300).map(|i| (i * 37 + 11) % vocab as i64).collect();
+    let on = |t: &[i64]| Tensor::from_slice(t).unsqueeze(0);
+    let prefill = 6;
+    let mut cache = KvCache::default();
+    let mut out = model.forward(&on(&ids[..prefill]), &mut cache).unwrap();
+    let per_position = cache.bytes() / prefill;
+    for len in prefill..=ids.len() {
+        if [prefill, 100, 134, 135, 136, 268, 269, 270, 300].contains(&len) {
+            let fresh = model.forward(&on(&ids[..len]), &mut KvCache::default()).unwrap();
+            let d = (&out - &fresh).abs().max().double_value(&[]);
+            assert!(d <= 1e-4, "after {len} tokens the cached logits differ by {d}");
+            assert_eq!(cache.len(), len as i64);
+            assert_eq!(cache.bytes(), len * per_position, "bytes count the real positions");
+            assert!(cache.reserved_bytes() >= cache.bytes());
+        }
+        if len < ids.len() {
+            out = model.forward(&on(&ids[len..len + 1]), &mut cache).unwrap();
+        }
+    }
+    assert_eq!(cache.reserved_bytes(), 4 * (prefill + 128) * per_position, "134 positions, doubled twice");
+}
+
 mod in_decoder_drop {
     use super::*;
     use tokensieve_models::llama::{LayerDrop, PositionMode, QueryRows};

@@ -51,6 +51,8 @@ fn smollm2_logits_match_transformers_on_the_dequantised_weights() {
     assert_eq!(ours.len(), want.len());
     let worst = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     eprintln!("SmolLM2 logits: max abs difference {worst:e} over {} entries", want.len());
-    // docs/CLI.md states this bound (4.0e-5 measured on CPU).
-    assert!(worst <= 5e-5, "logits differ by {worst}");
+    // f32 rounding over 30 layers, relative to the logits' scale (docs/CLI.md states this bound): 4.0e-5 and 6.4e-5
+    // measured on two CPUs (libtorch picks its kernels per CPU), with logits up to 31 in magnitude.
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(worst <= 1e-5 * scale, "logits differ by {worst} (bound {})", 1e-5 * scale);
 }

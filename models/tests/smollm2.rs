@@ -100,3 +100,63 @@ fn left_padded_batches_answer_like_single_prompts() {
     // A batched cache refuses an unbatched step.
     assert!(model.forward(&Tensor::from_slice(&[1i64]).unsqueeze(0), &mut cache).is_err());
 }
+
+/// The incremental detokeniser emits exactly the whole decode, piece by piece, on text with multi-byte characters
+/// split across byte-level tokens (accents, CJK, emoji); and the generation loop streams only text before a stop
+/// string that spans several pieces, with the answer cut at the same place.
+#[test]
+fn streamed_pieces_are_the_whole_decode() {
+    use tokensieve_models::sampling::{generate_text, Detokenizer};
+    use tokensieve_models::tokenizer::TokenizerError;
+    let g = Gguf::open(&gguf_path()).unwrap();
+    let tok = TextTokenizer::from_gguf(&g).unwrap();
+    let text = "Grüße aus Köln: 東京タワー 🚀🎉 and  two  spaces,\nnew lines\tand tabs. Ünïcödé!";
+    let ids = tok.encode(text).unwrap();
+    let mut detok = Detokenizer::default();
+    let mut streamed = String::new();
+    let mut waits = 0;
+    for end in 1..=ids.len() {
+        match detok.next_piece(&tok, &ids[..end]).unwrap() {
+            Some(piece) => streamed.push_str(&piece),
+            None => waits += 1,
+        }
+    }
+    assert_eq!(streamed, tok.decode(&ids).unwrap());
+    assert!(waits > 0, "some token ends inside a character, so the detokeniser had to wait");
+
+    let answer = "Köln 東京 🚀 then STOP and more";
+    let ids = tok.encode(answer).unwrap();
+    let stop = ["ST".to_string(), "OP".to_string()].concat();
+    assert!(ids.len() > 6, "the stop string is reached after several pieces");
+    let mut at = 0;
+    let mut step = |_: i64| -> Result<i64, TokenizerError> {
+        at += 1;
+        Ok(ids[at] as i64)
+    };
+    let mut pieces = Vec::new();
+    let out = generate_text(&tok, 100, &[stop], ids[0] as i64, &mut step, &mut |p: &str| {
+        pieces.push(p.to_string());
+        true
+    })
+    .unwrap();
+    assert_eq!(out.answer, "Köln 東京 🚀 then ");
+    assert_eq!(pieces.concat(), out.answer, "only text before the stop string is streamed");
+    assert!(pieces.len() > 3);
+
+    // A possible stop string that never completes is held back, then shown: at the end of the generation too.
+    let ids = tok.encode("Köln then STOP").unwrap();
+    let mut at = 0;
+    let mut step = |_: i64| -> Result<i64, TokenizerError> {
+        at += 1;
+        Ok(ids[at] as i64)
+    };
+    let mut pieces = Vec::new();
+    let longer = ["STOP", "PER"].concat();
+    let out = generate_text(&tok, ids.len(), &[longer], ids[0] as i64, &mut step, &mut |p: &str| {
+        pieces.push(p.to_string());
+        true
+    })
+    .unwrap();
+    assert_eq!(out.answer, "Köln then STOP");
+    assert_eq!(pieces.concat(), out.answer, "held-back text is streamed once generation ends");
+}
