@@ -1,6 +1,9 @@
 //! Memory-mapped safetensors files (Hugging Face checkpoints): an 8-byte little-endian header length, a JSON header
-//! mapping each tensor to its dtype, shape and byte range, then the data. Tensors are converted to f32 on request
-//! (F32, F16, BF16); nothing else is read.
+//! mapping each tensor to its dtype, shape and byte range, then the data. A tensor is read either as its stored
+//! bytes ([`Safetensors::stored`], which the model loaders hand to libtorch in the stored dtype) or converted to f32
+//! ([`Safetensors::tensor_f32`]); F32, F16 and BF16 are supported and nothing else is read. Once a loader has copied
+//! a tensor out, [`Safetensors::release`] drops its pages from the process (the map stays valid: they would be read
+//! from the file again), so loading a checkpoint does not hold the file's pages and the loaded copy at once.
 
 use half::{bf16, f16};
 use memmap2::Mmap;
@@ -47,6 +50,27 @@ pub enum SafetensorsError {
         /// Expected.
         expected: Vec<usize>,
     },
+}
+
+/// The stored dtype of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredDtype {
+    /// `F32`.
+    F32,
+    /// `F16`.
+    F16,
+    /// `BF16`.
+    Bf16,
+}
+
+/// A tensor's stored bytes (little-endian, row-major), dtype and shape.
+pub struct Stored<'a> {
+    /// The data, as in the file.
+    pub bytes: &'a [u8],
+    /// Its dtype.
+    pub dtype: StoredDtype,
+    /// Its shape.
+    pub shape: &'a [usize],
 }
 
 struct Entry {
@@ -106,8 +130,8 @@ impl Safetensors {
         self.entries.contains_key(name)
     }
 
-    /// Tensor `name` as f32 values and its shape.
-    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), SafetensorsError> {
+    /// Tensor `name` as stored: its bytes (checked against its dtype and shape), dtype and shape.
+    pub fn stored(&self, name: &str) -> Result<Stored<'_>, SafetensorsError> {
         let e = self
             .entries
             .get(name)
@@ -117,16 +141,62 @@ impl Safetensors {
             .map
             .get(self.data_start + e.start..self.data_start + e.end)
             .ok_or_else(|| bad(format!("`{name}` lies past the end")))?;
-        let values: Vec<f32> = match e.dtype.as_str() {
-            "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            "F16" => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            "BF16" => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        let (dtype, width) = match e.dtype.as_str() {
+            "F32" => (StoredDtype::F32, 4),
+            "F16" => (StoredDtype::F16, 2),
+            "BF16" => (StoredDtype::Bf16, 2),
             other => return Err(bad(format!("`{name}` has dtype {other}; F32, F16 and BF16 are supported"))),
         };
-        if values.len() != e.shape.iter().product::<usize>() {
-            return Err(bad(format!("`{name}`: {} values for shape {:?}", values.len(), e.shape)));
+        let count = e.shape.iter().product::<usize>();
+        if bytes.len() != count * width {
+            return Err(bad(format!("`{name}`: {} bytes for {:?} of {}", bytes.len(), e.shape, e.dtype)));
         }
-        Ok((values, e.shape.clone()))
+        Ok(Stored { bytes, dtype, shape: &e.shape })
+    }
+
+    /// Tensor `name`, checked against `expected` shape, as stored.
+    pub fn stored_as(&self, name: &str, expected: &[usize]) -> Result<Stored<'_>, SafetensorsError> {
+        let stored = self.stored(name)?;
+        if stored.shape != expected {
+            return Err(SafetensorsError::Shape {
+                path: self.path.clone(),
+                name: name.into(),
+                got: stored.shape.to_vec(),
+                expected: expected.to_vec(),
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Drops the pages of `name`'s bytes from this process once they were copied out (a hint: errors are ignored).
+    /// They stay readable: the kernel reads them from the file again if they are touched.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(e) = self.entries.get(name) {
+            // SAFETY: MADV_DONTNEED on a read-only file mapping only discards clean pages, which later reads fault
+            // back in from the unchanged file; no reference into the range sees different bytes.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.data_start + e.start,
+                    e.end - e.start,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = name;
+    }
+
+    /// Tensor `name` as f32 values and its shape.
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), SafetensorsError> {
+        let stored = self.stored(name)?;
+        let bytes = stored.bytes;
+        let values: Vec<f32> = match stored.dtype {
+            StoredDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            StoredDtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            StoredDtype::Bf16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        };
+        Ok((values, stored.shape.to_vec()))
     }
 
     /// Tensor `name`, checked against `expected` shape.
@@ -189,10 +259,22 @@ impl Checkpoint {
 
     /// Tensor `name`, checked against `expected` shape.
     pub fn expect(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, SafetensorsError> {
-        match self.by_name.get(name) {
-            Some(&file) => self.files[file].expect(name, expected),
-            None => self.files[0].expect(name, expected),
-        }
+        self.file_of(name).expect(name, expected)
+    }
+
+    /// Tensor `name`, checked against `expected` shape, as stored ([`Safetensors::stored_as`]).
+    pub fn stored_as(&self, name: &str, expected: &[usize]) -> Result<Stored<'_>, SafetensorsError> {
+        self.file_of(name).stored_as(name, expected)
+    }
+
+    /// Drops `name`'s pages from this process ([`Safetensors::release`]).
+    pub fn release(&self, name: &str) {
+        self.file_of(name).release(name)
+    }
+
+    /// The shard holding `name` (the first one when none does, so the error names a file).
+    fn file_of(&self, name: &str) -> &Safetensors {
+        &self.files[self.by_name.get(name).copied().unwrap_or(0)]
     }
 }
 

@@ -4,7 +4,7 @@
 //! does not fit its `config.json` therefore fails at load with one line, instead of deep inside a matmul with a
 //! libtorch backtrace.
 
-use crate::safetensors::{Checkpoint, SafetensorsError};
+use crate::safetensors::{Checkpoint, SafetensorsError, StoredDtype};
 use tch::{Device, Kind, Tensor};
 
 /// Why a weight could not be loaded.
@@ -49,11 +49,28 @@ impl<'a> Weights<'a> {
 
     /// Tensor `name` of shape `shape`, on the device in the dtype; a missing or mis-shaped tensor is an error naming
     /// it with both shapes.
+    ///
+    /// The stored bytes become a tensor in the stored dtype (one copy), move to the device in that dtype (half the
+    /// transfer for a bf16 checkpoint) and are converted there; the file's pages are then dropped. So a checkpoint
+    /// costs its size in the compute dtype, not that plus an f32 staging copy plus the mapped file.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, WeightError> {
         let full = self.name(name);
-        let values = self.checkpoint.expect(&full, shape)?;
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        Ok(Tensor::from_slice(&values).f_reshape(dims.as_slice())?.f_to_kind(self.kind)?.f_to_device(self.device)?)
+        let tensor = if cfg!(target_endian = "little") {
+            let stored = self.checkpoint.stored_as(&full, shape)?;
+            let kind = match stored.dtype {
+                StoredDtype::F32 => Kind::Float,
+                StoredDtype::F16 => Kind::Half,
+                StoredDtype::Bf16 => Kind::BFloat16,
+            };
+            Tensor::f_from_data_size(stored.bytes, &dims, kind)?.f_to_device(self.device)?.f_to_kind(self.kind)?
+        } else {
+            // safetensors is little-endian: a big-endian host decodes the values instead.
+            let values = self.checkpoint.expect(&full, shape)?;
+            Tensor::from_slice(&values).f_reshape(dims.as_slice())?.f_to_kind(self.kind)?.f_to_device(self.device)?
+        };
+        self.checkpoint.release(&full);
+        Ok(tensor)
     }
 }
 

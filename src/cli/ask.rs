@@ -149,7 +149,6 @@ pub(super) fn save(path: &Option<PathBuf>, shape: &[usize], values: &[f32]) -> R
 /// One unpruned prefill of a `llava` / `llava_onevision` model (a Hugging Face directory on torch, an export folder
 /// on onnx): the visual tokens written at the expanded placeholders.
 fn forward_vlm(args: &ForwardArgs) -> Result<Prefill, CliError> {
-    use tokensieve::pipeline::engine::Engine;
     use tokensieve::pipeline::qa::{MediaKind, QaError};
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
     let choice = args.backend.choice(None, "f32")?;
@@ -160,7 +159,7 @@ fn forward_vlm(args: &ForwardArgs) -> Result<Prefill, CliError> {
             "for example --image photo.png --prompt \"<image> what is here\"",
         ));
     }
-    let qa = Engine::load(&args.model, choice).map_err(|e| runtime(&e))?;
+    let qa = args.backend.load(&args.model, choice).map_err(|e| runtime(&e))?;
     let tokenizer = TextTokenizer::from_hf_dir(&args.model).map_err(|e| runtime(&e))?;
     let frames = super::frames_from(args.video.as_deref(), &args.image, "uniform", args.frames)?;
     let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
@@ -335,6 +334,9 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(e, "original or contiguous"))?;
     builder = builder.positions(positions);
     builder = builder.sampling(sampling(args)?).stop(args.stop.clone()).keep_logits(args.logits_out.is_some());
+    if args.backend.encode_batch > 0 {
+        builder = builder.encode_batch(args.backend.encode_batch);
+    }
     let pipeline = builder.build().map_err(|e| match e {
         PipelineError::Spec(_) => usage(e),
         e => CliError::runtime(e.to_string(), Some("is it a llava or llava_onevision directory?".into())),

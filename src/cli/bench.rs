@@ -4,7 +4,6 @@
 use super::{emit, CliError};
 use serde_json::json;
 use std::path::PathBuf;
-use tokensieve::pipeline::engine::Engine;
 use tokensieve::pipeline::qa::{MediaKind, QaError, QaOptions};
 use tokensieve::pruners::{Budget, Method, Pruner};
 
@@ -138,7 +137,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         None => format!("{} image(s)", args.image.len()),
     };
     args.backend.check_model(&args.model)?;
-    let qa = Engine::load(&args.model, choice).map_err(runtime)?;
+    let qa = args.backend.load(&args.model, choice).map_err(runtime)?;
     let mut rows = Vec::new();
     let mut points = Vec::new();
     let bar = super::progress_bar(budgets.len() * args.repeats.max(1), "runs");

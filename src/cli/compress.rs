@@ -219,7 +219,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             ));
         }
         args.backend.check_model(&args.model)?;
-        Encoder::Model(Box::new(Engine::load(&args.model, choice).map_err(runtime)?))
+        Encoder::Model(Box::new(args.backend.load(&args.model, choice).map_err(runtime)?))
     };
     lap("load", &mut times);
     // Frames at their own resolution: the image processor resizes and crops exactly as transformers does.

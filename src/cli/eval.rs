@@ -169,7 +169,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let samples = dataset.samples(&args.data_root).map_err(eval_error)?;
     let choice = args.backend.choice(None, "f32")?;
     args.backend.check_model(&args.model)?;
-    let qa = tokensieve::pipeline::engine::Engine::load(&args.model, choice).map_err(runtime)?;
+    let qa = args.backend.load(&args.model, choice).map_err(runtime)?;
     qa.check_options(&opts).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve eval --help`"))?;
     let spec = super::ask::with_frames(&args.sampler, args.frames);
     let sampler = tokensieve::pipeline::sampler::Sampler::from_spec(&spec)

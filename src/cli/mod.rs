@@ -98,6 +98,10 @@ pub struct BackendFlags {
     /// ONNX Runtime intra-op threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Views (frames, tiles) the vision tower encodes at once; 0 picks as many as fit about 1 GiB of the tower's
+    /// work. Peak memory then follows the batch, not the number of frames.
+    #[arg(long, default_value_t = 0)]
+    pub encode_batch: usize,
 }
 
 /// The backend `--backend` names when not given: libtorch where the build has it.
@@ -108,6 +112,17 @@ const DEFAULT_BACKEND: &str = "onnx";
 
 #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 impl BackendFlags {
+    /// Loads `model` on `choice` with the tower batch `--encode-batch` asks for.
+    pub fn load(
+        &self,
+        model: &std::path::Path,
+        choice: tokensieve::pipeline::engine::EngineChoice,
+    ) -> Result<tokensieve::pipeline::engine::Engine, tokensieve::pipeline::qa::QaError> {
+        let mut engine = tokensieve::pipeline::engine::Engine::load(model, choice)?;
+        engine.set_encode_batch((self.encode_batch > 0).then_some(self.encode_batch));
+        Ok(engine)
+    }
+
     /// Refuses the ONNX-only flags when the torch backend runs.
     pub fn torch_only(&self) -> Result<(), CliError> {
         if self.precision != "fp32" || self.threads != 0 {

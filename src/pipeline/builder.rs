@@ -72,6 +72,7 @@ pub struct PipelineBuilder {
     stop: Vec<String>,
     positions: Positions,
     keep_logits: bool,
+    encode_batch: Option<usize>,
 }
 
 impl PipelineBuilder {
@@ -99,6 +100,13 @@ impl PipelineBuilder {
     /// Keeps the prefill's last-position logits in each answer's record (`record.qa.first_logits`).
     pub fn keep_logits(mut self, keep: bool) -> Self {
         self.keep_logits = keep;
+        self
+    }
+
+    /// Views the vision tower encodes at once (default: as many as fit about 1 GiB of its work; see
+    /// [`Engine::set_encode_batch`]).
+    pub fn encode_batch(mut self, views: usize) -> Self {
+        self.encode_batch = Some(views);
         self
     }
 
@@ -173,7 +181,8 @@ impl PipelineBuilder {
     /// Loads the model and checks the budget.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         self.budget.validate()?;
-        let qa = Engine::load(&self.model, self.choice)?;
+        let mut qa = Engine::load(&self.model, self.choice)?;
+        qa.set_encode_batch(self.encode_batch);
         self.sampling.validate().map_err(|reason| PruneError::Param {
             method: "generation".into(),
             param: "sampling".into(),
@@ -274,6 +283,7 @@ impl Pipeline {
             stop: Vec::new(),
             positions: Positions::Original,
             keep_logits: false,
+            encode_batch: None,
         }
     }
 

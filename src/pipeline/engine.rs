@@ -34,9 +34,10 @@ use super::qa::{
     unit_runs, Chained, Measured, MediaKind, Newline, QaError, QaOptions, QaRecord, StageClock,
 };
 use ndarray::{Array2, ArrayView2};
+use serde::Deserialize;
 use std::path::Path;
 use std::time::Instant;
-use tokensieve_models::arch::{family_for, AnyResCut, Family, SignalRequest, ViewPlan};
+use tokensieve_models::arch::{family_for, AnyResCut, Family, SignalRequest, TowerOutput, ViewPlan};
 use tokensieve_models::chat_template::ChatTemplate;
 #[cfg(feature = "onnx")]
 use tokensieve_models::onnx_session::{OnnxOptions, Precision};
@@ -45,7 +46,7 @@ use tokensieve_models::sampling::TokenPicker;
 use tokensieve_models::tokenizer::TextTokenizer;
 use tokensieve_pruners::{PruneError, Pruner, Signal};
 use tokensieve_video::preprocess::anyres::AnyRes;
-use tokensieve_video::preprocess::ImageProcessor;
+use tokensieve_video::preprocess::{ImageProcessor, Pixels};
 use tokensieve_video::Frame;
 
 pub use super::qa::VisualTokens;
@@ -89,6 +90,35 @@ pub struct Engine {
     processor: ImageProcessor,
     template: Option<ChatTemplate>,
     prune_on: PruneOn,
+    /// Views per tower batch ([`Engine::set_encode_batch`]).
+    encode_batch: usize,
+    /// Estimated peak bytes of the tower's work for one view ([`TowerShape::view_bytes`]).
+    view_bytes: usize,
+}
+
+/// What the tower's activations take is bounded by this when the batch size is not given: about 1 GiB.
+pub const ENCODE_MEMORY: usize = 1 << 30;
+
+/// The `vision_config` keys (transformers' names) that size the tower's work per view.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+struct TowerShape {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_attention_heads: usize,
+    image_size: usize,
+    patch_size: usize,
+}
+
+impl TowerShape {
+    /// Peak bytes one view costs inside a block, as f32: the states, q, k, v and the attention output
+    /// (`5·T·D`), the MLP's hidden layer (`T·M`), and one `T x T` score matrix per head (what the signal
+    /// computations and the non-fused attention paths materialise). SigLIP-so400m at 384 px: about 60 MB, which is
+    /// what peak RSS grows by per frame when every frame goes through at once.
+    fn view_bytes(&self) -> usize {
+        let side = self.image_size / self.patch_size.max(1);
+        let t = side * side + 1;
+        4 * (t * (5 * self.hidden_size + self.intermediate_size) + self.num_attention_heads * t * t)
+    }
 }
 
 /// What [`Engine::prefill`] produced.
@@ -127,6 +157,9 @@ impl Engine {
             }
         };
         let family = family_for(&config, newline).map_err(|r| config_err("config.json", r))?;
+        let tower = TowerShape::deserialize(config.get("vision_config").unwrap_or(&serde_json::Value::Null))
+            .map_err(|e| config_err("config.json", format!("vision_config: {e}")))?;
+        let view_bytes = tower.view_bytes();
         let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?)
             .map_err(|e| config_err("preprocessor_config.json", e.to_string()))?;
         let template = ChatTemplate::from_hf_dir(dir).map_err(|reason| config_err("tokenizer_config.json", reason))?;
@@ -138,7 +171,21 @@ impl Engine {
             processor,
             template,
             prune_on,
+            encode_batch: (ENCODE_MEMORY / view_bytes.max(1)).max(1),
+            view_bytes,
         })
+    }
+
+    /// Views the tower encodes at once: `Some(n)`, or `None` for as many as fit [`ENCODE_MEMORY`] (the default).
+    /// Each batch is preprocessed and encoded before the next one's pixels exist, so the tower's peak memory is set
+    /// by the batch, not by the number of frames; the tokens and signals of every view are kept for the chain.
+    pub fn set_encode_batch(&mut self, views: Option<usize>) {
+        self.encode_batch = views.unwrap_or(ENCODE_MEMORY / self.view_bytes.max(1)).max(1);
+    }
+
+    /// Views the tower encodes at once.
+    pub fn encode_batch(&self) -> usize {
+        self.encode_batch
     }
 
     /// The image processor the frames go through.
@@ -187,8 +234,9 @@ impl Engine {
         }
     }
 
-    /// Runs the views of `frames` through the tower and arranges the tokens as the family does; `preprocess_ms`
-    /// receives the time spent turning frames into pixels.
+    /// Runs the views of `frames` through the tower, [`Engine::encode_batch`] views at a time (square views are
+    /// preprocessed batch by batch too), and arranges the tokens as the family does; `preprocess_ms` receives the
+    /// time spent turning frames into pixels.
     fn encode(
         &self,
         frames: &[Frame],
@@ -196,12 +244,44 @@ impl Engine {
         request: SignalRequest,
         preprocess_ms: &mut f64,
     ) -> Result<VisualTokens, QaError> {
-        let clock = Instant::now();
-        let (views, cut) = self.views(frames, kind)?;
-        let count = views.len();
-        let pixels: Vec<f32> = views.into_iter().flat_map(|p| p.data).collect();
-        *preprocess_ms = clock.elapsed().as_secs_f64() * 1e3;
-        let out = self.vision.encode(&pixels, count, self.family.image_size(), request)?;
+        let side = self.family.image_size();
+        let batch = self.encode_batch.max(1);
+        let mut out: Option<TowerOutput> = None;
+        let run = |out: &mut Option<TowerOutput>, views: &[Pixels]| -> Result<(), QaError> {
+            let pixels: Vec<f32> = views.iter().flat_map(|p| p.data.iter().copied()).collect();
+            let next = self.vision.encode(&pixels, views.len(), side, request)?;
+            match out {
+                Some(o) => o.append(next).map_err(|reason| QaError::Config { path: "visual tokens".into(), reason }),
+                None => {
+                    *out = Some(next);
+                    Ok(())
+                }
+            }
+        };
+        *preprocess_ms = 0.0;
+        let cut = match self.family.view_plan(kind, frames.len()) {
+            ViewPlan::Square => {
+                for chunk in frames.chunks(batch) {
+                    let clock = Instant::now();
+                    let views = square_views(&self.processor, chunk, side)?;
+                    *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
+                    run(&mut out, &views)?;
+                }
+                None
+            }
+            ViewPlan::AnyRes { .. } => {
+                let clock = Instant::now();
+                let (views, cut) = self.views(frames, kind)?;
+                *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
+                views.chunks(batch).try_for_each(|chunk| run(&mut out, chunk))?;
+                cut
+            }
+        };
+        if out.is_none() {
+            // No frame: the tower's own answer to an empty batch (as before batching).
+            run(&mut out, &[])?;
+        }
+        let out = out.ok_or_else(|| QaError::Config { path: "frames".into(), reason: "no frame to encode".into() })?;
         self.family.arrange(out, kind, cut).map_err(|e| QaError::Config { path: "visual tokens".into(), reason: e })
     }
 

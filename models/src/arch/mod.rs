@@ -89,6 +89,26 @@ pub struct TowerOutput {
 }
 
 impl TowerOutput {
+    /// Appends the views of `next` (a later batch of the same tower, same signals) after these.
+    pub fn append(&mut self, next: TowerOutput) -> Result<(), String> {
+        let shape = |o: &TowerOutput| (o.tokens, o.dim, o.attention.is_some(), o.keys.as_ref().map(|k| k.1));
+        if shape(self) != shape(&next) {
+            return Err(format!(
+                "a batch of {} tokens x {} differs from the first batch's {} x {} (or in its signals)",
+                next.tokens, next.dim, self.tokens, self.dim
+            ));
+        }
+        self.features.extend(next.features);
+        if let (Some(a), Some(b)) = (self.attention.as_mut(), next.attention) {
+            a.extend(b);
+        }
+        if let (Some((a, _)), Some((b, _))) = (self.keys.as_mut(), next.keys) {
+            a.extend(b);
+        }
+        self.views += next.views;
+        Ok(())
+    }
+
     /// Checks that every buffer holds `views x tokens x width` values; the error names the buffer and both sizes.
     pub fn check(&self) -> Result<(), String> {
         let expect = |name: &str, len: usize, width: usize| {

@@ -121,12 +121,15 @@ impl Sampler {
     }
 
     /// Frame indices of `path` (described by `info`) in ascending order, with a note for the record when the
-    /// sampler made choices worth reporting.
+    /// sampler made choices worth reporting. Asking for more frames than the video has gives every frame once, and
+    /// the note says so (`{"frames_asked": k, "video_frames": n}`), so a record never claims frames that were not
+    /// there.
     pub fn pick(&self, path: &Path, info: &VideoInfo) -> Result<(Vec<usize>, Option<Value>), SamplerError> {
         let n = info.frames;
+        let clamped = |asked: usize| (asked > n).then(|| json!({"frames_asked": asked, "video_frames": n}));
         Ok(match *self {
-            Sampler::Uniform { frames } => (uniform_indices(n, frames, Uniform::Inclusive)?, None),
-            Sampler::UniformInterior { frames } => (uniform_indices(n, frames, Uniform::Interior)?, None),
+            Sampler::Uniform { frames } => (uniform_indices(n, frames, Uniform::Inclusive)?, clamped(frames)),
+            Sampler::UniformInterior { frames } => (uniform_indices(n, frames, Uniform::Interior)?, clamped(frames)),
             Sampler::Fps { rate, max } => (fps_indices(n, info.fps, rate, max)?, None),
             Sampler::DCode { frames, candidates, uniform_ratio } => {
                 let candidates = uniform_indices(n, candidates, Uniform::Inclusive)?;
@@ -134,8 +137,11 @@ impl Sampler {
                 let thumbs = decode_at(path, &times, 64, 64)?.frames;
                 let embeddings = ThumbnailEmbedder::default().embed(&thumbs);
                 let picked = dcode::select(&embeddings, frames, uniform_ratio)?;
-                let note = json!({"candidates": candidates.len(), "embedder": "thumbnail 8x8",
+                let mut note = json!({"candidates": candidates.len(), "embedder": "thumbnail 8x8",
                     "uniform_ratio": uniform_ratio});
+                if let (Some(extra), Some(map)) = (clamped(frames), note.as_object_mut()) {
+                    map.extend(extra.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+                }
                 (picked.into_iter().map(|i| candidates[i]).collect(), Some(note))
             }
         })
@@ -157,5 +163,16 @@ mod tests {
         assert!(Sampler::from_spec("uniform:frames=0").unwrap_err().to_string().contains("frames"));
         assert!(Sampler::from_spec("f2c").unwrap_err().to_string().contains("known: uniform"));
         assert!(Sampler::from_spec("uniform:fps=2").unwrap_err().to_string().contains("fps"));
+    }
+
+    #[test]
+    fn more_frames_than_the_video_has_gives_each_once_with_a_note() {
+        let info = VideoInfo { duration: 10.0, fps: 25.0, frames: 250, width: 64, height: 64, rotation: 0 };
+        let nowhere = Path::new("unused-by-uniform.mp4");
+        let (picked, note) = Sampler::Uniform { frames: 100_000 }.pick(nowhere, &info).unwrap();
+        assert_eq!(picked, (0..250).collect::<Vec<_>>());
+        assert_eq!(note, Some(json!({"frames_asked": 100_000, "video_frames": 250})));
+        let (picked, note) = Sampler::UniformInterior { frames: 8 }.pick(nowhere, &info).unwrap();
+        assert_eq!((picked.len(), note), (8, None));
     }
 }
