@@ -7,7 +7,7 @@ ENV := source $(TOKENSIEVE_HOME)/env.sh
 # All backends: the binary and the tests link libtorch (CPU or CUDA) and load ONNX Runtime.
 FEATURES := --all-features
 
-.PHONY: setup build test demo bench bench-backends doctor fixtures clean-cache python wheel
+.PHONY: setup build test demo bench bench-backends bench-hf doctor fixtures clean-cache python wheel
 
 setup:
 	@bash libtorch-setup/setup.sh
@@ -81,6 +81,19 @@ bench-backends: build
 	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu $(BENCH_ARGS) --plot target/bench-torch.png
 	@$(ENV) && ./target/release/tokensieve bench --backend onnx --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --plot target/bench-onnx.png
 	@$(ENV) && ./target/release/tokensieve bench --backend onnx --precision q8 --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --plot target/bench-onnx-q8.png
+
+# The same checkpoint, frames, budgets and threads through Hugging Face transformers (what a user would run instead)
+# and tokensieve's torch and ONNX backends, in one run: encode ms, prefill ms and decode tokens/s, with ratios.
+bench-hf: build
+	@$(ENV) && ./target/release/tokensieve init-model --preset onevision-0.5b --out $(BIG_MODEL)
+	@$(ENV) && python -c "import transformers, onnx" 2>/dev/null || pip install -q "transformers==5.24.0" accelerate onnx
+	@$(ENV) && [ -f $(BIG_MODEL)-onnx/onnx/decoder_model_merged_quantized.onnx ] || python models/export/export_onnx.py --model $(BIG_MODEL) --out $(BIG_MODEL)-onnx --precision q8
+	@mkdir -p target/bench-hf && rm -f target/bench-hf/frames/*.png
+	@$(ENV) && ./target/release/tokensieve sample $(BENCH_VIDEO) --frames 4 --out target/bench-hf/frames > /dev/null
+	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu $(BENCH_ARGS) --json --plot target/bench-hf/torch.png > target/bench-hf/torch.json
+	@$(ENV) && ./target/release/tokensieve bench --backend onnx --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --json --plot target/bench-hf/onnx.png > target/bench-hf/onnx-fp32.json
+	@$(ENV) && ./target/release/tokensieve bench --backend onnx --precision q8 --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --json --plot target/bench-hf/q8.png > target/bench-hf/onnx-q8.json
+	@$(ENV) && python benches/hf_side_by_side.py --model $(BIG_MODEL) --frames target/bench-hf/frames --new-tokens 16 --repeats 3 --rows target/bench-hf/torch.json target/bench-hf/onnx-fp32.json target/bench-hf/onnx-q8.json
 
 clean-cache:
 	rm -rf $(TOKENSIEVE_HOME)

@@ -1,7 +1,7 @@
 //! The capability table of the README, generated here: every pre-LLM method of the registry (`prune --list`) on
 //! five inputs, and every in-decoder rule on both model families, each cell run through `tokensieve ask --json` on
 //! the torch and the onnx backend with the tiny fixtures. A cell that runs must run on both backends with the same
-//! kept indices, the same greedy answer and the same notes; a cell that cannot apply must be refused on both with a
+//! kept indices (but for one near-tie swap, see [`agree`]), the same greedy answer and the same notes; a cell that cannot apply must be refused on both with a
 //! one-line reason, which the table prints. The README's table between the `capabilities` markers must equal what
 //! this test generates (`TOKENSIEVE_UPDATE_README=1 cargo test --all-features --test capabilities` rewrites it).
 
@@ -55,6 +55,22 @@ fn ask(backend: &str, model: &str, input: &[String], method: &[&str]) -> Outcome
     }
 }
 
+/// The two backends' runs of one cell agree: the same answer, token counts and notes, and the same kept tokens but
+/// for at most one swap. The towers are two implementations of the same f32 model (within 1e-5 of each other in the
+/// parity tests), so a greedy selector's last pick may land on either side of a near-tie, differently on another
+/// CPU (its kernels sum in another order): seen on `todre` at 25 % of the tiny OneVision's any-resolution photo,
+/// which keeps token 45 on torch and 27 on onnx on an AVX-512 machine and the same token on others. Equal picks on
+/// equal features are tested in the pruners crate (`torch_parity.rs`, the official fixtures).
+fn agree(torch: &Outcome, onnx: &Outcome, kept: &[u64], other: &[u64], cell: &str) {
+    let only = |a: &[u64], b: &[u64]| a.iter().filter(|i| !b.contains(i)).count();
+    assert!(kept.len() == other.len() && only(kept, other) <= 1, "{cell}: the backends keep {kept:?} and {other:?}");
+    let without_kept = |o: &Outcome| match o {
+        Outcome::Ran { answer, encoder, layers, notes, .. } => format!("{answer:?} {encoder} {layers:?} {notes:?}"),
+        Outcome::Refused(why) => why.clone(),
+    };
+    assert_eq!(without_kept(torch), without_kept(onnx), "{cell}: the backends differ");
+}
+
 /// One cell: both backends (in parallel), checked against each other; the cell's text and the refusal or notes to
 /// list. Pre-LLM cells read `kept/encoder` visual tokens; in-decoder cells the prompt tokens of the first and the
 /// last decoder layer.
@@ -68,8 +84,8 @@ fn cell(model: &str, input: &[String], method: &[&str], in_decoder: bool) -> (St
         true => format!("{} -> {} tokens", layers.0, layers.1),
     };
     match (&torch, &onnx) {
-        (Outcome::Ran { kept, encoder, layers, notes, .. }, Outcome::Ran { .. }) => {
-            assert_eq!(torch, onnx, "{model} {input:?} {method:?}: the backends differ");
+        (Outcome::Ran { kept, encoder, layers, notes, .. }, Outcome::Ran { kept: other, .. }) => {
+            agree(&torch, &onnx, kept, other, &format!("{model} {input:?} {method:?}"));
             let note = (!notes.is_empty()).then(|| notes.join("; "));
             (text(kept, *encoder, *layers), note)
         }

@@ -1,0 +1,129 @@
+"""Side by side, in one run: Hugging Face transformers (what a user would run instead) against tokensieve's rows.
+
+`make bench-hf` runs `tokensieve bench --json` on the torch and ONNX backends, saves the frames it sampled, then runs
+this script, which times transformers on the same random checkpoint, frames, budgets, new tokens and threads, and
+prints one markdown table with the ratios against transformers.
+
+What transformers runs (the work tokensieve does for the same row):
+- encode: `LlavaOnevisionModel.get_video_features` on the frames as LlavaOnevisionVideoProcessor prepares them (the
+  SigLIP tower, projector, 2x2 pooling and newline);
+- prefill: the Qwen2 language model on the prompt embeddings (the chat-format text around the visual rows), one
+  forward with the cache; at a budget below 100 % the first `k` visual rows stand in for the kept ones (transformers
+  has no pruner, and the decoder's work depends on the count only);
+- decode: greedy steps with that cache, one token at a time (a hand-written loop: `generate` adds its own
+  overhead, so this is the fastest transformers path and the ratios are conservative).
+
+Timings are medians of `--repeats`; the machine is shared, so read ratios, not absolute figures.
+
+    python benches/hf_side_by_side.py --model DIR --frames DIR --rows torch.json onnx-fp32.json ... [--new-tokens 16]
+"""
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import time
+
+import torch
+import torchvision
+from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
+from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+
+
+def median_ms(fn, repeats):
+    """Median wall time of `fn()` in ms over `repeats` runs, and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), out
+
+
+def transformers_rows(model_dir, frames_dir, budgets, new_tokens, repeats):
+    """One row per budget, timed as the module docstring says."""
+    config = json.load(open(os.path.join(model_dir, "preprocessor_config.json")))
+    processor = LlavaOnevisionVideoProcessor(
+        size=config["size"], image_mean=config["image_mean"], image_std=config["image_std"],
+        resample=config["resample"], rescale_factor=config["rescale_factor"], do_convert_rgb=True)
+    paths = sorted(glob.glob(os.path.join(frames_dir, "*.png")))
+    if not paths:
+        raise SystemExit(f"{frames_dir}: no PNG frames (tokensieve sample --out writes them)")
+    # [F, 3, H, W] uint8, as torchvision decodes the PNGs (the processor's own backend).
+    video = torch.stack([torchvision.io.decode_png(torchvision.io.read_file(p)) for p in paths])
+    pixels = processor(videos=[video], return_tensors="pt")["pixel_values_videos"]
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lm, head, embed = model.model.language_model, model.lm_head, model.get_input_embeddings()
+    c = model.config
+    before = tokenizer("<|im_start|>user\n", return_tensors="pt").input_ids
+    after = tokenizer("\nDescribe the video.<|im_end|>\n<|im_start|>assistant\n", return_tensors="pt").input_ids
+    rows = []
+    with torch.inference_mode():
+        encode_ms, visual = median_ms(lambda: model.model.get_video_features(
+            pixels, vision_feature_layer=c.vision_feature_layer,
+            vision_feature_select_strategy=c.vision_feature_select_strategy).pooler_output, repeats)
+        tokens = visual.shape[1] - 1  # the trailing newline is not a visual token
+        for budget in budgets:
+            kept = max(1, round(tokens * budget / 100)) if budget < 100 else tokens
+            prompt = torch.cat([embed(before), visual[:, :kept], visual[:, -1:], embed(after)], dim=1)
+
+            def prefill():
+                out = lm(inputs_embeds=prompt, use_cache=True)
+                return out.past_key_values, head(out.last_hidden_state[:, -1]).argmax(-1)
+
+            prefill_ms, _ = median_ms(prefill, repeats)
+
+            def decode():
+                cache, token = prefill()
+                start = time.perf_counter()
+                for _ in range(new_tokens - 1):
+                    out = lm(inputs_embeds=embed(token[:, None]), cache=cache, use_cache=True)
+                    cache, token = out.past_key_values, head(out.last_hidden_state[:, -1]).argmax(-1)
+                return (new_tokens - 1) / (time.perf_counter() - start)
+
+            speeds = [decode() for _ in range(repeats)]
+            rows.append({"system": "transformers", "budget": f"{budget:g}%", "prefill_tokens": prompt.shape[1],
+                         "encode_ms": encode_ms, "prefill_ms": prefill_ms,
+                         "decode_tokens_per_s": statistics.median(speeds)})
+    return rows
+
+
+def tokensieve_rows(path):
+    """The rows of one `tokensieve bench --json` output, named after the file (`torch.json` -> `tokensieve torch`)."""
+    name = "tokensieve " + os.path.basename(path).removesuffix(".json")
+    return [{"system": name, "budget": r["budget"], "prefill_tokens": r["prefill_tokens"],
+             "encode_ms": r["stage_ms"]["encode"], "prefill_ms": r["stage_ms"]["prefill"],
+             "decode_tokens_per_s": r["decode_tokens_per_s"]} for r in json.load(open(path))["rows"]]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--frames", required=True, help="folder of the PNG frames tokensieve sampled")
+    parser.add_argument("--rows", nargs="+", required=True, help="tokensieve bench --json outputs")
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    ours = [row for path in args.rows for row in tokensieve_rows(path)]
+    budgets = sorted({float(r["budget"].rstrip("%")) for r in ours}, reverse=True)
+    theirs = {r["budget"]: r for r in transformers_rows(args.model, args.frames, budgets, args.new_tokens,
+                                                        args.repeats)}
+    print(f"{len(glob.glob(os.path.join(args.frames, '*.png')))} frames, {args.new_tokens} new tokens, "
+          f"{torch.get_num_threads()} torch threads; ratios are against transformers in this run (higher is faster)")
+    print("| system | budget | prefill tokens | encode ms | prefill ms | decode tok/s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for budget in budgets:
+        hf = theirs[f"{budget:g}%"]
+        for r in [hf] + [r for r in ours if float(r["budget"].rstrip("%")) == budget]:
+            speed = lambda ours_ms, hf_ms: "" if r is hf else f" ({hf_ms / ours_ms:.2f}x)"
+            decode = "" if r is hf else f" ({r['decode_tokens_per_s'] / hf['decode_tokens_per_s']:.2f}x)"
+            print(f"| {r['system']} | {r['budget']} | {r['prefill_tokens']} "
+                  f"| {r['encode_ms']:.0f}{speed(r['encode_ms'], hf['encode_ms'])} "
+                  f"| {r['prefill_ms']:.0f}{speed(r['prefill_ms'], hf['prefill_ms'])} "
+                  f"| {r['decode_tokens_per_s']:.1f}{decode} |")
+
+
+if __name__ == "__main__":
+    main()
