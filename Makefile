@@ -7,7 +7,7 @@ ENV := source $(TOKENSIEVE_HOME)/env.sh
 # All backends: the binary and the tests link libtorch (CPU or CUDA) and load ONNX Runtime.
 FEATURES := --all-features
 
-.PHONY: setup build test demo bench bench-backends bench-hf doctor fixtures clean-cache python wheel
+.PHONY: setup build test demo bench bench-backends bench-hf test-cuda doctor fixtures clean-cache python wheel
 
 setup:
 	@bash libtorch-setup/setup.sh
@@ -94,6 +94,17 @@ bench-hf: build
 	@$(ENV) && ./target/release/tokensieve bench --backend onnx --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --json --plot target/bench-hf/onnx.png > target/bench-hf/onnx-fp32.json
 	@$(ENV) && ./target/release/tokensieve bench --backend onnx --precision q8 --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --json --plot target/bench-hf/q8.png > target/bench-hf/onnx-q8.json
 	@$(ENV) && python benches/hf_side_by_side.py --model $(BIG_MODEL) --frames target/bench-hf/frames --new-tokens 16 --repeats 3 --rows target/bench-hf/torch.json target/bench-hf/onnx-fp32.json target/bench-hf/onnx-q8.json
+
+# The CUDA checks, for a machine with a GPU. Fails at once when libtorch sees no CUDA device (it never passes on a
+# CPU); otherwise runs the parity tests, which loop over the CPU and every CUDA device (f32; OneVision also bf16 and
+# f16), the pruners on CUDA tensors against the CPU backend, and the bench on the device (prefill and decode rows).
+test-cuda: setup
+	@$(ENV) && python -c "import sys, torch; n = torch.cuda.device_count(); print(f'CUDA devices: {n}'); sys.exit(0 if n else 1)" || { echo "make test-cuda: libtorch sees no CUDA device on this machine; run it where there is one" >&2; exit 1; }
+	@$(ENV) && cargo test --release $(FEATURES) -p tokensieve-models --test decoder_parity --test llava_parity --test onevision_parity --test vision_parity --test smollm2
+	@$(ENV) && cargo test --release $(FEATURES) -p tokensieve-pruners --test torch_parity
+	@$(ENV) && cargo build --release $(FEATURES)
+	@$(ENV) && ./target/release/tokensieve init-model --preset demo --out $(DEMO_MODEL)
+	@$(ENV) && ./target/release/tokensieve bench --model $(DEMO_MODEL) --device cuda --video $(DEMO_VIDEO) --frames 8 --budgets 100%,10% --repeats 3 --plot target/bench-cuda.png
 
 clean-cache:
 	rm -rf $(TOKENSIEVE_HOME)

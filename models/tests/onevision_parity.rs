@@ -113,24 +113,29 @@ fn onevision_inputs_on_a_plain_llava_are_a_typed_error() {
     assert!(matches!(model.video_features(&frames), Err(LlavaError::Config { .. })));
 }
 
+/// bf16 and f16 on the CPU and on every CUDA device (`make test-cuda` runs this where there is one).
 #[test]
 fn half_precision_compute_stays_close_to_transformers_f32() {
     let r = Reference(Safetensors::open(&dir().join("reference.safetensors")).unwrap());
     let ids = r.ids("video_ids");
     let reference = r.tensor("video_logits").get(ids.len() as i64 - 1);
-    for (dtype, tolerance) in [(tch::Kind::BFloat16, 3e-2), (tch::Kind::Half, 5e-3)] {
-        let model = Llava::load_as(&dir(), Device::Cpu, dtype).unwrap();
+    let runs = tokensieve_models::runtime::compute_devices_reported().into_iter().flat_map(|device| {
+        [(tch::Kind::BFloat16, 3e-2), (tch::Kind::Half, 5e-3)].map(|(dtype, tolerance)| (device, dtype, tolerance))
+    });
+    for (device, dtype, tolerance) in runs {
+        let model = Llava::load_as(&dir(), device, dtype).unwrap();
         let ov = model.onevision.as_ref().unwrap();
-        let (pooled, _) = model.video_features(&r.tensor("video_pixels").squeeze_dim(0)).unwrap();
+        let (pooled, _) = model.video_features(&r.tensor("video_pixels").squeeze_dim(0).to_device(device)).unwrap();
         assert_eq!(pooled.kind(), dtype, "the tower computes in {dtype:?}");
         let (f, n, d) = pooled.size3().unwrap();
         let tokens = Tensor::cat(&[pooled.reshape([f * n, d]), ov.newline.reshape([1, d])], 0);
-        let embeds = model.merge_at(&Tensor::from_slice(&ids).unsqueeze(0), &[(VIDEO, &tokens)]).unwrap();
+        let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(device);
+        let embeds = model.merge_at(&ids, &[(VIDEO, &tokens)]).unwrap();
         let logits = model.text.forward_embeds(embeds, &mut KvCache::default()).unwrap();
         assert_eq!(logits.kind(), tch::Kind::Float, "logits come back as f32");
-        let diff = (logits.reshape([-1]) - &reference).abs().max().double_value(&[]);
-        assert!(diff <= tolerance, "{dtype:?}: logits differ from f32 by {diff}");
-        assert!(diff > 0.0, "{dtype:?} really computed in lower precision");
+        let diff = (logits.reshape([-1]).to_device(Device::Cpu) - &reference).abs().max().double_value(&[]);
+        assert!(diff <= tolerance, "{dtype:?} on {device:?}: logits differ from f32 by {diff}");
+        assert!(diff > 0.0, "{dtype:?} on {device:?} really computed in lower precision");
     }
 }
 
