@@ -5,8 +5,11 @@ this script, which times transformers on the same random checkpoint, frames, bud
 prints one markdown table with the ratios against transformers.
 
 What transformers runs (the work tokensieve does for the same row):
-- encode: `LlavaOnevisionModel.get_video_features` on the frames as LlavaOnevisionVideoProcessor prepares them (the
-  SigLIP tower, projector, 2x2 pooling and newline);
+- encode: `LlavaOnevisionModel.get_video_features` on the frames (the SigLIP tower, projector, 2x2 pooling and
+  newline), resized (bicubic), rescaled and normalised here with Pillow and numpy as the checkpoint's
+  preprocessor_config says. Not through transformers' video processor: it needs torchvision, and with torchvision
+  installed transformers also switches its image processors to their torchvision versions, whose pixels differ from
+  the ones the Python tests compare with; the pixel values do not change the timing.
 - prefill: the Qwen2 language model on the prompt embeddings (the chat-format text around the visual rows), one
   forward with the cache; at a budget below 100 % the first `k` visual rows stand in for the kept ones (transformers
   has no pruner, and the decoder's work depends on the count only);
@@ -27,10 +30,10 @@ import os
 import statistics
 import time
 
+import numpy as np
 import torch
-import torchvision
+from PIL import Image
 from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
-from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
 
 
 def median_ms(fn, repeats):
@@ -61,15 +64,17 @@ class Clock:
 def transformers_rows(model_dir, frames_dir, budgets, new_tokens, repeats):
     """One row per budget, timed as the module docstring says."""
     config = json.load(open(os.path.join(model_dir, "preprocessor_config.json")))
-    processor = LlavaOnevisionVideoProcessor(
-        size=config["size"], image_mean=config["image_mean"], image_std=config["image_std"],
-        resample=config["resample"], rescale_factor=config["rescale_factor"], do_convert_rgb=True)
     paths = sorted(glob.glob(os.path.join(frames_dir, "*.png")))
     if not paths:
         raise SystemExit(f"{frames_dir}: no PNG frames (tokensieve sample --out writes them)")
-    # [F, 3, H, W] uint8, as torchvision decodes the PNGs (the processor's own backend).
-    video = torch.stack([torchvision.io.decode_png(torchvision.io.read_file(p)) for p in paths])
-    pixels = processor(videos=[video], return_tensors="pt")["pixel_values_videos"]
+    size = (config["size"]["width"], config["size"]["height"])
+    mean, std = np.array(config["image_mean"]), np.array(config["image_std"])
+
+    def prepared(path):
+        rgb = Image.open(path).convert("RGB").resize(size, Image.Resampling.BICUBIC)
+        return ((np.asarray(rgb) * config["rescale_factor"] - mean) / std).transpose(2, 0, 1)
+
+    pixels = torch.from_numpy(np.stack([prepared(p) for p in paths])).float()[None]  # [1, F, 3, S, S]
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     lm, head, embed = model.model.language_model, model.lm_head, model.get_input_embeddings()

