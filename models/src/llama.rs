@@ -825,11 +825,16 @@ impl Llama {
             }
             // Decoding after a contiguous drop: this layer's ids are shifted down by what it lost.
             let shift = if cache.contiguous && drop.is_none() { cache.dropped[i] } else { 0 };
-            if tables.as_ref().is_none_or(|(key, _)| *key != (stage, shift)) {
-                let ids = if shift == 0 { positions.shallow_clone() } else { positions.f_sub_scalar(shift)? };
-                tables = Some(((stage, shift), self.rope_tables(&ids)?));
+            if tables.as_ref().is_some_and(|(key, _)| *key != (stage, shift)) {
+                tables = None;
             }
-            let rope = tables.as_ref().map(|(_, t)| t).expect("set just above");
+            let (_, rope) = match tables {
+                Some(ref current) => current,
+                None => {
+                    let ids = if shift == 0 { positions.shallow_clone() } else { positions.f_sub_scalar(shift)? };
+                    tables.insert(((stage, shift), self.rope_tables(&ids)?))
+                }
+            };
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
             let (qb, kb, vb) = l.biases();
             let q = self.rotary_projection(&h, &l.q, qb, c.heads, rope)?;
