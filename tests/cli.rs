@@ -509,6 +509,37 @@ fn bench_reports_every_budget_with_the_documented_fields() {
     assert!(err.contains("budget 150% is outside"), "{err}");
 }
 
+/// `bench --frames-sweep`: one row per frame count and budget, counts in ascending order whatever the order given,
+/// each with the visual tokens of its frames and a peak RSS; a count of 0 is a usage error.
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn bench_sweeps_frame_counts() {
+    let video = asset("videos/bikes.mp4");
+    let base =
+        ["bench", "--model", TINY_LLAVA, "--video", video.as_str(), "--budgets", "100%,25%", "--new-tokens", "2"];
+    let (code, out, err) = tokensieve(&[&base[..], &["--frames-sweep", "4,2", "--json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let rows: Vec<(u64, String, u64)> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["peak_rss_bytes"].as_u64() > Some(0) && r["ttft_ms"].as_f64() > Some(0.0), "{r}");
+            (
+                r["frames"].as_u64().unwrap(),
+                r["budget"].as_str().unwrap().to_string(),
+                r["visual_tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [(2, "100%", 32), (2, "25%", 8), (4, "100%", 64), (4, "25%", 16)];
+    assert_eq!(rows, want.map(|(f, b, t)| (f, b.to_string(), t)));
+    let (code, _, err) = tokensieve(&[&base[..], &["--frames-sweep", "0,4"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 1"), "{err}");
+}
+
 /// A synthetic DriveLM test file: key frame `f1` has two cameras (tiny PNGs written here), `f2` points at a missing
 /// image so its questions must be recorded as errors without stopping the run.
 #[cfg(all(feature = "torch", feature = "video"))]

@@ -49,6 +49,16 @@ pub struct Args {
     /// Print JSON rows.
     #[arg(long)]
     json: bool,
+    /// Frame counts to sweep instead (comma-separated, for example 8,32,128,512; a video only): each count samples
+    /// the video again and runs every budget once; the rows give TTFT, encode time and that count's peak RSS.
+    #[arg(long, value_delimiter = ',', conflicts_with = "image")]
+    frames_sweep: Vec<usize>,
+}
+
+/// Resets the process's peak RSS (`VmHWM`) so the next reading is the peak of what follows (Linux's `clear_refs`
+/// value 5; elsewhere the reading stays the peak since start, which the sweep's ascending order keeps meaningful).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn peak_rss_bytes() -> u64 {
@@ -61,6 +71,67 @@ fn peak_rss_bytes() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// `--frames-sweep`: for each frame count (ascending), the video sampled again and every budget once, with the
+/// peak RSS of that count (reset before its frames are decoded, so it includes decoding them).
+fn sweep(
+    args: &Args,
+    budgets: &[f64],
+    method: &Method,
+    choice: tokensieve::pipeline::engine::EngineChoice,
+) -> Result<(), CliError> {
+    let runtime = |e: QaError| CliError::runtime(e.to_string(), None);
+    let Some(video) = args.video.as_deref() else {
+        return Err(CliError::usage("--frames-sweep samples a video", "add --video FILE"));
+    };
+    let mut counts = args.frames_sweep.clone();
+    counts.sort_unstable();
+    counts.dedup();
+    if counts.first() == Some(&0) {
+        return Err(CliError::usage("--frames-sweep needs counts of at least 1", "for example 8,32,128"));
+    }
+    args.backend.check_model(&args.model)?;
+    let qa = args.backend.load(&args.model, choice).map_err(runtime)?;
+    let mut rows = Vec::new();
+    for &count in &counts {
+        for &b in budgets {
+            reset_peak_rss();
+            let frames = super::frames_from(Some(video), &[], &args.sampler, count)?;
+            let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
+            let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(args.new_tokens) };
+            let r = qa.ask(&frames, MediaKind::Video, "Describe the video.", &opts).map_err(runtime)?.1;
+            rows.push(json!({"frames": frames.len(), "frames_asked": count, "budget": format!("{b}%"),
+                "visual_tokens": r.visual_tokens.last().map_or(0, |v| v.1), "prefill_tokens": r.prefill_tokens,
+                "ttft_ms": r.ttft_ms, "stage_ms": r.stage_ms, "peak_rss_bytes": peak_rss_bytes()}));
+        }
+    }
+    if args.json {
+        return emit(&format!("{}\n", json!({"rows": rows})));
+    }
+    let mut out = format!(
+        "frames sweep of {}, pruner {}, tower batch {} views (peak RSS per frame count, reset before decoding)\n",
+        video.display(),
+        method.name(),
+        qa.encode_batch()
+    );
+    out += "| frames | budget | visual tokens | prefill tokens | TTFT ms | encode ms | prefill ms | peak RSS MiB |\n";
+    out += "|---:|---|---:|---:|---:|---:|---:|---:|\n";
+    for r in &rows {
+        let ms = |k: &str| r["stage_ms"][k].as_f64().unwrap_or(0.0);
+        out += &format!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |\n",
+            r["frames"],
+            r["budget"].as_str().unwrap_or(""),
+            r["visual_tokens"],
+            r["prefill_tokens"],
+            r["ttft_ms"].as_f64().unwrap_or(0.0),
+            ms("encode"),
+            ms("prefill"),
+            r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+        );
+    }
+    emit(&out)
 }
 
 /// Two series against the budget: TTFT (blue) and prefill FLOPs (orange), each scaled to its own maximum.
@@ -127,6 +198,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return Err(CliError::usage("--new-tokens 0 generates nothing to time", "for example --new-tokens 16"));
     }
     let runtime = |e: QaError| CliError::runtime(e.to_string(), None);
+    if !args.frames_sweep.is_empty() {
+        return sweep(&args, &budgets, &method, choice);
+    }
     let frames = super::frames_from(args.video.as_deref(), &args.image, &args.sampler, args.frames)?;
     let (kind, question) = match args.video {
         Some(_) => (MediaKind::Video, "Describe the video."),

@@ -98,7 +98,7 @@ pub struct BackendFlags {
     /// ONNX Runtime intra-op threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Views (frames, tiles) the vision tower encodes at once; 0 picks as many as fit about 1 GiB of the tower's
+    /// Views (frames, tiles) the vision tower encodes at once; 0 picks as many as fit 256 MiB of the tower's
     /// work. Peak memory then follows the batch, not the number of frames.
     #[arg(long, default_value_t = 0)]
     pub encode_batch: usize,

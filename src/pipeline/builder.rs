@@ -103,7 +103,7 @@ impl PipelineBuilder {
         self
     }
 
-    /// Views the vision tower encodes at once (default: as many as fit about 1 GiB of its work; see
+    /// Views the vision tower encodes at once (default: as many as fit 256 MiB of its work; see
     /// [`Engine::set_encode_batch`]).
     pub fn encode_batch(mut self, views: usize) -> Self {
         self.encode_batch = Some(views);
