@@ -8,6 +8,11 @@ OUT="$ROOT/target/wheels"
 FLAGS=()
 [ "$PROFILE" = release ] && FLAGS+=(--release)
 rm -f "$OUT"/tokensieve-*.whl
+# `--auditwheel repair` rewrites the NEEDED entries of cargo's own artifact (target/<profile>/lib_native.so) to the
+# hashed copies that exist only inside the wheel, and a later `maturin develop` in this tree would install that
+# library unchanged (so a second `make test` failed to import it). Touching the crate afterwards makes the next build
+# relink it.
+trap 'touch "$ROOT/python/src/lib.rs"' EXIT
 maturin build --quiet "${FLAGS[@]}" -m "$ROOT/python/Cargo.toml" --auditwheel repair -o "$OUT"
 WHEEL="$(ls "$OUT"/tokensieve-*.whl)"
 VENV="$ROOT/target/wheel-venv"
