@@ -73,6 +73,18 @@ pub struct Stored<'a> {
     pub shape: &'a [usize],
 }
 
+impl Stored<'_> {
+    /// The values as f32 (exact for every supported dtype).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let bytes = self.bytes;
+        match self.dtype {
+            StoredDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            StoredDtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            StoredDtype::Bf16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        }
+    }
+}
+
 struct Entry {
     dtype: String,
     shape: Vec<usize>,
@@ -190,27 +202,12 @@ impl Safetensors {
     /// Tensor `name` as f32 values and its shape.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), SafetensorsError> {
         let stored = self.stored(name)?;
-        let bytes = stored.bytes;
-        let values: Vec<f32> = match stored.dtype {
-            StoredDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            StoredDtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            StoredDtype::Bf16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        };
-        Ok((values, stored.shape.to_vec()))
+        Ok((stored.to_f32(), stored.shape.to_vec()))
     }
 
     /// Tensor `name`, checked against `expected` shape.
     pub fn expect(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, SafetensorsError> {
-        let (v, shape) = self.tensor_f32(name)?;
-        if shape != expected {
-            return Err(SafetensorsError::Shape {
-                path: self.path.clone(),
-                name: name.into(),
-                got: shape,
-                expected: expected.to_vec(),
-            });
-        }
-        Ok(v)
+        Ok(self.stored_as(name, expected)?.to_f32())
     }
 }
 

@@ -56,8 +56,8 @@ impl<'a> Weights<'a> {
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, WeightError> {
         let full = self.name(name);
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let stored = self.checkpoint.stored_as(&full, shape)?;
         let tensor = if cfg!(target_endian = "little") {
-            let stored = self.checkpoint.stored_as(&full, shape)?;
             let kind = match stored.dtype {
                 StoredDtype::F32 => Kind::Float,
                 StoredDtype::F16 => Kind::Half,
@@ -66,7 +66,7 @@ impl<'a> Weights<'a> {
             Tensor::f_from_data_size(stored.bytes, &dims, kind)?.f_to_device(self.device)?.f_to_kind(self.kind)?
         } else {
             // safetensors is little-endian: a big-endian host decodes the values instead.
-            let values = self.checkpoint.expect(&full, shape)?;
+            let values = stored.to_f32();
             Tensor::from_slice(&values).f_reshape(dims.as_slice())?.f_to_kind(self.kind)?.f_to_device(self.device)?
         };
         self.checkpoint.release(&full);

@@ -55,6 +55,12 @@ pub struct Args {
     frames_sweep: Vec<usize>,
 }
 
+/// The options of one bench run: `method` at budget `b` percent (no pruner at 100 %), `new_tokens` generated.
+fn at_budget(method: &Method, b: f64, new_tokens: usize) -> QaOptions {
+    let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
+    QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(new_tokens) }
+}
+
 /// Resets the process's peak RSS (`VmHWM`) so the next reading is the peak of what follows (Linux's `clear_refs`
 /// value 5; elsewhere the reading stays the peak since start, which the sweep's ascending order keeps meaningful).
 fn reset_peak_rss() {
@@ -98,9 +104,10 @@ fn sweep(
         for &b in budgets {
             reset_peak_rss();
             let frames = super::frames_from(Some(video), &[], &args.sampler, count)?;
-            let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
-            let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(args.new_tokens) };
-            let r = qa.ask(&frames, MediaKind::Video, "Describe the video.", &opts).map_err(runtime)?.1;
+            let r = qa
+                .ask(&frames, MediaKind::Video, "Describe the video.", &at_budget(method, b, args.new_tokens))
+                .map_err(runtime)?
+                .1;
             rows.push(json!({"frames": frames.len(), "frames_asked": count, "budget": format!("{b}%"),
                 "visual_tokens": r.visual_tokens.last().map_or(0, |v| v.1), "prefill_tokens": r.prefill_tokens,
                 "ttft_ms": r.ttft_ms, "stage_ms": r.stage_ms, "peak_rss_bytes": peak_rss_bytes()}));
@@ -218,9 +225,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for &b in &budgets {
         let mut records = Vec::new();
         for _ in 0..args.repeats.max(1) {
-            let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
-            let opts = QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(args.new_tokens) };
-            records.push(qa.ask(&frames, kind, question, &opts).map_err(runtime)?.1);
+            records.push(qa.ask(&frames, kind, question, &at_budget(&method, b, args.new_tokens)).map_err(runtime)?.1);
             bar.inc(1);
         }
         records.sort_by(|a, b| a.ttft_ms.total_cmp(&b.ttft_ms));

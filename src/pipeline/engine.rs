@@ -92,8 +92,8 @@ pub struct Engine {
     prune_on: PruneOn,
     /// Views per tower batch ([`Engine::set_encode_batch`]).
     encode_batch: usize,
-    /// Estimated peak bytes of the tower's work for one view ([`TowerShape::view_bytes`]).
-    view_bytes: usize,
+    /// The batch that fits [`ENCODE_MEMORY`] ([`TowerShape::view_bytes`]): the default.
+    auto_batch: usize,
 }
 
 /// What the tower's activations take is bounded by this when the batch size is not given: 256 MiB. Larger batches
@@ -161,7 +161,7 @@ impl Engine {
         let family = family_for(&config, newline).map_err(|r| config_err("config.json", r))?;
         let tower = TowerShape::deserialize(config.get("vision_config").unwrap_or(&serde_json::Value::Null))
             .map_err(|e| config_err("config.json", format!("vision_config: {e}")))?;
-        let view_bytes = tower.view_bytes();
+        let auto_batch = (ENCODE_MEMORY / tower.view_bytes().max(1)).max(1);
         let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?)
             .map_err(|e| config_err("preprocessor_config.json", e.to_string()))?;
         let template = ChatTemplate::from_hf_dir(dir).map_err(|reason| config_err("tokenizer_config.json", reason))?;
@@ -173,8 +173,8 @@ impl Engine {
             processor,
             template,
             prune_on,
-            encode_batch: (ENCODE_MEMORY / view_bytes.max(1)).max(1),
-            view_bytes,
+            encode_batch: auto_batch,
+            auto_batch,
         })
     }
 
@@ -182,7 +182,7 @@ impl Engine {
     /// Each batch is preprocessed and encoded before the next one's pixels exist, so the tower's peak memory is set
     /// by the batch, not by the number of frames; the tokens and signals of every view are kept for the chain.
     pub fn set_encode_batch(&mut self, views: Option<usize>) {
-        self.encode_batch = views.unwrap_or(ENCODE_MEMORY / self.view_bytes.max(1)).max(1);
+        self.encode_batch = views.unwrap_or(self.auto_batch).max(1);
     }
 
     /// Views the tower encodes at once.
@@ -247,7 +247,7 @@ impl Engine {
         preprocess_ms: &mut f64,
     ) -> Result<VisualTokens, QaError> {
         let side = self.family.image_size();
-        let batch = self.encode_batch.max(1);
+        let batch = self.encode_batch;
         let mut out: Option<TowerOutput> = None;
         let run = |out: &mut Option<TowerOutput>, views: &[Pixels]| -> Result<(), QaError> {
             let pixels: Vec<f32> = views.iter().flat_map(|p| p.data.iter().copied()).collect();
