@@ -341,19 +341,19 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
         PipelineError::Spec(_) => usage(e),
         e => CliError::runtime(e.to_string(), Some("is it a llava or llava_onevision directory?".into())),
     })?;
-    let loaded = pipeline.load(&media).map_err(|e| match e {
-        PipelineError::Image(
-            tokensieve::video::ImageError::Camera(_) | tokensieve::video::ImageError::DuplicateCamera(_),
-        ) => usage(e),
-        e => runtime(e),
-    })?;
     let stream = !args.json;
     let mut out = std::io::stdout().lock();
+    // A video streams through the model as it is decoded; images are decoded first (a bad camera name is usage).
     let answer = pipeline
-        .answer_streaming(loaded, &args.question, &mut |piece| {
+        .ask_streaming(&media, &args.question, &mut |piece| {
             !stream || out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok()
         })
-        .map_err(runtime)?;
+        .map_err(|e| match e {
+            PipelineError::Image(
+                tokensieve::video::ImageError::Camera(_) | tokensieve::video::ImageError::DuplicateCamera(_),
+            ) => usage(e),
+            e => runtime(e),
+        })?;
     drop(out);
     if let Some(logits) = &answer.record.qa.first_logits {
         save(&args.logits_out, &[logits.len()], logits)?;

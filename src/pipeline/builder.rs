@@ -24,6 +24,7 @@
 //! current one, which hides decoding entirely once it is shorter than answering.
 
 use super::engine::{Engine, EngineChoice};
+use super::frames::{FrameSource, VideoStream};
 use super::qa::{MediaKind, Positions, QaError, QaOptions, QaRecord};
 use super::sampler::{Sampler, SamplerError};
 use serde::Serialize;
@@ -318,7 +319,41 @@ impl Pipeline {
 
     /// Answers `question` about `media`.
     pub fn ask(&self, media: &Media, question: &str) -> Result<Answer, PipelineError> {
-        self.answer(self.load(media)?, question)
+        self.ask_streaming(media, question, &mut |_| true)
+    }
+
+    /// Answers `question` about `media`, handing each new piece of the answer to `on_text` (`false` stops). A
+    /// video is decoded on a background thread while the model encodes the frames before ([`VideoStream`]), so its
+    /// frames are never all in memory: the record's `decode_ms` is the sampler's time plus the time the model waited
+    /// for frames. Images are decoded first, as [`Pipeline::load`] does.
+    pub fn ask_streaming(
+        &self,
+        media: &Media,
+        question: &str,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Answer, PipelineError> {
+        let Media::Video(path) = media else {
+            return self.answer_streaming(self.load(media)?, question, on_text);
+        };
+        let clock = Instant::now();
+        let info = probe(path)?;
+        let (indices, sampler_note) = self.sampler.pick(path, &info)?;
+        if indices.is_empty() {
+            return Err(PipelineError::NoFrames(path.display().to_string()));
+        }
+        let sample_ms = clock.elapsed().as_secs_f64() * 1e3;
+        let mut stream = VideoStream::start(path, &info, &indices);
+        let (text, qa) = self.qa.ask_source(&mut stream, MediaKind::Video, None, question, &self.opts, on_text)?;
+        let decode_ms = sample_ms + stream.wait_ms();
+        let record = PipelineRecord {
+            sampler: Some(self.sampler.name().to_string()),
+            frame_indices: indices,
+            sampler_note,
+            decode_ms,
+            ttft_e2e_ms: decode_ms + qa.ttft_ms,
+            qa,
+        };
+        Ok(Answer { text, record })
     }
 
     /// Answers a question about a video.

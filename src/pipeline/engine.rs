@@ -28,6 +28,7 @@
 //!   pruners crate chooses ([`tokensieve_pruners::in_decoder::InDecoder`]); a backend that cannot run a rule says so.
 //! - Newlines are not counted as visual tokens in the record (they are in `prefill_tokens`).
 
+use super::frames::{FrameSlice, FrameSource};
 use super::model::{DropPlan, LanguageSide, VisionSide};
 use super::qa::{
     generate, inspection_prompt, prompt_positions, prune_chain, pruning, question_prompt, span_offsets, square_views,
@@ -236,60 +237,72 @@ impl Engine {
         }
     }
 
-    /// Runs the views of `frames` through the tower, [`Engine::encode_batch`] views at a time (square views are
-    /// preprocessed batch by batch too), and arranges the tokens as the family does; `preprocess_ms` receives the
-    /// time spent turning frames into pixels.
+    /// Runs the views of the source's frames through the tower, [`Engine::encode_batch`] views at a time, and
+    /// arranges the tokens as the family does. Square views (video frames, several images) are taken from the
+    /// source, preprocessed, encoded and arranged batch by batch, so neither the frames nor their pixels nor the
+    /// tower's unpooled output of more than one batch are in memory at once; an any-resolution image is cut into its
+    /// views first. `preprocess_ms` receives the time spent turning frames into pixels.
     fn encode(
         &self,
-        frames: &[Frame],
+        source: &mut dyn FrameSource,
         kind: MediaKind,
         request: SignalRequest,
         preprocess_ms: &mut f64,
     ) -> Result<VisualTokens, QaError> {
         let side = self.family.image_size();
         let batch = self.encode_batch;
-        let mut out: Option<TowerOutput> = None;
-        let run = |out: &mut Option<TowerOutput>, views: &[Pixels]| -> Result<(), QaError> {
+        let arranged = |reason: String| QaError::Config { path: "visual tokens".into(), reason };
+        let tower = |views: &[Pixels]| -> Result<TowerOutput, QaError> {
             let pixels: Vec<f32> = views.iter().flat_map(|p| p.data.iter().copied()).collect();
-            let next = self.vision.encode(&pixels, views.len(), side, request)?;
-            match out {
-                Some(o) => o.append(next).map_err(|reason| QaError::Config { path: "visual tokens".into(), reason }),
-                None => {
-                    *out = Some(next);
-                    Ok(())
-                }
-            }
+            self.vision.encode(&pixels, views.len(), side, request)
         };
         *preprocess_ms = 0.0;
-        let cut = match self.family.view_plan(kind, frames.len()) {
+        match self.family.view_plan(kind, source.len()) {
             ViewPlan::Square => {
-                for chunk in frames.chunks(batch) {
+                let mut tokens: Option<VisualTokens> = None;
+                loop {
+                    let frames = source.next_batch(batch)?;
+                    if frames.is_empty() && tokens.is_some() {
+                        break;
+                    }
+                    // No frame at all: the tower's own answer to an empty batch (as before batching).
                     let clock = Instant::now();
-                    let views = square_views(&self.processor, chunk, side)?;
+                    let views = square_views(&self.processor, &frames, side)?;
                     *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
-                    run(&mut out, &views)?;
+                    drop(frames);
+                    let next = self.family.arrange(tower(&views)?, kind, None).map_err(arranged)?;
+                    match tokens.as_mut() {
+                        Some(t) => t.append(next).map_err(arranged)?,
+                        None => tokens = Some(next),
+                    }
+                    if views.is_empty() {
+                        break;
+                    }
                 }
-                None
+                tokens.ok_or_else(|| arranged("no frame to encode".into()))
             }
             ViewPlan::AnyRes { .. } => {
+                let frames = source.next_batch(source.len())?.into_owned();
                 let clock = Instant::now();
-                let (views, cut) = self.views(frames, kind)?;
+                let (views, cut) = self.views(&frames, kind)?;
                 *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
-                views.chunks(batch).try_for_each(|chunk| run(&mut out, chunk))?;
-                cut
+                let mut out: Option<TowerOutput> = None;
+                for chunk in views.chunks(batch) {
+                    let next = tower(chunk)?;
+                    match out.as_mut() {
+                        Some(o) => o.append(next).map_err(arranged)?,
+                        None => out = Some(next),
+                    }
+                }
+                let out = out.ok_or_else(|| arranged("no view to encode".into()))?;
+                self.family.arrange(out, kind, cut).map_err(arranged)
             }
-        };
-        if out.is_none() {
-            // No frame: the tower's own answer to an empty batch (as before batching).
-            run(&mut out, &[])?;
         }
-        let out = out.ok_or_else(|| QaError::Config { path: "frames".into(), reason: "no frame to encode".into() })?;
-        self.family.arrange(out, kind, cut).map_err(|e| QaError::Config { path: "visual tokens".into(), reason: e })
     }
 
     /// The visual tokens of `frames` before pruning, with their layout and every signal the tower gives.
     pub fn visual_tokens(&self, frames: &[Frame], kind: MediaKind) -> Result<VisualTokens, QaError> {
-        self.encode(frames, kind, SignalRequest { attention: true, keys: true }, &mut 0.0)
+        self.encode(&mut FrameSlice::new(frames), kind, SignalRequest { attention: true, keys: true }, &mut 0.0)
     }
 
     /// The rows of the decoder's visual span: the kept tokens, extra tokens, and the family's newlines where the
@@ -388,7 +401,7 @@ impl Engine {
     /// each.
     pub fn prefill(&self, frames: &[Frame], kind: MediaKind, prompt: &str, raw: bool) -> Result<Prefilled, QaError> {
         let request = SignalRequest { attention: true, keys: false };
-        let mut visual = self.encode(frames, kind, request, &mut 0.0)?;
+        let mut visual = self.encode(&mut FrameSlice::new(frames), kind, request, &mut 0.0)?;
         let attention = visual.attention.take();
         let total = visual.features.nrows();
         let chained = Chained {
@@ -439,14 +452,33 @@ impl Engine {
         opts: &QaOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(String, QaRecord), QaError> {
+        self.ask_source(&mut FrameSlice::new(frames), kind, system, question, opts, on_text)
+    }
+
+    /// [`Engine::ask_streaming`] on frames that a [`FrameSource`] hands over batch by batch (a [`VideoStream`]
+    /// decodes them while the tower encodes the previous batch): memory is set by the batch and the arranged
+    /// tokens, not by the number of frames. The time spent waiting for frames is the record's `decode` stage and is
+    /// not part of the encode stage or of TTFT.
+    ///
+    /// [`VideoStream`]: super::frames::VideoStream
+    pub fn ask_source(
+        &self,
+        source: &mut dyn FrameSource,
+        kind: MediaKind,
+        system: Option<&str>,
+        question: &str,
+        opts: &QaOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(String, QaRecord), QaError> {
         if let Some(rule) = &opts.in_llm {
             self.check_options(opts).map_err(pruning(rule.name()))?;
         }
         let mut clock = StageClock::start();
         let mut preprocess_ms = 0.0;
-        let visual = self.encode(frames, kind, self.signals(opts), &mut preprocess_ms)?;
+        let visual = self.encode(source, kind, self.signals(opts), &mut preprocess_ms)?;
         self.check_signals(&visual, opts)?;
-        let mut ttft = clock.lap("encode");
+        let decode_ms = source.wait_ms();
+        let mut ttft = clock.lap("encode") - decode_ms;
         let query = self.query(question, opts)?;
         let (units, newline, (placeholder_id, placeholder)) = (visual.units, visual.newline, visual.placeholder);
         let chained = self.chain(visual, query, opts)?;
@@ -472,7 +504,8 @@ impl Engine {
         let generated = generate(&self.tokenizer, opts, first, &mut step, on_text)?;
         clock.lap("generate");
         let record = Measured {
-            frames,
+            frames: source.timestamps(),
+            decode_ms,
             visual_tokens: chained.visual_tokens,
             kept: chained.origin,
             notes: chained.notes,

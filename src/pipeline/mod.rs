@@ -12,6 +12,8 @@ pub mod custom_encoder;
 pub mod engine;
 pub mod flops;
 #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+pub mod frames;
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub mod model;
 #[cfg(all(feature = "onnx", feature = "video"))]
 pub mod onnx_model;

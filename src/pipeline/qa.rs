@@ -62,6 +62,22 @@ pub enum QaError {
         /// Why it is missing.
         reason: String,
     },
+    /// The device ran out of memory; the stage and its batch are named, so the fix is clear (a smaller
+    /// `--encode-batch` for the tower, fewer frames or a lower budget for the decoder).
+    #[error("{device} ran out of memory in the {stage} stage ({batch}): {detail}; lower --encode-batch, the frames or the budget")]
+    OutOfMemory {
+        /// The device, as libtorch names it.
+        device: String,
+        /// `encode`, `prefill` or `decode`.
+        stage: &'static str,
+        /// What the stage ran on: views of the tower batch, or tokens.
+        batch: String,
+        /// libtorch's first line.
+        detail: String,
+    },
+    /// A streamed video could not be decoded.
+    #[error(transparent)]
+    Video(#[from] tokensieve_video::VideoError),
     /// The prompt's placeholders do not fit the visual input.
     #[error("prompt: {0}")]
     Prompt(String),
@@ -420,8 +436,10 @@ impl StageClock {
 
 /// Everything an engine measured, turned into a [`QaRecord`].
 pub(crate) struct Measured<'a> {
-    /// The frames answered about.
-    pub frames: &'a [tokensieve_video::Frame],
+    /// Presentation times of the frames answered about.
+    pub frames: &'a [f64],
+    /// Milliseconds the engine waited for a streamed video's frames (inside the `encode` lap, not in TTFT).
+    pub decode_ms: f64,
     /// Tokens per pruning stage.
     pub visual_tokens: Vec<(String, usize)>,
     /// Encoder index of each kept row.
@@ -454,10 +472,13 @@ impl Measured<'_> {
         let mut stage_ms = self.clock.stage_ms;
         let encode_total = stage_ms.get("encode").copied().unwrap_or(0.0);
         stage_ms.insert("preprocess".into(), self.preprocess_ms);
-        stage_ms.insert("encode".into(), (encode_total - self.preprocess_ms).max(0.0));
+        stage_ms.insert("encode".into(), (encode_total - self.preprocess_ms - self.decode_ms).max(0.0));
+        if self.decode_ms > 0.0 {
+            stage_ms.insert("decode".into(), self.decode_ms);
+        }
         let (fastv, swiglu) = prefill_macs(&self.shape, &self.tokens_per_layer);
         QaRecord {
-            frames: self.frames.iter().map(|f| f.timestamp).collect(),
+            frames: self.frames.to_vec(),
             visual_tokens: self.visual_tokens,
             kept: self.kept,
             notes: self.notes,

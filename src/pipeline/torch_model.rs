@@ -52,12 +52,48 @@ pub fn load(
 }
 
 /// A tensor's values as f32 on the host.
+/// Turns libtorch's out-of-memory failures (CUDA's `CUDA out of memory`, the CPU allocator's `not enough memory`)
+/// into [`QaError::OutOfMemory`] naming the stage and its batch; other errors pass unchanged.
+fn out_of_memory(stage: &'static str, batch: String, device: Device) -> impl FnOnce(QaError) -> QaError {
+    move |e| {
+        if !matches!(e, QaError::Torch(_) | QaError::Decoder(_) | QaError::Model(_)) {
+            return e;
+        }
+        let text = e.to_string();
+        let lower = text.to_ascii_lowercase();
+        // CUDA's caching allocator says "out of memory"; the CPU allocator "can't allocate memory".
+        if ["out of memory", "not enough memory", "can't allocate memory"].iter().any(|w| lower.contains(w)) {
+            let first = text.lines().next().unwrap_or_default();
+            let detail = first.trim_start_matches("libtorch: ").trim_start_matches("Internal torch error: ").to_string();
+            QaError::OutOfMemory { device: format!("{device:?}"), stage, batch, detail }
+        } else {
+            e
+        }
+    }
+}
+
 fn host(t: &Tensor) -> Result<Vec<f32>, QaError> {
     Ok(Vec::try_from(t.f_to_kind(Kind::Float)?.f_reshape([-1])?)?)
 }
 
 impl VisionSide for TorchVision {
     fn encode(
+        &self,
+        pixels: &[f32],
+        views: usize,
+        side: usize,
+        request: SignalRequest,
+    ) -> Result<TowerOutput, QaError> {
+        self.encode_on_device(pixels, views, side, request).map_err(out_of_memory(
+            "encode",
+            format!("{views} views of {side}x{side}"),
+            self.device,
+        ))
+    }
+}
+
+impl TorchVision {
+    fn encode_on_device(
         &self,
         pixels: &[f32],
         views: usize,
@@ -126,6 +162,21 @@ fn rule_error(method: &'static str, e: LlamaError) -> QaError {
 
 impl Decoding for TorchDecoding<'_> {
     fn step(&mut self, token: i64) -> Result<Vec<f32>, QaError> {
+        let cached = self.cache.layer_len(0);
+        self.step_on_device(token).map_err(out_of_memory("decode", format!("{cached} cached positions"), self.device))
+    }
+
+    fn kv_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    fn tokens_per_layer(&self) -> Vec<usize> {
+        self.tokens_per_layer.clone()
+    }
+}
+
+impl TorchDecoding<'_> {
+    fn step_on_device(&mut self, token: i64) -> Result<Vec<f32>, QaError> {
         let ids = Tensor::from_slice(&[token]).f_unsqueeze(0)?.f_to_device(self.device)?;
         let Some(keys) = self.keys.as_mut() else {
             return host(&self.model.text.forward(&ids, &mut self.cache)?);
@@ -137,14 +188,6 @@ impl Decoding for TorchDecoding<'_> {
         let logits =
             self.model.text.forward_step(&ids, &mut self.cache, Some(step)).map_err(|e| rule_error(keys.method, e))?;
         host(&logits)
-    }
-
-    fn kv_bytes(&self) -> usize {
-        self.cache.bytes()
-    }
-
-    fn tokens_per_layer(&self) -> Vec<usize> {
-        self.tokens_per_layer.clone()
     }
 }
 
@@ -171,6 +214,22 @@ impl LanguageSide for TorchLanguage {
     }
 
     fn prefill<'a>(
+        &'a self,
+        ids: &[i64],
+        visual: &[(i64, ArrayView2<'_, f32>)],
+        positions: &PositionIds,
+        drop: Option<DropPlan<'_>>,
+    ) -> Result<(Vec<f32>, Box<dyn Decoding + 'a>), QaError> {
+        self.prefill_on_device(ids, visual, positions, drop).map_err(out_of_memory(
+            "prefill",
+            format!("{} tokens", ids.len()),
+            self.device,
+        ))
+    }
+}
+
+impl TorchLanguage {
+    fn prefill_on_device<'a>(
         &'a self,
         ids: &[i64],
         visual: &[(i64, ArrayView2<'_, f32>)],
@@ -229,5 +288,28 @@ impl LanguageSide for TorchLanguage {
         let tokens_per_layer = (0..layers).map(|l| cache.layer_len(l) as usize).collect();
         let decoding = TorchDecoding { model: &self.model, cache, device: self.device, tokens_per_layer, keys };
         Ok((host(&logits)?, Box::new(decoding)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_memory_names_the_stage_and_the_batch() {
+        // libtorch's own CPU allocator failure (an exabyte), then CUDA's wording.
+        let cpu = Tensor::f_zeros([1i64 << 58], (Kind::Float, Device::Cpu)).map(|_| ()).unwrap_err();
+        let e = out_of_memory("encode", "64 views of 384x384".into(), Device::Cpu)(QaError::Torch(cpu));
+        let text = e.to_string();
+        assert!(matches!(e, QaError::OutOfMemory { stage: "encode", .. }), "{text}");
+        assert!(text.contains("Cpu ran out of memory in the encode stage (64 views of 384x384)"), "{text}");
+        assert!(!text.contains("frame #") && !text.contains('\n'), "one line, no stack: {text}");
+        let cuda =
+            tch::TchError::Torch("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)".into());
+        let e = out_of_memory("prefill", "40000 tokens".into(), Device::Cuda(0))(QaError::Torch(cuda));
+        assert!(e.to_string().starts_with("Cuda(0) ran out of memory in the prefill stage (40000 tokens): CUDA out"));
+        // Anything else passes unchanged.
+        let other = out_of_memory("decode", "1 token".into(), Device::Cpu)(QaError::Prompt("no placeholder".into()));
+        assert!(matches!(other, QaError::Prompt(_)));
     }
 }

@@ -440,7 +440,23 @@ pub fn sample_uniform_native(path: &Path, count: usize) -> Result<Vec<Frame>, Vi
 
 /// The frames at `indices` (of a video described by `info`) at the video's own upright resolution.
 pub fn decode_indices_native(path: &Path, info: &VideoInfo, indices: &[usize]) -> Result<Vec<Frame>, VideoError> {
-    let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
-    let times: Vec<f64> = indices.iter().map(|&i| i as f64 / info.fps).collect();
+    let ((w, h), times) = native_targets(info, indices);
     Ok(decode_at(path, &times, w, h)?.frames)
+}
+
+/// [`decode_indices_native`] on a background thread ([`decode_in_background`]): the frames arrive one by one, at
+/// most four ahead of the reader, so a long video is never in memory at once.
+pub fn stream_indices_native(
+    path: &Path,
+    info: &VideoInfo,
+    indices: &[usize],
+) -> std::sync::mpsc::Receiver<Result<DecodeEvent, VideoError>> {
+    let ((w, h), times) = native_targets(info, indices);
+    decode_in_background(path.to_path_buf(), times, w, h, DecodeOptions::default())
+}
+
+/// The upright size of `info`'s frames and the presentation times of frame `indices`.
+fn native_targets(info: &VideoInfo, indices: &[usize]) -> ((u32, u32), Vec<f64>) {
+    let size = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
+    (size, indices.iter().map(|&i| i as f64 / info.fps).collect())
 }

@@ -17,7 +17,7 @@ pub mod samplers;
 
 pub use decode::{
     decode_at, decode_each, decode_in_background, decode_indices_native, probe, sample_uniform, sample_uniform_native,
-    DecodeEvent, DecodeOptions, Decoded, Frame, VideoError, VideoInfo,
+    stream_indices_native, DecodeEvent, DecodeOptions, Decoded, Frame, VideoError, VideoInfo,
 };
 pub use images::{load_image, load_image_native, load_images, load_views, order_views, ImageError, NUSCENES_CAMERAS};
 

@@ -149,6 +149,59 @@ pub struct VisualTokens {
     pub anyres: Option<AnyResLayout>,
 }
 
+impl VisualTokens {
+    /// Appends the tokens of `next`, the arrangement of the frames (or images) after these, so a long video can be
+    /// encoded and arranged a batch at a time: the rows, attention and keys follow these, the unit count and the
+    /// grid's frames (one view) or views (one frame each) add up. Only square-view arrangements append (an
+    /// any-resolution image is packed as one sequence); both must carry the same signals, width and unit size.
+    pub fn append(&mut self, next: VisualTokens) -> Result<(), String> {
+        let shape = |v: &VisualTokens| {
+            (
+                v.features.ncols(),
+                v.units.1,
+                v.newline,
+                v.placeholder,
+                v.attention.is_some(),
+                v.keys.as_ref().map(|k| k.ncols()),
+                v.anyres.is_some(),
+            )
+        };
+        if shape(self) != shape(&next) || self.anyres.is_some() {
+            return Err(format!(
+                "a batch of {} units x {} tokens x {} differs from the first batch's {} x {} x {} (or in its \
+                 signals, newline or placeholder), or is an any-resolution image",
+                next.units.0,
+                next.units.1,
+                next.features.ncols(),
+                self.units.0,
+                self.units.1,
+                self.features.ncols()
+            ));
+        }
+        self.layout = match (self.layout, next.layout) {
+            (None, None) => None,
+            (
+                Some(Layout::Grid { views: 1, frames: a, height, width }),
+                Some(Layout::Grid { views: 1, frames: b, height: h, width: w }),
+            ) if (height, width) == (h, w) => Some(Layout::Grid { views: 1, frames: a + b, height, width }),
+            (
+                Some(Layout::Grid { views: a, frames: 1, height, width }),
+                Some(Layout::Grid { views: b, frames: 1, height: h, width: w }),
+            ) if (height, width) == (h, w) => Some(Layout::Grid { views: a + b, frames: 1, height, width }),
+            (a, b) => return Err(format!("a batch laid out as {b:?} cannot follow {a:?}")),
+        };
+        self.features.append(ndarray::Axis(0), next.features.view()).map_err(|e| e.to_string())?;
+        if let (Some(a), Some(b)) = (self.attention.as_mut(), next.attention) {
+            a.extend(b);
+        }
+        if let (Some(a), Some(b)) = (self.keys.as_mut(), next.keys) {
+            a.append(ndarray::Axis(0), b.view()).map_err(|e| e.to_string())?;
+        }
+        self.units.0 += next.units.0;
+        Ok(())
+    }
+}
+
 /// Where the packed tokens of one any-resolution image come from: the base view's `base x base` patch tokens, then
 /// `map.rows` rows of `map.cols` tokens (each row followed by a newline token) over the unpadded window of the
 /// tiles' patch canvas that `map` describes.
