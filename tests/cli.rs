@@ -515,10 +515,18 @@ fn bench_reports_every_budget_with_the_documented_fields() {
 #[test]
 fn bench_sweeps_frame_counts() {
     let video = asset("videos/bikes.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("sweep.svg");
     let base =
         ["bench", "--model", TINY_LLAVA, "--video", video.as_str(), "--budgets", "100%,25%", "--new-tokens", "2"];
-    let (code, out, err) = tokensieve(&[&base[..], &["--frames-sweep", "4,2", "--json"]].concat());
+    let (code, out, err) =
+        tokensieve(&[&base[..], &["--frames-sweep", "4,2", "--json", "--plot", plot.to_str().unwrap()]].concat());
     assert_eq!(code, 0, "{err}");
+    // The chart names its axes and every series.
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    for text in ["frames", "peak RSS (MiB)", "TTFT (ms)", "peak RSS at 100%", "TTFT at 25%"] {
+        assert!(svg.contains(text), "{text} missing from the sweep chart");
+    }
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let rows: Vec<(u64, String, u64)> = v["rows"]
         .as_array()

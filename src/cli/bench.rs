@@ -1,9 +1,12 @@
 //! `tokensieve bench`: the pipeline at several visual-token budgets, with a table (tokens, FLOPs, time per stage,
-//! TTFT, KV bytes, peak RSS), JSON rows, and a PNG plot of TTFT and prefill FLOPs against the budget.
+//! TTFT, KV bytes, peak RSS), JSON rows, and a chart ([`super::plot`]) of TTFT, the stages and the prefill's FLOPs
+//! against the budget; `--frames-sweep` draws peak RSS and TTFT against the number of frames.
 
+use super::plot::{Chart, Line};
 use super::{emit, CliError};
 use serde_json::json;
 use std::path::PathBuf;
+use tokensieve::pipeline::frames::FrameSource;
 use tokensieve::pipeline::qa::{MediaKind, QaError, QaOptions};
 use tokensieve::pruners::{Budget, Method, Pruner};
 
@@ -35,7 +38,8 @@ pub struct Args {
     /// Repetitions per budget (the median is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Where to write the plot.
+    /// Where to write the chart: PNG (or JPEG) by default, SVG for `.svg`; the budget runs draw TTFT, the stages
+    /// and the prefill's FLOPs against the budget, the frames sweep peak RSS and TTFT against frames.
     #[arg(long, default_value = "bench.png")]
     plot: PathBuf,
     /// `cpu` or `cuda` for the torch backend (default: CUDA when available).
@@ -103,9 +107,10 @@ fn sweep(
     for &count in &counts {
         for &b in budgets {
             reset_peak_rss();
-            let frames = super::frames_from(Some(video), &[], &args.sampler, count)?;
+            let mut frames = super::video_stream(video, &args.sampler, count)?;
+            let opts = at_budget(method, b, args.new_tokens);
             let r = qa
-                .ask(&frames, MediaKind::Video, "Describe the video.", &at_budget(method, b, args.new_tokens))
+                .ask_source(&mut frames, MediaKind::Video, None, "Describe the video.", &opts, &mut |_| true)
                 .map_err(runtime)?
                 .1;
             rows.push(json!({"frames": frames.len(), "frames_asked": count, "budget": format!("{b}%"),
@@ -113,11 +118,14 @@ fn sweep(
                 "ttft_ms": r.ttft_ms, "stage_ms": r.stage_ms, "peak_rss_bytes": peak_rss_bytes()}));
         }
     }
+    let title = format!("{}: peak memory and TTFT against frames ({})", model_name(&args.model), method.name());
+    sweep_chart(&rows, budgets, title).save(&args.plot)?;
     if args.json {
-        return emit(&format!("{}\n", json!({"rows": rows})));
+        return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot})));
     }
     let mut out = format!(
-        "frames sweep of {}, pruner {}, tower batch {} views (peak RSS per frame count, reset before decoding)\n",
+        "frames sweep of {}, pruner {}, tower batch {} views (peak RSS per frame count, reset before decoding; \
+         frames decoded while the tower encodes)\n",
         video.display(),
         method.name(),
         qa.encode_batch()
@@ -138,49 +146,64 @@ fn sweep(
             r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
         );
     }
+    out += &format!("plot: {}\n", args.plot.display());
     emit(&out)
 }
 
-/// Two series against the budget: TTFT (blue) and prefill FLOPs (orange), each scaled to its own maximum.
-fn plot(rows: &[(f64, f64, f64)], path: &std::path::Path) -> Result<(), CliError> {
-    let (w, h, margin) = (640u32, 360u32, 30f64);
-    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
-    let axis = image::Rgb([0, 0, 0]);
-    for x in margin as u32..w - margin as u32 {
-        img.put_pixel(x, h - margin as u32, axis);
-    }
-    for y in margin as u32..h - margin as u32 {
-        img.put_pixel(margin as u32, y, axis);
-    }
-    let to_px = |budget: f64, value: f64, max: f64| {
-        let x = margin + budget / 100.0 * (w as f64 - 2.0 * margin);
-        let y = (h as f64 - margin) - if max > 0.0 { value / max } else { 0.0 } * (h as f64 - 2.0 * margin);
-        (x, y)
+/// The model's folder name, for chart titles.
+fn model_name(model: &std::path::Path) -> String {
+    model.file_name().map_or_else(|| model.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The budget chart: TTFT and each stage's milliseconds on the left axis, the prefill's FLOPs on the right, against
+/// the budget (one point per budget, from the JSON rows).
+fn budget_chart(rows: &[serde_json::Value], title: String) -> Chart {
+    let budget = |r: &serde_json::Value| r["budget"].as_str().and_then(|b| b.trim_end_matches('%').parse().ok());
+    let line = |label: &str, value: &dyn Fn(&serde_json::Value) -> f64| Line {
+        label: label.to_string(),
+        points: rows.iter().filter_map(|r| budget(r).map(|b| (b, value(r)))).collect(),
     };
-    for (series, color) in [(1usize, image::Rgb([31, 119, 180])), (2, image::Rgb([255, 127, 14]))] {
-        let max = rows.iter().map(|r| if series == 1 { r.1 } else { r.2 }).fold(0.0, f64::max);
-        let points: Vec<(f64, f64)> =
-            rows.iter().map(|r| to_px(r.0, if series == 1 { r.1 } else { r.2 }, max)).collect();
-        for pair in points.windows(2) {
-            let steps = 200;
-            for s in 0..=steps {
-                let t = s as f64 / steps as f64;
-                let (x, y) = (pair[0].0 + t * (pair[1].0 - pair[0].0), pair[0].1 + t * (pair[1].1 - pair[0].1));
-                img.put_pixel(x.round() as u32, y.round() as u32, color);
-            }
-        }
-        for &(x, y) in &points {
-            for dx in -3i32..=3 {
-                for dy in -3i32..=3 {
-                    let (px, py) = (x as i32 + dx, y as i32 + dy);
-                    if px >= 0 && py >= 0 && (px as u32) < w && (py as u32) < h {
-                        img.put_pixel(px as u32, py as u32, color);
-                    }
-                }
-            }
-        }
+    let mut lines = vec![line("TTFT", &|r| r["ttft_ms"].as_f64().unwrap_or(0.0))];
+    for stage in ["preprocess", "encode", "prune", "prefill"] {
+        lines.push(line(&format!("{stage} stage"), &|r| r["stage_ms"][stage].as_f64().unwrap_or(0.0)));
     }
-    img.save(path).map_err(|e| CliError::runtime(format!("{}: {e}", path.display()), None))
+    Chart {
+        title,
+        x_label: "budget (% of the visual tokens kept)".into(),
+        y_label: "time (ms)".into(),
+        lines,
+        right: Some((
+            "LLM prefill (TFLOPs)".into(),
+            vec![line("prefill FLOPs", &|r| r["llm_tflops"].as_f64().unwrap_or(0.0))],
+        )),
+    }
+}
+
+/// The frames-sweep chart: peak RSS per budget on the left axis, TTFT per budget on the right, against frames.
+fn sweep_chart(rows: &[serde_json::Value], budgets: &[f64], title: String) -> Chart {
+    let per_budget = |key: &str, scale: f64, what: &str| -> Vec<Line> {
+        budgets
+            .iter()
+            .map(|b| {
+                let name = format!("{b}%");
+                Line {
+                    label: format!("{what} at {name}"),
+                    points: rows
+                        .iter()
+                        .filter(|r| r["budget"].as_str() == Some(name.as_str()))
+                        .map(|r| (r["frames"].as_f64().unwrap_or(0.0), r[key].as_f64().unwrap_or(0.0) / scale))
+                        .collect(),
+                }
+            })
+            .collect()
+    };
+    Chart {
+        title,
+        x_label: "frames".into(),
+        y_label: "peak RSS (MiB)".into(),
+        lines: per_budget("peak_rss_bytes", 1024.0 * 1024.0, "peak RSS"),
+        right: Some(("TTFT (ms)".into(), per_budget("ttft_ms", 1.0, "TTFT"))),
+    }
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -220,7 +243,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
     args.backend.check_model(&args.model)?;
     let qa = args.backend.load(&args.model, choice).map_err(runtime)?;
     let mut rows = Vec::new();
-    let mut points = Vec::new();
     let bar = super::progress_bar(budgets.len() * args.repeats.max(1), "runs");
     for &b in &budgets {
         let mut records = Vec::new();
@@ -232,7 +254,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let r = &records[records.len() / 2];
         let visual = r.visual_tokens.last().map_or(0, |v| v.1);
         let tflops = 2.0 * r.llm_macs_swiglu / 1e12;
-        points.push((b, r.ttft_ms, tflops));
         let per_second = |count: usize, ms: f64| if ms > 0.0 { count as f64 * 1e3 / ms } else { 0.0 };
         let prefill_tps = per_second(r.prefill_tokens, r.stage_ms.get("prefill").copied().unwrap_or(0.0));
         let decode_tps = per_second(r.decode_steps, r.stage_ms.get("generate").copied().unwrap_or(0.0));
@@ -241,7 +262,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "llm_tflops": tflops, "llm_tflops_fastv": 2.0 * r.llm_macs_fastv / 1e12, "ttft_ms": r.ttft_ms,
             "stage_ms": r.stage_ms, "kv_bytes": r.kv_bytes, "peak_rss_bytes": peak_rss_bytes()}));
     }
-    plot(&points, &args.plot)?;
+    let title = format!("{}: TTFT and prefill FLOPs against the budget ({})", model_name(&args.model), method.name());
+    budget_chart(&rows, title).save(&args.plot)?;
     if args.json {
         return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot})));
     }
@@ -277,9 +299,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
             r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
         );
     }
-    out += &format!(
-        "plot: {} (blue: TTFT, orange: FLOPs, each scaled to its maximum; x: budget 0-100 %)\n",
-        args.plot.display()
-    );
+    out += &format!("plot: {}\n", args.plot.display());
     emit(&out)
 }

@@ -12,6 +12,8 @@ mod eval;
 mod init_model;
 #[cfg(all(feature = "torch", feature = "video"))]
 mod llm;
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+mod plot;
 mod prune;
 #[cfg(feature = "video")]
 mod sample;
@@ -267,6 +269,23 @@ pub fn frames_from(
     load_media(&sampler, &media)
         .map(|m| m.frames)
         .map_err(|e| CliError::runtime(e.to_string(), Some("check the input file".into())))
+}
+
+/// The sampler's frames of `video`, decoded on a background thread as the engine asks for them (see
+/// [`tokensieve::pipeline::frames::VideoStream`]).
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+pub fn video_stream(
+    video: &std::path::Path,
+    sampler: &str,
+    frames: usize,
+) -> Result<tokensieve::pipeline::frames::VideoStream, CliError> {
+    use tokensieve::pipeline::sampler::Sampler;
+    let sampler = Sampler::from_spec(&ask::with_frames(sampler, frames))
+        .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
+    let runtime = |e: String| CliError::runtime(e, Some("check the input file".into()));
+    let info = tokensieve::video::probe(video).map_err(|e| runtime(e.to_string()))?;
+    let (indices, _) = sampler.pick(video, &info).map_err(|e| runtime(e.to_string()))?;
+    Ok(tokensieve::pipeline::frames::VideoStream::start(video, &info, &indices))
 }
 
 /// Runs the parsed command.
