@@ -147,3 +147,55 @@ fn pyramid_drop_and_todre_stage2_shorten_the_later_layers() {
     let err = Pipeline::builder(dir.path()).in_llm("todre-stage2").unwrap().build().err().unwrap();
     assert!(err.to_string().contains("6 layers"), "{err}");
 }
+
+/// Encoding a batch at a time, and frames streamed from the decoder, give what one pass over every frame gives: the
+/// tokens, signals, layout and units of a video's frames (one newline at the end) and of separate images (a newline
+/// each), down to batches of one view; a streamed video is answered as its decoded frames are.
+#[test]
+fn batches_and_streams_give_what_one_pass_gives() {
+    use tokensieve::pipeline::engine::{Engine, EngineChoice};
+    use tokensieve::pipeline::frames::{FrameSource, VideoStream};
+    use tokensieve::pipeline::qa::{MediaKind, QaOptions};
+    use tokensieve::pruners::{Budget, Method};
+    let video = asset("videos/bikes.mp4");
+    let info = tokensieve::video::probe(&video).unwrap();
+    let indices = [0, 40, 80, 120, 160];
+    let frames = tokensieve::video::decode_indices_native(&video, &info, &indices).unwrap();
+    let images: Vec<_> = ["images/chelsea.png", "images/coffee.png", "images/rocket.jpg"]
+        .iter()
+        .map(|p| tokensieve::video::load_image_native(&asset(p)).unwrap())
+        .collect();
+    let choice = EngineChoice::Torch { device: tch::Device::Cpu, dtype: tch::Kind::Float };
+    let mut engine = Engine::load(MODEL.as_ref(), choice).unwrap();
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{what}: {worst}");
+    };
+    for (input, kind) in [(&frames, MediaKind::Video), (&images, MediaKind::Images)] {
+        engine.set_encode_batch(Some(64));
+        let whole = engine.visual_tokens(input, kind).unwrap();
+        for batch in [1, 2] {
+            engine.set_encode_batch(Some(batch));
+            let parts = engine.visual_tokens(input, kind).unwrap();
+            let what = format!("{kind:?} in batches of {batch}");
+            assert_eq!(
+                (parts.layout, parts.units, parts.newline),
+                (whole.layout, whole.units, whole.newline),
+                "{what}"
+            );
+            close(parts.features.as_slice().unwrap(), whole.features.as_slice().unwrap(), &what);
+            close(parts.attention.as_deref().unwrap(), whole.attention.as_deref().unwrap(), &what);
+        }
+    }
+    engine.set_encode_batch(Some(2));
+    let method = Method::from_spec("todre").unwrap().0;
+    let opts = QaOptions { pruners: vec![method], budget: Budget::Ratio(0.25), ..QaOptions::new(3) };
+    let (text, decoded) = engine.ask(&frames, MediaKind::Video, "what is there", &opts).unwrap();
+    let mut stream = VideoStream::start(&video, &info, &indices);
+    assert_eq!(stream.len(), 5);
+    let (streamed_text, streamed) =
+        engine.ask_source(&mut stream, MediaKind::Video, None, "what is there", &opts, &mut |_| true).unwrap();
+    assert_eq!((streamed_text, &streamed.kept, &streamed.frames), (text, &decoded.kept, &decoded.frames));
+    assert!(streamed.stage_ms.contains_key("decode") && !decoded.stage_ms.contains_key("decode"));
+}

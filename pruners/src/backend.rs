@@ -23,6 +23,12 @@ pub trait Backend: Sync {
     /// Copies a host matrix into the backend.
     fn upload(&self, host: ArrayView2<'_, f32>) -> Result<Self::Matrix>;
 
+    /// Moves a host matrix into the backend: [`Backend::upload`] by default; the CPU backend keeps the array
+    /// itself, so a caller done with its matrix never holds two copies of it.
+    fn upload_owned(&self, host: Array2<f32>) -> Result<Self::Matrix> {
+        self.upload(host.view())
+    }
+
     /// Copies a backend matrix to the host.
     fn download(&self, m: &Self::Matrix) -> Result<Array2<f32>>;
 

@@ -58,6 +58,10 @@ impl Backend for CpuBackend {
         Ok(host.as_standard_layout().into_owned())
     }
 
+    fn upload_owned(&self, host: Array2<f32>) -> Result<Array2<f32>> {
+        Ok(if host.is_standard_layout() { host } else { host.as_standard_layout().into_owned() })
+    }
+
     fn download(&self, m: &Array2<f32>) -> Result<Array2<f32>> {
         Ok(m.clone())
     }

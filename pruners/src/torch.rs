@@ -67,8 +67,13 @@ impl Backend for TchBackend {
 
     fn upload(&self, host: ArrayView2<'_, f32>) -> Result<Tensor> {
         let (r, c) = host.dim();
-        let data: Vec<f32> = host.iter().copied().collect();
-        Tensor::from_slice(&data).f_reshape([r as i64, c as i64]).and_then(|t| t.f_to_device(self.device)).map_err(err)
+        // One copy into libtorch: a row-major view is read in place (a transposed or strided one is laid out first).
+        let standard = host.as_standard_layout();
+        let flat = match standard.as_slice() {
+            Some(data) => Tensor::from_slice(data),
+            None => Tensor::from_slice(&standard.iter().copied().collect::<Vec<f32>>()),
+        };
+        flat.f_reshape([r as i64, c as i64]).and_then(|t| t.f_to_device(self.device)).map_err(err)
     }
 
     fn download(&self, m: &Tensor) -> Result<Array2<f32>> {

@@ -285,6 +285,9 @@ pub fn video_stream(
     let runtime = |e: String| CliError::runtime(e, Some("check the input file".into()));
     let info = tokensieve::video::probe(video).map_err(|e| runtime(e.to_string()))?;
     let (indices, _) = sampler.pick(video, &info).map_err(|e| runtime(e.to_string()))?;
+    if indices.is_empty() {
+        return Err(runtime(format!("{}: the sampler picked no frame", video.display())));
+    }
     Ok(tokensieve::pipeline::frames::VideoStream::start(video, &info, &indices))
 }
 

@@ -18,8 +18,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Concurrency \[project\]: one question needs its frames before the tower can run, so within a question the stages
-//! run in order (each stage is itself parallel: frames are resized on every core, the tower batches frames). Across
+//! Concurrency \[project\]: within a question, [`Pipeline::ask`] and [`Pipeline::ask_video`] decode a video on a
+//! background thread while the tower encodes the frames before ([`VideoStream`]), so its frames are never all in
+//! memory; the other stages run in order, each parallel in itself (frames are resized on every core, the tower
+//! batches frames). Across
 //! questions, [`Pipeline::ask_all`] decodes the next question's media on a second thread while the model answers the
 //! current one, which hides decoding entirely once it is shorter than answering.
 
@@ -236,7 +238,9 @@ pub struct PipelineRecord {
     pub frame_indices: Vec<usize>,
     /// What the sampler reports (D-CoDe: candidates, embedder).
     pub sampler_note: Option<serde_json::Value>,
-    /// Demux, decode and colour conversion of the frames (or image decoding), ms.
+    /// Decoding, ms: demux, decode and colour conversion of the frames (or image decoding) when they are decoded
+    /// first; for a streamed video the sampler's time plus the time the model waited for frames (decoding that
+    /// overlapped encoding is in neither).
     pub decode_ms: f64,
     /// Time to first token including decoding, ms (`ttft_ms` excludes it, EVAL.md §7.3).
     pub ttft_e2e_ms: f64,
@@ -343,7 +347,14 @@ impl Pipeline {
         }
         let sample_ms = clock.elapsed().as_secs_f64() * 1e3;
         let mut stream = VideoStream::start(path, &info, &indices);
-        let (text, qa) = self.qa.ask_source(&mut stream, MediaKind::Video, None, question, &self.opts, on_text)?;
+        // A frame that fails to decode mid-stream is the same error as when decoding first.
+        let (text, qa) = self
+            .qa
+            .ask_source(&mut stream, MediaKind::Video, None, question, &self.opts, on_text)
+            .map_err(|e| match e {
+                QaError::Video(v) => PipelineError::Video(v),
+                e => PipelineError::Qa(e),
+            })?;
         let decode_ms = sample_ms + stream.wait_ms();
         let record = PipelineRecord {
             sampler: Some(self.sampler.name().to_string()),

@@ -273,7 +273,12 @@ impl Engine {
                     let next = self.family.arrange(tower(&views)?, kind, None).map_err(arranged)?;
                     match tokens.as_mut() {
                         Some(t) => t.append(next).map_err(arranged)?,
-                        None => tokens = Some(next),
+                        None => {
+                            // Room for every frame still to come, so the appends never copy what is there.
+                            let mut first = next;
+                            first.reserve_units(source.len().saturating_sub(first.units.0)).map_err(arranged)?;
+                            tokens = Some(first);
+                        }
                     }
                     if views.is_empty() {
                         break;
@@ -282,7 +287,8 @@ impl Engine {
                 tokens.ok_or_else(|| arranged("no frame to encode".into()))
             }
             ViewPlan::AnyRes { .. } => {
-                let frames = source.next_batch(source.len())?.into_owned();
+                let count = source.len();
+                let frames = source.next_batch(count)?;
                 let clock = Instant::now();
                 let (views, cut) = self.views(&frames, kind)?;
                 *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;

@@ -62,13 +62,17 @@ pub enum QaError {
         /// Why it is missing.
         reason: String,
     },
-    /// The device ran out of memory; the stage and its batch are named, so the fix is clear (a smaller
-    /// `--encode-batch` for the tower, fewer frames or a lower budget for the decoder).
-    #[error("{device} ran out of memory in the {stage} stage ({batch}): {detail}; lower --encode-batch, the frames or the budget")]
+    /// The device ran out of memory; the stage and its batch are named, so the fix is clear (a smaller encode
+    /// batch, `Pipeline::encode_batch` or `--encode-batch`, for the tower; fewer frames or a lower budget for the
+    /// decoder).
+    #[error(
+        "{device} ran out of memory in the {stage} stage ({batch}): {detail}; lower the encode batch \
+         (--encode-batch), the frames or the budget"
+    )]
     OutOfMemory {
         /// The device, as libtorch names it.
         device: String,
-        /// `encode`, `prefill` or `decode`.
+        /// `encode`, `prefill` or `generate`.
         stage: &'static str,
         /// What the stage ran on: views of the tower batch, or tokens.
         batch: String,
@@ -174,7 +178,8 @@ pub struct QaRecord {
     /// Tokens each decoder layer saw in the prefill (shorter after an in-decoder drop).
     pub tokens_per_layer: Vec<usize>,
     /// Milliseconds per stage: preprocess, encode (tower + projector), prune, prefill, generate (the tokens after
-    /// the first). Video decoding happens before and is in the pipeline's record.
+    /// the first), and `decode` when frames were streamed: the time the engine waited for them (not in `encode` or
+    /// TTFT). Decoding done before is in the pipeline's record.
     pub stage_ms: BTreeMap<String, f64>,
     /// Time to first token: preprocess + encode + prune + prefill + first pick.
     pub ttft_ms: f64,
@@ -284,11 +289,13 @@ pub(crate) fn prune_chain<B: Backend>(
     opts: &QaOptions,
 ) -> Result<Chained, QaError> {
     let total = visual.features.nrows();
-    let upload = |m: &Array2<f32>, what: &'static str| backend.upload(m.view()).map_err(pruning(what));
-    let query = query.map(|q| upload(&q, "query")).transpose()?;
-    let mut features = upload(&visual.features, "encoder output")?;
+    let upload = |m: Array2<f32>, what: &'static str| backend.upload_owned(m).map_err(pruning(what));
+    // Each host matrix is dropped once the backend holds its copy (a long video's features are the largest
+    // allocation left after encoding; two copies of them would set the peak).
+    let query = query.map(|q| upload(q, "query")).transpose()?;
+    let mut features = upload(visual.features, "encoder output")?;
     let mut attention = visual.attention;
-    let mut keys = visual.keys.as_ref().map(|k| upload(k, "keys")).transpose()?;
+    let mut keys = visual.keys.map(|k| upload(k, "keys")).transpose()?;
     let mut layout = visual.layout;
     let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
     let mut visual_tokens = vec![("encoder".to_string(), total)];

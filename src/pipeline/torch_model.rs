@@ -51,8 +51,7 @@ pub fn load(
     Ok((TorchVision { model: model.clone(), device }, TorchLanguage { model, device }, newline))
 }
 
-/// A tensor's values as f32 on the host.
-/// Turns libtorch's out-of-memory failures (CUDA's `CUDA out of memory`, the CPU allocator's `not enough memory`)
+/// Turns libtorch's out-of-memory failures (CUDA's `CUDA out of memory`, the CPU allocator's `can't allocate memory`)
 /// into [`QaError::OutOfMemory`] naming the stage and its batch; other errors pass unchanged.
 fn out_of_memory(stage: &'static str, batch: String, device: Device) -> impl FnOnce(QaError) -> QaError {
     move |e| {
@@ -64,7 +63,8 @@ fn out_of_memory(stage: &'static str, batch: String, device: Device) -> impl FnO
         // CUDA's caching allocator says "out of memory"; the CPU allocator "can't allocate memory".
         if ["out of memory", "not enough memory", "can't allocate memory"].iter().any(|w| lower.contains(w)) {
             let first = text.lines().next().unwrap_or_default();
-            let detail = first.trim_start_matches("libtorch: ").trim_start_matches("Internal torch error: ").to_string();
+            let detail =
+                first.trim_start_matches("libtorch: ").trim_start_matches("Internal torch error: ").to_string();
             QaError::OutOfMemory { device: format!("{device:?}"), stage, batch, detail }
         } else {
             e
@@ -72,6 +72,7 @@ fn out_of_memory(stage: &'static str, batch: String, device: Device) -> impl FnO
     }
 }
 
+/// A tensor's values as f32 on the host.
 fn host(t: &Tensor) -> Result<Vec<f32>, QaError> {
     Ok(Vec::try_from(t.f_to_kind(Kind::Float)?.f_reshape([-1])?)?)
 }
@@ -163,7 +164,7 @@ fn rule_error(method: &'static str, e: LlamaError) -> QaError {
 impl Decoding for TorchDecoding<'_> {
     fn step(&mut self, token: i64) -> Result<Vec<f32>, QaError> {
         let cached = self.cache.layer_len(0);
-        self.step_on_device(token).map_err(out_of_memory("decode", format!("{cached} cached positions"), self.device))
+        self.step_on_device(token).map_err(out_of_memory("generate", format!("{cached} cached positions"), self.device))
     }
 
     fn kv_bytes(&self) -> usize {
@@ -309,7 +310,7 @@ mod tests {
         let e = out_of_memory("prefill", "40000 tokens".into(), Device::Cuda(0))(QaError::Torch(cuda));
         assert!(e.to_string().starts_with("Cuda(0) ran out of memory in the prefill stage (40000 tokens): CUDA out"));
         // Anything else passes unchanged.
-        let other = out_of_memory("decode", "1 token".into(), Device::Cpu)(QaError::Prompt("no placeholder".into()));
+        let other = out_of_memory("generate", "1 token".into(), Device::Cpu)(QaError::Prompt("no placeholder".into()));
         assert!(matches!(other, QaError::Prompt(_)));
     }
 }

@@ -150,6 +150,21 @@ pub struct VisualTokens {
 }
 
 impl VisualTokens {
+    /// Reserves room for `units` more units of this shape (features, keys and attention), so that appending the
+    /// batches of a long video never reallocates: the features are the largest buffer after encoding, and a
+    /// growing buffer's reallocation briefly holds it twice.
+    pub fn reserve_units(&mut self, units: usize) -> Result<(), String> {
+        let rows = units * self.units.1;
+        self.features.reserve(ndarray::Axis(0), rows).map_err(|e| e.to_string())?;
+        if let Some(a) = self.attention.as_mut() {
+            a.reserve(rows);
+        }
+        if let Some(k) = self.keys.as_mut() {
+            k.reserve(ndarray::Axis(0), rows).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Appends the tokens of `next`, the arrangement of the frames (or images) after these, so a long video can be
     /// encoded and arranged a batch at a time: the rows, attention and keys follow these, the unit count and the
     /// grid's frames (one view) or views (one frame each) add up. Only square-view arrangements append (an
@@ -178,16 +193,21 @@ impl VisualTokens {
                 self.features.ncols()
             ));
         }
+        // A batch of one unit is `views: 1, frames: 1` in both arrangements: the newline tells them apart (the
+        // families give separate images a newline each and a video's frames one newline at the end, or none).
+        let images = self.newline == Newline::PerUnit;
         self.layout = match (self.layout, next.layout) {
             (None, None) => None,
+            (
+                Some(Layout::Grid { views: a, frames: 1, height, width }),
+                Some(Layout::Grid { views: b, frames: 1, height: h, width: w }),
+            ) if (height, width) == (h, w) && (images || a > 1 || b > 1) => {
+                Some(Layout::Grid { views: a + b, frames: 1, height, width })
+            }
             (
                 Some(Layout::Grid { views: 1, frames: a, height, width }),
                 Some(Layout::Grid { views: 1, frames: b, height: h, width: w }),
             ) if (height, width) == (h, w) => Some(Layout::Grid { views: 1, frames: a + b, height, width }),
-            (
-                Some(Layout::Grid { views: a, frames: 1, height, width }),
-                Some(Layout::Grid { views: b, frames: 1, height: h, width: w }),
-            ) if (height, width) == (h, w) => Some(Layout::Grid { views: a + b, frames: 1, height, width }),
             (a, b) => return Err(format!("a batch laid out as {b:?} cannot follow {a:?}")),
         };
         self.features.append(ndarray::Axis(0), next.features.view()).map_err(|e| e.to_string())?;
