@@ -7,7 +7,7 @@ ENV := source $(TOKENSIEVE_HOME)/env.sh
 # All backends: the binary and the tests link libtorch (CPU or CUDA) and load ONNX Runtime.
 FEATURES := --all-features
 
-.PHONY: setup build test demo bench bench-backends bench-hf test-cuda doctor fixtures clean-cache python wheel
+.PHONY: setup build test demo bench bench-memory bench-backends bench-hf test-cuda doctor fixtures clean-cache python wheel
 
 setup:
 	@bash libtorch-setup/setup.sh
@@ -66,6 +66,17 @@ bench: setup
 	@$(ENV) && cargo bench --bench pruners $(FEATURES)
 	@$(ENV) && cargo bench --bench sampling $(FEATURES)
 	@$(ENV) && cargo bench --bench prefill $(FEATURES)
+
+# Peak memory and TTFT against the number of frames (the README's memory line): 8 to 512 frames of the 795-frame
+# vtest.avi at a 10 % budget, decoded while the tower encodes, on the demo model and on the realistic onevision-0.5b
+# (SigLIP-so400m encodes about 2-3 s a frame on 2 CPU cores: that sweep takes about half an hour).
+MEMORY_ARGS = --video $(DEMO_VIDEO) --frames-sweep 8,32,128,512 --budgets 10% --pruner todre --new-tokens 8
+
+bench-memory: build
+	@$(ENV) && ./target/release/tokensieve init-model --preset demo --out $(DEMO_MODEL)
+	@$(ENV) && ./target/release/tokensieve bench --model $(DEMO_MODEL) $(MEMORY_ARGS) --plot target/bench-memory-demo.png
+	@$(ENV) && ./target/release/tokensieve init-model --preset onevision-0.5b --out $(BIG_MODEL)
+	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu $(MEMORY_ARGS) --plot target/bench-memory-0.5b.png
 
 # The README's CPU comparison of the two backends: the realistic-size random LLaVA-OneVision (SigLIP-so400m +
 # Qwen2-0.5B shapes, ~0.9 B parameters), written and exported to ONNX (fp32 and q8) once in the cache, then `bench`
