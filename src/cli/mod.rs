@@ -282,13 +282,9 @@ pub fn video_stream(
     use tokensieve::pipeline::sampler::Sampler;
     let sampler = Sampler::from_spec(&ask::with_frames(sampler, frames))
         .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
-    let runtime = |e: String| CliError::runtime(e, Some("check the input file".into()));
-    let info = tokensieve::video::probe(video).map_err(|e| runtime(e.to_string()))?;
-    let (indices, _) = sampler.pick(video, &info).map_err(|e| runtime(e.to_string()))?;
-    if indices.is_empty() {
-        return Err(runtime(format!("{}: the sampler picked no frame", video.display())));
-    }
-    Ok(tokensieve::pipeline::frames::VideoStream::start(video, &info, &indices))
+    tokensieve::pipeline::builder::stream_video(&sampler, video)
+        .map(|(stream, _, _)| stream)
+        .map_err(|e| CliError::runtime(e.to_string(), Some("check the input file".into())))
 }
 
 /// Runs the parsed command.

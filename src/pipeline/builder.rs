@@ -340,13 +340,8 @@ impl Pipeline {
             return self.answer_streaming(self.load(media)?, question, on_text);
         };
         let clock = Instant::now();
-        let info = probe(path)?;
-        let (indices, sampler_note) = self.sampler.pick(path, &info)?;
-        if indices.is_empty() {
-            return Err(PipelineError::NoFrames(path.display().to_string()));
-        }
+        let (mut stream, indices, sampler_note) = stream_video(&self.sampler, path)?;
         let sample_ms = clock.elapsed().as_secs_f64() * 1e3;
-        let mut stream = VideoStream::start(path, &info, &indices);
         // A frame that fails to decode mid-stream is the same error as when decoding first.
         let (text, qa) = self
             .qa
@@ -389,6 +384,20 @@ fn default_choice() -> EngineChoice {
     return EngineChoice::Torch { device: tch::Device::cuda_if_available(), dtype: tch::Kind::Float };
     #[cfg(not(feature = "torch"))]
     EngineChoice::Onnx { precision: Precision::Fp32, options: OnnxOptions::default() }
+}
+
+/// The frames `sampler` picks from the video at `path`, decoded on a background thread as the engine asks for them
+/// ([`VideoStream`]), with the picked indices and the sampler's note; no frame picked is [`PipelineError::NoFrames`].
+pub fn stream_video(
+    sampler: &Sampler,
+    path: &Path,
+) -> Result<(VideoStream, Vec<usize>, Option<serde_json::Value>), PipelineError> {
+    let info = probe(path)?;
+    let (indices, note) = sampler.pick(path, &info)?;
+    if indices.is_empty() {
+        return Err(PipelineError::NoFrames(path.display().to_string()));
+    }
+    Ok((VideoStream::start(path, &info, &indices), indices, note))
 }
 
 /// Decodes a question's media: the sampler's frames of a video at native resolution, or the images. Needs no model,
