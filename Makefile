@@ -102,9 +102,11 @@ bench-hf: build
 	@mkdir -p target/bench-hf && rm -f target/bench-hf/frames/*.png
 	@$(ENV) && ./target/release/tokensieve sample $(BENCH_VIDEO) --frames 4 --out target/bench-hf/frames > /dev/null
 	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu $(BENCH_ARGS) --json --plot target/bench-hf/torch.png > target/bench-hf/torch.json
+	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu --precision q8 $(BENCH_ARGS) --json --plot target/bench-hf/torch-q8.png > target/bench-hf/torch-q8.json
+	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu --dtype f32 $(BENCH_ARGS) --json --plot target/bench-hf/torch-f32.png > target/bench-hf/torch-f32.json
 	@$(ENV) && ./target/release/tokensieve bench --backend onnx --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --json --plot target/bench-hf/onnx.png > target/bench-hf/onnx-fp32.json
 	@$(ENV) && ./target/release/tokensieve bench --backend onnx --precision q8 --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --json --plot target/bench-hf/q8.png > target/bench-hf/onnx-q8.json
-	@$(ENV) && python benches/hf_side_by_side.py --model $(BIG_MODEL) --frames target/bench-hf/frames --new-tokens 16 --repeats 3 --rows target/bench-hf/torch.json target/bench-hf/onnx-fp32.json target/bench-hf/onnx-q8.json
+	@$(ENV) && python benches/hf_side_by_side.py --model $(BIG_MODEL) --frames target/bench-hf/frames --new-tokens 16 --repeats 3 --rows target/bench-hf/torch.json target/bench-hf/torch-q8.json target/bench-hf/torch-f32.json target/bench-hf/onnx-fp32.json target/bench-hf/onnx-q8.json
 
 # The CUDA checks, for a machine with a GPU. Fails at once when libtorch sees no CUDA device (it never passes on a
 # CPU); otherwise runs the parity tests, which loop over the CPU and every CUDA device (f32; OneVision also bf16 and

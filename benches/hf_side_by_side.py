@@ -18,11 +18,13 @@ What transformers runs (the work tokensieve does for the same row):
 - `transformers generate`: the same prompt through `generate(inputs_embeds=..., do_sample=False)`, the call users
   make; its prefill column is the time to the first new token and its decode rate is timed between streamed tokens.
 
-Both are timed twice: in f32 (the precision tokensieve computes in on a CPU, so the ratios compare the same
-arithmetic), and in the checkpoint's stored dtype (`from_pretrained`'s default `dtype="auto"`, bf16 for the
-`onevision-0.5b` preset and for the published OneVision checkpoints), which is what a user gets without asking. The
-first table's ratios are against the f32 hand-written loop; the second gives each tokensieve row's ratios against
-the stored-dtype loop as well.
+Both are timed twice: in f32 (the same arithmetic as `tokensieve --dtype f32`), and in the checkpoint's stored dtype
+(`from_pretrained`'s default `dtype="auto"`, bf16 for the `onevision-0.5b` preset and for the published OneVision
+checkpoints), which is what a user gets without asking and what `tokensieve --dtype auto` (the default) computes in
+where the CPU has bf16 instructions. The first table's ratios are against the f32 hand-written loop; the second
+gives each tokensieve row's ratios against the stored-dtype loop as well. `torch-f32` is tokensieve with
+`--dtype f32`, `torch-q8` its torch backend with int8 decoder weights (`--precision q8`), `onnx-q8` ONNX Runtime's
+q8 graphs.
 
 Timings are medians of `--repeats`; the machine is shared, so read ratios, not absolute figures.
 

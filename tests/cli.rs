@@ -315,6 +315,23 @@ fn ask_and_forward_run_the_real_smollm2() {
     for field in ["prompt_tokens", "generated_tokens", "ttft_ms", "kv_bytes"] {
         assert!(v["record"][field].is_number(), "{field} missing: {out}");
     }
+    // Int8 decoder weights (`--precision q8`, a CPU mode) on the real model: still the right answer.
+    let (code, out, err) = tokensieve(&[
+        "ask",
+        "--model",
+        &gguf,
+        "What is the capital of France?",
+        "--json",
+        "--max-new-tokens",
+        "16",
+        "--device",
+        "cpu",
+        "--precision",
+        "q8",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["answer"].as_str().unwrap().contains("Paris"), "q8: {out}");
     let dir = tempfile::tempdir().unwrap();
     let logits = dir.path().join("l.npy");
     let (code, out, err) = tokensieve(&[
@@ -1388,7 +1405,35 @@ fn onnx_backend_refuses_in_decoder_pruning_and_torch_only_flags() {
     }
     let (code, _, err) = tokensieve(&["ask", "--model", TINY_LLAVA, "--video", &video, "--precision", "fp16", "x"]);
     assert_eq!(code, 2, "--precision picks ONNX files: {err}");
-    assert!(err.contains("--precision and --threads choose ONNX graph files"), "{err}");
+    assert!(err.contains("choose ONNX graph files") && err.contains("torch takes fp32 or q8"), "{err}");
+    // q8 on torch holds the decoder's linear weights as int8; the tower and the pruners are untouched, so the
+    // kept tokens are the same as with dense weights.
+    let kept = |precision: &str| {
+        let (code, out, err) = tokensieve(&[
+            "ask",
+            "--model",
+            TINY_LLAVA,
+            "--video",
+            &video,
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+            "--pruner",
+            "todre",
+            "--ratio",
+            "0.5",
+            "--max-new-tokens",
+            "3",
+            "--json",
+            "x",
+        ]);
+        assert_eq!(code, 0, "{precision}: {err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["record"]["kept"].clone()
+    };
+    let dense = kept("fp32");
+    assert!(dense.as_array().is_some_and(|k| !k.is_empty()), "{dense}");
+    assert_eq!(kept("q8"), dense);
     let (code, _, err) = tokensieve(&[
         "ask",
         "--backend",

@@ -165,7 +165,8 @@ fn batches_and_streams_give_what_one_pass_gives() {
         .iter()
         .map(|p| tokensieve::video::load_image_native(&asset(p)).unwrap())
         .collect();
-    let choice = EngineChoice::Torch { device: tch::Device::Cpu, dtype: tch::Kind::Float };
+    let choice =
+        EngineChoice::Torch { device: tch::Device::Cpu, dtype: Some(tch::Kind::Float), weights: Default::default() };
     let mut engine = Engine::load(MODEL.as_ref(), choice).unwrap();
     let close = |a: &[f32], b: &[f32], what: &str| {
         assert_eq!(a.len(), b.len(), "{what}");

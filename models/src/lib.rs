@@ -15,6 +15,8 @@ pub mod chat_template;
 
 pub mod gguf;
 #[cfg(feature = "torch")]
+pub mod linear;
+#[cfg(feature = "torch")]
 pub mod llama;
 #[cfg(feature = "torch")]
 pub mod llava;

@@ -6,7 +6,8 @@
 //! Rotary layouts: GGUF stores the query and key projections permuted for llama.cpp, whose heads rotate adjacent
 //! pairs `(x[2i], x[2i+1])`; Hugging Face checkpoints rotate the two halves (`rotate_half`, pairs `(x[i], x[i+d/2])`).
 //! Both use `θ_i = base^(−2i/d)` and are the same model; the loader records which layout the weights are in.
-//! Weights are converted to f32 at load (compute dtype f32 on the CPU).
+//! Weights are converted once, at load, to the compute dtype the caller picks; [`Llama::set_weights`] can then hold
+//! the linear layers as int8 for decoding on a CPU ([`crate::linear`]).
 //!
 //! In-decoder pruning (ALGORITHMS.md §1.3, T-llm) has three entry points, all recomputing only the attention rows a
 //! rule reads (§1.8): [`LayerDrop`] (a rule that returns kept offsets: FastV, PyramidDrop, ToDRE stage 2),
@@ -17,6 +18,7 @@
 //! its input ([`QueryRows::OwnLast`], one extra projection per stage). Without them the forward pass is unchanged.
 
 use crate::gguf::{Gguf, GgufError};
+use crate::linear::{DecoderWeights, Linear};
 use crate::safetensors::{Checkpoint, SafetensorsError};
 use crate::sampling::{Sampling, TokenPicker};
 use crate::weights::Weights;
@@ -107,7 +109,43 @@ pub struct LlamaConfig {
 impl Llama {
     /// FFN (intermediate) size, read from the loaded weights.
     pub fn ffn_size(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.gate.size()[0] as usize)
+        self.layers.first().map_or(0, |l| l.gate.out_features() as usize)
+    }
+
+    /// Holds the linear weights (every layer's projections and the LM head) as `weights` says: `Int8` quantises them
+    /// in place, one layer at a time, so the peak is the dense model plus one layer's f32 copy ([`crate::linear`]).
+    /// The embeddings, norms and biases stay in the compute dtype. Dense weights cannot be restored once quantised.
+    pub fn set_weights(&mut self, weights: DecoderWeights) -> Result<(), LlamaError> {
+        if weights == DecoderWeights::Dense {
+            return Ok(());
+        }
+        let take = |l: &mut Linear| -> Result<(), TchError> {
+            let dense = std::mem::replace(l, Linear::Dense(Tensor::new()));
+            *l = dense.quantized()?;
+            Ok(())
+        };
+        for l in &mut self.layers {
+            for linear in [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
+                take(linear)?;
+            }
+        }
+        take(&mut self.lm_head)?;
+        Ok(())
+    }
+
+    /// How the linear weights are held.
+    pub fn weights(&self) -> DecoderWeights {
+        match self.lm_head {
+            Linear::Dense(_) => DecoderWeights::Dense,
+            Linear::Int8 { .. } => DecoderWeights::Int8,
+        }
+    }
+
+    /// Bytes of the linear weights a decode step reads (every layer's projections and the LM head).
+    pub fn linear_bytes(&self) -> usize {
+        let layers: usize =
+            self.layers.iter().flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]).map(Linear::bytes).sum();
+        layers + self.lm_head.bytes()
     }
 }
 
@@ -122,15 +160,15 @@ pub enum RopeLayout {
 
 struct Layer {
     attn_norm: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
     qkv_bias: Option<(Tensor, Tensor, Tensor)>,
-    o: Tensor,
+    o: Linear,
     ffn_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 impl Layer {
@@ -417,7 +455,7 @@ pub struct Llama {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: Tensor,
+    lm_head: Linear,
     device: Device,
     rope: RopeLayout,
     /// `θ^(−2i/d)`, `[d/2]` f32 on the device: computed once at load.
@@ -473,24 +511,25 @@ impl Llama {
         let _guard = tch::no_grad_guard();
         let embed = load(&g, "token_embd.weight", device, kind)?;
         let lm_head = if g.tensors.contains_key("output.weight") {
-            load(&g, "output.weight", device, kind)?
+            Linear::Dense(load(&g, "output.weight", device, kind)?)
         } else {
-            embed.shallow_clone()
+            Linear::Dense(embed.shallow_clone())
         };
         let layers = (0..config.layers)
             .map(|i| {
                 let w = |n: &str| load(&g, &format!("blk.{i}.{n}.weight"), device, kind);
+                let lin = |n: &str| w(n).map(Linear::Dense);
                 Ok(Layer {
                     attn_norm: w("attn_norm")?,
-                    q: w("attn_q")?,
-                    k: w("attn_k")?,
-                    v: w("attn_v")?,
+                    q: lin("attn_q")?,
+                    k: lin("attn_k")?,
+                    v: lin("attn_v")?,
                     qkv_bias: None,
-                    o: w("attn_output")?,
+                    o: lin("attn_output")?,
                     ffn_norm: w("ffn_norm")?,
-                    gate: w("ffn_gate")?,
-                    up: w("ffn_up")?,
-                    down: w("ffn_down")?,
+                    gate: lin("ffn_gate")?,
+                    up: lin("ffn_up")?,
+                    down: lin("ffn_down")?,
                 })
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
@@ -542,8 +581,8 @@ impl Llama {
         let head_name = ["lm_head.weight", "language_model.lm_head.weight"].into_iter().find(|n| shards.contains(n));
         let embed = model.get("embed_tokens.weight", &[v, d])?;
         let lm_head = match head_name {
-            Some(n) if !hf.tie_word_embeddings => root.get(n, &[v, d])?,
-            _ => embed.shallow_clone(),
+            Some(n) if !hf.tie_word_embeddings => Linear::Dense(root.get(n, &[v, d])?),
+            _ => Linear::Dense(embed.shallow_clone()),
         };
         let layers = (0..config.layers)
             .map(|i| {
@@ -560,15 +599,15 @@ impl Llama {
                 };
                 Ok(Layer {
                     attn_norm: l.get("input_layernorm.weight", &[d])?,
-                    q: attn.get("q_proj.weight", &[q_out, d])?,
-                    k: attn.get("k_proj.weight", &[kv_out, d])?,
-                    v: attn.get("v_proj.weight", &[kv_out, d])?,
+                    q: Linear::Dense(attn.get("q_proj.weight", &[q_out, d])?),
+                    k: Linear::Dense(attn.get("k_proj.weight", &[kv_out, d])?),
+                    v: Linear::Dense(attn.get("v_proj.weight", &[kv_out, d])?),
                     qkv_bias,
-                    o: attn.get("o_proj.weight", &[d, q_out])?,
+                    o: Linear::Dense(attn.get("o_proj.weight", &[d, q_out])?),
                     ffn_norm: l.get("post_attention_layernorm.weight", &[d])?,
-                    gate: l.get("mlp.gate_proj.weight", &[m, d])?,
-                    up: l.get("mlp.up_proj.weight", &[m, d])?,
-                    down: l.get("mlp.down_proj.weight", &[d, m])?,
+                    gate: Linear::Dense(l.get("mlp.gate_proj.weight", &[m, d])?),
+                    up: Linear::Dense(l.get("mlp.up_proj.weight", &[m, d])?),
+                    down: Linear::Dense(l.get("mlp.down_proj.weight", &[d, m])?),
                 })
             })
             .collect::<Result<Vec<_>, LlamaError>>()?;
@@ -839,7 +878,7 @@ impl Llama {
             let (qb, kb, vb) = l.biases();
             let q = self.rotary_projection(&h, &l.q, qb, c.heads, rope)?;
             let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, rope)?;
-            let v = h.f_linear(&l.v, vb)?.f_reshape([b, s, c.kv_heads as i64, head_dim])?.f_transpose(1, 2)?;
+            let v = l.v.forward(&h, vb)?.f_reshape([b, s, c.kv_heads as i64, head_dim])?.f_transpose(1, 2)?;
             let (k, v) = match cache.entries.get_mut(i) {
                 Some(layer) => layer.append(&k, &v)?,
                 None => {
@@ -908,15 +947,15 @@ impl Llama {
                 true,
             )?;
             let attn = attn.f_transpose(1, 2)?.f_reshape([b, s, c.hidden as i64])?;
-            x = x.f_add(&attn.f_linear::<&Tensor>(&l.o, None)?)?;
+            x = x.f_add(&l.o.forward(&attn, None)?)?;
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.ffn_norm), c.eps)?;
-            let gated = h.f_linear::<&Tensor>(&l.gate, None)?.f_silu()?.f_mul(&h.f_linear::<&Tensor>(&l.up, None)?)?;
-            x = x.f_add(&gated.f_linear::<&Tensor>(&l.down, None)?)?;
+            let gated = l.gate.forward(&h, None)?.f_silu()?.f_mul(&l.up.forward(&h, None)?)?;
+            x = x.f_add(&l.down.forward(&gated, None)?)?;
         }
         // Position ids advance by the tokens fed, dropped or not (original numbering), or past the last given id.
         cache.next_position = at.and_then(|a| a.last()).map_or(first + fed, |&last| last + 1);
         let last = x.f_select(1, s - 1)?.f_rms_norm([c.hidden as i64].as_slice(), Some(&self.norm), c.eps)?;
-        Ok(last.f_linear::<&Tensor>(&self.lm_head, None)?.f_to_kind(Kind::Float)?)
+        Ok(self.lm_head.forward(&last, None)?.f_to_kind(Kind::Float)?)
     }
 
     /// Checks a decode-time key selection against the step and the cache.
@@ -947,14 +986,14 @@ impl Llama {
     fn rotary_projection(
         &self,
         h: &Tensor,
-        w: &Tensor,
+        w: &Linear,
         bias: Option<&Tensor>,
         heads: usize,
         tables: &RopeTables,
     ) -> Result<Tensor, LlamaError> {
         let c = self.config;
         let (b, s, _) = h.size3()?;
-        let split = h.f_linear(w, bias)?.f_reshape([b, s, heads as i64, (c.hidden / c.heads) as i64])?;
+        let split = w.forward(h, bias)?.f_reshape([b, s, heads as i64, (c.hidden / c.heads) as i64])?;
         self.rope(&split.f_transpose(1, 2)?, tables)
     }
 

@@ -118,3 +118,59 @@ pub fn compute_devices_reported() -> Vec<tch::Device> {
     }
     devices
 }
+
+/// Whether this CPU has instructions for `kind` arithmetic (AVX512-BF16 for bf16, AVX512-FP16 for f16), so that
+/// libtorch's oneDNN kernels compute in it at full speed; f32 always. Without them half-precision matmuls are
+/// emulated and run slower than f32.
+#[cfg(feature = "torch")]
+pub fn cpu_computes(kind: tch::Kind) -> bool {
+    match kind {
+        tch::Kind::Float => true,
+        #[cfg(target_arch = "x86_64")]
+        tch::Kind::BFloat16 => std::is_x86_feature_detected!("avx512bf16"),
+        #[cfg(target_arch = "x86_64")]
+        tch::Kind::Half => std::is_x86_feature_detected!("avx512fp16"),
+        #[cfg(target_arch = "aarch64")]
+        tch::Kind::BFloat16 => std::arch::is_aarch64_feature_detected!("bf16"),
+        #[cfg(target_arch = "aarch64")]
+        tch::Kind::Half => std::arch::is_aarch64_feature_detected!("fp16"),
+        _ => false,
+    }
+}
+
+/// The compute dtype `--dtype auto` picks for a checkpoint stored as `stored` on `device`: the stored dtype, as
+/// transformers' `from_pretrained(dtype="auto")` does, wherever the device computes it natively (every CUDA device;
+/// a CPU with [`cpu_computes`]), else f32. Checkpoints with no float tensors compute in f32.
+#[cfg(feature = "torch")]
+pub fn auto_dtype(stored: Option<crate::safetensors::StoredDtype>, device: tch::Device) -> tch::Kind {
+    use crate::safetensors::StoredDtype;
+    let kind = match stored {
+        Some(StoredDtype::Bf16) => tch::Kind::BFloat16,
+        Some(StoredDtype::F16) => tch::Kind::Half,
+        Some(StoredDtype::F32) | None => tch::Kind::Float,
+    };
+    if device.is_cuda() || cpu_computes(kind) {
+        kind
+    } else {
+        tch::Kind::Float
+    }
+}
+
+#[cfg(all(test, feature = "torch"))]
+mod tests {
+    use super::*;
+    use crate::safetensors::StoredDtype;
+    use tch::{Device, Kind};
+
+    /// `auto`: f32 stays f32; half precision is kept on CUDA and on a CPU that computes it natively, else f32.
+    #[test]
+    fn auto_dtype_keeps_the_stored_dtype_where_it_is_native() {
+        assert_eq!(auto_dtype(Some(StoredDtype::F32), Device::Cpu), Kind::Float);
+        assert_eq!(auto_dtype(None, Device::Cuda(0)), Kind::Float);
+        assert_eq!(auto_dtype(Some(StoredDtype::Bf16), Device::Cuda(0)), Kind::BFloat16);
+        assert_eq!(auto_dtype(Some(StoredDtype::F16), Device::Cuda(0)), Kind::Half);
+        let cpu_bf16 = if cpu_computes(Kind::BFloat16) { Kind::BFloat16 } else { Kind::Float };
+        assert_eq!(auto_dtype(Some(StoredDtype::Bf16), Device::Cpu), cpu_bf16);
+        assert!(cpu_computes(Kind::Float) && !cpu_computes(Kind::Int64));
+    }
+}

@@ -199,6 +199,11 @@ impl Safetensors {
         let _ = name;
     }
 
+    /// Bytes stored per dtype name (`"BF16"`, `"F32"`, ...), read from the header.
+    fn bytes_by_dtype(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.entries.values().map(|e| (e.dtype.as_str(), e.end.saturating_sub(e.start)))
+    }
+
     /// Tensor `name` as f32 values and its shape.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), SafetensorsError> {
         let stored = self.stored(name)?;
@@ -244,6 +249,22 @@ impl Checkpoint {
     /// Whether any shard holds `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
+    }
+
+    /// The floating dtype most of the checkpoint's bytes are stored in (what `from_pretrained(dtype="auto")` computes
+    /// in); `None` when no tensor is F32, F16 or BF16.
+    pub fn float_dtype(&self) -> Option<StoredDtype> {
+        let mut bytes = [0usize; 3];
+        for (dtype, n) in self.files.iter().flat_map(Safetensors::bytes_by_dtype) {
+            match dtype {
+                "F32" => bytes[0] += n,
+                "F16" => bytes[1] += n,
+                "BF16" => bytes[2] += n,
+                _ => {}
+            }
+        }
+        let most = (0..3).max_by_key(|&i| bytes[i]).filter(|&i| bytes[i] > 0)?;
+        Some([StoredDtype::F32, StoredDtype::F16, StoredDtype::Bf16][most])
     }
 
     /// Tensor `name` as f32 values and its shape.
@@ -345,6 +366,19 @@ mod write_tests {
         }
         let bad = vec![("b".to_string(), vec![4], vec![1.0f32])];
         assert!(matches!(write(&path, &bad, StoreAs::F32), Err(SafetensorsError::Shape { .. })));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `float_dtype` names the dtype most bytes are stored in (what `--dtype auto` starts from).
+    #[test]
+    fn a_checkpoint_names_its_stored_dtype() {
+        let dir = std::env::temp_dir().join(format!("tokensieve-st-dtype-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tensors = vec![("w".to_string(), vec![4, 4], vec![0.25f32; 16])];
+        for (dtype, want) in [(StoreAs::F32, StoredDtype::F32), (StoreAs::Bf16, StoredDtype::Bf16)] {
+            write(&dir.join("model.safetensors"), &tensors, dtype).unwrap();
+            assert_eq!(Checkpoint::open(&dir).unwrap().float_dtype(), Some(want));
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }

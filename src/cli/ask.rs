@@ -98,9 +98,6 @@ pub struct AskArgs {
     /// `cpu` or `cuda` (default: CUDA when available).
     #[arg(long, value_parser = ["cpu", "cuda"])]
     pub(super) device: Option<String>,
-    /// Compute dtype of a model directory: f32, f16 or bf16 (half precision is meant for CUDA).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
-    pub(super) dtype: String,
     /// Sampling temperature; 0 (the default) is greedy.
     #[arg(long, default_value_t = 0.0)]
     pub(super) temperature: f64,
@@ -151,7 +148,7 @@ pub(super) fn save(path: &Option<PathBuf>, shape: &[usize], values: &[f32]) -> R
 fn forward_vlm(args: &ForwardArgs) -> Result<Prefill, CliError> {
     use tokensieve::pipeline::qa::{MediaKind, QaError};
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
-    let choice = args.backend.choice(None, "f32")?;
+    let choice = args.backend.choice(None)?;
     args.backend.check_model(&args.model)?;
     if args.image.is_empty() && args.video.is_none() {
         return Err(CliError::usage(
@@ -313,9 +310,9 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
         .sampler(&with_frames(&args.sampler, args.frames))
         .map_err(usage)?
         .max_new_tokens(args.max_new_tokens);
-    builder = match args.backend.choice(args.device.as_deref(), &args.dtype)? {
+    builder = match args.backend.choice(args.device.as_deref())? {
         #[cfg(feature = "torch")]
-        EngineChoice::Torch { device, dtype } => builder.device(device).dtype(dtype),
+        EngineChoice::Torch { device, dtype, weights } => builder.device(device).dtype(dtype).decoder_weights(weights),
         #[cfg(feature = "onnx")]
         EngineChoice::Onnx { precision, options } => builder.onnx(precision, options),
     };

@@ -121,7 +121,7 @@ fn sweep(
     let title = format!("{}: peak memory and TTFT against frames ({})", model_name(&args.model), method.name());
     sweep_chart(&rows, budgets, title).save(&args.plot)?;
     if args.json {
-        return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot})));
+        return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot, "backend": qa.backend()})));
     }
     let mut out = format!(
         "frames sweep of {}, pruner {}, tower batch {} views (peak RSS per frame count, reset before decoding; \
@@ -207,7 +207,7 @@ fn sweep_chart(rows: &[serde_json::Value], budgets: &[f64], title: String) -> Ch
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let choice = args.backend.choice(args.device.as_deref(), "f32")?;
+    let choice = args.backend.choice(args.device.as_deref())?;
     let budgets: Vec<f64> = args
         .budgets
         .split(',')
@@ -265,17 +265,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let title = format!("{}: TTFT and prefill FLOPs against the budget ({})", model_name(&args.model), method.name());
     budget_chart(&rows, title).save(&args.plot)?;
     if args.json {
-        return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot})));
+        return emit(&format!("{}\n", json!({"rows": rows, "plot": args.plot, "backend": qa.backend()})));
     }
     let mut out = format!(
         "{} frames of {}, pruner {}, backend {} (median of {}; FLOPs = 2 x SwiGLU/GQA MACs of the prefill)\n",
         frames.len(),
         source,
         method.name(),
-        match args.backend.backend.as_str() {
-            "onnx" => format!("onnx {}", args.backend.precision),
-            other => other.to_string(),
-        },
+        qa.backend(),
         args.repeats.max(1)
     );
     out += "| budget | visual tokens | prefill tokens | LLM TFLOPs | TTFT ms | preprocess ms | encode ms | prune ms | prefill ms | prefill tok/s | decode tok/s | KV bytes | peak RSS MiB |\n";

@@ -194,7 +194,7 @@ fn custom_encoder(args: &Args, choice: &tokensieve::pipeline::engine::EngineChoi
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let choice = args.backend.choice(None, "f32")?;
+    let choice = args.backend.choice(None)?;
     let (method, params) =
         Method::from_spec(&args.pruner).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve prune --list`"))?;
     let budget = match (args.keep, args.ratio) {

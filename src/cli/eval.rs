@@ -167,7 +167,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let dataset = Dataset::load(&args.task, &args.data).map_err(eval_error)?;
     let samples = dataset.samples(&args.data_root).map_err(eval_error)?;
-    let choice = args.backend.choice(None, "f32")?;
+    let choice = args.backend.choice(None)?;
     args.backend.check_model(&args.model)?;
     let qa = args.backend.load(&args.model, choice).map_err(runtime)?;
     qa.check_options(&opts).map_err(|e| CliError::usage(e.to_string(), "see `tokensieve eval --help`"))?;

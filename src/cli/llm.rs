@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Instant;
 use tokensieve::models::chat_template::ChatTemplate;
 use tokensieve::models::gguf::Gguf;
+use tokensieve::models::linear::DecoderWeights;
 use tokensieve::models::llama::{KvCache, Llama};
+use tokensieve::models::safetensors::Checkpoint;
 use tokensieve::models::tokenizer::TextTokenizer;
 
 struct Loaded {
@@ -21,17 +23,41 @@ struct Loaded {
 
 /// A Hugging Face directory's language model (a `llama`/`qwen2` checkpoint, or the LM inside a LLaVA one), its
 /// tokenizer and the chat template of `tokenizer_config.json`.
-fn load_hf(dir: &Path, device: tch::Device) -> Result<Loaded, CliError> {
+fn load_hf(dir: &Path, on: Compute) -> Result<Loaded, CliError> {
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
     let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| runtime(&e))?;
     let template = ChatTemplate::from_hf_dir(dir).map_err(|e| runtime(&e))?;
-    let model = Llama::from_hf_dir(dir, device).map_err(|e| runtime(&e))?;
+    let kind = match on.dtype {
+        Some(kind) => kind,
+        None => {
+            let stored = Checkpoint::open(dir).map_err(|e| runtime(&e))?.float_dtype();
+            tokensieve::models::runtime::auto_dtype(stored, on.device)
+        }
+    };
+    let mut model = Llama::from_hf_dir_as(dir, on.device, kind).map_err(|e| runtime(&e))?;
+    model.set_weights(on.weights).map_err(|e| runtime(&e))?;
     Ok(Loaded { model, tokenizer, template })
 }
 
-fn load(path: &Path, device: tch::Device) -> Result<Loaded, CliError> {
+/// Where and how a language model computes: the device, the dtype (`None`: `--dtype auto`, the stored dtype where
+/// the device computes it natively; a GGUF file's quantised blocks are dequantised to f32) and the linear weights.
+#[derive(Clone, Copy)]
+struct Compute {
+    device: tch::Device,
+    dtype: Option<tch::Kind>,
+    weights: DecoderWeights,
+}
+
+impl Compute {
+    /// f32, dense: what `forward` (logit dumps for parity checks) computes in.
+    fn exact(device: tch::Device) -> Self {
+        Compute { device, dtype: Some(tch::Kind::Float), weights: DecoderWeights::Dense }
+    }
+}
+
+fn load(path: &Path, on: Compute) -> Result<Loaded, CliError> {
     if path.is_dir() {
-        return load_hf(path, device);
+        return load_hf(path, on);
     }
     if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
         return Err(CliError::usage(
@@ -50,7 +76,9 @@ fn load(path: &Path, device: tch::Device) -> Result<Loaded, CliError> {
         ),
         None => None,
     };
-    let model = Llama::from_gguf(path, device).map_err(|e| runtime(&e))?;
+    let mut model =
+        Llama::from_gguf_as(path, on.device, on.dtype.unwrap_or(tch::Kind::Float)).map_err(|e| runtime(&e))?;
+    model.set_weights(on.weights).map_err(|e| runtime(&e))?;
     Ok(Loaded { model, tokenizer, template })
 }
 
@@ -93,7 +121,7 @@ pub(super) fn forward(args: &ForwardArgs) -> Result<Prefill, CliError> {
         let logits = model.forward(&ids_tensor(&ids, device)?, &mut KvCache::default()).map_err(|e| runtime(&e))?;
         (logits, ids.len(), tokenizer)
     } else {
-        let l = load(&args.model, device)?;
+        let l = load(&args.model, Compute::exact(device))?;
         let ids = prompt_ids(&l, &args.prompt, args.raw)?;
         let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
         let logits = l.model.forward(&ids_tensor(&input, device)?, &mut KvCache::default()).map_err(|e| runtime(&e))?;
@@ -110,8 +138,19 @@ pub(super) fn ask(
     sampling: tokensieve::models::sampling::Sampling,
 ) -> Result<(), CliError> {
     let mut picker = tokensieve::models::sampling::TokenPicker::new(sampling);
-    let on = super::torch_device(args.device.as_deref())?;
-    let l = load(model, on)?;
+    use tokensieve::pipeline::engine::EngineChoice;
+    let compute = match args.backend.choice(args.device.as_deref())? {
+        EngineChoice::Torch { device, dtype, weights } => Compute { device, dtype, weights },
+        #[cfg(feature = "onnx")]
+        EngineChoice::Onnx { .. } => {
+            return Err(CliError::usage(
+                format!("{}: a language model alone runs on the torch backend", model.display()),
+                "drop --backend onnx (ONNX exports of vision-language models run with --video or --image)",
+            ))
+        }
+    };
+    let on = compute.device;
+    let l = load(model, compute)?;
     let ids = prompt_ids(&l, &args.question, false)?;
     let start = Instant::now();
     let runtime = |e: tokensieve::models::llama::LlamaError| CliError::runtime(e.to_string(), None);

@@ -95,8 +95,15 @@ pub struct BackendFlags {
     #[arg(long, default_value = DEFAULT_BACKEND, value_parser = ["torch", "onnx"])]
     pub backend: String,
     /// Which graph files of an ONNX export to load: fp32, fp16, q8 (= quantized), int8, uint8, q4, q4f16, bnb4.
+    /// On torch, `q8` holds the decoder's linear weights as int8 with one scale per output row (a CPU decode mode:
+    /// a quarter of f32's bytes read per token) and `fp32` (the default) keeps them dense in the compute dtype.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// Compute dtype on torch: `auto` (the default) computes in the checkpoint's stored dtype where the device does
+    /// it natively (CUDA; a CPU with AVX512-BF16 for bf16), else f32, as transformers' `dtype="auto"` does; or
+    /// f32, f16, bf16.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "f16", "bf16"])]
+    pub dtype: String,
     /// ONNX Runtime intra-op threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -125,12 +132,16 @@ impl BackendFlags {
         Ok(engine)
     }
 
-    /// Refuses the ONNX-only flags when the torch backend runs.
+    /// Refuses the ONNX-only flags when the torch backend runs (`--precision` other than fp32 and q8,
+    /// `--threads`).
     pub fn torch_only(&self) -> Result<(), CliError> {
-        if self.precision != "fp32" || self.threads != 0 {
+        if !matches!(self.precision.as_str(), "fp32" | "q8") || self.threads != 0 {
             return Err(CliError::usage(
-                "--precision and --threads choose ONNX graph files and sessions",
-                "add --backend onnx, or use --dtype with the torch backend",
+                format!(
+                    "--precision {} and --threads choose ONNX graph files and sessions (torch takes fp32 or q8)",
+                    self.precision
+                ),
+                "add --backend onnx, or use --dtype and --precision q8 with the torch backend",
             ));
         }
         Ok(())
@@ -147,26 +158,32 @@ impl BackendFlags {
         Ok(())
     }
 
-    /// The engine to load: torch on `device` (`cpu`, `cuda`; CUDA when available if `None`) in `dtype` (`f32`,
-    /// `f16`, `bf16`), or ONNX Runtime with the precision and threads asked for.
+    /// The engine to load: torch on `device` (`cpu`, `cuda`; CUDA when available if `None`) in `--dtype` with the
+    /// decoder weights `--precision` says, or ONNX Runtime with the precision and threads asked for.
     /// Flags of the other backend are usage errors rather than silently ignored.
-    pub fn choice(
-        &self,
-        device: Option<&str>,
-        dtype: &str,
-    ) -> Result<tokensieve::pipeline::engine::EngineChoice, CliError> {
+    pub fn choice(&self, device: Option<&str>) -> Result<tokensieve::pipeline::engine::EngineChoice, CliError> {
         #[allow(unused_imports)]
         use tokensieve::pipeline::engine::EngineChoice;
         if self.backend == "torch" {
             #[cfg(feature = "torch")]
             {
+                use tokensieve::models::linear::DecoderWeights;
                 self.torch_only()?;
-                let dtype = match dtype {
-                    "f16" => tch::Kind::Half,
-                    "bf16" => tch::Kind::BFloat16,
-                    _ => tch::Kind::Float,
+                let dtype = match self.dtype.as_str() {
+                    "f16" => Some(tch::Kind::Half),
+                    "bf16" => Some(tch::Kind::BFloat16),
+                    "f32" => Some(tch::Kind::Float),
+                    _ => None,
                 };
-                return Ok(EngineChoice::Torch { device: torch_device(device)?, dtype });
+                let device = torch_device(device)?;
+                let weights = if self.precision == "q8" { DecoderWeights::Int8 } else { DecoderWeights::Dense };
+                if weights == DecoderWeights::Int8 && device != tch::Device::Cpu {
+                    return Err(CliError::usage(
+                        "--precision q8 on the torch backend is a CPU decode mode (int8 weight-only matmuls)",
+                        "add --device cpu, or use --dtype bf16 on CUDA",
+                    ));
+                }
+                return Ok(EngineChoice::Torch { device, dtype, weights });
             }
             #[cfg(not(feature = "torch"))]
             return Err(CliError::usage(
@@ -183,7 +200,7 @@ impl BackendFlags {
         #[cfg(feature = "onnx")]
         {
             use tokensieve::models::onnx_session::{OnnxOptions, Precision};
-            if dtype != "f32" {
+            if self.dtype != "auto" {
                 return Err(CliError::usage(
                     "--dtype applies to the torch backend",
                     "pick the ONNX graph files with --precision fp16 (or q8, q4, ...)",

@@ -245,10 +245,16 @@ fn long_video_bench(path: &Path, row: &Row, i: usize) -> Result<McqItem, EvalErr
     })
 }
 
+/// EgoSchema's options keep the `A. ` labels, as lmms-eval sees them: its prompt lists `doc["option"]` verbatim and
+/// its parser matches reply text against the labelled strings (`index2ans[X] = doc["option"][i].strip()`), so an
+/// unlabelled text would match replies the official scorer does not. The HF rows carry the labels; the official
+/// `questions.json` (from which the HF rows were made) gets `A. `..`E. ` prefixed.
 fn ego_schema(path: &Path, row: &Row, i: usize) -> Result<McqItem, EvalError> {
     // The official questions.json: q_uid + "option 0".."option 4", answers in a separate file.
     if let Some(uid) = text(row, "q_uid") {
-        let options: Vec<String> = (0..5).filter_map(|k| text(row, &format!("option {k}"))).collect();
+        let options: Vec<String> = (0..5)
+            .filter_map(|k| text(row, &format!("option {k}")).map(|o| format!("{}. {}", letter(k), o.trim())))
+            .collect();
         return Ok(McqItem {
             video: uid.clone(),
             folder: None,
@@ -269,7 +275,7 @@ fn ego_schema(path: &Path, row: &Row, i: usize) -> Result<McqItem, EvalError> {
         video: required(path, row, i, "video_idx")?,
         folder: None,
         question: required(path, row, i, "question")?,
-        options: options.iter().enumerate().map(|(k, o)| unlabel(o, k)).collect(),
+        options: options.iter().map(|o| o.trim().to_string()).collect(),
         answer,
         groups: BTreeMap::new(),
         id,
@@ -357,7 +363,11 @@ pub fn prompt(bench: VideoBench, item: &McqItem) -> McqPrompt {
             system: None,
             user: format!("{}\n{}\n{LETTER_SUFFIX}\n", item.question, lettered(&|l, o| format!("{l}. {o}")).join("\n")),
         },
-        VideoBench::EgoSchema | VideoBench::NextQa => McqPrompt {
+        // lmms-eval's `egoschema_doc_to_text`: the question, each (labelled) option on its own line, the suffix.
+        VideoBench::EgoSchema => {
+            McqPrompt { system: None, user: format!("{}\n{}\n{LETTER_SUFFIX}", item.question, item.options.join("\n")) }
+        }
+        VideoBench::NextQa => McqPrompt {
             system: None,
             user: format!("{}\n{}\n{LETTER_SUFFIX}", item.question, lettered(&|l, o| format!("{l}. {o}")).join("\n")),
         },
@@ -585,6 +595,13 @@ mod tests {
         write(&d.join("ego"), "subset_answers.json", json!({"u1": 1}));
         let e = load(VideoBench::EgoSchema, &q).unwrap();
         assert_eq!((e[0].answer, e[1].answer), (Some(1), None));
+        // Labelled as lmms-eval's rows are, and listed verbatim in its prompt.
+        assert_eq!(e[0].options, ["A. cook", "B. clean", "C. read", "D. sleep", "E. walk"]);
+        assert_eq!(
+            prompt(VideoBench::EgoSchema, &e[0]).user,
+            "What did c do?\nA. cook\nB. clean\nC. read\nD. sleep\nE. walk\n\
+             Answer with the option's letter from the given choices directly."
+        );
     }
 
     #[test]

@@ -153,26 +153,38 @@ impl PipelineBuilder {
     /// Runs on libtorch on `device` (`Device::Cpu`, `Device::Cuda(0)`); CUDA when available by default.
     #[cfg(feature = "torch")]
     pub fn device(mut self, device: tch::Device) -> Self {
-        let dtype = match self.choice {
-            EngineChoice::Torch { dtype, .. } => dtype,
-            #[cfg(feature = "onnx")]
-            EngineChoice::Onnx { .. } => tch::Kind::Float,
-        };
-        self.choice = EngineChoice::Torch { device, dtype };
+        let (_, dtype, weights) = self.torch_choice();
+        self.choice = EngineChoice::Torch { device, dtype, weights };
         self
     }
 
-    /// Runs on libtorch computing the tower and decoder in `dtype`: `Kind::Float` (default), `Kind::Half` or
-    /// `Kind::BFloat16` (for CUDA).
+    /// Runs on libtorch computing the tower and decoder in `dtype`: `Some(Kind::Float)`, `Some(Kind::Half)`,
+    /// `Some(Kind::BFloat16)`, or `None` (the default) for the checkpoint's stored dtype where the device computes it
+    /// natively, else f32 ([`tokensieve_models::runtime::auto_dtype`]).
     #[cfg(feature = "torch")]
-    pub fn dtype(mut self, dtype: tch::Kind) -> Self {
-        let device = match self.choice {
-            EngineChoice::Torch { device, .. } => device,
-            #[cfg(feature = "onnx")]
-            EngineChoice::Onnx { .. } => tch::Device::cuda_if_available(),
-        };
-        self.choice = EngineChoice::Torch { device, dtype };
+    pub fn dtype(mut self, dtype: impl Into<Option<tch::Kind>>) -> Self {
+        let (device, _, weights) = self.torch_choice();
+        self.choice = EngineChoice::Torch { device, dtype: dtype.into(), weights };
         self
+    }
+
+    /// Holds the decoder's linear weights as `weights` says: `DecoderWeights::Int8` is weight-only int8 for
+    /// decoding on a CPU ([`tokensieve_models::linear`]), `Dense` (the default) keeps the compute dtype.
+    #[cfg(feature = "torch")]
+    pub fn decoder_weights(mut self, weights: tokensieve_models::linear::DecoderWeights) -> Self {
+        let (device, dtype, _) = self.torch_choice();
+        self.choice = EngineChoice::Torch { device, dtype, weights };
+        self
+    }
+
+    /// The torch settings chosen so far (the defaults when the ONNX backend was chosen).
+    #[cfg(feature = "torch")]
+    fn torch_choice(&self) -> (tch::Device, Option<tch::Kind>, tokensieve_models::linear::DecoderWeights) {
+        match self.choice {
+            EngineChoice::Torch { device, dtype, weights } => (device, dtype, weights),
+            #[cfg(feature = "onnx")]
+            EngineChoice::Onnx { .. } => (tch::Device::cuda_if_available(), None, Default::default()),
+        }
     }
 
     /// Most tokens to generate per answer (128 by default).
@@ -378,10 +390,11 @@ impl Pipeline {
     }
 }
 
-/// libtorch (CUDA when available, f32) when the build has it, else ONNX Runtime in fp32.
+/// libtorch (CUDA when available, the stored dtype where the device computes it natively) when the build has it,
+/// else ONNX Runtime in fp32.
 fn default_choice() -> EngineChoice {
     #[cfg(feature = "torch")]
-    return EngineChoice::Torch { device: tch::Device::cuda_if_available(), dtype: tch::Kind::Float };
+    return EngineChoice::Torch { device: tch::Device::cuda_if_available(), dtype: None, weights: Default::default() };
     #[cfg(not(feature = "torch"))]
     EngineChoice::Onnx { precision: Precision::Fp32, options: OnnxOptions::default() }
 }

@@ -60,8 +60,12 @@ pub enum EngineChoice {
     Torch {
         /// Where the tensors live.
         device: tch::Device,
-        /// Compute dtype of tower and decoder.
-        dtype: tch::Kind,
+        /// Compute dtype of tower and decoder; `None` picks it from the checkpoint
+        /// ([`tokensieve_models::runtime::auto_dtype`]: the stored dtype where the device computes it natively, as
+        /// transformers' `dtype="auto"`, else f32).
+        dtype: Option<tch::Kind>,
+        /// How the decoder's linear weights are held ([`tokensieve_models::linear`]; int8 only on the CPU).
+        weights: tokensieve_models::linear::DecoderWeights,
     },
     /// ONNX Runtime on an export folder (`models/export/export_onnx.py`), in `precision`.
     #[cfg(feature = "onnx")]
@@ -95,6 +99,8 @@ pub struct Engine {
     encode_batch: usize,
     /// The batch that fits [`ENCODE_MEMORY`] ([`TowerShape::view_bytes`]): the default.
     auto_batch: usize,
+    /// The backend as loaded ([`Engine::backend`]).
+    backend: String,
 }
 
 /// What the tower's activations take is bounded by this when the batch size is not given: 256 MiB. Larger batches
@@ -147,18 +153,38 @@ impl Engine {
             serde_json::from_str(&text).map_err(|e| config_err(name, e.to_string()))
         };
         let config = read("config.json")?;
-        let (vision, language, newline, prune_on): (Box<dyn VisionSide>, Box<dyn LanguageSide>, _, _) = match choice {
-            #[cfg(feature = "torch")]
-            EngineChoice::Torch { device, dtype } => {
-                let (v, l, newline) = super::torch_model::load(dir, device, dtype)?;
-                (Box::new(v), Box::new(l), newline, PruneOn::Torch(device))
-            }
-            #[cfg(feature = "onnx")]
-            EngineChoice::Onnx { precision, options } => {
-                let (v, l, newline) = super::onnx_model::load(dir, &config, precision, &options)?;
-                (Box::new(v), Box::new(l), newline, PruneOn::Host)
-            }
-        };
+        let (vision, language, newline, prune_on, backend): (Box<dyn VisionSide>, Box<dyn LanguageSide>, _, _, _) =
+            match choice {
+                #[cfg(feature = "torch")]
+                EngineChoice::Torch { device, dtype, weights } => {
+                    let (v, l, newline, kind) = super::torch_model::load(dir, device, dtype, weights)?;
+                    let text = format!(
+                        "torch {} {}{}{}",
+                        if device == tch::Device::Cpu {
+                            "cpu".to_string()
+                        } else {
+                            format!("{device:?}").to_lowercase()
+                        },
+                        match kind {
+                            tch::Kind::BFloat16 => "bf16",
+                            tch::Kind::Half => "f16",
+                            _ => "f32",
+                        },
+                        if dtype.is_none() { " (auto)" } else { "" },
+                        if weights == tokensieve_models::linear::DecoderWeights::Int8 {
+                            ", int8 decoder weights"
+                        } else {
+                            ""
+                        }
+                    );
+                    (Box::new(v), Box::new(l), newline, PruneOn::Torch(device), text)
+                }
+                #[cfg(feature = "onnx")]
+                EngineChoice::Onnx { precision, options } => {
+                    let (v, l, newline) = super::onnx_model::load(dir, &config, precision, &options)?;
+                    (Box::new(v), Box::new(l), newline, PruneOn::Host, format!("onnx {precision:?}").to_lowercase())
+                }
+            };
         let family = family_for(&config, newline).map_err(|r| config_err("config.json", r))?;
         let tower = TowerShape::deserialize(config.get("vision_config").unwrap_or(&serde_json::Value::Null))
             .map_err(|e| config_err("config.json", format!("vision_config: {e}")))?;
@@ -176,7 +202,14 @@ impl Engine {
             prune_on,
             encode_batch: auto_batch,
             auto_batch,
+            backend,
         })
+    }
+
+    /// The backend as loaded, in words: `torch cpu bf16 (auto)`, `torch cpu f32, int8 decoder weights`,
+    /// `onnx q8`, ... (what `bench` prints and records).
+    pub fn backend(&self) -> &str {
+        &self.backend
     }
 
     /// Views the tower encodes at once: `Some(n)`, or `None` for as many as fit [`ENCODE_MEMORY`] (the default).

@@ -62,6 +62,14 @@ pub enum QaError {
         /// Why it is missing.
         reason: String,
     },
+    /// A setting this backend or device does not run.
+    #[error("{setting}: {reason}")]
+    Unsupported {
+        /// The setting.
+        setting: String,
+        /// Why, and what runs instead.
+        reason: String,
+    },
     /// The device ran out of memory; the stage and its batch are named, so the fix is clear (a smaller encode
     /// batch, `Pipeline::encode_batch` or `--encode-batch`, for the tower; fewer frames or a lower budget for the
     /// decoder).

@@ -16,11 +16,14 @@ use ndarray::{Array2, ArrayView2};
 use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 use tokensieve_models::arch::{SignalRequest, TowerOutput};
+use tokensieve_models::linear::DecoderWeights;
 use tokensieve_models::llama::{
     KvCache, LayerPlan, LlamaError, PositionMode, PrefillPlan, RuleError, StageView, StepKeys, StepView,
 };
-use tokensieve_models::llava::Llava;
+use tokensieve_models::llava::{Llava, LlavaError};
 use tokensieve_models::positions::PositionIds;
+use tokensieve_models::runtime::auto_dtype;
+use tokensieve_models::safetensors::Checkpoint;
 use tokensieve_pruners::in_decoder::dycoke_kv::DynamicKv;
 use tokensieve_pruners::in_decoder::{InDecoder, PrefillRule};
 use tokensieve_pruners::{PruneError, TchBackend};
@@ -37,18 +40,33 @@ pub struct TorchLanguage {
     device: Device,
 }
 
-/// Loads `dir` on `device` in `dtype`; returns both sides and OneVision's newline embedding.
+/// Loads `dir` on `device` in `dtype` (`None`: [`tokensieve_models::runtime::auto_dtype`] of the checkpoint's stored
+/// dtype) with the decoder's linear weights held as `weights`; returns both sides, OneVision's newline embedding
+/// and the compute dtype. Int8 weights are a CPU mode: on another device they are refused before anything loads.
 pub fn load(
     dir: &std::path::Path,
     device: Device,
-    dtype: Kind,
-) -> Result<(TorchVision, TorchLanguage, Option<Vec<f32>>), QaError> {
-    let model = Rc::new(Llava::load_as(dir, device, dtype)?);
+    dtype: Option<Kind>,
+    weights: DecoderWeights,
+) -> Result<(TorchVision, TorchLanguage, Option<Vec<f32>>, Kind), QaError> {
+    if weights == DecoderWeights::Int8 && device != Device::Cpu {
+        return Err(QaError::Unsupported {
+            setting: format!("int8 decoder weights on {device:?}"),
+            reason: "they run libtorch's CPU int8 kernel; compute in bf16 or f16 on a GPU".into(),
+        });
+    }
+    let dtype = match dtype {
+        Some(kind) => kind,
+        None => auto_dtype(Checkpoint::open(dir).map_err(LlavaError::from)?.float_dtype(), device),
+    };
+    let mut model = Llava::load_as(dir, device, dtype)?;
+    model.text.set_weights(weights)?;
+    let model = Rc::new(model);
     let newline = match &model.onevision {
         Some(ov) => Some(host(&ov.newline)?),
         None => None,
     };
-    Ok((TorchVision { model: model.clone(), device }, TorchLanguage { model, device }, newline))
+    Ok((TorchVision { model: model.clone(), device }, TorchLanguage { model, device }, newline, dtype))
 }
 
 /// Turns libtorch's out-of-memory failures (CUDA's `CUDA out of memory`, the CPU allocator's `can't allocate memory`)
