@@ -157,7 +157,8 @@ impl Engine {
             match choice {
                 #[cfg(feature = "torch")]
                 EngineChoice::Torch { device, dtype, weights } => {
-                    let (v, l, newline, kind) = super::torch_model::load(dir, device, dtype, weights)?;
+                    let loaded = super::torch_model::load(dir, device, dtype, weights)?;
+                    let (v, l, newline, kind) = (loaded.vision, loaded.language, loaded.newline, loaded.dtype);
                     let text = format!(
                         "torch {} {}{}{}",
                         if device == tch::Device::Cpu {

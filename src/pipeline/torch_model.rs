@@ -40,6 +40,18 @@ pub struct TorchLanguage {
     device: Device,
 }
 
+/// A checkpoint loaded by [`load`].
+pub struct Loaded {
+    /// The tower and projector.
+    pub vision: TorchVision,
+    /// The language model.
+    pub language: TorchLanguage,
+    /// OneVision's newline embedding.
+    pub newline: Option<Vec<f32>>,
+    /// The compute dtype picked.
+    pub dtype: Kind,
+}
+
 /// Loads `dir` on `device` in `dtype` (`None`: [`tokensieve_models::runtime::auto_dtype`] of the checkpoint's stored
 /// dtype) with the decoder's linear weights held as `weights`; returns both sides, OneVision's newline embedding
 /// and the compute dtype. Int8 weights are a CPU mode: on another device they are refused before anything loads.
@@ -48,7 +60,7 @@ pub fn load(
     device: Device,
     dtype: Option<Kind>,
     weights: DecoderWeights,
-) -> Result<(TorchVision, TorchLanguage, Option<Vec<f32>>, Kind), QaError> {
+) -> Result<Loaded, QaError> {
     if weights == DecoderWeights::Int8 && device != Device::Cpu {
         return Err(QaError::Unsupported {
             setting: format!("int8 decoder weights on {device:?}"),
@@ -66,7 +78,12 @@ pub fn load(
         Some(ov) => Some(host(&ov.newline)?),
         None => None,
     };
-    Ok((TorchVision { model: model.clone(), device }, TorchLanguage { model, device }, newline, dtype))
+    Ok(Loaded {
+        vision: TorchVision { model: model.clone(), device },
+        language: TorchLanguage { model, device },
+        newline,
+        dtype,
+    })
 }
 
 /// Turns libtorch's out-of-memory failures (CUDA's `CUDA out of memory`, the CPU allocator's `can't allocate memory`)
