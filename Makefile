@@ -89,7 +89,7 @@ bench-backends: build
 	@$(ENV) && ./target/release/tokensieve init-model --preset onevision-0.5b --out $(BIG_MODEL)
 	@$(ENV) && python -c "import transformers, onnx" 2>/dev/null || pip install -q "transformers==5.24.0" accelerate onnx
 	@$(ENV) && [ -f $(BIG_MODEL)-onnx/onnx/decoder_model_merged_quantized.onnx ] || python models/export/export_onnx.py --model $(BIG_MODEL) --out $(BIG_MODEL)-onnx --precision q8
-	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu $(BENCH_ARGS) --plot target/bench-torch.png
+	@$(ENV) && ./target/release/tokensieve bench --model $(BIG_MODEL) --device cpu --dtype f32 $(BENCH_ARGS) --plot target/bench-torch.png
 	@$(ENV) && ./target/release/tokensieve bench --backend onnx --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --plot target/bench-onnx.png
 	@$(ENV) && ./target/release/tokensieve bench --backend onnx --precision q8 --model $(BIG_MODEL)-onnx $(BENCH_ARGS) --plot target/bench-onnx-q8.png
 

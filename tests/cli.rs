@@ -518,6 +518,9 @@ fn bench_reports_every_budget_with_the_documented_fields() {
         assert!(!rows[0][field].is_null(), "{field} missing");
     }
     assert_eq!((rows[0]["visual_tokens"].as_u64(), rows[1]["visual_tokens"].as_u64()), (Some(64), Some(16)));
+    // The backend as loaded: the tiny checkpoint is stored in f32, so `--dtype auto` computes in f32.
+    let backend = v["backend"].as_str().unwrap_or_default();
+    assert!(backend.starts_with("torch ") && backend.ends_with(" f32 (auto)"), "{backend}");
     assert!(rows[1]["llm_tflops"].as_f64() < rows[0]["llm_tflops"].as_f64());
     assert!(rows[1]["kv_bytes"].as_u64() < rows[0]["kv_bytes"].as_u64());
     assert!(image::open(&plot).is_ok());
@@ -1405,7 +1408,7 @@ fn onnx_backend_refuses_in_decoder_pruning_and_torch_only_flags() {
     }
     let (code, _, err) = tokensieve(&["ask", "--model", TINY_LLAVA, "--video", &video, "--precision", "fp16", "x"]);
     assert_eq!(code, 2, "--precision picks ONNX files: {err}");
-    assert!(err.contains("choose ONNX graph files") && err.contains("torch takes fp32 or q8"), "{err}");
+    assert!(err.contains("chooses ONNX graph files") && err.contains("torch takes fp32 or q8"), "{err}");
     // q8 on torch holds the decoder's linear weights as int8; the tower and the pruners are untouched, so the
     // kept tokens are the same as with dense weights.
     let kept = |precision: &str| {

@@ -15,11 +15,15 @@
 //! The kernel is fast for a few rows and slow for many (measured here with 2 threads on a [4864, 896] weight: 0.14 ms
 //! for 1 row against 0.52 ms dense bf16, but 54 ms for 793 rows against 3.7 ms), so a call with more than
 //! [`INT8_KERNEL_MAX_ROWS`] rows (a prefill) dequantises the weight into the compute dtype and runs the dense matmul
-//! (a `[N, K]` temporary; about 1 ms per 4864 x 896 weight). Only the int8 weights stay in memory.
+//! (a `[N, K]` temporary; about 1 ms per 4864 x 896 weight), and so does an input width that is not a multiple of
+//! 16 (the kernel's vector loop has no tail). Only the int8 weights stay in memory, except that a LM head tied to
+//! the embeddings adds its int8 copy to the dense embedding table the lookup still reads. A batch of more than 16
+//! rows per decode step (`Llama::generate_batch`) dequantises every weight at every step: int8 is meant for one
+//! sequence or small batches.
 //!
-//! Activations reach the kernel in bf16 when the model computes in f32 on a CPU with AVX512-BF16 (the kernel is 6x
-//! faster there than with f32 activations: 8.7 ms against 53 ms for Qwen2-0.5B's LM head), otherwise in the compute
-//! dtype. A pure-Rust AVX512-VNNI int8 x int8 product was tried as well: alone it ran the 0.5 B decoder's linears in
+//! On x86-64 activations reach the kernel in bf16 whatever the compute dtype: libtorch vectorises the kernel only for
+//! bf16 activations (converting them with shifts, AVX2 or AVX-512) and runs f32 and f16 ones in a scalar loop (8.7 ms
+//! against 53 ms for Qwen2-0.5B's LM head here). Elsewhere they stay in the compute dtype. A pure-Rust AVX512-VNNI int8 x int8 product was tried as well: alone it ran the 0.5 B decoder's linears in
 //! 27 ms against this kernel's 43 ms, but inside a decode step its threads competed with libtorch's OpenMP team
 //! (which spins between operations) and the step was slower than with this kernel (19 against 22-25 tokens/s).
 
@@ -65,12 +69,13 @@ impl Linear {
         };
         let size = x.size();
         let rows: i64 = size[..size.len().saturating_sub(1)].iter().product();
-        let out = if rows <= INT8_KERNEL_MAX_ROWS {
+        let k = *size.last().unwrap_or(&0);
+        let out = if rows <= INT8_KERNEL_MAX_ROWS && k % 16 == 0 {
             let mut shape = size.clone();
             if let Some(last) = shape.last_mut() {
                 *last = weight.size()[0];
             }
-            let a = x.f_reshape([rows, *size.last().unwrap_or(&0)])?.f_to_kind(act)?;
+            let a = x.f_reshape([rows, k])?.f_to_kind(act)?.f_contiguous()?;
             a.f_internal_weight_int8pack_mm(weight, scales)?.f_to_kind(x.kind())?.f_reshape(shape.as_slice())?
         } else {
             let dense = weight.f_to_kind(x.kind())?.f_mul(&scales.f_to_kind(x.kind())?.f_unsqueeze(1)?)?;
@@ -128,10 +133,10 @@ impl Linear {
     }
 }
 
-/// The activation dtype for the int8 kernel on `device` when the model computes in `compute`: bf16 on a CPU that
-/// computes it natively, else `compute`.
+/// The activation dtype for the int8 kernel on `device` when the model computes in `compute`: bf16 on an x86-64
+/// CPU (the only activations libtorch's kernel vectorises there), else `compute`.
 fn int8_activations(device: Device, compute: Kind) -> Kind {
-    if device == Device::Cpu && compute == Kind::Float && crate::runtime::cpu_computes(Kind::BFloat16) {
+    if device == Device::Cpu && cfg!(target_arch = "x86_64") {
         Kind::BFloat16
     } else {
         compute

@@ -103,8 +103,9 @@ impl Llava {
         Self::load_as(dir, device, Kind::Float)
     }
 
-    /// As [`Llava::load`], computing in `dtype` (`Float`, `Half`, `BFloat16`; half precision is for CUDA, where it
-    /// halves memory and time; on the CPU it runs, slowly). Logits and attention signals come back as f32.
+    /// As [`Llava::load`], computing in `dtype` (`Float`, `Half`, `BFloat16`; half precision halves memory and time
+    /// on CUDA and on CPUs with half-precision instructions, [`crate::runtime::cpu_computes`]; elsewhere it is
+    /// emulated and slower than f32). Logits and attention signals come back as f32.
     pub fn load_as(dir: &Path, device: Device, dtype: Kind) -> Result<Self, LlavaError> {
         let path = dir.join("config.json");
         let bad = |reason: String| LlavaError::Config { path: path.display().to_string(), reason };

@@ -244,7 +244,8 @@ fn int8_weights_are_a_quarter_of_the_bytes_and_close_to_dense() {
     int8.set_weights(DecoderWeights::Int8).unwrap();
     assert_eq!((dense.weights(), int8.weights()), (DecoderWeights::Dense, DecoderWeights::Int8));
     let ratio = int8.linear_bytes() as f64 / dense.linear_bytes() as f64;
-    assert!(ratio > 0.25 && ratio < 0.27, "int8 holds {ratio} of the f32 bytes (weights plus per-row scales)");
+    // A quarter, plus one bf16 or f32 scale per row (576 rows of at most 64 columns here: up to 0.028).
+    assert!(ratio > 0.25 && ratio < 0.29, "int8 holds {ratio} of the f32 bytes (weights plus per-row scales)");
     let vocab = Safetensors::open(&dir.join("reference.safetensors")).unwrap().tensor_f32("logits").unwrap().1[1];
     let ids: Vec<i64> = (0..20).map(|i| (i * 37 + 11) % vocab as i64).collect();
     let on = |t: &[i64]| Tensor::from_slice(t).unsqueeze(0);

@@ -49,9 +49,17 @@ struct Compute {
 }
 
 impl Compute {
-    /// f32, dense: what `forward` (logit dumps for parity checks) computes in.
-    fn exact(device: tch::Device) -> Self {
-        Compute { device, dtype: Some(tch::Kind::Float), weights: DecoderWeights::Dense }
+    /// What `--backend`, `--dtype`, `--precision` and `--device` ask for; a language model alone runs on torch.
+    fn from_flags(backend: &super::BackendFlags, device: Option<&str>, model: &Path) -> Result<Self, CliError> {
+        use tokensieve::pipeline::engine::EngineChoice;
+        match backend.choice(device)? {
+            EngineChoice::Torch { device, dtype, weights } => Ok(Compute { device, dtype, weights }),
+            #[cfg(feature = "onnx")]
+            EngineChoice::Onnx { .. } => Err(CliError::usage(
+                format!("{}: a language model alone runs on the torch backend", model.display()),
+                "drop --backend onnx (ONNX exports of vision-language models run with --video or --image)",
+            )),
+        }
     }
 }
 
@@ -96,7 +104,8 @@ fn prompt_ids(l: &Loaded, text: &str, raw: bool) -> Result<Vec<u32>, CliError> {
 /// used verbatim, as before).
 pub(super) fn forward(args: &ForwardArgs) -> Result<Prefill, CliError> {
     let runtime = |e: &dyn std::fmt::Display| CliError::runtime(e.to_string(), None);
-    let device = tch::Device::cuda_if_available();
+    let compute = Compute::from_flags(&args.backend, None, &args.model)?;
+    let device = compute.device;
     let (logits, prompt_tokens, tokenizer) = if args.model.is_dir() {
         let dir = &args.model;
         let config: serde_json::Value = std::fs::read_to_string(dir.join("config.json"))
@@ -114,14 +123,13 @@ pub(super) fn forward(args: &ForwardArgs) -> Result<Prefill, CliError> {
                 "supported: llama, qwen2, llava, llava_onevision (directories) and llama GGUF files",
             ));
         }
-        let tokenizer = TextTokenizer::from_hf_dir(dir).map_err(|e| runtime(&e))?;
-        let model = Llama::from_hf_dir(dir, device).map_err(|e| runtime(&e))?;
+        let l = load_hf(dir, compute)?;
         let ids: Vec<i64> =
-            tokenizer.encode(&args.prompt).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
-        let logits = model.forward(&ids_tensor(&ids, device)?, &mut KvCache::default()).map_err(|e| runtime(&e))?;
-        (logits, ids.len(), tokenizer)
+            l.tokenizer.encode(&args.prompt).map_err(|e| runtime(&e))?.iter().map(|&t| t as i64).collect();
+        let logits = l.model.forward(&ids_tensor(&ids, device)?, &mut KvCache::default()).map_err(|e| runtime(&e))?;
+        (logits, ids.len(), l.tokenizer)
     } else {
-        let l = load(&args.model, Compute::exact(device))?;
+        let l = load(&args.model, compute)?;
         let ids = prompt_ids(&l, &args.prompt, args.raw)?;
         let input: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
         let logits = l.model.forward(&ids_tensor(&input, device)?, &mut KvCache::default()).map_err(|e| runtime(&e))?;
@@ -138,17 +146,7 @@ pub(super) fn ask(
     sampling: tokensieve::models::sampling::Sampling,
 ) -> Result<(), CliError> {
     let mut picker = tokensieve::models::sampling::TokenPicker::new(sampling);
-    use tokensieve::pipeline::engine::EngineChoice;
-    let compute = match args.backend.choice(args.device.as_deref())? {
-        EngineChoice::Torch { device, dtype, weights } => Compute { device, dtype, weights },
-        #[cfg(feature = "onnx")]
-        EngineChoice::Onnx { .. } => {
-            return Err(CliError::usage(
-                format!("{}: a language model alone runs on the torch backend", model.display()),
-                "drop --backend onnx (ONNX exports of vision-language models run with --video or --image)",
-            ))
-        }
-    };
+    let compute = Compute::from_flags(&args.backend, args.device.as_deref(), model)?;
     let on = compute.device;
     let l = load(model, compute)?;
     let ids = prompt_ids(&l, &args.question, false)?;

@@ -135,13 +135,16 @@ impl BackendFlags {
     /// Refuses the ONNX-only flags when the torch backend runs (`--precision` other than fp32 and q8,
     /// `--threads`).
     pub fn torch_only(&self) -> Result<(), CliError> {
-        if !matches!(self.precision.as_str(), "fp32" | "q8") || self.threads != 0 {
+        if !matches!(self.precision.as_str(), "fp32" | "q8" | "quantized") {
             return Err(CliError::usage(
-                format!(
-                    "--precision {} and --threads choose ONNX graph files and sessions (torch takes fp32 or q8)",
-                    self.precision
-                ),
+                format!("--precision {} chooses ONNX graph files (torch takes fp32 or q8)", self.precision),
                 "add --backend onnx, or use --dtype and --precision q8 with the torch backend",
+            ));
+        }
+        if self.threads != 0 {
+            return Err(CliError::usage(
+                "--threads sets ONNX Runtime's sessions",
+                "add --backend onnx (libtorch uses one thread per core)",
             ));
         }
         Ok(())
@@ -175,8 +178,12 @@ impl BackendFlags {
                     "f32" => Some(tch::Kind::Float),
                     _ => None,
                 };
-                let device = torch_device(device)?;
-                let weights = if self.precision == "q8" { DecoderWeights::Int8 } else { DecoderWeights::Dense };
+                let weights = if self.precision == "fp32" { DecoderWeights::Dense } else { DecoderWeights::Int8 };
+                // Int8 weights are a CPU mode: without `--device` (or where a command has none) they run there.
+                let device = match (device, weights) {
+                    (None, DecoderWeights::Int8) => tch::Device::Cpu,
+                    _ => torch_device(device)?,
+                };
                 if weights == DecoderWeights::Int8 && device != tch::Device::Cpu {
                     return Err(CliError::usage(
                         "--precision q8 on the torch backend is a CPU decode mode (int8 weight-only matmuls)",
@@ -200,7 +207,7 @@ impl BackendFlags {
         #[cfg(feature = "onnx")]
         {
             use tokensieve::models::onnx_session::{OnnxOptions, Precision};
-            if self.dtype != "auto" {
+            if !matches!(self.dtype.as_str(), "auto" | "f32") {
                 return Err(CliError::usage(
                     "--dtype applies to the torch backend",
                     "pick the ONNX graph files with --precision fp16 (or q8, q4, ...)",

@@ -85,7 +85,8 @@ pub struct McqItem {
     pub folder: Option<String>,
     /// The question.
     pub question: String,
-    /// The choices' texts, without their `A.` / `(A)` labels.
+    /// The choices' texts, without their `A.` / `(A)` labels, except EgoSchema's, which keep `A. ` as lmms-eval
+    /// prompts and matches them.
     pub options: Vec<String>,
     /// Index of the right choice; `None` where the benchmark withholds it.
     pub answer: Option<usize>,
