@@ -87,7 +87,7 @@ impl Linear {
         }
     }
 
-    /// The same layer with int8 weights, converted [`QUANTIZE_BLOCK`] rows at a time (so a large matrix costs one
+    /// The same layer with int8 weights, converted 8192 rows at a time (so a large matrix costs one
     /// block's f32 copy, not its own); an int8 layer is returned unchanged.
     pub fn quantized(self) -> Result<Self, TchError> {
         let Linear::Dense(w) = self else { return Ok(self) };
