@@ -391,6 +391,53 @@ fn forward_runs_a_tiny_llava_on_a_real_photo_and_writes_the_signals() {
     assert_eq!(code, 2, "{err}");
 }
 
+/// `compress` with a question: query-aware methods read its LLM input embeddings (the same query `ask` gives them),
+/// the picture gains a relevance heat map beside each frame, and the record names the query's source; without the
+/// question a method that needs it is a usage error pointing at the question, and a query-agnostic method says so.
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn compress_takes_the_question_for_query_aware_methods() {
+    let video = asset("videos/bikes.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q");
+    let run = |pruner: &str, question: Option<&str>| {
+        let mut args = vec![
+            "compress",
+            "--model",
+            TINY_LLAVA,
+            "--video",
+            &video,
+            "--frames",
+            "4",
+            "--pruner",
+            pruner,
+            "--ratio",
+            "0.25",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend(question);
+        tokensieve(&args)
+    };
+    let (code, stdout, err) = run("cdpruner", Some("where are the bikes?"));
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(record["question"], "where are the bikes?");
+    assert!(record["query"].as_str().unwrap().starts_with("the question's LLM input embeddings"), "{record}");
+    assert_eq!(record["kept"].as_array().unwrap().len(), 16);
+    // Four frames, each followed by its heat map: eight panels, four to a row.
+    let picture = image::open(out.join("kept.png")).unwrap();
+    assert_eq!((picture.width(), picture.height()), (4 * 224, 2 * 224));
+    let (code, _, err) = run("cdpruner", None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("give the question"), "{err}");
+    let (code, stdout, err) = run("todre", Some("where are the bikes?"));
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(record["query"].as_str().unwrap().contains("todre is query-agnostic"), "{record}");
+}
+
 #[cfg(all(feature = "torch", feature = "video"))]
 #[test]
 fn compress_draws_the_kept_patches_and_records_the_counts() {

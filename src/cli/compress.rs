@@ -1,6 +1,12 @@
 //! `tokensieve compress`: everything up to the decoder — frames, vision tower, projector, pruner — and a picture of
 //! what was kept (kept patches at full brightness, dropped ones dimmed, one tile per frame), plus the record as
 //! JSON. People look at this to trust a pruner.
+//!
+//! With a question (`tokensieve compress ... "what is on the left?"`), query-aware methods (`query`, `cdpruner`)
+//! read its LLM input embeddings as the query, as `ask` hands them over, and the picture puts a relevance heat map
+//! beside each kept-patch panel: each token's mean cosine to the question's token embeddings, min-max scaled over the
+//! whole input (blue = least, red = most relevant). The record names the query's source, or says the method is
+//! query-agnostic. An encoder `.onnx` has no language model, so it takes no question.
 
 use super::{emit, CliError};
 use serde_json::json;
@@ -8,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tokensieve::pipeline::engine::Engine;
 use tokensieve::pipeline::qa::{MediaKind, VisualTokens};
-use tokensieve::pruners::{prune, Budget, CpuBackend, Layout, Method, Pruner, TokenSet};
+use tokensieve::pruners::{prune, Budget, CpuBackend, Layout, Method, Pruner, Signal, TokenSet};
 use tokensieve::video::preprocess::ImageProcessor;
 use tokensieve::video::Frame;
 
@@ -51,19 +57,23 @@ pub struct Args {
     /// Print the record as JSON.
     #[arg(long)]
     json: bool,
+    /// The question: query-aware pruners read its LLM input embeddings, and the picture adds a relevance heat map.
+    question: Option<String>,
 }
 
 fn runtime(e: impl std::fmt::Display) -> CliError {
     CliError::runtime(e.to_string(), None)
 }
 
-/// One picture of the sheet: an image the tower saw, its token cells and which were kept.
+/// One picture of the sheet: an image the tower saw, its token cells and which were kept, or a heat map.
 struct Panel {
     image: Frame,
     /// Token cells `(rows, cols)` over the image.
     cells: (usize, usize),
     /// Kept flag per cell, row-major.
     kept: Vec<bool>,
+    /// Relevance in `[0, 1]` per cell, row-major: the panel is then a heat map over the image.
+    heat: Option<Vec<f32>>,
 }
 
 /// The panels of a selection: one per frame of a `grid x grid` patch grid, or for a single any-resolution image the
@@ -95,8 +105,8 @@ fn panels(views: Vec<Frame>, visual: &VisualTokens, kept: &[bool]) -> Result<Vec
             .map(|i| kept[i])
             .collect();
         return Ok(vec![
-            Panel { image: base, cells: (g, g), kept: kept[..g * g].to_vec() },
-            Panel { image: canvas, cells: (a.map.rows, a.map.cols), kept: map_kept },
+            Panel { image: base, cells: (g, g), kept: kept[..g * g].to_vec(), heat: None },
+            Panel { image: canvas, cells: (a.map.rows, a.map.cols), kept: map_kept, heat: None },
         ]);
     }
     let Some(Layout::Grid { height, width, .. }) = visual.layout else {
@@ -109,8 +119,41 @@ fn panels(views: Vec<Frame>, visual: &VisualTokens, kept: &[bool]) -> Result<Vec
     Ok(views
         .into_iter()
         .enumerate()
-        .map(|(f, image)| Panel { image, cells: (height, width), kept: kept[f * per..(f + 1) * per].to_vec() })
+        .map(|(f, image)| Panel {
+            image,
+            cells: (height, width),
+            kept: kept[f * per..(f + 1) * per].to_vec(),
+            heat: None,
+        })
         .collect())
+}
+
+/// Each token's mean cosine to the query rows, min-max scaled to `[0, 1]` over all tokens (all `0.5` when equal).
+fn relevance(features: &ndarray::Array2<f32>, query: &ndarray::Array2<f32>) -> Vec<f32> {
+    let unit = |m: &ndarray::Array2<f32>| {
+        let mut m = m.clone();
+        for mut row in m.rows_mut() {
+            let norm = row.dot(&row).sqrt().max(1e-12);
+            row /= norm;
+        }
+        m
+    };
+    let sims = unit(features).dot(&unit(query).t());
+    let mean: Vec<f32> = sims.rows().into_iter().map(|r| r.mean().unwrap_or(0.0)).collect();
+    let (lo, hi) = mean.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    mean.iter().map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 }).collect()
+}
+
+/// The heat map's colour of relevance `r` in `[0, 1]`: blue through white to red.
+fn heat_colour(r: f32) -> [f64; 3] {
+    let r = r.clamp(0.0, 1.0) as f64;
+    if r < 0.5 {
+        let t = r * 2.0;
+        [255.0 * t, 255.0 * t, 255.0]
+    } else {
+        let t = (1.0 - r) * 2.0;
+        [255.0, 255.0 * t, 255.0 * t]
+    }
 }
 
 /// The panels side by side (4 per row), each scaled up to at least 224 pixels, dropped cells at 30 % brightness
@@ -137,7 +180,15 @@ fn picture(panels: &[Panel]) -> image::RgbImage {
                 let border = (y as f64 % cell_h) < 1.0 || (x as f64 % cell_w) < 1.0;
                 let factor = if panel.kept[cell] { 1.0 } else { 0.3 };
                 let px = [0, 1, 2].map(|c| {
-                    let v = panel.image.rgb[src + c] as f64 * factor;
+                    let v = match &panel.heat {
+                        // The image in grey under the heat colour, so the relevant objects stay recognisable.
+                        Some(heat) => {
+                            let rgb = &panel.image.rgb[src..src + 3];
+                            let grey = 0.299 * rgb[0] as f64 + 0.587 * rgb[1] as f64 + 0.114 * rgb[2] as f64;
+                            0.35 * grey + 0.65 * heat_colour(heat[cell])[c]
+                        }
+                        None => panel.image.rgb[src + c] as f64 * factor,
+                    };
                     (if border { v * 0.8 } else { v }) as u8
                 });
                 sheet.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb(px));
@@ -247,8 +298,33 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(k) = visual.keys.clone() {
         tokens = tokens.with_keys(&CpuBackend, k).map_err(runtime)?;
     }
-    let selection = prune(&CpuBackend, &method, &tokens, budget)
-        .map_err(|e| CliError::usage(e.to_string(), "check the pruner's needs and the budget"))?;
+    let query = match (&args.question, &encoder) {
+        (None, _) => None,
+        (Some(q), Encoder::Model(engine)) => engine.question_embeddings(q).map_err(runtime)?,
+        #[cfg(feature = "onnx")]
+        (Some(_), Encoder::Custom(_)) => {
+            return Err(CliError::usage(
+                "an encoder .onnx has no language model to embed the question",
+                "drop the question, or give a llava/llava_onevision model",
+            ))
+        }
+    };
+    let reads_query = method.uses().contains(&Signal::Query);
+    if let (Some(q), true) = (&query, reads_query) {
+        tokens = tokens.with_query(&CpuBackend, q.clone()).map_err(runtime)?;
+    }
+    let query_source = match (&query, reads_query) {
+        (Some(q), true) => format!("the question's LLM input embeddings ({} tokens)", q.nrows()),
+        (Some(_), false) => format!("none: {} is query-agnostic (the heat map still shows relevance)", method.name()),
+        (None, true) => "none: no question given".to_string(),
+        (None, false) => format!("none: {} is query-agnostic", method.name()),
+    };
+    let hint = if reads_query && query.is_none() {
+        "give the question last: tokensieve compress ... \"what is on the left?\""
+    } else {
+        "check the pruner's needs and the budget"
+    };
+    let selection = prune(&CpuBackend, &method, &tokens, budget).map_err(|e| CliError::usage(e.to_string(), hint))?;
     lap("prune", &mut times);
     // The picture shows what the tower saw; preprocessing again here (milliseconds per frame) keeps pixel buffers
     // out of the engines' interface.
@@ -267,7 +343,28 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let shown: Vec<Frame> = views.iter().map(|p| denormalise(processor, p)).collect();
     let mut kept = vec![false; f * n];
     selection.kept.iter().for_each(|&i| kept[i] = true);
-    let sheet = picture(&panels(shown, &visual, &kept)?);
+    let mut sheet_panels = panels(shown, &visual, &kept)?;
+    if let Some(q) = &query {
+        // A heat panel after each kept-patch panel, over the same image and cells.
+        let heat = relevance(&visual.features, q);
+        let per = sheet_panels.first().map_or(0, |p| p.cells.0 * p.cells.1);
+        if visual.anyres.is_none() && per * sheet_panels.len() == heat.len() {
+            sheet_panels = sheet_panels
+                .into_iter()
+                .enumerate()
+                .flat_map(|(f, p)| {
+                    let hot = Panel {
+                        image: p.image.clone(),
+                        cells: p.cells,
+                        kept: p.kept.clone(),
+                        heat: Some(heat[f * per..(f + 1) * per].to_vec()),
+                    };
+                    [p, hot]
+                })
+                .collect();
+        }
+    }
+    let sheet = picture(&sheet_panels);
     std::fs::create_dir_all(&args.out).map_err(|e| runtime(format!("{}: {e}", args.out.display())))?;
     let png = args.out.join("kept.png");
     sheet.save(&png).map_err(|e| runtime(format!("{}: {e}", png.display())))?;
@@ -277,6 +374,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         "frames": frames.iter().map(|fr| json!({"timestamp": fr.timestamp})).collect::<Vec<_>>(),
         "visual_tokens": {"before": f * n, "after": selection.kept.len(), "per_frame": per_frame},
         "kept": selection.kept, "notes": selection.notes, "stage_ms": times, "picture": png,
+        "question": args.question, "query": query_source,
     });
     let path = args.out.join("record.json");
     std::fs::write(&path, serde_json::to_string_pretty(&record).unwrap_or_default())

@@ -417,6 +417,12 @@ impl Engine {
         if !opts.pruners.iter().any(|m| m.uses().contains(&Signal::Query)) {
             return Ok(None);
         }
+        self.question_embeddings(question)
+    }
+
+    /// The LLM input embeddings `[T, D]` of `question`'s tokens (no chat template), the query that query-aware
+    /// methods read; `None` when it has no tokens.
+    pub fn question_embeddings(&self, question: &str) -> Result<Option<Array2<f32>>, QaError> {
         let ids: Vec<i64> = self.tokenizer.encode(question)?.iter().map(|&t| t as i64).collect();
         if ids.is_empty() {
             return Ok(None);
