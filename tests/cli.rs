@@ -436,6 +436,36 @@ fn compress_takes_the_question_for_query_aware_methods() {
     assert_eq!(code, 0, "{err}");
     let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!(record["query"].as_str().unwrap().contains("todre is query-agnostic"), "{record}");
+    // MMR weighted by the question's relevance (the `llm` provider), here and in `ask`, which asks a question.
+    let (code, _, err) = run("mmr:importance=relevance", None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("give the question"), "{err}");
+    let (code, stdout, err) = run("mmr:importance=relevance", Some("where are the bikes?"));
+    assert_eq!(code, 0, "{err}");
+    let by_question: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(by_question["kept"].as_array().unwrap().len(), 16);
+    let (code, stdout, err) = tokensieve(&[
+        "ask",
+        "--model",
+        TINY_LLAVA,
+        "--video",
+        &video,
+        "--frames",
+        "4",
+        "--pruner",
+        "mmr:importance=relevance",
+        "--ratio",
+        "0.25",
+        "--max-new-tokens",
+        "2",
+        "--json",
+        "where are the bikes?",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let notes = answer["record"]["notes"].to_string();
+    assert!(notes.contains("relevance = mean cosine to the question's LLM input embeddings"), "{notes}");
+    assert_eq!(answer["record"]["kept"], by_question["kept"], "ask and compress keep the same tokens");
 }
 
 #[cfg(all(feature = "torch", feature = "video"))]

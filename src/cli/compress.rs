@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tokensieve::pipeline::engine::Engine;
 use tokensieve::pipeline::qa::{MediaKind, VisualTokens};
+use tokensieve::pruners::methods::query::question_relevance;
 use tokensieve::pruners::{prune, Budget, CpuBackend, Layout, Method, Pruner, Signal, TokenSet};
 use tokensieve::video::preprocess::ImageProcessor;
 use tokensieve::video::Frame;
@@ -128,20 +129,12 @@ fn panels(views: Vec<Frame>, visual: &VisualTokens, kept: &[bool]) -> Result<Vec
         .collect())
 }
 
-/// Each token's mean cosine to the query rows, min-max scaled to `[0, 1]` over all tokens (all `0.5` when equal).
-fn relevance(features: &ndarray::Array2<f32>, query: &ndarray::Array2<f32>) -> Vec<f32> {
-    let unit = |m: &ndarray::Array2<f32>| {
-        let mut m = m.clone();
-        for mut row in m.rows_mut() {
-            let norm = row.dot(&row).sqrt().max(1e-12);
-            row /= norm;
-        }
-        m
-    };
-    let sims = unit(features).dot(&unit(query).t());
-    let mean: Vec<f32> = sims.rows().into_iter().map(|r| r.mean().unwrap_or(0.0)).collect();
+/// Each token's relevance to the question ([`question_relevance`]: mean cosine to its LLM input embeddings),
+/// min-max scaled to `[0, 1]` over all tokens (all `0.5` when equal), for the heat map.
+fn relevance(features: &ndarray::Array2<f32>, query: &ndarray::Array2<f32>) -> Result<Vec<f32>, CliError> {
+    let mean = question_relevance(&CpuBackend, features, query).map_err(runtime)?;
     let (lo, hi) = mean.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    mean.iter().map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 }).collect()
+    Ok(mean.iter().map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 }).collect())
 }
 
 /// The heat map's colour of relevance `r` in `[0, 1]`: blue through white to red.
@@ -309,17 +302,23 @@ pub fn run(args: Args) -> Result<(), CliError> {
             ))
         }
     };
+    // As in the pipeline: query-reading methods get the query, relevance-reading ones (MMR's
+    // `importance=relevance`) the question's relevance.
     let reads_query = method.uses().contains(&Signal::Query);
+    let reads_relevance = method.uses().contains(&Signal::Relevance);
     if let (Some(q), true) = (&query, reads_query) {
         tokens = tokens.with_query(&CpuBackend, q.clone()).map_err(runtime)?;
+    } else if let (Some(q), true) = (&query, reads_relevance) {
+        let r = question_relevance(&CpuBackend, tokens.features(), q).map_err(runtime)?;
+        tokens = tokens.with_relevance(r).map_err(runtime)?;
     }
-    let query_source = match (&query, reads_query) {
+    let query_source = match (&query, reads_query || reads_relevance) {
         (Some(q), true) => format!("the question's LLM input embeddings ({} tokens)", q.nrows()),
         (Some(_), false) => format!("none: {} is query-agnostic (the heat map still shows relevance)", method.name()),
         (None, true) => "none: no question given".to_string(),
         (None, false) => format!("none: {} is query-agnostic", method.name()),
     };
-    let hint = if reads_query && query.is_none() {
+    let hint = if (reads_query || reads_relevance) && query.is_none() {
         "give the question last: tokensieve compress ... \"what is on the left?\""
     } else {
         "check the pruner's needs and the budget"
@@ -346,7 +345,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let mut sheet_panels = panels(shown, &visual, &kept)?;
     if let Some(q) = &query {
         // A heat panel after each kept-patch panel, over the same image and cells.
-        let heat = relevance(&visual.features, q);
+        let heat = relevance(&visual.features, q)?;
         let per = sheet_panels.first().map_or(0, |p| p.cells.0 * p.cells.1);
         if visual.anyres.is_none() && per * sheet_panels.len() == heat.len() {
             sheet_panels = sheet_panels

@@ -17,7 +17,9 @@
 //!   SigLIP layer, where FastVID and HoliTom read theirs). Attention and keys follow the kept rows through the chain;
 //!   a merged token carries its representative's.
 //! - Query: methods that read query embeddings (`query`, `cdpruner`) get the LLM input embeddings of the question's
-//!   tokens, in the space of the projected visual tokens (OpenVINO GenAI's choice for CDPruner); the record notes it.
+//!   tokens, in the space of the projected visual tokens (OpenVINO GenAI's choice for CDPruner); methods that read
+//!   relevance but not the query (`mmr:importance=relevance`) get each token's mean cosine to those embeddings (the
+//!   `llm` relevance provider, `tokensieve_pruners::methods::query::question_relevance`); the record notes both.
 //! - What a selection returns beyond indices reaches the decoder and the record: merged features replace the kept
 //!   rows, extra tokens (PruMerge+) follow the kept tokens of the span (before a trailing newline), every note is
 //!   recorded as `method: note`.
@@ -412,9 +414,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The LLM input embeddings of the question's tokens, when a method of the chain reads query embeddings.
+    /// The LLM input embeddings of the question's tokens, when a method of the chain reads query embeddings or
+    /// relevance (which the chain computes from them, [`super::qa`]).
     fn query(&self, question: &str, opts: &QaOptions) -> Result<Option<Array2<f32>>, QaError> {
-        if !opts.pruners.iter().any(|m| m.uses().contains(&Signal::Query)) {
+        if !opts.pruners.iter().any(|m| m.uses().iter().any(|s| matches!(s, Signal::Query | Signal::Relevance))) {
             return Ok(None);
         }
         self.question_embeddings(question)

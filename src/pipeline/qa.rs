@@ -328,10 +328,22 @@ pub(crate) fn prune_chain<B: Backend>(
                 .with_query(backend, backend.gather_rows(q, &rows).map_err(pruning(name))?)
                 .map_err(pruning(name))?;
         }
+        // Methods that read relevance but not the query itself (MMR's `importance=relevance`) get the `llm`
+        // provider's: each token's mean cosine to the question's LLM input embeddings. Query-reading methods
+        // (`query`, `cdpruner`) compute their own from the query, each with its official sign and aggregation.
+        let relevance_from_question =
+            method.uses().contains(&Signal::Relevance) && !method.uses().contains(&Signal::Query);
+        if let (Some(q), true) = (&query, relevance_from_question) {
+            let r = tokensieve_pruners::methods::query::question_relevance(backend, tokens.features(), q)
+                .map_err(pruning(name))?;
+            tokens = tokens.with_relevance(r).map_err(pruning(name))?;
+        }
         let s = prune(backend, method, &tokens, Budget::Keep(k)).map_err(pruning(name))?;
         notes.extend(s.notes.iter().map(|n| format!("{name}: {n}")));
         if query.is_some() && method.uses().contains(&Signal::Query) {
             notes.push(format!("{name}: query = the question's LLM input embeddings"));
+        } else if query.is_some() && relevance_from_question {
+            notes.push(format!("{name}: relevance = mean cosine to the question's LLM input embeddings"));
         }
         attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect());
         keys = tokens.keys().map(|m| backend.gather_rows(m, &s.kept)).transpose().map_err(pruning(name))?;

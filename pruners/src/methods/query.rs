@@ -67,6 +67,13 @@ impl QueryAware {
     }
 }
 
+/// The relevance of every token to a question: `mean_j cos(x_i, q_j)` over the question's rows `q_j` (the `llm`
+/// provider when `q` holds the decoder's input embeddings of the question's tokens: what the pipeline hands
+/// `mmr:importance=relevance` and `compress` draws). `O(N·T·D)`.
+pub fn question_relevance<B: Backend>(backend: &B, features: &B::Matrix, query: &B::Matrix) -> Result<Vec<f32>> {
+    query_relevance(backend, &backend.normalize_rows(features)?, query, false, 1.0)
+}
+
 /// `sign · agg_j cos(x_i, q_j)` for every token (shared with CDPruner).
 pub(crate) fn query_relevance<B: Backend>(
     backend: &B,
