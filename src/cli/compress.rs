@@ -305,7 +305,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // As in the pipeline: query-reading methods get the query, relevance-reading ones (MMR's
     // `importance=relevance`) the question's relevance.
     let reads_query = method.uses().contains(&Signal::Query);
-    let reads_relevance = method.uses().contains(&Signal::Relevance);
+    let reads_relevance = method.reads_relevance();
     if let (Some(q), true) = (&query, reads_query) {
         tokens = tokens.with_query(&CpuBackend, q.clone()).map_err(runtime)?;
     } else if let (Some(q), true) = (&query, reads_relevance) {

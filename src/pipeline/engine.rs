@@ -417,7 +417,7 @@ impl Engine {
     /// The LLM input embeddings of the question's tokens, when a method of the chain reads query embeddings or
     /// relevance (which the chain computes from them, [`super::qa`]).
     fn query(&self, question: &str, opts: &QaOptions) -> Result<Option<Array2<f32>>, QaError> {
-        if !opts.pruners.iter().any(|m| m.uses().iter().any(|s| matches!(s, Signal::Query | Signal::Relevance))) {
+        if !opts.pruners.iter().any(|m| m.uses().contains(&Signal::Query) || m.reads_relevance()) {
             return Ok(None);
         }
         self.question_embeddings(question)

@@ -331,8 +331,7 @@ pub(crate) fn prune_chain<B: Backend>(
         // Methods that read relevance but not the query itself (MMR's `importance=relevance`) get the `llm`
         // provider's: each token's mean cosine to the question's LLM input embeddings. Query-reading methods
         // (`query`, `cdpruner`) compute their own from the query, each with its official sign and aggregation.
-        let relevance_from_question =
-            method.uses().contains(&Signal::Relevance) && !method.uses().contains(&Signal::Query);
+        let relevance_from_question = method.reads_relevance();
         if let (Some(q), true) = (&query, relevance_from_question) {
             let r = tokensieve_pruners::methods::query::question_relevance(backend, tokens.features(), q)
                 .map_err(pruning(name))?;

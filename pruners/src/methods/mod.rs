@@ -139,6 +139,13 @@ impl Method {
         let (name, pairs) = crate::params::parse_spec(spec)?;
         Method::build(&name, &pairs)
     }
+
+    /// Whether this method, as configured, reads a per-token relevance that it does not compute from a query
+    /// itself: MMR with `importance=relevance`. The pipeline hands it the question's relevance
+    /// ([`query::question_relevance`]); `query` and `cdpruner` compute theirs from the query rows.
+    pub fn reads_relevance(&self) -> bool {
+        matches!(self, Method::Mmr(m) if m.importance == "relevance")
+    }
 }
 
 /// The registry entry of `name`.
