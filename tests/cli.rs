@@ -307,8 +307,11 @@ fn score_mcq_reports_the_extractor_and_its_exclusions() {
 #[test]
 fn ask_and_forward_run_the_real_smollm2() {
     let gguf = asset("llm/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let (code, out, err) =
-        tokensieve(&["ask", "--model", &gguf, "What is the capital of France?", "--json", "--max-new-tokens", "16"]);
+    let ask = |extra: &[&str]| {
+        let base = ["ask", "--model", &gguf, "What is the capital of France?", "--json", "--max-new-tokens", "16"];
+        tokensieve(&[&base[..], extra].concat())
+    };
+    let (code, out, err) = ask(&[]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["answer"].as_str().unwrap().contains("Paris"), "{out}");
@@ -316,19 +319,7 @@ fn ask_and_forward_run_the_real_smollm2() {
         assert!(v["record"][field].is_number(), "{field} missing: {out}");
     }
     // Int8 decoder weights (`--precision q8`, a CPU mode) on the real model: still the right answer.
-    let (code, out, err) = tokensieve(&[
-        "ask",
-        "--model",
-        &gguf,
-        "What is the capital of France?",
-        "--json",
-        "--max-new-tokens",
-        "16",
-        "--device",
-        "cpu",
-        "--precision",
-        "q8",
-    ]);
+    let (code, out, err) = ask(&["--device", "cpu", "--precision", "q8"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["answer"].as_str().unwrap().contains("Paris"), "q8: {out}");
