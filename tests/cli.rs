@@ -391,23 +391,11 @@ fn compress_takes_the_question_for_query_aware_methods() {
     let video = asset("videos/bikes.mp4");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("q");
+    // What `compress` and `ask` are both given: the model, 4 frames and a quarter of the tokens.
+    let media = ["--model", TINY_LLAVA, "--video", video.as_str(), "--frames", "4", "--ratio", "0.25", "--json"];
     let run = |pruner: &str, question: Option<&str>| {
-        let mut args = vec![
-            "compress",
-            "--model",
-            TINY_LLAVA,
-            "--video",
-            &video,
-            "--frames",
-            "4",
-            "--pruner",
-            pruner,
-            "--ratio",
-            "0.25",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ];
+        let mut args = vec!["compress", "--pruner", pruner, "--out", out.to_str().unwrap()];
+        args.extend(media);
         args.extend(question);
         tokensieve(&args)
     };
@@ -435,23 +423,8 @@ fn compress_takes_the_question_for_query_aware_methods() {
     assert_eq!(code, 0, "{err}");
     let by_question: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(by_question["kept"].as_array().unwrap().len(), 16);
-    let (code, stdout, err) = tokensieve(&[
-        "ask",
-        "--model",
-        TINY_LLAVA,
-        "--video",
-        &video,
-        "--frames",
-        "4",
-        "--pruner",
-        "mmr:importance=relevance",
-        "--ratio",
-        "0.25",
-        "--max-new-tokens",
-        "2",
-        "--json",
-        "where are the bikes?",
-    ]);
+    let ask = ["ask", "--pruner", "mmr:importance=relevance", "--max-new-tokens", "2", "where are the bikes?"];
+    let (code, stdout, err) = tokensieve(&[&ask[..], &media[..]].concat());
     assert_eq!(code, 0, "{err}");
     let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let notes = answer["record"]["notes"].to_string();
