@@ -123,3 +123,44 @@ fn siglip_fixed_size_on_a_jpeg_is_within_one_level() {
     // One 8-bit level, plus float slack in converting the difference back to levels.
     check("siglip224_rocket", 1.001);
 }
+
+/// Qwen2-VL's processor: `smart_resize` to multiples of 28 inside the pixel bounds, bicubic, CLIP normalisation,
+/// then patches in merge blocks; the resized image must match bit for bit and the patches value for value.
+fn check_qwen(case: &str) {
+    use tokensieve_video::preprocess::patches::patchify;
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("{case}.json"))).unwrap()).unwrap();
+    let (rgb, w, h) = photo(record["image"].as_str().unwrap());
+    let config = serde_json::json!({
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "min_pixels": record["min_pixels"],
+        "max_pixels": record["max_pixels"],
+        "patch_size": 14,
+        "merge_size": 2,
+        "image_mean": record["image_mean"],
+        "image_std": record["image_std"],
+    });
+    let p = ImageProcessor::from_config(&config).unwrap();
+    let ours = p.preprocess(&rgb, w, h);
+    assert_eq!((ours.height, ours.width), p.output_size(h, w), "{case}: output_size agrees with preprocess");
+    let theirs = expected(case, &record);
+    assert_eq!(ours.data.len(), theirs[0].len(), "{case}: resized size");
+    assert!(ours.data == theirs[0], "{case}: the resized image differs from transformers'");
+    let (patches, grid) = patchify(&[&ours], 14, 2, 2, true).unwrap();
+    let want: Vec<usize> = record["grid"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(grid.to_vec(), want, "{case}: patch grid");
+    for (pos, value) in record["positions"].as_array().unwrap().iter().zip(record["values"].as_array().unwrap()) {
+        let (pos, value) = (pos.as_u64().unwrap() as usize, value.as_f64().unwrap() as f32);
+        assert_eq!(patches[pos], value, "{case}: patch value {pos}");
+    }
+}
+
+#[test]
+fn qwen_native_resolution_shrinks_under_max_pixels_exactly() {
+    check_qwen("qwen_down_coffee");
+}
+
+#[test]
+fn qwen_native_resolution_grows_over_min_pixels_exactly() {
+    check_qwen("qwen_up_chelsea");
+}

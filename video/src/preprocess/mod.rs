@@ -4,9 +4,12 @@
 //! `video/tests/fixtures/make_preprocess_fixtures.py`.
 
 pub mod anyres;
+pub mod patches;
 pub mod processor;
 pub mod resample;
 
 pub use anyres::{select_best_resolution, AnyRes};
-pub use processor::{ImageProcessor, Pixels, PreprocessError, Resize, CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD};
+pub use processor::{
+    smart_resize, ImageProcessor, Pixels, PreprocessError, Resize, CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD,
+};
 pub use resample::{resize_rgb8, Filter};

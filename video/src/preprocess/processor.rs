@@ -44,6 +44,44 @@ pub enum Resize {
         /// Output width.
         width: u32,
     },
+    /// Qwen-VL's native resolution: [`smart_resize`] to multiples of `factor` (patch · merge) with
+    /// `min_pixels <= height · width <= max_pixels`.
+    Native {
+        /// Both sides become multiples of this.
+        factor: u32,
+        /// Lower bound on the pixel count.
+        min_pixels: u64,
+        /// Upper bound on the pixel count.
+        max_pixels: u64,
+    },
+}
+
+/// transformers' `smart_resize` (Qwen2-VL and later): `(height, width)` rounded to multiples of `factor`, scaled
+/// (aspect ratio kept as nearly as rounding allows) into `[min_pixels, max_pixels]`; `None` when the aspect ratio
+/// exceeds 200 (transformers raises) or a side is 0. Python's `round` rounds halves to even, as here.
+pub fn smart_resize(
+    height: usize,
+    width: usize,
+    factor: usize,
+    min_pixels: u64,
+    max_pixels: u64,
+) -> Option<(usize, usize)> {
+    if height == 0 || width == 0 || factor == 0 || height.max(width) as f64 / height.min(width) as f64 > 200.0 {
+        return None;
+    }
+    let (h, w, f) = (height as f64, width as f64, factor as f64);
+    let mut h_bar = ((h / f).round_ties_even() * f) as u64;
+    let mut w_bar = ((w / f).round_ties_even() * f) as u64;
+    if h_bar * w_bar > max_pixels {
+        let beta = ((h * w) / max_pixels as f64).sqrt();
+        h_bar = (factor as u64).max(((h / beta / f).floor() * f) as u64);
+        w_bar = (factor as u64).max(((w / beta / f).floor() * f) as u64);
+    } else if h_bar * w_bar < min_pixels {
+        let beta = (min_pixels as f64 / (h * w)).sqrt();
+        h_bar = ((h * beta / f).ceil() * f) as u64;
+        w_bar = ((w * beta / f).ceil() * f) as u64;
+    }
+    Some((h_bar as usize, w_bar as usize))
 }
 
 /// The steps of one image processor.
@@ -131,7 +169,32 @@ impl ImageProcessor {
                 Some(n) => n.as_u64().map(|n| Some(n as u32)).ok_or_else(|| bad(key, "has a non-integer dimension")),
             }
         };
-        let resize = if flag("do_resize", true) {
+        let kind =
+            config.get("image_processor_type").or_else(|| config.get("video_processor_type")).and_then(Value::as_str);
+        // Qwen2-VL, Qwen2.5-VL and Qwen3-VL processors: native resolution, `size` holds pixel counts.
+        let native =
+            kind.is_some_and(|t| t.starts_with("Qwen2VL") || t.starts_with("Qwen2_5_VL") || t.starts_with("Qwen3VL"));
+        let resize = if native && flag("do_resize", true) {
+            let count = |top: &str, inner: &str, default: u64| -> Result<u64, PreprocessError> {
+                // transformers: top-level min_pixels / max_pixels override `size`.
+                match config.get(top).or_else(|| config.get("size").and_then(|s| s.get(inner))) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| bad(top, "must be a positive integer")),
+                }
+            };
+            let number = |key: &str, default: u64| -> Result<u64, PreprocessError> {
+                match config.get(key) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| bad(key, "must be a positive integer")),
+                }
+            };
+            let factor = number("patch_size", 14)? * number("merge_size", 2)?;
+            Some(Resize::Native {
+                factor: factor as u32,
+                min_pixels: count("min_pixels", "shortest_edge", 56 * 56)?,
+                max_pixels: count("max_pixels", "longest_edge", 28 * 28 * 1280)?,
+            })
+        } else if flag("do_resize", true) {
             let size = dims("size")?.unwrap_or(serde_json::json!({"shortest_edge": 224}));
             match (
                 get_u32(&size, "size", "shortest_edge")?,
@@ -153,10 +216,8 @@ impl ImageProcessor {
                 .ok_or_else(|| bad("resample", "supports 2 (bilinear) and 3 (bicubic)"))?,
         };
         // CLIP's processors crop by default; SigLIP's and LLaVA-OneVision's resize to the exact size and never crop.
-        let crops_by_default = !config
-            .get("image_processor_type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.starts_with("Siglip") || t.starts_with("LlavaOnevision"));
+        let crops_by_default =
+            !native && !kind.is_some_and(|t| t.starts_with("Siglip") || t.starts_with("LlavaOnevision"));
         let center_crop = if flag("do_center_crop", crops_by_default) {
             let crop = dims("crop_size")?.unwrap_or(serde_json::json!({"height": 224, "width": 224}));
             match (get_u32(&crop, "crop_size", "height")?, get_u32(&crop, "crop_size", "width")?) {
@@ -199,16 +260,32 @@ impl ImageProcessor {
             img = expand_to_square(&img, mean.map(|m| (m * 255.0) as u8));
         }
         if let Some(resize) = self.resize {
-            let (h, w) = match resize {
-                Resize::ShortestEdge(s) => shortest_edge_size(img.height, img.width, s as usize),
-                Resize::Exact { height, width } => (height as usize, width as usize),
-            };
+            let (h, w) = self.resized(img.height, img.width, resize);
             img = Rgb8 { width: w, height: h, data: resize_rgb8(&img.data, img.width, img.height, w, h, self.filter) };
         }
         if let Some((h, w)) = self.center_crop {
             img = center_crop(&img, h as usize, w as usize);
         }
         self.finish(&img)
+    }
+
+    /// `(height, width)` after the resize step for an input of `height x width` (the input's own size without
+    /// one; a [`Resize::Native`] whose aspect-ratio rule fails keeps the size, which the tower then refuses).
+    pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
+        match self.resize {
+            Some(r) => self.resized(height, width, r),
+            None => (height, width),
+        }
+    }
+
+    fn resized(&self, height: usize, width: usize, resize: Resize) -> (usize, usize) {
+        match resize {
+            Resize::ShortestEdge(s) => shortest_edge_size(height, width, s as usize),
+            Resize::Exact { height, width } => (height as usize, width as usize),
+            Resize::Native { factor, min_pixels, max_pixels } => {
+                smart_resize(height, width, factor as usize, min_pixels, max_pixels).unwrap_or((height, width))
+            }
+        }
     }
 
     /// Rescales and normalises an RGB8 image into channels-first floats (the last two steps).
