@@ -28,6 +28,8 @@ pub mod onnx_encoder;
 #[cfg(feature = "onnx")]
 pub mod onnx_session;
 pub mod positions;
+#[cfg(feature = "torch")]
+pub mod qwen_vision;
 pub mod random_checkpoint;
 pub mod runtime;
 pub mod safetensors;

@@ -19,6 +19,7 @@
 
 use crate::gguf::{Gguf, GgufError};
 use crate::linear::{DecoderWeights, Linear};
+use crate::positions::PositionIds;
 use crate::safetensors::{Checkpoint, SafetensorsError};
 use crate::sampling::{Sampling, TokenPicker};
 use crate::weights::Weights;
@@ -79,14 +80,65 @@ struct HfTextConfig {
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     rope_parameters: Option<RopeParameters>,
+    rope_scaling: Option<RopeParameters>,
     #[serde(default)]
     tie_word_embeddings: bool,
 }
 
-/// transformers 5's `rope_parameters`.
+/// The `text_config.model_type`s whose decoder is this one: Llama, Qwen2 and the Qwen2 decoders of Qwen2-VL and
+/// Qwen2.5-VL (M-RoPE, [`MRope`]).
+const DECODERS: [&str; 4] = ["llama", "qwen2", "qwen2_vl_text", "qwen2_5_vl_text"];
+
+/// Multimodal rotary embeddings (Qwen2-VL and later): each of the `d/2` rotary frequencies turns with one of the
+/// three position ids of a row (temporal, height, width). `mrope_section = [s_t, s_h, s_w]` (summing to `d/2`)
+/// gives the first `s_t` frequencies to the temporal id, the next `s_h` to the height id and the last `s_w` to the
+/// width id (Qwen2-VL, Qwen2.5-VL: transformers' `recomposition_frequencies`); `interleaved` (Qwen3-VL) deals them
+/// out `t, h, w, t, h, w, ...` while each axis has frequencies left. Rows whose three ids are equal (text) rotate
+/// exactly as 1-D RoPE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MRope {
+    /// Frequencies per axis.
+    pub section: [usize; 3],
+    /// Qwen3-VL's interleaved layout.
+    pub interleaved: bool,
+}
+
+impl MRope {
+    /// The axis (0 temporal, 1 height, 2 width) of each of the `half` frequencies; errors when the section does not
+    /// sum to `half`.
+    pub fn axes(&self, half: usize) -> Result<Vec<usize>, String> {
+        let [t, h, w] = self.section;
+        if t + h + w != half {
+            return Err(format!(
+                "mrope_section {:?} sums to {}, but the rotary half is {half}",
+                self.section,
+                t + h + w
+            ));
+        }
+        Ok(if self.interleaved {
+            // transformers' Qwen3VL `apply_interleaved_mrope`: index j takes h when j % 3 == 1 and j < 3·s_h, w when
+            // j % 3 == 2 and j < 3·s_w, t otherwise.
+            (0..half)
+                .map(|j| match j % 3 {
+                    1 if j < 3 * h => 1,
+                    2 if j < 3 * w => 2,
+                    _ => 0,
+                })
+                .collect()
+        } else {
+            (0..half).map(|j| usize::from(j >= t) + usize::from(j >= t + h)).collect()
+        })
+    }
+}
+
+/// transformers 5's `rope_parameters` (Qwen2-VL and later add `mrope_section`; older configs keep the section in
+/// `rope_scaling`).
 #[derive(Debug, serde::Deserialize)]
 struct RopeParameters {
     rope_theta: Option<f64>,
+    mrope_section: Option<Vec<usize>>,
+    #[serde(default)]
+    mrope_interleaved: bool,
 }
 
 /// Hyper-parameters read from `llama.*` metadata.
@@ -460,6 +512,35 @@ pub struct Llama {
     rope: RopeLayout,
     /// `θ^(−2i/d)`, `[d/2]` f32 on the device: computed once at load.
     inv_freq: Tensor,
+    /// M-RoPE decoders: `[3, d/2]` f32, row `a` holding `inv_freq` where frequency `j` turns with axis `a` and 0
+    /// elsewhere, so the angles of ids `[S, 3]` are one product `ids · table` (one nonzero term per angle: the
+    /// same f32 value as transformers' per-axis products).
+    mrope: Option<Tensor>,
+}
+
+enum MRopeTableError {
+    Section(String),
+    Torch(TchError),
+}
+
+/// The `[3, d/2]` table of [`Llama::mrope`].
+fn mrope_table(m: &MRope, inv_freq: &Tensor) -> Result<Tensor, MRopeTableError> {
+    let half = inv_freq.size()[0] as usize;
+    let axes = m.axes(half).map_err(MRopeTableError::Section)?;
+    let mask: Vec<f32> = (0..3).flat_map(|a| axes.iter().map(move |&x| if x == a { 1.0 } else { 0.0 })).collect();
+    let table = || -> Result<Tensor, TchError> {
+        Tensor::from_slice(&mask).f_reshape([3, half as i64])?.f_to_device(inv_freq.device())?.f_mul(inv_freq)
+    };
+    table().map_err(MRopeTableError::Torch)
+}
+
+/// The explicit position ids of a forward.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    /// One id per row, ascending.
+    Sequence(&'a [i64]),
+    /// `[temporal, height, width]` rows of ids.
+    MRope(&'a [Vec<i64>; 3]),
 }
 
 /// cos and sin of every rotary angle at one set of position ids, in the compute dtype: `[S, d/2]`, or
@@ -535,7 +616,7 @@ impl Llama {
             .collect::<Result<Vec<_>, LlamaError>>()?;
         let norm = load(&g, "output_norm.weight", device, kind)?;
         let inv_freq = inverse_frequencies(&config, device)?;
-        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Interleaved, inv_freq })
+        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Interleaved, inv_freq, mrope: None })
     }
 
     /// Loads a Hugging Face `llama` or `qwen2` directory onto `device`, computing in f32.
@@ -553,7 +634,7 @@ impl Llama {
         // A LLaVA-style checkpoint keeps the language model's keys under `text_config`.
         let json = full.get("text_config").cloned().unwrap_or(full);
         let hf = HfTextConfig::deserialize(&json).map_err(|e| bad(format!("text config: {e}")))?;
-        if hf.model_type != "llama" && hf.model_type != "qwen2" {
+        if !DECODERS.contains(&hf.model_type.as_str()) {
             return Err(LlamaError::Architecture { path: config_path.display().to_string(), found: hf.model_type });
         }
         let heads = hf.num_attention_heads;
@@ -564,7 +645,28 @@ impl Llama {
             kv_heads: hf.num_key_value_heads.unwrap_or(heads),
             eps: hf.rms_norm_eps.unwrap_or(1e-6),
             // transformers 5 nests the base in `rope_parameters`; older configs keep `rope_theta` at the top.
-            rope_base: hf.rope_parameters.and_then(|r| r.rope_theta).or(hf.rope_theta).unwrap_or(10000.0),
+            rope_base: hf.rope_parameters.as_ref().and_then(|r| r.rope_theta).or(hf.rope_theta).unwrap_or(10000.0),
+        };
+        let mrope = match hf
+            .rope_parameters
+            .iter()
+            .chain(hf.rope_scaling.iter())
+            .find_map(|r| r.mrope_section.as_ref().map(|s| (s.clone(), r.mrope_interleaved)))
+        {
+            Some((section, interleaved)) => {
+                let section: [usize; 3] = section
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| bad(format!("rope_parameters.mrope_section {section:?} must have three entries")))?;
+                Some(MRope { section, interleaved })
+            }
+            None if hf.model_type.ends_with("_vl_text") => {
+                return Err(bad(format!(
+                    "text config: a {} decoder needs rope_parameters.mrope_section",
+                    hf.model_type
+                )))
+            }
+            None => None,
         };
         let shards = Checkpoint::open(dir)?;
         let _guard = tch::no_grad_guard();
@@ -613,13 +715,31 @@ impl Llama {
             .collect::<Result<Vec<_>, LlamaError>>()?;
         let norm = model.get("norm.weight", &[d])?;
         let inv_freq = inverse_frequencies(&config, device)?;
-        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Halves, inv_freq })
+        let mrope = match mrope {
+            Some(m) => Some(mrope_table(&m, &inv_freq).map_err(|e| match e {
+                MRopeTableError::Section(reason) => bad(reason),
+                MRopeTableError::Torch(e) => LlamaError::Torch(e),
+            })?),
+            None => None,
+        };
+        Ok(Llama { config, embed, layers, norm, lm_head, device, rope: RopeLayout::Halves, inv_freq, mrope })
     }
 
-    /// The rotary tables of the position ids `positions` (`[S]`, or `[B, S]` for a batch).
-    fn rope_tables(&self, positions: &Tensor) -> Result<RopeTables, LlamaError> {
-        let angles = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?.f_mul(&self.inv_freq)?;
-        let angles = if positions.dim() == 2 { angles.f_unsqueeze(1)? } else { angles };
+    /// The rotary tables of the position ids `positions`: `[S]`, `[S, 3]` M-RoPE ids (temporal, height, width) or,
+    /// when `batched`, `[B, S]`.
+    fn rope_tables(&self, positions: &Tensor, batched: bool) -> Result<RopeTables, LlamaError> {
+        let ids = positions.f_to_kind(Kind::Float)?;
+        let angles = match (&self.mrope, positions.dim(), batched) {
+            (_, 2, true) => ids.f_unsqueeze(-1)?.f_mul(&self.inv_freq)?.f_unsqueeze(1)?,
+            (Some(table), 2, false) => ids.f_matmul(table)?,
+            (None, 2, false) => {
+                return Err(LlamaError::Config {
+                    path: "forward".into(),
+                    reason: "M-RoPE position ids for a decoder without mrope_section".into(),
+                })
+            }
+            _ => ids.f_unsqueeze(-1)?.f_mul(&self.inv_freq)?,
+        };
         let kind = self.embed.kind();
         Ok(RopeTables { cos: angles.f_cos()?.f_to_kind(kind)?, sin: angles.f_sin()?.f_to_kind(kind)? })
     }
@@ -695,7 +815,7 @@ impl Llama {
         cache: &mut KvCache,
         drop: Option<LayerDrop<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        self.run(x, cache, drop.map(Edit::from), None, None, Some(positions))
+        self.run(x, cache, drop.map(Edit::from), None, None, Some(At::Sequence(positions)))
     }
 
     /// As [`Llama::forward_embeds_at`] with a [`PrefillPlan`], whose rule may merge kept rows and add synthetic
@@ -707,7 +827,25 @@ impl Llama {
         cache: &mut KvCache,
         plan: Option<PrefillPlan<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        self.run(x, cache, plan.map(Edit::from), None, None, Some(positions))
+        self.run(x, cache, plan.map(Edit::from), None, None, Some(At::Sequence(positions)))
+    }
+
+    /// As [`Llama::forward_embeds_planned`] with either kind of position ids: 1-D ids (ascending, gaps allowed), or
+    /// M-RoPE ids `[temporal, height, width]` per row for a decoder with `mrope_section` (any order, each at least
+    /// the next position). After M-RoPE ids, later steps continue from the largest id + 1 on every axis (what
+    /// transformers' `rope_deltas` give). Synthetic rows a plan adds take the ids of the span's last row.
+    pub fn forward_embeds_positioned(
+        &self,
+        x: Tensor,
+        positions: &PositionIds,
+        cache: &mut KvCache,
+        plan: Option<PrefillPlan<'_>>,
+    ) -> Result<Tensor, LlamaError> {
+        let at = match positions {
+            PositionIds::Sequence(p) => At::Sequence(p),
+            PositionIds::MRope(p) => At::MRope(p),
+        };
+        self.run(x, cache, plan.map(Edit::from), None, None, Some(at))
     }
 
     /// Runs a batch of rows `ids` `[B, S]` in which `valid` `[B, S]` (bool) marks real tokens; prompts are
@@ -757,7 +895,7 @@ impl Llama {
         mut drop: Option<Edit<'_>>,
         mut step: Option<StepKeys<'_>>,
         batch: Option<&Tensor>,
-        at: Option<&[i64]>,
+        at: Option<At<'_>>,
     ) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
         let bad = |reason: String| LlamaError::Config { path: "forward".into(), reason };
@@ -788,7 +926,7 @@ impl Llama {
                 let (p, m) = self.batch_step(cache, valid)?;
                 (p, Some(m))
             }
-            (None, Some(at)) => {
+            (None, Some(At::Sequence(at))) => {
                 if at.len() as i64 != s || at.windows(2).any(|w| w[0] >= w[1]) || at.first().is_some_and(|&p| p < first)
                 {
                     return Err(bad(format!(
@@ -798,10 +936,25 @@ impl Llama {
                 }
                 (Tensor::from_slice(at).f_to_device(self.device)?, None)
             }
+            (None, Some(At::MRope(at))) => {
+                if self.mrope.is_none() {
+                    return Err(bad("M-RoPE position ids for a decoder without mrope_section".into()));
+                }
+                if at.iter().any(|row| row.len() as i64 != s) || at.iter().flatten().any(|&p| p < first) {
+                    return Err(bad(format!(
+                        "{} x {} M-RoPE position ids for {s} inputs: three rows of {s}, none below {first} (the \
+                         next position)",
+                        at.len(),
+                        at[0].len()
+                    )));
+                }
+                let rows: Vec<Tensor> = at.iter().map(|r| Tensor::from_slice(r)).collect();
+                (Tensor::f_stack(&rows, 1)?.f_to_device(self.device)?, None)
+            }
             (None, None) => (Tensor::arange_start(first, first + s, (Kind::Int64, self.device)), None),
         };
-        // Synthetic rows a plan adds take the position of the original span's last row (§1.5).
-        let mut synthetic = first;
+        // Synthetic rows a plan adds take the position (all three M-RoPE ids) of the original span's last row (§1.5).
+        let mut synthetic = positions.f_narrow(0, 0, s.min(1))?;
         if let Some(d) = drop.as_ref() {
             if d.layers.windows(2).any(|w| w[0] >= w[1]) || d.layers.last().is_some_and(|&l| l >= self.layers.len()) {
                 return Err(bad(format!(
@@ -814,7 +967,7 @@ impl Llama {
                 return Err(bad(format!("the span {:?} is outside the {s} inputs", d.span)));
             }
             if d.span.end > 0 && matches!(d.rule, EditRule::Plan(_)) {
-                synthetic = positions.int64_value(&[d.span.end as i64 - 1]);
+                synthetic = positions.f_narrow(0, d.span.end as i64 - 1, 1)?;
             }
         }
         let mut span = drop.as_ref().map_or(0..0, |d| d.span.clone());
@@ -850,7 +1003,7 @@ impl Llama {
                     }
                 };
                 let (new_x, new_positions, new_span) =
-                    self.apply_plan(&x, &positions, span.clone(), plan, d.positions, synthetic)?;
+                    self.apply_plan(&x, &positions, span.clone(), plan, d.positions, &synthetic)?;
                 let removed = s - new_x.size()[1];
                 x = new_x;
                 positions = new_positions;
@@ -871,7 +1024,7 @@ impl Llama {
                 Some(ref current) => current,
                 None => {
                     let ids = if shift == 0 { positions.shallow_clone() } else { positions.f_sub_scalar(shift)? };
-                    tables.insert(((stage, shift), self.rope_tables(&ids)?))
+                    tables.insert(((stage, shift), self.rope_tables(&ids, batch.is_some())?))
                 }
             };
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
@@ -952,8 +1105,13 @@ impl Llama {
             let gated = l.gate.forward(&h, None)?.f_silu()?.f_mul(&l.up.forward(&h, None)?)?;
             x = x.f_add(&l.down.forward(&gated, None)?)?;
         }
-        // Position ids advance by the tokens fed, dropped or not (original numbering), or past the last given id.
-        cache.next_position = at.and_then(|a| a.last()).map_or(first + fed, |&last| last + 1);
+        // Position ids advance by the tokens fed, dropped or not (original numbering), or past the last (1-D) or
+        // largest (M-RoPE) given id.
+        cache.next_position = match at {
+            Some(At::Sequence(a)) => a.last().map_or(first + fed, |&last| last + 1),
+            Some(At::MRope(a)) => a.iter().flatten().max().map_or(first + fed, |&max| max + 1),
+            None => first + fed,
+        };
         let last = x.f_select(1, s - 1)?.f_rms_norm([c.hidden as i64].as_slice(), Some(&self.norm), c.eps)?;
         Ok(self.lm_head.forward(&last, None)?.f_to_kind(Kind::Float)?)
     }
@@ -1005,7 +1163,7 @@ impl Llama {
         let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
         let s = h.size()[1];
         let (qb, kb, _) = l.biases();
-        let all = self.rope_tables(positions)?;
+        let all = self.rope_tables(positions, false)?;
         let last = RopeTables { cos: all.cos.f_narrow(0, s - 1, 1)?, sin: all.sin.f_narrow(0, s - 1, 1)? };
         let q = self.rotary_projection(&h.f_narrow(1, s - 1, 1)?, &l.q, qb, c.heads, &last)?;
         let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, &all)?;
@@ -1021,7 +1179,7 @@ impl Llama {
         span: std::ops::Range<usize>,
         plan: LayerPlan,
         mode: PositionMode,
-        synthetic: i64,
+        synthetic: &Tensor,
     ) -> Result<(Tensor, Tensor, std::ops::Range<usize>), LlamaError> {
         let bad = |reason: String| LlamaError::Config { path: "in-decoder plan".into(), reason };
         let (b, s, d) = x.size3()?;
@@ -1061,13 +1219,15 @@ impl Llama {
                 &[
                     positions.f_narrow(0, 0, start)?,
                     positions.f_index_select(0, &index)?,
-                    Tensor::f_full([e], synthetic, (Kind::Int64, self.device))?,
+                    // `[1]` or `[1, 3]` repeated for the e synthetic rows.
+                    synthetic.f_repeat(if positions.dim() == 2 { vec![e, 1] } else { vec![e] })?,
                     positions.f_narrow(0, end, s - end)?,
                 ],
                 0,
             )?,
             PositionMode::Contiguous => {
-                let from = if s > 0 { positions.int64_value(&[0]) } else { 0 };
+                // M-RoPE ids renumber as 1-D ids from the first row's smallest id (all three axes equal after it).
+                let from = if s > 0 { positions.f_narrow(0, 0, 1)?.f_min()?.int64_value(&[]) } else { 0 };
                 Tensor::arange_start(from, from + new_s, (Kind::Int64, self.device))
             }
         };
@@ -1205,4 +1365,45 @@ fn attention_rows(
     let probs = scores.f_softmax(-1, Kind::Float)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)?; // [B, r, T]
     let probs = probs.f_select(0, 0)?;
     (0..s - from).map(|r| Ok(Vec::<f32>::try_from(probs.f_select(0, r)?)?)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn m_rope_sections_deal_frequencies_to_axes_as_transformers_does() {
+        // Qwen2.5-VL: contiguous sections (transformers' `split(mrope_section)` then `m[i % 3]`).
+        let qwen25 = MRope { section: [2, 3, 3], interleaved: false };
+        assert_eq!(qwen25.axes(8).unwrap(), [0, 0, 1, 1, 1, 2, 2, 2]);
+        // Qwen3-VL's interleaved layout for [24, 20, 20]: h at 1, 4, ..., 58; w at 2, 5, ..., 59; t elsewhere.
+        let qwen3 = MRope { section: [24, 20, 20], interleaved: true };
+        let axes = qwen3.axes(64).unwrap();
+        assert_eq!(&axes[..7], &[0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(&axes[57..], &[0, 1, 2, 0, 0, 0, 0]);
+        assert_eq!((0..3).map(|a| axes.iter().filter(|&&x| x == a).count()).collect::<Vec<_>>(), [24, 20, 20]);
+        assert!(qwen25.axes(16).unwrap_err().contains("sums to 8"));
+    }
+
+    #[test]
+    fn equal_m_rope_ids_rotate_as_one_dimensional_rope() {
+        let config = LlamaConfig { layers: 0, hidden: 16, heads: 1, kv_heads: 1, eps: 1e-6, rope_base: 10000.0 };
+        let inv_freq = inverse_frequencies(&config, Device::Cpu).unwrap();
+        let Ok(table) = mrope_table(&MRope { section: [2, 3, 3], interleaved: false }, &inv_freq) else {
+            panic!("table")
+        };
+        let ids = Tensor::from_slice(&[0i64, 0, 0, 5, 5, 5, 7, 2, 9]).reshape([3, 3]);
+        let angles = ids.to_kind(Kind::Float).matmul(&table);
+        let one_d = Tensor::from_slice(&[0f32, 5.0]).unsqueeze(-1) * &inv_freq;
+        assert_eq!(
+            Vec::<f32>::try_from(angles.narrow(0, 0, 2).reshape([-1])).unwrap(),
+            Vec::<f32>::try_from(one_d.reshape([-1])).unwrap()
+        );
+        // Row (7, 2, 9): frequencies 0-1 turn with 7, 2-4 with 2, 5-7 with 9.
+        let row: Vec<f32> = Vec::try_from(angles.get(2)).unwrap();
+        let f: Vec<f32> = Vec::try_from(&inv_freq).unwrap();
+        let want: Vec<f32> =
+            f.iter().enumerate().map(|(j, &x)| x * [7.0, 7.0, 2.0, 2.0, 2.0, 9.0, 9.0, 9.0][j]).collect();
+        assert_eq!(row, want);
+    }
 }

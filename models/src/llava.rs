@@ -207,16 +207,7 @@ impl Llava {
 
     /// Prompt embeddings with each `(placeholder id, tokens [N, D])` written, in order, at that id's positions.
     pub fn merge_at(&self, ids: &Tensor, parts: &[(i64, &Tensor)]) -> Result<Tensor, LlavaError> {
-        let mut row = self.text.embed(ids)?.f_select(0, 0)?;
-        for &(token, visual) in parts {
-            let positions = ids.f_eq(token)?.f_reshape([-1])?.f_nonzero()?.f_reshape([-1])?;
-            let (placeholders, features) = (positions.size()[0] as usize, visual.size()[0] as usize);
-            if placeholders != features {
-                return Err(LlavaError::Placeholders { placeholders, features, token });
-            }
-            row = row.f_index_copy(0, &positions, &visual.f_to_kind(row.kind())?)?;
-        }
-        Ok(row.f_unsqueeze(0)?)
+        merge_at(&self.text, ids, parts)
     }
 
     fn onevision(&self) -> Result<&OneVision, LlavaError> {
@@ -271,6 +262,21 @@ impl Llava {
         let embeds = self.merge(ids, &visual.f_flatten(0, 1)?)?;
         Ok(self.text.forward_embeds(embeds, cache)?)
     }
+}
+
+/// Prompt embeddings `[1, S, D]` of `ids` `[1, S]` from `text`'s embedding table, with each `(placeholder id,
+/// tokens [N, D])` written, in order, at that id's positions; the placeholder count must equal the tokens'.
+pub fn merge_at(text: &Llama, ids: &Tensor, parts: &[(i64, &Tensor)]) -> Result<Tensor, LlavaError> {
+    let mut row = text.embed(ids)?.f_select(0, 0)?;
+    for &(token, visual) in parts {
+        let positions = ids.f_eq(token)?.f_reshape([-1])?.f_nonzero()?.f_reshape([-1])?;
+        let (placeholders, features) = (positions.size()[0] as usize, visual.size()[0] as usize);
+        if placeholders != features {
+            return Err(LlavaError::Placeholders { placeholders, features, token });
+        }
+        row = row.f_index_copy(0, &positions, &visual.f_to_kind(row.kind())?)?;
+    }
+    Ok(row.f_unsqueeze(0)?)
 }
 
 /// Runs a OneVision layout step (`crate::onevision`, shared with the ONNX backend so both backends pack the same

@@ -1,6 +1,6 @@
 //! Random-weight checkpoints in the exact Hugging Face layout, for demos and benchmarks where no pretrained
 //! vision-language weights can be downloaded: a `llava_onevision` directory (SigLIP tower, mlp2x_gelu projector,
-//! image_newline, Qwen2 LM) or a `qwen2` LM alone, with config.json, model.safetensors, a word-level tokenizer, a
+//! image_newline, Qwen2 LM), a `qwen2_5_vl` one (windowed ViT + merger, M-RoPE Qwen2 LM) or a `qwen2` LM alone, with config.json, model.safetensors, a word-level tokenizer, a
 //! Qwen-style chat template, the OneVision image processor config and generation_config.json.
 //!
 //! Weights follow transformers' initialisation: linear and embedding weights ~ N(0, 0.02²), norms 1, biases 0, drawn
@@ -103,6 +103,54 @@ impl OneVisionShape {
     }
 }
 
+/// A Qwen2.5-VL vision tower's shape (patch 14, 2 frames per temporal patch, 2 x 2 merger, 112-pixel windows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QwenVisionShape {
+    /// Blocks.
+    pub depth: usize,
+    /// Width.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// SwiGLU width.
+    pub mlp: usize,
+    /// Blocks with full attention (the rest attend within windows).
+    pub full_attention: Vec<usize>,
+}
+
+/// A Qwen2.5-VL model's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QwenVlShape {
+    /// The vision tower.
+    pub vision: QwenVisionShape,
+    /// The language model (its head width must be 128 for the real `mrope_section` [16, 24, 24]).
+    pub text: TextShape,
+}
+
+impl QwenVlShape {
+    /// Small and fast, with the real geometry (patch 14, windows, merger, head width 128).
+    pub fn demo() -> Self {
+        QwenVlShape {
+            vision: QwenVisionShape { depth: 4, hidden: 128, heads: 2, mlp: 256, full_attention: vec![1, 3] },
+            text: TextShape { hidden: 512, layers: 6, heads: 4, kv_heads: 2, mlp: 1024, vocab: 1024 },
+        }
+    }
+
+    /// The shapes of `Qwen2.5-VL-3B-Instruct` (vision 32 blocks x 1280, Qwen2.5-3B decoder), about 3.8 B parameters.
+    pub fn qwen2_5_vl_3b() -> Self {
+        QwenVlShape {
+            vision: QwenVisionShape {
+                depth: 32,
+                hidden: 1280,
+                heads: 16,
+                mlp: 3420,
+                full_attention: vec![7, 15, 23, 31],
+            },
+            text: TextShape { hidden: 2048, layers: 36, heads: 16, kv_heads: 2, mlp: 11008, vocab: 151936 },
+        }
+    }
+}
+
 /// Box-Muller normals from SplitMix64: seeded, portable, fast enough for a billion draws.
 struct Normal {
     rng: SplitMix64,
@@ -188,9 +236,15 @@ const WORDS: &str = "a an the this that these those is are was were be been it i
     walking running sitting standing riding driving playing holding looking happens happening describe answer \
     question option best letter";
 
-/// The word-level tokenizer, chat template and generation settings shared by both layouts; returns the ids of
+/// The word-level tokenizer, chat template and generation settings shared by every layout; returns the ids of
 /// `<image>` and `<video>` (the last two of the vocabulary).
 fn write_tokenizer(dir: &Path, vocab: usize) -> Result<(i64, i64), RandomCheckpointError> {
+    let ids = write_tokenizer_with(dir, vocab, &["<image>", "<video>"])?;
+    Ok((ids[0], ids[1]))
+}
+
+/// [`write_tokenizer`] with `tail` as the last special tokens of the vocabulary; returns their ids.
+fn write_tokenizer_with(dir: &Path, vocab: usize, tail: &[&str]) -> Result<Vec<i64>, RandomCheckpointError> {
     use tokenizers::models::wordlevel::WordLevel;
     use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
     use tokenizers::{AddedToken, Tokenizer};
@@ -198,13 +252,12 @@ fn write_tokenizer(dir: &Path, vocab: usize) -> Result<(i64, i64), RandomCheckpo
         ["<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"].iter().map(|s| s.to_string()).collect();
     words.extend(WORDS.split_whitespace().map(str::to_string));
     let mut i = 0;
-    while words.len() < vocab.saturating_sub(2) {
+    while words.len() < vocab.saturating_sub(tail.len()) {
         words.push(format!("w{i}"));
         i += 1;
     }
-    words.truncate(vocab.saturating_sub(2));
-    words.push("<image>".into());
-    words.push("<video>".into());
+    words.truncate(vocab.saturating_sub(tail.len()));
+    words.extend(tail.iter().map(|t| t.to_string()));
     let map: std::collections::HashMap<String, u32> =
         words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
     let model = WordLevel::builder()
@@ -214,9 +267,12 @@ fn write_tokenizer(dir: &Path, vocab: usize) -> Result<(i64, i64), RandomCheckpo
         .map_err(|e| RandomCheckpointError::Tokenizer(e.to_string()))?;
     let mut tok = Tokenizer::new(model);
     tok.with_pre_tokenizer(Some(WhitespaceSplit));
-    let specials = ["<image>", "<video>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"];
-    tok.add_special_tokens(specials.map(|s| AddedToken::from(s, true)))
-        .map_err(|e| RandomCheckpointError::Tokenizer(e.to_string()))?;
+    let specials: Vec<AddedToken> = tail
+        .iter()
+        .chain(&["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
+        .map(|s| AddedToken::from(*s, true))
+        .collect();
+    tok.add_special_tokens(specials).map_err(|e| RandomCheckpointError::Tokenizer(e.to_string()))?;
     let path = dir.join("tokenizer.json");
     tok.save(&path, false).map_err(|e| RandomCheckpointError::Tokenizer(format!("{}: {e}", path.display())))?;
     let template = "{% for message in messages %}<|im_start|> {{ message['role'] }} {{ message['content'] }} \
@@ -225,7 +281,7 @@ fn write_tokenizer(dir: &Path, vocab: usize) -> Result<(i64, i64), RandomCheckpo
         "pad_token": "<|endoftext|>", "model_max_length": 32768});
     write_text(dir, "tokenizer_config.json", &serde_json::to_string_pretty(&config).unwrap_or_default())?;
     write_text(dir, "generation_config.json", &json!({"eos_token_id": [2], "bos_token_id": 1}).to_string())?;
-    Ok(((vocab - 2) as i64, (vocab - 1) as i64))
+    Ok((0..tail.len()).map(|i| (vocab - tail.len() + i) as i64).collect())
 }
 
 /// Writes a random `llava_onevision` checkpoint of `shape` into `dir`.
@@ -291,6 +347,78 @@ pub fn write_onevision(
         "image_std": [0.5, 0.5, 0.5], "do_pad": true, "do_convert_rgb": true, "image_grid_pinpoints": pinpoints});
     write_text(dir, "preprocessor_config.json", &serde_json::to_string_pretty(&processor).unwrap_or_default())
 }
+
+/// Writes a random `qwen2_5_vl` checkpoint of `shape` into `dir`, in transformers 5's layout (`model.visual.*`,
+/// `model.language_model.*`, `lm_head.weight`) with its image and video processor configs (the released
+/// checkpoints' pixel bounds).
+pub fn write_qwen2_5_vl(
+    dir: &Path,
+    shape: &QwenVlShape,
+    seed: u64,
+    dtype: StoreAs,
+) -> Result<(), RandomCheckpointError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| RandomCheckpointError::Io { path: dir.display().to_string(), source })?;
+    let (v, t) = (&shape.vision, shape.text);
+    let tail = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"];
+    let ids = write_tokenizer_with(dir, t.vocab, &tail)?;
+    let mut rng = Normal::new(seed);
+    let mut w: Tensors = Vec::new();
+    let values = 3 * 2 * 14 * 14;
+    w.push((
+        "model.visual.patch_embed.proj.weight".into(),
+        vec![v.hidden, 3, 2, 14, 14],
+        rng.fill(v.hidden * values, 0.02),
+    ));
+    for l in 0..v.depth {
+        let p = format!("model.visual.blocks.{l}");
+        norm(&mut w, &format!("{p}.norm1"), v.hidden, false);
+        norm(&mut w, &format!("{p}.norm2"), v.hidden, false);
+        linear(&mut w, &mut rng, &format!("{p}.attn.qkv"), 3 * v.hidden, v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.attn.proj"), v.hidden, v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.gate_proj"), v.mlp, v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.up_proj"), v.mlp, v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.down_proj"), v.hidden, v.mlp, true);
+    }
+    norm(&mut w, "model.visual.merger.ln_q", v.hidden, false);
+    linear(&mut w, &mut rng, "model.visual.merger.mlp.0", 4 * v.hidden, 4 * v.hidden, true);
+    linear(&mut w, &mut rng, "model.visual.merger.mlp.2", t.hidden, 4 * v.hidden, true);
+    text_weights(&mut w, &mut rng, &t, "model.language_model.", "lm_head.weight");
+    write(&dir.join("model.safetensors"), &w, dtype)?;
+    let head = t.hidden / t.heads;
+    // transformers' default [16, 24, 24] for a head width of 128, scaled for others.
+    let section = [head / 8, 3 * head / 16, head / 2 - head / 8 - 3 * head / 16];
+    let mut text = text_config(&t);
+    text["model_type"] = json!("qwen2_5_vl_text");
+    text["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": section});
+    let config = json!({
+        "model_type": "qwen2_5_vl", "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "vision_start_token_id": ids[0], "vision_end_token_id": ids[1], "image_token_id": ids[2],
+        "video_token_id": ids[3], "tie_word_embeddings": false,
+        "vision_config": {"model_type": "qwen2_5_vl", "depth": v.depth, "hidden_size": v.hidden,
+            "intermediate_size": v.mlp, "num_heads": v.heads, "patch_size": 14, "temporal_patch_size": 2,
+            "spatial_merge_size": 2, "window_size": 112, "fullatt_block_indexes": v.full_attention,
+            "out_hidden_size": t.hidden, "tokens_per_second": 2, "in_channels": 3, "hidden_act": "silu"},
+        "text_config": text,
+        "tokensieve_note": "random weights (tokensieve init-model): answers are meaningless",
+    });
+    write_text(dir, "config.json", &serde_json::to_string_pretty(&config).unwrap_or_default())?;
+    let processor = |kind: &str, name: &str, min: u64, max: u64| {
+        json!({kind: name, "do_resize": true, "resample": 3, "do_rescale": true, "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true, "image_mean": crate::random_checkpoint::CLIP_MEAN,
+            "image_std": crate::random_checkpoint::CLIP_STD, "do_convert_rgb": true, "min_pixels": min,
+            "max_pixels": max, "size": {"shortest_edge": min, "longest_edge": max}, "patch_size": 14,
+            "temporal_patch_size": 2, "merge_size": 2})
+    };
+    let image = processor("image_processor_type", "Qwen2VLImageProcessor", 56 * 56, 28 * 28 * 1280);
+    write_text(dir, "preprocessor_config.json", &serde_json::to_string_pretty(&image).unwrap_or_default())?;
+    let video = processor("video_processor_type", "Qwen2VLVideoProcessor", 128 * 28 * 28, 28 * 28 * 768);
+    write_text(dir, "video_preprocessor_config.json", &serde_json::to_string_pretty(&video).unwrap_or_default())
+}
+
+/// OpenAI CLIP's normalisation (Qwen-VL's processors use it).
+const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Writes a random `qwen2` causal LM of `shape` into `dir` (for decoder-only benchmarks).
 pub fn write_qwen2(dir: &Path, shape: &TextShape, seed: u64, dtype: StoreAs) -> Result<(), RandomCheckpointError> {

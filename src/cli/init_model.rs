@@ -4,15 +4,16 @@
 
 use super::{emit, CliError};
 use std::path::PathBuf;
-use tokensieve::models::random_checkpoint::{write_onevision, OneVisionShape};
+use tokensieve::models::random_checkpoint::{write_onevision, write_qwen2_5_vl, OneVisionShape, QwenVlShape};
 use tokensieve::models::safetensors::StoreAs;
 
 /// Arguments of `init-model`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// `demo` (LLaVA-OneVision geometry, narrow layers, ~12 M parameters, f32) or `onevision-0.5b` (SigLIP-so400m +
-    /// Qwen2-0.5B shapes, ~0.9 B parameters, bf16, about 1.8 GB).
-    #[arg(long, default_value = "demo", value_parser = ["demo", "onevision-0.5b"])]
+    /// `demo` (LLaVA-OneVision geometry, narrow layers, ~12 M parameters, f32), `onevision-0.5b` (SigLIP-so400m +
+    /// Qwen2-0.5B shapes, ~0.9 B parameters, bf16, about 1.8 GB), `qwen2.5-vl-demo` (Qwen2.5-VL geometry, narrow
+    /// layers, f32) or `qwen2.5-vl-3b` (Qwen2.5-VL-3B shapes, ~3.8 B parameters, bf16, about 7.5 GB).
+    #[arg(long, default_value = "demo", value_parser = ["demo", "onevision-0.5b", "qwen2.5-vl-demo", "qwen2.5-vl-3b"])]
     preset: String,
     /// Output folder.
     #[arg(long)]
@@ -33,21 +34,24 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if complete && !args.force {
         return emit(&format!("{}: already there (--force rewrites it)\n", args.out.display()));
     }
-    let (shape, dtype) = match args.preset.as_str() {
-        "demo" => (OneVisionShape::demo(), StoreAs::F32),
-        _ => (OneVisionShape::onevision_0_5b(), StoreAs::Bf16),
-    };
     // Written next to the target and renamed, so an interrupted run never leaves a complete-looking model.
     let partial = args.out.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
-    write_onevision(&partial, &shape, args.seed, dtype).map_err(|e| CliError::runtime(e.to_string(), None))?;
+    let written = match args.preset.as_str() {
+        "demo" => write_onevision(&partial, &OneVisionShape::demo(), args.seed, StoreAs::F32),
+        "onevision-0.5b" => write_onevision(&partial, &OneVisionShape::onevision_0_5b(), args.seed, StoreAs::Bf16),
+        "qwen2.5-vl-demo" => write_qwen2_5_vl(&partial, &QwenVlShape::demo(), args.seed, StoreAs::F32),
+        _ => write_qwen2_5_vl(&partial, &QwenVlShape::qwen2_5_vl_3b(), args.seed, StoreAs::Bf16),
+    };
+    written.map_err(|e| CliError::runtime(e.to_string(), None))?;
     let _ = std::fs::remove_dir_all(&args.out);
     std::fs::rename(&partial, &args.out)
         .map_err(|e| CliError::runtime(format!("{}: {e}", args.out.display()), None))?;
     emit(&format!(
-        "{}: llava_onevision with RANDOM weights ({} preset, seed {}): token counts, FLOPs and timings are real, \
-         answers are meaningless\n",
+        "{}: {} with RANDOM weights ({} preset, seed {}): token counts, FLOPs and timings are real, answers are \
+         meaningless\n",
         args.out.display(),
+        if args.preset.starts_with("qwen") { "qwen2_5_vl" } else { "llava_onevision" },
         args.preset,
         args.seed
     ))

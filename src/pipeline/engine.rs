@@ -40,7 +40,9 @@ use ndarray::{Array2, ArrayView2};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Instant;
-use tokensieve_models::arch::{family_for, AnyResCut, Family, SignalRequest, TowerOutput, ViewPlan};
+use tokensieve_models::arch::{
+    family_for, AnyResCut, Family, PromptSpans, SignalRequest, TowerOutput, ViewBatch, ViewPlan,
+};
 use tokensieve_models::chat_template::ChatTemplate;
 #[cfg(feature = "onnx")]
 use tokensieve_models::onnx_session::{OnnxOptions, Precision};
@@ -95,6 +97,9 @@ pub struct Engine {
     family: Box<dyn Family>,
     tokenizer: TextTokenizer,
     processor: ImageProcessor,
+    /// `video_preprocessor_config.json`'s processor, for the frames of a video when the checkpoint has one (Qwen-VL
+    /// resizes video frames to other pixel bounds than images).
+    video_processor: Option<ImageProcessor>,
     template: Option<ChatTemplate>,
     prune_on: PruneOn,
     /// Views per tower batch ([`Engine::set_encode_batch`]).
@@ -109,6 +114,9 @@ pub struct Engine {
 /// were slower too on the CPU (demo model, 128 frames: 7.1 s to encode in batches of 93 views, 4.1 s in batches of
 /// 8; SigLIP-so400m, 16 frames: 63.8 s in one batch, 56.4 s in batches of 4).
 pub const ENCODE_MEMORY: usize = 256 << 20;
+
+/// Frames per tower batch for native-resolution towers (Qwen-VL), rounded up to whole temporal patches.
+pub const PATCH_FRAMES: usize = 16;
 
 /// The `vision_config` keys (transformers' names) that size the tower's work per view.
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -189,11 +197,24 @@ impl Engine {
                 }
             };
         let family = family_for(&config, newline).map_err(|r| config_err("config.json", r))?;
-        let tower = TowerShape::deserialize(config.get("vision_config").unwrap_or(&serde_json::Value::Null))
-            .map_err(|e| config_err("config.json", format!("vision_config: {e}")))?;
-        let auto_batch = (ENCODE_MEMORY / tower.view_bytes().max(1)).max(1);
+        let auto_batch = match family.view_plan(MediaKind::Video, 1) {
+            // Native resolution: a view's cost depends on the frame size, so the batch is a fixed run of frames.
+            ViewPlan::Patches { temporal, .. } => PATCH_FRAMES.div_ceil(temporal.max(1)) * temporal.max(1),
+            _ => {
+                let tower = TowerShape::deserialize(config.get("vision_config").unwrap_or(&serde_json::Value::Null))
+                    .map_err(|e| config_err("config.json", format!("vision_config: {e}")))?;
+                (ENCODE_MEMORY / tower.view_bytes().max(1)).max(1)
+            }
+        };
         let processor = ImageProcessor::from_config(&read("preprocessor_config.json")?)
             .map_err(|e| config_err("preprocessor_config.json", e.to_string()))?;
+        let video_processor = match dir.join("video_preprocessor_config.json").exists() {
+            true => Some(
+                ImageProcessor::from_config(&read("video_preprocessor_config.json")?)
+                    .map_err(|e| config_err("video_preprocessor_config.json", e.to_string()))?,
+            ),
+            false => None,
+        };
         let template = ChatTemplate::from_hf_dir(dir).map_err(|reason| config_err("tokenizer_config.json", reason))?;
         Ok(Engine {
             vision,
@@ -201,6 +222,7 @@ impl Engine {
             family,
             tokenizer: TextTokenizer::from_hf_dir(dir)?,
             processor,
+            video_processor,
             template,
             prune_on,
             encode_batch: auto_batch,
@@ -270,6 +292,16 @@ impl Engine {
                 );
                 Ok((views, Some(AnyResCut { image: (f.height as usize, f.width as usize), grid })))
             }
+            // Native resolution: each frame resized by `smart_resize` (before it is cut into patches).
+            ViewPlan::Patches { .. } => {
+                let processor = match kind {
+                    MediaKind::Video => self.video_processor.as_ref().unwrap_or(&self.processor),
+                    MediaKind::Images => &self.processor,
+                };
+                let views =
+                    frames.iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
+                Ok((views, None))
+            }
         }
     }
 
@@ -290,7 +322,7 @@ impl Engine {
         let arranged = |reason: String| QaError::Config { path: "visual tokens".into(), reason };
         let tower = |views: &[Pixels]| -> Result<TowerOutput, QaError> {
             let pixels: Vec<f32> = views.iter().flat_map(|p| p.data.iter().copied()).collect();
-            self.vision.encode(&pixels, views.len(), side, request)
+            self.vision.encode(ViewBatch::Square { pixels: &pixels, views: views.len(), side }, request)
         };
         *preprocess_ms = 0.0;
         match self.family.view_plan(kind, source.len()) {
@@ -322,6 +354,9 @@ impl Engine {
                 }
                 tokens.ok_or_else(|| arranged("no frame to encode".into()))
             }
+            ViewPlan::Patches { patch, merge, temporal } => {
+                self.encode_patches(source, kind, request, (patch, merge, temporal), preprocess_ms)
+            }
             ViewPlan::AnyRes { .. } => {
                 let count = source.len();
                 let frames = source.next_batch(count)?;
@@ -340,6 +375,122 @@ impl Engine {
                 self.family.arrange(out, kind, cut).map_err(arranged)
             }
         }
+    }
+
+    /// [`Engine::encode`] for native-resolution towers (Qwen-VL): each batch of frames (whole temporal patches of a
+    /// video; images one size at a time) is resized by the processor's `smart_resize`, cut into patches
+    /// (`tokensieve_video::preprocess::patches`), encoded and arranged before the next. Every temporal patch is its
+    /// own attention sequence in the tower, so the batches give the tokens one pass would.
+    fn encode_patches(
+        &self,
+        source: &mut dyn FrameSource,
+        kind: MediaKind,
+        request: SignalRequest,
+        (patch, merge, temporal): (usize, usize, usize),
+        preprocess_ms: &mut f64,
+    ) -> Result<VisualTokens, QaError> {
+        use rayon::prelude::*;
+        let arranged = |reason: String| QaError::Config { path: "visual tokens".into(), reason };
+        let (processor, step, images) = match kind {
+            MediaKind::Video => (
+                self.video_processor.as_ref().unwrap_or(&self.processor),
+                self.encode_batch.div_ceil(temporal) * temporal,
+                false,
+            ),
+            MediaKind::Images => (&self.processor, self.encode_batch, true),
+        };
+        let mut tokens: Option<VisualTokens> = None;
+        loop {
+            let frames = source.next_batch(step)?;
+            if frames.is_empty() {
+                break;
+            }
+            let clock = Instant::now();
+            let pixels: Vec<Pixels> =
+                frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
+            drop(frames);
+            let refs: Vec<&Pixels> = pixels.iter().collect();
+            let (patches, grid) = tokensieve_video::preprocess::patches::patchify(&refs, patch, merge, temporal, images)
+                .ok_or_else(|| {
+                    let sizes: Vec<String> = pixels.iter().map(|p| format!("{}x{}", p.width, p.height)).collect();
+                    QaError::Unsupported {
+                        setting: format!("frames resized to {}", sizes.join(", ")),
+                        reason: format!(
+                            "a batch of native-resolution views must share one size, a multiple of {} (give images                              of one size, or one image at a time)",
+                            patch * merge
+                        ),
+                    }
+                })?;
+            drop(pixels);
+            *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
+            let out = self.vision.encode(ViewBatch::Patches { patches: &patches, grid }, request)?;
+            let next = self.family.arrange(out, kind, None).map_err(arranged)?;
+            match tokens.as_mut() {
+                Some(t) => t.append(next).map_err(arranged)?,
+                None => {
+                    let mut first = next;
+                    let left = source.len().saturating_sub(step);
+                    let units = if images { left } else { left.div_ceil(temporal) };
+                    first.reserve_units(units).map_err(arranged)?;
+                    tokens = Some(first);
+                }
+            }
+        }
+        tokens.ok_or_else(|| arranged("no frame to encode".into()))
+    }
+
+    /// The prompt ids and M-RoPE position ids of a family that wraps each image or video in its own span
+    /// ([`PromptSpans`], Qwen-VL): one span per image (or one for a video), holding the unit's kept rows (the last
+    /// span also the extra tokens), numbered as transformers' `get_rope_index` numbers the unpruned prompt.
+    /// `timestamps` (seconds of the sampled frames) set a video's `second_per_grid_t`: `temporal_patch` frame
+    /// intervals (2 s per temporal patch at the 2 fps transformers assumes when there is one frame).
+    #[allow(clippy::too_many_arguments)]
+    fn span_prompt(
+        &self,
+        spans: PromptSpans,
+        prompt: &str,
+        visual: (&[usize], usize, (usize, usize), Option<tokensieve_pruners::Layout>),
+        placeholder: (i64, &str),
+        kind: MediaKind,
+        timestamps: &[f64],
+        contiguous: bool,
+    ) -> Result<(Vec<i64>, PositionIds), QaError> {
+        use super::prompt::{expand_spans, mrope_positions, MRopeSpan};
+        let (origin, extra, units, layout) = visual;
+        let Some(tokensieve_pruners::Layout::Grid { height, width, .. }) = layout else {
+            return Err(QaError::Prompt("native-resolution tokens without their grid".into()));
+        };
+        let runs = match kind {
+            MediaKind::Video => vec![0..origin.len()],
+            MediaKind::Images => unit_runs(origin, units.0, units.1),
+        };
+        let scale = match kind {
+            MediaKind::Images => 1.0,
+            MediaKind::Video => {
+                let interval = match timestamps {
+                    [first, .., last] if last > first => (last - first) / (timestamps.len() - 1) as f64,
+                    _ => 0.5,
+                };
+                interval * spans.temporal_patch as f64 * spans.tokens_per_second
+            }
+        };
+        let count = runs.len();
+        let per_span: Vec<MRopeSpan> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, run)| MRopeSpan {
+                pad: placeholder.0,
+                kept: origin[run.clone()].iter().map(|&o| if count > 1 { o - i * units.1 } else { o }).collect(),
+                extra: if i + 1 == count { extra } else { 0 },
+                grid: if count > 1 { (1, height, width) } else { (units.0, height, width) },
+                temporal_scale: scale,
+            })
+            .collect();
+        let counts: Vec<usize> = per_span.iter().map(|s| s.kept.len() + s.extra).collect();
+        let expanded = expand_spans(prompt, placeholder.1, &counts).map_err(QaError::Prompt)?;
+        let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
+        let positions = mrope_positions(&ids, spans.start.0, &per_span, contiguous).map_err(QaError::Prompt)?;
+        Ok((ids, PositionIds::MRope(positions)))
     }
 
     /// The visual tokens of `frames` before pruning, with their layout and every signal the tower gives.
@@ -462,17 +613,40 @@ impl Engine {
         };
         let rows = self.span_rows(&chained, visual.units, visual.newline)?;
         let (placeholder_id, placeholder) = visual.placeholder;
-        let per_unit = visual.units.1 + usize::from(visual.newline == Newline::PerUnit);
-        let expanded = inspection_prompt(
-            self.template.as_ref(),
-            prompt,
-            raw,
-            placeholder,
-            rows.nrows(),
-            (visual.units.0, per_unit),
-        )?;
-        let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
-        let positions = PositionIds::Sequence((0..ids.len() as i64).collect());
+        let (ids, positions) = match self.family.prompt_spans() {
+            Some(spans) => {
+                // One span per image (or one for the video), wrapped; a raw prompt writes them itself.
+                let wrapped = span_text(spans, placeholder, kind, visual.units.0);
+                let text = match (self.template.as_ref(), raw) {
+                    (Some(t), false) => {
+                        let content = if prompt.contains(placeholder) {
+                            prompt.to_string()
+                        } else {
+                            format!("{wrapped}\n{prompt}")
+                        };
+                        t.render(&serde_json::json!([{"role": "user", "content": content}]), true)
+                            .map_err(|e| QaError::Config { path: "chat_template".into(), reason: e.to_string() })?
+                    }
+                    _ => prompt.to_string(),
+                };
+                let layout = (chained.origin.as_slice(), 0, visual.units, visual.layout);
+                self.span_prompt(spans, &text, layout, visual.placeholder, kind, &[], false)?
+            }
+            None => {
+                let per_unit = visual.units.1 + usize::from(visual.newline == Newline::PerUnit);
+                let expanded = inspection_prompt(
+                    self.template.as_ref(),
+                    prompt,
+                    raw,
+                    placeholder,
+                    rows.nrows(),
+                    (visual.units.0, per_unit),
+                )?;
+                let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
+                let positions = PositionIds::Sequence((0..ids.len() as i64).collect());
+                (ids, positions)
+            }
+        };
         let (logits, _) = self.language.prefill(&ids, &[(placeholder_id, rows.view())], &positions, None)?;
         Ok(Prefilled { logits, prompt_tokens: ids.len(), visual: rows, attention })
     }
@@ -530,18 +704,46 @@ impl Engine {
         let mut ttft = clock.lap("encode") - decode_ms;
         let query = self.query(question, opts)?;
         let (units, newline, (placeholder_id, placeholder)) = (visual.units, visual.newline, visual.placeholder);
+        let layout = visual.layout;
         let chained = self.chain(visual, query, opts)?;
         let rows = self.span_rows(&chained, units, newline)?;
         ttft += clock.lap("prune");
-        let prompt = question_prompt(self.template.as_ref(), system, placeholder, question)?;
-        let expanded = prompt.replacen(placeholder, &vec![placeholder; rows.nrows()].join(" "), 1);
-        let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
-        let span_start = ids.iter().position(|&t| t == placeholder_id).unwrap_or(0);
         let extra = chained.extra.as_ref().map_or(0, |e| e.nrows());
-        let (offsets, unpruned) = span_offsets(&chained.origin, units, newline, extra);
-        let positions =
-            PositionIds::Sequence(prompt_positions(opts.positions, ids.len(), span_start, &offsets, unpruned));
-        let drop = opts.in_llm.as_ref().map(|rule| DropPlan { rule, span: span_start..span_start + rows.nrows() });
+        let (ids, positions) = match self.family.prompt_spans() {
+            Some(spans) => {
+                let wrapped = span_text(spans, placeholder, kind, units.0);
+                let prompt = question_prompt(self.template.as_ref(), system, &wrapped, question)?;
+                let visual = (chained.origin.as_slice(), extra, units, layout);
+                let contiguous = opts.positions == super::qa::Positions::Contiguous;
+                let (ids, positions) = self.span_prompt(
+                    spans,
+                    &prompt,
+                    visual,
+                    (placeholder_id, placeholder),
+                    kind,
+                    source.timestamps(),
+                    contiguous,
+                )?;
+                (ids, positions)
+            }
+            None => {
+                let prompt = question_prompt(self.template.as_ref(), system, placeholder, question)?;
+                let expanded = prompt.replacen(placeholder, &vec![placeholder; rows.nrows()].join(" "), 1);
+                let ids: Vec<i64> = self.tokenizer.encode(&expanded)?.iter().map(|&t| t as i64).collect();
+                let span_start = ids.iter().position(|&t| t == placeholder_id).unwrap_or(0);
+                let (offsets, unpruned) = span_offsets(&chained.origin, units, newline, extra);
+                let positions = prompt_positions(opts.positions, ids.len(), span_start, &offsets, unpruned);
+                (ids, PositionIds::Sequence(positions))
+            }
+        };
+        // The droppable span: from the first placeholder to the last (a Qwen-VL prompt's images are separate spans,
+        // with their wrapping tokens between them).
+        let span = match (ids.iter().position(|&t| t == placeholder_id), ids.iter().rposition(|&t| t == placeholder_id))
+        {
+            (Some(a), Some(b)) => a..b + 1,
+            _ => 0..0,
+        };
+        let drop = opts.in_llm.as_ref().map(|rule| DropPlan { rule, span });
         let (logits, mut decoding) = self.language.prefill(&ids, &[(placeholder_id, rows.view())], &positions, drop)?;
         let tokens_per_layer = decoding.tokens_per_layer();
         let mut picker = TokenPicker::new(opts.sampling);
@@ -570,6 +772,16 @@ impl Engine {
         }
         .record();
         Ok((generated.answer, record))
+    }
+}
+
+/// The text standing for the visual input of a [`PromptSpans`] family in the user turn: one
+/// `start placeholder end` per image, or one for a video.
+fn span_text(spans: PromptSpans, placeholder: &str, kind: MediaKind, units: usize) -> String {
+    let one = format!("{}{placeholder}{}", spans.start.1, spans.end);
+    match kind {
+        MediaKind::Video => one,
+        MediaKind::Images => one.repeat(units.max(1)),
     }
 }
 

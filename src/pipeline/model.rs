@@ -10,16 +10,15 @@
 
 use super::qa::QaError;
 use ndarray::{Array2, ArrayView2};
-use tokensieve_models::arch::{SignalRequest, TowerOutput};
+use tokensieve_models::arch::{SignalRequest, TowerOutput, ViewBatch};
 use tokensieve_models::positions::PositionIds;
 use tokensieve_pruners::in_decoder::InDecoder;
 
 /// Pixels -> projected visual tokens, with signals.
 pub trait VisionSide {
-    /// Runs `views` preprocessed views of `side x side` (`pixels` is `[views, 3, side, side]` row-major) through
-    /// the tower and projector, computing the signals `request` asks for.
-    fn encode(&self, pixels: &[f32], views: usize, side: usize, request: SignalRequest)
-        -> Result<TowerOutput, QaError>;
+    /// Runs one batch of preprocessed views (square pixels, or native-resolution patches) through the tower and
+    /// projector, computing the signals `request` asks for.
+    fn encode(&self, batch: ViewBatch<'_>, request: SignalRequest) -> Result<TowerOutput, QaError>;
 }
 
 /// The decoder's shape, for the FLOPs and the record.

@@ -17,7 +17,7 @@ use super::qa::QaError;
 use ndarray::{Array2, ArrayView2};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use tokensieve_models::arch::{SignalRequest, TowerOutput};
+use tokensieve_models::arch::{SignalRequest, TowerOutput, ViewBatch};
 use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
 use tokensieve_models::onnx_encoder::OnnxVisionEncoder;
 use tokensieve_models::onnx_session::{OnnxOptions, Precision};
@@ -77,13 +77,15 @@ struct ExportInfo {
 }
 
 impl VisionSide for OnnxVision {
-    fn encode(
-        &self,
-        pixels: &[f32],
-        views: usize,
-        side: usize,
-        request: SignalRequest,
-    ) -> Result<TowerOutput, QaError> {
+    fn encode(&self, batch: ViewBatch<'_>, request: SignalRequest) -> Result<TowerOutput, QaError> {
+        let ViewBatch::Square { pixels, views, side } = batch else {
+            return Err(QaError::Unsupported {
+                setting: format!("native-resolution patches ({}) on ONNX Runtime", batch.describe()),
+                reason: "the ONNX export covers the square-view towers (llava, llava_onevision); run Qwen-VL with \
+                         --backend torch"
+                    .into(),
+            });
+        };
         let out = locked(&self.encoder).encode(pixels, views, side)?;
         let (b, n, d) = (out.features.shape[0], out.features.shape[1], out.features.shape[2]);
         // Older exports wrote CLIP's keys with the CLS row first: drop it so keys align with the tokens.
@@ -97,7 +99,7 @@ impl VisionSide for OnnxVision {
             _ => None,
         };
         let attention = if request.attention { out.cls_attention.map(|a| a.data) } else { None };
-        Ok(TowerOutput { features: out.features.data, views: b, tokens: n, dim: d, attention, keys })
+        Ok(TowerOutput { features: out.features.data, views: b, tokens: n, dim: d, attention, keys, grid: None })
     }
 }
 

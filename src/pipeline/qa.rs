@@ -25,6 +25,10 @@ pub enum QaError {
     #[cfg(feature = "torch")]
     #[error(transparent)]
     Decoder(#[from] tokensieve_models::llama::LlamaError),
+    /// The Qwen-VL vision tower could not load or run (libtorch backend).
+    #[cfg(feature = "torch")]
+    #[error(transparent)]
+    QwenVision(#[from] tokensieve_models::qwen_vision::QwenVisionError),
     /// libtorch failed.
     #[cfg(feature = "torch")]
     #[error("libtorch: {}", tokensieve_models::weights::brief(.0))]

@@ -1,5 +1,6 @@
-//! The `torch` backend's sides of the QA engine: a LLaVA / LLaVA-OneVision checkpoint on libtorch
-//! ([`tokensieve_models::llava::Llava`]), CUDA when available. The tower runs only up to the feature layer and
+//! The `torch` backend's sides of the QA engine: a LLaVA / LLaVA-OneVision checkpoint
+//! ([`tokensieve_models::llava::Llava`]) or a Qwen2.5-VL one ([`tokensieve_models::qwen_vision::QwenVision`] and its
+//! M-RoPE decoder) on libtorch, CUDA when available. The tower runs only up to the feature layer and
 //! returns the signals asked for; the decoder runs every in-decoder rule (it recomputes the attention rows a rule
 //! reads at the layer before each drop).
 //!
@@ -15,28 +16,54 @@ use super::qa::QaError;
 use ndarray::{Array2, ArrayView2};
 use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
-use tokensieve_models::arch::{SignalRequest, TowerOutput};
+use tokensieve_models::arch::{SignalRequest, TowerOutput, ViewBatch};
 use tokensieve_models::linear::DecoderWeights;
+use tokensieve_models::llama::Llama;
 use tokensieve_models::llama::{
     KvCache, LayerPlan, LlamaError, PositionMode, PrefillPlan, RuleError, StageView, StepKeys, StepView,
 };
-use tokensieve_models::llava::{Llava, LlavaError};
+use tokensieve_models::llava::{merge_at, Llava, LlavaError};
 use tokensieve_models::positions::PositionIds;
+use tokensieve_models::qwen_vision::QwenVision;
 use tokensieve_models::runtime::auto_dtype;
 use tokensieve_models::safetensors::Checkpoint;
 use tokensieve_pruners::in_decoder::dycoke_kv::DynamicKv;
 use tokensieve_pruners::in_decoder::{InDecoder, PrefillRule};
 use tokensieve_pruners::{PruneError, TchBackend};
 
+/// A loaded checkpoint: LLaVA / LLaVA-OneVision (CLIP or SigLIP tower + projector), or Qwen2.5-VL (its own tower
+/// with the merger), each with its Llama/Qwen2 decoder.
+enum Model {
+    Llava(Llava),
+    Qwen { vision: QwenVision, text: Llama },
+}
+
+impl Model {
+    /// The decoder.
+    fn text(&self) -> &Llama {
+        match self {
+            Model::Llava(m) => &m.text,
+            Model::Qwen { text, .. } => text,
+        }
+    }
+
+    fn text_mut(&mut self) -> &mut Llama {
+        match self {
+            Model::Llava(m) => &mut m.text,
+            Model::Qwen { text, .. } => text,
+        }
+    }
+}
+
 /// The vision tower and projector of a loaded checkpoint.
 pub struct TorchVision {
-    model: Rc<Llava>,
+    model: Rc<Model>,
     device: Device,
 }
 
 /// The language model of a loaded checkpoint.
 pub struct TorchLanguage {
-    model: Rc<Llava>,
+    model: Rc<Model>,
     device: Device,
 }
 
@@ -71,12 +98,23 @@ pub fn load(
         Some(kind) => kind,
         None => auto_dtype(Checkpoint::open(dir).map_err(LlavaError::from)?.float_dtype(), device),
     };
-    let mut model = Llava::load_as(dir, device, dtype)?;
-    model.text.set_weights(weights)?;
+    let config = dir.join("config.json");
+    let model_type = std::fs::read_to_string(&config)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| j["model_type"].as_str().map(str::to_string));
+    let mut model = match model_type.as_deref() {
+        Some("qwen2_5_vl") => Model::Qwen {
+            vision: QwenVision::load_as(dir, device, dtype)?,
+            text: Llama::from_hf_dir_as(dir, device, dtype)?,
+        },
+        _ => Model::Llava(Llava::load_as(dir, device, dtype)?),
+    };
+    model.text_mut().set_weights(weights)?;
     let model = Rc::new(model);
-    let newline = match &model.onevision {
-        Some(ov) => Some(host(&ov.newline)?),
-        None => None,
+    let newline = match &*model {
+        Model::Llava(Llava { onevision: Some(ov), .. }) => Some(host(&ov.newline)?),
+        _ => None,
     };
     Ok(Loaded {
         vision: TorchVision { model: model.clone(), device },
@@ -90,7 +128,7 @@ pub fn load(
 /// into [`QaError::OutOfMemory`] naming the stage and its batch; other errors pass unchanged.
 fn out_of_memory(stage: &'static str, batch: String, device: Device) -> impl FnOnce(QaError) -> QaError {
     move |e| {
-        if !matches!(e, QaError::Torch(_) | QaError::Decoder(_) | QaError::Model(_)) {
+        if !matches!(e, QaError::Torch(_) | QaError::Decoder(_) | QaError::Model(_) | QaError::QwenVision(_)) {
             return e;
         }
         let text = e.to_string();
@@ -113,45 +151,49 @@ fn host(t: &Tensor) -> Result<Vec<f32>, QaError> {
 }
 
 impl VisionSide for TorchVision {
-    fn encode(
-        &self,
-        pixels: &[f32],
-        views: usize,
-        side: usize,
-        request: SignalRequest,
-    ) -> Result<TowerOutput, QaError> {
-        self.encode_on_device(pixels, views, side, request).map_err(out_of_memory(
-            "encode",
-            format!("{views} views of {side}x{side}"),
-            self.device,
-        ))
+    fn encode(&self, batch: ViewBatch<'_>, request: SignalRequest) -> Result<TowerOutput, QaError> {
+        self.encode_on_device(batch, request).map_err(out_of_memory("encode", batch.describe(), self.device))
     }
 }
 
 impl TorchVision {
-    fn encode_on_device(
-        &self,
-        pixels: &[f32],
-        views: usize,
-        side: usize,
-        request: SignalRequest,
-    ) -> Result<TowerOutput, QaError> {
-        let batch = Tensor::from_slice(pixels)
-            .f_reshape([views as i64, 3, side as i64, side as i64])?
-            .f_to_device(self.device)?;
-        let tap = self.model.encode_views(&batch, request)?;
-        let (b, n, d) = tap.features.size3()?;
-        let keys = match &tap.keys {
+    fn encode_on_device(&self, batch: ViewBatch<'_>, request: SignalRequest) -> Result<TowerOutput, QaError> {
+        let (features, attention, keys, grid) = match (&*self.model, batch) {
+            (Model::Llava(model), ViewBatch::Square { pixels, views, side }) => {
+                let batch = Tensor::from_slice(pixels)
+                    .f_reshape([views as i64, 3, side as i64, side as i64])?
+                    .f_to_device(self.device)?;
+                let tap = model.encode_views(&batch, request)?;
+                (tap.features, tap.attention, tap.keys, None)
+            }
+            (Model::Qwen { vision, .. }, ViewBatch::Patches { patches, grid }) => {
+                let values = vision.config.patch_values();
+                let rows =
+                    Tensor::from_slice(patches).f_reshape([(patches.len() / values.max(1)) as i64, values as i64])?;
+                let tap = vision.encode(&rows, grid, request)?;
+                let merge = vision.config.spatial_merge_size;
+                (tap.features, tap.attention, tap.keys, Some((grid[1] / merge, grid[2] / merge)))
+            }
+            (_, batch) => {
+                return Err(QaError::Unsupported {
+                    setting: batch.describe(),
+                    reason: "this checkpoint's tower takes the other kind of views".into(),
+                })
+            }
+        };
+        let (b, n, d) = features.size3()?;
+        let keys = match &keys {
             Some(k) => Some((host(k)?, k.size()[2] as usize)),
             None => None,
         };
         Ok(TowerOutput {
-            features: host(&tap.features)?,
+            features: host(&features)?,
             views: b as usize,
             tokens: n as usize,
             dim: d as usize,
-            attention: tap.attention.as_ref().map(host).transpose()?,
+            attention: attention.as_ref().map(host).transpose()?,
             keys,
+            grid,
         })
     }
 }
@@ -178,7 +220,7 @@ struct DecodeKeys {
 
 /// A prefilled prompt on libtorch.
 struct TorchDecoding<'a> {
-    model: &'a Llava,
+    model: &'a Model,
     cache: KvCache,
     device: Device,
     tokens_per_layer: Vec<usize>,
@@ -215,24 +257,27 @@ impl TorchDecoding<'_> {
     fn step_on_device(&mut self, token: i64) -> Result<Vec<f32>, QaError> {
         let ids = Tensor::from_slice(&[token]).f_unsqueeze(0)?.f_to_device(self.device)?;
         let Some(keys) = self.keys.as_mut() else {
-            return host(&self.model.text.forward(&ids, &mut self.cache)?);
+            return host(&self.model.text().forward(&ids, &mut self.cache)?);
         };
         let state = &mut keys.state;
         let mut select =
             |view: StepView<'_>| -> Result<Option<Vec<usize>>, RuleError> { Ok(state.attend(view.row, view.span)?) };
         let step = StepKeys { layer: keys.layer, span: keys.span.clone(), select: &mut select };
-        let logits =
-            self.model.text.forward_step(&ids, &mut self.cache, Some(step)).map_err(|e| rule_error(keys.method, e))?;
+        let logits = self
+            .model
+            .text()
+            .forward_step(&ids, &mut self.cache, Some(step))
+            .map_err(|e| rule_error(keys.method, e))?;
         host(&logits)
     }
 }
 
 impl LanguageSide for TorchLanguage {
     fn shape(&self) -> DecoderShape {
-        let c = &self.model.text.config;
+        let c = &self.model.text().config;
         DecoderShape {
             hidden: c.hidden,
-            ffn: self.model.text.ffn_size(),
+            ffn: self.model.text().ffn_size(),
             layers: c.layers,
             heads: c.heads,
             kv_heads: c.kv_heads,
@@ -245,7 +290,7 @@ impl LanguageSide for TorchLanguage {
 
     fn embed_ids(&self, ids: &[i64]) -> Result<Array2<f32>, QaError> {
         let t = Tensor::from_slice(ids).f_unsqueeze(0)?.f_to_device(self.device)?;
-        let embeds = self.model.text.embed(&t)?;
+        let embeds = self.model.text().embed(&t)?;
         embeddings_matrix(ids.len(), embeds.size()[2] as usize, host(&embeds)?)
     }
 
@@ -279,15 +324,14 @@ impl TorchLanguage {
             .map(|(token, rows)| Ok((*token, rows_tensor(rows.view(), self.device)?)))
             .collect::<Result<Vec<_>, QaError>>()?;
         let parts: Vec<(i64, &Tensor)> = tensors.iter().map(|(t, r)| (*t, r)).collect();
-        let embeds = self.model.merge_at(&ids_t, &parts)?;
-        let positions = positions.sequence("this decoder").map_err(|e| QaError::Prompt(e.to_string()))?;
-        let layers = self.model.text.config.layers;
+        let embeds = merge_at(self.model.text(), &ids_t, &parts)?;
+        let layers = self.model.text().config.layers;
         let mut cache = KvCache::default();
         let mut keys = None;
         let logits = match drop {
             Some(DropPlan { rule: InDecoder::DycokeKv(kv), span }) => {
                 keys = Some(DecodeKeys { method: "dycoke-kv", layer: kv.layer, span, state: kv.state() });
-                self.model.text.forward_embeds_at(embeds, positions, &mut cache, None)?
+                self.model.text().forward_embeds_positioned(embeds, positions, &mut cache, None)?
             }
             Some(DropPlan { rule, span }) => {
                 let method = rule.name();
@@ -315,11 +359,11 @@ impl TorchLanguage {
                     },
                 };
                 self.model
-                    .text
-                    .forward_embeds_planned(embeds, positions, &mut cache, Some(plan))
+                    .text()
+                    .forward_embeds_positioned(embeds, positions, &mut cache, Some(plan))
                     .map_err(|e| rule_error(method, e))?
             }
-            None => self.model.text.forward_embeds_at(embeds, positions, &mut cache, None)?,
+            None => self.model.text().forward_embeds_positioned(embeds, positions, &mut cache, None)?,
         };
         let tokens_per_layer = (0..layers).map(|l| cache.layer_len(l) as usize).collect();
         let decoding = TorchDecoding { model: &self.model, cache, device: self.device, tokens_per_layer, keys };

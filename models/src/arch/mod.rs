@@ -12,6 +12,7 @@
 
 pub mod llava;
 pub mod llava_onevision;
+pub mod qwen2_5_vl;
 
 use crate::vlm_config::VlmConfig;
 use ndarray::Array2;
@@ -60,6 +61,72 @@ pub enum ViewPlan {
         /// The grid pinpoints in pixels.
         pinpoints: Vec<(usize, usize)>,
     },
+    /// Native resolution (Qwen-VL): each image, or the frames of a video in runs of `temporal`, resized by the
+    /// processor to multiples of `patch · merge` and cut into flattened `temporal x patch x patch` patches in merge
+    /// blocks ([`ViewBatch::Patches`]).
+    Patches {
+        /// Spatial patch side.
+        patch: usize,
+        /// Merge block side.
+        merge: usize,
+        /// Frames per temporal patch.
+        temporal: usize,
+    },
+}
+
+/// One batch of views for a tower.
+#[derive(Debug, Clone, Copy)]
+pub enum ViewBatch<'a> {
+    /// `[views, 3, side, side]` row-major pixels.
+    Square {
+        /// The pixels.
+        pixels: &'a [f32],
+        /// Views in the batch.
+        views: usize,
+        /// Their side.
+        side: usize,
+    },
+    /// `[t·h·w, values]` flattened patches of a `(t, h, w)` patch grid ([`ViewPlan::Patches`]): `t` temporal
+    /// patches (frames pairs of a video, or images of one size) of `h x w` patches each.
+    Patches {
+        /// The patches in the processor's order.
+        patches: &'a [f32],
+        /// `(t, h, w)`.
+        grid: [usize; 3],
+    },
+}
+
+impl ViewBatch<'_> {
+    /// Views in the batch (temporal patches for [`ViewBatch::Patches`]).
+    pub fn views(&self) -> usize {
+        match self {
+            ViewBatch::Square { views, .. } => *views,
+            ViewBatch::Patches { grid, .. } => grid[0],
+        }
+    }
+
+    /// The batch in words, for errors: `4 views of 384x384`, `2 x 16 x 20 patches`.
+    pub fn describe(&self) -> String {
+        match self {
+            ViewBatch::Square { views, side, .. } => format!("{views} views of {side}x{side}"),
+            ViewBatch::Patches { grid: [t, h, w], .. } => format!("{t} x {h} x {w} patches"),
+        }
+    }
+}
+
+/// How a family wraps each image or video in the prompt and numbers its positions (Qwen-VL's
+/// `<|vision_start|> pads <|vision_end|>` with M-RoPE ids); families without it put one placeholder run in the text
+/// and use 1-D positions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptSpans {
+    /// The token that opens each span, id and text.
+    pub start: (i64, &'static str),
+    /// The text that closes it.
+    pub end: &'static str,
+    /// Temporal position ids per second of video.
+    pub tokens_per_second: f64,
+    /// Frames per temporal patch (the seconds a video's temporal id covers are this many frame intervals).
+    pub temporal_patch: usize,
 }
 
 /// How the processor cut one any-resolution image: its size and the tile grid it chose.
@@ -86,12 +153,14 @@ pub struct TowerOutput {
     pub attention: Option<Vec<f32>>,
     /// `[views, tokens, key_dim]` keys (mean over heads) and `key_dim`.
     pub keys: Option<(Vec<f32>, usize)>,
+    /// `(rows, cols)` of each view's tokens, for towers whose views are not square (native resolution).
+    pub grid: Option<(usize, usize)>,
 }
 
 impl TowerOutput {
     /// Appends the views of `next` (a later batch of the same tower, same signals) after these.
     pub fn append(&mut self, next: TowerOutput) -> Result<(), String> {
-        let shape = |o: &TowerOutput| (o.tokens, o.dim, o.attention.is_some(), o.keys.as_ref().map(|k| k.1));
+        let shape = |o: &TowerOutput| (o.tokens, o.dim, o.attention.is_some(), o.keys.as_ref().map(|k| k.1), o.grid);
         if shape(self) != shape(&next) {
             return Err(format!(
                 "a batch of {} tokens x {} differs from the first batch's {} x {} (or in its signals)",
@@ -254,20 +323,25 @@ pub trait Family: Send + Sync {
     fn newline(&self) -> Option<&[f32]> {
         None
     }
+
+    /// How each image or video is wrapped in the prompt and positioned, for M-RoPE families.
+    fn prompt_spans(&self) -> Option<PromptSpans> {
+        None
+    }
 }
 
 /// The family of a parsed `config.json` (`model_type`); `newline` is OneVision's `image_newline` read by the backend.
 pub fn family_for(json: &serde_json::Value, newline: Option<Vec<f32>>) -> Result<Box<dyn Family>, String> {
-    let config = VlmConfig::from_json(json)?;
     match json["model_type"].as_str() {
-        Some("llava") => Ok(Box::new(llava::Llava { config })),
+        Some("llava") => Ok(Box::new(llava::Llava { config: VlmConfig::from_json(json)? })),
         Some("llava_onevision") => {
             let newline = newline.ok_or("a llava_onevision checkpoint needs `image_newline`")?;
-            Ok(Box::new(llava_onevision::OneVision::new(config, newline)?))
+            Ok(Box::new(llava_onevision::OneVision::new(VlmConfig::from_json(json)?, newline)?))
         }
-        other => {
-            Err(format!("model_type {other:?} is not a supported vision-language family (llava, llava_onevision)"))
-        }
+        Some("qwen2_5_vl") => Ok(Box::new(qwen2_5_vl::Qwen25Vl::from_json(json)?)),
+        other => Err(format!(
+            "model_type {other:?} is not a supported vision-language family (llava, llava_onevision, qwen2_5_vl)"
+        )),
     }
 }
 

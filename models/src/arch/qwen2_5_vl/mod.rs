@@ -1,0 +1,115 @@
+//! Qwen2.5-VL (`model_type: qwen2_5_vl`, transformers' `Qwen2_5_VLForConditionalGeneration`): images and video at
+//! their native resolution (the processor's `smart_resize` to multiples of `patch_size · spatial_merge_size`),
+//! video in temporal patches of `temporal_patch_size` frames, and the 2 x 2 merger's tokens as the visual tokens.
+//! The grid the pruners see is `(t, h/2, w/2)`: one frame per temporal patch of a video, one view per image.
+//!
+//! In the prompt every image or video is `<|vision_start|>` + one `<|image_pad|>` (`<|video_pad|>`) per kept token +
+//! `<|vision_end|>`, and the decoder numbers positions with M-RoPE: each token keeps its `(t, h, w)` ids of
+//! transformers' `get_rope_index`, with the temporal id of a video scaled by `second_per_grid_t · tokens_per_second`
+//! (`tokensieve_pruners::positions`). No newline embedding.
+
+use super::{
+    keys_matrix, matrix, AnyResCut, Family, MediaKind, Newline, PromptSpans, TowerOutput, ViewPlan, VisualTokens,
+};
+use serde::Deserialize;
+use tokensieve_pruners::Layout;
+
+/// The `vision_config` keys the visual-token layout needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QwenVisionGeometry {
+    /// Spatial patch side in pixels.
+    pub patch_size: usize,
+    /// Frames per temporal patch.
+    pub temporal_patch_size: usize,
+    /// The merger's block side.
+    pub spatial_merge_size: usize,
+    /// Temporal position ids per second of video.
+    #[serde(default = "two")]
+    pub tokens_per_second: f64,
+}
+
+fn two() -> f64 {
+    2.0
+}
+
+/// The keys of a `qwen2_5_vl` `config.json` the layout and the prompt need (transformers' names).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Qwen25VlConfig {
+    /// `<|image_pad|>`.
+    pub image_token_id: i64,
+    /// `<|video_pad|>`.
+    pub video_token_id: i64,
+    /// `<|vision_start|>`.
+    pub vision_start_token_id: i64,
+    /// `<|vision_end|>`.
+    pub vision_end_token_id: i64,
+    /// The tower's geometry.
+    pub vision_config: QwenVisionGeometry,
+}
+
+/// The Qwen2.5-VL family.
+pub struct Qwen25Vl {
+    /// Its `config.json` keys.
+    pub config: Qwen25VlConfig,
+}
+
+impl Qwen25Vl {
+    /// Reads the family's keys from a parsed `config.json`.
+    pub fn from_json(json: &serde_json::Value) -> Result<Self, String> {
+        let config = Qwen25VlConfig::deserialize(json).map_err(|e| format!("qwen2_5_vl config: {e}"))?;
+        if config.vision_config.spatial_merge_size == 0 || config.vision_config.patch_size == 0 {
+            return Err("qwen2_5_vl config: patch_size and spatial_merge_size must be positive".into());
+        }
+        Ok(Qwen25Vl { config })
+    }
+}
+
+impl Family for Qwen25Vl {
+    fn name(&self) -> &'static str {
+        "qwen2_5_vl"
+    }
+
+    fn image_size(&self) -> usize {
+        // No square input: views are cut at native resolution ([`ViewPlan::Patches`]).
+        0
+    }
+
+    fn view_plan(&self, _: MediaKind, _: usize) -> ViewPlan {
+        let g = &self.config.vision_config;
+        ViewPlan::Patches { patch: g.patch_size, merge: g.spatial_merge_size, temporal: g.temporal_patch_size }
+    }
+
+    fn arrange(&self, out: TowerOutput, kind: MediaKind, _: Option<AnyResCut>) -> Result<VisualTokens, String> {
+        out.check()?;
+        let (views, n) = (out.views, out.tokens);
+        let (height, width) = out.grid.ok_or("qwen2_5_vl tower output without its merged grid")?;
+        if height * width != n {
+            return Err(format!("a merged grid of {height} x {width} for {n} tokens per view"));
+        }
+        let (layout, placeholder) = match kind {
+            MediaKind::Video => (Layout::frames(views, height, width), (self.config.video_token_id, "<|video_pad|>")),
+            MediaKind::Images => {
+                (Layout::Grid { views, frames: 1, height, width }, (self.config.image_token_id, "<|image_pad|>"))
+            }
+        };
+        Ok(VisualTokens {
+            features: matrix(out.features, out.dim)?,
+            attention: out.attention,
+            keys: keys_matrix(out.keys)?,
+            layout: Some(layout),
+            units: (views, n),
+            newline: Newline::None,
+            placeholder,
+            anyres: None,
+        })
+    }
+
+    fn prompt_spans(&self) -> Option<PromptSpans> {
+        Some(PromptSpans {
+            start: (self.config.vision_start_token_id, "<|vision_start|>"),
+            end: "<|vision_end|>",
+            tokens_per_second: self.config.vision_config.tokens_per_second,
+            temporal_patch: self.config.vision_config.temporal_patch_size,
+        })
+    }
+}
