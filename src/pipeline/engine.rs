@@ -461,7 +461,7 @@ impl Engine {
             return Err(QaError::Prompt("native-resolution tokens without their grid".into()));
         };
         let runs = match kind {
-            MediaKind::Video => vec![0..origin.len()],
+            MediaKind::Video => std::iter::once(0..origin.len()).collect(),
             MediaKind::Images => unit_runs(origin, units.0, units.1),
         };
         let scale = match kind {

@@ -1,0 +1,185 @@
+//! A tiny random Qwen2.5-VL (windowed ViT with 2-D RoPE + merger, Qwen2 decoder with M-RoPE) against transformers
+//! 5.24 (`fixtures/make_qwen2_5_vl_fixtures.py`): merged vision features and last-position logits within 1e-4 for
+//! one image (windows that need padding), two images of different grids, a video (temporal ids scaled by
+//! `second_per_grid_t · tokens_per_second`) and a video before an image, at transformers' `get_rope_index` ids; the
+//! 20 greedy tokens of the video prompt; the video prompt with 12 of its 32 tokens kept before the decoder (their
+//! original 3-D ids, the text after as unpruned) with 5 greedy tokens after it; and FastV (K = 2, R = 0.5) inside
+//! the decoder on the video prompt, its kept set and logits.
+
+#![cfg(feature = "torch")]
+
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+use tokensieve_models::arch::SignalRequest;
+use tokensieve_models::llama::{KvCache, LayerPlan, Llama, PositionMode, PrefillPlan, QueryRows, RuleError, StageView};
+use tokensieve_models::llava::merge_at;
+use tokensieve_models::positions::PositionIds;
+use tokensieve_models::qwen_vision::QwenVision;
+use tokensieve_models::safetensors::Safetensors;
+use tokensieve_pruners::in_decoder::fastv::FastV;
+
+const IMAGE: i64 = 92;
+const VIDEO: i64 = 93;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_qwen2_5_vl")
+}
+
+struct Reference(Safetensors);
+
+impl Reference {
+    fn open() -> Self {
+        Reference(Safetensors::open(&dir().join("reference.safetensors")).expect("run make fixtures"))
+    }
+    fn tensor(&self, name: &str) -> Tensor {
+        let (v, shape) = self.0.tensor_f32(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        Tensor::from_slice(&v).reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice())
+    }
+    fn ints(&self, name: &str) -> Vec<i64> {
+        self.0.tensor_f32(name).unwrap_or_else(|e| panic!("{name}: {e}")).0.iter().map(|&v| v as i64).collect()
+    }
+    fn grid(&self, name: &str) -> [usize; 3] {
+        let g = self.ints(name);
+        [g[0] as usize, g[1] as usize, g[2] as usize]
+    }
+    /// `[3, L]` position ids as three rows.
+    fn positions(&self, name: &str) -> PositionIds {
+        let flat = self.ints(name);
+        let l = flat.len() / 3;
+        PositionIds::MRope([flat[..l].to_vec(), flat[l..2 * l].to_vec(), flat[2 * l..].to_vec()])
+    }
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]) - b.reshape([-1])).abs().max().double_value(&[])
+}
+
+struct Model {
+    vision: QwenVision,
+    text: Llama,
+}
+
+impl Model {
+    fn load(device: Device) -> Self {
+        Model {
+            vision: QwenVision::load_as(&dir(), device, Kind::Float).unwrap(),
+            text: Llama::from_hf_dir_as(&dir(), device, Kind::Float).unwrap(),
+        }
+    }
+
+    /// Merged tokens `[N, D]` of a grid's patches.
+    fn features(&self, r: &Reference, pixels: &str, grid: &str) -> Tensor {
+        let tap = self.vision.encode(&r.tensor(pixels), r.grid(grid), SignalRequest::default()).unwrap();
+        tap.features.flatten(0, 1)
+    }
+
+    fn prefill(&self, ids: &[i64], parts: &[(i64, &Tensor)], positions: &PositionIds, cache: &mut KvCache) -> Tensor {
+        let device = self.vision.device();
+        let embeds = merge_at(&self.text, &Tensor::from_slice(ids).unsqueeze(0).to_device(device), parts).unwrap();
+        self.text.forward_embeds_positioned(embeds, positions, cache, None).unwrap()
+    }
+
+    fn greedy(&self, first: &Tensor, cache: &mut KvCache, steps: usize) -> Vec<i64> {
+        let mut out = vec![first.argmax(-1, false).int64_value(&[0])];
+        while out.len() < steps {
+            let ids = Tensor::from_slice(&out[out.len() - 1..]).unsqueeze(0).to_device(self.vision.device());
+            out.push(self.text.forward(&ids, cache).unwrap().argmax(-1, false).int64_value(&[0]));
+        }
+        out
+    }
+}
+
+/// The last position's row of `[L, V]` logits.
+fn last_row(logits: &Tensor) -> Tensor {
+    logits.get(logits.size()[0] - 1)
+}
+
+#[test]
+fn tiny_qwen2_5_vl_matches_transformers_unpruned() {
+    for device in tokensieve_models::runtime::compute_devices_reported() {
+        let r = Reference::open();
+        let m = Model::load(device);
+        for case in ["image", "video"] {
+            let (pad, pixels) = if case == "image" { (IMAGE, "image_pixels") } else { (VIDEO, "video_pixels") };
+            let features = m.features(&r, pixels, &format!("{case}_grid"));
+            let d = max_diff(&features, &r.tensor(&format!("{case}_features")));
+            assert!(d <= 1e-4, "{case} features on {device:?} differ by {d}");
+            let ids = r.ints(&format!("{case}_ids"));
+            let positions = r.positions(&format!("{case}_positions"));
+            let logits = m.prefill(&ids, &[(pad, &features)], &positions, &mut KvCache::default());
+            let d = max_diff(&logits, &last_row(&r.tensor(&format!("{case}_logits"))));
+            assert!(d <= 1e-4, "{case} logits on {device:?} differ by {d}");
+        }
+        // Two images of different grids in one prompt.
+        let (pixels, grids) = (r.tensor("two_pixels"), r.ints("two_grid"));
+        let grid = |i: usize| [grids[3 * i] as usize, grids[3 * i + 1] as usize, grids[3 * i + 2] as usize];
+        let first = (grid(0)[1] * grid(0)[2]) as i64;
+        let encode = |rows: Tensor, g: [usize; 3]| {
+            m.vision.encode(&rows, g, SignalRequest::default()).unwrap().features.flatten(0, 1)
+        };
+        let a = encode(pixels.narrow(0, 0, first), grid(0));
+        let b = encode(pixels.narrow(0, first, pixels.size()[0] - first), grid(1));
+        let both = Tensor::cat(&[a, b], 0);
+        let logits =
+            m.prefill(&r.ints("two_ids"), &[(IMAGE, &both)], &r.positions("two_positions"), &mut KvCache::default());
+        let d = max_diff(&logits, &last_row(&r.tensor("two_logits")));
+        assert!(d <= 1e-4, "two images on {device:?}: logits differ by {d}");
+        // A video before an image.
+        let video = m.features(&r, "mixed_video_pixels", "mixed_video_grid");
+        let image = m.features(&r, "mixed_image_pixels", "mixed_image_grid");
+        let parts = [(VIDEO, &video), (IMAGE, &image)];
+        let logits = m.prefill(&r.ints("mixed_ids"), &parts, &r.positions("mixed_positions"), &mut KvCache::default());
+        let d = max_diff(&logits, &last_row(&r.tensor("mixed_logits")));
+        assert!(d <= 1e-4, "video before image on {device:?}: logits differ by {d}");
+        // 20 greedy tokens after the video prompt: decoding continues from the largest id + 1 (rope_deltas).
+        let features = m.features(&r, "video_pixels", "video_grid");
+        let mut cache = KvCache::default();
+        let first = m.prefill(&r.ints("video_ids"), &[(VIDEO, &features)], &r.positions("video_positions"), &mut cache);
+        assert_eq!(m.greedy(&first, &mut cache, 20), r.ints("video_greedy"), "greedy tokens on {device:?}");
+    }
+}
+
+#[test]
+fn tiny_qwen2_5_vl_matches_transformers_with_kept_tokens() {
+    for device in tokensieve_models::runtime::compute_devices_reported() {
+        let r = Reference::open();
+        let m = Model::load(device);
+        let features = m.features(&r, "video_pixels", "video_grid");
+        // Pre-LLM: 12 of the 32 video tokens, at their original 3-D ids.
+        let kept = r.ints("pruned_kept");
+        let rows = features.index_select(0, &Tensor::from_slice(&kept).to_device(device));
+        let mut cache = KvCache::default();
+        let first = m.prefill(&r.ints("pruned_ids"), &[(VIDEO, &rows)], &r.positions("pruned_positions"), &mut cache);
+        let d = max_diff(&first, &last_row(&r.tensor("pruned_logits")));
+        assert!(d <= 1e-4, "pruned prompt on {device:?}: logits differ by {d}");
+        assert_eq!(m.greedy(&first, &mut cache, 5), r.ints("pruned_greedy"), "pruned greedy on {device:?}");
+        // FastV inside the decoder on the unpruned prompt.
+        let ids = r.ints("video_ids");
+        let start = ids.iter().position(|&t| t == VIDEO).unwrap();
+        let span = start..start + 32;
+        let rule = FastV { layer: 2, ratio: 0.5 };
+        let mut chosen = Vec::new();
+        let mut stage = |view: StageView<'_>| -> Result<LayerPlan, RuleError> {
+            let kept = rule.select(&view.rows[0], view.span.clone())?;
+            chosen = kept.clone();
+            Ok(LayerPlan::keep(kept))
+        };
+        let plan = PrefillPlan {
+            layers: vec![2],
+            span,
+            rows: QueryRows::Last,
+            rule: &mut stage,
+            positions: PositionMode::Original,
+        };
+        let embeds =
+            merge_at(&m.text, &Tensor::from_slice(&ids).unsqueeze(0).to_device(device), &[(VIDEO, &features)]).unwrap();
+        let logits = m
+            .text
+            .forward_embeds_positioned(embeds, &r.positions("video_positions"), &mut KvCache::default(), Some(plan))
+            .unwrap();
+        let want: Vec<usize> = r.ints("fastv_kept").iter().map(|&k| k as usize).collect();
+        assert_eq!(chosen, want, "FastV's kept set on {device:?}");
+        let d = max_diff(&logits, &r.tensor("fastv_logits"));
+        assert!(d <= 1e-4, "FastV on {device:?}: logits differ by {d}");
+    }
+}
