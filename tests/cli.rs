@@ -1681,3 +1681,75 @@ fn a_mis_shaped_checkpoint_is_one_line_naming_the_tensor_and_both_shapes() {
         assert!(!err.contains("frame #") && !err.contains("Exception raised"), "{args:?}: {err}");
     }
 }
+
+const TINY_QWEN2_5_VL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_qwen2_5_vl");
+
+/// Qwen2.5-VL through every command that takes a vision-language model: `ask` pruned before the decoder, `forward`,
+/// `compress`, `bench` at 100/25/10 % and `eval`; the onnx backend refuses it in one line.
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn qwen2_5_vl_runs_ask_forward_compress_bench_and_eval() {
+    let video = asset("videos/bikes.mp4");
+    let common = ["--model", TINY_QWEN2_5_VL, "--video", video.as_str(), "--frames", "4"];
+    let mut ask = vec!["ask"];
+    ask.extend_from_slice(&common);
+    ask.extend_from_slice(&[
+        "--pruner",
+        "todre",
+        "--ratio",
+        "0.25",
+        "--max-new-tokens",
+        "3",
+        "--json",
+        "what is there",
+    ]);
+    let (code, out, err) = tokensieve(&ask);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let encoder = v["record"]["visual_tokens"][0][1].as_u64().unwrap();
+    assert_eq!(v["record"]["kept"].as_array().unwrap().len() as u64, encoder / 4, "{v}");
+
+    let mut forward = vec!["forward"];
+    forward.extend_from_slice(&common);
+    forward.extend_from_slice(&["--prompt", "what is there"]);
+    let (code, out, err) = tokensieve(&forward);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("({encoder} visual)")), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pictures = dir.path().join("compress");
+    let mut compress = vec!["compress"];
+    compress.extend_from_slice(&common);
+    compress.extend_from_slice(&["--ratio", "0.25", "--out", pictures.to_str().unwrap(), "what is there"]);
+    let (code, _, err) = tokensieve(&compress);
+    assert_eq!(code, 0, "{err}");
+    assert!(pictures.join("kept.png").is_file() && pictures.join("record.json").is_file());
+
+    let plot = dir.path().join("bench.png");
+    let mut bench = vec!["bench"];
+    bench.extend_from_slice(&common);
+    bench.extend_from_slice(&["--budgets", "100%,25%,10%", "--repeats", "1", "--new-tokens", "2", "--json"]);
+    bench.extend_from_slice(&["--plot", plot.to_str().unwrap()]);
+    let (code, out, err) = tokensieve(&bench);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let kept: Vec<u64> =
+        report["rows"].as_array().unwrap().iter().filter_map(|r| r["visual_tokens"].as_u64()).collect();
+    assert_eq!(kept.len(), 3, "{out}");
+    assert!(kept[0] > kept[1] && kept[1] > kept[2], "{kept:?}");
+
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(asset("videos/bikes.mp4"), dir.path().join("data/bikes.mp4")).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/videomme_test.parquet");
+    let flags = ["--frames", "2", "--pruner", "todre", "--ratio", "0.25"];
+    let (code, v, err) = eval_run_on(TINY_QWEN2_5_VL, "videomme", &data, dir.path(), &dir.path().join("vm"), &flags);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((v["samples"].as_u64(), v["errors"].as_u64()), (Some(3), Some(1)), "{v}");
+
+    let mut onnx = vec!["ask", "--backend", "onnx"];
+    onnx.extend_from_slice(&common);
+    onnx.push("what");
+    let (code, _, err) = tokensieve(&onnx);
+    assert_ne!(code, 0);
+    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+}

@@ -74,8 +74,8 @@ pub struct PruningFlags {
 /// Arguments of `ask`.
 #[derive(Debug, clap::Args)]
 pub struct AskArgs {
-    /// A GGUF language model file, a `llava`/`llava_onevision`/`qwen2_5_vl` directory, or a Hugging Face id found in the local
-    /// hub cache.
+    /// A GGUF language model file, a `llava`/`llava_onevision`/`qwen2_5_vl` directory, or a Hugging Face id found in
+    /// the local hub cache.
     #[arg(long)]
     pub(super) model: String,
     /// The question.
@@ -196,7 +196,8 @@ fn lm_forward(args: &ForwardArgs) -> Result<Prefill, CliError> {
 fn refuse_visual(visual: bool) -> Result<(), CliError> {
     if visual {
         return Err(CliError::usage(
-            "image, video and view inputs need a llava or llava_onevision model directory (and the video feature)",
+            "image, video and view inputs need a llava, llava_onevision or qwen2_5_vl model directory (and the video \
+             feature)",
             "run the language model alone (no --image/--video/--views), or give a vision-language directory",
         ));
     }
@@ -205,7 +206,8 @@ fn refuse_visual(visual: bool) -> Result<(), CliError> {
 
 pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
     let start = Instant::now();
-    let vlm = args.model.is_dir() && matches!(model_type(&args.model).as_deref(), Some("llava" | "llava_onevision"));
+    let vlm = args.model.is_dir()
+        && matches!(model_type(&args.model).as_deref(), Some("llava" | "llava_onevision" | "qwen2_5_vl"));
     let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.backend.backend == "onnx" || vlm {
         forward_vlm(&args)?
     } else {
@@ -336,7 +338,7 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
     }
     let pipeline = builder.build().map_err(|e| match e {
         PipelineError::Spec(_) => usage(e),
-        e => CliError::runtime(e.to_string(), Some("is it a llava or llava_onevision directory?".into())),
+        e => CliError::runtime(e.to_string(), Some("is it a llava, llava_onevision or qwen2_5_vl directory?".into())),
     })?;
     let stream = !args.json;
     let mut out = std::io::stdout().lock();

@@ -117,16 +117,19 @@ fn panels(views: Vec<Frame>, visual: &VisualTokens, kept: &[bool]) -> Result<Vec
         ));
     };
     let per = height * width;
-    Ok(views
+    // One panel per unit of tokens: a frame, or (Qwen-VL) the first frame of each temporal patch.
+    let stride = views.len().div_ceil(visual.units.0.max(1)).max(1);
+    views
         .into_iter()
+        .step_by(stride)
         .enumerate()
-        .map(|(f, image)| Panel {
-            image,
-            cells: (height, width),
-            kept: kept[f * per..(f + 1) * per].to_vec(),
-            heat: None,
+        .map(|(f, image)| {
+            let cells = kept
+                .get(f * per..(f + 1) * per)
+                .ok_or_else(|| runtime(format!("{} kept flags for unit {f} of {per} tokens", kept.len())))?;
+            Ok(Panel { image, cells: (height, width), kept: cells.to_vec(), heat: None })
         })
-        .collect())
+        .collect()
 }
 
 /// Each token's relevance to the question ([`question_relevance`]: mean cosine to its LLM input embeddings),
