@@ -1682,6 +1682,7 @@ fn a_mis_shaped_checkpoint_is_one_line_naming_the_tensor_and_both_shapes() {
     }
 }
 
+#[cfg(all(feature = "torch", feature = "video"))]
 const TINY_QWEN2_5_VL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_qwen2_5_vl");
 
 /// Qwen2.5-VL through every command that takes a vision-language model: `ask` pruned before the decoder, `forward`,
