@@ -95,6 +95,11 @@ fn videos_and_images_run_pruned_before_and_inside_the_decoder() {
     let k = pruned.kept.len();
     assert_eq!(k, (n as f64 * 0.25).round() as usize);
     assert_eq!(full.prefill_tokens - pruned.prefill_tokens, n - k, "the prompt lost exactly the pruned tokens");
+    // EVS at vLLM's rate 0.5 (no budget given): max(one temporal patch, int(N / 2)) tokens, the first patch whole.
+    let evs = Method::from_spec("evs:rate=0.5").unwrap().0;
+    let (_, evs) = ask(&QaOptions { pruners: vec![evs], ..QaOptions::new(2) }, &frames, MediaKind::Video).unwrap();
+    assert_eq!(evs.kept.len(), (n / 2).max(n / 3));
+    assert!((0..n / 3).all(|i| evs.kept.contains(&i)), "the first temporal patch is kept whole");
     // FastV inside the decoder halves the visual span from layer 2 on.
     let fastv = tokensieve::pruners::in_decoder::InDecoder::from_spec("fastv:layer=2,ratio=0.5").unwrap();
     let opts = QaOptions { in_llm: Some(fastv), ..QaOptions::new(2) };

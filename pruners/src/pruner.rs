@@ -30,6 +30,12 @@ pub trait Pruner {
         true
     }
 
+    /// Whether the method fixes its own count (a rate of its own, such as EVS's `rate=<q>`), so it runs even when the
+    /// budget keeps every token (the budget is then only its upper bound); other methods are the identity there.
+    fn fixed_count(&self) -> bool {
+        false
+    }
+
     /// Synthetic rows with no original index ([`crate::Selection::extra`]) the method appends when it prunes
     /// (`k < N`): PruMerge+'s extra token. Serving code counts them before encoding.
     fn synthetic_rows(&self) -> usize {
@@ -66,10 +72,10 @@ pub fn prune<B: Backend, P: Pruner>(
     if let Some(&signal) = pruner.requires().iter().find(|&&s| !has_signal(tokens, s)) {
         return Err(PruneError::MissingSignal { method: pruner.name(), signal });
     }
-    let mut selection = if resolved.k >= n {
+    let mut selection = if resolved.k >= n && !pruner.fixed_count() {
         Selection::pruned((0..n).collect(), n)
     } else {
-        pruner.select(backend, tokens, resolved.k)?
+        pruner.select(backend, tokens, resolved.k.min(n))?
     };
     selection.requested = resolved.k;
     selection.clamped = resolved.clamped;

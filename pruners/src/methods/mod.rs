@@ -7,6 +7,7 @@ pub mod dcode;
 pub mod density;
 pub mod divprune;
 pub mod dycoke;
+pub mod evs;
 pub mod fastvid;
 pub mod holitom;
 pub mod kcenter;
@@ -79,6 +80,9 @@ macro_rules! methods {
             fn synthetic_rows(&self) -> usize {
                 match self { $( Method::$variant(m) => m.synthetic_rows(), )* }
             }
+            fn fixed_count(&self) -> bool {
+                match self { $( Method::$variant(m) => m.fixed_count(), )* }
+            }
             fn select<B: Backend>(&self, backend: &B, tokens: &TokenSet<B::Matrix>, k: usize)
                 -> Result<Selection<B::Matrix>> {
                 match self { $( Method::$variant(m) => m.select(backend, tokens, k), )* }
@@ -116,6 +120,8 @@ methods! {
         "VisPruner (official loop): important tokens by head-mean CLS attention of ViT layer -2, diverse ones by iterative duplicate removal on pre-projector features";
     DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
         "DyCoke TTM (official loops, dycoke_k=0.7): 4-frame windows keep the tokens that changed vs their reference frame; tail=full, dycoke_k=budget opt-in";
+    Evs(evs::Evs) = "evs", evs::Evs::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
+        "EVS (vLLM's video pruning): the first frame whole, then the top k by dissimilarity to the same position one frame earlier; rate=<q> for vLLM's own count";
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "FastVID (official DTM): DySeg segments, salient tokens by attention, the rest merged into each anchor frame's density-peak anchors; merge=pooled opt-in";
     HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
