@@ -121,7 +121,7 @@ methods! {
     DyCoke(dycoke::DyCoke) = "dycoke", dycoke::DyCoke::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
         "DyCoke TTM (official loops, dycoke_k=0.7): 4-frame windows keep the tokens that changed vs their reference frame; tail=full, dycoke_k=budget opt-in";
     Evs(evs::Evs) = "evs", evs::Evs::PARAMS, [Signal::FrameGrid], [Signal::FrameGrid],
-        "EVS (vLLM's video pruning): the first frame whole, then the top k by dissimilarity to the same position one frame earlier; rate=<q> for vLLM's own count";
+        "EVS (vLLM's video pruning): the first frame whole, then the top k by dissimilarity to the same position one frame earlier; rate=q for vLLM's own count";
     FastVid(fastvid::FastVid) = "fastvid", fastvid::FastVid::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
         "FastVID (official DTM): DySeg segments, salient tokens by attention, the rest merged into each anchor frame's density-peak anchors; merge=pooled opt-in";
     HoliTom(holitom::HoliTom) = "holitom", holitom::HoliTom::PARAMS, [Signal::FrameGrid, Signal::ClsAttention], [Signal::FrameGrid, Signal::ClsAttention],
