@@ -167,7 +167,7 @@ impl Engine {
             match choice {
                 #[cfg(feature = "torch")]
                 EngineChoice::Torch { device, dtype, weights } => {
-                    let loaded = super::torch_model::load(dir, device, dtype, weights)?;
+                    let loaded = super::torch_model::load(dir, &config, device, dtype, weights)?;
                     let (v, l, newline, kind) = (loaded.vision, loaded.language, loaded.newline, loaded.dtype);
                     let text = format!(
                         "torch {} {}{}{}",

@@ -79,11 +79,13 @@ pub struct Loaded {
     pub dtype: Kind,
 }
 
-/// Loads `dir` on `device` in `dtype` (`None`: [`tokensieve_models::runtime::auto_dtype`] of the checkpoint's stored
-/// dtype) with the decoder's linear weights held as `weights`; returns both sides, OneVision's newline embedding
+/// Loads `dir` (whose parsed `config.json` is `config`: its `model_type` picks the model) on `device` in `dtype`
+/// (`None`: [`tokensieve_models::runtime::auto_dtype`] of the checkpoint's stored dtype) with the decoder's linear
+/// weights held as `weights`; returns both sides, OneVision's newline embedding
 /// and the compute dtype. Int8 weights are a CPU mode: on another device they are refused before anything loads.
 pub fn load(
     dir: &std::path::Path,
+    config: &serde_json::Value,
     device: Device,
     dtype: Option<Kind>,
     weights: DecoderWeights,
@@ -98,12 +100,7 @@ pub fn load(
         Some(kind) => kind,
         None => auto_dtype(Checkpoint::open(dir).map_err(LlavaError::from)?.float_dtype(), device),
     };
-    let config = dir.join("config.json");
-    let model_type = std::fs::read_to_string(&config)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|j| j["model_type"].as_str().map(str::to_string));
-    let mut model = match model_type.as_deref() {
+    let mut model = match config["model_type"].as_str() {
         Some("qwen2_5_vl") => Model::Qwen {
             vision: QwenVision::load_as(dir, device, dtype)?,
             text: Llama::from_hf_dir_as(dir, device, dtype)?,
