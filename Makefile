@@ -113,7 +113,7 @@ bench-hf: build
 # f16), the pruners on CUDA tensors against the CPU backend, and the bench on the device (prefill and decode rows).
 test-cuda: setup
 	@$(ENV) && python -c "import sys, torch; n = torch.cuda.device_count(); print(f'CUDA devices: {n}'); sys.exit(0 if n else 1)" || { echo "make test-cuda: libtorch sees no CUDA device on this machine; run it where there is one" >&2; exit 1; }
-	@$(ENV) && cargo test --release $(FEATURES) -p tokensieve-models --test decoder_parity --test llava_parity --test onevision_parity --test qwen2_5_vl_parity --test vision_parity --test smollm2
+	@$(ENV) && cargo test --release $(FEATURES) -p tokensieve-models --test decoder_parity --test llava_parity --test onevision_parity --test qwen2_5_vl_parity --test qwen3_vl_parity --test vision_parity --test smollm2
 	@$(ENV) && cargo test --release $(FEATURES) -p tokensieve-pruners --test torch_parity
 	@$(ENV) && cargo build --release $(FEATURES)
 	@$(ENV) && ./target/release/tokensieve init-model --preset demo --out $(DEMO_MODEL)
@@ -136,6 +136,7 @@ fixtures: setup
 	@$(ENV) && python models/tests/fixtures/make_onevision_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_llava_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_qwen2_5_vl_fixtures.py
+	@$(ENV) && python models/tests/fixtures/make_qwen3_vl_fixtures.py
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_llava --out models/tests/fixtures/tiny_llava_onnx --precision fp16,q8
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_onevision --out models/tests/fixtures/tiny_onevision_onnx
 	@$(ENV) && python models/tests/fixtures/make_custom_encoder_fixture.py

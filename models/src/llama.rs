@@ -87,7 +87,7 @@ struct HfTextConfig {
 
 /// The `text_config.model_type`s whose decoder is this one: Llama, Qwen2 and the Qwen2 decoders of Qwen2-VL and
 /// Qwen2.5-VL (M-RoPE, [`MRope`]).
-const DECODERS: [&str; 4] = ["llama", "qwen2", "qwen2_vl_text", "qwen2_5_vl_text"];
+const DECODERS: [&str; 6] = ["llama", "qwen2", "qwen3", "qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text"];
 
 /// Multimodal rotary embeddings (Qwen2-VL and later): each of the `d/2` rotary frequencies turns with one of the
 /// three position ids of a row (temporal, height, width). `mrope_section = [s_t, s_h, s_w]` (summing to `d/2`)
@@ -152,6 +152,8 @@ pub struct LlamaConfig {
     pub heads: usize,
     /// Key/value heads (grouped-query attention).
     pub kv_heads: usize,
+    /// Width of one head (`hidden / heads` unless the config says otherwise, as Qwen3's `head_dim` does).
+    pub head_dim: usize,
     /// RMSNorm epsilon.
     pub eps: f64,
     /// Rotary base.
@@ -216,6 +218,8 @@ struct Layer {
     k: Linear,
     v: Linear,
     qkv_bias: Option<(Tensor, Tensor, Tensor)>,
+    /// Qwen3's per-head RMSNorm weights of queries and keys `[head_dim]`.
+    qk_norm: Option<(Tensor, Tensor)>,
     o: Linear,
     ffn_norm: Tensor,
     gate: Linear,
@@ -229,6 +233,14 @@ impl Layer {
         match &self.qkv_bias {
             Some((q, k, v)) => (Some(q), Some(k), Some(v)),
             None => (None, None, None),
+        }
+    }
+
+    /// Qwen3's query and key head norms, or none.
+    fn head_norms(&self) -> (Option<&Tensor>, Option<&Tensor>) {
+        match &self.qk_norm {
+            Some((q, k)) => (Some(q), Some(k)),
+            None => (None, None),
         }
     }
 }
@@ -473,6 +485,47 @@ pub struct StepKeys<'a> {
     pub select: StepRule<'a>,
 }
 
+/// Qwen3-VL's DeepStack input: vision planes added to the visual rows of a prefill after its first layers.
+pub struct DeepStack {
+    /// The rows of the prefill's sequence that receive the planes (the visual placeholders), ascending.
+    pub rows: Vec<usize>,
+    /// One `[rows.len(), D]` plane per level (any float kind and device); level `i` is added after layer `i`.
+    pub planes: Vec<Tensor>,
+}
+
+impl DeepStack {
+    /// The planes' rows after a plan kept `kept` of the span `span` and the span became `new_span`: rows before the
+    /// span stay, kept rows move up to their place, dropped rows lose their plane rows, rows after the span shift.
+    fn follow(
+        &mut self,
+        span: &std::ops::Range<usize>,
+        kept: &[usize],
+        new_span: &std::ops::Range<usize>,
+        device: Device,
+    ) -> Result<(), TchError> {
+        let (mut rows, mut keep) = (Vec::with_capacity(self.rows.len()), Vec::with_capacity(self.rows.len()));
+        for (j, &r) in self.rows.iter().enumerate() {
+            let moved = if r < span.start {
+                Some(r)
+            } else if r < span.end {
+                kept.binary_search(&(r - span.start)).ok().map(|p| span.start + p)
+            } else {
+                Some(r - span.end + new_span.end)
+            };
+            if let Some(m) = moved {
+                rows.push(m);
+                keep.push(j as i64);
+            }
+        }
+        if keep.len() != self.rows.len() {
+            let index = Tensor::from_slice(&keep).f_to_device(device)?;
+            self.planes = self.planes.iter().map(|p| p.f_index_select(0, &index)).collect::<Result<_, _>>()?;
+        }
+        self.rows = rows;
+        Ok(())
+    }
+}
+
 /// The rule of an in-decoder prefill edit, in either shape.
 enum EditRule<'a> {
     Offsets(DropRule<'a>),
@@ -555,7 +608,7 @@ struct RopeTables {
 
 /// `θ^(−2i/d)` for `i < d/2`, as f32 on `device`.
 fn inverse_frequencies(config: &LlamaConfig, device: Device) -> Result<Tensor, TchError> {
-    let d = (config.hidden / config.heads.max(1)) as i64;
+    let d = config.head_dim as i64;
     Tensor::f_arange(d / 2, (Kind::Float, device))?
         .f_mul_scalar(-2.0 / d as f64)?
         .f_mul_scalar(config.rope_base.ln())?
@@ -586,6 +639,8 @@ impl Llama {
             hidden: g.meta_int("llama.embedding_length")? as usize,
             heads: g.meta_int("llama.attention.head_count")? as usize,
             kv_heads: g.meta_int("llama.attention.head_count_kv")? as usize,
+            head_dim: (g.meta_int("llama.embedding_length")? / g.meta_int("llama.attention.head_count")?.max(1))
+                as usize,
             eps: g.meta_float("llama.attention.layer_norm_rms_epsilon")?,
             rope_base: g.meta_float("llama.rope.freq_base").unwrap_or(10000.0),
         };
@@ -606,6 +661,7 @@ impl Llama {
                     k: lin("attn_k")?,
                     v: lin("attn_v")?,
                     qkv_bias: None,
+                    qk_norm: None,
                     o: lin("attn_output")?,
                     ffn_norm: w("ffn_norm")?,
                     gate: lin("ffn_gate")?,
@@ -643,6 +699,7 @@ impl Llama {
             hidden: hf.hidden_size,
             heads,
             kv_heads: hf.num_key_value_heads.unwrap_or(heads),
+            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / heads.max(1)),
             eps: hf.rms_norm_eps.unwrap_or(1e-6),
             // transformers 5 nests the base in `rope_parameters`; older configs keep `rope_theta` at the top.
             rope_base: hf.rope_parameters.as_ref().and_then(|r| r.rope_theta).or(hf.rope_theta).unwrap_or(10000.0),
@@ -658,7 +715,8 @@ impl Llama {
                     .as_slice()
                     .try_into()
                     .map_err(|_| bad(format!("rope_parameters.mrope_section {section:?} must have three entries")))?;
-                Some(MRope { section, interleaved })
+                // transformers' Qwen3-VL text model interleaves whatever the flag says.
+                Some(MRope { section, interleaved: interleaved || hf.model_type == "qwen3_vl_text" })
             }
             None if hf.model_type.ends_with("_vl_text") => {
                 return Err(bad(format!(
@@ -678,7 +736,7 @@ impl Llama {
         let root = Weights::new(&shards, "", device, kind);
         let model = Weights::new(&shards, prefix, device, kind);
         let (d, m, v) = (config.hidden, hf.intermediate_size, hf.vocab_size);
-        let head_dim = hf.head_dim.unwrap_or(d / heads.max(1));
+        let head_dim = config.head_dim;
         let (q_out, kv_out) = (heads * head_dim, config.kv_heads * head_dim);
         let head_name = ["lm_head.weight", "language_model.lm_head.weight"].into_iter().find(|n| shards.contains(n));
         let embed = model.get("embed_tokens.weight", &[v, d])?;
@@ -699,12 +757,18 @@ impl Llama {
                 } else {
                     None
                 };
+                let qk_norm = if attn.contains("q_norm.weight") {
+                    Some((attn.get("q_norm.weight", &[head_dim])?, attn.get("k_norm.weight", &[head_dim])?))
+                } else {
+                    None
+                };
                 Ok(Layer {
                     attn_norm: l.get("input_layernorm.weight", &[d])?,
                     q: Linear::Dense(attn.get("q_proj.weight", &[q_out, d])?),
                     k: Linear::Dense(attn.get("k_proj.weight", &[kv_out, d])?),
                     v: Linear::Dense(attn.get("v_proj.weight", &[kv_out, d])?),
                     qkv_bias,
+                    qk_norm,
                     o: Linear::Dense(attn.get("o_proj.weight", &[d, q_out])?),
                     ffn_norm: l.get("post_attention_layernorm.weight", &[d])?,
                     gate: Linear::Dense(l.get("mlp.gate_proj.weight", &[m, d])?),
@@ -785,7 +849,7 @@ impl Llama {
         keys: Option<StepKeys<'_>>,
     ) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
-        self.run(self.embed(ids)?, cache, None, keys, None, None)
+        self.run(self.embed(ids)?, cache, None, keys, None, None, None)
     }
 
     /// Runs input embeddings `[B, S, D]` (text and merged visual tokens) after the cached positions; returns the
@@ -802,7 +866,7 @@ impl Llama {
         cache: &mut KvCache,
         drop: Option<LayerDrop<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        self.run(x, cache, drop.map(Edit::from), None, None, None)
+        self.run(x, cache, drop.map(Edit::from), None, None, None, None)
     }
 
     /// As [`Llama::forward_embeds_with`] with explicit position ids `positions` (one per input row, ascending; gaps
@@ -815,7 +879,7 @@ impl Llama {
         cache: &mut KvCache,
         drop: Option<LayerDrop<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        self.run(x, cache, drop.map(Edit::from), None, None, Some(At::Sequence(positions)))
+        self.run(x, cache, drop.map(Edit::from), None, None, Some(At::Sequence(positions)), None)
     }
 
     /// As [`Llama::forward_embeds_at`] with a [`PrefillPlan`], whose rule may merge kept rows and add synthetic
@@ -827,7 +891,7 @@ impl Llama {
         cache: &mut KvCache,
         plan: Option<PrefillPlan<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        self.run(x, cache, plan.map(Edit::from), None, None, Some(At::Sequence(positions)))
+        self.run(x, cache, plan.map(Edit::from), None, None, Some(At::Sequence(positions)), None)
     }
 
     /// As [`Llama::forward_embeds_planned`] with either kind of position ids: 1-D ids (ascending, gaps allowed), or
@@ -845,7 +909,26 @@ impl Llama {
             PositionIds::Sequence(p) => At::Sequence(p),
             PositionIds::MRope(p) => At::MRope(p),
         };
-        self.run(x, cache, plan.map(Edit::from), None, None, Some(at))
+        self.run(x, cache, plan.map(Edit::from), None, None, Some(at), None)
+    }
+
+    /// As [`Llama::forward_embeds_positioned`], adding Qwen3-VL's DeepStack planes to the visual rows after the
+    /// first layers (transformers' `Qwen3VLTextModel._deepstack_process`). A plan's drops remove the dropped rows'
+    /// plane rows too, so later levels reach the kept rows only; rows a plan merges keep their own plane rows and
+    /// synthetic rows get none (prefill only).
+    pub fn forward_embeds_stacked(
+        &self,
+        x: Tensor,
+        positions: &PositionIds,
+        cache: &mut KvCache,
+        plan: Option<PrefillPlan<'_>>,
+        deepstack: Option<DeepStack>,
+    ) -> Result<Tensor, LlamaError> {
+        let at = match positions {
+            PositionIds::Sequence(p) => At::Sequence(p),
+            PositionIds::MRope(p) => At::MRope(p),
+        };
+        self.run(x, cache, plan.map(Edit::from), None, None, Some(at), deepstack)
     }
 
     /// Runs a batch of rows `ids` `[B, S]` in which `valid` `[B, S]` (bool) marks real tokens; prompts are
@@ -854,7 +937,7 @@ impl Llama {
     /// call on a cache starts a batched cache, and every later call on it must be batched.
     pub fn forward_batch(&self, ids: &Tensor, valid: &Tensor, cache: &mut KvCache) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
-        self.run(self.embed(ids)?, cache, None, None, Some(valid), None)
+        self.run(self.embed(ids)?, cache, None, None, Some(valid), None, None)
     }
 
     /// Position ids `[B, S]` and the attention mask `[B, 1, S, T]` of a batched step, updating the cache's record
@@ -888,6 +971,7 @@ impl Llama {
         Ok((positions, mask))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         mut x: Tensor,
@@ -896,6 +980,7 @@ impl Llama {
         mut step: Option<StepKeys<'_>>,
         batch: Option<&Tensor>,
         at: Option<At<'_>>,
+        mut deepstack: Option<DeepStack>,
     ) -> Result<Tensor, LlamaError> {
         let _guard = tch::no_grad_guard();
         let bad = |reason: String| LlamaError::Config { path: "forward".into(), reason };
@@ -906,11 +991,22 @@ impl Llama {
             return Err(bad("in-decoder rules run on one sequence, not a padded batch".into()));
         }
         let c = self.config;
-        let head_dim = (c.hidden / c.heads) as i64;
+        let head_dim = c.head_dim as i64;
         // Compute in the weights' dtype; logits come back as f32 whatever it is.
         x = x.f_to_kind(self.embed.kind())?;
         let (b, mut s, _) = x.size3()?;
         let fed = s;
+        if let Some(stack) = deepstack.as_ref() {
+            let d = x.size()[2];
+            let wrong = stack.planes.iter().find(|p| p.size() != [stack.rows.len() as i64, d]);
+            if b != 1 || !cache.is_empty() || stack.rows.iter().any(|&r| r as i64 >= s) || wrong.is_some() {
+                return Err(bad(format!(
+                    "DeepStack planes {:?} for {} rows must be [rows, {d}] on one prefill sequence of {s} rows",
+                    wrong.map(|p| p.size()),
+                    stack.rows.len()
+                )));
+            }
+        }
         if drop.is_some() && !cache.is_empty() {
             return Err(bad("an in-decoder drop needs an empty cache (prefill)".into()));
         }
@@ -1002,8 +1098,12 @@ impl Llama {
                             .map_err(LlamaError::Rule)?
                     }
                 };
+                let kept = deepstack.as_ref().map(|_| plan.kept.clone());
                 let (new_x, new_positions, new_span) =
                     self.apply_plan(&x, &positions, span.clone(), plan, d.positions, &synthetic)?;
+                if let (Some(stack), Some(kept)) = (deepstack.as_mut(), kept) {
+                    stack.follow(&span, &kept, &new_span, self.device)?;
+                }
                 let removed = s - new_x.size()[1];
                 x = new_x;
                 positions = new_positions;
@@ -1029,8 +1129,9 @@ impl Llama {
             };
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.attn_norm), c.eps)?;
             let (qb, kb, vb) = l.biases();
-            let q = self.rotary_projection(&h, &l.q, qb, c.heads, rope)?;
-            let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, rope)?;
+            let (qn, kn) = l.head_norms();
+            let q = self.rotary_projection(&h, (&l.q, qb, qn), c.heads, rope)?;
+            let k = self.rotary_projection(&h, (&l.k, kb, kn), c.kv_heads, rope)?;
             let v = l.v.forward(&h, vb)?.f_reshape([b, s, c.kv_heads as i64, head_dim])?.f_transpose(1, 2)?;
             let (k, v) = match cache.entries.get_mut(i) {
                 Some(layer) => layer.append(&k, &v)?,
@@ -1099,11 +1200,18 @@ impl Llama {
                 None,
                 true,
             )?;
-            let attn = attn.f_transpose(1, 2)?.f_reshape([b, s, c.hidden as i64])?;
+            let attn = attn.f_transpose(1, 2)?.f_reshape([b, s, (c.heads * c.head_dim) as i64])?;
             x = x.f_add(&l.o.forward(&attn, None)?)?;
             let h = x.f_rms_norm([c.hidden as i64].as_slice(), Some(&l.ffn_norm), c.eps)?;
             let gated = l.gate.forward(&h, None)?.f_silu()?.f_mul(&l.up.forward(&h, None)?)?;
             x = x.f_add(&l.down.forward(&gated, None)?)?;
+            if let Some(plane) = deepstack.as_ref().and_then(|d| d.planes.get(i)) {
+                let rows = deepstack.as_ref().map_or(&[][..], |d| d.rows.as_slice());
+                let index =
+                    Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).f_to_device(self.device)?;
+                let plane = plane.f_to_device(self.device)?.f_to_kind(x.kind())?.f_unsqueeze(0)?;
+                x = x.f_index_add(1, &index, &plane)?;
+            }
         }
         // Position ids advance by the tokens fed, dropped or not (original numbering), or past the last (1-D) or
         // largest (M-RoPE) given id.
@@ -1139,19 +1247,23 @@ impl Llama {
         Ok(())
     }
 
-    /// One rotary projection (`W_q` or `W_k`, with its bias) of the normalised states `h` `[B, S, D]`:
-    /// `[B, heads, S, d]`, RoPE applied with `tables` (of the S positions).
+    /// One rotary projection (`W_q` or `W_k`, with its bias and Qwen3's head norm) of the normalised states `h`
+    /// `[B, S, D]`: `[B, heads, S, d]`, RoPE applied with `tables` (of the S positions).
     fn rotary_projection(
         &self,
         h: &Tensor,
-        w: &Linear,
-        bias: Option<&Tensor>,
+        (w, bias, norm): (&Linear, Option<&Tensor>, Option<&Tensor>),
         heads: usize,
         tables: &RopeTables,
     ) -> Result<Tensor, LlamaError> {
         let c = self.config;
         let (b, s, _) = h.size3()?;
-        let split = w.forward(h, bias)?.f_reshape([b, s, heads as i64, (c.hidden / c.heads) as i64])?;
+        let split = w.forward(h, bias)?.f_reshape([b, s, heads as i64, c.head_dim as i64])?;
+        // Qwen3: RMSNorm over each head's width before the rotation (`q_norm` / `k_norm`).
+        let split = match norm {
+            Some(weight) => split.f_rms_norm([c.head_dim as i64].as_slice(), Some(weight), c.eps)?,
+            None => split,
+        };
         self.rope(&split.f_transpose(1, 2)?, tables)
     }
 
@@ -1165,9 +1277,10 @@ impl Llama {
         let (qb, kb, _) = l.biases();
         let all = self.rope_tables(positions, false)?;
         let last = RopeTables { cos: all.cos.f_narrow(0, s - 1, 1)?, sin: all.sin.f_narrow(0, s - 1, 1)? };
-        let q = self.rotary_projection(&h.f_narrow(1, s - 1, 1)?, &l.q, qb, c.heads, &last)?;
-        let k = self.rotary_projection(&h, &l.k, kb, c.kv_heads, &all)?;
-        attention_rows(&q, &k, c.heads / c.kv_heads, (c.hidden / c.heads) as i64, 0)
+        let (qn, kn) = l.head_norms();
+        let q = self.rotary_projection(&h.f_narrow(1, s - 1, 1)?, (&l.q, qb, qn), c.heads, &last)?;
+        let k = self.rotary_projection(&h, (&l.k, kb, kn), c.kv_heads, &all)?;
+        attention_rows(&q, &k, c.heads / c.kv_heads, c.head_dim as i64, 0)
     }
 
     /// Applies one stage's plan to the hidden states `x` `[B, S, D]` and the position ids `[S]`: returns the new
@@ -1387,7 +1500,8 @@ mod tests {
 
     #[test]
     fn equal_m_rope_ids_rotate_as_one_dimensional_rope() {
-        let config = LlamaConfig { layers: 0, hidden: 16, heads: 1, kv_heads: 1, eps: 1e-6, rope_base: 10000.0 };
+        let config =
+            LlamaConfig { layers: 0, hidden: 16, heads: 1, kv_heads: 1, head_dim: 16, eps: 1e-6, rope_base: 10000.0 };
         let inv_freq = inverse_frequencies(&config, Device::Cpu).unwrap();
         let Ok(table) = mrope_table(&MRope { section: [2, 3, 3], interleaved: false }, &inv_freq) else {
             panic!("table")

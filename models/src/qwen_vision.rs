@@ -1,7 +1,13 @@
-//! The Qwen2.5-VL vision tower on libtorch (transformers' `Qwen2_5_VisionTransformerPretrainedModel`): native
-//! resolution patches of `temporal_patch_size x patch_size²` pixels, 2-D rotary embeddings, windowed attention with
-//! full attention in `fullatt_block_indexes`, RMSNorm, a SwiGLU MLP, and the 2 x 2 patch merger that makes the
-//! tokens the LLM sees.
+//! The Qwen-VL vision towers on libtorch: native resolution patches of `temporal_patch_size x patch_size²` pixels,
+//! 2-D rotary embeddings and the 2 x 2 patch merger that makes the tokens the LLM sees.
+//!
+//! - Qwen2.5-VL (transformers' `Qwen2_5_VisionTransformerPretrainedModel`): windowed attention with full attention
+//!   in `fullatt_block_indexes`, RMSNorm, a SwiGLU MLP, a patch embedding without bias.
+//! - Qwen3-VL (`Qwen3VLVisionModel`): full attention in every block, LayerNorm, a `gelu_pytorch_tanh` MLP, a patch
+//!   embedding with bias, a learned `sqrt(num_position_embeddings)²` position table resampled bilinearly
+//!   (`align_corners=True`) to each grid and added after the patch embedding, and DeepStack: after each block of
+//!   `deepstack_visual_indexes` a merger of its own (LayerNorm over the 4 patches' concatenation) turns the states
+//!   into one more plane of merged tokens, which the decoder adds to its first layers' visual rows.
 //!
 //! ```text
 //! x      = patches · W_patchᵀ                       (Conv3d with stride = kernel: a linear map of each patch)
@@ -9,6 +15,7 @@
 //! block  = x + proj(attn(norm1(x)));  + mlp(norm2(·))  attention within a window of (window_size/patch/merge)²
 //!          merged tokens of one frame, or the whole frame in the full-attention blocks
 //! tokens = mlp2(gelu(mlp0(ln_q(x) viewed as [N/4, 4·D])))        in (frame, merged row, merged col) order
+//! Qwen3: x += Σ_taps w · pos_table[tap];  deepstack_l = fc2(gelu(fc1(norm_l(x_l viewed as [N/4, 4·D]))))
 //! ```
 //!
 //! Patches come in the processor's order: per temporal patch, merge blocks row by row, each block's 2 x 2 patches
@@ -17,7 +24,7 @@
 //! time. Windows are batched with a key mask (no `N x N` score matrix: `windows x W²`); a frame's full attention is
 //! one fused SDPA per block.
 //!
-//! Signals \[project\], at the last full-attention block (Qwen has no CLS token): the mean attention each patch
+//! Signals \[project\], at the last full-attention block (the last block on Qwen3-VL; Qwen has no CLS token): the mean attention each patch
 //! receives in its frame (softmax over keys, mean over heads and queries, one frame at a time) and the keys before
 //! rotary embedding averaged over heads, both pooled (mean) over each merged token's 2 x 2 patches: how VisPruner
 //! and HoliTom's Qwen ports score tokens.
@@ -60,7 +67,7 @@ struct VisionRope {
     rope_theta: Option<f64>,
 }
 
-/// The `vision_config` keys of a `qwen2_5_vl` `config.json` (transformers' names and defaults).
+/// The `vision_config` keys of a `qwen2_5_vl` or `qwen3_vl` `config.json` (transformers' names and defaults).
 #[derive(Debug, Clone, Deserialize)]
 pub struct QwenVisionConfig {
     /// Blocks.
@@ -77,21 +84,29 @@ pub struct QwenVisionConfig {
     pub temporal_patch_size: usize,
     /// The merger's block side.
     pub spatial_merge_size: usize,
-    /// Window side in pixels.
+    /// Window side in pixels (Qwen2.5-VL; Qwen3-VL attends to whole frames in every block).
+    #[serde(default)]
     pub window_size: usize,
-    /// Blocks with full (per-frame) attention.
+    /// Blocks with full (per-frame) attention (Qwen2.5-VL).
+    #[serde(default)]
     pub fullatt_block_indexes: Vec<usize>,
     /// Width of the merged tokens (the LLM's hidden size).
     pub out_hidden_size: usize,
     /// Input channels.
     #[serde(default = "three")]
     pub in_channels: usize,
-    /// The MLP activation (`silu` in every released checkpoint).
+    /// The MLP activation: `silu` (Qwen2.5-VL's gated MLP) or `gelu_pytorch_tanh` (Qwen3-VL).
     #[serde(default = "silu")]
     pub hidden_act: String,
-    /// Temporal position ids per second of video (the rope index's scale).
+    /// Temporal position ids per second of video (Qwen2.5-VL's rope index scale).
     #[serde(default = "two")]
     pub tokens_per_second: f64,
+    /// Entries of the learned position table, a square grid (Qwen3-VL).
+    #[serde(default)]
+    pub num_position_embeddings: Option<usize>,
+    /// Blocks whose output feeds a DeepStack merger (Qwen3-VL).
+    #[serde(default)]
+    pub deepstack_visual_indexes: Vec<usize>,
     rope_parameters: Option<VisionRope>,
 }
 
@@ -110,21 +125,79 @@ impl QwenVisionConfig {
     pub fn patch_values(&self) -> usize {
         self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
     }
+}
 
-    /// Merged tokens per window side.
-    fn window_side(&self) -> usize {
-        (self.window_size / self.spatial_merge_size / self.patch_size).max(1)
+/// Which tower a checkpoint holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QwenTower {
+    /// Qwen2.5-VL.
+    Qwen25,
+    /// Qwen3-VL.
+    Qwen3,
+}
+
+/// RMSNorm (Qwen2.5-VL) or LayerNorm with bias (Qwen3-VL), eps 1e-6 both.
+enum Norm {
+    Rms(Tensor),
+    Layer(Tensor, Tensor),
+}
+
+impl Norm {
+    fn apply(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        match self {
+            Norm::Rms(w) => rms(x, w),
+            Norm::Layer(w, b) => {
+                let width = [*w.size().first().unwrap_or(&0)];
+                x.f_layer_norm(width.as_slice(), Some(w), Some(b), 1e-6, false)
+            }
+        }
+    }
+}
+
+/// SwiGLU (Qwen2.5-VL) or `fc2(gelu_tanh(fc1 x))` (Qwen3-VL).
+enum Mlp {
+    Gated { gate: (Tensor, Tensor), up: (Tensor, Tensor), down: (Tensor, Tensor) },
+    Plain { fc1: (Tensor, Tensor), fc2: (Tensor, Tensor) },
+}
+
+impl Mlp {
+    fn apply(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        match self {
+            Mlp::Gated { gate, up, down } => {
+                let g = x.f_linear(&gate.0, Some(&gate.1))?.f_silu()?.f_mul(&x.f_linear(&up.0, Some(&up.1))?)?;
+                g.f_linear(&down.0, Some(&down.1))
+            }
+            Mlp::Plain { fc1, fc2 } => x.f_linear(&fc1.0, Some(&fc1.1))?.f_gelu("tanh")?.f_linear(&fc2.0, Some(&fc2.1)),
+        }
+    }
+}
+
+/// A patch merger: the norm over each patch (`post_shuffle = false`) or over the 4 patches' concatenation
+/// (DeepStack's), then `fc2(gelu(fc1 ·))` on the concatenation.
+struct Merger {
+    norm: Norm,
+    post_shuffle: bool,
+    fc1: (Tensor, Tensor),
+    fc2: (Tensor, Tensor),
+}
+
+impl Merger {
+    fn apply(&self, x: &Tensor, unit: i64) -> Result<Tensor, tch::TchError> {
+        let wide = x.size()[1] * unit;
+        let merged = match self.post_shuffle {
+            true => self.norm.apply(&x.f_reshape([-1, wide])?)?,
+            false => self.norm.apply(x)?.f_reshape([-1, wide])?,
+        };
+        merged.f_linear(&self.fc1.0, Some(&self.fc1.1))?.f_gelu("none")?.f_linear(&self.fc2.0, Some(&self.fc2.1))
     }
 }
 
 struct Block {
-    norm1: Tensor,
-    norm2: Tensor,
+    norm1: Norm,
+    norm2: Norm,
     qkv: (Tensor, Tensor),
     proj: (Tensor, Tensor),
-    gate: (Tensor, Tensor),
-    up: (Tensor, Tensor),
-    down: (Tensor, Tensor),
+    mlp: Mlp,
 }
 
 /// The tokens of one grid from [`QwenVision::encode`]: `[frames, tokens, D]` and the signals asked for, in the
@@ -136,17 +209,23 @@ pub struct QwenTap {
     pub attention: Option<Tensor>,
     /// `[t, h·w/4, head_dim]` keys (mean over heads, pooled), f32.
     pub keys: Option<Tensor>,
+    /// Qwen3-VL's DeepStack planes, one `[t, h·w/4, out_hidden_size]` per entry of `deepstack_visual_indexes`.
+    pub deepstack: Vec<Tensor>,
 }
 
-/// A loaded Qwen2.5-VL vision tower.
+/// A loaded Qwen2.5-VL or Qwen3-VL vision tower.
 pub struct QwenVision {
     /// Its configuration.
     pub config: QwenVisionConfig,
+    /// Which tower.
+    pub tower: QwenTower,
     patch: Tensor,
+    patch_bias: Option<Tensor>,
+    /// Qwen3-VL's learned `[side², D]` position table.
+    pos_embed: Option<Tensor>,
     blocks: Vec<Block>,
-    ln_q: Tensor,
-    mlp0: (Tensor, Tensor),
-    mlp2: (Tensor, Tensor),
+    merger: Merger,
+    deepstack: Vec<Merger>,
     /// `[d_head/4]` f32.
     inv_freq: Tensor,
     device: Device,
@@ -194,18 +273,26 @@ fn windows(h: usize, w: usize, side: usize, unit: usize) -> Windows {
 }
 
 impl QwenVision {
-    /// Loads the tower of a `qwen2_5_vl` directory (`model.visual.*` as transformers 5 saves it, or `visual.*` as
-    /// the released checkpoints store it) onto `device`, computing in `kind`.
+    /// Loads the tower of a `qwen2_5_vl` or `qwen3_vl` directory (`model.visual.*` as transformers 5 saves it, or
+    /// `visual.*` as the released checkpoints store it) onto `device`, computing in `kind`.
     pub fn load_as(dir: &Path, device: Device, kind: Kind) -> Result<Self, QwenVisionError> {
         let path = dir.join("config.json");
         let bad = |reason: String| QwenVisionError::Input { what: path.display().to_string(), reason };
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?)
                 .map_err(|e| bad(e.to_string()))?;
+        let tower = match json["model_type"].as_str() {
+            Some("qwen3_vl") => QwenTower::Qwen3,
+            _ => QwenTower::Qwen25,
+        };
         let config = QwenVisionConfig::deserialize(json.get("vision_config").unwrap_or(&serde_json::Value::Null))
             .map_err(|e| bad(format!("vision_config: {e}")))?;
-        if config.hidden_act != "silu" {
-            return Err(bad(format!("vision_config.hidden_act {:?}: only silu is supported", config.hidden_act)));
+        let act = match tower {
+            QwenTower::Qwen25 => "silu",
+            QwenTower::Qwen3 => "gelu_pytorch_tanh",
+        };
+        if config.hidden_act != act {
+            return Err(bad(format!("vision_config.hidden_act {:?}: this tower's MLP is {act}", config.hidden_act)));
         }
         if config.num_heads == 0
             || config.hidden_size % config.num_heads != 0
@@ -215,6 +302,9 @@ impl QwenVision {
                 "vision_config: hidden_size {} over {} heads must give a head width divisible by 4",
                 config.hidden_size, config.num_heads
             )));
+        }
+        if let Some(&i) = config.deepstack_visual_indexes.iter().find(|&&i| i >= config.depth) {
+            return Err(bad(format!("vision_config.deepstack_visual_indexes: block {i} of {}", config.depth)));
         }
         let ck = Checkpoint::open(dir)?;
         let prefix = ["model.visual.", "visual."]
@@ -227,34 +317,133 @@ impl QwenVision {
         let linear = |w: &Weights<'_>, name: &str, out: usize, inp: usize| -> Result<(Tensor, Tensor), WeightError> {
             Ok((w.get(&format!("{name}.weight"), &[out, inp])?, w.get(&format!("{name}.bias"), &[out])?))
         };
+        let norm = |w: &Weights<'_>, name: &str, width: usize| -> Result<Norm, WeightError> {
+            Ok(match tower {
+                QwenTower::Qwen25 => Norm::Rms(w.get(&format!("{name}.weight"), &[width])?),
+                QwenTower::Qwen3 => {
+                    Norm::Layer(w.get(&format!("{name}.weight"), &[width])?, w.get(&format!("{name}.bias"), &[width])?)
+                }
+            })
+        };
         let patch = root
             .get("patch_embed.proj.weight", &[d, c.in_channels, c.temporal_patch_size, c.patch_size, c.patch_size])?
             .f_reshape([d as i64, c.patch_values() as i64])?;
+        let patch_bias = match tower {
+            QwenTower::Qwen25 => None,
+            QwenTower::Qwen3 => Some(root.get("patch_embed.proj.bias", &[d])?),
+        };
         let blocks = (0..c.depth)
             .map(|i| {
                 let b = root.pp(&format!("blocks.{i}"));
+                let mlp = match tower {
+                    QwenTower::Qwen25 => Mlp::Gated {
+                        gate: linear(&b, "mlp.gate_proj", m, d)?,
+                        up: linear(&b, "mlp.up_proj", m, d)?,
+                        down: linear(&b, "mlp.down_proj", d, m)?,
+                    },
+                    QwenTower::Qwen3 => Mlp::Plain {
+                        fc1: linear(&b, "mlp.linear_fc1", m, d)?,
+                        fc2: linear(&b, "mlp.linear_fc2", d, m)?,
+                    },
+                };
                 Ok(Block {
-                    norm1: b.get("norm1.weight", &[d])?,
-                    norm2: b.get("norm2.weight", &[d])?,
+                    norm1: norm(&b, "norm1", d)?,
+                    norm2: norm(&b, "norm2", d)?,
                     qkv: linear(&b, "attn.qkv", 3 * d, d)?,
                     proj: linear(&b, "attn.proj", d, d)?,
-                    gate: linear(&b, "mlp.gate_proj", m, d)?,
-                    up: linear(&b, "mlp.up_proj", m, d)?,
-                    down: linear(&b, "mlp.down_proj", d, m)?,
+                    mlp,
                 })
             })
             .collect::<Result<Vec<_>, WeightError>>()?;
         let unit = c.spatial_merge_size * c.spatial_merge_size;
-        let merger = root.pp("merger");
-        let ln_q = merger.get("ln_q.weight", &[d])?;
-        let mlp0 = linear(&merger, "mlp.0", d * unit, d * unit)?;
-        let mlp2 = linear(&merger, "mlp.2", c.out_hidden_size, d * unit)?;
+        let (wide, out) = (d * unit, c.out_hidden_size);
+        let (merger, deepstack, pos_embed) = match tower {
+            QwenTower::Qwen25 => {
+                let w = root.pp("merger");
+                let merger = Merger {
+                    norm: norm(&w, "ln_q", d)?,
+                    post_shuffle: false,
+                    fc1: linear(&w, "mlp.0", wide, wide)?,
+                    fc2: linear(&w, "mlp.2", out, wide)?,
+                };
+                (merger, Vec::new(), None)
+            }
+            QwenTower::Qwen3 => {
+                let merger_at = |w: Weights<'_>, post_shuffle: bool| -> Result<Merger, WeightError> {
+                    Ok(Merger {
+                        norm: norm(&w, "norm", if post_shuffle { wide } else { d })?,
+                        post_shuffle,
+                        fc1: linear(&w, "linear_fc1", wide, wide)?,
+                        fc2: linear(&w, "linear_fc2", out, wide)?,
+                    })
+                };
+                let deepstack = (0..c.deepstack_visual_indexes.len())
+                    .map(|i| merger_at(root.pp(&format!("deepstack_merger_list.{i}")), true))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let entries = c.num_position_embeddings.unwrap_or(2304);
+                let side = (entries as f64).sqrt().round() as usize;
+                if side * side != entries {
+                    return Err(bad(format!("vision_config.num_position_embeddings {entries} is not a square")));
+                }
+                (merger_at(root.pp("merger"), false)?, deepstack, Some(root.get("pos_embed.weight", &[entries, d])?))
+            }
+        };
         let head = (d / c.num_heads) as i64;
         let base = c.rope_parameters.as_ref().and_then(|r| r.rope_theta).unwrap_or(10000.0);
         // transformers: 1 / base^(arange(0, d/2, 2) / (d/2)).
         let inv_freq =
             Tensor::f_arange(head / 4, (Kind::Float, device))?.f_mul_scalar(-4.0 / head as f64 * base.ln())?.f_exp()?;
-        Ok(QwenVision { config, patch, blocks, ln_q, mlp0, mlp2, inv_freq, device })
+        Ok(QwenVision { config, tower, patch, patch_bias, pos_embed, blocks, merger, deepstack, inv_freq, device })
+    }
+
+    /// Merged tokens per window side (Qwen3-VL and any grid within one window: the whole frame).
+    fn window_side(&self, mh: usize, mw: usize) -> usize {
+        match self.tower {
+            QwenTower::Qwen25 => (self.config.window_size / self.config.spatial_merge_size / self.config.patch_size)
+                .clamp(1, mh.max(mw).max(1)),
+            QwenTower::Qwen3 => mh.max(mw).max(1),
+        }
+    }
+
+    /// Whether block `i` attends to whole frames.
+    fn full_attention(&self, i: usize) -> bool {
+        self.tower == QwenTower::Qwen3 || self.config.fullatt_block_indexes.contains(&i)
+    }
+
+    /// Qwen3-VL's learned positions of one `h x w` frame in merge-block order, `[h·w, D]`: transformers'
+    /// `get_vision_interpolation_indices_and_weights` (bilinear, `align_corners=True`, border taps clamped) as a
+    /// weighted sum of 4 table rows per patch.
+    fn learned_positions(&self, table: &Tensor, h: usize, w: usize) -> Result<Tensor, tch::TchError> {
+        let side = (table.size()[0] as f64).sqrt().round() as usize;
+        let m = self.config.spatial_merge_size;
+        // Per axis: (floor tap, next tap clamped, weight of the next tap), as f32 like transformers.
+        let taps = |index: usize, size: usize| -> (usize, usize, f32) {
+            let src = index as f32 * (side - 1) as f32 / (size.max(2) - 1) as f32;
+            let floor = src.floor();
+            let f = floor as usize;
+            (f.min(side - 1), (f + 1).min(side - 1), src - floor)
+        };
+        let (mut index, mut weight) = (Vec::with_capacity(4 * h * w), Vec::with_capacity(4 * h * w));
+        for br in 0..h / m {
+            for bc in 0..w / m {
+                for ir in 0..m {
+                    for ic in 0..m {
+                        let (r0, r1, fr) = taps(br * m + ir, h);
+                        let (c0, c1, fc) = taps(bc * m + ic, w);
+                        for (r, wr) in [(r0, 1.0 - fr), (r1, fr)] {
+                            for (c, wc) in [(c0, 1.0 - fc), (c1, fc)] {
+                                index.push((r * side + c) as i64);
+                                weight.push(wr * wc);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let index = Tensor::from_slice(&index).f_to_device(self.device)?;
+        let weight = Tensor::from_slice(&weight).f_reshape([(h * w) as i64, 4, 1])?.f_to_device(self.device)?;
+        let rows = table.f_index_select(0, &index)?.f_reshape([(h * w) as i64, 4, -1])?;
+        rows.f_mul(&weight)?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?.f_to_kind(table.kind())
     }
 
     /// Encodes the patches `[t·h·w, patch_values]` of a grid of `t` temporal patches of `h x w` patches (the
@@ -283,9 +472,16 @@ impl QwenVision {
         let (mh, mw) = (h / m, w / m);
         let per_frame = (h * w) as i64;
         let kind = self.patch.kind();
-        let x = patches.f_to_device(self.device)?.f_to_kind(kind)?.f_matmul(&self.patch.f_tr()?)?;
-        // Window order of one frame's merge units, the same for every frame.
-        let win = windows(mh, mw, c.window_side(), unit);
+        let mut x = patches.f_to_device(self.device)?.f_to_kind(kind)?.f_matmul(&self.patch.f_tr()?)?;
+        if let Some(bias) = &self.patch_bias {
+            x = x.f_add(bias)?;
+        }
+        if let Some(table) = &self.pos_embed {
+            let frame = self.learned_positions(table, h, w)?;
+            x = x.f_add(&frame.f_repeat([t as i64, 1])?)?;
+        }
+        // Window order of one frame's merge units, the same for every frame (the identity with one window).
+        let win = windows(mh, mw, self.window_side(mh, mw), unit);
         let unit_order: Vec<i64> =
             (0..t as i64).flat_map(|f| win.order.iter().map(move |&u| f * (mh * mw) as i64 + u)).collect();
         let unit_order = Tensor::from_slice(&unit_order).f_to_device(self.device)?;
@@ -327,10 +523,11 @@ impl QwenVision {
             &(0..t as i64 * count * width).filter(|i| win.valid[(*i % (count * width)) as usize]).collect::<Vec<i64>>(),
         )
         .f_to_device(self.device)?;
-        let signal_block = c.fullatt_block_indexes.iter().copied().filter(|&b| b < c.depth).max();
+        let signal_block = (0..c.depth).filter(|&b| self.full_attention(b)).max();
         let (mut attention, mut keys) = (None, None);
+        let mut deepstack = Vec::with_capacity(self.deepstack.len());
         for (i, b) in self.blocks.iter().enumerate() {
-            let normed = rms(&x, &b.norm1)?;
+            let normed = b.norm1.apply(&x)?;
             let qkv = normed.f_linear(&b.qkv.0, Some(&b.qkv.1))?.f_reshape([n, 3, heads, head])?;
             let (q, k, v) = (qkv.f_select(1, 0)?, qkv.f_select(1, 1)?, qkv.f_select(1, 2)?); // [N, H, hd]
             if Some(i) == signal_block && request.keys {
@@ -343,7 +540,7 @@ impl QwenVision {
                 x.f_mul(&cos)?.f_add(&rot.f_mul(&sin)?)?.f_to_kind(kind)
             };
             let (q, k) = (rotate(&q)?, rotate(&k)?);
-            let full = c.fullatt_block_indexes.contains(&i);
+            let full = self.full_attention(i);
             let out = if full {
                 // One sequence per frame: [t, H, P, hd].
                 let frames = |x: &Tensor| x.f_reshape([t as i64, per_frame, heads, head])?.f_transpose(1, 2);
@@ -365,16 +562,14 @@ impl QwenVision {
                 o.f_transpose(1, 2)?.f_reshape([-1, d])?.f_index_select(0, &real_rows)?
             };
             x = x.f_add(&out.f_linear(&b.proj.0, Some(&b.proj.1))?)?;
-            let normed = rms(&x, &b.norm2)?;
-            let gated = normed
-                .f_linear(&b.gate.0, Some(&b.gate.1))?
-                .f_silu()?
-                .f_mul(&normed.f_linear(&b.up.0, Some(&b.up.1))?)?;
-            x = x.f_add(&gated.f_linear(&b.down.0, Some(&b.down.1))?)?;
+            x = x.f_add(&b.mlp.apply(&b.norm2.apply(&x)?)?)?;
+            if let Some(level) = c.deepstack_visual_indexes.iter().position(|&l| l == i) {
+                if let Some(merger) = self.deepstack.get(level) {
+                    deepstack.push(merger.apply(&x, unit as i64)?);
+                }
+            }
         }
-        let merged = rms(&x, &self.ln_q)?.f_reshape([-1, d * unit as i64])?;
-        let merged = merged.f_linear(&self.mlp0.0, Some(&self.mlp0.1))?.f_gelu("none")?;
-        let merged = merged.f_linear(&self.mlp2.0, Some(&self.mlp2.1))?;
+        let merged = self.merger.apply(&x, unit as i64)?;
         // Back from window order to (frame, row, col).
         let reverse = unit_order.f_argsort(0, false)?;
         let tokens = (mh * mw) as i64;
@@ -389,6 +584,7 @@ impl QwenVision {
             features: unwind(merged)?,
             attention: attention.map(unwind).transpose()?,
             keys: keys.map(unwind).transpose()?,
+            deepstack: deepstack.into_iter().map(unwind).collect::<Result<_, _>>()?,
         })
     }
 

@@ -416,6 +416,132 @@ pub fn write_qwen2_5_vl(
     write_text(dir, "video_preprocessor_config.json", &serde_json::to_string_pretty(&video).unwrap_or_default())
 }
 
+/// A Qwen3-VL model's shape (patch 16, 2 frames per temporal patch, 2 x 2 merger, a 48 x 48 learned position table,
+/// DeepStack mergers after `deepstack` blocks; a Qwen3 decoder with head width `hidden / heads`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Qwen3VlShape {
+    /// Vision blocks.
+    pub depth: usize,
+    /// Vision width.
+    pub hidden: usize,
+    /// Vision attention heads.
+    pub heads: usize,
+    /// Vision MLP width.
+    pub mlp: usize,
+    /// Blocks whose output feeds a DeepStack merger.
+    pub deepstack: Vec<usize>,
+    /// The language model (head width 128 for the real `mrope_section` [24, 20, 20]).
+    pub text: TextShape,
+}
+
+impl Qwen3VlShape {
+    /// Small and fast, with the real geometry (patch 16, 2304 learned positions, DeepStack, head width 128).
+    pub fn demo() -> Self {
+        Qwen3VlShape {
+            depth: 4,
+            hidden: 128,
+            heads: 2,
+            mlp: 256,
+            deepstack: vec![1, 2],
+            text: TextShape { hidden: 512, layers: 6, heads: 4, kv_heads: 2, mlp: 1024, vocab: 1024 },
+        }
+    }
+}
+
+/// Writes a random `qwen3_vl` checkpoint of `shape` into `dir`, in transformers 5's layout (`model.visual.*` with
+/// `pos_embed` and `deepstack_merger_list`, `model.language_model.*` with q/k head norms, `lm_head.weight`) and the
+/// released checkpoints' processor configs (mean and std 0.5; the video bounds on all frames together).
+pub fn write_qwen3_vl(
+    dir: &Path,
+    shape: &Qwen3VlShape,
+    seed: u64,
+    dtype: StoreAs,
+) -> Result<(), RandomCheckpointError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| RandomCheckpointError::Io { path: dir.display().to_string(), source })?;
+    let (v, t) = (shape, shape.text);
+    let tail = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"];
+    let ids = write_tokenizer_with(dir, t.vocab, &tail)?;
+    let mut rng = Normal::new(seed);
+    let mut w: Tensors = Vec::new();
+    let (patch, entries) = (16, 2304);
+    w.push((
+        "model.visual.patch_embed.proj.weight".into(),
+        vec![v.hidden, 3, 2, patch, patch],
+        rng.fill(v.hidden * 3 * 2 * patch * patch, 0.02),
+    ));
+    w.push(("model.visual.patch_embed.proj.bias".into(), vec![v.hidden], vec![0.0; v.hidden]));
+    w.push(("model.visual.pos_embed.weight".into(), vec![entries, v.hidden], rng.fill(entries * v.hidden, 0.02)));
+    for l in 0..v.depth {
+        let p = format!("model.visual.blocks.{l}");
+        norm(&mut w, &format!("{p}.norm1"), v.hidden, true);
+        norm(&mut w, &format!("{p}.norm2"), v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.attn.qkv"), 3 * v.hidden, v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.attn.proj"), v.hidden, v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.linear_fc1"), v.mlp, v.hidden, true);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.linear_fc2"), v.hidden, v.mlp, true);
+    }
+    let wide = 4 * v.hidden;
+    let merger = |w: &mut Tensors, rng: &mut Normal, p: &str, norm_width: usize| {
+        norm(w, &format!("{p}.norm"), norm_width, true);
+        linear(w, rng, &format!("{p}.linear_fc1"), wide, wide, true);
+        linear(w, rng, &format!("{p}.linear_fc2"), t.hidden, wide, true);
+    };
+    merger(&mut w, &mut rng, "model.visual.merger", v.hidden);
+    for i in 0..v.deepstack.len() {
+        merger(&mut w, &mut rng, &format!("model.visual.deepstack_merger_list.{i}"), wide);
+    }
+    let head = t.hidden / t.heads;
+    let m = "model.language_model.";
+    w.push((format!("{m}embed_tokens.weight"), vec![t.vocab, t.hidden], rng.fill(t.vocab * t.hidden, 0.02)));
+    for l in 0..t.layers {
+        let p = format!("{m}layers.{l}");
+        norm(&mut w, &format!("{p}.input_layernorm"), t.hidden, false);
+        linear(&mut w, &mut rng, &format!("{p}.self_attn.q_proj"), t.heads * head, t.hidden, false);
+        linear(&mut w, &mut rng, &format!("{p}.self_attn.k_proj"), t.kv_heads * head, t.hidden, false);
+        linear(&mut w, &mut rng, &format!("{p}.self_attn.v_proj"), t.kv_heads * head, t.hidden, false);
+        linear(&mut w, &mut rng, &format!("{p}.self_attn.o_proj"), t.hidden, t.heads * head, false);
+        norm(&mut w, &format!("{p}.self_attn.q_norm"), head, false);
+        norm(&mut w, &format!("{p}.self_attn.k_norm"), head, false);
+        norm(&mut w, &format!("{p}.post_attention_layernorm"), t.hidden, false);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.gate_proj"), t.mlp, t.hidden, false);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.up_proj"), t.mlp, t.hidden, false);
+        linear(&mut w, &mut rng, &format!("{p}.mlp.down_proj"), t.hidden, t.mlp, false);
+    }
+    norm(&mut w, &format!("{m}norm"), t.hidden, false);
+    w.push(("lm_head.weight".into(), vec![t.vocab, t.hidden], rng.fill(t.vocab * t.hidden, 0.02)));
+    write(&dir.join("model.safetensors"), &w, dtype)?;
+    // transformers' default [24, 20, 20] for a head width of 128, scaled for others.
+    let section = [3 * head / 16, 5 * head / 32, head / 2 - 3 * head / 16 - 5 * head / 32];
+    let mut text = text_config(&t);
+    text["model_type"] = json!("qwen3_vl_text");
+    text["head_dim"] = json!(head);
+    text["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": section,
+        "mrope_interleaved": true});
+    let config = json!({
+        "model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"],
+        "vision_start_token_id": ids[0], "vision_end_token_id": ids[1], "image_token_id": ids[2],
+        "video_token_id": ids[3], "tie_word_embeddings": false,
+        "vision_config": {"model_type": "qwen3_vl", "depth": v.depth, "hidden_size": v.hidden,
+            "intermediate_size": v.mlp, "num_heads": v.heads, "patch_size": patch, "temporal_patch_size": 2,
+            "spatial_merge_size": 2, "out_hidden_size": t.hidden, "num_position_embeddings": entries,
+            "deepstack_visual_indexes": v.deepstack, "in_channels": 3, "hidden_act": "gelu_pytorch_tanh"},
+        "text_config": text,
+        "tokensieve_note": "random weights (tokensieve init-model): answers are meaningless",
+    });
+    write_text(dir, "config.json", &serde_json::to_string_pretty(&config).unwrap_or_default())?;
+    let processor = |kind: &str, name: &str, min: u64, max: u64| {
+        json!({kind: name, "do_resize": true, "resample": 3, "do_rescale": true, "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+            "do_convert_rgb": true, "size": {"shortest_edge": min, "longest_edge": max}, "patch_size": patch,
+            "temporal_patch_size": 2, "merge_size": 2, "fps": 2})
+    };
+    let image = processor("image_processor_type", "Qwen2VLImageProcessor", 65536, 16777216);
+    write_text(dir, "preprocessor_config.json", &serde_json::to_string_pretty(&image).unwrap_or_default())?;
+    let video = processor("video_processor_type", "Qwen3VLVideoProcessor", 4096, 25165824);
+    write_text(dir, "video_preprocessor_config.json", &serde_json::to_string_pretty(&video).unwrap_or_default())
+}
+
 /// OpenAI CLIP's normalisation (Qwen-VL's processors use it).
 const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
 const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];

@@ -163,6 +163,7 @@ fn the_family_arrangement_equals_the_checked_tokens() {
             attention: tap.attention.as_ref().map(host),
             keys: tap.keys.as_ref().map(|k| (host(k), k.size()[2] as usize)),
             grid: None,
+            deepstack: None,
         };
         let visual = family.arrange(out, kind, cut).unwrap();
         assert_eq!(visual.attention.as_ref().unwrap().len(), visual.features.nrows(), "signals follow the tokens");

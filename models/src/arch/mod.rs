@@ -13,6 +13,7 @@
 pub mod llava;
 pub mod llava_onevision;
 pub mod qwen2_5_vl;
+pub mod qwen3_vl;
 
 use crate::vlm_config::VlmConfig;
 use ndarray::Array2;
@@ -127,6 +128,9 @@ pub struct PromptSpans {
     pub tokens_per_second: f64,
     /// Frames per temporal patch (the seconds a video's temporal id covers are this many frame intervals).
     pub temporal_patch: usize,
+    /// Qwen3-VL: every temporal patch of a video is its own span, preceded by its time as text
+    /// (`<{t:.1} seconds>`, the mean of its frames' timestamps), instead of one span for the whole video.
+    pub timestamps: bool,
 }
 
 /// How the processor cut one any-resolution image: its size and the tile grid it chose.
@@ -155,12 +159,24 @@ pub struct TowerOutput {
     pub keys: Option<(Vec<f32>, usize)>,
     /// `(rows, cols)` of each view's tokens, for towers whose views are not square (native resolution).
     pub grid: Option<(usize, usize)>,
+    /// Qwen3-VL's DeepStack planes `[views, tokens, levels x dim]` (each token's levels side by side) and the
+    /// number of levels.
+    pub deepstack: Option<(Vec<f32>, usize)>,
 }
 
 impl TowerOutput {
     /// Appends the views of `next` (a later batch of the same tower, same signals) after these.
     pub fn append(&mut self, next: TowerOutput) -> Result<(), String> {
-        let shape = |o: &TowerOutput| (o.tokens, o.dim, o.attention.is_some(), o.keys.as_ref().map(|k| k.1), o.grid);
+        let shape = |o: &TowerOutput| {
+            (
+                o.tokens,
+                o.dim,
+                o.attention.is_some(),
+                o.keys.as_ref().map(|k| k.1),
+                o.grid,
+                o.deepstack.as_ref().map(|d| d.1),
+            )
+        };
         if shape(self) != shape(&next) {
             return Err(format!(
                 "a batch of {} tokens x {} differs from the first batch's {} x {} (or in its signals)",
@@ -172,6 +188,9 @@ impl TowerOutput {
             a.extend(b);
         }
         if let (Some((a, _)), Some((b, _))) = (self.keys.as_mut(), next.keys) {
+            a.extend(b);
+        }
+        if let (Some((a, _)), Some((b, _))) = (self.deepstack.as_mut(), next.deepstack) {
             a.extend(b);
         }
         self.views += next.views;
@@ -192,6 +211,9 @@ impl TowerOutput {
         }
         if let Some((k, w)) = &self.keys {
             expect("keys", k.len(), *w)?;
+        }
+        if let Some((p, levels)) = &self.deepstack {
+            expect("deepstack", p.len(), levels * self.dim)?;
         }
         Ok(())
     }
@@ -216,6 +238,9 @@ pub struct VisualTokens {
     pub placeholder: (i64, &'static str),
     /// For a single any-resolution image: where its packed tokens come from (pictures of the selection).
     pub anyres: Option<AnyResLayout>,
+    /// Qwen3-VL's DeepStack planes `[tokens, levels x D]`: row `r` holds token `r`'s plane of every level, side by
+    /// side. They follow the kept tokens to the decoder (a merged token takes its representative's).
+    pub deepstack: Option<Array2<f32>>,
 }
 
 impl VisualTokens {
@@ -230,6 +255,9 @@ impl VisualTokens {
         }
         if let Some(k) = self.keys.as_mut() {
             k.reserve(ndarray::Axis(0), rows).map_err(|e| e.to_string())?;
+        }
+        if let Some(p) = self.deepstack.as_mut() {
+            p.reserve(ndarray::Axis(0), rows).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -248,6 +276,7 @@ impl VisualTokens {
                 v.attention.is_some(),
                 v.keys.as_ref().map(|k| k.ncols()),
                 v.anyres.is_some(),
+                v.deepstack.as_ref().map(|p| p.ncols()),
             )
         };
         if shape(self) != shape(&next) || self.anyres.is_some() {
@@ -284,6 +313,9 @@ impl VisualTokens {
             a.extend(b);
         }
         if let (Some(a), Some(b)) = (self.keys.as_mut(), next.keys) {
+            a.append(ndarray::Axis(0), b.view()).map_err(|e| e.to_string())?;
+        }
+        if let (Some(a), Some(b)) = (self.deepstack.as_mut(), next.deepstack) {
             a.append(ndarray::Axis(0), b.view()).map_err(|e| e.to_string())?;
         }
         self.units.0 += next.units.0;
@@ -330,6 +362,9 @@ pub trait Family: Send + Sync {
     }
 }
 
+/// The `model_type`s of the vision-language families [`family_for`] builds.
+pub const FAMILIES: &[&str] = &["llava", "llava_onevision", "qwen2_5_vl", "qwen3_vl"];
+
 /// The family of a parsed `config.json` (`model_type`); `newline` is OneVision's `image_newline` read by the backend.
 pub fn family_for(json: &serde_json::Value, newline: Option<Vec<f32>>) -> Result<Box<dyn Family>, String> {
     match json["model_type"].as_str() {
@@ -339,9 +374,10 @@ pub fn family_for(json: &serde_json::Value, newline: Option<Vec<f32>>) -> Result
             Ok(Box::new(llava_onevision::OneVision::new(VlmConfig::from_json(json)?, newline)?))
         }
         Some("qwen2_5_vl") => Ok(Box::new(qwen2_5_vl::Qwen25Vl::from_json(json)?)),
-        other => Err(format!(
-            "model_type {other:?} is not a supported vision-language family (llava, llava_onevision, qwen2_5_vl)"
-        )),
+        Some("qwen3_vl") => Ok(Box::new(qwen3_vl::Qwen3Vl::from_json(json)?)),
+        other => {
+            Err(format!("model_type {other:?} is not a supported vision-language family ({})", FAMILIES.join(", ")))
+        }
     }
 }
 

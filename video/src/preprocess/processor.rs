@@ -54,6 +54,61 @@ pub enum Resize {
         /// Upper bound on the pixel count.
         max_pixels: u64,
     },
+    /// Qwen3-VL's video resize ([`smart_resize_video`]): the bounds hold for the pixels of all `frames` frames
+    /// (rounded to whole temporal patches), so longer videos get smaller frames.
+    NativeVideo {
+        /// Both sides become multiples of this.
+        factor: u32,
+        /// Frames per temporal patch.
+        temporal: u32,
+        /// Frames of the video (set by [`ImageProcessor::for_video`]; 0 until then, read as one temporal patch).
+        frames: u32,
+        /// Lower bound on the video's pixel count.
+        min_pixels: u64,
+        /// Upper bound on the video's pixel count.
+        max_pixels: u64,
+    },
+}
+
+/// transformers' Qwen3-VL video `smart_resize(num_frames, height, width, temporal_factor, factor, min_pixels,
+/// max_pixels)`: sides below `factor` are first scaled up to it, then rounded to multiples of `factor`, and the
+/// frame is scaled so that `round(frames / temporal) · temporal · height · width` lies in `[min_pixels, max_pixels]`
+/// (the scale itself uses the exact frame count, as transformers does). `None` where transformers raises (fewer
+/// frames than a temporal patch are read as one patch here; an aspect ratio over 200; a zero side).
+pub fn smart_resize_video(
+    frames: usize,
+    height: usize,
+    width: usize,
+    temporal: usize,
+    factor: usize,
+    min_pixels: u64,
+    max_pixels: u64,
+) -> Option<(usize, usize)> {
+    if height == 0 || width == 0 || factor == 0 || temporal == 0 {
+        return None;
+    }
+    let frames = frames.max(temporal) as f64;
+    let (mut h, mut w, f) = (height as f64, width as f64, factor as f64);
+    if height < factor || width < factor {
+        let scale = (f / h).max(f / w);
+        (h, w) = ((h * scale).floor(), (w * scale).floor());
+    }
+    if h.max(w) / h.min(w) > 200.0 {
+        return None;
+    }
+    let mut h_bar = (h / f).round_ties_even() * f;
+    let mut w_bar = (w / f).round_ties_even() * f;
+    let t_bar = (frames / temporal as f64).round_ties_even() * temporal as f64;
+    if t_bar * h_bar * w_bar > max_pixels as f64 {
+        let beta = ((frames * h * w) / max_pixels as f64).sqrt();
+        h_bar = f.max((h / beta / f).floor() * f);
+        w_bar = f.max((w / beta / f).floor() * f);
+    } else if t_bar * h_bar * w_bar < min_pixels as f64 {
+        let beta = (min_pixels as f64 / (frames * h * w)).sqrt();
+        h_bar = (h * beta / f).ceil() * f;
+        w_bar = (w * beta / f).ceil() * f;
+    }
+    Some((h_bar as usize, w_bar as usize))
 }
 
 /// transformers' `smart_resize` (Qwen2-VL and later): `(height, width)` rounded to multiples of `factor`, scaled
@@ -189,11 +244,21 @@ impl ImageProcessor {
                 }
             };
             let factor = number("patch_size", 14)? * number("merge_size", 2)?;
-            Some(Resize::Native {
-                factor: factor as u32,
-                min_pixels: count("min_pixels", "shortest_edge", 56 * 56)?,
-                max_pixels: count("max_pixels", "longest_edge", 28 * 28 * 1280)?,
-            })
+            if kind == Some("Qwen3VLVideoProcessor") {
+                Some(Resize::NativeVideo {
+                    factor: factor as u32,
+                    temporal: number("temporal_patch_size", 2)? as u32,
+                    frames: 0,
+                    min_pixels: count("min_pixels", "shortest_edge", 128 * 32 * 32)?,
+                    max_pixels: count("max_pixels", "longest_edge", 32 * 32 * 768)?,
+                })
+            } else {
+                Some(Resize::Native {
+                    factor: factor as u32,
+                    min_pixels: count("min_pixels", "shortest_edge", 56 * 56)?,
+                    max_pixels: count("max_pixels", "longest_edge", 28 * 28 * 1280)?,
+                })
+            }
         } else if flag("do_resize", true) {
             let size = dims("size")?.unwrap_or(serde_json::json!({"shortest_edge": 224}));
             match (
@@ -269,6 +334,16 @@ impl ImageProcessor {
         self.finish(&img)
     }
 
+    /// This processor for the frames of a video of `frames` frames: a [`Resize::NativeVideo`] step learns the count
+    /// (its bounds are on the whole video); every other step is unchanged.
+    pub fn for_video(&self, frames: usize) -> ImageProcessor {
+        let mut p = self.clone();
+        if let Some(Resize::NativeVideo { frames: f, .. }) = p.resize.as_mut() {
+            *f = frames.min(u32::MAX as usize) as u32;
+        }
+        p
+    }
+
     /// `(height, width)` after the resize step for an input of `height x width` (the input's own size without
     /// one; a [`Resize::Native`] whose aspect-ratio rule fails keeps the size, which the tower then refuses).
     pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
@@ -284,6 +359,11 @@ impl ImageProcessor {
             Resize::Exact { height, width } => (height as usize, width as usize),
             Resize::Native { factor, min_pixels, max_pixels } => {
                 smart_resize(height, width, factor as usize, min_pixels, max_pixels).unwrap_or((height, width))
+            }
+            Resize::NativeVideo { factor, temporal, frames, min_pixels, max_pixels } => {
+                let (f, t) = (factor as usize, temporal as usize);
+                smart_resize_video(frames as usize, height, width, t, f, min_pixels, max_pixels)
+                    .unwrap_or((height, width))
             }
         }
     }
@@ -363,6 +443,26 @@ pub(crate) fn expand_to_square(img: &Rgb8, background: [u8; 3]) -> Rgb8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qwen3_video_resize_matches_transformers() {
+        // transformers 5.24 `video_processing_qwen3_vl.smart_resize(frames, h, w, 2, 32, min, max)`.
+        let cases = [
+            ((8, 360, 640, 4096, 1048576), (256, 480)),
+            ((64, 360, 640, 4096, 25165824), (352, 640)),
+            ((9, 1080, 1920, 131072, 786432), (192, 384)),
+            ((4, 20, 50, 4096, 1048576), (32, 64)),
+            ((2, 30, 30, 131072, 25165824), (256, 256)),
+        ];
+        for ((t, h, w, lo, hi), want) in cases {
+            assert_eq!(smart_resize_video(t, h, w, 2, 32, lo, hi), Some(want), "{t} frames of {h}x{w}");
+        }
+        let config = serde_json::json!({"video_processor_type": "Qwen3VLVideoProcessor", "patch_size": 16,
+            "merge_size": 2, "temporal_patch_size": 2, "size": {"shortest_edge": 4096, "longest_edge": 25165824}});
+        let p = ImageProcessor::from_config(&config).unwrap();
+        assert_eq!(p.for_video(64).output_size(360, 640), (352, 640));
+        assert_eq!(p.for_video(8).output_size(360, 640), (352, 640), "under the bound: rounded only");
+    }
 
     #[test]
     fn sizes_crops_and_padding_follow_transformers() {

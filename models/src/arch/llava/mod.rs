@@ -39,6 +39,7 @@ impl Family for Llava {
             newline: Newline::None,
             placeholder: (self.config.image_token_id, "<image>"),
             anyres: None,
+            deepstack: None,
         })
     }
 }

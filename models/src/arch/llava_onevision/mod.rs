@@ -84,6 +84,7 @@ impl Family for OneVision {
                     newline: Newline::End,
                     placeholder: (self.ov.video_token_id, "<video>"),
                     anyres: None,
+                    deepstack: None,
                 })
             }
             (MediaKind::Images, Some(AnyResCut { image, grid })) => {
@@ -113,6 +114,7 @@ impl Family for OneVision {
                     newline: Newline::None,
                     placeholder: image_token,
                     anyres: Some(AnyResLayout { cut: AnyResCut { image, grid }, base: g, map }),
+                    deepstack: None,
                 })
             }
             (MediaKind::Images, None) => {
@@ -126,6 +128,7 @@ impl Family for OneVision {
                     newline: Newline::PerUnit,
                     placeholder: image_token,
                     anyres: None,
+                    deepstack: None,
                 })
             }
         }

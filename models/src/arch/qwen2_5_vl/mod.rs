@@ -80,28 +80,7 @@ impl Family for Qwen25Vl {
     }
 
     fn arrange(&self, out: TowerOutput, kind: MediaKind, _: Option<AnyResCut>) -> Result<VisualTokens, String> {
-        out.check()?;
-        let (views, n) = (out.views, out.tokens);
-        let (height, width) = out.grid.ok_or("qwen2_5_vl tower output without its merged grid")?;
-        if height * width != n {
-            return Err(format!("a merged grid of {height} x {width} for {n} tokens per view"));
-        }
-        let (layout, placeholder) = match kind {
-            MediaKind::Video => (Layout::frames(views, height, width), (self.config.video_token_id, "<|video_pad|>")),
-            MediaKind::Images => {
-                (Layout::Grid { views, frames: 1, height, width }, (self.config.image_token_id, "<|image_pad|>"))
-            }
-        };
-        Ok(VisualTokens {
-            features: matrix(out.features, out.dim)?,
-            attention: out.attention,
-            keys: keys_matrix(out.keys)?,
-            layout: Some(layout),
-            units: (views, n),
-            newline: Newline::None,
-            placeholder,
-            anyres: None,
-        })
+        arrange_native(&self.config, out, kind)
     }
 
     fn prompt_spans(&self) -> Option<PromptSpans> {
@@ -110,6 +89,43 @@ impl Family for Qwen25Vl {
             end: "<|vision_end|>",
             tokens_per_second: self.config.vision_config.tokens_per_second,
             temporal_patch: self.config.vision_config.temporal_patch_size,
+            timestamps: false,
         })
     }
+}
+
+/// The merged tokens of a native-resolution Qwen-VL tower as the pruners see them: a video's temporal patches as the
+/// frames of one grid, images as views of one frame each; no newline. Shared by Qwen2.5-VL and Qwen3-VL.
+pub(crate) fn arrange_native(
+    config: &Qwen25VlConfig,
+    out: TowerOutput,
+    kind: MediaKind,
+) -> Result<VisualTokens, String> {
+    out.check()?;
+    let (views, n) = (out.views, out.tokens);
+    let (height, width) = out.grid.ok_or("Qwen-VL tower output without its merged grid")?;
+    if height * width != n {
+        return Err(format!("a merged grid of {height} x {width} for {n} tokens per view"));
+    }
+    let (layout, placeholder) = match kind {
+        MediaKind::Video => (Layout::frames(views, height, width), (config.video_token_id, "<|video_pad|>")),
+        MediaKind::Images => {
+            (Layout::Grid { views, frames: 1, height, width }, (config.image_token_id, "<|image_pad|>"))
+        }
+    };
+    let deepstack = match out.deepstack {
+        Some((planes, levels)) => Some(matrix(planes, levels * out.dim)?),
+        None => None,
+    };
+    Ok(VisualTokens {
+        features: matrix(out.features, out.dim)?,
+        attention: out.attention,
+        keys: keys_matrix(out.keys)?,
+        layout: Some(layout),
+        units: (views, n),
+        newline: Newline::None,
+        placeholder,
+        anyres: None,
+        deepstack,
+    })
 }
