@@ -1,6 +1,6 @@
 //! The capability table of the README, generated here: every pre-LLM method of the registry (`prune --list`) on
-//! seven inputs, and every in-decoder rule on the three model families, each cell run through `tokensieve ask
-//! --json` on the torch and the onnx backend with the tiny fixtures (Qwen2.5-VL on torch only). A cell that runs must run on both backends with the same
+//! nine inputs, and every in-decoder rule on the four model families, each cell run through `tokensieve ask
+//! --json` on the torch and the onnx backend with the tiny fixtures (Qwen-VL on torch only). A cell that runs must run on both backends with the same
 //! kept indices (but for one near-tie swap, see [`agree`]), the same greedy answer and the same notes; a cell that cannot apply must be refused on both with a
 //! one-line reason, which the table prints. The README's table between the `capabilities` markers must equal what
 //! this test generates (`TOKENSIEVE_UPDATE_README=1 cargo test --all-features --test capabilities` rewrites it).
@@ -131,6 +131,8 @@ fn table() -> String {
         ("OneVision camera views", "tiny_onevision", views),
         ("Qwen2.5-VL image (torch)", "tiny_qwen2_5_vl", s(&["--image", &a])),
         ("Qwen2.5-VL video (torch)", "tiny_qwen2_5_vl", s(&["--video", &video, "--frames", "4"])),
+        ("Qwen3-VL image (torch)", "tiny_qwen3_vl", s(&["--image", &a])),
+        ("Qwen3-VL video (torch)", "tiny_qwen3_vl", s(&["--video", &video, "--frames", "4"])),
     ];
     let mut out = String::from("| method |");
     for (name, _, _) in &inputs {
@@ -158,7 +160,7 @@ fn table() -> String {
         }
         out += "\n";
     }
-    out += "\n| in-decoder rule | LLaVA image | OneVision video | Qwen2.5-VL video |\n|---|---|---|---|\n";
+    out += "\n| in-decoder rule | LLaVA image | OneVision video | Qwen2.5-VL video | Qwen3-VL video |\n|---|---|---|---|---|\n";
     let rules = [
         "fastv:layer=1,ratio=0.5",
         "pdrop:layers=1,lambda=0.5",
@@ -169,7 +171,7 @@ fn table() -> String {
     ];
     for rule in rules {
         out += &format!("| `{rule}` |");
-        for (_, model, input) in [&inputs[0], &inputs[3], &inputs[6]] {
+        for (_, model, input) in [&inputs[0], &inputs[3], &inputs[6], &inputs[8]] {
             let (text, note) = cell(model, input, &["--in-llm", rule], true);
             out += &format!(" {} |", mark(text, note, &mut footnotes));
         }
@@ -179,7 +181,7 @@ fn table() -> String {
         "\nCells: kept / encoder visual tokens at `--ratio 0.25`; for in-decoder rules, the prompt tokens the first and \
          the last decoder layer see (DyCoke's KV rule acts while decoding: it changes which cached visual keys later \
          layers attend to, not the count). Identical kept indices, answers and notes on torch and onnx unless marked (torch: \
-         the onnx backend refuses in-decoder rules); the Qwen2.5-VL columns run on torch only; `no`: refused with the \
+         the onnx backend refuses in-decoder rules); the Qwen-VL columns run on torch only; `no`: refused with the \
          reason below. Notes the methods \
          recorded:\n\n";
     for (i, f) in footnotes.iter().enumerate() {

@@ -1685,13 +1685,42 @@ fn a_mis_shaped_checkpoint_is_one_line_naming_the_tensor_and_both_shapes() {
 #[cfg(all(feature = "torch", feature = "video"))]
 const TINY_QWEN2_5_VL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_qwen2_5_vl");
 
+#[cfg(all(feature = "torch", feature = "video"))]
+const TINY_QWEN3_VL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_qwen3_vl");
+
 /// Qwen2.5-VL through every command that takes a vision-language model: `ask` pruned before the decoder, `forward`,
 /// `compress`, `bench` at 100/25/10 % and `eval`; the onnx backend refuses it in one line.
 #[cfg(all(feature = "torch", feature = "video"))]
 #[test]
 fn qwen2_5_vl_runs_ask_forward_compress_bench_and_eval() {
+    qwen_runs_ask_forward_compress_bench_and_eval(TINY_QWEN2_5_VL);
+}
+
+/// The same for Qwen3-VL (per-patch timestamps and DeepStack), with `--budget-scope frame`.
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn qwen3_vl_runs_ask_forward_compress_bench_and_eval() {
+    qwen_runs_ask_forward_compress_bench_and_eval(TINY_QWEN3_VL);
     let video = asset("videos/bikes.mp4");
-    let common = ["--model", TINY_QWEN2_5_VL, "--video", video.as_str(), "--frames", "4"];
+    let ask = ["ask", "--model", TINY_QWEN3_VL, "--video", video.as_str(), "--frames", "4", "--pruner", "divprune"];
+    let mut ask = ask.to_vec();
+    ask.extend_from_slice(&["--ratio", "0.25", "--budget-scope", "frame", "--max-new-tokens", "1", "--json", "what"]);
+    let (code, out, err) = tokensieve(&ask);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let encoder = v["record"]["visual_tokens"][0][1].as_u64().unwrap() as usize;
+    let kept: Vec<usize> =
+        v["record"]["kept"].as_array().unwrap().iter().map(|k| k.as_u64().unwrap() as usize).collect();
+    let first = kept.iter().filter(|&&k| k < encoder / 2).count();
+    let k = (encoder as f64 * 0.25).round_ties_even() as usize;
+    assert_eq!((first, kept.len() - first), (k.div_ceil(2), k / 2), "each temporal patch keeps its share: {v}");
+}
+
+/// `ask`, `forward`, `compress`, `bench` and `eval` on a Qwen-VL checkpoint, and the onnx backend's refusal.
+#[cfg(all(feature = "torch", feature = "video"))]
+fn qwen_runs_ask_forward_compress_bench_and_eval(model: &str) {
+    let video = asset("videos/bikes.mp4");
+    let common = ["--model", model, "--video", video.as_str(), "--frames", "4"];
     let mut ask = vec!["ask"];
     ask.extend_from_slice(&common);
     ask.extend_from_slice(&[
@@ -1743,7 +1772,7 @@ fn qwen2_5_vl_runs_ask_forward_compress_bench_and_eval() {
     std::os::unix::fs::symlink(asset("videos/bikes.mp4"), dir.path().join("data/bikes.mp4")).unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/videomme_test.parquet");
     let flags = ["--frames", "2", "--pruner", "todre", "--ratio", "0.25"];
-    let (code, v, err) = eval_run_on(TINY_QWEN2_5_VL, "videomme", &data, dir.path(), &dir.path().join("vm"), &flags);
+    let (code, v, err) = eval_run_on(model, "videomme", &data, dir.path(), &dir.path().join("vm"), &flags);
     assert_eq!(code, 0, "{err}");
     assert_eq!((v["samples"].as_u64(), v["errors"].as_u64()), (Some(3), Some(1)), "{v}");
 

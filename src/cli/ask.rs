@@ -69,12 +69,16 @@ pub struct PruningFlags {
     /// (renumbered, as LLaVA-style reference code splicing a shorter encoder output does).
     #[arg(long, default_value = "original", value_parser = ["original", "contiguous"])]
     pub positions: String,
+    /// How the budget is shared among frames: `global` (one budget, the methods choose across frames) or `frame`
+    /// (each frame, temporal patch or image keeps its even share; the per-frame counts are known before encoding).
+    #[arg(long, default_value = "global", value_parser = ["global", "frame"])]
+    pub budget_scope: String,
 }
 
 /// Arguments of `ask`.
 #[derive(Debug, clap::Args)]
 pub struct AskArgs {
-    /// A GGUF language model file, a `llava`/`llava_onevision`/`qwen2_5_vl` directory, or a Hugging Face id found in
+    /// A GGUF language model file, a `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory, or a Hugging Face id found in
     /// the local hub cache.
     #[arg(long)]
     pub(super) model: String,
@@ -196,8 +200,10 @@ fn lm_forward(args: &ForwardArgs) -> Result<Prefill, CliError> {
 fn refuse_visual(visual: bool) -> Result<(), CliError> {
     if visual {
         return Err(CliError::usage(
-            "image, video and view inputs need a llava, llava_onevision or qwen2_5_vl model directory (and the video \
-             feature)",
+            format!(
+                "image, video and view inputs need a vision-language model directory ({}; and the video feature)",
+                tokensieve::models::arch::FAMILIES.join(", ")
+            ),
             "run the language model alone (no --image/--video/--views), or give a vision-language directory",
         ));
     }
@@ -207,7 +213,7 @@ fn refuse_visual(visual: bool) -> Result<(), CliError> {
 pub fn forward(args: ForwardArgs) -> Result<(), CliError> {
     let start = Instant::now();
     let vlm = args.model.is_dir()
-        && matches!(model_type(&args.model).as_deref(), Some("llava" | "llava_onevision" | "qwen2_5_vl"));
+        && model_type(&args.model).is_some_and(|t| tokensieve::models::arch::FAMILIES.contains(&t.as_str()));
     let Prefill { logits, prompt_tokens, visual_tokens, tokenizer } = if args.backend.backend == "onnx" || vlm {
         forward_vlm(&args)?
     } else {
@@ -244,7 +250,7 @@ pub(super) fn qa_options(
 ) -> Result<tokensieve::pipeline::qa::QaOptions, CliError> {
     use tokensieve::pruners::in_decoder::InDecoder;
     use tokensieve::pruners::{Budget, Method};
-    let PruningFlags { pruner, keep, ratio, in_llm, positions } = flags;
+    let PruningFlags { pruner, keep, ratio, in_llm, positions, budget_scope } = flags;
     let (keep, ratio, in_llm) = (*keep, *ratio, in_llm.as_deref());
     let usage = |e: String| CliError::usage(e, "see `tokensieve ask --help`");
     let pruners = pruner
@@ -263,6 +269,7 @@ pub(super) fn qa_options(
         budget,
         in_llm,
         positions: tokensieve::pipeline::qa::Positions::parse(positions).map_err(usage)?,
+        scope: tokensieve::pipeline::qa::BudgetScope::parse(budget_scope).map_err(usage)?,
         ..tokensieve::pipeline::qa::QaOptions::new(max_new_tokens)
     })
 }
@@ -331,14 +338,19 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
     }
     let positions = tokensieve::pipeline::qa::Positions::parse(&args.pruning.positions)
         .map_err(|e| CliError::usage(e, "original or contiguous"))?;
-    builder = builder.positions(positions);
+    let scope = tokensieve::pipeline::qa::BudgetScope::parse(&args.pruning.budget_scope)
+        .map_err(|e| CliError::usage(e, "global or frame"))?;
+    builder = builder.positions(positions).budget_scope(scope);
     builder = builder.sampling(sampling(args)?).stop(args.stop.clone()).keep_logits(args.logits_out.is_some());
     if args.backend.encode_batch > 0 {
         builder = builder.encode_batch(args.backend.encode_batch);
     }
     let pipeline = builder.build().map_err(|e| match e {
         PipelineError::Spec(_) => usage(e),
-        e => CliError::runtime(e.to_string(), Some("is it a llava, llava_onevision or qwen2_5_vl directory?".into())),
+        e => CliError::runtime(
+            e.to_string(),
+            Some(format!("is it a vision-language directory ({})?", tokensieve::models::arch::FAMILIES.join(", "))),
+        ),
     })?;
     let stream = !args.json;
     let mut out = std::io::stdout().lock();

@@ -13,7 +13,7 @@ use tokensieve::pruners::{Budget, Method, Pruner};
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A `llava`/`llava_onevision`/`qwen2_5_vl` directory or a Hugging Face id (hub cache).
+    /// A `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory or a Hugging Face id (hub cache).
     #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
     /// The video (sampled uniformly).

@@ -4,7 +4,9 @@
 
 use super::{emit, CliError};
 use std::path::PathBuf;
-use tokensieve::models::random_checkpoint::{write_onevision, write_qwen2_5_vl, OneVisionShape, QwenVlShape};
+use tokensieve::models::random_checkpoint::{
+    write_onevision, write_qwen2_5_vl, write_qwen3_vl, OneVisionShape, Qwen3VlShape, QwenVlShape,
+};
 use tokensieve::models::safetensors::StoreAs;
 
 /// Arguments of `init-model`.
@@ -12,8 +14,10 @@ use tokensieve::models::safetensors::StoreAs;
 pub struct Args {
     /// `demo` (LLaVA-OneVision geometry, narrow layers, ~12 M parameters, f32), `onevision-0.5b` (SigLIP-so400m +
     /// Qwen2-0.5B shapes, ~0.9 B parameters, bf16, about 1.8 GB), `qwen2.5-vl-demo` (Qwen2.5-VL geometry, narrow
-    /// layers, f32) or `qwen2.5-vl-3b` (Qwen2.5-VL-3B shapes, ~3.8 B parameters, bf16, about 7.5 GB).
-    #[arg(long, default_value = "demo", value_parser = ["demo", "onevision-0.5b", "qwen2.5-vl-demo", "qwen2.5-vl-3b"])]
+    /// layers, f32), `qwen2.5-vl-3b` (Qwen2.5-VL-3B shapes, ~3.8 B parameters, bf16, about 7.5 GB) or
+    /// `qwen3-vl-demo` (Qwen3-VL geometry with DeepStack, narrow layers, f32).
+    #[arg(long, default_value = "demo",
+          value_parser = ["demo", "onevision-0.5b", "qwen2.5-vl-demo", "qwen2.5-vl-3b", "qwen3-vl-demo"])]
     preset: String,
     /// Output folder.
     #[arg(long)]
@@ -41,6 +45,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         "demo" => write_onevision(&partial, &OneVisionShape::demo(), args.seed, StoreAs::F32),
         "onevision-0.5b" => write_onevision(&partial, &OneVisionShape::onevision_0_5b(), args.seed, StoreAs::Bf16),
         "qwen2.5-vl-demo" => write_qwen2_5_vl(&partial, &QwenVlShape::demo(), args.seed, StoreAs::F32),
+        "qwen3-vl-demo" => write_qwen3_vl(&partial, &Qwen3VlShape::demo(), args.seed, StoreAs::F32),
         _ => write_qwen2_5_vl(&partial, &QwenVlShape::qwen2_5_vl_3b(), args.seed, StoreAs::Bf16),
     };
     written.map_err(|e| CliError::runtime(e.to_string(), None))?;
@@ -51,7 +56,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
         "{}: {} with RANDOM weights ({} preset, seed {}): token counts, FLOPs and timings are real, answers are \
          meaningless\n",
         args.out.display(),
-        if args.preset.starts_with("qwen") { "qwen2_5_vl" } else { "llava_onevision" },
+        match args.preset.as_str() {
+            p if p.starts_with("qwen3") => "qwen3_vl",
+            p if p.starts_with("qwen") => "qwen2_5_vl",
+            _ => "llava_onevision",
+        },
         args.preset,
         args.seed
     ))

@@ -120,7 +120,7 @@ pub(super) fn forward(args: &ForwardArgs) -> Result<Prefill, CliError> {
         if !matches!(model_type, "llama" | "qwen2") {
             return Err(CliError::usage(
                 format!("{}: model_type `{model_type}` is not supported", dir.display()),
-                "supported: llama, qwen2, llava, llava_onevision (directories) and llama GGUF files",
+                "supported: llama, qwen2 and the vision-language directories of `ask` (llama GGUF files too)",
             ));
         }
         let l = load_hf(dir, compute)?;

@@ -27,7 +27,7 @@
 
 use super::engine::{Engine, EngineChoice};
 use super::frames::{FrameSource, VideoStream};
-use super::qa::{MediaKind, Positions, QaError, QaOptions, QaRecord};
+use super::qa::{BudgetScope, MediaKind, Positions, QaError, QaOptions, QaRecord};
 use super::sampler::{Sampler, SamplerError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -75,6 +75,7 @@ pub struct PipelineBuilder {
     stop: Vec<String>,
     positions: Positions,
     keep_logits: bool,
+    scope: BudgetScope,
     encode_batch: Option<usize>,
 }
 
@@ -97,6 +98,13 @@ impl PipelineBuilder {
     /// Position ids after pre-LLM pruning: [`Positions::Original`] (the default) or [`Positions::Contiguous`].
     pub fn positions(mut self, positions: Positions) -> Self {
         self.positions = positions;
+        self
+    }
+
+    /// How the budget is shared among frames: [`BudgetScope::Global`] (the default) or [`BudgetScope::Frame`]
+    /// (each frame keeps its share).
+    pub fn budget_scope(mut self, scope: BudgetScope) -> Self {
+        self.scope = scope;
         self
     }
 
@@ -212,6 +220,7 @@ impl PipelineBuilder {
             stop: self.stop,
             positions: self.positions,
             keep_logits: self.keep_logits,
+            scope: self.scope,
         };
         qa.check_options(&opts)?;
         Ok(Pipeline { qa, sampler: self.sampler, opts })
@@ -300,6 +309,7 @@ impl Pipeline {
             stop: Vec::new(),
             positions: Positions::Original,
             keep_logits: false,
+            scope: BudgetScope::Global,
             encode_batch: None,
         }
     }

@@ -39,6 +39,7 @@ pub(crate) fn frame_tokens(out: EncoderOutput) -> Result<VisualTokens, QaError> 
         newline: Newline::None,
         placeholder: (-1, ""),
         anyres: None,
+        deepstack: None,
     })
 }
 

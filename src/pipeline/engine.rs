@@ -294,8 +294,9 @@ impl Engine {
             }
             // Native resolution: each frame resized by `smart_resize` (before it is cut into patches).
             ViewPlan::Patches { .. } => {
+                let video = self.video_processor.as_ref().unwrap_or(&self.processor).for_video(frames.len());
                 let processor = match kind {
-                    MediaKind::Video => self.video_processor.as_ref().unwrap_or(&self.processor),
+                    MediaKind::Video => &video,
                     MediaKind::Images => &self.processor,
                 };
                 let views =
@@ -391,12 +392,10 @@ impl Engine {
     ) -> Result<VisualTokens, QaError> {
         use rayon::prelude::*;
         let arranged = |reason: String| QaError::Config { path: "visual tokens".into(), reason };
+        // Qwen3-VL's video resize bounds the pixels of the whole video, so it needs the frame count.
+        let video = self.video_processor.as_ref().unwrap_or(&self.processor).for_video(source.len());
         let (processor, step, images) = match kind {
-            MediaKind::Video => (
-                self.video_processor.as_ref().unwrap_or(&self.processor),
-                self.encode_batch.div_ceil(temporal) * temporal,
-                false,
-            ),
+            MediaKind::Video => (&video, self.encode_batch.div_ceil(temporal) * temporal, false),
             MediaKind::Images => (&self.processor, self.encode_batch, true),
         };
         let mut tokens: Option<VisualTokens> = None;
@@ -460,11 +459,14 @@ impl Engine {
         let Some(tokensieve_pruners::Layout::Grid { height, width, .. }) = layout else {
             return Err(QaError::Prompt("native-resolution tokens without their grid".into()));
         };
-        let runs = match kind {
-            MediaKind::Video => std::iter::once(0..origin.len()).collect(),
-            MediaKind::Images => unit_runs(origin, units.0, units.1),
+        // Qwen3-VL: each temporal patch of a video is its own one-frame span, as an image is.
+        let per_unit = kind == MediaKind::Images || spans.timestamps;
+        let runs = match per_unit {
+            false => std::iter::once(0..origin.len()).collect(),
+            true => unit_runs(origin, units.0, units.1),
         };
         let scale = match kind {
+            _ if per_unit => 1.0,
             MediaKind::Images => 1.0,
             MediaKind::Video => {
                 let interval = match timestamps {
@@ -616,7 +618,8 @@ impl Engine {
         let (ids, positions) = match self.family.prompt_spans() {
             Some(spans) => {
                 // One span per image (or one for the video), wrapped; a raw prompt writes them itself.
-                let wrapped = span_text(spans, placeholder, kind, visual.units.0);
+                let times: Vec<f64> = frames.iter().map(|f| f.timestamp).collect();
+                let wrapped = span_text(spans, placeholder, kind, visual.units.0, &times);
                 let text = match (self.template.as_ref(), raw) {
                     (Some(t), false) => {
                         let content = if prompt.contains(placeholder) {
@@ -647,7 +650,8 @@ impl Engine {
                 (ids, positions)
             }
         };
-        let (logits, _) = self.language.prefill(&ids, &[(placeholder_id, rows.view())], &positions, None)?;
+        let deepstack = visual.deepstack.as_ref().map(|d| d.view());
+        let (logits, _) = self.language.prefill(&ids, &[(placeholder_id, rows.view())], deepstack, &positions, None)?;
         Ok(Prefilled { logits, prompt_tokens: ids.len(), visual: rows, attention })
     }
 
@@ -705,13 +709,15 @@ impl Engine {
         let query = self.query(question, opts)?;
         let (units, newline, (placeholder_id, placeholder)) = (visual.units, visual.newline, visual.placeholder);
         let layout = visual.layout;
+        let mut visual = visual;
+        let deepstack = visual.deepstack.take();
         let chained = self.chain(visual, query, opts)?;
         let rows = self.span_rows(&chained, units, newline)?;
         ttft += clock.lap("prune");
         let extra = chained.extra.as_ref().map_or(0, |e| e.nrows());
         let (ids, positions) = match self.family.prompt_spans() {
             Some(spans) => {
-                let wrapped = span_text(spans, placeholder, kind, units.0);
+                let wrapped = span_text(spans, placeholder, kind, units.0, source.timestamps());
                 let prompt = question_prompt(self.template.as_ref(), system, &wrapped, question)?;
                 let visual = (chained.origin.as_slice(), extra, units, layout);
                 let contiguous = opts.positions == super::qa::Positions::Contiguous;
@@ -736,15 +742,24 @@ impl Engine {
                 (ids, PositionIds::Sequence(positions))
             }
         };
-        // The droppable span: from the first placeholder to the last (a Qwen-VL prompt's images are separate spans,
-        // with their wrapping tokens between them).
+        // The droppable span: from the first placeholder to the last. A Qwen-VL prompt's images, and Qwen3-VL's
+        // temporal patches, are separate spans with their wrapping (and timestamp) tokens between them; those few
+        // text rows are inside the range, so a rule scores them like visual rows and may drop them. The decoder's
+        // plans take one contiguous range (`PrefillPlan::span`), as FastV's own code takes one image span.
         let span = match (ids.iter().position(|&t| t == placeholder_id), ids.iter().rposition(|&t| t == placeholder_id))
         {
             (Some(a), Some(b)) => a..b + 1,
             _ => 0..0,
         };
         let drop = opts.in_llm.as_ref().map(|rule| DropPlan { rule, span });
-        let (logits, mut decoding) = self.language.prefill(&ids, &[(placeholder_id, rows.view())], &positions, drop)?;
+        let stacked = deepstack.map(|d| deepstack_rows(&d, &chained)).transpose()?;
+        let (logits, mut decoding) = self.language.prefill(
+            &ids,
+            &[(placeholder_id, rows.view())],
+            stacked.as_ref().map(|d| d.view()),
+            &positions,
+            drop,
+        )?;
         let tokens_per_layer = decoding.tokens_per_layer();
         let mut picker = TokenPicker::new(opts.sampling);
         let first = picker.pick_or_argmax(&logits) as i64;
@@ -777,12 +792,45 @@ impl Engine {
 
 /// The text standing for the visual input of a [`PromptSpans`] family in the user turn: one
 /// `start placeholder end` per image, or one for a video.
-fn span_text(spans: PromptSpans, placeholder: &str, kind: MediaKind, units: usize) -> String {
+/// With [`PromptSpans::timestamps`] (Qwen3-VL) a video is one span per temporal patch, each after its time,
+/// `<{t:.1} seconds>` with `t` the mean of the patch's first and last frame times (`timestamps` in seconds; an odd
+/// count repeats the last frame, as the processor pads it).
+fn span_text(spans: PromptSpans, placeholder: &str, kind: MediaKind, units: usize, timestamps: &[f64]) -> String {
     let one = format!("{}{placeholder}{}", spans.start.1, spans.end);
     match kind {
+        MediaKind::Video if spans.timestamps => patch_times(timestamps, spans.temporal_patch, units)
+            .iter()
+            .map(|t| format!("<{t:.1} seconds>{one}"))
+            .collect(),
         MediaKind::Video => one,
         MediaKind::Images => one.repeat(units.max(1)),
     }
+}
+
+/// The time of each of `patches` temporal patches of `temporal` frames: transformers' `Qwen3VLProcessor.
+/// _calculate_timestamps`, `(t[i·temporal] + t[i·temporal + temporal − 1]) / 2` with the last frame repeated to
+/// fill the last patch (0 s for frames without a time).
+fn patch_times(timestamps: &[f64], temporal: usize, patches: usize) -> Vec<f64> {
+    let temporal = temporal.max(1);
+    let at = |i: usize| timestamps.get(i).or(timestamps.last()).copied().unwrap_or(0.0);
+    (0..patches).map(|p| (at(p * temporal) + at(p * temporal + temporal - 1)) / 2.0).collect()
+}
+
+/// The DeepStack rows of the decoder's visual span: each kept token's planes (a merged token's are its
+/// representative's, the kept index), then zeros for the extra tokens, which no tower layer produced.
+fn deepstack_rows(planes: &Array2<f32>, chained: &Chained) -> Result<Array2<f32>, QaError> {
+    let extra = chained.extra.as_ref().map_or(0, |e| e.nrows());
+    let mut rows = Array2::zeros((chained.origin.len() + extra, planes.ncols()));
+    for (row, &o) in chained.origin.iter().enumerate() {
+        if o >= planes.nrows() {
+            return Err(QaError::Config {
+                path: "DeepStack planes".into(),
+                reason: format!("kept token {o} of {} rows of planes", planes.nrows()),
+            });
+        }
+        rows.row_mut(row).assign(&planes.row(o));
+    }
+    Ok(rows)
 }
 
 /// A signal's name in a one-line refusal.
@@ -794,5 +842,31 @@ fn signal_name(signal: Signal) -> &'static str {
         Signal::Relevance => "per-token relevance",
         Signal::Query => "query embeddings",
         Signal::FrameGrid => "a frame grid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qwen3_video_spans_carry_their_patch_times() {
+        let spans = PromptSpans {
+            start: (90, "<|vision_start|>"),
+            end: "<|vision_end|>",
+            tokens_per_second: 1.0,
+            temporal_patch: 2,
+            timestamps: true,
+        };
+        // Frames 0..3 of a 2 fps video (the fixture's), then an odd count that repeats the last frame.
+        let text = span_text(spans, "<p>", MediaKind::Video, 2, &[0.0, 0.5, 1.0, 1.5]);
+        assert_eq!(
+            text,
+            "<0.2 seconds><|vision_start|><p><|vision_end|><1.2 seconds><|vision_start|><p><|vision_end|>"
+        );
+        assert_eq!(patch_times(&[0.0, 0.5, 1.0], 2, 2), vec![0.25, 1.0]);
+        // Qwen2.5-VL: one span for the whole video.
+        let plain = PromptSpans { timestamps: false, ..spans };
+        assert_eq!(span_text(plain, "<p>", MediaKind::Video, 2, &[0.0, 0.5]), "<|vision_start|><p><|vision_end|>");
     }
 }

@@ -55,10 +55,13 @@ pub trait LanguageSide {
 
     /// Prefills `ids` with the rows of each `(placeholder id, tokens [n, D])` written, in order, at that id's
     /// positions, at `positions`; returns the last position's logits `[V]` and the state to generate from.
+    /// `deepstack` (Qwen3-VL) holds one row `[levels x D]` per placeholder row of the parts, in prompt order: level
+    /// `l` is added to those rows after decoder layer `l`.
     fn prefill<'a>(
         &'a self,
         ids: &[i64],
         visual: &[(i64, ArrayView2<'_, f32>)],
+        deepstack: Option<ArrayView2<'_, f32>>,
         positions: &PositionIds,
         drop: Option<DropPlan<'_>>,
     ) -> Result<(Vec<f32>, Box<dyn Decoding + 'a>), QaError>;

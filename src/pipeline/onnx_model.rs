@@ -99,7 +99,16 @@ impl VisionSide for OnnxVision {
             _ => None,
         };
         let attention = if request.attention { out.cls_attention.map(|a| a.data) } else { None };
-        Ok(TowerOutput { features: out.features.data, views: b, tokens: n, dim: d, attention, keys, grid: None })
+        Ok(TowerOutput {
+            features: out.features.data,
+            views: b,
+            tokens: n,
+            dim: d,
+            attention,
+            keys,
+            grid: None,
+            deepstack: None,
+        })
     }
 }
 
@@ -148,9 +157,16 @@ impl LanguageSide for OnnxLanguage {
         &'a self,
         ids: &[i64],
         visual: &[(i64, ArrayView2<'_, f32>)],
+        deepstack: Option<ArrayView2<'_, f32>>,
         positions: &PositionIds,
         drop: Option<DropPlan<'_>>,
     ) -> Result<(Vec<f32>, Box<dyn Decoding + 'a>), QaError> {
+        if deepstack.is_some() {
+            return Err(QaError::Unsupported {
+                setting: "DeepStack planes (Qwen3-VL)".into(),
+                reason: "the ONNX decoder export has no DeepStack input; run Qwen3-VL on the torch backend".into(),
+            });
+        }
         if let Some(plan) = drop {
             let reason = self.refuses(plan.rule).unwrap_or_default();
             return Err(QaError::Prune {

@@ -12,7 +12,7 @@ pub(crate) use tokensieve_models::onevision::square_side;
 use tokensieve_models::sampling::{generate_text, Generated, Sampling};
 use tokensieve_models::tokenizer::TextTokenizer;
 use tokensieve_pruners::in_decoder::InDecoder;
-use tokensieve_pruners::{prune, Backend, Budget, Method, Pruner, Signal, TokenSet};
+use tokensieve_pruners::{prune, Backend, Budget, Layout, Method, Pruner, Signal, TokenSet};
 
 /// What can go wrong answering a question.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +132,35 @@ pub struct QaOptions {
     pub positions: Positions,
     /// Keep the prefill's last-position logits in the record ([`QaRecord::first_logits`]; `ask --logits-out`).
     pub keep_logits: bool,
+    /// How the budget is shared among frames (images, temporal patches).
+    pub scope: BudgetScope,
+}
+
+/// How a multi-frame input's budget is shared among its units (video frames, Qwen temporal patches, images).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetScope {
+    /// One budget over every token: the methods choose across frames, and each frame keeps what they chose (the
+    /// prompt then gives each frame its own count; a Qwen3-VL frame that keeps nothing keeps its timestamp and an
+    /// empty span, as vLLM's EVS rewrites the per-frame counts). The default, and what the papers' tables use.
+    #[default]
+    Global,
+    /// Each unit keeps its share: the budget `k` split evenly (`k div U`, the first `k mod U` units one more), each
+    /// method run on each unit alone (its grid a one-frame grid). What serving engines need when a frame's token
+    /// count is fixed before encoding (Qwen3-VL's per-frame timestamps, `retained_count`). Methods that compare
+    /// frames (DyCoke, EVS, FastVID, ...) refuse it: they need the frames together.
+    Frame,
+}
+
+impl BudgetScope {
+    /// `global` or `frame`; the error names the value.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "global" => Ok(BudgetScope::Global),
+            "frame" => Ok(BudgetScope::Frame),
+            other => Err(format!("budget scope `{other}` is not global or frame")),
+        }
+    }
 }
 
 /// Position ids of a prompt whose visual tokens were pruned before the decoder (ALGORITHMS.md §1.5).
@@ -169,6 +198,7 @@ impl QaOptions {
             stop: Vec::new(),
             positions: Positions::Original,
             keep_logits: false,
+            scope: BudgetScope::Global,
         }
     }
 }
@@ -294,6 +324,7 @@ pub(crate) struct Chained {
 /// on `backend`. The budget is resolved once against all `N` tokens and every stage keeps at most that many (a stage
 /// whose input already fits is the identity); the attention and keys follow the kept rows so a later stage still
 /// has them (a merged row carries its representative's). Extra tokens of any stage are kept aside and returned.
+/// With [`BudgetScope::Frame`] the chain runs on each unit alone with its share of the budget (see there).
 pub(crate) fn prune_chain<B: Backend>(
     backend: &B,
     visual: VisualTokens,
@@ -301,15 +332,111 @@ pub(crate) fn prune_chain<B: Backend>(
     opts: &QaOptions,
 ) -> Result<Chained, QaError> {
     let total = visual.features.nrows();
+    let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
+    let query = query.map(|q| backend.upload_owned(q).map_err(pruning("query"))).transpose()?;
+    let (units, per) = visual.units;
+    if opts.scope == BudgetScope::Global || units < 2 || opts.pruners.is_empty() {
+        let tokens = ChainInput {
+            features: visual.features,
+            attention: visual.attention,
+            keys: visual.keys,
+            layout: visual.layout,
+        };
+        return chain_once(backend, tokens, query.as_ref(), opts, k);
+    }
+    if let Some(m) = opts.pruners.iter().find(|m| m.uses().contains(&Signal::FrameGrid)) {
+        return Err(QaError::Unsupported {
+            setting: format!("--budget-scope frame with {}", m.name()),
+            reason: "the method compares frames, so it needs them together; use --budget-scope global".into(),
+        });
+    }
+    if units * per != total {
+        return Err(QaError::Config {
+            path: "visual tokens".into(),
+            reason: format!("{total} tokens are not {units} units of {per}"),
+        });
+    }
+    // One unit's grid: the frames' own grid with one frame (and one view); flat units stay flat.
+    let layout = match visual.layout {
+        Some(Layout::Grid { height, width, .. }) if height * width == per => {
+            Some(Layout::Grid { views: 1, frames: 1, height, width })
+        }
+        _ => None,
+    };
+    let rows = |m: &Array2<f32>, u: usize| m.slice(ndarray::s![u * per..(u + 1) * per, ..]).to_owned();
+    let mut parts = Vec::with_capacity(units);
+    for u in 0..units {
+        let share = k / units + usize::from(u < k % units);
+        if share == 0 {
+            continue;
+        }
+        let tokens = ChainInput {
+            features: rows(&visual.features, u),
+            attention: visual.attention.as_ref().map(|a| a[u * per..(u + 1) * per].to_vec()),
+            keys: visual.keys.as_ref().map(|m| rows(m, u)),
+            layout,
+        };
+        let mut part = chain_once(backend, tokens, query.as_ref(), opts, share)?;
+        part.origin.iter_mut().for_each(|o| *o += u * per);
+        parts.push(part);
+    }
+    let mut stages: Vec<(String, usize)> = vec![("encoder".to_string(), total)];
+    stages.extend(opts.pruners.iter().map(|m| (m.name().to_string(), 0)));
+    let mut notes: Vec<String> =
+        vec![format!("budget scope frame: {k} tokens as {units} shares of at most {}", k.div_ceil(units))];
+    for part in &parts {
+        for (stage, (_, n)) in stages.iter_mut().skip(1).zip(part.visual_tokens.iter().skip(1)) {
+            stage.1 += n;
+        }
+        for note in &part.notes {
+            if !notes.contains(note) {
+                notes.push(note.clone());
+            }
+        }
+    }
+    let join = |m: Vec<ndarray::ArrayView2<'_, f32>>| {
+        ndarray::concatenate(ndarray::Axis(0), &m)
+            .map_err(|e| QaError::Config { path: "kept tokens".into(), reason: e.to_string() })
+    };
+    let extras: Vec<_> = parts.iter().filter_map(|p| p.extra.as_ref().map(|e| e.view())).collect();
+    let dim = visual.features.ncols();
+    let features = match parts.is_empty() {
+        true => Array2::zeros((0, dim)),
+        false => join(parts.iter().map(|p| p.features.view()).collect())?,
+    };
+    Ok(Chained {
+        features,
+        origin: parts.iter().flat_map(|p| p.origin.iter().copied()).collect(),
+        extra: if extras.is_empty() { None } else { Some(join(extras)?) },
+        notes,
+        visual_tokens: stages,
+    })
+}
+
+/// The tokens and signals one run of the chain starts from (host matrices, uploaded as the run needs them).
+struct ChainInput {
+    features: Array2<f32>,
+    attention: Option<Vec<f32>>,
+    keys: Option<Array2<f32>>,
+    layout: Option<Layout>,
+}
+
+/// One run of the pruner chain over `input` keeping at most `k` tokens (see [`prune_chain`]).
+fn chain_once<B: Backend>(
+    backend: &B,
+    input: ChainInput,
+    query: Option<&B::Matrix>,
+    opts: &QaOptions,
+    k: usize,
+) -> Result<Chained, QaError> {
+    let total = input.features.nrows();
     let upload = |m: Array2<f32>, what: &'static str| backend.upload_owned(m).map_err(pruning(what));
     // Each host matrix is dropped once the backend holds its copy (a long video's features are the largest
     // allocation left after encoding; two copies of them would set the peak).
-    let query = query.map(|q| upload(q, "query")).transpose()?;
-    let mut features = upload(visual.features, "encoder output")?;
-    let mut attention = visual.attention;
-    let mut keys = visual.keys.map(|k| upload(k, "keys")).transpose()?;
-    let mut layout = visual.layout;
-    let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
+    let mut features = upload(input.features, "encoder output")?;
+    let mut attention = input.attention;
+    let mut keys = input.keys.map(|k| upload(k, "keys")).transpose()?;
+    let mut layout = input.layout;
     let mut visual_tokens = vec![("encoder".to_string(), total)];
     let mut origin: Vec<usize> = (0..total).collect();
     let mut extras = Vec::new();
@@ -326,7 +453,7 @@ pub(crate) fn prune_chain<B: Backend>(
         if let Some(kk) = keys.take() {
             tokens = tokens.with_keys(backend, kk).map_err(pruning(name))?;
         }
-        if let Some(q) = &query {
+        if let Some(q) = query {
             let rows: Vec<usize> = (0..backend.shape(q).0).collect();
             tokens = tokens
                 .with_query(backend, backend.gather_rows(q, &rows).map_err(pruning(name))?)
@@ -336,7 +463,7 @@ pub(crate) fn prune_chain<B: Backend>(
         // provider's: each token's mean cosine to the question's LLM input embeddings. Query-reading methods
         // (`query`, `cdpruner`) compute their own from the query, each with its official sign and aggregation.
         let relevance_from_question = method.reads_relevance();
-        if let (Some(q), true) = (&query, relevance_from_question) {
+        if let (Some(q), true) = (query, relevance_from_question) {
             let r = tokensieve_pruners::methods::query::question_relevance(backend, tokens.features(), q)
                 .map_err(pruning(name))?;
             tokens = tokens.with_relevance(r).map_err(pruning(name))?;

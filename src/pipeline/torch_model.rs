@@ -1,6 +1,6 @@
 //! The `torch` backend's sides of the QA engine: a LLaVA / LLaVA-OneVision checkpoint
-//! ([`tokensieve_models::llava::Llava`]) or a Qwen2.5-VL one ([`tokensieve_models::qwen_vision::QwenVision`] and its
-//! M-RoPE decoder) on libtorch, CUDA when available. The tower runs only up to the feature layer and
+//! ([`tokensieve_models::llava::Llava`]) or a Qwen2.5-VL / Qwen3-VL one
+//! ([`tokensieve_models::qwen_vision::QwenVision`] and its M-RoPE decoder, with Qwen3-VL's DeepStack planes) on libtorch, CUDA when available. The tower runs only up to the feature layer and
 //! returns the signals asked for; the decoder runs every in-decoder rule (it recomputes the attention rows a rule
 //! reads at the layer before each drop).
 //!
@@ -20,7 +20,7 @@ use tokensieve_models::arch::{SignalRequest, TowerOutput, ViewBatch};
 use tokensieve_models::linear::DecoderWeights;
 use tokensieve_models::llama::Llama;
 use tokensieve_models::llama::{
-    KvCache, LayerPlan, LlamaError, PositionMode, PrefillPlan, RuleError, StageView, StepKeys, StepView,
+    DeepStack, KvCache, LayerPlan, LlamaError, PositionMode, PrefillPlan, RuleError, StageView, StepKeys, StepView,
 };
 use tokensieve_models::llava::{merge_at, Llava, LlavaError};
 use tokensieve_models::positions::PositionIds;
@@ -101,7 +101,7 @@ pub fn load(
         None => auto_dtype(Checkpoint::open(dir).map_err(LlavaError::from)?.float_dtype(), device),
     };
     let mut model = match config["model_type"].as_str() {
-        Some("qwen2_5_vl") => Model::Qwen {
+        Some("qwen2_5_vl" | "qwen3_vl") => Model::Qwen {
             vision: QwenVision::load_as(dir, device, dtype)?,
             text: Llama::from_hf_dir_as(dir, device, dtype)?,
         },
@@ -155,13 +155,13 @@ impl VisionSide for TorchVision {
 
 impl TorchVision {
     fn encode_on_device(&self, batch: ViewBatch<'_>, request: SignalRequest) -> Result<TowerOutput, QaError> {
-        let (features, attention, keys, grid) = match (&*self.model, batch) {
+        let (features, attention, keys, grid, deepstack) = match (&*self.model, batch) {
             (Model::Llava(model), ViewBatch::Square { pixels, views, side }) => {
                 let batch = Tensor::from_slice(pixels)
                     .f_reshape([views as i64, 3, side as i64, side as i64])?
                     .f_to_device(self.device)?;
                 let tap = model.encode_views(&batch, request)?;
-                (tap.features, tap.attention, tap.keys, None)
+                (tap.features, tap.attention, tap.keys, None, Vec::new())
             }
             (Model::Qwen { vision, .. }, ViewBatch::Patches { patches, grid }) => {
                 let values = vision.config.patch_values();
@@ -169,7 +169,8 @@ impl TorchVision {
                     Tensor::from_slice(patches).f_reshape([(patches.len() / values.max(1)) as i64, values as i64])?;
                 let tap = vision.encode(&rows, grid, request)?;
                 let merge = vision.config.spatial_merge_size;
-                (tap.features, tap.attention, tap.keys, Some((grid[1] / merge, grid[2] / merge)))
+                let grid = Some((grid[1] / merge, grid[2] / merge));
+                (tap.features, tap.attention, tap.keys, grid, tap.deepstack)
             }
             (_, batch) => {
                 return Err(QaError::Unsupported {
@@ -191,6 +192,11 @@ impl TorchVision {
             attention: attention.as_ref().map(host).transpose()?,
             keys,
             grid,
+            // Each token's levels side by side: [views, tokens, levels x dim].
+            deepstack: match deepstack.len() {
+                0 => None,
+                levels => Some((host(&Tensor::f_cat(&deepstack, 2)?)?, levels)),
+            },
         })
     }
 }
@@ -295,10 +301,11 @@ impl LanguageSide for TorchLanguage {
         &'a self,
         ids: &[i64],
         visual: &[(i64, ArrayView2<'_, f32>)],
+        deepstack: Option<ArrayView2<'_, f32>>,
         positions: &PositionIds,
         drop: Option<DropPlan<'_>>,
     ) -> Result<(Vec<f32>, Box<dyn Decoding + 'a>), QaError> {
-        self.prefill_on_device(ids, visual, positions, drop).map_err(out_of_memory(
+        self.prefill_on_device(ids, visual, deepstack, positions, drop).map_err(out_of_memory(
             "prefill",
             format!("{} tokens", ids.len()),
             self.device,
@@ -307,14 +314,42 @@ impl LanguageSide for TorchLanguage {
 }
 
 impl TorchLanguage {
+    /// The decoder's [`DeepStack`]: the placeholder rows of every part in prompt order and one `[rows, D]` plane
+    /// per level, cut from the `[rows, levels x D]` host planes.
+    fn deepstack(
+        &self,
+        ids: &[i64],
+        visual: &[(i64, ArrayView2<'_, f32>)],
+        planes: ArrayView2<'_, f32>,
+    ) -> Result<DeepStack, QaError> {
+        let mut rows: Vec<usize> =
+            (0..ids.len()).filter(|&i| visual.iter().any(|(token, _)| *token == ids[i])).collect();
+        rows.sort_unstable();
+        let d = self.model.text().config.hidden;
+        if planes.nrows() != rows.len() || d == 0 || !planes.ncols().is_multiple_of(d) {
+            return Err(QaError::Prompt(format!(
+                "DeepStack planes [{}, {}] for {} visual rows of width {d}",
+                planes.nrows(),
+                planes.ncols(),
+                rows.len()
+            )));
+        }
+        let all = rows_tensor(planes, self.device)?;
+        let levels = (planes.ncols() / d) as i64;
+        let planes = (0..levels).map(|l| all.f_narrow(1, l * d as i64, d as i64)).collect::<Result<_, _>>()?;
+        Ok(DeepStack { rows, planes })
+    }
+
     fn prefill_on_device<'a>(
         &'a self,
         ids: &[i64],
         visual: &[(i64, ArrayView2<'_, f32>)],
+        deepstack: Option<ArrayView2<'_, f32>>,
         positions: &PositionIds,
         drop: Option<DropPlan<'_>>,
     ) -> Result<(Vec<f32>, Box<dyn Decoding + 'a>), QaError> {
         let _guard = tch::no_grad_guard();
+        let stack = deepstack.map(|planes| self.deepstack(ids, visual, planes)).transpose()?;
         let ids_t = Tensor::from_slice(ids).f_unsqueeze(0)?.f_to_device(self.device)?;
         let tensors = visual
             .iter()
@@ -328,7 +363,7 @@ impl TorchLanguage {
         let logits = match drop {
             Some(DropPlan { rule: InDecoder::DycokeKv(kv), span }) => {
                 keys = Some(DecodeKeys { method: "dycoke-kv", layer: kv.layer, span, state: kv.state() });
-                self.model.text().forward_embeds_positioned(embeds, positions, &mut cache, None)?
+                self.model.text().forward_embeds_stacked(embeds, positions, &mut cache, None, stack)?
             }
             Some(DropPlan { rule, span }) => {
                 let method = rule.name();
@@ -357,10 +392,10 @@ impl TorchLanguage {
                 };
                 self.model
                     .text()
-                    .forward_embeds_positioned(embeds, positions, &mut cache, Some(plan))
+                    .forward_embeds_stacked(embeds, positions, &mut cache, Some(plan), stack)
                     .map_err(|e| rule_error(method, e))?
             }
-            None => self.model.text().forward_embeds_positioned(embeds, positions, &mut cache, None)?,
+            None => self.model.text().forward_embeds_stacked(embeds, positions, &mut cache, None, stack)?,
         };
         let tokens_per_layer = (0..layers).map(|l| cache.layer_len(l) as usize).collect();
         let decoding = TorchDecoding { model: &self.model, cache, device: self.device, tokens_per_layer, keys };

@@ -1,0 +1,161 @@
+//! Qwen3-VL through the one engine, on the tiny random checkpoint of `models/tests/fixtures/tiny_qwen3_vl` and real
+//! sample media: each temporal patch of a video is its own span after its `<t seconds>` timestamp, the prompt's
+//! M-RoPE ids are transformers' `get_rope_index` (the fixture's, for a video, a pruned video and a video before an
+//! image), the prompt holds exactly the kept tokens and one timestamp per patch, and pre-LLM pruning (ToDRE, EVS) and
+//! FastV inside the decoder run end to end with DeepStack. The model's numbers against transformers are in
+//! `models/tests/qwen3_vl_parity.rs`.
+
+#![cfg(all(feature = "torch", feature = "video"))]
+
+use std::path::PathBuf;
+use tokensieve::models::safetensors::Safetensors;
+use tokensieve::models::tokenizer::TextTokenizer;
+use tokensieve::pipeline::engine::{Engine, EngineChoice};
+use tokensieve::pipeline::prompt::{mrope_positions, MRopeSpan};
+use tokensieve::pipeline::qa::{BudgetScope, MediaKind, Positions, QaError, QaOptions};
+use tokensieve::pruners::{Budget, Layout, Method};
+
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_qwen3_vl");
+/// `<|vision_start|>`, `<|image_pad|>`, `<|video_pad|>` of the fixture.
+const START: i64 = 90;
+const IMAGE: i64 = 92;
+const VIDEO: i64 = 93;
+
+fn asset(name: &str) -> PathBuf {
+    tokensieve::assets::require(name).expect("sample assets (run `make setup`)")
+}
+
+fn ints(r: &Safetensors, name: &str) -> Vec<i64> {
+    r.tensor_f32(name).unwrap_or_else(|e| panic!("{name}: {e}")).0.iter().map(|&v| v as i64).collect()
+}
+
+fn engine() -> Engine {
+    let choice =
+        EngineChoice::Torch { device: tch::Device::Cpu, dtype: Some(tch::Kind::Float), weights: Default::default() };
+    Engine::load(MODEL.as_ref(), choice).unwrap()
+}
+
+/// One span per temporal patch of `grid` (merged `(t, h, w)`), each a one-frame grid, keeping `kept` (offsets over
+/// the whole video in prompt order).
+fn patch_spans(pad: i64, grid: (usize, usize, usize), kept: &[usize]) -> Vec<MRopeSpan> {
+    let per = grid.1 * grid.2;
+    (0..grid.0)
+        .map(|p| MRopeSpan {
+            pad,
+            kept: kept.iter().filter(|&&k| k / per == p).map(|&k| k - p * per).collect(),
+            extra: 0,
+            grid: (1, grid.1, grid.2),
+            temporal_scale: 1.0,
+        })
+        .collect()
+}
+
+#[test]
+fn prompt_ids_are_get_rope_index() {
+    let r = Safetensors::open(&PathBuf::from(MODEL).join("reference.safetensors")).unwrap();
+    let merged = |name: &str| {
+        let g = ints(&r, name);
+        (g[0] as usize, g[1] as usize / 2, g[2] as usize / 2)
+    };
+    let all = |g: (usize, usize, usize)| (0..g.0 * g.1 * g.2).collect::<Vec<_>>();
+    let video = merged("video_grid");
+    let image = merged("mixed_image_grid");
+    let mixed_video = merged("mixed_video_grid");
+    let mut mixed = patch_spans(VIDEO, mixed_video, &all(mixed_video));
+    mixed.extend(patch_spans(IMAGE, image, &all(image)));
+    let kept: Vec<usize> = ints(&r, "pruned_kept").iter().map(|&k| k as usize).collect();
+    let cases = [
+        ("video", patch_spans(VIDEO, video, &all(video))),
+        ("pruned", patch_spans(VIDEO, video, &kept)),
+        ("mixed", mixed),
+    ];
+    for (case, spans) in cases {
+        let got = mrope_positions(&ints(&r, &format!("{case}_ids")), START, &spans, false).unwrap();
+        assert_eq!(got.concat(), ints(&r, &format!("{case}_positions")), "{case}");
+    }
+}
+
+#[test]
+fn videos_run_per_patch_with_timestamps_pruned_before_and_inside_the_decoder() {
+    let video = asset("videos/bikes.mp4");
+    let info = tokensieve::video::probe(&video).unwrap();
+    // Four frames: two temporal patches.
+    let frames = tokensieve::video::decode_indices_native(&video, &info, &[0, 30, 60, 90]).unwrap();
+    let engine = engine();
+    let whole = engine.visual_tokens(&frames, MediaKind::Video).unwrap();
+    let Some(Layout::Grid { views: 1, frames: 2, height, width }) = whole.layout else {
+        panic!("a video's grid: {:?}", whole.layout)
+    };
+    let n = whole.features.nrows();
+    assert_eq!((whole.units, n), ((2, height * width), 2 * height * width));
+    let planes = whole.deepstack.as_ref().expect("Qwen3-VL's DeepStack planes");
+    assert_eq!(planes.nrows(), n, "one plane row per visual token");
+
+    let question = "what is there";
+    let ask = |opts: &QaOptions, frames: &[tokensieve::video::Frame], kind| engine.ask(frames, kind, question, opts);
+    let (_, full) = ask(&QaOptions::new(2), &frames, MediaKind::Video).unwrap();
+    // The prompt: the one-image prompt's text, then per temporal patch its timestamp and a wrapped span.
+    let (_, image) = ask(&QaOptions::new(1), &frames[..1], MediaKind::Images).unwrap();
+    let tokenizer = TextTokenizer::from_hf_dir(MODEL.as_ref()).unwrap();
+    let times: Vec<f64> = frames.iter().map(|f| f.timestamp).collect();
+    let stamp = |p: usize| (times[2 * p] + times[2 * p + 1]) / 2.0;
+    let stamps: usize = (0..2).map(|p| tokenizer.encode(&format!("<{:.1} seconds>", stamp(p))).unwrap().len()).sum();
+    let text = image.prefill_tokens - image.visual_tokens[0].1;
+    assert_eq!(full.prefill_tokens, text + n + 2 + stamps, "one more start/end pair and the timestamps");
+
+    // ToDRE at 25 %: the prompt loses exactly the pruned tokens, the timestamps stay.
+    let todre = Method::from_spec("todre").unwrap().0;
+    let opts = QaOptions { pruners: vec![todre.clone()], budget: Budget::Ratio(0.25), ..QaOptions::new(2) };
+    let (_, pruned) = ask(&opts, &frames, MediaKind::Video).unwrap();
+    let k = pruned.kept.len();
+    assert_eq!(k, (n as f64 * 0.25).round() as usize);
+    assert_eq!(full.prefill_tokens - pruned.prefill_tokens, n - k);
+    // Each temporal patch keeping its share (the per-patch counts, and so the prompt, known before encoding).
+    let opts = QaOptions {
+        pruners: vec![todre.clone()],
+        budget: Budget::Ratio(0.25),
+        scope: BudgetScope::Frame,
+        ..QaOptions::new(1)
+    };
+    let (_, shared) = ask(&opts, &frames, MediaKind::Video).unwrap();
+    let first = shared.kept.iter().filter(|&&i| i < n / 2).count();
+    assert_eq!((first, shared.kept.len() - first), (k.div_ceil(2), k / 2), "{:?}", shared.kept);
+    assert_eq!(shared.prefill_tokens, pruned.prefill_tokens);
+    // A method that compares frames needs them together.
+    let dycoke = Method::from_spec("dycoke").unwrap().0;
+    let opts = QaOptions { pruners: vec![dycoke], scope: BudgetScope::Frame, ..QaOptions::new(1) };
+    match ask(&opts, &frames, MediaKind::Video) {
+        Err(QaError::Unsupported { setting, .. }) => assert!(setting.contains("dycoke"), "{setting}"),
+        other => panic!("dycoke per frame: {:?}", other.map(|r| r.0)),
+    }
+    // Renumbered positions change the logits, not the prompt.
+    let renumbered = |positions| QaOptions {
+        pruners: vec![todre.clone()],
+        budget: Budget::Ratio(0.25),
+        positions,
+        keep_logits: true,
+        ..QaOptions::new(1)
+    };
+    let (_, contiguous) = ask(&renumbered(Positions::Contiguous), &frames, MediaKind::Video).unwrap();
+    assert_eq!((contiguous.kept.clone(), contiguous.prefill_tokens), (pruned.kept.clone(), pruned.prefill_tokens));
+    let original = ask(&renumbered(Positions::Original), &frames, MediaKind::Video).unwrap().1.first_logits.unwrap();
+    let moved = contiguous.first_logits.unwrap();
+    assert!(original.iter().zip(&moved).any(|(a, b)| (a - b).abs() > 1e-6), "positions reach the logits");
+
+    // EVS at rate 0.5: the first temporal patch whole, int(N / 2) tokens.
+    let evs = Method::from_spec("evs:rate=0.5").unwrap().0;
+    let (_, evs) = ask(&QaOptions { pruners: vec![evs], ..QaOptions::new(2) }, &frames, MediaKind::Video).unwrap();
+    assert_eq!(evs.kept.len(), n / 2);
+    assert!((0..n / 2).all(|i| evs.kept.contains(&i)), "the first temporal patch is kept whole");
+
+    // FastV inside the decoder: the droppable span runs from the first video row to the last, so the second
+    // patch's timestamp and wrapping tokens are in it; half of it goes from layer 2 on.
+    let fastv = tokensieve::pruners::in_decoder::InDecoder::from_spec("fastv:layer=2,ratio=0.5").unwrap();
+    let opts = QaOptions { in_llm: Some(fastv), ..QaOptions::new(2) };
+    let (_, dropped) = ask(&opts, &frames, MediaKind::Video).unwrap();
+    let layers = &dropped.tokens_per_layer;
+    let span = n + 2 + tokenizer.encode(&format!("<{:.1} seconds>", stamp(1))).unwrap().len();
+    let dropped_rows = span - (span as f64 * 0.5).round_ties_even() as usize;
+    assert_eq!(layers[1] - layers[2], dropped_rows, "{layers:?}");
+    assert_eq!(layers[0], full.prefill_tokens);
+}
