@@ -25,8 +25,17 @@ Supported, batch size 1 without padding:
   newlines included, pruned as a flat set; the signals packed by the model's own ``pack_image_features``). SigLIP
   has no CLS token: ``cls_attn`` is the mean attention each token receives, as in the engine.
 
+- ``Qwen2_5_VLForConditionalGeneration`` and ``Qwen3VLForConditionalGeneration``: images of one size (pruned
+  together on an ``(images, h/2, w/2)`` grid of merged tokens) or one video (``(t, h/2, w/2)``; Qwen3-VL's
+  per-frame timestamps stay in the prompt and each frame's span holds what it kept). No CLS token: ``cls_attn`` is
+  the mean attention each patch receives in its frame in the tower's last full-attention block, ``keys`` that
+  block's keys before rotary embedding averaged over heads, both pooled over each merged token's 2 x 2 patches, as
+  in the engine. Kept rows keep their ``(t, h, w)`` ids from the model's own ``get_rope_index``, the text after them
+  and every generated token continue from the unpruned prompt's ids (transformers' ``rope_deltas``), and Qwen3-VL's
+  DeepStack planes are gathered with the same keep set and added at the kept rows.
+
 Refused with a :class:`tokensieve.TokensieveError` naming what is missing: several OneVision images, images mixed
-with a video, the Qwen-VL classes, in-decoder rules (``in_llm``).
+with a video, Qwen-VL images of different sizes in one prompt, in-decoder rules (``in_llm``).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ class _Prefill:
     length: int
     position_ids: Any
     delta: int
+    deepstack: Any = None
 
 
 @dataclass
@@ -62,8 +72,11 @@ class _Span:
     grid: Any
 
 
-_VISION_INPUTS = ("pixel_values", "pixel_values_videos", "image_sizes", "image_sizes_videos", "batch_num_images")
-_FAMILIES = {"LlavaForConditionalGeneration": "llava", "LlavaOnevisionForConditionalGeneration": "llava_onevision"}
+_VISION_INPUTS = ("pixel_values", "pixel_values_videos", "image_sizes", "image_sizes_videos", "batch_num_images",
+                  "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+_FAMILIES = {"LlavaForConditionalGeneration": "llava", "LlavaOnevisionForConditionalGeneration": "llava_onevision",
+             "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl", "Qwen3VLForConditionalGeneration": "qwen3_vl"}
+_QWEN = ("qwen2_5_vl", "qwen3_vl")
 
 
 class Handle:
@@ -84,6 +97,8 @@ class Handle:
         self._uses = set(info[name]["uses"])
         self._saved = {}
         self._family = _FAMILIES[type(model).__name__]
+        self._deepstack: list = []
+        self._grid_thw = None
 
     # -- patching ---------------------------------------------------------------------------------------------
 
@@ -124,6 +139,8 @@ class Handle:
                 n = x.shape[1]
                 if past == 0 and n == p.length:
                     kw["position_ids"] = p.position_ids
+                    if p.deepstack is not None:
+                        kw["visual_pos_masks"], kw["deepstack_visual_embeds"] = p.deepstack
                 elif past == 0:
                     self._prefill = None  # a new prompt that was not pruned
                 else:
@@ -197,10 +214,120 @@ class Handle:
             out["keys"] = k.mean(1)[:, skip:]
         return out
 
+    def _qwen_tap(self, run):
+        """Runs ``run()`` (the model's own feature extraction) with a hook on the tower's last full-attention block;
+        returns its output and the signals the method reads, per merged token in the output's order: the mean
+        attention each patch receives in its frame (softmax over keys with the rotary embedding applied, mean over
+        heads and queries) and the keys before rotary embedding averaged over heads, both pooled over each merged
+        token's 2 x 2 patches, as the engine computes them (``models/src/qwen_vision.rs``)."""
+        import torch
+
+        if self._family == "qwen3_vl":
+            from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
+        else:
+            from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+        visual = self.model.model.visual
+        # Qwen3-VL attends over whole frames in every block: the last one gives the signals.
+        full = getattr(visual, "fullatt_block_indexes", None) or [len(visual.blocks) - 1]
+        block = visual.blocks[max(full)]
+        seen = {}
+
+        def capture(module, args, kwargs):
+            seen["x"] = args[0] if args else kwargs["hidden_states"]
+            seen["cu"] = kwargs["cu_seqlens"]
+            seen["rope"] = kwargs["position_embeddings"]
+
+        hook = block.attn.register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                out = run()
+        finally:
+            hook.remove()
+        if not self._uses & {"cls_attn", "keys"}:
+            return out, {}
+        attn = block.attn
+        with torch.no_grad():
+            x = seen["x"]
+            q, k, _ = attn.qkv(x).reshape(x.shape[0], 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+            cos, sin = seen["rope"]
+            qr, kr = apply_rotary_pos_emb_vision(q.float(), k.float(), cos.float(), sin.float())
+            unit = visual.spatial_merge_size ** 2
+            signals = {}
+            if "cls_attn" in self._uses:
+                cu = seen["cu"].tolist()
+                received = []
+                for a, b in zip(cu[:-1], cu[1:]):
+                    qf, kf = qr[a:b].transpose(0, 1), kr[a:b].transpose(0, 1)  # [H, P, hd]
+                    scores = qf @ kf.transpose(1, 2) / math.sqrt(qf.shape[-1])
+                    received.append(torch.softmax(scores, -1).mean((0, 1)))
+                signals["cls_attn"] = torch.cat(received).reshape(-1, unit).mean(1)
+            if "keys" in self._uses:
+                keys = k.float().mean(1)
+                signals["keys"] = keys.reshape(-1, unit, keys.shape[-1]).mean(1)
+        if self._family == "qwen3_vl":
+            return out, signals  # no windows: the tower keeps the output's order
+        # Window order (the tower's) back to the output's (frame, row, column) order.
+        from transformers.vision_utils import get_vision_window_index
+
+        window, _ = get_vision_window_index(self._grid_thw, visual.spatial_merge_size, visual.window_size,
+                                            visual.patch_size)
+        reverse = torch.argsort(window.to(x.device))
+        return out, {n: v[reverse] for n, v in signals.items()}
+
+    def _qwen_span(self, input_ids: Any, vision: dict) -> _Span:
+        """A Qwen-VL prompt's visual span: the merged tokens of its images (all of one size, pruned together on an
+        ``(images, h/2, w/2)`` grid) or of its one video (``(t, h/2, w/2)``), as the engine lays them out; Qwen3-VL's
+        DeepStack planes (one ``[N, D]`` per level) are kept aside for the kept rows."""
+        import torch
+
+        cfg, qwen = self.model.config, self.model.model
+        ids = input_ids[0]
+        if "pixel_values_videos" in vision and "pixel_values" in vision:
+            raise TokensieveError("a prompt with both images and a video is not supported by the adapter yet")
+        video = "pixel_values_videos" in vision
+        grid = vision.get("video_grid_thw" if video else "image_grid_thw")
+        if grid is None:
+            raise TokensieveError(f"a Qwen-VL prompt needs {'video' if video else 'image'}_grid_thw with its "
+                                  "pixels (the processor returns both)")
+        if video and len(grid) != 1:
+            raise TokensieveError(f"the adapter prunes one video at a time, got {len(grid)}")
+        if len({tuple(g.tolist()) for g in grid}) != 1:
+            raise TokensieveError("the adapter prunes images of one size together; these have the grids "
+                                  f"{[g.tolist() for g in grid]}")
+        self._grid_thw = grid
+        if video:
+            out, signals = self._qwen_tap(lambda: qwen.get_video_features(
+                pixel_values_videos=vision["pixel_values_videos"], video_grid_thw=grid))
+        else:
+            out, signals = self._qwen_tap(lambda: qwen.get_image_features(
+                pixel_values=vision["pixel_values"], image_grid_thw=grid))
+        self._deepstack = [torch.cat(list(level)) for level in getattr(out, "deepstack_features", None) or []]
+        merge = qwen.visual.spatial_merge_size
+        t, h, w = (int(v) for v in grid[0])
+        token = cfg.video_token_id if video else cfg.image_token_id
+        return _Span(slots=(ids == token).nonzero().flatten(), features=torch.cat(list(out.pooler_output)),
+                     tail=None, signals=signals, grid=(t * len(grid), h // merge, w // merge))
+
+    def _qwen_positions(self, input_ids: Any, vision: dict) -> Any:
+        """The unpruned prompt's M-RoPE ids ``[3, S]``: the model's own ``get_rope_index``."""
+        import torch
+
+        cfg = self.model.config
+        types = torch.zeros_like(input_ids)
+        types[input_ids == cfg.image_token_id] = 1
+        types[input_ids == cfg.video_token_id] = 2
+        grids = {"image_grid_thw": vision.get("image_grid_thw"), "video_grid_thw": vision.get("video_grid_thw")}
+        if self._family == "qwen2_5_vl":
+            grids["second_per_grid_ts"] = vision.get("second_per_grid_ts")
+        positions, _ = self.model.model.get_rope_index(input_ids, mm_token_type_ids=types, **grids)
+        return positions[:, 0]
+
     def _span(self, input_ids: Any, vision: dict) -> _Span:
         """The visual span of the prompt as the family lays it out (see :class:`_Span`)."""
         import torch
 
+        if self._family in _QWEN:
+            return self._qwen_span(input_ids, vision)
         cfg, llava = self.model.config, self.model.model
         layer, strategy = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
         ids = input_ids[0]
@@ -302,8 +429,27 @@ class Handle:
                 extra_pos = last + 1 + torch.arange(len(extra), device=ids.device)
                 emb = torch.cat([emb[:cut], extra.to(emb.dtype), emb[cut:]])
                 new_pos = torch.cat([new_pos[:cut], extra_pos, new_pos[cut:]])
-        self._prefill = _Prefill(length=emb.shape[0], position_ids=new_pos.unsqueeze(0),
-                                 delta=len(ids) + len(extra) - emb.shape[0])
+        if self._family in _QWEN:
+            # The kept rows' original (t, h, w) ids; the text after them and every generated token continue from
+            # the unpruned prompt's ids (transformers' rope_deltas); extra rows take the last visual row's ids.
+            full = self._qwen_positions(input_ids, vision)
+            kept = full[:, keep]
+            if len(extra):
+                kept = torch.cat([kept[:, :cut], kept[:, cut - 1:cut].expand(3, len(extra)), kept[:, cut:]], 1)
+            # DeepStack (Qwen3-VL): each kept row's planes (a merged row's are its representative's, the kept
+            # index), added after the first decoder layers at the kept visual rows; extra rows get none (the
+            # engine adds zeros there).
+            mask = is_slot[keep]
+            if len(extra):
+                mask = torch.cat([mask[:cut], mask.new_zeros(len(extra)), mask[cut:]])
+            index = torch.as_tensor(sel.indices, dtype=torch.long, device=ids.device)
+            deepstack = [level[index].to(emb.dtype) for level in self._deepstack]
+            self._prefill = _Prefill(length=emb.shape[0], position_ids=kept.unsqueeze(1),
+                                     delta=int(full.max()) + 1 - emb.shape[0],
+                                     deepstack=(mask.unsqueeze(0), deepstack) if deepstack else None)
+        else:
+            self._prefill = _Prefill(length=emb.shape[0], position_ids=new_pos.unsqueeze(0),
+                                     delta=len(ids) + len(extra) - emb.shape[0])
         return emb.unsqueeze(0)
 
 
@@ -317,7 +463,8 @@ def apply(model: Any, pruner: str = "todre", ratio: Optional[float] = None, keep
     """Patches a loaded transformers model so that its prompts' visual tokens are pruned with ``pruner``.
 
     Args:
-        model: a ``LlavaForConditionalGeneration`` or ``LlavaOnevisionForConditionalGeneration`` (transformers 5).
+        model: a ``LlavaForConditionalGeneration``, ``LlavaOnevisionForConditionalGeneration``,
+            ``Qwen2_5_VLForConditionalGeneration`` or ``Qwen3VLForConditionalGeneration`` (transformers 5).
         pruner: a method from :func:`tokensieve.methods`, optionally with parameters (``"todre:pivot=cls"``).
         ratio: fraction of the visual tokens to keep, or ``keep``: how many.
         in_llm: an in-decoder rule (FastV, ...); not available in the adapter yet.
