@@ -1221,6 +1221,42 @@ fn init_model_writes_a_onevision_model_with_the_real_input_geometry() {
     assert_eq!(r["visual_tokens"], serde_json::json!([["encoder", 392], ["todre", 39]]), "{r}");
 }
 
+/// `init-model --preset qwen3-vl-demo`: the real Qwen3-VL geometry (patch 16, 2 x 2 merger, the video's pixels bounded
+/// over all frames) with narrow layers, runnable at once.
+#[cfg(all(feature = "torch", feature = "video"))]
+#[test]
+fn init_model_writes_a_qwen3_vl_model_with_the_real_input_geometry() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("qwen3");
+    let m = model.to_str().unwrap();
+    let (code, out, err) = tokensieve(&["init-model", "--preset", "qwen3-vl-demo", "--out", m]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("qwen3_vl with RANDOM weights"), "{out}");
+    let video = asset("videos/bikes.mp4");
+    let (code, out, err) = tokensieve(&[
+        "ask",
+        "--model",
+        m,
+        "--video",
+        &video,
+        "--frames",
+        "4",
+        "--pruner",
+        "todre",
+        "--ratio",
+        "0.1",
+        "--max-new-tokens",
+        "2",
+        "--json",
+        "what happens",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = &serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["record"];
+    // 640 x 272 frames: smart_resize to multiples of 32 (272 / 32 = 8.5 rounds to 8) gives 256 x 640, 16 x 40
+    // patches, 8 x 20 merged tokens per temporal patch, two temporal patches.
+    assert_eq!(r["visual_tokens"], serde_json::json!([["encoder", 320], ["todre", 32]]), "{r}");
+}
+
 #[cfg(feature = "torch")]
 #[test]
 fn ask_samples_reproducibly_and_stops_at_stop_strings() {

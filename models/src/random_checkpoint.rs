@@ -417,7 +417,7 @@ pub fn write_qwen2_5_vl(
 }
 
 /// A Qwen3-VL model's shape (patch 16, 2 frames per temporal patch, 2 x 2 merger, a 48 x 48 learned position table,
-/// DeepStack mergers after `deepstack` blocks; a Qwen3 decoder with head width `hidden / heads`).
+/// DeepStack mergers after `deepstack` blocks; a Qwen3 decoder with head width `head_dim`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Qwen3VlShape {
     /// Vision blocks.
@@ -430,8 +430,13 @@ pub struct Qwen3VlShape {
     pub mlp: usize,
     /// Blocks whose output feeds a DeepStack merger.
     pub deepstack: Vec<usize>,
-    /// The language model (head width 128 for the real `mrope_section` [24, 20, 20]).
+    /// The language model.
     pub text: TextShape,
+    /// The decoder's head width (`head_dim`; 128 in the released models, for the real `mrope_section` [24, 20,
+    /// 20]), independent of `hidden / heads`.
+    pub head_dim: usize,
+    /// The output head shares the input embeddings (`tie_word_embeddings`, as the 2B and 4B checkpoints do).
+    pub tied: bool,
 }
 
 impl Qwen3VlShape {
@@ -444,6 +449,24 @@ impl Qwen3VlShape {
             mlp: 256,
             deepstack: vec![1, 2],
             text: TextShape { hidden: 512, layers: 6, heads: 4, kv_heads: 2, mlp: 1024, vocab: 1024 },
+            head_dim: 128,
+            tied: false,
+        }
+    }
+
+    /// The shapes of `Qwen3-VL-4B-Instruct`: vision 24 blocks x 1024 (16 heads, MLP 4096, DeepStack after blocks
+    /// 5, 11, 17), a Qwen3 decoder of 36 layers x 2560 (32 query and 8 key-value heads of width 128, MLP 9728) with
+    /// tied embeddings; about 4.4 B parameters.
+    pub fn qwen3_vl_4b() -> Self {
+        Qwen3VlShape {
+            depth: 24,
+            hidden: 1024,
+            heads: 16,
+            mlp: 4096,
+            deepstack: vec![5, 11, 17],
+            text: TextShape { hidden: 2560, layers: 36, heads: 32, kv_heads: 8, mlp: 9728, vocab: 151936 },
+            head_dim: 128,
+            tied: true,
         }
     }
 }
@@ -491,7 +514,7 @@ pub fn write_qwen3_vl(
     for i in 0..v.deepstack.len() {
         merger(&mut w, &mut rng, &format!("model.visual.deepstack_merger_list.{i}"), wide);
     }
-    let head = t.hidden / t.heads;
+    let head = shape.head_dim;
     let m = "model.language_model.";
     w.push((format!("{m}embed_tokens.weight"), vec![t.vocab, t.hidden], rng.fill(t.vocab * t.hidden, 0.02)));
     for l in 0..t.layers {
@@ -509,19 +532,22 @@ pub fn write_qwen3_vl(
         linear(&mut w, &mut rng, &format!("{p}.mlp.down_proj"), t.hidden, t.mlp, false);
     }
     norm(&mut w, &format!("{m}norm"), t.hidden, false);
-    w.push(("lm_head.weight".into(), vec![t.vocab, t.hidden], rng.fill(t.vocab * t.hidden, 0.02)));
+    if !shape.tied {
+        w.push(("lm_head.weight".into(), vec![t.vocab, t.hidden], rng.fill(t.vocab * t.hidden, 0.02)));
+    }
     write(&dir.join("model.safetensors"), &w, dtype)?;
     // transformers' default [24, 20, 20] for a head width of 128, scaled for others.
     let section = [3 * head / 16, 5 * head / 32, head / 2 - 3 * head / 16 - 5 * head / 32];
     let mut text = text_config(&t);
     text["model_type"] = json!("qwen3_vl_text");
     text["head_dim"] = json!(head);
+    text["tie_word_embeddings"] = json!(shape.tied);
     text["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": section,
         "mrope_interleaved": true});
     let config = json!({
         "model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"],
         "vision_start_token_id": ids[0], "vision_end_token_id": ids[1], "image_token_id": ids[2],
-        "video_token_id": ids[3], "tie_word_embeddings": false,
+        "video_token_id": ids[3], "tie_word_embeddings": shape.tied,
         "vision_config": {"model_type": "qwen3_vl", "depth": v.depth, "hidden_size": v.hidden,
             "intermediate_size": v.mlp, "num_heads": v.heads, "patch_size": patch, "temporal_patch_size": 2,
             "spatial_merge_size": 2, "out_hidden_size": t.hidden, "num_position_embeddings": entries,

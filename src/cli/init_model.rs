@@ -15,9 +15,10 @@ pub struct Args {
     /// `demo` (LLaVA-OneVision geometry, narrow layers, ~12 M parameters, f32), `onevision-0.5b` (SigLIP-so400m +
     /// Qwen2-0.5B shapes, ~0.9 B parameters, bf16, about 1.8 GB), `qwen2.5-vl-demo` (Qwen2.5-VL geometry, narrow
     /// layers, f32), `qwen2.5-vl-3b` (Qwen2.5-VL-3B shapes, ~3.8 B parameters, bf16, about 7.5 GB) or
-    /// `qwen3-vl-demo` (Qwen3-VL geometry with DeepStack, narrow layers, f32).
+    /// `qwen3-vl-demo` (Qwen3-VL geometry with DeepStack, narrow layers, f32) or `qwen3-vl-4b` (Qwen3-VL-4B shapes,
+    /// ~4.4 B parameters, bf16, about 8.9 GB).
     #[arg(long, default_value = "demo",
-          value_parser = ["demo", "onevision-0.5b", "qwen2.5-vl-demo", "qwen2.5-vl-3b", "qwen3-vl-demo"])]
+          value_parser = ["demo", "onevision-0.5b", "qwen2.5-vl-demo", "qwen2.5-vl-3b", "qwen3-vl-demo", "qwen3-vl-4b"])]
     preset: String,
     /// Output folder.
     #[arg(long)]
@@ -46,6 +47,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         "onevision-0.5b" => write_onevision(&partial, &OneVisionShape::onevision_0_5b(), args.seed, StoreAs::Bf16),
         "qwen2.5-vl-demo" => write_qwen2_5_vl(&partial, &QwenVlShape::demo(), args.seed, StoreAs::F32),
         "qwen3-vl-demo" => write_qwen3_vl(&partial, &Qwen3VlShape::demo(), args.seed, StoreAs::F32),
+        "qwen3-vl-4b" => write_qwen3_vl(&partial, &Qwen3VlShape::qwen3_vl_4b(), args.seed, StoreAs::Bf16),
         _ => write_qwen2_5_vl(&partial, &QwenVlShape::qwen2_5_vl_3b(), args.seed, StoreAs::Bf16),
     };
     written.map_err(|e| CliError::runtime(e.to_string(), None))?;
