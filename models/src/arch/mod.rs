@@ -373,8 +373,8 @@ pub fn family_for(json: &serde_json::Value, newline: Option<Vec<f32>>) -> Result
             let newline = newline.ok_or("a llava_onevision checkpoint needs `image_newline`")?;
             Ok(Box::new(llava_onevision::OneVision::new(VlmConfig::from_json(json)?, newline)?))
         }
-        Some("qwen2_5_vl") => Ok(Box::new(qwen2_5_vl::Qwen25Vl::from_json(json)?)),
-        Some("qwen3_vl") => Ok(Box::new(qwen3_vl::Qwen3Vl::from_json(json)?)),
+        Some("qwen2_5_vl") => Ok(Box::new(qwen2_5_vl::QwenVl::from_json(json, qwen2_5_vl::QwenGeneration::Qwen25)?)),
+        Some("qwen3_vl") => Ok(Box::new(qwen3_vl::from_json(json)?)),
         other => {
             Err(format!("model_type {other:?} is not a supported vision-language family ({})", FAMILIES.join(", ")))
         }

@@ -47,26 +47,46 @@ pub struct Qwen25VlConfig {
     pub vision_config: QwenVisionGeometry,
 }
 
-/// The Qwen2.5-VL family.
-pub struct Qwen25Vl {
-    /// Its `config.json` keys.
-    pub config: Qwen25VlConfig,
+/// Which Qwen-VL generation a native-resolution family is: all that differs for the pipeline (the towers and
+/// decoders differ in `qwen_vision` and `llama`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QwenGeneration {
+    /// Qwen2.5-VL: one span per video, its temporal ids scaled by `tokens_per_second`.
+    Qwen25,
+    /// Qwen3-VL: one span per temporal patch after its timestamp ([`super::qwen3_vl`]).
+    Qwen3,
 }
 
-impl Qwen25Vl {
+/// The Qwen2.5-VL and Qwen3-VL families (the same `config.json` keys, the same native-resolution views).
+pub struct QwenVl {
+    /// Its `config.json` keys (Qwen3-VL leaves `tokens_per_second` unused).
+    pub config: Qwen25VlConfig,
+    /// Which of the two.
+    pub generation: QwenGeneration,
+}
+
+impl QwenVl {
     /// Reads the family's keys from a parsed `config.json`.
-    pub fn from_json(json: &serde_json::Value) -> Result<Self, String> {
-        let config = Qwen25VlConfig::deserialize(json).map_err(|e| format!("qwen2_5_vl config: {e}"))?;
+    pub fn from_json(json: &serde_json::Value, generation: QwenGeneration) -> Result<Self, String> {
+        let name = QwenVl::model_type(generation);
+        let config = Qwen25VlConfig::deserialize(json).map_err(|e| format!("{name} config: {e}"))?;
         if config.vision_config.spatial_merge_size == 0 || config.vision_config.patch_size == 0 {
-            return Err("qwen2_5_vl config: patch_size and spatial_merge_size must be positive".into());
+            return Err(format!("{name} config: patch_size and spatial_merge_size must be positive"));
         }
-        Ok(Qwen25Vl { config })
+        Ok(QwenVl { config, generation })
+    }
+
+    fn model_type(generation: QwenGeneration) -> &'static str {
+        match generation {
+            QwenGeneration::Qwen25 => "qwen2_5_vl",
+            QwenGeneration::Qwen3 => "qwen3_vl",
+        }
     }
 }
 
-impl Family for Qwen25Vl {
+impl Family for QwenVl {
     fn name(&self) -> &'static str {
-        "qwen2_5_vl"
+        QwenVl::model_type(self.generation)
     }
 
     fn image_size(&self) -> usize {
@@ -84,12 +104,14 @@ impl Family for Qwen25Vl {
     }
 
     fn prompt_spans(&self) -> Option<PromptSpans> {
+        let qwen3 = self.generation == QwenGeneration::Qwen3;
         Some(PromptSpans {
             start: (self.config.vision_start_token_id, "<|vision_start|>"),
             end: "<|vision_end|>",
-            tokens_per_second: self.config.vision_config.tokens_per_second,
+            // Qwen3-VL's temporal ids are not scaled: time is in the timestamp text.
+            tokens_per_second: if qwen3 { 1.0 } else { self.config.vision_config.tokens_per_second },
             temporal_patch: self.config.vision_config.temporal_patch_size,
-            timestamps: false,
+            timestamps: qwen3,
         })
     }
 }

@@ -13,59 +13,17 @@
 //!   decoder adds to the visual rows after its first layers. Planes follow the kept tokens through the chain.
 //! - Interleaved M-RoPE in the decoder (`llama::MRope`), q/k head norms, an explicit `head_dim`.
 //!
-//! The layout for the pruners is Qwen2.5-VL's (`(t, h/2, w/2)`, [`super::qwen2_5_vl`]).
+//! The layout for the pruners is Qwen2.5-VL's (`(t, h/2, w/2)`); the family is [`QwenVl`] with
+//! [`QwenGeneration::Qwen3`], which switches the prompt to per-patch timestamped spans.
 //!
 //! Deviation \[project\]: transformers 5.24's `Qwen3VLProcessor` replaces only the `<|video_pad|>` of the chat
 //! template's `<|vision_start|><|video_pad|><|vision_end|>`, which leaves the per-patch spans nested inside an outer
 //! start/end pair; the prompt here follows Qwen's own processor (and transformers <= 4.57), which replaces the whole
 //! triple, so every patch span stands alone.
 
-use super::qwen2_5_vl::{arrange_native, Qwen25VlConfig};
-use super::{AnyResCut, Family, MediaKind, PromptSpans, TowerOutput, ViewPlan, VisualTokens};
+use super::qwen2_5_vl::{QwenGeneration, QwenVl};
 
-/// The Qwen3-VL family.
-pub struct Qwen3Vl {
-    /// Its `config.json` keys (the same names as Qwen2.5-VL's; `tokens_per_second` is unused).
-    pub config: Qwen25VlConfig,
-}
-
-impl Qwen3Vl {
-    /// Reads the family's keys from a parsed `config.json`.
-    pub fn from_json(json: &serde_json::Value) -> Result<Self, String> {
-        use serde::Deserialize;
-        let config = Qwen25VlConfig::deserialize(json).map_err(|e| format!("qwen3_vl config: {e}"))?;
-        if config.vision_config.spatial_merge_size == 0 || config.vision_config.patch_size == 0 {
-            return Err("qwen3_vl config: patch_size and spatial_merge_size must be positive".into());
-        }
-        Ok(Qwen3Vl { config })
-    }
-}
-
-impl Family for Qwen3Vl {
-    fn name(&self) -> &'static str {
-        "qwen3_vl"
-    }
-
-    fn image_size(&self) -> usize {
-        0
-    }
-
-    fn view_plan(&self, _: MediaKind, _: usize) -> ViewPlan {
-        let g = &self.config.vision_config;
-        ViewPlan::Patches { patch: g.patch_size, merge: g.spatial_merge_size, temporal: g.temporal_patch_size }
-    }
-
-    fn arrange(&self, out: TowerOutput, kind: MediaKind, _: Option<AnyResCut>) -> Result<VisualTokens, String> {
-        arrange_native(&self.config, out, kind)
-    }
-
-    fn prompt_spans(&self) -> Option<PromptSpans> {
-        Some(PromptSpans {
-            start: (self.config.vision_start_token_id, "<|vision_start|>"),
-            end: "<|vision_end|>",
-            tokens_per_second: 1.0,
-            temporal_patch: self.config.vision_config.temporal_patch_size,
-            timestamps: true,
-        })
-    }
+/// The Qwen3-VL family from a parsed `config.json` (the same keys as Qwen2.5-VL's).
+pub fn from_json(json: &serde_json::Value) -> Result<QwenVl, String> {
+    QwenVl::from_json(json, QwenGeneration::Qwen3)
 }
