@@ -8,50 +8,23 @@
 
 #![cfg(feature = "torch")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use tokensieve_models::arch::SignalRequest;
 use tokensieve_models::llama::{KvCache, LayerPlan, Llama, PositionMode, PrefillPlan, QueryRows, RuleError, StageView};
 use tokensieve_models::llava::merge_at;
 use tokensieve_models::positions::PositionIds;
 use tokensieve_models::qwen_vision::QwenVision;
-use tokensieve_models::safetensors::Safetensors;
 use tokensieve_pruners::in_decoder::fastv::FastV;
 
 const IMAGE: i64 = 92;
 const VIDEO: i64 = 93;
 
+mod common;
+use common::{max_diff, Reference};
+
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_qwen2_5_vl")
-}
-
-struct Reference(Safetensors);
-
-impl Reference {
-    fn open() -> Self {
-        Reference(Safetensors::open(&dir().join("reference.safetensors")).expect("run make fixtures"))
-    }
-    fn tensor(&self, name: &str) -> Tensor {
-        let (v, shape) = self.0.tensor_f32(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        Tensor::from_slice(&v).reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice())
-    }
-    fn ints(&self, name: &str) -> Vec<i64> {
-        self.0.tensor_f32(name).unwrap_or_else(|e| panic!("{name}: {e}")).0.iter().map(|&v| v as i64).collect()
-    }
-    fn grid(&self, name: &str) -> [usize; 3] {
-        let g = self.ints(name);
-        [g[0] as usize, g[1] as usize, g[2] as usize]
-    }
-    /// `[3, L]` position ids as three rows.
-    fn positions(&self, name: &str) -> PositionIds {
-        let flat = self.ints(name);
-        let l = flat.len() / 3;
-        PositionIds::MRope([flat[..l].to_vec(), flat[l..2 * l].to_vec(), flat[2 * l..].to_vec()])
-    }
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]) - b.reshape([-1])).abs().max().double_value(&[])
+    common::fixture("tiny_qwen2_5_vl")
 }
 
 struct Model {
@@ -97,7 +70,7 @@ fn last_row(logits: &Tensor) -> Tensor {
 #[test]
 fn tiny_qwen2_5_vl_matches_transformers_unpruned() {
     for device in tokensieve_models::runtime::compute_devices_reported() {
-        let r = Reference::open();
+        let r = Reference::open(&dir());
         let m = Model::load(device);
         for case in ["image", "video"] {
             let (pad, pixels) = if case == "image" { (IMAGE, "image_pixels") } else { (VIDEO, "video_pixels") };
@@ -142,7 +115,7 @@ fn tiny_qwen2_5_vl_matches_transformers_unpruned() {
 #[test]
 fn tiny_qwen2_5_vl_matches_transformers_with_kept_tokens() {
     for device in tokensieve_models::runtime::compute_devices_reported() {
-        let r = Reference::open();
+        let r = Reference::open(&dir());
         let m = Model::load(device);
         let features = m.features(&r, "video_pixels", "video_grid");
         // Pre-LLM: 12 of the 32 video tokens, at their original 3-D ids.

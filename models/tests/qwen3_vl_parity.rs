@@ -10,7 +10,7 @@
 
 #![cfg(feature = "torch")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 use tokensieve_models::arch::SignalRequest;
 use tokensieve_models::llama::{
@@ -19,42 +19,16 @@ use tokensieve_models::llama::{
 use tokensieve_models::llava::merge_at;
 use tokensieve_models::positions::PositionIds;
 use tokensieve_models::qwen_vision::{QwenTap, QwenVision};
-use tokensieve_models::safetensors::Safetensors;
 use tokensieve_pruners::in_decoder::fastv::FastV;
 
 const IMAGE: i64 = 92;
 const VIDEO: i64 = 93;
 
+mod common;
+use common::{max_diff, Reference};
+
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_qwen3_vl")
-}
-
-struct Reference(Safetensors);
-
-impl Reference {
-    fn open() -> Self {
-        Reference(Safetensors::open(&dir().join("reference.safetensors")).expect("run make fixtures"))
-    }
-    fn tensor(&self, name: &str) -> Tensor {
-        let (v, shape) = self.0.tensor_f32(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        Tensor::from_slice(&v).reshape(shape.iter().map(|&s| s as i64).collect::<Vec<_>>().as_slice())
-    }
-    fn ints(&self, name: &str) -> Vec<i64> {
-        self.0.tensor_f32(name).unwrap_or_else(|e| panic!("{name}: {e}")).0.iter().map(|&v| v as i64).collect()
-    }
-    fn grid(&self, name: &str) -> [usize; 3] {
-        let g = self.ints(name);
-        [g[0] as usize, g[1] as usize, g[2] as usize]
-    }
-    fn positions(&self, name: &str) -> PositionIds {
-        let flat = self.ints(name);
-        let l = flat.len() / 3;
-        PositionIds::MRope([flat[..l].to_vec(), flat[l..2 * l].to_vec(), flat[2 * l..].to_vec()])
-    }
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]) - b.reshape([-1])).abs().max().double_value(&[])
+    common::fixture("tiny_qwen3_vl")
 }
 
 /// Merged tokens `[N, D]` and DeepStack planes `[N, D]` per level of one encoded grid.
@@ -130,7 +104,7 @@ fn last_row(logits: &Tensor) -> Tensor {
 #[test]
 fn tiny_qwen3_vl_matches_transformers_unpruned() {
     for device in tokensieve_models::runtime::compute_devices_reported() {
-        let r = Reference::open();
+        let r = Reference::open(&dir());
         let m = Model::load(device);
         for case in ["image", "video"] {
             let enc = m.encode(&r.tensor(&format!("{case}_pixels")), r.grid(&format!("{case}_grid")));
@@ -178,7 +152,7 @@ fn tiny_qwen3_vl_matches_transformers_unpruned() {
 #[test]
 fn tiny_qwen3_vl_matches_transformers_with_kept_tokens() {
     for device in tokensieve_models::runtime::compute_devices_reported() {
-        let r = Reference::open();
+        let r = Reference::open(&dir());
         let m = Model::load(device);
         let enc = m.encode(&r.tensor("video_pixels"), r.grid("video_grid"));
         // Pre-LLM: 12 of the 32 video tokens and their DeepStack rows, at their original 3-D ids.
