@@ -78,8 +78,8 @@ pub struct PruningFlags {
 /// Arguments of `ask`.
 #[derive(Debug, clap::Args)]
 pub struct AskArgs {
-    /// A GGUF language model file, a `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory, or a Hugging Face id found in
-    /// the local hub cache.
+    /// A GGUF language model file, a `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory, or a Hugging Face
+    /// id found in the local hub cache.
     #[arg(long)]
     pub(super) model: String,
     /// The question.

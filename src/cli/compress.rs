@@ -22,8 +22,9 @@ use tokensieve::video::Frame;
 /// Arguments of `compress`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory, a Hugging Face id, or with `--backend onnx` an export folder or your
-    /// own vision encoder `.onnx` (pixels -> patch tokens; give its `--processor`). The vision side is used.
+    /// A `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory, a Hugging Face id, or with `--backend onnx` an
+    /// export folder or your own vision encoder `.onnx` (pixels -> patch tokens; give its `--processor`). The vision
+    /// side is used.
     #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
     /// The image processor settings (`preprocessor_config.json`) of an encoder `.onnx` given as --model.

@@ -33,7 +33,8 @@ pub struct Args {
     frames: usize,
     #[command(flatten)]
     scoring: ScoringFlags,
-    /// A `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory or a Hugging Face id (with `--backend onnx`: an export folder).
+    /// A `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory or a Hugging Face id (with `--backend onnx`: an
+    /// export folder).
     #[arg(long, value_parser = super::model_arg)]
     model: PathBuf,
     #[command(flatten)]

@@ -90,8 +90,9 @@ impl CliError {
 #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendFlags {
-    /// `torch` (libtorch; CUDA when available; a Hugging Face `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl` directory) or `onnx` (ONNX
-    /// Runtime on the CPU; a folder written by models/export/export_onnx.py). Default: torch when this build has it.
+    /// `torch` (libtorch; CUDA when available; a Hugging Face `llava`/`llava_onevision`/`qwen2_5_vl`/`qwen3_vl`
+    /// directory) or `onnx` (ONNX Runtime on the CPU; a folder written by models/export/export_onnx.py). Default:
+    /// torch when this build has it.
     #[arg(long, default_value = DEFAULT_BACKEND, value_parser = ["torch", "onnx"])]
     pub backend: String,
     /// Which graph files of an ONNX export to load: fp32, fp16, q8 (= quantized), int8, uint8, q4, q4f16, bnb4.

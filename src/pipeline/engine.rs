@@ -409,17 +409,20 @@ impl Engine {
                 frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
             drop(frames);
             let refs: Vec<&Pixels> = pixels.iter().collect();
-            let (patches, grid) = tokensieve_video::preprocess::patches::patchify(&refs, patch, merge, temporal, images)
-                .ok_or_else(|| {
-                    let sizes: Vec<String> = pixels.iter().map(|p| format!("{}x{}", p.width, p.height)).collect();
-                    QaError::Unsupported {
-                        setting: format!("frames resized to {}", sizes.join(", ")),
-                        reason: format!(
-                            "a batch of native-resolution views must share one size, a multiple of {} (give images                              of one size, or one image at a time)",
-                            patch * merge
-                        ),
-                    }
-                })?;
+            let (patches, grid) = tokensieve_video::preprocess::patches::patchify(
+                &refs, patch, merge, temporal, images,
+            )
+            .ok_or_else(|| {
+                let sizes: Vec<String> = pixels.iter().map(|p| format!("{}x{}", p.width, p.height)).collect();
+                QaError::Unsupported {
+                    setting: format!("frames resized to {}", sizes.join(", ")),
+                    reason: format!(
+                        "a batch of native-resolution views must share one size, a multiple of {} (give images \
+                             of one size, or one image at a time)",
+                        patch * merge
+                    ),
+                }
+            })?;
             drop(pixels);
             *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
             let out = self.vision.encode(ViewBatch::Patches { patches: &patches, grid }, request)?;

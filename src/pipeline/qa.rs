@@ -148,7 +148,8 @@ pub enum BudgetScope {
     /// Each unit keeps its share: the budget `k` split evenly (`k div U`, the first `k mod U` units one more), each
     /// method run on each unit alone (its grid a one-frame grid). What serving engines need when a frame's token
     /// count is fixed before encoding (Qwen3-VL's per-frame timestamps, `retained_count`). Methods that compare
-    /// frames (DyCoke, EVS, FastVID, ...) refuse it: they need the frames together.
+    /// frames (DyCoke, EVS, FastVID, ...) refuse it: they need the frames together. Extra tokens (PruMerge+) of
+    /// every unit follow the last unit's kept tokens, where the chain always puts them.
     Frame,
 }
 

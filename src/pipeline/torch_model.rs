@@ -1,8 +1,9 @@
 //! The `torch` backend's sides of the QA engine: a LLaVA / LLaVA-OneVision checkpoint
 //! ([`tokensieve_models::llava::Llava`]) or a Qwen2.5-VL / Qwen3-VL one
-//! ([`tokensieve_models::qwen_vision::QwenVision`] and its M-RoPE decoder, with Qwen3-VL's DeepStack planes) on libtorch, CUDA when available. The tower runs only up to the feature layer and
-//! returns the signals asked for; the decoder runs every in-decoder rule (it recomputes the attention rows a rule
-//! reads at the layer before each drop).
+//! ([`tokensieve_models::qwen_vision::QwenVision`] and its M-RoPE decoder, with Qwen3-VL's DeepStack planes) on
+//! libtorch, CUDA when available. The tower runs only up to the feature layer and returns the signals asked for;
+//! the decoder runs every in-decoder rule (it recomputes the attention rows a rule reads at the layer before each
+//! drop).
 //!
 //! Prefill rules (FastV, PyramidDrop, ToDRE stage 2, SparseVLM, HoliTom inner) run as a
 //! [`PrefillPlan`]: at each stage the pruners' [`PrefillRule`] reads the rows and the span's hidden states on the
@@ -322,9 +323,7 @@ impl TorchLanguage {
         visual: &[(i64, ArrayView2<'_, f32>)],
         planes: ArrayView2<'_, f32>,
     ) -> Result<DeepStack, QaError> {
-        let mut rows: Vec<usize> =
-            (0..ids.len()).filter(|&i| visual.iter().any(|(token, _)| *token == ids[i])).collect();
-        rows.sort_unstable();
+        let rows: Vec<usize> = (0..ids.len()).filter(|&i| visual.iter().any(|(token, _)| *token == ids[i])).collect();
         let d = self.model.text().config.hidden;
         if planes.nrows() != rows.len() || d == 0 || !planes.ncols().is_multiple_of(d) {
             return Err(QaError::Prompt(format!(
