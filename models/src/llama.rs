@@ -905,11 +905,7 @@ impl Llama {
         cache: &mut KvCache,
         plan: Option<PrefillPlan<'_>>,
     ) -> Result<Tensor, LlamaError> {
-        let at = match positions {
-            PositionIds::Sequence(p) => At::Sequence(p),
-            PositionIds::MRope(p) => At::MRope(p),
-        };
-        self.run(x, cache, plan.map(Edit::from), None, None, Some(at), None)
+        self.forward_embeds_stacked(x, positions, cache, plan, None)
     }
 
     /// As [`Llama::forward_embeds_positioned`], adding Qwen3-VL's DeepStack planes to the visual rows after the
