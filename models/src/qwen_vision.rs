@@ -32,6 +32,7 @@
 //! Complexity per frame of `P` patches: full blocks `O(P²·D)`, window blocks `O(P·W·D)` with `W` patches per
 //! window.
 
+use crate::arch::qwen2_5_vl::QwenGeneration;
 use crate::arch::SignalRequest;
 use crate::safetensors::{Checkpoint, SafetensorsError};
 use crate::weights::{WeightError, Weights};
@@ -127,15 +128,6 @@ impl QwenVisionConfig {
     }
 }
 
-/// Which tower a checkpoint holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QwenTower {
-    /// Qwen2.5-VL.
-    Qwen25,
-    /// Qwen3-VL.
-    Qwen3,
-}
-
 /// RMSNorm (Qwen2.5-VL) or LayerNorm with bias (Qwen3-VL), eps 1e-6 both.
 enum Norm {
     Rms(Tensor),
@@ -217,8 +209,8 @@ pub struct QwenTap {
 pub struct QwenVision {
     /// Its configuration.
     pub config: QwenVisionConfig,
-    /// Which tower.
-    pub tower: QwenTower,
+    /// Which tower (the family's generation).
+    pub tower: QwenGeneration,
     patch: Tensor,
     patch_bias: Option<Tensor>,
     /// Qwen3-VL's learned `[side², D]` position table.
@@ -281,15 +273,14 @@ impl QwenVision {
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?)
                 .map_err(|e| bad(e.to_string()))?;
-        let tower = match json["model_type"].as_str() {
-            Some("qwen3_vl") => QwenTower::Qwen3,
-            _ => QwenTower::Qwen25,
-        };
+        let model_type = json["model_type"].as_str().unwrap_or_default();
+        let tower = QwenGeneration::from_model_type(model_type)
+            .ok_or_else(|| bad(format!("model_type `{model_type}` is not a Qwen-VL tower (qwen2_5_vl, qwen3_vl)")))?;
         let config = QwenVisionConfig::deserialize(json.get("vision_config").unwrap_or(&serde_json::Value::Null))
             .map_err(|e| bad(format!("vision_config: {e}")))?;
         let act = match tower {
-            QwenTower::Qwen25 => "silu",
-            QwenTower::Qwen3 => "gelu_pytorch_tanh",
+            QwenGeneration::Qwen25 => "silu",
+            QwenGeneration::Qwen3 => "gelu_pytorch_tanh",
         };
         if config.hidden_act != act {
             return Err(bad(format!("vision_config.hidden_act {:?}: this tower's MLP is {act}", config.hidden_act)));
@@ -319,8 +310,8 @@ impl QwenVision {
         };
         let norm = |w: &Weights<'_>, name: &str, width: usize| -> Result<Norm, WeightError> {
             Ok(match tower {
-                QwenTower::Qwen25 => Norm::Rms(w.get(&format!("{name}.weight"), &[width])?),
-                QwenTower::Qwen3 => {
+                QwenGeneration::Qwen25 => Norm::Rms(w.get(&format!("{name}.weight"), &[width])?),
+                QwenGeneration::Qwen3 => {
                     Norm::Layer(w.get(&format!("{name}.weight"), &[width])?, w.get(&format!("{name}.bias"), &[width])?)
                 }
             })
@@ -329,19 +320,19 @@ impl QwenVision {
             .get("patch_embed.proj.weight", &[d, c.in_channels, c.temporal_patch_size, c.patch_size, c.patch_size])?
             .f_reshape([d as i64, c.patch_values() as i64])?;
         let patch_bias = match tower {
-            QwenTower::Qwen25 => None,
-            QwenTower::Qwen3 => Some(root.get("patch_embed.proj.bias", &[d])?),
+            QwenGeneration::Qwen25 => None,
+            QwenGeneration::Qwen3 => Some(root.get("patch_embed.proj.bias", &[d])?),
         };
         let blocks = (0..c.depth)
             .map(|i| {
                 let b = root.pp(&format!("blocks.{i}"));
                 let mlp = match tower {
-                    QwenTower::Qwen25 => Mlp::Gated {
+                    QwenGeneration::Qwen25 => Mlp::Gated {
                         gate: linear(&b, "mlp.gate_proj", m, d)?,
                         up: linear(&b, "mlp.up_proj", m, d)?,
                         down: linear(&b, "mlp.down_proj", d, m)?,
                     },
-                    QwenTower::Qwen3 => Mlp::Plain {
+                    QwenGeneration::Qwen3 => Mlp::Plain {
                         fc1: linear(&b, "mlp.linear_fc1", m, d)?,
                         fc2: linear(&b, "mlp.linear_fc2", d, m)?,
                     },
@@ -358,7 +349,7 @@ impl QwenVision {
         let unit = c.spatial_merge_size * c.spatial_merge_size;
         let (wide, out) = (d * unit, c.out_hidden_size);
         let (merger, deepstack, pos_embed) = match tower {
-            QwenTower::Qwen25 => {
+            QwenGeneration::Qwen25 => {
                 let w = root.pp("merger");
                 let merger = Merger {
                     norm: norm(&w, "ln_q", d)?,
@@ -368,7 +359,7 @@ impl QwenVision {
                 };
                 (merger, Vec::new(), None)
             }
-            QwenTower::Qwen3 => {
+            QwenGeneration::Qwen3 => {
                 let merger_at = |w: Weights<'_>, post_shuffle: bool| -> Result<Merger, WeightError> {
                     Ok(Merger {
                         norm: norm(&w, "norm", if post_shuffle { wide } else { d })?,
@@ -399,15 +390,17 @@ impl QwenVision {
     /// Merged tokens per window side (Qwen3-VL and any grid within one window: the whole frame).
     fn window_side(&self, mh: usize, mw: usize) -> usize {
         match self.tower {
-            QwenTower::Qwen25 => (self.config.window_size / self.config.spatial_merge_size / self.config.patch_size)
-                .clamp(1, mh.max(mw).max(1)),
-            QwenTower::Qwen3 => mh.max(mw).max(1),
+            QwenGeneration::Qwen25 => {
+                (self.config.window_size / self.config.spatial_merge_size / self.config.patch_size)
+                    .clamp(1, mh.max(mw).max(1))
+            }
+            QwenGeneration::Qwen3 => mh.max(mw).max(1),
         }
     }
 
     /// Whether block `i` attends to whole frames.
     fn full_attention(&self, i: usize) -> bool {
-        self.tower == QwenTower::Qwen3 || self.config.fullatt_block_indexes.contains(&i)
+        self.tower == QwenGeneration::Qwen3 || self.config.fullatt_block_indexes.contains(&i)
     }
 
     /// Qwen3-VL's learned positions of one `h x w` frame in merge-block order, `[h·w, D]`: transformers'

@@ -57,6 +57,21 @@ pub enum QwenGeneration {
     Qwen3,
 }
 
+impl QwenGeneration {
+    /// The `model_type` of its `config.json`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            QwenGeneration::Qwen25 => "qwen2_5_vl",
+            QwenGeneration::Qwen3 => "qwen3_vl",
+        }
+    }
+
+    /// The generation of a `model_type`, if it is one of the two.
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        [QwenGeneration::Qwen25, QwenGeneration::Qwen3].into_iter().find(|g| g.model_type() == model_type)
+    }
+}
+
 /// The Qwen2.5-VL and Qwen3-VL families (the same `config.json` keys, the same native-resolution views).
 pub struct QwenVl {
     /// Its `config.json` keys (Qwen3-VL leaves `tokens_per_second` unused).
@@ -68,25 +83,18 @@ pub struct QwenVl {
 impl QwenVl {
     /// Reads the family's keys from a parsed `config.json`.
     pub fn from_json(json: &serde_json::Value, generation: QwenGeneration) -> Result<Self, String> {
-        let name = QwenVl::model_type(generation);
+        let name = generation.model_type();
         let config = Qwen25VlConfig::deserialize(json).map_err(|e| format!("{name} config: {e}"))?;
         if config.vision_config.spatial_merge_size == 0 || config.vision_config.patch_size == 0 {
             return Err(format!("{name} config: patch_size and spatial_merge_size must be positive"));
         }
         Ok(QwenVl { config, generation })
     }
-
-    fn model_type(generation: QwenGeneration) -> &'static str {
-        match generation {
-            QwenGeneration::Qwen25 => "qwen2_5_vl",
-            QwenGeneration::Qwen3 => "qwen3_vl",
-        }
-    }
 }
 
 impl Family for QwenVl {
     fn name(&self) -> &'static str {
-        QwenVl::model_type(self.generation)
+        self.generation.model_type()
     }
 
     fn image_size(&self) -> usize {
