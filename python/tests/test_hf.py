@@ -219,3 +219,24 @@ def test_a_onevision_any_resolution_image_keeps_and_answers_as_tokensieve_ask(cl
     kept, answer, logits = onevision_answer(onevision, ids, vision, method, 0.25)
     record, cli_logits = ask(cli, tmp_path, TINY_OV, "--image", image, "--pruner", method, "--ratio", "0.25")
     assert_same(kept, answer, logits, record, cli_logits)
+
+
+@pytest.mark.parametrize("method", ["todre", "divprune", "visionzip:cls=patch", "prumerge-plus", "query"])
+def test_several_onevision_images_keep_and_answer_as_tokensieve_ask(cli, assets, onevision, method, tmp_path):
+    """Two images: each image's base view and its newline (the model's multi-image path, `batch_num_images`), the
+    base views pruned together and the newlines kept; PruMerge+'s extra token after the last newline."""
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    images = [assets / "images" / "chelsea.png", assets / "images" / "coffee.png"]
+    processed = AutoImageProcessor.from_pretrained(TINY_OV)(images=[Image.open(i).convert("RGB") for i in images],
+                                                             return_tensors="pt")
+    vision = {"pixel_values": processed.pixel_values, "image_sizes": processed.image_sizes,
+              "batch_num_images": torch.tensor([2])}
+    count = sum(f.shape[0] for f in onevision[0].model.get_image_features(**vision).pooler_output)
+    ids = onevision_prompt(onevision[1], onevision[2], "<image>", count)
+    kept, answer, logits = onevision_answer(onevision, ids, vision, method, 0.25)
+    record, cli_logits = ask(cli, tmp_path, TINY_OV, "--image", images[0], "--image", images[1], "--pruner", method,
+                             "--ratio", "0.25")
+    assert_same(kept, answer, logits, record, cli_logits)

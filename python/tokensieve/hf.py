@@ -22,8 +22,10 @@ Supported, batch size 1 without padding:
   the prompt's ``<image>`` placeholders, pruned together on a ``(frames, g, g)`` grid;
 - ``LlavaOnevisionForConditionalGeneration``: a video (every frame pooled to ``ceil(g/2)²`` tokens, signals pooled
   the same way, the newline after the video always kept) or one any-resolution image (the packed sequence, row
-  newlines included, pruned as a flat set; the signals packed by the model's own ``pack_image_features``). SigLIP
-  has no CLS token: ``cls_attn`` is the mean attention each token receives, as in the engine.
+  newlines included, pruned as a flat set; the signals packed by the model's own ``pack_image_features``) or
+  several images (pass ``batch_num_images``: each image's base view and a newline after it, the base views pruned
+  together on an ``(images, 1, g, g)`` grid of views, every newline kept). SigLIP has no CLS token: ``cls_attn`` is
+  the mean attention each token receives, as in the engine.
 
 - ``Qwen2_5_VLForConditionalGeneration`` and ``Qwen3VLForConditionalGeneration``: images of one size (pruned
   together on an ``(images, h/2, w/2)`` grid of merged tokens) or one video (``(t, h/2, w/2)``; Qwen3-VL's
@@ -34,8 +36,8 @@ Supported, batch size 1 without padding:
   and every generated token continue from the unpruned prompt's ids (transformers' ``rope_deltas``), and Qwen3-VL's
   DeepStack planes are gathered with the same keep set and added at the kept rows.
 
-Refused with a :class:`tokensieve.TokensieveError` naming what is missing: several OneVision images, images mixed
-with a video, Qwen-VL images of different sizes in one prompt, in-decoder rules (``in_llm``).
+Refused with a :class:`tokensieve.TokensieveError` naming what is missing: images mixed with a video, Qwen-VL
+images of different sizes in one prompt, in-decoder rules (``in_llm``).
 """
 
 from __future__ import annotations
@@ -61,15 +63,19 @@ class _Prefill:
 
 @dataclass
 class _Span:
-    """A prompt's visual span as its family lays it out: ``slots`` are the placeholder positions in order; the first
-    ``len(features)`` hold the prunable tokens ``[N, D]`` (with their ``signals`` and ``grid``), the rest hold
-    ``tail``, rows that are always kept (LLaVA-OneVision's newline after a video)."""
+    """A prompt's visual span as its family lays it out: ``slots`` are the placeholder positions in order; the
+    prunable tokens ``features`` ``[N, D]`` (with their ``signals`` and ``grid``) fill the slots not in ``fixed``, and
+    ``tail`` fills those (rows that are always kept: LLaVA-OneVision's newline after a video, or after each of
+    several images). ``fixed`` defaults to the last ``len(tail)`` slots. Synthetic rows (PruMerge+'s extra token)
+    go after slot ``extra_after`` (default: the last prunable slot), as the engine places them."""
 
     slots: Any
     features: Any
     tail: Any
     signals: dict
     grid: Any
+    fixed: Optional[list] = None
+    extra_after: Optional[int] = None
 
 
 _VISION_INPUTS = ("pixel_values", "pixel_values_videos", "image_sizes", "image_sizes_videos", "batch_num_images",
@@ -363,10 +369,12 @@ class Handle:
                          tail=packed[-1:], signals=signals, grid=(frames, side, side))
         sizes = vision.get("image_sizes")
         pixels = vision["pixel_values"]
-        if sizes is None or len(sizes) != 1:
-            raise TokensieveError("the adapter prunes LLaVA-OneVision prompts with one image (any-resolution) or "
-                                  "one video; several images are not supported yet")
+        if sizes is None:
+            raise TokensieveError("a LLaVA-OneVision image prompt needs image_sizes with its pixels (the processor "
+                                  "returns both)")
         aspect = getattr(cfg, "vision_aspect_ratio", "anyres_max_9")
+        if len(sizes) > 1:
+            return self._onevision_images(ids, pixels, sizes, aspect)
         out, q, k = self._tap(lambda: llava.get_image_features(
             pixel_values=pixels, image_sizes=sizes, vision_feature_layer=layer,
             vision_feature_select_strategy=strategy, vision_aspect_ratio=aspect))
@@ -381,6 +389,27 @@ class Handle:
             signals[name] = torch.cat(list(flat)).reshape(-1, *v.shape[2:])
         return _Span(slots=(ids == cfg.image_token_id).nonzero().flatten(), features=packed, tail=None,
                      signals=signals, grid=None)
+
+    def _onevision_images(self, ids: Any, pixels: Any, sizes: Any, aspect: str) -> _Span:
+        """Several LLaVA-OneVision images: each image's base view only (``batch_num_images``, as the model runs a
+        multi-image prompt), a newline after each; the base views pruned together on a ``(images, 1, g, g)`` grid
+        of views and every newline kept, as the engine does."""
+        import torch
+
+        cfg, llava = self.model.config, self.model.model
+        layer, strategy = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+        count = len(sizes)
+        out, q, k = self._tap(lambda: llava.get_image_features(
+            pixel_values=pixels, image_sizes=sizes, vision_feature_layer=layer, vision_feature_select_strategy=strategy,
+            vision_aspect_ratio=aspect, batch_num_images=torch.tensor([count])))
+        images = list(out.pooler_output)  # each [g² + 1, D]: the base view, then the newline
+        per = images[0].shape[0] - 1
+        side = math.isqrt(per)
+        signals = {n: v.reshape(-1, *v.shape[2:]) for n, v in self._signals(q, k, cls=False).items()}
+        return _Span(slots=(ids == cfg.image_token_id).nonzero().flatten(),
+                     features=torch.cat([f[:-1] for f in images]), tail=torch.cat([f[-1:] for f in images]),
+                     signals=signals, grid=(count, 1, side, side) if side * side == per else None,
+                     fixed=[(i + 1) * (per + 1) - 1 for i in range(count)], extra_after=count * (per + 1) - 1)
 
     def _prepare(self, input_ids: Any, vision: dict, attention_mask: Any, query_ids: Any):
         """The pruned prompt's input embeddings; records its position bookkeeping and the selection."""
@@ -399,6 +428,10 @@ class Handle:
             raise TokensieveError(
                 f"the prompt has {len(slots)} visual placeholders but the inputs give {n + len(tail)} tokens"
             )
+        fixed = span.fixed if span.fixed is not None else list(range(n, len(slots)))
+        is_fixed = torch.zeros(len(slots), dtype=torch.bool, device=ids.device)
+        is_fixed[fixed] = True
+        prunable = (~is_fixed).nonzero().flatten()
         embed = self.model.get_input_embeddings()
         query = None
         if "query" in self._uses:
@@ -408,16 +441,23 @@ class Handle:
         sel = ts.prune(features, self.method, self.keep, self.ratio, grid=span.grid, query=query,
                        **span.signals, **self.params)
         self.last = sel
-        rows = torch.cat([sel.output.to(features.dtype), tail])
+        # Each slot's row (the selection's output at its kept prunable slots, the tail at the fixed ones), read in
+        # prompt order for the kept slots.
+        chosen = prunable[torch.as_tensor(sel.indices, dtype=torch.long, device=ids.device)]
+        slot_rows = features.new_zeros(len(slots), features.shape[1])
+        slot_rows[chosen] = sel.output.to(features.dtype)
+        slot_rows[is_fixed] = tail.to(features.dtype)
+        kept_slot = is_fixed.clone()
+        kept_slot[chosen] = True
+        rows = slot_rows[kept_slot]
         extra = sel.extra if sel.extra is not None else features[:0]
         is_slot = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
         is_slot[slots] = True
         keep = ~is_slot
-        keep[slots[sel.indices.tolist()]] = True
-        keep[slots[n:]] = True
-        # Synthetic rows (PruMerge+'s extra token) sit after the last prunable token at the next ids, before a
-        # trailing newline; everything after them moves up by their count (the engine's bookkeeping).
-        last = int(slots[n - 1])
+        keep[slots[kept_slot]] = True
+        # Synthetic rows (PruMerge+'s extra token) sit after `extra_after` at the next ids; everything after them
+        # moves up by their count (the engine's bookkeeping).
+        last = int(slots[span.extra_after if span.extra_after is not None else int(prunable[-1])])
         positions = torch.arange(len(ids), device=ids.device)
         shifted = positions + (positions > last).long() * len(extra)
         new_ids, new_pos = ids[keep], shifted[keep]
