@@ -9,37 +9,23 @@
 #![cfg(feature = "torch")]
 
 use std::path::PathBuf;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 use tokensieve_models::arch::SignalRequest;
-use tokensieve_models::llama::{KvCache, LayerPlan, Llama, PositionMode, PrefillPlan, QueryRows, RuleError, StageView};
-use tokensieve_models::llava::merge_at;
+use tokensieve_models::llama::{KvCache, LayerPlan, PositionMode, PrefillPlan, QueryRows, RuleError, StageView};
 use tokensieve_models::positions::PositionIds;
-use tokensieve_models::qwen_vision::QwenVision;
 use tokensieve_pruners::in_decoder::fastv::FastV;
 
 const IMAGE: i64 = 92;
 const VIDEO: i64 = 93;
 
 mod common;
-use common::{max_diff, Reference};
+use common::{last_row, max_diff, Model, Reference};
 
 fn dir() -> PathBuf {
     common::fixture("tiny_qwen2_5_vl")
 }
 
-struct Model {
-    vision: QwenVision,
-    text: Llama,
-}
-
 impl Model {
-    fn load(device: Device) -> Self {
-        Model {
-            vision: QwenVision::load_as(&dir(), device, Kind::Float).unwrap(),
-            text: Llama::from_hf_dir_as(&dir(), device, Kind::Float).unwrap(),
-        }
-    }
-
     /// Merged tokens `[N, D]` of a grid's patches.
     fn features(&self, r: &Reference, pixels: &str, grid: &str) -> Tensor {
         let tap = self.vision.encode(&r.tensor(pixels), r.grid(grid), SignalRequest::default()).unwrap();
@@ -47,31 +33,15 @@ impl Model {
     }
 
     fn prefill(&self, ids: &[i64], parts: &[(i64, &Tensor)], positions: &PositionIds, cache: &mut KvCache) -> Tensor {
-        let device = self.vision.device();
-        let embeds = merge_at(&self.text, &Tensor::from_slice(ids).unsqueeze(0).to_device(device), parts).unwrap();
-        self.text.forward_embeds_positioned(embeds, positions, cache, None).unwrap()
+        self.text.forward_embeds_positioned(self.embeds(ids, parts), positions, cache, None).unwrap()
     }
-
-    fn greedy(&self, first: &Tensor, cache: &mut KvCache, steps: usize) -> Vec<i64> {
-        let mut out = vec![first.argmax(-1, false).int64_value(&[0])];
-        while out.len() < steps {
-            let ids = Tensor::from_slice(&out[out.len() - 1..]).unsqueeze(0).to_device(self.vision.device());
-            out.push(self.text.forward(&ids, cache).unwrap().argmax(-1, false).int64_value(&[0]));
-        }
-        out
-    }
-}
-
-/// The last position's row of `[L, V]` logits.
-fn last_row(logits: &Tensor) -> Tensor {
-    logits.get(logits.size()[0] - 1)
 }
 
 #[test]
 fn tiny_qwen2_5_vl_matches_transformers_unpruned() {
     for device in tokensieve_models::runtime::compute_devices_reported() {
         let r = Reference::open(&dir());
-        let m = Model::load(device);
+        let m = Model::load(&dir(), device);
         for case in ["image", "video"] {
             let (pad, pixels) = if case == "image" { (IMAGE, "image_pixels") } else { (VIDEO, "video_pixels") };
             let features = m.features(&r, pixels, &format!("{case}_grid"));
@@ -116,7 +86,7 @@ fn tiny_qwen2_5_vl_matches_transformers_unpruned() {
 fn tiny_qwen2_5_vl_matches_transformers_with_kept_tokens() {
     for device in tokensieve_models::runtime::compute_devices_reported() {
         let r = Reference::open(&dir());
-        let m = Model::load(device);
+        let m = Model::load(&dir(), device);
         let features = m.features(&r, "video_pixels", "video_grid");
         // Pre-LLM: 12 of the 32 video tokens, at their original 3-D ids.
         let kept = r.ints("pruned_kept");
@@ -144,8 +114,7 @@ fn tiny_qwen2_5_vl_matches_transformers_with_kept_tokens() {
             rule: &mut stage,
             positions: PositionMode::Original,
         };
-        let embeds =
-            merge_at(&m.text, &Tensor::from_slice(&ids).unsqueeze(0).to_device(device), &[(VIDEO, &features)]).unwrap();
+        let embeds = m.embeds(&ids, &[(VIDEO, &features)]);
         let logits = m
             .text
             .forward_embeds_positioned(embeds, &r.positions("video_positions"), &mut KvCache::default(), Some(plan))

@@ -11,21 +11,20 @@
 #![cfg(feature = "torch")]
 
 use std::path::PathBuf;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 use tokensieve_models::arch::SignalRequest;
 use tokensieve_models::llama::{
-    DeepStack, KvCache, LayerPlan, Llama, PositionMode, PrefillPlan, QueryRows, RuleError, StageView,
+    DeepStack, KvCache, LayerPlan, PositionMode, PrefillPlan, QueryRows, RuleError, StageView,
 };
-use tokensieve_models::llava::merge_at;
 use tokensieve_models::positions::PositionIds;
-use tokensieve_models::qwen_vision::{QwenTap, QwenVision};
+use tokensieve_models::qwen_vision::QwenTap;
 use tokensieve_pruners::in_decoder::fastv::FastV;
 
 const IMAGE: i64 = 92;
 const VIDEO: i64 = 93;
 
 mod common;
-use common::{max_diff, Reference};
+use common::{last_row, max_diff, Model, Reference};
 
 fn dir() -> PathBuf {
     common::fixture("tiny_qwen3_vl")
@@ -54,26 +53,9 @@ fn cat(parts: &[&Encoded]) -> Encoded {
     Encoded { features, planes }
 }
 
-struct Model {
-    vision: QwenVision,
-    text: Llama,
-}
-
 impl Model {
-    fn load(device: Device) -> Self {
-        Model {
-            vision: QwenVision::load_as(&dir(), device, Kind::Float).unwrap(),
-            text: Llama::from_hf_dir_as(&dir(), device, Kind::Float).unwrap(),
-        }
-    }
-
     fn encode(&self, rows: &Tensor, grid: [usize; 3]) -> Encoded {
         self.vision.encode(rows, grid, SignalRequest::default()).unwrap().into()
-    }
-
-    fn embeds(&self, ids: &[i64], parts: &[(i64, &Tensor)]) -> Tensor {
-        let device = self.vision.device();
-        merge_at(&self.text, &Tensor::from_slice(ids).unsqueeze(0).to_device(device), parts).unwrap()
     }
 
     /// The prefill of `ids` with `visual` written at its image and video placeholders (in prompt order) and its
@@ -86,26 +68,13 @@ impl Model {
         let stack = DeepStack { rows, planes: visual.planes.iter().map(|p| p.shallow_clone()).collect() };
         self.text.forward_embeds_stacked(embeds, positions, cache, None, Some(stack)).unwrap()
     }
-
-    fn greedy(&self, first: &Tensor, cache: &mut KvCache, steps: usize) -> Vec<i64> {
-        let mut out = vec![first.argmax(-1, false).int64_value(&[0])];
-        while out.len() < steps {
-            let ids = Tensor::from_slice(&out[out.len() - 1..]).unsqueeze(0).to_device(self.vision.device());
-            out.push(self.text.forward(&ids, cache).unwrap().argmax(-1, false).int64_value(&[0]));
-        }
-        out
-    }
-}
-
-fn last_row(logits: &Tensor) -> Tensor {
-    logits.get(logits.size()[0] - 1)
 }
 
 #[test]
 fn tiny_qwen3_vl_matches_transformers_unpruned() {
     for device in tokensieve_models::runtime::compute_devices_reported() {
         let r = Reference::open(&dir());
-        let m = Model::load(device);
+        let m = Model::load(&dir(), device);
         for case in ["image", "video"] {
             let enc = m.encode(&r.tensor(&format!("{case}_pixels")), r.grid(&format!("{case}_grid")));
             let d = max_diff(&enc.features, &r.tensor(&format!("{case}_features")));
@@ -153,7 +122,7 @@ fn tiny_qwen3_vl_matches_transformers_unpruned() {
 fn tiny_qwen3_vl_matches_transformers_with_kept_tokens() {
     for device in tokensieve_models::runtime::compute_devices_reported() {
         let r = Reference::open(&dir());
-        let m = Model::load(device);
+        let m = Model::load(&dir(), device);
         let enc = m.encode(&r.tensor("video_pixels"), r.grid("video_grid"));
         // Pre-LLM: 12 of the 32 video tokens and their DeepStack rows, at their original 3-D ids.
         let kept = Tensor::from_slice(&r.ints("pruned_kept")).to_device(device);

@@ -47,3 +47,42 @@ impl Reference {
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]) - b.reshape([-1])).abs().max().double_value(&[])
 }
+
+/// A Qwen-VL checkpoint's tower and decoder in f32 on `device`; each test adds its family's prefill.
+pub struct Model {
+    /// The vision tower.
+    pub vision: tokensieve_models::qwen_vision::QwenVision,
+    /// The decoder.
+    pub text: tokensieve_models::llama::Llama,
+}
+
+impl Model {
+    /// Loads `dir` on `device`.
+    pub fn load(dir: &Path, device: Device) -> Self {
+        Model {
+            vision: tokensieve_models::qwen_vision::QwenVision::load_as(dir, device, Kind::Float).unwrap(),
+            text: tokensieve_models::llama::Llama::from_hf_dir_as(dir, device, Kind::Float).unwrap(),
+        }
+    }
+
+    /// The input embeddings of `ids` with each `(placeholder id, rows)` part written at that id's positions.
+    pub fn embeds(&self, ids: &[i64], parts: &[(i64, &Tensor)]) -> Tensor {
+        let ids = Tensor::from_slice(ids).unsqueeze(0).to_device(self.vision.device());
+        tokensieve_models::llava::merge_at(&self.text, &ids, parts).unwrap()
+    }
+
+    /// `steps` greedy tokens: the argmax of `first`, then cached decode steps.
+    pub fn greedy(&self, first: &Tensor, cache: &mut tokensieve_models::llama::KvCache, steps: usize) -> Vec<i64> {
+        let mut out = vec![first.argmax(-1, false).int64_value(&[0])];
+        while out.len() < steps {
+            let ids = Tensor::from_slice(&out[out.len() - 1..]).unsqueeze(0).to_device(self.vision.device());
+            out.push(self.text.forward(&ids, cache).unwrap().argmax(-1, false).int64_value(&[0]));
+        }
+        out
+    }
+}
+
+/// The last position's row of `[L, V]` logits.
+pub fn last_row(logits: &Tensor) -> Tensor {
+    logits.get(logits.size()[0] - 1)
+}
