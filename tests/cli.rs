@@ -1197,28 +1197,21 @@ fn init_model_writes_a_onevision_model_with_the_real_input_geometry() {
     let (code, out, _) = tokensieve(&["init-model", "--out", m]);
     assert_eq!(code, 0);
     assert!(out.contains("already there"), "{out}");
-    let video = asset("videos/vtest.avi");
-    let (code, out, err) = tokensieve(&[
-        "ask",
-        "--model",
-        m,
-        "--video",
-        &video,
-        "--frames",
-        "2",
-        "--pruner",
-        "todre",
-        "--ratio",
-        "0.1",
-        "--max-new-tokens",
-        "2",
-        "--json",
-        "what happens",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let r = &serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["record"];
+    let r = todre_at_ten_percent(m, "videos/vtest.avi", "2");
     // SigLIP 384 px / patch 14: 27x27 patches, pooled to 14x14 per frame.
     assert_eq!(r["visual_tokens"], serde_json::json!([["encoder", 392], ["todre", 39]]), "{r}");
+}
+
+/// The record of `ask` with ToDRE at 10 % on `frames` frames of the sample `video`, on the model at `model`.
+#[cfg(all(feature = "torch", feature = "video"))]
+fn todre_at_ten_percent(model: &str, video: &str, frames: &str) -> serde_json::Value {
+    let video = asset(video);
+    let args = ["ask", "--model", model, "--video", &video, "--frames", frames, "--pruner", "todre", "--ratio", "0.1"];
+    let mut args = args.to_vec();
+    args.extend_from_slice(&["--max-new-tokens", "2", "--json", "what happens"]);
+    let (code, out, err) = tokensieve(&args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["record"].clone()
 }
 
 /// `init-model --preset qwen3-vl-demo`: the real Qwen3-VL geometry (patch 16, 2 x 2 merger, the video's pixels bounded
@@ -1232,26 +1225,7 @@ fn init_model_writes_a_qwen3_vl_model_with_the_real_input_geometry() {
     let (code, out, err) = tokensieve(&["init-model", "--preset", "qwen3-vl-demo", "--out", m]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("qwen3_vl with RANDOM weights"), "{out}");
-    let video = asset("videos/bikes.mp4");
-    let (code, out, err) = tokensieve(&[
-        "ask",
-        "--model",
-        m,
-        "--video",
-        &video,
-        "--frames",
-        "4",
-        "--pruner",
-        "todre",
-        "--ratio",
-        "0.1",
-        "--max-new-tokens",
-        "2",
-        "--json",
-        "what happens",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let r = &serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["record"];
+    let r = todre_at_ten_percent(m, "videos/bikes.mp4", "4");
     // 640 x 272 frames: smart_resize to multiples of 32 (272 / 32 = 8.5 rounds to 8) gives 256 x 640, 16 x 40
     // patches, 8 x 20 merged tokens per temporal patch, two temporal patches.
     assert_eq!(r["visual_tokens"], serde_json::json!([["encoder", 320], ["todre", 32]]), "{r}");
