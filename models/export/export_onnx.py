@@ -1,5 +1,5 @@
-"""Exports a Hugging Face `llava` or `llava_onevision` checkpoint to the ONNX layout of the community exports
-(Transformers.js): OUT_DIR/ with the config, tokenizer and processor files, and OUT_DIR/onnx/ with
+"""Exports a Hugging Face `llava`, `llava_onevision`, `qwen2_5_vl` or `qwen3_vl` checkpoint to the ONNX layout of the
+community exports (Transformers.js): OUT_DIR/ with the config, tokenizer and processor files, and OUT_DIR/onnx/ with
 
 - vision_encoder.onnx: pixel_values [B, 3, S, S] -> image_features [B, N, D_text] (the configured feature layer,
   CLS dropped under the `default` strategy, the mlp2x_gelu projector), plus `attention` [B, N] (at the feature layer:
@@ -11,6 +11,9 @@
   past_key_values.N.key/value [B, kv_heads, P, head_dim] (P may be 0: the same graph prefills and decodes) ->
   logits [B, 1, V] (the last position only; community exports return [B, S, V], and the Rust loader reads the last
   row of either) and present.N.key/value [B, kv_heads, P+S, head_dim].
+
+The Qwen-VL families' vision graph (native-resolution patches with host-computed grid inputs) and their decoder
+inputs (M-RoPE's [3, 1, S] position ids, Qwen3-VL's DeepStack rows and planes) are described in qwen_onnx.py.
 
     python models/export/export_onnx.py --model HF_DIR --out OUT_DIR [--precision fp32,fp16,q8,q4]
 
@@ -43,15 +46,20 @@ class Decoder(torch.nn.Module):
         self.layers = layers
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        return self.run(inputs_embeds, attention_mask, position_ids, past, {})
+
+    def run(self, inputs_embeds, attention_mask, position_ids, past, extra):
+        """The decoder over `inputs_embeds` after the cached `past`, with the family's `extra` keyword inputs."""
         from transformers import DynamicCache
 
         cache = DynamicCache()
         for i in range(self.layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
         out = self.lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                      past_key_values=cache, use_cache=True)
+                      past_key_values=cache, use_cache=True, **extra)
         presents = []
-        for layer in out.past_key_values.layers[: self.layers]:
+        # The cache grows in place (its field is `past_key_values` or `cache` depending on the model class).
+        for layer in cache.layers[: self.layers]:
             presents += [layer.keys, layer.values]
         # Only the last position's logits: the next token needs no more, and the LM head over a long multimodal
         # prompt (S x D x V) is a sizeable share of the prefill (transformers' `logits_to_keep=1`).
@@ -96,39 +104,16 @@ class VisionEncoder(torch.nn.Module):
         return features, attention, keys
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="a llava or llava_onevision directory")
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--precision", default="fp32", help="comma-separated: fp32 (always written), fp16, q8, q4")
-    args = ap.parse_args()
-    extra = [p for p in args.precision.split(",") if p and p != "fp32"]
-    unknown = [p for p in extra if p not in ("fp16", "q8", "q4")]
-    if unknown:
-        raise SystemExit(f"--precision {','.join(unknown)}: choose among fp32, fp16, q8, q4")
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    config = AutoConfig.from_pretrained(args.model)
-    if config.model_type not in ("llava", "llava_onevision"):
-        raise SystemExit(f"{args.model}: model_type {config.model_type} is not llava or llava_onevision")
-    model = AutoModelForImageTextToText.from_pretrained(args.model, attn_implementation="eager",
-                                                        dtype=torch.float32).eval()
-    os.makedirs(os.path.join(args.out, "onnx"), exist_ok=True)
-    for name in os.listdir(args.model):
-        if name.endswith(".json") and name != "reference.safetensors":
-            shutil.copy(os.path.join(args.model, name), os.path.join(args.out, name))
+def export_llava(model, config, out_dir):
+    """Writes vision_encoder.onnx and decoder_model_merged.onnx for a LLaVA or OneVision `model`; returns the
+    encoder's outputs and export.json's decoder keys."""
     side = config.vision_config.image_size
     encoder = VisionEncoder(model, config).eval()
     outputs = ["image_features", "attention", "keys"]
     with torch.no_grad():
         torch.onnx.export(encoder, (torch.zeros(1, 3, side, side),),
-                          os.path.join(args.out, "onnx", "vision_encoder.onnx"), input_names=["pixel_values"],
+                          os.path.join(out_dir, "vision_encoder.onnx"), input_names=["pixel_values"],
                           output_names=outputs, dynamic_axes={"pixel_values": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
-                          opset_version=17, dynamo=False)
-        embed = model.get_input_embeddings()
-        torch.onnx.export(embed, (torch.zeros(1, 4, dtype=torch.long),), os.path.join(args.out, "onnx", "embed_tokens.onnx"),
-                          input_names=["input_ids"], output_names=["inputs_embeds"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}},
                           opset_version=17, dynamo=False)
         text = config.text_config
         layers, kv_heads = text.num_hidden_layers, text.num_key_value_heads
@@ -141,11 +126,47 @@ def main():
                    **{n: {0: "batch", 2: "past"} for n in pasts}, **{n: {0: "batch", 2: "total"} for n in presents}}
         torch.onnx.export(Decoder(model, layers), (torch.zeros(1, 3, text.hidden_size), torch.ones(1, 5, dtype=torch.long),
                                                    torch.arange(2, 5)[None], *past),
-                          os.path.join(args.out, "onnx", "decoder_model_merged.onnx"),
+                          os.path.join(out_dir, "decoder_model_merged.onnx"),
                           input_names=["inputs_embeds", "attention_mask", "position_ids", *pasts],
                           output_names=["logits", *presents], dynamic_axes=dynamic, opset_version=17, dynamo=False)
-    info = {"source": os.path.basename(os.path.normpath(args.model)), "vision_outputs": outputs, "layers": layers,
-            "kv_heads": kv_heads, "head_dim": head_dim}
+    return outputs, {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="a llava, llava_onevision, qwen2_5_vl or qwen3_vl directory")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--precision", default="fp32", help="comma-separated: fp32 (always written), fp16, q8, q4")
+    args = ap.parse_args()
+    extra = [p for p in args.precision.split(",") if p and p != "fp32"]
+    unknown = [p for p in extra if p not in ("fp16", "q8", "q4")]
+    if unknown:
+        raise SystemExit(f"--precision {','.join(unknown)}: choose among fp32, fp16, q8, q4")
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(args.model)
+    from qwen_onnx import export as export_qwen, is_qwen
+
+    if config.model_type not in ("llava", "llava_onevision") and not is_qwen(config):
+        raise SystemExit(f"{args.model}: model_type {config.model_type} is not one of llava, llava_onevision, "
+                         "qwen2_5_vl, qwen3_vl")
+    model = AutoModelForImageTextToText.from_pretrained(args.model, attn_implementation="eager",
+                                                        dtype=torch.float32).eval()
+    os.makedirs(os.path.join(args.out, "onnx"), exist_ok=True)
+    for name in os.listdir(args.model):
+        if name.endswith(".json") and name != "reference.safetensors":
+            shutil.copy(os.path.join(args.model, name), os.path.join(args.out, name))
+    with torch.no_grad():
+        embed = model.get_input_embeddings()
+        torch.onnx.export(embed, (torch.zeros(1, 4, dtype=torch.long),), os.path.join(args.out, "onnx", "embed_tokens.onnx"),
+                          input_names=["input_ids"], output_names=["inputs_embeds"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}},
+                          opset_version=17, dynamo=False)
+    if is_qwen(config):
+        outputs, shape = export_qwen(model, config, os.path.join(args.out, "onnx"), opset=17)
+    else:
+        outputs, shape = export_llava(model, config, os.path.join(args.out, "onnx"))
+    info = {"source": os.path.basename(os.path.normpath(args.model)), "vision_outputs": outputs, **shape}
     newline = getattr(model.model, "image_newline", None)
     if newline is not None:
         # OneVision's newline embedding: the packing around the encoder (tiles, pooled video) needs it.

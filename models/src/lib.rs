@@ -28,6 +28,7 @@ pub mod onnx_encoder;
 #[cfg(feature = "onnx")]
 pub mod onnx_session;
 pub mod positions;
+pub mod qwen_grid;
 #[cfg(feature = "torch")]
 pub mod qwen_vision;
 pub mod random_checkpoint;

@@ -5,6 +5,10 @@
 //! next step's past. Visual tokens are written into the embeddings at the placeholder positions before the prefill,
 //! so pre-LLM pruning works unchanged; in-decoder pruning needs attention rows inside the graph and is not offered.
 //!
+//! Qwen-VL exports take M-RoPE's `position_ids` `[3, 1, S]` (told apart by the input's rank) and Qwen3-VL's take
+//! `deepstack_rows` `[R]` with `deepstack_embeds` `[levels, R, D]`, the DeepStack planes added to those rows after
+//! the first decoder layers; decoding steps feed no rows (`R = 0`) and all three position rows equal.
+//!
 //! Cost per step: one graph run over the new tokens against the cached keys, as the torch backend.
 
 use crate::onnx_session::{
@@ -13,6 +17,7 @@ use crate::onnx_session::{
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorRef, ValueType};
 
+use crate::positions::PositionIds;
 use std::path::{Path, PathBuf};
 
 /// The keys and values of every layer so far (`[1, kv_heads, T, head_dim]` each, keys then values per layer), kept
@@ -60,6 +65,20 @@ pub struct OnnxDecoder {
     layers: usize,
     kv_heads: usize,
     head_dim: usize,
+    hidden: usize,
+    /// Whether `position_ids` is `[3, B, S]` (M-RoPE).
+    mrope: bool,
+    /// DeepStack levels the graph adds (0 without `deepstack_embeds`).
+    levels: usize,
+}
+
+/// Qwen3-VL's DeepStack input for one prefill: the prompt rows that get the planes and `[levels, rows, D]` planes.
+#[derive(Debug, Clone, Copy)]
+pub struct DeepStackInput<'a> {
+    /// Prompt rows, ascending.
+    pub rows: &'a [i64],
+    /// `[levels, rows, D]` row-major.
+    pub planes: &'a [f32],
 }
 
 impl OnnxDecoder {
@@ -76,14 +95,26 @@ impl OnnxDecoder {
         let (hidden, heads) = (int("hidden_size")?, int("num_attention_heads")?);
         let kv_heads = c["num_key_value_heads"].as_u64().map_or(heads, |v| v as usize);
         let head_dim = c["head_dim"].as_u64().map_or(hidden / heads.max(1), |v| v as usize);
+        let decoder = build_session(&onnx_dir.join(precision.file("decoder_model_merged")), options)?;
+        let dims = |name: &str| {
+            decoder.inputs().iter().find(|i| i.name() == name).and_then(|i| match i.dtype() {
+                ValueType::Tensor { shape, .. } => Some(shape.iter().copied().collect::<Vec<i64>>()),
+                _ => None,
+            })
+        };
+        let mrope = dims("position_ids").is_some_and(|d| d.len() == 3);
+        let levels = dims("deepstack_embeds").and_then(|d| d.first().copied()).map_or(0, |l| l.max(0) as usize);
         Ok(OnnxDecoder {
             embed: build_session(&onnx_dir.join(precision.file("embed_tokens")), options)?,
-            decoder: build_session(&onnx_dir.join(precision.file("decoder_model_merged")), options)?,
+            decoder,
             folder: onnx_dir.to_path_buf(),
             precision,
             layers: int("num_hidden_layers")?,
             kv_heads,
             head_dim,
+            hidden,
+            mrope,
+            levels,
         })
     }
 
@@ -113,13 +144,36 @@ impl OnnxDecoder {
         self.forward_at(embeds, None, cache)
     }
 
-    /// As [`OnnxDecoder::forward`] with explicit position ids (one per row, ascending from the next position; gaps
-    /// allowed), for prompts whose pruned visual tokens keep their original positions. The attention mask covers
-    /// the tokens actually cached; later steps continue from the last id + 1.
+    /// Whether the graph takes M-RoPE position ids (`[3, 1, S]`).
+    pub fn mrope(&self) -> bool {
+        self.mrope
+    }
+
+    /// DeepStack levels the graph adds after its first layers (0 for graphs without them).
+    pub fn deepstack_levels(&self) -> usize {
+        self.levels
+    }
+
+    /// As [`OnnxDecoder::forward`] with explicit position ids (1-D: one per row, ascending from the next position,
+    /// gaps allowed; M-RoPE: three rows, for a graph that takes them), for prompts whose pruned visual tokens keep
+    /// their original positions. The attention mask covers the tokens actually cached; later steps continue from
+    /// the largest id + 1.
     pub fn forward_at(
         &mut self,
         embeds: &Array,
-        positions: Option<&[i64]>,
+        positions: Option<&PositionIds>,
+        cache: &mut OnnxKvCache,
+    ) -> Result<Vec<f32>, OnnxError> {
+        self.forward_stacked(embeds, positions, None, cache)
+    }
+
+    /// As [`OnnxDecoder::forward_at`], adding Qwen3-VL's DeepStack planes to `deepstack.rows` after the first
+    /// layers (a graph with `deepstack_embeds` gets no rows when `deepstack` is `None`).
+    pub fn forward_stacked(
+        &mut self,
+        embeds: &Array,
+        positions: Option<&PositionIds>,
+        deepstack: Option<DeepStackInput<'_>>,
         cache: &mut OnnxKvCache,
     ) -> Result<Vec<f32>, OnnxError> {
         let file = &self.precision.file("decoder_model_merged");
@@ -142,17 +196,30 @@ impl OnnxDecoder {
         }
         let total = cache.len + s;
         let first = cache.next_position;
-        let positions: Vec<i64> = match positions {
-            Some(p) => {
+        let next: Vec<i64> = (first..first + s as i64).collect();
+        let (rows, next_position): (Vec<i64>, i64) = match positions {
+            Some(PositionIds::Sequence(p)) => {
                 if p.len() != s || p.windows(2).any(|w| w[0] >= w[1]) || p.first().is_some_and(|&v| v < first) {
                     let why = format!("{} position ids for {s} inputs: they must ascend from {first}", p.len());
                     return Err(self.fail(file, &why));
                 }
-                p.to_vec()
+                let after = p.last().map_or(first, |&v| v + 1);
+                (if self.mrope { p.repeat(3) } else { p.clone() }, after)
             }
-            None => (first..first + s as i64).collect(),
+            Some(PositionIds::MRope(rows)) => {
+                if !self.mrope {
+                    return Err(self.fail(file, &"M-RoPE position ids for a graph that takes 1-D ones"));
+                }
+                if rows.iter().any(|r| r.len() != s) {
+                    let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+                    return Err(self.fail(file, &format!("M-RoPE rows of {lens:?} ids for {s} inputs")));
+                }
+                let after = rows.iter().flatten().max().map_or(first, |&m| m + 1);
+                (rows.concat(), after)
+            }
+            None => (if self.mrope { next.repeat(3) } else { next }, first + s as i64),
         };
-        let next_position = positions.last().map_or(first, |&p| p + 1);
+        let position_shape = if self.mrope { vec![3i64, 1, s as i64] } else { vec![1i64, s as i64] };
         let mask = vec![1i64; total];
         let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = vec![
             ("inputs_embeds".into(), float_input(&self.decoder, "inputs_embeds", &embeds.shape, &embeds.data, &path)?),
@@ -162,9 +229,33 @@ impl OnnxDecoder {
             ),
             (
                 "position_ids".into(),
-                Tensor::from_array(([1i64, s as i64], positions)).map_err(|e| self.fail(file, &e))?.into(),
+                Tensor::from_array((position_shape, rows)).map_err(|e| self.fail(file, &e))?.into(),
             ),
         ];
+        if self.levels > 0 {
+            let (rows, planes) = deepstack.map_or((&[][..], &[][..]), |d| (d.rows, d.planes));
+            let d = self.hidden;
+            if planes.len() != self.levels * rows.len() * d || rows.iter().any(|&r| r < 0 || r as usize >= s) {
+                let why = format!(
+                    "DeepStack planes of {} values for {} rows of {s} ({} levels of width {d})",
+                    planes.len(),
+                    rows.len(),
+                    self.levels
+                );
+                return Err(self.fail(file, &why));
+            }
+            let shape = [self.levels as i64, rows.len() as i64, d as i64];
+            inputs.push((
+                "deepstack_rows".into(),
+                TensorRef::from_array_view(([rows.len() as i64], rows)).map_err(|e| self.fail(file, &e))?.into(),
+            ));
+            inputs.push((
+                "deepstack_embeds".into(),
+                float_input(&self.decoder, "deepstack_embeds", &shape.map(|v| v as usize), planes, &path)?,
+            ));
+        } else if deepstack.is_some() {
+            return Err(self.fail(file, &"DeepStack planes for a graph without a `deepstack_embeds` input"));
+        }
         for (i, past) in cache.past.iter().enumerate() {
             inputs.push((cache_name("past_key_values", i).into(), past.into()));
         }

@@ -34,6 +34,8 @@
 
 use crate::arch::qwen2_5_vl::QwenGeneration;
 use crate::arch::SignalRequest;
+pub use crate::qwen_grid::QwenVisionConfig;
+use crate::qwen_grid::{interpolation_taps, patch_positions, Windows};
 use crate::safetensors::{Checkpoint, SafetensorsError};
 use crate::weights::{WeightError, Weights};
 use serde::Deserialize;
@@ -60,72 +62,6 @@ pub enum QwenVisionError {
         /// Why.
         reason: String,
     },
-}
-
-/// `rope_parameters` of the vision config.
-#[derive(Debug, Clone, Deserialize)]
-struct VisionRope {
-    rope_theta: Option<f64>,
-}
-
-/// The `vision_config` keys of a `qwen2_5_vl` or `qwen3_vl` `config.json` (transformers' names and defaults).
-#[derive(Debug, Clone, Deserialize)]
-pub struct QwenVisionConfig {
-    /// Blocks.
-    pub depth: usize,
-    /// Width.
-    pub hidden_size: usize,
-    /// MLP width.
-    pub intermediate_size: usize,
-    /// Attention heads.
-    pub num_heads: usize,
-    /// Spatial patch side in pixels.
-    pub patch_size: usize,
-    /// Frames per temporal patch.
-    pub temporal_patch_size: usize,
-    /// The merger's block side.
-    pub spatial_merge_size: usize,
-    /// Window side in pixels (Qwen2.5-VL; Qwen3-VL attends to whole frames in every block).
-    #[serde(default)]
-    pub window_size: usize,
-    /// Blocks with full (per-frame) attention (Qwen2.5-VL).
-    #[serde(default)]
-    pub fullatt_block_indexes: Vec<usize>,
-    /// Width of the merged tokens (the LLM's hidden size).
-    pub out_hidden_size: usize,
-    /// Input channels.
-    #[serde(default = "three")]
-    pub in_channels: usize,
-    /// The MLP activation: `silu` (Qwen2.5-VL's gated MLP) or `gelu_pytorch_tanh` (Qwen3-VL).
-    #[serde(default = "silu")]
-    pub hidden_act: String,
-    /// Temporal position ids per second of video (Qwen2.5-VL's rope index scale).
-    #[serde(default = "two")]
-    pub tokens_per_second: f64,
-    /// Entries of the learned position table, a square grid (Qwen3-VL).
-    #[serde(default)]
-    pub num_position_embeddings: Option<usize>,
-    /// Blocks whose output feeds a DeepStack merger (Qwen3-VL).
-    #[serde(default)]
-    pub deepstack_visual_indexes: Vec<usize>,
-    rope_parameters: Option<VisionRope>,
-}
-
-fn three() -> usize {
-    3
-}
-fn two() -> f64 {
-    2.0
-}
-fn silu() -> String {
-    "silu".into()
-}
-
-impl QwenVisionConfig {
-    /// Values in one patch row: `channels x temporal x patch²`.
-    pub fn patch_values(&self) -> usize {
-        self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
-    }
 }
 
 /// RMSNorm (Qwen2.5-VL) or LayerNorm with bias (Qwen3-VL), eps 1e-6 both.
@@ -221,47 +157,6 @@ pub struct QwenVision {
     /// `[d_head/4]` f32.
     inv_freq: Tensor,
     device: Device,
-}
-
-/// How a grid's merged tokens are visited window by window (transformers' `get_vision_window_index`, per frame).
-struct Windows {
-    /// Merged-token indices of one frame in window order.
-    order: Vec<i64>,
-    /// `[windows, W]` patch rows (in window order) of each window, padded with 0.
-    gather: Vec<i64>,
-    /// `[windows, W]` true for the real rows.
-    valid: Vec<bool>,
-    /// Windows per frame and patches per full window.
-    count: usize,
-    width: usize,
-}
-
-fn windows(h: usize, w: usize, side: usize, unit: usize) -> Windows {
-    let (nh, nw) = (h.div_ceil(side), w.div_ceil(side));
-    let mut order = Vec::with_capacity(h * w);
-    let mut lengths = Vec::with_capacity(nh * nw);
-    for wy in 0..nh {
-        for wx in 0..nw {
-            let before = order.len();
-            for r in wy * side..((wy + 1) * side).min(h) {
-                for c in wx * side..((wx + 1) * side).min(w) {
-                    order.push((r * w + c) as i64);
-                }
-            }
-            lengths.push((order.len() - before) * unit);
-        }
-    }
-    let width = side * side * unit;
-    let (mut gather, mut valid) = (Vec::with_capacity(lengths.len() * width), Vec::new());
-    let mut start = 0;
-    for len in &lengths {
-        for j in 0..width {
-            gather.push(if j < *len { (start + j) as i64 } else { 0 });
-            valid.push(j < *len);
-        }
-        start += len;
-    }
-    Windows { order, gather, valid, count: lengths.len(), width }
 }
 
 impl QwenVision {
@@ -390,10 +285,7 @@ impl QwenVision {
     /// Merged tokens per window side (Qwen3-VL and any grid within one window: the whole frame).
     fn window_side(&self, mh: usize, mw: usize) -> usize {
         match self.tower {
-            QwenGeneration::Qwen25 => {
-                (self.config.window_size / self.config.spatial_merge_size / self.config.patch_size)
-                    .clamp(1, mh.max(mw).max(1))
-            }
+            QwenGeneration::Qwen25 => self.config.window_side(mh, mw),
             QwenGeneration::Qwen3 => mh.max(mw).max(1),
         }
     }
@@ -408,31 +300,7 @@ impl QwenVision {
     /// weighted sum of 4 table rows per patch.
     fn learned_positions(&self, table: &Tensor, h: usize, w: usize) -> Result<Tensor, tch::TchError> {
         let side = (table.size()[0] as f64).sqrt().round() as usize;
-        let m = self.config.spatial_merge_size;
-        // Per axis: (floor tap, next tap clamped, weight of the next tap), as f32 like transformers.
-        let taps = |index: usize, size: usize| -> (usize, usize, f32) {
-            let src = index as f32 * (side - 1) as f32 / (size.max(2) - 1) as f32;
-            let floor = src.floor();
-            let f = floor as usize;
-            (f.min(side - 1), (f + 1).min(side - 1), src - floor)
-        };
-        let (mut index, mut weight) = (Vec::with_capacity(4 * h * w), Vec::with_capacity(4 * h * w));
-        for br in 0..h / m {
-            for bc in 0..w / m {
-                for ir in 0..m {
-                    for ic in 0..m {
-                        let (r0, r1, fr) = taps(br * m + ir, h);
-                        let (c0, c1, fc) = taps(bc * m + ic, w);
-                        for (r, wr) in [(r0, 1.0 - fr), (r1, fr)] {
-                            for (c, wc) in [(c0, 1.0 - fc), (c1, fc)] {
-                                index.push((r * side + c) as i64);
-                                weight.push(wr * wc);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let (index, weight) = interpolation_taps(h, w, side, self.config.spatial_merge_size);
         let index = Tensor::from_slice(&index).f_to_device(self.device)?;
         let weight = Tensor::from_slice(&weight).f_reshape([(h * w) as i64, 4, 1])?.f_to_device(self.device)?;
         let rows = table.f_index_select(0, &index)?.f_reshape([(h * w) as i64, 4, -1])?;
@@ -474,7 +342,7 @@ impl QwenVision {
             x = x.f_add(&frame.f_repeat([t as i64, 1])?)?;
         }
         // Window order of one frame's merge units, the same for every frame (the identity with one window).
-        let win = windows(mh, mw, self.window_side(mh, mw), unit);
+        let win = Windows::new(mh, mw, self.window_side(mh, mw), unit);
         let unit_order: Vec<i64> =
             (0..t as i64).flat_map(|f| win.order.iter().map(move |&u| f * (mh * mw) as i64 + u)).collect();
         let unit_order = Tensor::from_slice(&unit_order).f_to_device(self.device)?;
@@ -484,17 +352,7 @@ impl QwenVision {
         };
         let mut x = permute(&x)?;
         // Rotary angles of every patch: (row, col) of the patch in its frame, in window order.
-        let mut hw: Vec<f32> = Vec::with_capacity(2 * h * w);
-        for br in 0..mh {
-            for bc in 0..mw {
-                for ir in 0..m {
-                    for ic in 0..m {
-                        hw.push((br * m + ir) as f32);
-                        hw.push((bc * m + ic) as f32);
-                    }
-                }
-            }
-        }
+        let hw: Vec<f32> = patch_positions(h, w, m).into_iter().map(|v| v as f32).collect();
         let ids = Tensor::from_slice(&hw).f_reshape([per_frame, 2])?.f_to_device(self.device)?;
         let freqs = ids.f_unsqueeze(-1)?.f_mul(&self.inv_freq)?.f_reshape([per_frame, head / 2])?; // [h θ, w θ]
         let angles = Tensor::f_cat(&[&freqs, &freqs], 1)?; // [P, head]
@@ -616,21 +474,4 @@ fn received(q: &Tensor, k: &Tensor, head: i64) -> Result<Tensor, tch::TchError> 
         })
         .collect::<Result<Vec<_>, _>>()?;
     Tensor::f_cat(&rows, 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_follow_get_vision_window_index() {
-        // A 3 x 5 merged grid with 2 x 2 windows: windows (0,0),(0,1),(0,2),(1,0),(1,1),(1,2) of 4,4,2,2,2,1 units.
-        let w = windows(3, 5, 2, 4);
-        assert_eq!(w.order, vec![0, 1, 5, 6, 2, 3, 7, 8, 4, 9, 10, 11, 12, 13, 14]);
-        assert_eq!((w.count, w.width), (6, 16));
-        let lengths: Vec<usize> = w.valid.chunks(16).map(|c| c.iter().filter(|&&v| v).count()).collect();
-        assert_eq!(lengths, vec![16, 16, 8, 8, 8, 4]);
-        // The third window's rows start after the first two windows' 32 patch rows.
-        assert_eq!(w.gather[32..34], [32, 33]);
-    }
 }

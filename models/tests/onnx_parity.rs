@@ -255,7 +255,13 @@ fn gapped_position_ids_agree_between_torch_and_onnx() {
     let mut torch_cache = KvCache::default();
     let t = torch.text.forward_embeds_at(as_tensor(&embeds), &gapped, &mut torch_cache, None).unwrap();
     let mut onnx_cache = OnnxKvCache::default();
-    let o = onnx.forward_at(&embeds, Some(&gapped), &mut onnx_cache).unwrap();
+    let o = onnx
+        .forward_at(
+            &embeds,
+            Some(&tokensieve_models::positions::PositionIds::Sequence(gapped.clone())),
+            &mut onnx_cache,
+        )
+        .unwrap();
     assert!(max_diff(&t, &o) <= 1e-5, "prefill differs by {}", max_diff(&t, &o));
     let plain = onnx.forward(&embeds, &mut OnnxKvCache::default()).unwrap();
     let moved = o.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
@@ -265,6 +271,186 @@ fn gapped_position_ids_agree_between_torch_and_onnx() {
     let t = torch.text.forward_embeds(as_tensor(&step), &mut torch_cache).unwrap();
     let o = onnx.forward(&step, &mut onnx_cache).unwrap();
     assert!(max_diff(&t, &o) <= 1e-5, "step differs by {}", max_diff(&t, &o));
-    let bad = onnx.forward_at(&step, Some(&[0]), &mut onnx_cache).unwrap_err().to_string();
+    let bad = onnx
+        .forward_at(&step, Some(&tokensieve_models::positions::PositionIds::Sequence(vec![0])), &mut onnx_cache)
+        .unwrap_err()
+        .to_string();
     assert!(bad.contains("must ascend"), "{bad}");
+}
+
+/// The Qwen-VL exports (`tiny_qwen2_5_vl_onnx`, `tiny_qwen3_vl_onnx`: `models/export/export_onnx.py` on the same
+/// checkpoints as the torch parity tests) against transformers' reference, with the grid inputs computed on the host
+/// by `qwen_grid`: merged features and Qwen3-VL's DeepStack planes of an image (windows that need padding) and a
+/// video within 1e-4; last-position logits within 1e-4 for one image, two images of different grids, a video, a video
+/// before an image and the video with 12 of its 32 tokens kept at their original 3-D ids (their DeepStack rows
+/// gathered with the same keep set); the 20 greedy tokens of the video prompt and 5 after the pruned one, decoding
+/// from the largest id + 1 on all three rows.
+#[test]
+fn onnx_qwen_vl_exports_match_transformers() {
+    use tokensieve_models::onnx_decoder::{DeepStackInput, OnnxDecoder, OnnxKvCache};
+    use tokensieve_models::onnx_encoder::GridOutput;
+    use tokensieve_models::positions::PositionIds;
+    use tokensieve_models::qwen_grid::QwenVisionConfig;
+    const IMAGE: i64 = 92;
+    const VIDEO: i64 = 93;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let diff = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    };
+    for fixture in ["tiny_qwen2_5_vl", "tiny_qwen3_vl"] {
+        let file = Safetensors::open(&fixtures.join(fixture).join("reference.safetensors")).unwrap();
+        let floats = |n: &str| file.tensor_f32(n).unwrap_or_else(|e| panic!("{fixture} {n}: {e}"));
+        let ints = |n: &str| floats(n).0.iter().map(|&v| v as i64).collect::<Vec<_>>();
+        let grid = |n: &str, i: usize| {
+            let g = ints(n);
+            [g[3 * i] as usize, g[3 * i + 1] as usize, g[3 * i + 2] as usize]
+        };
+        let positions = |n: &str| {
+            let flat = ints(n);
+            let l = flat.len() / 3;
+            PositionIds::MRope([flat[..l].to_vec(), flat[l..2 * l].to_vec(), flat[2 * l..].to_vec()])
+        };
+        let last_row = |n: &str| {
+            let (v, shape) = floats(n);
+            v[v.len() - shape[1]..].to_vec()
+        };
+        let export = fixtures.join(format!("{fixture}_onnx"));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(export.join("config.json")).unwrap()).unwrap();
+        let config: QwenVisionConfig = serde::Deserialize::deserialize(&json["vision_config"]).unwrap();
+        let options = OnnxOptions::default();
+        let mut encoder = OnnxVisionEncoder::load(&export.join("onnx/vision_encoder.onnx"), &options).unwrap();
+        assert!(encoder.takes_grid());
+        let mut decoder = OnnxDecoder::load(&export.join("onnx"), Precision::Fp32, &options).unwrap();
+        assert!(decoder.mrope());
+        let values = config.patch_values();
+        let mut encode =
+            |pixels: &[f32], g: [usize; 3]| -> GridOutput { encoder.encode_grid(pixels, g, &config).unwrap() };
+        // [rows, levels x D] -> [levels, rows, D], for the rows `keep` of `out`.
+        let planes = |out: &[&GridOutput], keep: Option<&[i64]>| -> Option<Vec<f32>> {
+            let (levels, d) = (out[0].deepstack.as_ref()?.1, out[0].dim);
+            let rows: Vec<&[f32]> =
+                out.iter().flat_map(|o| o.deepstack.as_ref().unwrap().0.chunks(levels * d)).collect();
+            let rows: Vec<&[f32]> = match keep {
+                Some(k) => k.iter().map(|&i| rows[i as usize]).collect(),
+                None => rows,
+            };
+            Some((0..levels).flat_map(|l| rows.iter().flat_map(move |r| r[l * d..(l + 1) * d].to_vec())).collect())
+        };
+        let prefill = |decoder: &mut OnnxDecoder,
+                       ids: &[i64],
+                       parts: &[(i64, &[f32])],
+                       stack: Option<Vec<f32>>,
+                       pos: &PositionIds,
+                       cache: &mut OnnxKvCache| {
+            let mut embeds = decoder.embed(ids).unwrap();
+            for (token, rows) in parts {
+                let n = splice(&mut embeds, ids, *token, rows);
+                assert_eq!(n * embeds.shape[2], rows.len(), "{fixture}: placeholders of {token}");
+            }
+            let rows: Vec<i64> = (0..ids.len() as i64).filter(|&i| matches!(ids[i as usize], IMAGE | VIDEO)).collect();
+            let stack = stack.as_ref().map(|planes| DeepStackInput { rows: &rows, planes });
+            decoder.forward_stacked(&embeds, Some(pos), stack, cache).unwrap()
+        };
+        // Features (and planes) of the image and the video, and their prompts' logits.
+        let mut outputs = Vec::new();
+        for (case, pad) in [("image", IMAGE), ("video", VIDEO)] {
+            let out = encode(&floats(&format!("{case}_pixels")).0, grid(&format!("{case}_grid"), 0));
+            let d = diff(&out.features, &floats(&format!("{case}_features")).0);
+            assert!(d <= 1e-4, "{fixture} {case} features differ by {d}");
+            if let Some(want) = file.tensor_f32(&format!("{case}_deepstack")).ok() {
+                let d = diff(&planes(&[&out], None).unwrap(), &want.0);
+                assert!(d <= 1e-4, "{fixture} {case} DeepStack planes differ by {d}");
+            } else {
+                assert!(out.deepstack.is_none(), "{fixture}: planes without DeepStack");
+            }
+            let ids = ints(&format!("{case}_ids"));
+            let logits = prefill(
+                &mut decoder,
+                &ids,
+                &[(pad, &out.features)],
+                planes(&[&out], None),
+                &positions(&format!("{case}_positions")),
+                &mut OnnxKvCache::default(),
+            );
+            let d = diff(&logits, &last_row(&format!("{case}_logits")));
+            assert!(d <= 1e-4, "{fixture} {case} logits differ by {d}");
+            outputs.push(out);
+        }
+        // Two images of different grids.
+        let pixels = floats("two_pixels").0;
+        let first = grid("two_grid", 0)[1] * grid("two_grid", 0)[2] * values;
+        let a = encode(&pixels[..first], grid("two_grid", 0));
+        let b = encode(&pixels[first..], grid("two_grid", 1));
+        let both: Vec<f32> = a.features.iter().chain(&b.features).copied().collect();
+        let logits = prefill(
+            &mut decoder,
+            &ints("two_ids"),
+            &[(IMAGE, &both)],
+            planes(&[&a, &b], None),
+            &positions("two_positions"),
+            &mut OnnxKvCache::default(),
+        );
+        let d = diff(&logits, &last_row("two_logits"));
+        assert!(d <= 1e-4, "{fixture} two images: logits differ by {d}");
+        // A video before an image: features per placeholder id, planes in prompt order.
+        let video = encode(&floats("mixed_video_pixels").0, grid("mixed_video_grid", 0));
+        let image = encode(&floats("mixed_image_pixels").0, grid("mixed_image_grid", 0));
+        let parts = [(VIDEO, video.features.as_slice()), (IMAGE, image.features.as_slice())];
+        let logits = prefill(
+            &mut decoder,
+            &ints("mixed_ids"),
+            &parts,
+            planes(&[&video, &image], None),
+            &positions("mixed_positions"),
+            &mut OnnxKvCache::default(),
+        );
+        let d = diff(&logits, &last_row("mixed_logits"));
+        assert!(d <= 1e-4, "{fixture} video before image: logits differ by {d}");
+        // Greedy decoding after a prefill: steps continue from the largest id + 1.
+        let greedy = |decoder: &mut OnnxDecoder, first: Vec<f32>, cache: &mut OnnxKvCache, steps: usize| {
+            let argmax = |v: &[f32]| {
+                v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as i64
+            };
+            let mut out = vec![argmax(&first)];
+            while out.len() < steps {
+                let step = decoder.embed(&out[out.len() - 1..]).unwrap();
+                out.push(argmax(&decoder.forward(&step, cache).unwrap()));
+            }
+            out
+        };
+        let full = &outputs[1];
+        let mut cache = OnnxKvCache::default();
+        let first = prefill(
+            &mut decoder,
+            &ints("video_ids"),
+            &[(VIDEO, &full.features)],
+            planes(&[full], None),
+            &positions("video_positions"),
+            &mut cache,
+        );
+        assert_eq!(greedy(&mut decoder, first, &mut cache, 20), ints("video_greedy"), "{fixture}: greedy tokens");
+        // 12 of the 32 video tokens kept, at their original ids, and their DeepStack rows.
+        let kept = ints("pruned_kept");
+        let d = full.dim;
+        let rows: Vec<f32> =
+            kept.iter().flat_map(|&k| full.features[k as usize * d..(k as usize + 1) * d].to_vec()).collect();
+        let mut cache = OnnxKvCache::default();
+        let first = prefill(
+            &mut decoder,
+            &ints("pruned_ids"),
+            &[(VIDEO, &rows)],
+            planes(&[full], Some(&kept)),
+            &positions("pruned_positions"),
+            &mut cache,
+        );
+        let d = diff(&first, &last_row("pruned_logits"));
+        assert!(d <= 1e-4, "{fixture} pruned prompt: logits differ by {d}");
+        assert_eq!(
+            greedy(&mut decoder, first, &mut cache, 5),
+            ints("pruned_greedy"),
+            "{fixture}: pruned greedy tokens"
+        );
+    }
 }

@@ -8,6 +8,10 @@
 //!   them runs every method that does not need them, and one that does gets an error naming the missing output.
 //! - In-decoder pruning needs a layer's attention rows, which the merged decoder graph does not expose: the rule is
 //!   refused ([`LanguageSide::refuses`]), never silently ignored.
+//! - Qwen-VL exports (`models/export/qwen_onnx.py`) run one temporal patch per encoder run with grid inputs computed
+//!   on the host (`tokensieve_models::qwen_grid`, shared with the libtorch tower), and their decoder takes M-RoPE's
+//!   three position rows and Qwen3-VL's DeepStack rows and planes, so pre-LLM pruning keeps the original 3-D ids
+//!   on this backend too.
 //! - Sessions are built once at load and reused; the encoder and decoder sit behind mutexes because an ONNX Runtime
 //!   run needs exclusive access, so one engine answers one question at a time. The KV cache stays in ONNX Runtime's
 //!   own tensors between steps.
@@ -18,15 +22,18 @@ use ndarray::{Array2, ArrayView2};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use tokensieve_models::arch::{SignalRequest, TowerOutput, ViewBatch};
-use tokensieve_models::onnx_decoder::{OnnxDecoder, OnnxKvCache};
+use tokensieve_models::onnx_decoder::{DeepStackInput, OnnxDecoder, OnnxKvCache};
 use tokensieve_models::onnx_encoder::OnnxVisionEncoder;
 use tokensieve_models::onnx_session::{OnnxOptions, Precision};
 use tokensieve_models::positions::PositionIds;
+use tokensieve_models::qwen_grid::QwenVisionConfig;
 use tokensieve_pruners::in_decoder::InDecoder;
 
 /// The export's vision encoder.
 pub struct OnnxVision {
     encoder: Mutex<OnnxVisionEncoder>,
+    /// The `vision_config` of a native-resolution (Qwen-VL) export, whose grid inputs the host computes.
+    grid: Option<QwenVisionConfig>,
 }
 
 /// The export's token embeddings and merged decoder.
@@ -65,8 +72,16 @@ pub fn load(
     };
     let onnx = dir.join("onnx");
     let encoder = OnnxVisionEncoder::load(&onnx.join(precision.file("vision_encoder")), options)?;
+    let grid = match encoder.takes_grid() {
+        true => Some(
+            <QwenVisionConfig as serde::Deserialize>::deserialize(&config["vision_config"])
+                .map_err(|e| config_err("config.json", format!("vision_config: {e}")))?,
+        ),
+        false => None,
+    };
     let decoder = OnnxDecoder::load(&onnx, precision, options)?;
-    Ok((OnnxVision { encoder: Mutex::new(encoder) }, OnnxLanguage { decoder: Mutex::new(decoder), shape }, newline))
+    let vision = OnnxVision { encoder: Mutex::new(encoder), grid };
+    Ok((vision, OnnxLanguage { decoder: Mutex::new(decoder), shape }, newline))
 }
 
 /// The keys of `onnx/export.json` the engine reads.
@@ -78,13 +93,30 @@ struct ExportInfo {
 
 impl VisionSide for OnnxVision {
     fn encode(&self, batch: ViewBatch<'_>, request: SignalRequest) -> Result<TowerOutput, QaError> {
-        let ViewBatch::Square { pixels, views, side } = batch else {
-            return Err(QaError::Unsupported {
-                setting: format!("native-resolution patches ({}) on ONNX Runtime", batch.describe()),
-                reason: "the ONNX export covers the square-view towers (llava, llava_onevision); run Qwen-VL with \
-                         --backend torch"
-                    .into(),
-            });
+        let (pixels, views, side) = match (batch, &self.grid) {
+            (ViewBatch::Square { pixels, views, side }, None) => (pixels, views, side),
+            (ViewBatch::Patches { patches, grid }, Some(config)) => {
+                let out = locked(&self.encoder).encode_grid(patches, grid, config)?;
+                let merge = config.spatial_merge_size.max(1);
+                return Ok(TowerOutput {
+                    features: out.features,
+                    views: grid[0],
+                    tokens: out.tokens,
+                    dim: out.dim,
+                    attention: out.attention.filter(|_| request.attention),
+                    keys: out.keys.filter(|_| request.keys),
+                    grid: Some((grid[1] / merge, grid[2] / merge)),
+                    deepstack: out.deepstack,
+                });
+            }
+            (batch, _) => {
+                return Err(QaError::Unsupported {
+                    setting: batch.describe(),
+                    reason: "this export's vision encoder takes the other kind of views (square pixels for llava, \
+                             native-resolution patches for Qwen-VL)"
+                        .into(),
+                })
+            }
         };
         let out = locked(&self.encoder).encode(pixels, views, side)?;
         let (b, n, d) = (out.features.shape[0], out.features.shape[1], out.features.shape[2]);
@@ -161,12 +193,6 @@ impl LanguageSide for OnnxLanguage {
         positions: &PositionIds,
         drop: Option<DropPlan<'_>>,
     ) -> Result<(Vec<f32>, Box<dyn Decoding + 'a>), QaError> {
-        if deepstack.is_some() {
-            return Err(QaError::Unsupported {
-                setting: "DeepStack planes (Qwen3-VL)".into(),
-                reason: "the ONNX decoder export has no DeepStack input; run Qwen3-VL on the torch backend".into(),
-            });
-        }
         if let Some(plan) = drop {
             let reason = self.refuses(plan.rule).unwrap_or_default();
             return Err(QaError::Prune {
@@ -188,10 +214,42 @@ impl LanguageSide for OnnxLanguage {
                 }
             }
         }
-        let positions = positions.sequence("this decoder").map_err(|e| QaError::Prompt(e.to_string()))?;
+        if matches!(positions, PositionIds::MRope(_)) && !decoder.mrope() {
+            return Err(QaError::Prompt("M-RoPE position ids for an export whose decoder takes 1-D ones".into()));
+        }
+        let stack = deepstack.map(|planes| deepstack_input(ids, visual, planes, d)).transpose()?;
+        let stack = stack.as_ref().map(|(rows, planes)| DeepStackInput { rows, planes });
         let mut cache = OnnxKvCache::default();
-        let logits = decoder.forward_at(&embeds, Some(positions), &mut cache)?;
+        let logits = decoder.forward_stacked(&embeds, Some(positions), stack, &mut cache)?;
         let decoding = OnnxDecoding { decoder, cache, tokens: ids.len(), layers: self.shape.layers };
         Ok((logits, Box::new(decoding)))
     }
+}
+
+/// The DeepStack rows (every placeholder row of the parts, in prompt order) and the planes as the graph takes them,
+/// `[levels, rows, D]`, from the engine's `[rows, levels x D]`.
+fn deepstack_input(
+    ids: &[i64],
+    visual: &[(i64, ArrayView2<'_, f32>)],
+    planes: ArrayView2<'_, f32>,
+    d: usize,
+) -> Result<(Vec<i64>, Vec<f32>), QaError> {
+    let rows: Vec<i64> =
+        (0..ids.len()).filter(|&i| visual.iter().any(|(token, _)| *token == ids[i])).map(|i| i as i64).collect();
+    if planes.nrows() != rows.len() || d == 0 || !planes.ncols().is_multiple_of(d) {
+        return Err(QaError::Prompt(format!(
+            "DeepStack planes [{}, {}] for {} visual rows of width {d}",
+            planes.nrows(),
+            planes.ncols(),
+            rows.len()
+        )));
+    }
+    let levels = planes.ncols() / d;
+    let mut out = Vec::with_capacity(planes.len());
+    for level in 0..levels {
+        for row in planes.rows() {
+            out.extend(row.iter().skip(level * d).take(d));
+        }
+    }
+    Ok((rows, out))
 }
