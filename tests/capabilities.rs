@@ -1,6 +1,6 @@
 //! The capability table of the README, generated here: every pre-LLM method of the registry (`prune --list`) on
 //! nine inputs, and every in-decoder rule on the four model families, each cell run through `tokensieve ask
-//! --json` on the torch and the onnx backend with the tiny fixtures (Qwen-VL on torch only). A cell that runs must run on both backends with the same
+//! --json` on the torch and the onnx backend with the tiny fixtures. A cell that runs must run on both backends with the same
 //! kept indices (but for one near-tie swap, see [`agree`]), the same greedy answer and the same notes; a cell that cannot apply must be refused on both with a
 //! one-line reason, which the table prints. The README's table between the `capabilities` markers must equal what
 //! this test generates (`TOKENSIEVE_UPDATE_README=1 cargo test --all-features --test capabilities` rewrites it).
@@ -64,12 +64,25 @@ fn ask(backend: &str, model: &str, input: &[String], method: &[&str]) -> Outcome
 fn agree(torch: &Outcome, onnx: &Outcome, kept: &[u64], other: &[u64], cell: &str) {
     let only = |a: &[u64], b: &[u64]| a.iter().filter(|i| !b.contains(i)).count();
     assert!(kept.len() == other.len() && only(kept, other) <= 1, "{cell}: the backends keep {kept:?} and {other:?}");
-    let without_kept = |o: &Outcome| match o {
-        Outcome::Ran { answer, encoder, layers, notes, .. } => format!("{answer:?} {encoder} {layers:?} {notes:?}"),
-        Outcome::Refused(why) => why.clone(),
-    };
     assert_eq!(without_kept(torch), without_kept(onnx), "{cell}: the backends differ");
 }
+
+/// What must match between the backends besides the kept set.
+fn without_kept(o: &Outcome) -> String {
+    match o {
+        Outcome::Ran { answer, encoder, layers, notes, .. } => format!("{answer:?} {encoder} {layers:?} {notes:?}"),
+        Outcome::Refused(why) => why.clone(),
+    }
+}
+
+/// Methods whose picks follow the full rank order of the attention signal, not just its top: VisPruner splits the
+/// residual into even and odd ranks, so one swap of two adjacent ranks changes which tokens are compared. On the tiny
+/// random Qwen-VL towers the attention each merged token receives is nearly uniform (all 320 values of the video
+/// within 0.3 % of each other, neighbours 5e-9 apart) while the two backends' attention differ by up to 3e-9
+/// (`models/tests/onnx_parity.rs::onnx_qwen_vl_signals_equal_the_torch_tap` bounds it), so their ranks differ and so
+/// do the picks. These cells must still run on both backends with the same counts; the table marks them (on every
+/// machine, so the README does not depend on the CPU).
+const RANK_ORDER_METHODS: &[&str] = &["vispruner"];
 
 /// One cell: both backends (in parallel), checked against each other; the cell's text and the refusal or notes to
 /// list. Pre-LLM cells read `kept/encoder` visual tokens; in-decoder cells the prompt tokens of the first and the
@@ -79,20 +92,26 @@ fn cell(model: &str, input: &[String], method: &[&str], in_decoder: bool) -> (St
         false => format!("{}/{encoder}", kept.len()),
         true => format!("{} -> {} tokens", layers.0, layers.1),
     };
-    // Qwen-VL runs on torch only (its ONNX export is not written yet): one backend, no cross-check.
-    if model.contains("qwen") {
-        return match ask("torch", model, input, method) {
-            Outcome::Ran { kept, encoder, layers, notes, .. } => {
-                (text(&kept, encoder, layers), (!notes.is_empty()).then(|| notes.join("; ")))
-            }
-            Outcome::Refused(why) => ("no".to_string(), Some(why)),
-        };
-    }
     let (torch, onnx) = std::thread::scope(|s| {
         let onnx = s.spawn(|| ask("onnx", model, input, method));
         (ask("torch", model, input, method), onnx.join().unwrap())
     });
     match (&torch, &onnx) {
+        (
+            Outcome::Ran { kept, encoder, layers, notes, .. },
+            Outcome::Ran { kept: other, encoder: other_encoder, layers: other_layers, .. },
+        ) if model.contains("qwen") && method.get(1).is_some_and(|m| RANK_ORDER_METHODS.contains(m)) =>
+        {
+            let cell = format!("{model} {input:?} {method:?}");
+            assert_eq!((kept.len(), encoder, layers), (other.len(), other_encoder, other_layers), "{cell}");
+            // Whether (and how many) tokens differ depends on the CPU's kernels; the table must not, so these cells
+            // are marked whether or not the sets happen to agree here.
+            let note = "onnx keeps as many tokens, not always the same ones: the method follows the full rank of the \
+                        tiny tower's nearly uniform attention (`RANK_ORDER_METHODS` in tests/capabilities.rs)"
+                .to_string();
+            let notes = if notes.is_empty() { note } else { format!("{}; {note}", notes.join("; ")) };
+            (format!("{} (torch)", text(kept, *encoder, *layers)), Some(notes))
+        }
         (Outcome::Ran { kept, encoder, layers, notes, .. }, Outcome::Ran { kept: other, .. }) => {
             agree(&torch, &onnx, kept, other, &format!("{model} {input:?} {method:?}"));
             let note = (!notes.is_empty()).then(|| notes.join("; "));
@@ -129,10 +148,10 @@ fn table() -> String {
         ("OneVision any-res image", "tiny_onevision", s(&["--image", &c])),
         ("OneVision video", "tiny_onevision", s(&["--video", &video, "--frames", "4"])),
         ("OneVision camera views", "tiny_onevision", views),
-        ("Qwen2.5-VL image (torch)", "tiny_qwen2_5_vl", s(&["--image", &a])),
-        ("Qwen2.5-VL video (torch)", "tiny_qwen2_5_vl", s(&["--video", &video, "--frames", "4"])),
-        ("Qwen3-VL image (torch)", "tiny_qwen3_vl", s(&["--image", &a])),
-        ("Qwen3-VL video (torch)", "tiny_qwen3_vl", s(&["--video", &video, "--frames", "4"])),
+        ("Qwen2.5-VL image", "tiny_qwen2_5_vl", s(&["--image", &a])),
+        ("Qwen2.5-VL video", "tiny_qwen2_5_vl", s(&["--video", &video, "--frames", "4"])),
+        ("Qwen3-VL image", "tiny_qwen3_vl", s(&["--image", &a])),
+        ("Qwen3-VL video", "tiny_qwen3_vl", s(&["--video", &video, "--frames", "4"])),
     ];
     let mut out = String::from("| method |");
     for (name, _, _) in &inputs {
@@ -181,7 +200,7 @@ fn table() -> String {
         "\nCells: kept / encoder visual tokens at `--ratio 0.25`; for in-decoder rules, the prompt tokens the first and \
          the last decoder layer see (DyCoke's KV rule acts while decoding: it changes which cached visual keys later \
          layers attend to, not the count). Identical kept indices, answers and notes on torch and onnx unless marked (torch: \
-         the onnx backend refuses in-decoder rules); the Qwen-VL columns run on torch only; `no`: refused with the \
+         the onnx backend refuses in-decoder rules, or keeps other tokens where the note says so); `no`: refused with the \
          reason below. Notes the methods \
          recorded:\n\n";
     for (i, f) in footnotes.iter().enumerate() {

@@ -454,3 +454,35 @@ fn onnx_qwen_vl_exports_match_transformers() {
         );
     }
 }
+
+/// The Qwen-VL exports' signals (the attention each merged token receives in the last full-attention block and that
+/// block's keys, both pooled over the 2 x 2 patches) equal the torch tower's tap on the fixtures' video and image.
+#[cfg(feature = "torch")]
+#[test]
+fn onnx_qwen_vl_signals_equal_the_torch_tap() {
+    use tokensieve_models::qwen_vision::QwenVision;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for fixture in ["tiny_qwen2_5_vl", "tiny_qwen3_vl"] {
+        let file = Safetensors::open(&fixtures.join(fixture).join("reference.safetensors")).unwrap();
+        let torch = QwenVision::load_as(&fixtures.join(fixture), Device::Cpu, tch::Kind::Float).unwrap();
+        let export = fixtures.join(format!("{fixture}_onnx/onnx/vision_encoder.onnx"));
+        let mut onnx = OnnxVisionEncoder::load(&export, &OnnxOptions::default()).unwrap();
+        for case in ["image", "video"] {
+            let (pixels, _) = file.tensor_f32(&format!("{case}_pixels")).unwrap();
+            let g: Vec<usize> =
+                file.tensor_f32(&format!("{case}_grid")).unwrap().0.iter().map(|&v| v as usize).collect();
+            let grid = [g[0], g[1], g[2]];
+            let rows = Tensor::from_slice(&pixels).reshape([-1, torch.config.patch_values() as i64]);
+            let request = SignalRequest { attention: true, keys: true };
+            let tap = torch.encode(&rows, grid, request).unwrap();
+            let out = onnx.encode_grid(&pixels, grid, &torch.config).unwrap();
+            let what = format!("{fixture} {case}");
+            let d = max_diff(&tap.features, &out.features);
+            assert!(d <= 1e-5, "{what}: features differ by {d}");
+            let d = max_diff(tap.attention.as_ref().unwrap(), out.attention.as_ref().unwrap());
+            assert!(d <= 1e-6, "{what}: attention differs by {d}");
+            let d = max_diff(tap.keys.as_ref().unwrap(), &out.keys.as_ref().unwrap().0);
+            assert!(d <= 1e-5, "{what}: keys differ by {d}");
+        }
+    }
+}
