@@ -413,6 +413,9 @@ pub struct StageView<'v> {
     /// The span's hidden states `[span.len(), D]` entering this stage's layer (the previous layer's outputs), in
     /// the compute dtype; a view, no copy.
     pub hidden: &'v Tensor,
+    /// For [`QueryRows::KeyNorms`] plans: the whole sequence's hidden states entering this layer through the
+    /// decoder's final RMSNorm, `[S, D]` (what DART compares); `None` otherwise, so other rules pay nothing.
+    pub normed: Option<&'v Tensor>,
 }
 
 /// What a [`PrefillPlan`]'s rule decides at one stage: the kept offsets within the span (ascending, unique), and
@@ -1089,9 +1092,22 @@ impl Llama {
                         if b != 1 {
                             return Err(bad(format!("an in-decoder plan runs on one sequence, got {b}")));
                         }
-                        let hidden = x.f_select(0, 0)?.f_narrow(0, span.start as i64, span.len() as i64)?;
-                        rule(StageView { stage, rows: &rows, span: span.clone(), hidden: &hidden })
-                            .map_err(LlamaError::Rule)?
+                        let sequence = x.f_select(0, 0)?;
+                        let hidden = sequence.f_narrow(0, span.start as i64, span.len() as i64)?;
+                        let normed = match d.rows {
+                            QueryRows::KeyNorms => {
+                                Some(sequence.f_rms_norm([c.hidden as i64].as_slice(), Some(&self.norm), c.eps)?)
+                            }
+                            _ => None,
+                        };
+                        let view = StageView {
+                            stage,
+                            rows: &rows,
+                            span: span.clone(),
+                            hidden: &hidden,
+                            normed: normed.as_ref(),
+                        };
+                        rule(view).map_err(LlamaError::Rule)?
                     }
                 };
                 let kept = deepstack.as_ref().map(|_| plan.kept.clone());
@@ -1139,11 +1155,20 @@ impl Llama {
             if let Some(d) =
                 drop.as_ref().filter(|d| d.layers.get(stage) == Some(&(i + 1)) && d.rows != QueryRows::OwnLast)
             {
-                let from = match d.rows {
-                    QueryRows::Last | QueryRows::OwnLast => s - 1,
-                    QueryRows::AfterSpan => (span.end as i64).min(s - 1),
+                rows = match d.rows {
+                    // The L1 norm of each of this forward's rows' keys, every KV head concatenated (after RoPE).
+                    QueryRows::KeyNorms => {
+                        let mine = k.f_narrow(2, k.size()[2] - s, s)?.f_select(0, 0)?.f_abs()?;
+                        vec![Vec::<f32>::try_from(mine.f_sum_dim_intlist([0i64, 2].as_slice(), false, Kind::Float)?)?]
+                    }
+                    QueryRows::Last | QueryRows::OwnLast => {
+                        attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, s - 1)?
+                    }
+                    QueryRows::AfterSpan => {
+                        let from = (span.end as i64).min(s - 1);
+                        attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, from)?
+                    }
                 };
-                rows = attention_rows(&q, &k, c.heads / c.kv_heads, head_dim, from)?;
             }
             let restricted = match step.as_mut() {
                 Some(keys) if i + 1 == keys.layer => {

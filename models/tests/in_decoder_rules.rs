@@ -328,8 +328,14 @@ fn run_in_decoder(model: &Llama, rule: &InDecoder, p: &Prompt, kept_seen: &mut V
     let text = to_array(&x0.narrow(0, p.span.end as i64, x0.size()[0] - p.span.end as i64));
     let mut run = rule.start(&CpuBackend, &visual, &text).unwrap();
     let mut stage = |view: StageView<'_>| -> Result<LayerPlan, RuleError> {
-        let plan: StagePlan<Array2<f32>> =
-            run.stage(&CpuBackend, view.stage, view.rows, view.span, &to_array(view.hidden))?;
+        let plan: StagePlan<Array2<f32>> = run.stage(
+            &CpuBackend,
+            view.stage,
+            view.rows,
+            view.span,
+            &to_array(view.hidden),
+            view.normed.map(to_array).as_ref(),
+        )?;
         kept_seen.push(plan.kept.clone());
         Ok(LayerPlan {
             kept: plan.kept,

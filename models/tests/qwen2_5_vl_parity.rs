@@ -125,3 +125,53 @@ fn tiny_qwen2_5_vl_matches_transformers_with_kept_tokens() {
         assert!(d <= 1e-4, "FastV on {device:?}: logits differ by {d}");
     }
 }
+
+/// DART inside the decoder (K = 2, ratio 0.5, 4 + 4 pivots) on the unpruned video prompt against
+/// `fixtures/make_dart_fixture.py` (transformers' layers, the official selection transcribed): layer 1's key L1
+/// norms within 1e-4, the same 20 kept tokens (pivots by key norm, then per pivot the 2 least similar final-normed
+/// states) and the last logits within 1e-4 after layers 2-3 ran on the kept rows at their original 3-D ids.
+#[test]
+fn tiny_qwen2_5_vl_dart_matches_the_transcribed_official_selection() {
+    use tokensieve_pruners::in_decoder::dart::Dart;
+    use tokensieve_pruners::CpuBackend;
+    let want = tokensieve_models::safetensors::Safetensors::open(&dir().join("dart.safetensors")).expect("fixture");
+    let floats = |n: &str| want.tensor_f32(n).unwrap().0;
+    for device in tokensieve_models::runtime::compute_devices_reported() {
+        let r = Reference::open(&dir());
+        let m = Model::load(&dir(), device);
+        let features = m.features(&r, "video_pixels", "video_grid");
+        let ids = r.ints("video_ids");
+        let start = ids.iter().position(|&t| t == VIDEO).unwrap();
+        let rule = Dart { layer: 2, ratio: 0.5, keep: None, image_pivots: 4, text_pivots: 4 };
+        let (mut chosen, mut norms) = (Vec::new(), Vec::new());
+        let mut stage = |view: StageView<'_>| -> Result<LayerPlan, RuleError> {
+            norms = view.rows[0].clone();
+            // The states on the host (the engine adopts them on the device's backend instead).
+            let states = view.normed.expect("KeyNorms plans get the final-normed states");
+            let (s, d) = states.size2().unwrap();
+            let values: Vec<f32> = Vec::try_from(states.to_kind(tch::Kind::Float).reshape([-1])).unwrap();
+            let host = ndarray::Array2::from_shape_vec((s as usize, d as usize), values).unwrap();
+            let plan = rule.stage(&CpuBackend, view.rows, view.span.clone(), &host)?;
+            chosen = plan.kept.clone();
+            Ok(LayerPlan::keep(plan.kept))
+        };
+        let plan = PrefillPlan {
+            layers: vec![2],
+            span: start..start + 32,
+            rows: QueryRows::KeyNorms,
+            rule: &mut stage,
+            positions: PositionMode::Original,
+        };
+        let embeds = m.embeds(&ids, &[(VIDEO, &features)]);
+        let logits = m
+            .text
+            .forward_embeds_positioned(embeds, &r.positions("video_positions"), &mut KvCache::default(), Some(plan))
+            .unwrap();
+        let d = norms.iter().zip(floats("dart_norms")).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(d <= 1e-4, "key norms on {device:?} differ by {d}");
+        let kept: Vec<usize> = floats("dart_kept").iter().map(|&k| k as usize).collect();
+        assert_eq!(chosen, kept, "DART's kept set on {device:?}");
+        let d = max_diff(&logits, &Tensor::from_slice(&floats("dart_logits")));
+        assert!(d <= 1e-4, "DART on {device:?}: logits differ by {d}");
+    }
+}

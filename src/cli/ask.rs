@@ -62,7 +62,8 @@ pub struct PruningFlags {
     pub ratio: Option<f64>,
     /// In-decoder pruning (torch backend): `fastv:layer=K,ratio=R` (R = fraction dropped),
     /// `pdrop:layers=8/16/24,lambda=0.5`, `todre-stage2:tau=0.1`, `sparsevlm:retain=192` (text raters, recycling),
-    /// `holitom-inner:layer=3,r=0.5` (merge into kept tokens), `dycoke-kv:layer=3,prune=0.8` (decode-time KV).
+    /// `holitom-inner:layer=3,r=0.5` (merge into kept tokens), `dycoke-kv:layer=3,prune=0.8` (decode-time KV),
+    /// `dart:layer=2,ratio=0.778` (key-norm pivots, least similar tokens).
     #[arg(long)]
     pub in_llm: Option<String>,
     /// Position ids after pre-LLM pruning: `original` (kept tokens keep theirs, with gaps) or `contiguous`

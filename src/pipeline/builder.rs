@@ -152,7 +152,7 @@ impl PipelineBuilder {
     }
 
     /// Prune inside the decoder too (torch backend): `fastv:layer=K,ratio=R`, `pdrop:layers=8/16/24,lambda=0.5`,
-    /// `todre-stage2:tau=0.1`, `sparsevlm:retain=192`, `holitom-inner:layer=3,r=0.5` or `dycoke-kv:layer=3,prune=0.8`.
+    /// `todre-stage2:tau=0.1`, `sparsevlm:retain=192`, `holitom-inner:layer=3,r=0.5`, `dycoke-kv:layer=3,prune=0.8` or `dart:layer=2,ratio=0.778`.
     pub fn in_llm(mut self, spec: &str) -> Result<Self, PipelineError> {
         self.in_llm = Some(InDecoder::from_spec(spec)?);
         Ok(self)

@@ -375,7 +375,8 @@ impl TorchLanguage {
                 let mut run: PrefillRule<'_> = rule.start(&backend, &visual, &text).map_err(pruning)?;
                 let mut stage = |view: StageView<'_>| -> Result<LayerPlan, RuleError> {
                     let hidden = backend.adopt(view.hidden)?;
-                    let plan = run.stage(&backend, view.stage, view.rows, view.span, &hidden)?;
+                    let normed = view.normed.map(|n| backend.adopt(n)).transpose()?;
+                    let plan = run.stage(&backend, view.stage, view.rows, view.span, &hidden, normed.as_ref())?;
                     Ok(LayerPlan { kept: plan.kept, replace: plan.replace, extra: plan.extra })
                 };
                 let plan = PrefillPlan {

@@ -13,6 +13,7 @@
 //! - **decode steps** (DyCoke's dynamic KV, [`dycoke_kv::DynamicKv`]): each generated token's attention row picks
 //!   the cached image keys the deeper layers attend to; the prefill is untouched.
 
+pub mod dart;
 pub mod dycoke_kv;
 pub mod fastv;
 pub mod holitom_inner;
@@ -28,7 +29,8 @@ use std::ops::Range;
 /// The in-decoder methods the decoder runs, in the project's spec syntax:
 /// `fastv:layer=2,ratio=0.5`, `pdrop:layers=8/16/24,lambda=0.5`, `todre-stage2:tau=0.1,layer=auto`,
 /// `sparsevlm:retain=192,layers=2/6/15,counts=table,recycle=true,positions=original`,
-/// `holitom-inner:layer=3,r=0.5,merge=sequential` and `dycoke-kv:layer=3,prune=0.8,threshold=0.9,stable=reuse`.
+/// `holitom-inner:layer=3,r=0.5,merge=sequential`, `dycoke-kv:layer=3,prune=0.8,threshold=0.9,stable=reuse` and
+/// `dart:layer=2,ratio=0.778,image=4,text=4`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InDecoder {
     /// FastV: one drop by the last token's attention.
@@ -48,6 +50,8 @@ pub enum InDecoder {
     HolitomInner(holitom_inner::HolitomInner),
     /// DyCoke's decode-time dynamic KV: per generated token, the image keys deeper layers attend to.
     DycokeKv(dycoke_kv::DycokeKv),
+    /// DART: pivots by key norm, then the image tokens least similar to them.
+    Dart(dart::Dart),
 }
 
 /// PyramidDrop's parameters.
@@ -78,10 +82,11 @@ impl InDecoder {
             "sparsevlm" => Ok(InDecoder::SparseVlm(sparsevlm::SparseVlm::from_pairs(&given)?)),
             "holitom-inner" => Ok(InDecoder::HolitomInner(holitom_inner::HolitomInner::from_pairs(&given)?)),
             "dycoke-kv" => Ok(InDecoder::DycokeKv(dycoke_kv::DycokeKv::from_pairs(&given)?)),
+            "dart" => Ok(InDecoder::Dart(dart::Dart::from_pairs(&given)?)),
             other => Err(PruneError::Param {
                 method: other.to_string(),
                 param: "in-decoder method".into(),
-                reason: "is unknown (fastv, pdrop, todre-stage2, sparsevlm, holitom-inner, dycoke-kv)".into(),
+                reason: "is unknown (fastv, pdrop, todre-stage2, sparsevlm, holitom-inner, dycoke-kv, dart)".into(),
             }),
         }
     }
@@ -95,6 +100,7 @@ impl InDecoder {
             InDecoder::SparseVlm(_) => "sparsevlm",
             InDecoder::HolitomInner(_) => "holitom-inner",
             InDecoder::DycokeKv(_) => "dycoke-kv",
+            InDecoder::Dart(_) => "dart",
         }
     }
 
@@ -111,6 +117,7 @@ impl InDecoder {
             InDecoder::SparseVlm(s) => s.drop_layers(),
             InDecoder::HolitomInner(h) => vec![h.layer],
             InDecoder::DycokeKv(d) => vec![d.layer],
+            InDecoder::Dart(d) => vec![d.layer],
         }
     }
 
@@ -143,6 +150,10 @@ pub enum Rows {
     OwnLast,
     /// Every query after the droppable span (ToDRE stage 2's text rows, SparseVLM's raters), causally masked.
     AfterSpan,
+    /// No attention: one row holding the L1 norm of each row's keys in the layer before the drop (every KV head
+    /// concatenated, after RoPE), and the stage also gets the whole sequence's hidden states through the decoder's
+    /// final norm (DART's two signals).
+    KeyNorms,
 }
 
 impl InDecoder {
@@ -150,6 +161,7 @@ impl InDecoder {
     pub fn rows(&self) -> Rows {
         match self {
             InDecoder::TodreStage2 { .. } | InDecoder::SparseVlm(_) => Rows::AfterSpan,
+            InDecoder::Dart(_) => Rows::KeyNorms,
             InDecoder::PyramidDrop(p) if p.own_layer => Rows::OwnLast,
             InDecoder::FastV(_) | InDecoder::PyramidDrop(_) | InDecoder::HolitomInner(_) | InDecoder::DycokeKv(_) => {
                 Rows::Last
@@ -161,8 +173,8 @@ impl InDecoder {
     /// (`rows` is empty before layer 0); `original` is the span's length before the first drop. A rule that cannot
     /// decide (a row that does not cover the span) keeps every token, so a malformed row never drops content.
     ///
-    /// This is the whole rule for the rules that only drop (FastV, PyramidDrop, ToDRE stage 2). SparseVLM and
-    /// HoliTom inner also need the span's hidden states and DyCoke acts while decoding: for them this keeps every
+    /// This is the whole rule for the rules that only drop (FastV, PyramidDrop, ToDRE stage 2). SparseVLM, DART and
+    /// HoliTom inner also need hidden states and DyCoke acts while decoding: for them this keeps every
     /// token; run them through [`InDecoder::start`] and [`PrefillRule::stage`] (or [`dycoke_kv::DynamicKv`]).
     pub fn select(&self, stage: usize, original: usize, rows: &[Vec<f32>], span: Range<usize>) -> Vec<usize> {
         let keep_all = || (0..span.len()).collect::<Vec<usize>>();
@@ -179,7 +191,7 @@ impl InDecoder {
                     }
                 })
             }
-            InDecoder::SparseVlm(_) | InDecoder::HolitomInner(_) | InDecoder::DycokeKv(_) => None,
+            InDecoder::SparseVlm(_) | InDecoder::HolitomInner(_) | InDecoder::DycokeKv(_) | InDecoder::Dart(_) => None,
         }
         .unwrap_or_else(keep_all)
     }
@@ -229,9 +241,11 @@ impl PrefillRule<'_> {
     }
 
     /// The plan at drop `stage`, from the rows [`InDecoder::rows`] names (computed at the layer before the drop),
-    /// the span as it is now and its hidden states `hidden` `[span.len(), D]` entering the drop's layer. The rules
-    /// that only drop go through [`InDecoder::select`] (and keep every token when they cannot decide); the merging
-    /// and recycling rules return typed errors for malformed rows or states (§1.7).
+    /// the span as it is now and its hidden states `hidden` `[span.len(), D]` entering the drop's layer; `normed`
+    /// is the whole sequence's hidden states `[S, D]` through the decoder's final norm, which the decoder gives for
+    /// [`Rows::KeyNorms`] rules (DART). The rules that only drop go through [`InDecoder::select`] (and keep every
+    /// token when they cannot decide); the merging, recycling and comparing rules return typed errors for malformed
+    /// rows or states (§1.7).
     pub fn stage<B: Backend>(
         &mut self,
         backend: &B,
@@ -239,8 +253,17 @@ impl PrefillRule<'_> {
         rows: &[Vec<f32>],
         span: Range<usize>,
         hidden: &B::Matrix,
+        normed: Option<&B::Matrix>,
     ) -> Result<StagePlan<B::Matrix>> {
         match self.rule {
+            InDecoder::Dart(d) => match normed {
+                Some(states) => d.stage(backend, rows, span, states),
+                None => Err(PruneError::Shape {
+                    tensor: "dart hidden states",
+                    got: vec![0],
+                    expected: "the whole sequence's final-normed hidden states (Rows::KeyNorms)".into(),
+                }),
+            },
             InDecoder::SparseVlm(s) => s.stage(backend, stage, rows, &self.raters, span, hidden),
             InDecoder::HolitomInner(h) => match rows.last() {
                 Some(row) => h.stage(backend, row, span, hidden),
@@ -376,12 +399,15 @@ mod spec_tests {
         let mut run = fastv.start(&CpuBackend, &hidden, &none).unwrap();
         assert!(run.raters().is_empty());
         let row = vec![0.1, 0.3, 0.1, 0.2, 0.05, 0.25];
-        let plan = run.stage(&CpuBackend, 0, std::slice::from_ref(&row), 1..5, &hidden).unwrap();
+        let plan = run.stage(&CpuBackend, 0, std::slice::from_ref(&row), 1..5, &hidden, None).unwrap();
         assert_eq!(plan, StagePlan::keep(vec![0, 2]));
         // HoliTom returns merged states for its kept rows.
         let holitom = InDecoder::from_spec("holitom-inner:layer=1").unwrap();
-        let plan =
-            holitom.start(&CpuBackend, &hidden, &none).unwrap().stage(&CpuBackend, 0, &[row], 1..5, &hidden).unwrap();
+        let plan = holitom
+            .start(&CpuBackend, &hidden, &none)
+            .unwrap()
+            .stage(&CpuBackend, 0, &[row], 1..5, &hidden, None)
+            .unwrap();
         assert_eq!(plan.kept, vec![0, 2]);
         assert_eq!(plan.replace.map(|m| m.nrows()), Some(2));
         // SparseVLM picks raters from the input embeddings once.
@@ -390,7 +416,7 @@ mod spec_tests {
         let mut run = sparse.start(&CpuBackend, &hidden, &text).unwrap();
         assert_eq!(run.raters(), &[0]);
         let rows = vec![vec![0.1, 0.1, 0.5, 0.2, 0.1, 0.0, 0.0], vec![0.0; 7]];
-        let plan = run.stage(&CpuBackend, 0, &rows, 1..5, &hidden).unwrap();
+        let plan = run.stage(&CpuBackend, 0, &rows, 1..5, &hidden, None).unwrap();
         assert_eq!(plan.kept, vec![1, 2]);
         assert_eq!(plan.extra.map(|m| m.nrows()), Some(1));
     }
