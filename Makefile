@@ -127,7 +127,10 @@ clean-cache:
 fixtures: setup
 	@command -v java >/dev/null || (apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null)
 	@$(ENV) && pip install -q "transformers==5.24.0" pillow "pycocoevalcap==1.2" gguf accelerate pyarrow onnx
-	@$(ENV) && python video/tests/fixtures/make_preprocess_fixtures.py
+	@# torchvision (the video processors' backend) goes to its own folder: in the main environment it would change
+	@# which image-processor backend transformers picks for the Python tests.
+	@$(ENV) && [ -d $(TOKENSIEVE_HOME)/torchvision/torchvision ] || pip install -q --no-deps --target $(TOKENSIEVE_HOME)/torchvision "torchvision==0.28.0"
+	@$(ENV) && PYTHONPATH=$(TOKENSIEVE_HOME)/torchvision python video/tests/fixtures/make_preprocess_fixtures.py
 	@$(ENV) && python tests/fixtures/make_caption_fixtures.py
 	@$(ENV) && python tests/fixtures/eval/make_eval_tables.py
 	@$(ENV) && python models/tests/fixtures/make_gguf_fixtures.py

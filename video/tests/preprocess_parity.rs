@@ -164,3 +164,72 @@ fn qwen_native_resolution_shrinks_under_max_pixels_exactly() {
 fn qwen_native_resolution_grows_over_min_pixels_exactly() {
     check_qwen("qwen_up_chelsea");
 }
+
+/// A Qwen-VL video processor (transformers' torchvision backend: libtorch's uint8 anti-aliased bicubic resize, then
+/// the fused `(x − mean·255) / (std·255)`) on a two-frame video of a photo and its mirror image: the resized frames
+/// must match bit for bit and the patches value for value.
+fn check_qwen_video(case: &str) {
+    use tokensieve_video::preprocess::patches::patchify;
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("{case}.json"))).unwrap()).unwrap();
+    let (rgb, w, h) = photo(record["image"].as_str().unwrap());
+    let image = image::RgbImage::from_raw(w as u32, h as u32, rgb).unwrap();
+    let image = match record["crop"].as_array() {
+        Some(c) => {
+            let c: Vec<u32> = c.iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            image::imageops::crop_imm(&image, c[0], c[1], c[2] - c[0], c[3] - c[1]).to_image()
+        }
+        None => image,
+    };
+    let flipped = image::imageops::flip_horizontal(&image);
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let patch = record["patch_size"].as_u64().unwrap();
+    let config = serde_json::json!({
+        "video_processor_type": record["processor"],
+        "min_pixels": record["min_pixels"],
+        "max_pixels": record["max_pixels"],
+        "patch_size": patch,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "resample": 3,
+        "image_mean": record["image_mean"],
+        "image_std": record["image_std"],
+    });
+    let p = ImageProcessor::from_config(&config).unwrap().for_video(2);
+    let frames = [p.preprocess(image.as_raw(), w, h), p.preprocess(flipped.as_raw(), w, h)];
+    // The PNG: both resized frames stacked vertically, rebuilt here with the fused normalisation.
+    let png = image::open(fixtures().join(format!("{case}.png"))).unwrap().to_rgb8();
+    let (fh, fw) = (frames[0].height, frames[0].width);
+    assert_eq!((png.width() as usize, png.height() as usize), (fw, 2 * fh), "{case}: resized size");
+    let mean: Vec<f32> = record["image_mean"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let std: Vec<f32> = record["image_std"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    for (f, frame) in frames.iter().enumerate() {
+        for c in 0..3 {
+            let (m, s) = (mean[c] * 255.0, std[c] * 255.0);
+            for y in 0..fh {
+                for x in 0..fw {
+                    let level = png.get_pixel(x as u32, (f * fh + y) as u32)[c] as f32;
+                    let ours = frame.data[c * fh * fw + y * fw + x];
+                    assert_eq!(ours, (level - m) / s, "{case}: frame {f} channel {c} at ({x}, {y})");
+                }
+            }
+        }
+    }
+    let (patches, grid) = patchify(&[&frames[0], &frames[1]], patch as usize, 2, 2, false).unwrap();
+    let want: Vec<usize> = record["grid"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(grid.to_vec(), want, "{case}: patch grid");
+    for (pos, value) in record["positions"].as_array().unwrap().iter().zip(record["values"].as_array().unwrap()) {
+        let (pos, value) = (pos.as_u64().unwrap() as usize, value.as_f64().unwrap() as f32);
+        assert_eq!(patches[pos], value, "{case}: patch value {pos}");
+    }
+}
+
+#[test]
+fn qwen2_vl_video_processor_shrinks_frames_as_torchvision_does() {
+    check_qwen_video("qwen_video_down_chelsea");
+}
+
+#[test]
+fn qwen3_vl_video_processor_grows_frames_as_torchvision_does() {
+    check_qwen_video("qwen3_video_up_chelsea");
+}

@@ -12,4 +12,4 @@ pub use anyres::{select_best_resolution, AnyRes};
 pub use processor::{
     smart_resize, ImageProcessor, Pixels, PreprocessError, Resize, CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD,
 };
-pub use resample::{resize_rgb8, Filter};
+pub use resample::{resize_rgb8, resize_rgb8_with, Filter, Kernel};

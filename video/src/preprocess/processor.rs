@@ -6,7 +6,7 @@
 //! std (`np_normalize`). Shortest-edge sizes truncate the long side (`int(size · long / short)`); center crops take
 //! `top = (H − h) // 2` and pad with zeros (centred, `ceil`) when the image is smaller than the crop.
 
-use super::resample::{resize_rgb8, Filter};
+use super::resample::{resize_rgb8_with, Filter, Kernel};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -154,6 +154,10 @@ pub struct ImageProcessor {
     pub normalize: Option<([f64; 3], [f64; 3])>,
     /// LLaVA's `expand2square`: pad to a square of the mean colour before everything else.
     pub pad_to_square: bool,
+    /// Which library's resampler and normalisation to reproduce: Pillow's (transformers' PIL-backed image
+    /// processors, the default here) or torchvision's (its torchvision-backed processors: every video processor,
+    /// and the image processors whenever torchvision is installed, unless `backend="pil"` is asked for).
+    pub kernel: Kernel,
 }
 
 /// A normalised image, channels first: `data[c·H·W + y·W + x]`.
@@ -185,6 +189,7 @@ impl ImageProcessor {
             rescale: Some(1.0 / 255.0),
             normalize: Some((CLIP_MEAN, CLIP_STD)),
             pad_to_square: false,
+            kernel: Kernel::Pillow,
         }
     }
 
@@ -197,6 +202,7 @@ impl ImageProcessor {
             rescale: Some(1.0 / 255.0),
             normalize: Some((SIGLIP_MEAN, SIGLIP_STD)),
             pad_to_square: false,
+            kernel: Kernel::Pillow,
         }
     }
 
@@ -314,7 +320,11 @@ impl ImageProcessor {
             None
         };
         let pad_to_square = config.get("image_aspect_ratio").and_then(Value::as_str) == Some("pad");
-        Ok(ImageProcessor { resize, filter, center_crop, rescale, normalize, pad_to_square })
+        // transformers 5 has video processors on its torchvision backend only; image processors are read as the
+        // PIL-backed ones \[project\] (transformers picks torchvision for them when it is installed:
+        // `ImageProcessor::kernel` selects that).
+        let kernel = if config.get("video_processor_type").is_some() { Kernel::Torchvision } else { Kernel::Pillow };
+        Ok(ImageProcessor { resize, filter, center_crop, rescale, normalize, pad_to_square, kernel })
     }
 
     /// Runs the pipeline on an RGB8 image (`height x width x 3`).
@@ -326,7 +336,8 @@ impl ImageProcessor {
         }
         if let Some(resize) = self.resize {
             let (h, w) = self.resized(img.height, img.width, resize);
-            img = Rgb8 { width: w, height: h, data: resize_rgb8(&img.data, img.width, img.height, w, h, self.filter) };
+            let data = resize_rgb8_with(&img.data, img.width, img.height, w, h, self.filter, self.kernel);
+            img = Rgb8 { width: w, height: h, data };
         }
         if let Some((h, w)) = self.center_crop {
             img = center_crop(&img, h as usize, w as usize);
@@ -372,6 +383,18 @@ impl ImageProcessor {
     pub(crate) fn finish(&self, img: &Rgb8) -> Pixels {
         let (h, w) = (img.height, img.width);
         let mut data = vec![0f32; 3 * h * w];
+        // torchvision-backed processors fuse both steps (`_fuse_mean_std_and_rescale_factor`): mean and std become
+        // f32 tensors multiplied by 1 / rescale_factor, then `(x − mean') / std'` in f32 on the raw levels.
+        if let (Kernel::Torchvision, Some(scale), Some((m, s))) = (self.kernel, self.rescale, self.normalize) {
+            let factor = (1.0 / scale) as f32;
+            for c in 0..3 {
+                let (mean, std) = (m[c] as f32 * factor, s[c] as f32 * factor);
+                for i in 0..h * w {
+                    data[c * h * w + i] = (img.data[i * 3 + c] as f32 - mean) / std;
+                }
+            }
+            return Pixels { height: h, width: w, data };
+        }
         for c in 0..3 {
             let (mean, std) = match self.normalize {
                 Some((m, s)) => (Some(m[c] as f32), s[c] as f32),
