@@ -34,6 +34,8 @@ writing the graph, `check_vision` runs this module and transformers' tower on ra
 window padding and fails unless they agree within 1e-5.
 """
 
+import os
+
 import torch
 
 from export_onnx import Decoder
@@ -172,7 +174,7 @@ class QwenVisionEncoder(torch.nn.Module):
 
 def check_vision(encoder, model, config, grid_hw=(6, 10)):
     """The wrapper against transformers' tower on random patches of one temporal patch (6 x 10 patches: windows
-    that need padding on Qwen2.5-VL's 4 x 4-patch windows of the tiny fixtures)."""
+    that need padding on Qwen2.5-VL's 4 x 4-patch windows of the tiny fixtures); exits unless they agree."""
     vc = config.vision_config
     h, w = grid_hw
     values = vc.in_channels * vc.temporal_patch_size * vc.patch_size ** 2
@@ -188,7 +190,6 @@ def check_vision(encoder, model, config, grid_hw=(6, 10)):
         diff = (got[3] - planes).abs().max().item()
         if diff > 1e-5:
             raise SystemExit(f"the exported DeepStack planes differ from transformers' by {diff}")
-    return got
 
 
 class QwenDecoder(Decoder):
@@ -214,12 +215,10 @@ class QwenDecoder(Decoder):
 
 
 def export(model, config, out_dir, opset):
-    """Writes vision_encoder.onnx and decoder_model_merged.onnx for a Qwen-VL `model`; returns export.json's
-    extra keys."""
-    import os
-
+    """Writes vision_encoder.onnx and decoder_model_merged.onnx for a Qwen-VL `model`; returns the encoder's
+    outputs and export.json's decoder keys."""
     encoder = QwenVisionEncoder(model, config).eval()
-    example = check_vision(encoder, model, config)
+    check_vision(encoder, model, config)
     inputs = encoder.input_names()
     names = encoder.output_names()
     grid = encoder.grid_inputs(config, (6, 10))
@@ -236,7 +235,6 @@ def export(model, config, out_dir, opset):
                           input_names=inputs, output_names=names,
                           dynamic_axes={k: v for k, v in axes.items() if k in inputs + names},
                           opset_version=opset, dynamo=False)
-    del example
     text = config.text_config
     layers, kv_heads = text.num_hidden_layers, text.num_key_value_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads

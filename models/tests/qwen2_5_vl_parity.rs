@@ -11,7 +11,9 @@
 use std::path::PathBuf;
 use tch::Tensor;
 use tokensieve_models::arch::SignalRequest;
-use tokensieve_models::llama::{KvCache, LayerPlan, PositionMode, PrefillPlan, QueryRows, RuleError, StageView};
+use tokensieve_models::llama::{
+    KvCache, LayerPlan, PositionMode, PrefillPlan, QueryRows, RuleError, StageRule, StageView,
+};
 use tokensieve_models::positions::PositionIds;
 use tokensieve_pruners::in_decoder::fastv::FastV;
 
@@ -34,6 +36,18 @@ impl Model {
 
     fn prefill(&self, ids: &[i64], parts: &[(i64, &Tensor)], positions: &PositionIds, cache: &mut KvCache) -> Tensor {
         self.text.forward_embeds_positioned(self.embeds(ids, parts), positions, cache, None).unwrap()
+    }
+
+    /// The unpruned video prompt's last logits with `rule` dropping video rows before layer 2, reading `rows`.
+    fn video_with_rule(&self, r: &Reference, features: &Tensor, rows: QueryRows, rule: StageRule<'_>) -> Tensor {
+        let ids = r.ints("video_ids");
+        let start = ids.iter().position(|&t| t == VIDEO).unwrap();
+        let plan =
+            PrefillPlan { layers: vec![2], span: start..start + 32, rows, rule, positions: PositionMode::Original };
+        let embeds = self.embeds(&ids, &[(VIDEO, features)]);
+        self.text
+            .forward_embeds_positioned(embeds, &r.positions("video_positions"), &mut KvCache::default(), Some(plan))
+            .unwrap()
     }
 }
 
@@ -97,9 +111,6 @@ fn tiny_qwen2_5_vl_matches_transformers_with_kept_tokens() {
         assert!(d <= 1e-4, "pruned prompt on {device:?}: logits differ by {d}");
         assert_eq!(m.greedy(&first, &mut cache, 5), r.ints("pruned_greedy"), "pruned greedy on {device:?}");
         // FastV inside the decoder on the unpruned prompt.
-        let ids = r.ints("video_ids");
-        let start = ids.iter().position(|&t| t == VIDEO).unwrap();
-        let span = start..start + 32;
         let rule = FastV { layer: 2, ratio: 0.5 };
         let mut chosen = Vec::new();
         let mut stage = |view: StageView<'_>| -> Result<LayerPlan, RuleError> {
@@ -107,18 +118,7 @@ fn tiny_qwen2_5_vl_matches_transformers_with_kept_tokens() {
             chosen = kept.clone();
             Ok(LayerPlan::keep(kept))
         };
-        let plan = PrefillPlan {
-            layers: vec![2],
-            span,
-            rows: QueryRows::Last,
-            rule: &mut stage,
-            positions: PositionMode::Original,
-        };
-        let embeds = m.embeds(&ids, &[(VIDEO, &features)]);
-        let logits = m
-            .text
-            .forward_embeds_positioned(embeds, &r.positions("video_positions"), &mut KvCache::default(), Some(plan))
-            .unwrap();
+        let logits = m.video_with_rule(&r, &features, QueryRows::Last, &mut stage);
         let want: Vec<usize> = r.ints("fastv_kept").iter().map(|&k| k as usize).collect();
         assert_eq!(chosen, want, "FastV's kept set on {device:?}");
         let d = max_diff(&logits, &r.tensor("fastv_logits"));
@@ -140,8 +140,6 @@ fn tiny_qwen2_5_vl_dart_matches_the_transcribed_official_selection() {
         let r = Reference::open(&dir());
         let m = Model::load(&dir(), device);
         let features = m.features(&r, "video_pixels", "video_grid");
-        let ids = r.ints("video_ids");
-        let start = ids.iter().position(|&t| t == VIDEO).unwrap();
         let rule = Dart { layer: 2, ratio: 0.5, keep: None, image_pivots: 4, text_pivots: 4 };
         let (mut chosen, mut norms) = (Vec::new(), Vec::new());
         let mut stage = |view: StageView<'_>| -> Result<LayerPlan, RuleError> {
@@ -155,18 +153,7 @@ fn tiny_qwen2_5_vl_dart_matches_the_transcribed_official_selection() {
             chosen = plan.kept.clone();
             Ok(LayerPlan::keep(plan.kept))
         };
-        let plan = PrefillPlan {
-            layers: vec![2],
-            span: start..start + 32,
-            rows: QueryRows::KeyNorms,
-            rule: &mut stage,
-            positions: PositionMode::Original,
-        };
-        let embeds = m.embeds(&ids, &[(VIDEO, &features)]);
-        let logits = m
-            .text
-            .forward_embeds_positioned(embeds, &r.positions("video_positions"), &mut KvCache::default(), Some(plan))
-            .unwrap();
+        let logits = m.video_with_rule(&r, &features, QueryRows::KeyNorms, &mut stage);
         let d = norms.iter().zip(floats("dart_norms")).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(d <= 1e-4, "key norms on {device:?} differ by {d}");
         let kept: Vec<usize> = floats("dart_kept").iter().map(|&k| k as usize).collect();

@@ -90,6 +90,26 @@ pub(crate) fn placeholder_rows(
         .collect()
 }
 
+/// The prompt rows Qwen3-VL's DeepStack planes go to (every placeholder row of the parts, in prompt order), checked
+/// against the `[rows, levels x d]` host planes.
+pub(crate) fn deepstack_rows(
+    ids: &[i64],
+    visual: &[(i64, ArrayView2<'_, f32>)],
+    planes: ArrayView2<'_, f32>,
+    d: usize,
+) -> Result<Vec<usize>, QaError> {
+    let rows: Vec<usize> = (0..ids.len()).filter(|&i| visual.iter().any(|(token, _)| *token == ids[i])).collect();
+    if planes.nrows() != rows.len() || d == 0 || !planes.ncols().is_multiple_of(d) {
+        return Err(QaError::Prompt(format!(
+            "DeepStack planes [{}, {}] for {} visual rows of width {d}",
+            planes.nrows(),
+            planes.ncols(),
+            rows.len()
+        )));
+    }
+    Ok(rows)
+}
+
 /// Token embeddings `[ids, d]` from a backend's flat `values`; the error names the counts.
 pub(crate) fn embeddings_matrix(ids: usize, d: usize, values: Vec<f32>) -> Result<Array2<f32>, QaError> {
     let got = values.len();

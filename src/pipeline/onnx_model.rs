@@ -16,7 +16,9 @@
 //!   run needs exclusive access, so one engine answers one question at a time. The KV cache stays in ONNX Runtime's
 //!   own tensors between steps.
 
-use super::model::{embeddings_matrix, placeholder_rows, DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
+use super::model::{
+    deepstack_rows, embeddings_matrix, placeholder_rows, DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide,
+};
 use super::qa::QaError;
 use ndarray::{Array2, ArrayView2};
 use std::path::Path;
@@ -234,16 +236,7 @@ fn deepstack_input(
     planes: ArrayView2<'_, f32>,
     d: usize,
 ) -> Result<(Vec<i64>, Vec<f32>), QaError> {
-    let rows: Vec<i64> =
-        (0..ids.len()).filter(|&i| visual.iter().any(|(token, _)| *token == ids[i])).map(|i| i as i64).collect();
-    if planes.nrows() != rows.len() || d == 0 || !planes.ncols().is_multiple_of(d) {
-        return Err(QaError::Prompt(format!(
-            "DeepStack planes [{}, {}] for {} visual rows of width {d}",
-            planes.nrows(),
-            planes.ncols(),
-            rows.len()
-        )));
-    }
+    let rows: Vec<i64> = deepstack_rows(ids, visual, planes, d)?.into_iter().map(|r| r as i64).collect();
     let levels = planes.ncols() / d;
     let mut out = Vec::with_capacity(planes.len());
     for level in 0..levels {

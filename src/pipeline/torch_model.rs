@@ -12,7 +12,7 @@
 //! ([`tokensieve_pruners::in_decoder::dycoke_kv::DynamicKv`]) lives in the [`Decoding`] this prefill returns, which
 //! hands the decoder a [`StepKeys`] for every generated token.
 
-use super::model::{embeddings_matrix, DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
+use super::model::{deepstack_rows, embeddings_matrix, DecoderShape, Decoding, DropPlan, LanguageSide, VisionSide};
 use super::qa::QaError;
 use ndarray::{Array2, ArrayView2};
 use std::rc::Rc;
@@ -323,16 +323,8 @@ impl TorchLanguage {
         visual: &[(i64, ArrayView2<'_, f32>)],
         planes: ArrayView2<'_, f32>,
     ) -> Result<DeepStack, QaError> {
-        let rows: Vec<usize> = (0..ids.len()).filter(|&i| visual.iter().any(|(token, _)| *token == ids[i])).collect();
         let d = self.model.text().config.hidden;
-        if planes.nrows() != rows.len() || d == 0 || !planes.ncols().is_multiple_of(d) {
-            return Err(QaError::Prompt(format!(
-                "DeepStack planes [{}, {}] for {} visual rows of width {d}",
-                planes.nrows(),
-                planes.ncols(),
-                rows.len()
-            )));
-        }
+        let rows = deepstack_rows(ids, visual, planes, d)?;
         let all = rows_tensor(planes, self.device)?;
         let levels = (planes.ncols() / d) as i64;
         let planes = (0..levels).map(|l| all.f_narrow(1, l * d as i64, d as i64)).collect::<Result<_, _>>()?;

@@ -147,6 +147,11 @@ fn check_qwen(case: &str) {
     assert_eq!(ours.data.len(), theirs[0].len(), "{case}: resized size");
     assert!(ours.data == theirs[0], "{case}: the resized image differs from transformers'");
     let (patches, grid) = patchify(&[&ours], 14, 2, 2, true).unwrap();
+    check_patches(case, &record, &patches, grid);
+}
+
+/// The patch grid and the sampled patch values of a Qwen fixture equal ours exactly.
+fn check_patches(case: &str, record: &Value, patches: &[f32], grid: [usize; 3]) {
     let want: Vec<usize> = record["grid"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     assert_eq!(grid.to_vec(), want, "{case}: patch grid");
     for (pos, value) in record["positions"].as_array().unwrap().iter().zip(record["values"].as_array().unwrap()) {
@@ -216,12 +221,7 @@ fn check_qwen_video(case: &str) {
         }
     }
     let (patches, grid) = patchify(&[&frames[0], &frames[1]], patch as usize, 2, 2, false).unwrap();
-    let want: Vec<usize> = record["grid"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    assert_eq!(grid.to_vec(), want, "{case}: patch grid");
-    for (pos, value) in record["positions"].as_array().unwrap().iter().zip(record["values"].as_array().unwrap()) {
-        let (pos, value) = (pos.as_u64().unwrap() as usize, value.as_f64().unwrap() as f32);
-        assert_eq!(patches[pos], value, "{case}: patch value {pos}");
-    }
+    check_patches(case, &record, &patches, grid);
 }
 
 #[test]

@@ -37,26 +37,15 @@ impl Filter {
         }
     }
 
-    /// libtorch's `aa_filter` as its AVX2 build evaluates it (fused multiply-adds).
+    /// libtorch's `aa_filter` as its AVX2 build evaluates it (fused multiply-adds in the cubic; the triangle is
+    /// Pillow's).
     fn torch_weight(self, x: f64) -> f64 {
         let x = x.abs();
         match self {
-            Filter::Bilinear => {
-                if x < 1.0 {
-                    1.0 - x
-                } else {
-                    0.0
-                }
-            }
-            Filter::Bicubic => {
-                if x < 1.0 {
-                    x.mul_add(x * 1.5f64.mul_add(x, -2.5), 1.0)
-                } else if x < 2.0 {
-                    (-0.5f64).mul_add(x, 2.5).mul_add(x, -4.0).mul_add(x, 2.0)
-                } else {
-                    0.0
-                }
-            }
+            Filter::Bilinear => self.weight(x),
+            Filter::Bicubic if x < 1.0 => x.mul_add(x * 1.5f64.mul_add(x, -2.5), 1.0),
+            Filter::Bicubic if x < 2.0 => (-0.5f64).mul_add(x, 2.5).mul_add(x, -4.0).mul_add(x, 2.0),
+            Filter::Bicubic => 0.0,
         }
     }
 
