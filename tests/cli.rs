@@ -1774,6 +1774,18 @@ fn qwen_runs_ask_forward_compress_bench_and_eval(backend: &str, model: &str) {
     let (code, _, err) = tokensieve(&compress);
     assert_eq!(code, 0, "{err}");
     assert!(pictures.join("kept.png").is_file() && pictures.join("record.json").is_file());
+    // Two photos that resize to two grids: one panel and one count each.
+    let (a, b) = (asset("images/chelsea.png"), asset("images/astronaut.png"));
+    let two = dir.path().join("two");
+    let args = ["compress", "--backend", backend, "--model", model, "--image", &a, "--image", &b, "--ratio", "0.5"];
+    let (code, _, err) = tokensieve(&[&args[..], &["--out", two.to_str().unwrap(), "what"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("record.json")).unwrap()).unwrap();
+    let per_image: Vec<u64> =
+        record["visual_tokens"]["per_frame"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(per_image.len(), 2, "{record}");
+    assert_eq!(per_image.iter().sum::<u64>(), record["visual_tokens"]["after"].as_u64().unwrap(), "{record}");
 
     let plot = dir.path().join("bench.png");
     let mut bench = vec!["bench"];

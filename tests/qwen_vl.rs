@@ -119,7 +119,7 @@ fn qwen2_5_vl_videos_and_images_run_pruned_before_and_inside_the_decoder() {
     assert_eq!(layers[1] - layers[2], n / 2, "{layers:?}");
 
     // Images: one photo, the same photo twice (two spans), and a landscape with a square photo (two sizes after
-    // smart_resize: refused with the reason).
+    // smart_resize, see `qwen2_5_vl_images_of_different_sizes_are_spans_of_their_own_grids`).
     let chelsea = tokensieve::video::load_image_native(&asset("images/chelsea.png")).unwrap();
     let astronaut = tokensieve::video::load_image_native(&asset("images/astronaut.png")).unwrap();
     let (_, one) = ask(&QaOptions::new(2), std::slice::from_ref(&chelsea), MediaKind::Images).unwrap();
@@ -134,10 +134,89 @@ fn qwen2_5_vl_videos_and_images_run_pruned_before_and_inside_the_decoder() {
     assert_eq!(two.visual_tokens[0].1, 2 * per_image);
     // Two images at half their tokens: one image's worth of tokens and one more wrapped span (start and end).
     assert_eq!(two.prefill_tokens, one.prefill_tokens + 2);
-    match ask(&QaOptions::new(1), &[chelsea, astronaut], MediaKind::Images) {
-        Err(QaError::Unsupported { reason, .. }) => assert!(reason.contains("share one size"), "{reason}"),
-        other => panic!("two sizes: {:?}", other.map(|r| r.0)),
-    }
+    let (_, mixed) = ask(&QaOptions::new(1), &[chelsea, astronaut], MediaKind::Images).unwrap();
+    assert!(mixed.visual_tokens[0].1 > per_image, "{:?}", mixed.visual_tokens);
+}
+
+/// Images of different sizes after `smart_resize` (a landscape photo and a square one): each image is encoded at its
+/// own grid and is its own span, numbered as `get_rope_index` numbers two grids. The engine's prefill equals the one
+/// built by hand from each image alone (the single-image path the parity tests prove) with `mrope_positions` over
+/// the two grids; ToDRE at 50 % keeps each image's share under `BudgetScope::Frame`; the rows and the picture follow.
+#[test]
+fn qwen2_5_vl_images_of_different_sizes_are_spans_of_their_own_grids() {
+    use tokensieve::models::llama::{KvCache, Llama};
+    let images = ["images/chelsea.png", "images/astronaut.png"]
+        .map(|p| tokensieve::video::load_image_native(&asset(p)).unwrap());
+    let engine = engine(QWEN2_5_VL);
+    let alone: Vec<_> =
+        images.iter().map(|i| engine.visual_tokens(std::slice::from_ref(i), MediaKind::Images).unwrap()).collect();
+    let grids: Vec<(usize, usize)> = alone
+        .iter()
+        .map(|v| match v.layout {
+            Some(Layout::Grid { views: 1, frames: 1, height, width }) => (height, width),
+            other => panic!("one image's grid: {other:?}"),
+        })
+        .collect();
+    assert_ne!(grids[0], grids[1], "the fixture's two photos resize to two grids");
+    let both = engine.visual_tokens(&images, MediaKind::Images).unwrap();
+    assert_eq!((both.ragged.as_deref(), both.layout, both.units), (Some(&grids[..]), None, (2, 0)));
+    let n = [alone[0].features.nrows(), alone[1].features.nrows()];
+    assert_eq!(both.unit_starts(), vec![0, n[0], n[0] + n[1]]);
+    let joined = ndarray::concatenate(ndarray::Axis(0), &[alone[0].features.view(), alone[1].features.view()]).unwrap();
+    assert_eq!(both.features, joined, "each image's tokens as it gives them alone");
+
+    // The prefill by hand: the raw prompt's two spans expanded to each image's count, the ids numbered over both
+    // grids, the tokens written at the placeholders.
+    let span = "<|vision_start|><|image_pad|><|vision_end|>";
+    let raw = format!("{span} and {span} what is there");
+    let got = engine.prefill(&images, MediaKind::Images, &raw, true).unwrap();
+    let expanded = raw.replacen("<|image_pad|>", &"<|image_pad|>".repeat(n[0]), 1).replacen(
+        &format!("{span} what"),
+        &format!("<|vision_start|>{}<|vision_end|> what", "<|image_pad|>".repeat(n[1])),
+        1,
+    );
+    let tokenizer = TextTokenizer::from_file(&PathBuf::from(QWEN2_5_VL).join("tokenizer.json")).unwrap();
+    let ids: Vec<i64> = tokenizer.encode(&expanded).unwrap().iter().map(|&t| t as i64).collect();
+    assert_eq!(got.prompt_tokens, ids.len());
+    let spans: Vec<MRopeSpan> = grids
+        .iter()
+        .zip(n)
+        .map(|(&(h, w), count)| MRopeSpan {
+            pad: IMAGE,
+            kept: (0..count).collect(),
+            extra: 0,
+            grid: (1, h, w),
+            temporal_scale: 1.0,
+        })
+        .collect();
+    let positions = mrope_positions(&ids, START, &spans, false).unwrap();
+    let text = Llama::from_hf_dir_as(QWEN2_5_VL.as_ref(), tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let rows = tch::Tensor::from_slice(joined.as_slice().unwrap()).reshape([joined.nrows() as i64, -1]);
+    let ids_t = tch::Tensor::from_slice(&ids).unsqueeze(0);
+    let embeds = tokensieve::models::llava::merge_at(&text, &ids_t, &[(IMAGE, &rows)]).unwrap();
+    let want = text
+        .forward_embeds_positioned(
+            embeds,
+            &tokensieve::models::positions::PositionIds::MRope(positions),
+            &mut KvCache::default(),
+            None,
+        )
+        .unwrap();
+    let want: Vec<f32> = Vec::try_from(want.reshape([-1])).unwrap();
+    let d = got.logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d <= 1e-5, "the engine's prefill differs from the hand-built one by {d}");
+
+    // Pruned with each image's share: the kept rows split by the images' boundaries.
+    let opts = QaOptions {
+        pruners: vec![Method::from_spec("todre").unwrap().0],
+        budget: Budget::Ratio(0.5),
+        scope: BudgetScope::Frame,
+        ..QaOptions::new(1)
+    };
+    let (_, record) = engine.ask(&images, MediaKind::Images, "what is there", &opts).unwrap();
+    let k = ((n[0] + n[1]) as f64 * 0.5).round_ties_even() as usize;
+    let first = record.kept.iter().filter(|&&o| o < n[0]).count();
+    assert_eq!((first, record.kept.len() - first), (k.div_ceil(2), k / 2), "{:?}", record.kept);
 }
 
 /// One span per temporal patch of `grid` (merged `(t, h, w)`), each a one-frame grid, keeping `kept` (offsets over

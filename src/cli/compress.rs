@@ -15,7 +15,7 @@ use std::time::Instant;
 use tokensieve::pipeline::engine::Engine;
 use tokensieve::pipeline::qa::{MediaKind, VisualTokens};
 use tokensieve::pruners::methods::query::question_relevance;
-use tokensieve::pruners::{prune, Budget, CpuBackend, Layout, Method, Pruner, Signal, TokenSet};
+use tokensieve::pruners::{prune, Budget, CpuBackend, Method, Pruner, Signal, TokenSet};
 use tokensieve::video::preprocess::ImageProcessor;
 use tokensieve::video::Frame;
 
@@ -111,24 +111,26 @@ fn panels(views: Vec<Frame>, visual: &VisualTokens, kept: &[bool]) -> Result<Vec
             Panel { image: canvas, cells: (a.map.rows, a.map.cols), kept: map_kept, heat: None },
         ]);
     }
-    let Some(Layout::Grid { height, width, .. }) = visual.layout else {
+    let Some(grids) = visual.unit_grids() else {
         return Err(CliError::usage(
-            format!("{} visual tokens without a grid to draw", visual.units.1),
+            format!("{} visual tokens without a grid to draw", visual.features.nrows()),
             "give a --video, --image files or one any-resolution image to a llava_onevision model",
         ));
     };
-    let per = height * width;
-    // One panel per unit of tokens: a frame, or (Qwen-VL) the first frame of each temporal patch.
+    let starts = visual.unit_starts();
+    // One panel per unit of tokens: a frame, an image (Qwen-VL's may differ in size), or (Qwen-VL) the first frame
+    // of each temporal patch.
     let stride = views.len().div_ceil(visual.units.0.max(1)).max(1);
     views
         .into_iter()
         .step_by(stride)
+        .zip(grids)
         .enumerate()
-        .map(|(f, image)| {
-            let cells = kept
-                .get(f * per..(f + 1) * per)
-                .ok_or_else(|| runtime(format!("{} kept flags for unit {f} of {per} tokens", kept.len())))?;
-            Ok(Panel { image, cells: (height, width), kept: cells.to_vec(), heat: None })
+        .map(|(f, (image, cells))| {
+            let flags = kept.get(starts[f]..starts[f + 1]).ok_or_else(|| {
+                runtime(format!("{} kept flags for unit {f} of rows {}..{}", kept.len(), starts[f], starts[f + 1]))
+            })?;
+            Ok(Panel { image, cells, kept: flags.to_vec(), heat: None })
         })
         .collect()
 }
@@ -283,7 +285,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     .map_err(runtime)?;
     lap("encode", &mut times);
-    let (f, n) = visual.units;
+    let (f, total, starts) = (visual.units.0, visual.features.nrows(), visual.unit_starts());
     // The pruner runs on the host for both backends, so the picture shows one selection whatever ran the tower.
     let mut tokens = TokenSet::new(&CpuBackend, visual.features.clone()).map_err(runtime)?;
     if let Some(layout) = visual.layout {
@@ -344,14 +346,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
     };
     let shown: Vec<Frame> = views.iter().map(|p| denormalise(processor, p)).collect();
-    let mut kept = vec![false; f * n];
+    let mut kept = vec![false; total];
     selection.kept.iter().for_each(|&i| kept[i] = true);
     let mut sheet_panels = panels(shown, &visual, &kept)?;
     if let Some(q) = &query {
         // A heat panel after each kept-patch panel, over the same image and cells.
         let heat = relevance(&visual.features, q)?;
-        let per = sheet_panels.first().map_or(0, |p| p.cells.0 * p.cells.1);
-        if visual.anyres.is_none() && per * sheet_panels.len() == heat.len() {
+        // Each panel's cells are its unit's rows (units may differ in size: Qwen-VL images).
+        if visual.anyres.is_none() && sheet_panels.len() + 1 == starts.len() && starts.last() == Some(&heat.len()) {
             sheet_panels = sheet_panels
                 .into_iter()
                 .enumerate()
@@ -360,7 +362,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
                         image: p.image.clone(),
                         cells: p.cells,
                         kept: p.kept.clone(),
-                        heat: Some(heat[f * per..(f + 1) * per].to_vec()),
+                        heat: Some(heat[starts[f]..starts[f + 1]].to_vec()),
                     };
                     [p, hot]
                 })
@@ -371,11 +373,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     std::fs::create_dir_all(&args.out).map_err(|e| runtime(format!("{}: {e}", args.out.display())))?;
     let png = args.out.join("kept.png");
     sheet.save(&png).map_err(|e| runtime(format!("{}: {e}", png.display())))?;
-    let per_frame: Vec<usize> = kept.chunks(n).map(|c| c.iter().filter(|k| **k).count()).collect();
+    let per_frame: Vec<usize> = starts.windows(2).map(|w| kept[w[0]..w[1]].iter().filter(|k| **k).count()).collect();
     let record = json!({
         "model": args.model, "backend": args.backend.backend, "pruner": method.name(), "params": params.effective(),
         "frames": frames.iter().map(|fr| json!({"timestamp": fr.timestamp})).collect::<Vec<_>>(),
-        "visual_tokens": {"before": f * n, "after": selection.kept.len(), "per_frame": per_frame},
+        "visual_tokens": {"before": total, "after": selection.kept.len(), "per_frame": per_frame},
         "kept": selection.kept, "notes": selection.notes, "stage_ms": times, "picture": png,
         "question": args.question, "query": query_source,
     });
@@ -389,7 +391,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "{}: kept {} of {} visual tokens over {} frames; picture {}, record {}\n",
             method.name(),
             selection.kept.len(),
-            f * n,
+            total,
             f,
             png.display(),
             path.display()

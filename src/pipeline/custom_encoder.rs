@@ -40,6 +40,7 @@ pub(crate) fn frame_tokens(out: EncoderOutput) -> Result<VisualTokens, QaError> 
         placeholder: (-1, ""),
         anyres: None,
         deepstack: None,
+        ragged: None,
     })
 }
 

@@ -379,9 +379,10 @@ impl Engine {
     }
 
     /// [`Engine::encode`] for native-resolution towers (Qwen-VL): each batch of frames (whole temporal patches of a
-    /// video; images one size at a time) is resized by the processor's `smart_resize`, cut into patches
-    /// (`tokensieve_video::preprocess::patches`), encoded and arranged before the next. Every temporal patch is its
-    /// own attention sequence in the tower, so the batches give the tokens one pass would.
+    /// video; images, each resized on its own, in runs of one size) is resized by the processor's `smart_resize`,
+    /// cut into patches (`tokensieve_video::preprocess::patches`), encoded and arranged before the next. Every
+    /// temporal patch is its own attention sequence in the tower, so the batches give the tokens one pass would;
+    /// images of different sizes make ragged units ([`VisualTokens::ragged`]).
     fn encode_patches(
         &self,
         source: &mut dyn FrameSource,
@@ -408,33 +409,40 @@ impl Engine {
             let pixels: Vec<Pixels> =
                 frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
             drop(frames);
-            let refs: Vec<&Pixels> = pixels.iter().collect();
-            let (patches, grid) = tokensieve_video::preprocess::patches::patchify(
-                &refs, patch, merge, temporal, images,
-            )
-            .ok_or_else(|| {
-                let sizes: Vec<String> = pixels.iter().map(|p| format!("{}x{}", p.width, p.height)).collect();
-                QaError::Unsupported {
-                    setting: format!("frames resized to {}", sizes.join(", ")),
-                    reason: format!(
-                        "a batch of native-resolution views must share one size, a multiple of {} (give images \
-                             of one size, or one image at a time)",
-                        patch * merge
-                    ),
-                }
-            })?;
-            drop(pixels);
             *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
-            let out = self.vision.encode(ViewBatch::Patches { patches: &patches, grid }, request)?;
-            let next = self.family.arrange(out, kind, None).map_err(arranged)?;
-            match tokens.as_mut() {
-                Some(t) => t.append(next).map_err(arranged)?,
-                None => {
-                    let mut first = next;
-                    let left = source.len().saturating_sub(step);
-                    let units = if images { left } else { left.div_ceil(temporal) };
-                    first.reserve_units(units).map_err(arranged)?;
-                    tokens = Some(first);
+            // A video's frames share one size; images run by size (each image is its own grid either way).
+            let mut rest: &[Pixels] = &pixels;
+            while let Some(first) = rest.first() {
+                let same = rest.iter().take_while(|p| (p.height, p.width) == (first.height, first.width)).count();
+                let run = if images { same } else { rest.len() };
+                let refs: Vec<&Pixels> = rest[..run].iter().collect();
+                rest = &rest[run..];
+                let clock = Instant::now();
+                let (patches, grid) = tokensieve_video::preprocess::patches::patchify(
+                    &refs, patch, merge, temporal, images,
+                )
+                .ok_or_else(|| {
+                    let sizes: Vec<String> = refs.iter().map(|p| format!("{}x{}", p.width, p.height)).collect();
+                    QaError::Unsupported {
+                        setting: format!("frames resized to {}", sizes.join(", ")),
+                        reason: format!(
+                            "native-resolution frames of one video must share one size, a multiple of {}",
+                            patch * merge
+                        ),
+                    }
+                })?;
+                *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
+                let out = self.vision.encode(ViewBatch::Patches { patches: &patches, grid }, request)?;
+                let next = self.family.arrange(out, kind, None).map_err(arranged)?;
+                match tokens.as_mut() {
+                    Some(t) => t.append(next).map_err(arranged)?,
+                    None => {
+                        let mut first = next;
+                        let left = source.len().saturating_sub(step);
+                        let units = if images { left } else { left.div_ceil(temporal) };
+                        first.reserve_units(units).map_err(arranged)?;
+                        tokens = Some(first);
+                    }
                 }
             }
         }
@@ -445,28 +453,37 @@ impl Engine {
     /// ([`PromptSpans`], Qwen-VL): one span per image (or one for a video), holding the unit's kept rows (the last
     /// span also the extra tokens), numbered as transformers' `get_rope_index` numbers the unpruned prompt.
     /// `timestamps` (seconds of the sampled frames) set a video's `second_per_grid_t`: `temporal_patch` frame
-    /// intervals (2 s per temporal patch at the 2 fps transformers assumes when there is one frame).
+    /// intervals (2 s per temporal patch at the 2 fps transformers assumes when there is one frame). Images may differ
+    /// in size (`visual`'s grids), the frames of a video do not.
     #[allow(clippy::too_many_arguments)]
     fn span_prompt(
         &self,
         spans: PromptSpans,
         prompt: &str,
-        visual: (&[usize], usize, (usize, usize), Option<tokensieve_pruners::Layout>),
+        visual: SpanVisual<'_>,
         placeholder: (i64, &str),
         kind: MediaKind,
         timestamps: &[f64],
         contiguous: bool,
     ) -> Result<(Vec<i64>, PositionIds), QaError> {
         use super::prompt::{expand_spans, mrope_positions, MRopeSpan};
-        let (origin, extra, units, layout) = visual;
-        let Some(tokensieve_pruners::Layout::Grid { height, width, .. }) = layout else {
-            return Err(QaError::Prompt("native-resolution tokens without their grid".into()));
+        let SpanVisual { origin, extra, grids } = visual;
+        let grids = match grids {
+            Some(g) if !g.is_empty() => g,
+            _ => return Err(QaError::Prompt("native-resolution tokens without their grid".into())),
         };
+        let (height, width) = grids[0];
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(grids.iter().scan(0, |end, &(h, w)| {
+                *end += h * w;
+                Some(*end)
+            }))
+            .collect();
         // Qwen3-VL: each temporal patch of a video is its own one-frame span, as an image is.
         let per_unit = kind == MediaKind::Images || spans.timestamps;
         let runs = match per_unit {
             false => std::iter::once(0..origin.len()).collect(),
-            true => unit_runs(origin, units.0, units.1),
+            true => unit_runs(origin, &starts),
         };
         let scale = match kind {
             _ if per_unit => 1.0,
@@ -485,9 +502,9 @@ impl Engine {
             .enumerate()
             .map(|(i, run)| MRopeSpan {
                 pad: placeholder.0,
-                kept: origin[run.clone()].iter().map(|&o| if count > 1 { o - i * units.1 } else { o }).collect(),
+                kept: origin[run.clone()].iter().map(|&o| if per_unit { o - starts[i] } else { o }).collect(),
                 extra: if i + 1 == count { extra } else { 0 },
-                grid: if count > 1 { (1, height, width) } else { (units.0, height, width) },
+                grid: if per_unit { (1, grids[i].0, grids[i].1) } else { (grids.len(), height, width) },
                 temporal_scale: scale,
             })
             .collect();
@@ -517,7 +534,7 @@ impl Engine {
         let mut parts: Vec<ArrayView2<'_, f32>> = Vec::with_capacity(2 * units.0 + 2);
         match (newline, row) {
             (Newline::PerUnit, Some(row)) => {
-                for run in unit_runs(&chained.origin, units.0, units.1) {
+                for run in unit_runs(&chained.origin, &super::qa::even_starts(units.0, units.1)) {
                     parts.push(kept.slice(ndarray::s![run, ..]));
                     parts.push(row);
                 }
@@ -550,6 +567,10 @@ impl Engine {
                     }
                     Signal::Keys if visual.keys.is_none() => {
                         "the vision encoder returns no keys (re-export it with models/export/export_onnx.py)"
+                    }
+                    Signal::FrameGrid if visual.ragged.is_some() => {
+                        "these visual tokens have no frame grid (images of different sizes are units of different \
+                         grids); give images of one size or a video"
                     }
                     Signal::FrameGrid if visual.layout.is_none() => {
                         "these visual tokens have no frame grid (an any-resolution image is packed into one flat \
@@ -635,7 +656,8 @@ impl Engine {
                     }
                     _ => prompt.to_string(),
                 };
-                let layout = (chained.origin.as_slice(), 0, visual.units, visual.layout);
+                let grids = visual.unit_grids();
+                let layout = SpanVisual { origin: &chained.origin, extra: 0, grids: grids.as_deref() };
                 self.span_prompt(spans, &text, layout, visual.placeholder, kind, &[], false)?
             }
             None => {
@@ -711,7 +733,7 @@ impl Engine {
         let mut ttft = clock.lap("encode") - decode_ms;
         let query = self.query(question, opts)?;
         let (units, newline, (placeholder_id, placeholder)) = (visual.units, visual.newline, visual.placeholder);
-        let layout = visual.layout;
+        let grids = visual.unit_grids();
         let mut visual = visual;
         let deepstack = visual.deepstack.take();
         let chained = self.chain(visual, query, opts)?;
@@ -722,7 +744,7 @@ impl Engine {
             Some(spans) => {
                 let wrapped = span_text(spans, placeholder, kind, units.0, source.timestamps());
                 let prompt = question_prompt(self.template.as_ref(), system, &wrapped, question)?;
-                let visual = (chained.origin.as_slice(), extra, units, layout);
+                let visual = SpanVisual { origin: &chained.origin, extra, grids: grids.as_deref() };
                 let contiguous = opts.positions == super::qa::Positions::Contiguous;
                 let (ids, positions) = self.span_prompt(
                     spans,
@@ -791,6 +813,14 @@ impl Engine {
         .record();
         Ok((generated.answer, record))
     }
+}
+
+/// The visual rows a [`PromptSpans`] prompt is built around: the kept rows' encoder indices, the extra tokens after
+/// them and every unit's merged `(rows, cols)` grid.
+struct SpanVisual<'a> {
+    origin: &'a [usize],
+    extra: usize,
+    grids: Option<&'a [(usize, usize)]>,
 }
 
 /// The text standing for the visual input of a [`PromptSpans`] family in the user turn: one

@@ -245,16 +245,22 @@ pub struct QaRecord {
 pub use tokensieve_models::arch::{MediaKind, Newline, VisualTokens};
 
 /// The kept tokens of each unit (frame or image), as runs of rows of the kept matrix: kept indices are ascending,
-/// so each unit's survivors are contiguous. `origin[i]` is the encoder index of kept row `i`.
-pub(crate) fn unit_runs(origin: &[usize], units: usize, per_unit: usize) -> Vec<Range<usize>> {
-    let mut runs = Vec::with_capacity(units);
+/// so each unit's survivors are contiguous. `origin[i]` is the encoder index of kept row `i`; `starts` are the
+/// units' first encoder rows and, last, the row count ([`VisualTokens::unit_starts`]).
+pub(crate) fn unit_runs(origin: &[usize], starts: &[usize]) -> Vec<Range<usize>> {
+    let mut runs = Vec::with_capacity(starts.len().saturating_sub(1));
     let mut start = 0usize;
-    for unit in 0..units {
-        let end = start + origin[start..].iter().take_while(|&&o| o / per_unit == unit).count();
+    for end_row in starts.iter().skip(1) {
+        let end = start + origin[start..].iter().take_while(|&&o| o < *end_row).count();
         runs.push(start..end);
         start = end;
     }
     runs
+}
+
+/// The boundaries of `units` units of `per` rows each (see [`unit_runs`]).
+pub(crate) fn even_starts(units: usize, per: usize) -> Vec<usize> {
+    (0..=units).map(|u| u * per).collect()
 }
 
 /// Where each row of the decoder's visual span (kept tokens, `extra` synthetic tokens and the family's newlines, in
@@ -277,7 +283,7 @@ pub(crate) fn span_offsets(
         }
         Newline::PerUnit => {
             let mut offsets = Vec::with_capacity(origin.len() + count + extra);
-            for (unit, run) in unit_runs(origin, count, per).into_iter().enumerate() {
+            for (unit, run) in unit_runs(origin, &even_starts(count, per)).into_iter().enumerate() {
                 offsets.extend(origin[run].iter().map(|&o| unit * (per + 1) + o % per));
                 offsets.push(unit * (per + 1) + per);
             }
@@ -335,7 +341,7 @@ pub(crate) fn prune_chain<B: Backend>(
     let total = visual.features.nrows();
     let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
     let query = query.map(|q| backend.upload_owned(q).map_err(pruning("query"))).transpose()?;
-    let (units, per) = visual.units;
+    let units = visual.units.0;
     if opts.scope == BudgetScope::Global || units < 2 || opts.pruners.is_empty() {
         let tokens = ChainInput {
             features: visual.features,
@@ -351,20 +357,22 @@ pub(crate) fn prune_chain<B: Backend>(
             reason: "the method compares frames, so it needs them together; use --budget-scope global".into(),
         });
     }
-    if units * per != total {
+    let starts = visual.unit_starts();
+    if starts.last() != Some(&total) {
         return Err(QaError::Config {
             path: "visual tokens".into(),
-            reason: format!("{total} tokens are not {units} units of {per}"),
+            reason: format!("{total} tokens are not the {units} units' {}", starts.last().unwrap_or(&0)),
         });
     }
-    // One unit's grid: the frames' own grid with one frame (and one view); flat units stay flat.
-    let layout = match visual.layout {
-        Some(Layout::Grid { height, width, .. }) if height * width == per => {
+    // One unit's grid: its own grid with one frame (and one view); flat units stay flat.
+    let grids = visual.unit_grids();
+    let layout = |u: usize| match grids.as_ref().map(|g| g[u]) {
+        Some((height, width)) if height * width == starts[u + 1] - starts[u] => {
             Some(Layout::Grid { views: 1, frames: 1, height, width })
         }
         _ => None,
     };
-    let rows = |m: &Array2<f32>, u: usize| m.slice(ndarray::s![u * per..(u + 1) * per, ..]).to_owned();
+    let rows = |m: &Array2<f32>, u: usize| m.slice(ndarray::s![starts[u]..starts[u + 1], ..]).to_owned();
     let mut parts = Vec::with_capacity(units);
     for u in 0..units {
         let share = k / units + usize::from(u < k % units);
@@ -373,12 +381,12 @@ pub(crate) fn prune_chain<B: Backend>(
         }
         let tokens = ChainInput {
             features: rows(&visual.features, u),
-            attention: visual.attention.as_ref().map(|a| a[u * per..(u + 1) * per].to_vec()),
+            attention: visual.attention.as_ref().map(|a| a[starts[u]..starts[u + 1]].to_vec()),
             keys: visual.keys.as_ref().map(|m| rows(m, u)),
-            layout,
+            layout: layout(u),
         };
         let mut part = chain_once(backend, tokens, query.as_ref(), opts, share)?;
-        part.origin.iter_mut().for_each(|o| *o += u * per);
+        part.origin.iter_mut().for_each(|o| *o += starts[u]);
         parts.push(part);
     }
     let mut stages: Vec<(String, usize)> = vec![("encoder".to_string(), total)];

@@ -241,9 +241,57 @@ pub struct VisualTokens {
     /// Qwen3-VL's DeepStack planes `[tokens, levels x D]`: row `r` holds token `r`'s plane of every level, side by
     /// side. They follow the kept tokens to the decoder (a merged token takes its representative's).
     pub deepstack: Option<Array2<f32>>,
+    /// Native-resolution images of different sizes (Qwen-VL: each image is resized on its own): every image's
+    /// merged `(rows, cols)`, in order. The units then differ in size: `units.1` is 0, `layout` is `None` (the
+    /// pruners see one flat sequence) and [`VisualTokens::unit_starts`] gives the boundaries.
+    pub ragged: Option<Vec<(usize, usize)>>,
 }
 
 impl VisualTokens {
+    /// The first row of every unit, then the row count (`units + 1` boundaries).
+    pub fn unit_starts(&self) -> Vec<usize> {
+        match &self.ragged {
+            Some(grids) => std::iter::once(0)
+                .chain(grids.iter().scan(0, |end, &(h, w)| {
+                    *end += h * w;
+                    Some(*end)
+                }))
+                .collect(),
+            None => (0..=self.units.0).map(|u| u * self.units.1).collect(),
+        }
+    }
+
+    /// Every unit's `(rows, cols)` grid, when the units are grids (square views, frames, native-resolution images).
+    pub fn unit_grids(&self) -> Option<Vec<(usize, usize)>> {
+        match (&self.ragged, self.layout) {
+            (Some(grids), _) => Some(grids.clone()),
+            (None, Some(Layout::Grid { height, width, .. })) => Some(vec![(height, width); self.units.0]),
+            _ => None,
+        }
+    }
+
+    /// Whether `next` continues these tokens as images of another size (or these already are): both one-frame
+    /// grids of the same signals and width without newlines, and not of one unit shape.
+    fn continues_ragged(&self, next: &VisualTokens) -> bool {
+        let images = |v: &VisualTokens| {
+            v.ragged.is_some() || matches!(v.layout, Some(Layout::Grid { frames: 1, .. })) && v.newline == Newline::None
+        };
+        let signals = |v: &VisualTokens| {
+            (
+                v.features.ncols(),
+                v.placeholder,
+                v.attention.is_some(),
+                v.keys.as_ref().map(|k| k.ncols()),
+                v.deepstack.as_ref().map(|p| p.ncols()),
+            )
+        };
+        images(self)
+            && images(next)
+            && next.ragged.is_none()
+            && signals(self) == signals(next)
+            && (self.ragged.is_some() || self.unit_grids().map(|g| g[0]) != next.unit_grids().map(|g| g[0]))
+    }
+
     /// Reserves room for `units` more units of this shape (features, keys and attention), so that appending the
     /// batches of a long video never reallocates: the features are the largest buffer after encoding, and a
     /// growing buffer's reallocation briefly holds it twice.
@@ -267,6 +315,12 @@ impl VisualTokens {
     /// grid's frames (one view) or views (one frame each) add up. Only square-view arrangements append (an
     /// any-resolution image is packed as one sequence); both must carry the same signals, width and unit size.
     pub fn append(&mut self, next: VisualTokens) -> Result<(), String> {
+        if self.continues_ragged(&next) {
+            let mut grids = self.unit_grids().unwrap_or_default();
+            grids.extend(next.unit_grids().unwrap_or_default());
+            (self.ragged, self.layout, self.units) = (Some(grids), None, (self.units.0 + next.units.0, 0));
+            return self.append_rows(next);
+        }
         let shape = |v: &VisualTokens| {
             (
                 v.features.ncols(),
@@ -308,6 +362,12 @@ impl VisualTokens {
             ) if (height, width) == (h, w) => Some(Layout::Grid { views: 1, frames: a + b, height, width }),
             (a, b) => return Err(format!("a batch laid out as {b:?} cannot follow {a:?}")),
         };
+        self.units.0 += next.units.0;
+        self.append_rows(next)
+    }
+
+    /// Appends the rows of `next` (features and the signals both carry) after these.
+    fn append_rows(&mut self, next: VisualTokens) -> Result<(), String> {
         self.features.append(ndarray::Axis(0), next.features.view()).map_err(|e| e.to_string())?;
         if let (Some(a), Some(b)) = (self.attention.as_mut(), next.attention) {
             a.extend(b);
@@ -318,7 +378,6 @@ impl VisualTokens {
         if let (Some(a), Some(b)) = (self.deepstack.as_mut(), next.deepstack) {
             a.append(ndarray::Axis(0), b.view()).map_err(|e| e.to_string())?;
         }
-        self.units.0 += next.units.0;
         Ok(())
     }
 }

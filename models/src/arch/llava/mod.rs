@@ -40,6 +40,7 @@ impl Family for Llava {
             placeholder: (self.config.image_token_id, "<image>"),
             anyres: None,
             deepstack: None,
+            ragged: None,
         })
     }
 }

@@ -85,6 +85,7 @@ impl Family for OneVision {
                     placeholder: (self.ov.video_token_id, "<video>"),
                     anyres: None,
                     deepstack: None,
+                    ragged: None,
                 })
             }
             (MediaKind::Images, Some(AnyResCut { image, grid })) => {
@@ -115,6 +116,7 @@ impl Family for OneVision {
                     placeholder: image_token,
                     anyres: Some(AnyResLayout { cut: AnyResCut { image, grid }, base: g, map }),
                     deepstack: None,
+                    ragged: None,
                 })
             }
             (MediaKind::Images, None) => {
@@ -129,6 +131,7 @@ impl Family for OneVision {
                     placeholder: image_token,
                     anyres: None,
                     deepstack: None,
+                    ragged: None,
                 })
             }
         }

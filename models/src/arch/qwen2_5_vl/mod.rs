@@ -157,5 +157,6 @@ pub(crate) fn arrange_native(
         placeholder,
         anyres: None,
         deepstack,
+        ragged: None,
     })
 }
