@@ -409,19 +409,17 @@ impl Engine {
             let pixels: Vec<Pixels> =
                 frames.par_iter().map(|f| processor.preprocess(&f.rgb, f.width as usize, f.height as usize)).collect();
             drop(frames);
-            *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
-            // A video's frames share one size; images run by size (each image is its own grid either way).
+            // A video's frames share one size; images run by size (each image is its own grid either way). Every
+            // run is cut into patches before the pixels go, so the tower runs without them.
+            let mut batches = Vec::new();
             let mut rest: &[Pixels] = &pixels;
             while let Some(first) = rest.first() {
                 let same = rest.iter().take_while(|p| (p.height, p.width) == (first.height, first.width)).count();
                 let run = if images { same } else { rest.len() };
                 let refs: Vec<&Pixels> = rest[..run].iter().collect();
                 rest = &rest[run..];
-                let clock = Instant::now();
-                let (patches, grid) = tokensieve_video::preprocess::patches::patchify(
-                    &refs, patch, merge, temporal, images,
-                )
-                .ok_or_else(|| {
+                let cut = tokensieve_video::preprocess::patches::patchify(&refs, patch, merge, temporal, images);
+                batches.push(cut.ok_or_else(|| {
                     let sizes: Vec<String> = refs.iter().map(|p| format!("{}x{}", p.width, p.height)).collect();
                     QaError::Unsupported {
                         setting: format!("frames resized to {}", sizes.join(", ")),
@@ -430,9 +428,13 @@ impl Engine {
                             patch * merge
                         ),
                     }
-                })?;
-                *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
+                })?);
+            }
+            drop(pixels);
+            *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
+            for (patches, grid) in batches {
                 let out = self.vision.encode(ViewBatch::Patches { patches: &patches, grid }, request)?;
+                drop(patches);
                 let next = self.family.arrange(out, kind, None).map_err(arranged)?;
                 match tokens.as_mut() {
                     Some(t) => t.append(next).map_err(arranged)?,

@@ -313,7 +313,8 @@ impl VisualTokens {
     /// Appends the tokens of `next`, the arrangement of the frames (or images) after these, so a long video can be
     /// encoded and arranged a batch at a time: the rows, attention and keys follow these, the unit count and the
     /// grid's frames (one view) or views (one frame each) add up. Only square-view arrangements append (an
-    /// any-resolution image is packed as one sequence); both must carry the same signals, width and unit size.
+    /// any-resolution image is packed as one sequence); both must carry the same signals, width and unit size, except
+    /// that native-resolution images of another size make the units ragged ([`VisualTokens::ragged`]).
     pub fn append(&mut self, next: VisualTokens) -> Result<(), String> {
         if self.continues_ragged(&next) {
             let mut grids = self.unit_grids().unwrap_or_default();
