@@ -1,6 +1,7 @@
 """`tokensieve.hf.apply` on the committed tiny random Qwen2.5-VL and Qwen3-VL against `tokensieve ask` with the same
 method: the same kept indices, the pruned prompt's last-position logits within 1e-4 (`ask --logits-out`) and the same
-greedy tokens (up to 20, both stopping at the checkpoint's end token), for an image and a video prompt.
+greedy tokens (up to 20, both stopping at the checkpoint's end token), for an image, two images of different sizes
+and a video prompt.
 
 The image goes through transformers' PIL processor (`Qwen2VLImageProcessorPil`, bit-identical to the engine's). The
 video processors of transformers need torchvision, which this environment does not install, so the video is made
@@ -9,7 +10,6 @@ own formula, transcribed in `video_patches`. On Qwen3-VL a run without the DeepS
 the planes' bookkeeping is tested too."""
 
 import json
-import pathlib
 import shutil
 import subprocess
 
@@ -80,7 +80,7 @@ def prompt(tok, template: str, span: str):
     return torch.tensor([tok.encode(text).ids])
 
 
-def image_inputs(qwen, assets):
+def image_inputs(qwen, assets, names=("chelsea.png",)):
     from PIL import Image
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -89,12 +89,12 @@ def image_inputs(qwen, assets):
     processor = Qwen2VLImageProcessorPil(size={"shortest_edge": cfg["min_pixels"], "longest_edge": cfg["max_pixels"]},
                                          image_mean=cfg["image_mean"], image_std=cfg["image_std"],
                                          patch_size=cfg["patch_size"])
-    image = assets / "images" / "chelsea.png"
-    out = processor(Image.open(image).convert("RGB"), return_tensors="pt")
-    count = int(out["image_grid_thw"].prod()) // cfg["merge_size"] ** 2
-    ids = prompt(tok, template, "<|vision_start|>" + "<|image_pad|>" * count + "<|vision_end|>")
+    images = [assets / "images" / name for name in names]
+    out = processor([Image.open(i).convert("RGB") for i in images], return_tensors="pt")
+    counts = [int(g.prod()) // cfg["merge_size"] ** 2 for g in out["image_grid_thw"]]
+    ids = prompt(tok, template, "".join("<|vision_start|>" + "<|image_pad|>" * c + "<|vision_end|>" for c in counts))
     vision = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
-    return ids, vision, ["--image", image]
+    return ids, vision, [arg for i in images for arg in ("--image", i)]
 
 
 def video_inputs(qwen, video):
@@ -174,19 +174,10 @@ def test_a_video_prompt_keeps_and_answers_as_tokensieve_ask(cli, videos, qwen, m
         assert np.abs(bare - adapted(qwen, ids, vision, method)[2]).max() > 1e-3, "DeepStack reaches the logits"
 
 
-def test_images_of_different_sizes_are_refused(qwen, assets):
-    import torch
-
-    _, _, model, _, _ = qwen
-    merge = 2
-    grids = torch.tensor([[1, 4, 8], [1, 8, 4]])
-    token = model.config.image_token_id
-    ids = torch.tensor([[1] + [token] * (2 * 32 // merge ** 2) + [2]])
-    patch = model.config.vision_config.patch_size
-    pixels = torch.zeros(64, 3 * 2 * patch * patch)
-    handle = ts.hf.apply(model, pruner="todre", ratio=0.5)
-    try:
-        with pytest.raises(ts.TokensieveError, match="one size"):
-            model(input_ids=ids, pixel_values=pixels, image_grid_thw=grids)
-    finally:
-        handle.remove()
+@pytest.mark.parametrize("method", ["todre", "divprune", "query"])
+def test_images_of_different_sizes_keep_and_answer_as_tokensieve_ask(cli, assets, qwen, method, tmp_path):
+    """A landscape and a square photo resize to two grids: each is its own span, pruned as one flat sequence."""
+    ids, vision, media = image_inputs(qwen, assets, ["chelsea.png", "astronaut.png"])
+    grids = vision["image_grid_thw"].tolist()
+    assert grids[0] != grids[1], grids
+    assert_same(adapted(qwen, ids, vision, method), ask(cli, tmp_path, qwen[1], media, method))

@@ -28,7 +28,8 @@ Supported, batch size 1 without padding:
   the mean attention each token receives, as in the engine.
 
 - ``Qwen2_5_VLForConditionalGeneration`` and ``Qwen3VLForConditionalGeneration``: images of one size (pruned
-  together on an ``(images, h/2, w/2)`` grid of merged tokens) or one video (``(t, h/2, w/2)``; Qwen3-VL's
+  together on an ``(images, h/2, w/2)`` grid of merged tokens), images of different sizes (each its own span,
+  pruned together as one flat sequence) or one video (``(t, h/2, w/2)``; Qwen3-VL's
   per-frame timestamps stay in the prompt and each frame's span holds what it kept). No CLS token: ``cls_attn`` is
   the mean attention each patch receives in its frame in the tower's last full-attention block, ``keys`` that
   block's keys before rotary embedding averaged over heads, both pooled over each merged token's 2 x 2 patches, as
@@ -36,8 +37,8 @@ Supported, batch size 1 without padding:
   and every generated token continue from the unpruned prompt's ids (transformers' ``rope_deltas``), and Qwen3-VL's
   DeepStack planes are gathered with the same keep set and added at the kept rows.
 
-Refused with a :class:`tokensieve.TokensieveError` naming what is missing: images mixed with a video, Qwen-VL
-images of different sizes in one prompt, in-decoder rules (``in_llm``).
+Refused with a :class:`tokensieve.TokensieveError` naming what is missing: images mixed with a video, in-decoder
+rules (``in_llm``).
 """
 
 from __future__ import annotations
@@ -281,8 +282,9 @@ class Handle:
         return out, {n: v[reverse] for n, v in signals.items()}
 
     def _qwen_span(self, input_ids: Any, vision: dict) -> _Span:
-        """A Qwen-VL prompt's visual span: the merged tokens of its images (all of one size, pruned together on an
-        ``(images, h/2, w/2)`` grid) or of its one video (``(t, h/2, w/2)``), as the engine lays them out; Qwen3-VL's
+        """A Qwen-VL prompt's visual span: the merged tokens of its images (of one size: pruned together on an
+        ``(images, h/2, w/2)`` grid; of different sizes: one flat sequence) or of its one video (``(t, h/2, w/2)``), as
+        the engine lays them out; Qwen3-VL's
         DeepStack planes (one ``[N, D]`` per level) are kept aside for the kept rows."""
         import torch
 
@@ -297,9 +299,8 @@ class Handle:
                                   "pixels (the processor returns both)")
         if video and len(grid) != 1:
             raise TokensieveError(f"the adapter prunes one video at a time, got {len(grid)}")
-        if len({tuple(g.tolist()) for g in grid}) != 1:
-            raise TokensieveError("the adapter prunes images of one size together; these have the grids "
-                                  f"{[g.tolist() for g in grid]}")
+        # Images of different sizes are one flat sequence of ragged units, as the engine prunes them.
+        ragged = len({tuple(g.tolist()) for g in grid}) != 1
         self._grid_thw = grid
         if video:
             out, signals = self._qwen_tap(lambda: qwen.get_video_features(
@@ -312,7 +313,7 @@ class Handle:
         t, h, w = (int(v) for v in grid[0])
         token = cfg.video_token_id if video else cfg.image_token_id
         return _Span(slots=(ids == token).nonzero().flatten(), features=torch.cat(list(out.pooler_output)),
-                     tail=None, signals=signals, grid=(t * len(grid), h // merge, w // merge))
+                     tail=None, signals=signals, grid=None if ragged else (t * len(grid), h // merge, w // merge))
 
     def _qwen_positions(self, input_ids: Any, vision: dict) -> Any:
         """The unpruned prompt's M-RoPE ids ``[3, S]``: the model's own ``get_rope_index``."""
