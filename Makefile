@@ -141,6 +141,8 @@ fixtures: setup
 	@$(ENV) && python models/tests/fixtures/make_qwen2_5_vl_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_qwen3_vl_fixtures.py
 	@$(ENV) && python models/tests/fixtures/make_dart_fixture.py
+	@$(ENV) && python models/tests/fixtures/make_dual_encoder_fixtures.py
+	@$(ENV) && python tests/fixtures/make_constructed_siglip.py
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_llava --out models/tests/fixtures/tiny_llava_onnx --precision fp16,q8
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_onevision --out models/tests/fixtures/tiny_onevision_onnx
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_qwen2_5_vl --out models/tests/fixtures/tiny_qwen2_5_vl_onnx

@@ -12,6 +12,8 @@
 
 pub mod arch;
 pub mod chat_template;
+#[cfg(feature = "torch")]
+pub mod dual_encoder;
 
 pub mod gguf;
 #[cfg(feature = "torch")]

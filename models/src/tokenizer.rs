@@ -145,6 +145,26 @@ impl TextTokenizer {
         Ok(self.inner.encode(text, false).map_err(tk_err("encode"))?.get_ids().to_vec())
     }
 
+    /// Token ids of `text` with the tokenizer's own special tokens added by its post-processor (CLIP's
+    /// `<|startoftext|>` ... `<|endoftext|>`, SigLIP's `</s>`): what `tokenizer(text)["input_ids"]` gives in
+    /// transformers (truncated or padded only if `tokenizer.json` says so; see [`TextTokenizer::unbounded`]).
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        Ok(self.inner.encode(text, true).map_err(tk_err("encode"))?.get_ids().to_vec())
+    }
+
+    /// The same tokenizer without the truncation and padding `tokenizer.json` may carry, for callers that cut and
+    /// pad sequences themselves (the dual encoders' chunking).
+    pub fn unbounded(mut self) -> Result<Self, TokenizerError> {
+        self.inner.with_truncation(None).map_err(tk_err("truncation"))?;
+        self.inner.with_padding(None);
+        Ok(self)
+    }
+
+    /// The id of token `text`, if the vocabulary has it.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text)
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         self.inner.decode(ids, true).map_err(tk_err("decode"))

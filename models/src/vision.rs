@@ -77,6 +77,49 @@ pub struct VisionConfig {
     /// SigLIP: whether the attention-pooling head exists.
     #[serde(default = "default_true")]
     pub vision_use_head: bool,
+    /// The MLP activation (`quick_gelu`, `gelu`, `gelu_pytorch_tanh`, ...); absent: the family's default.
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+}
+
+/// The MLP activation of a CLIP/SigLIP encoder layer, from `hidden_act` (transformers' `ACT2FN` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `z·σ(1.702 z)` (OpenAI CLIP).
+    QuickGelu,
+    /// Exact GELU (`gelu`; LAION/OpenCLIP conversions).
+    Gelu,
+    /// The tanh approximation (`gelu_pytorch_tanh`, `gelu_new`, `gelu_fast`; SigLIP).
+    GeluTanh,
+}
+
+impl Activation {
+    /// Parses `hidden_act`; absent gives `default` (the family's own: CLIP quick GELU, SigLIP tanh GELU).
+    pub fn parse(name: Option<&str>, default: Activation) -> Result<Self, ClipError> {
+        Ok(match name {
+            None => default,
+            Some("quick_gelu") => Activation::QuickGelu,
+            Some("gelu") => Activation::Gelu,
+            Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_fast") => Activation::GeluTanh,
+            Some(other) => {
+                return Err(ClipError::Config {
+                    path: "config.json".into(),
+                    reason: format!(
+                        "hidden_act = {other:?} is not supported (known: quick_gelu, gelu, gelu_pytorch_tanh, gelu_new)"
+                    ),
+                })
+            }
+        })
+    }
+
+    /// Applies the activation.
+    pub fn apply(self, h: &Tensor) -> Result<Tensor, tch::TchError> {
+        match self {
+            Activation::QuickGelu => h.f_mul(&h.f_mul_scalar(1.702)?.f_sigmoid()?),
+            Activation::Gelu => h.f_gelu("none"),
+            Activation::GeluTanh => h.f_gelu("tanh"),
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -87,7 +130,9 @@ fn default_eps() -> f64 {
     1e-5
 }
 
-struct Layer {
+/// One pre-layernorm transformer block of CLIP and SigLIP, shared by their vision and text towers:
+/// `x += out_proj(attn(ln1(x)))`, then `x += fc2(act(fc1(ln2(x))))`.
+pub(crate) struct EncoderLayer {
     ln1: (Tensor, Tensor),
     ln2: (Tensor, Tensor),
     q: (Tensor, Tensor),
@@ -96,6 +141,63 @@ struct Layer {
     out: (Tensor, Tensor),
     fc1: (Tensor, Tensor),
     fc2: (Tensor, Tensor),
+}
+
+/// The shapes an encoder block runs with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockShape {
+    /// Width.
+    pub hidden: i64,
+    /// Attention heads.
+    pub heads: i64,
+    /// LayerNorm epsilon.
+    pub eps: f64,
+    /// MLP activation.
+    pub act: Activation,
+    /// Causal self-attention (CLIP's text tower).
+    pub causal: bool,
+}
+
+impl EncoderLayer {
+    /// Loads block `i` from `w` (`encoder.layers.{i}.*` under its prefix), width `d`, MLP width `m`.
+    pub(crate) fn load(w: &crate::weights::Weights<'_>, i: usize, d: usize, m: usize) -> Result<Self, ClipError> {
+        let p = format!("encoder.layers.{i}");
+        let pair = |name: &str, out: usize, inp: Option<usize>| -> Result<(Tensor, Tensor), ClipError> {
+            let weight = match inp {
+                Some(i) => w.get(&format!("{p}.{name}.weight"), &[out, i])?,
+                None => w.get(&format!("{p}.{name}.weight"), &[out])?,
+            };
+            Ok((weight, w.get(&format!("{p}.{name}.bias"), &[out])?))
+        };
+        Ok(EncoderLayer {
+            ln1: pair("layer_norm1", d, None)?,
+            ln2: pair("layer_norm2", d, None)?,
+            q: pair("self_attn.q_proj", d, Some(d))?,
+            k: pair("self_attn.k_proj", d, Some(d))?,
+            v: pair("self_attn.v_proj", d, Some(d))?,
+            out: pair("self_attn.out_proj", d, Some(d))?,
+            fc1: pair("mlp.fc1", m, Some(d))?,
+            fc2: pair("mlp.fc2", d, Some(m))?,
+        })
+    }
+
+    /// The block on `x` `[B, T, D]`. Returns the new states and the block's queries and keys
+    /// `[B, heads, T, head_dim]`, from which the towers compute their signals.
+    pub(crate) fn forward(&self, x: &Tensor, s: BlockShape) -> Result<(Tensor, Tensor, Tensor), tch::TchError> {
+        let (b, tokens) = (x.size()[0], x.size()[1]);
+        let ln = |x: &Tensor, (w, bias): &(Tensor, Tensor)| {
+            x.f_layer_norm([s.hidden].as_slice(), Some(w), Some(bias), s.eps, false)
+        };
+        let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
+        let split = |t: Tensor| t.f_reshape([b, tokens, s.heads, s.hidden / s.heads])?.f_transpose(1, 2);
+        let h = ln(x, &self.ln1)?;
+        let (q, k, v) = (split(lin(&h, &self.q)?)?, split(lin(&h, &self.k)?)?, split(lin(&h, &self.v)?)?);
+        let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, s.causal, None, false)?;
+        let attn = attn.f_transpose(1, 2)?.f_reshape([b, tokens, s.hidden])?;
+        let x = x.f_add(&lin(&attn, &self.out)?)?;
+        let x = x.f_add(&lin(&s.act.apply(&lin(&ln(&x, &self.ln2)?, &self.fc1)?)?, &self.fc2)?)?;
+        Ok((x, q, k))
+    }
 }
 
 /// What one forward pass exposes.
@@ -146,8 +248,9 @@ pub struct VisionTower {
     position: Tensor,
     pre_ln: Option<(Tensor, Tensor)>,
     post_ln: (Tensor, Tensor),
-    layers: Vec<Layer>,
+    layers: Vec<EncoderLayer>,
     head: Option<Head>,
+    act: Activation,
 }
 
 impl VisionTower {
@@ -192,21 +295,11 @@ impl VisionTower {
             Ok((w, get(&format!("{name}.bias"), &[out])?))
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|i| {
-                let p = format!("encoder.layers.{i}");
-                Ok(Layer {
-                    ln1: pair(&format!("{p}.layer_norm1"), d, None)?,
-                    ln2: pair(&format!("{p}.layer_norm2"), d, None)?,
-                    q: pair(&format!("{p}.self_attn.q_proj"), d, Some(d))?,
-                    k: pair(&format!("{p}.self_attn.k_proj"), d, Some(d))?,
-                    v: pair(&format!("{p}.self_attn.v_proj"), d, Some(d))?,
-                    out: pair(&format!("{p}.self_attn.out_proj"), d, Some(d))?,
-                    fc1: pair(&format!("{p}.mlp.fc1"), m, Some(d))?,
-                    fc2: pair(&format!("{p}.mlp.fc2"), d, Some(m))?,
-                })
-            })
+            .map(|i| EncoderLayer::load(&weights, i, d, m))
             .collect::<Result<Vec<_>, ClipError>>()?;
         let clip = kind == TowerKind::Clip;
+        let default_act = if clip { Activation::QuickGelu } else { Activation::GeluTanh };
+        let act = Activation::parse(config.hidden_act.as_deref(), default_act)?;
         let patch_w = get("embeddings.patch_embedding.weight", &[d, 3, config.patch_size, config.patch_size])?;
         let head = if !clip && config.vision_use_head {
             Some(Head {
@@ -231,6 +324,7 @@ impl VisionTower {
             post_ln: pair("post_layernorm", d, None)?,
             layers,
             head,
+            act,
             kind,
             config,
         })
@@ -246,14 +340,11 @@ impl VisionTower {
         let ln = |x: &Tensor, (w, bias): &(Tensor, Tensor)| {
             x.f_layer_norm([d].as_slice(), Some(w), Some(bias), c.layer_norm_eps, false)
         };
-        let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
-        let act = |h: &Tensor| self.act(h);
         let mut x = self.embed(pixels)?;
         let mut hidden_states = vec![x.shallow_clone()];
         let tokens = x.size()[1];
         let mut cls_attention = None;
         let mut keys = None;
-        let split = |t: Tensor, len: i64| t.f_reshape([b, len, heads, head_dim])?.f_transpose(1, 2);
         for (i, l) in self.layers.iter().enumerate() {
             let (next, q, k) = self.block(l, &x)?;
             if i + 1 == self.layers.len() {
@@ -276,21 +367,9 @@ impl VisionTower {
                 let out = ln(&x, &self.post_ln)?;
                 let pooled = match &self.head {
                     Some(head) => {
-                        let (w, bias) = &head.in_proj;
-                        let part = |n: i64| -> Result<(Tensor, Tensor), tch::TchError> {
-                            Ok((w.f_narrow(0, n * d, d)?, bias.f_narrow(0, n * d, d)?))
-                        };
-                        let probe = head.probe.f_expand([b, 1, d], false)?;
-                        let q = split(lin(&probe, &part(0)?)?, 1)?;
-                        let k = split(lin(&out, &part(1)?)?, tokens)?;
-                        let v = split(lin(&out, &part(2)?)?, tokens)?;
-                        cls_attention = Some(row_attention(&q, &k, head_dim)?);
-                        let pooled = Tensor::f_scaled_dot_product_attention::<Tensor>(
-                            &q, &k, &v, None, 0.0, false, None, false,
-                        )?;
-                        let pooled = lin(&pooled.f_transpose(1, 2)?.f_reshape([b, 1, d])?, &head.out_proj)?;
-                        let mlp = lin(&act(&lin(&ln(&pooled, &head.ln)?, &head.fc1)?)?, &head.fc2)?;
-                        Some(pooled.f_add(&mlp)?.f_select(1, 0)?)
+                        let (pooled, probe) = self.head_attend(head, &out)?;
+                        cls_attention = Some(probe);
+                        Some(pooled)
                     }
                     None => None,
                 };
@@ -342,24 +421,101 @@ impl VisionTower {
         Ok(Tap { hidden: x, attention, keys })
     }
 
-    /// One encoder block on `x` `[B, T, D]`: `x + attn(ln1(x))`, then `+ mlp(ln2(·))`. Returns the new states and
-    /// the block's queries and keys `[B, heads, T, head_dim]`, from which the signals are computed.
-    fn block(&self, l: &Layer, x: &Tensor) -> Result<(Tensor, Tensor, Tensor), tch::TchError> {
+    /// The hidden states `hidden_states[l]` for each `l` of `layers` (0 = the embeddings), in that order, running
+    /// only the blocks up to the deepest one asked and keeping no other layer's states.
+    pub fn hidden_at(&self, pixels: &Tensor, layers: &[usize]) -> Result<Vec<Tensor>, ClipError> {
+        let _guard = tch::no_grad_guard();
+        let deepest = layers.iter().copied().max().unwrap_or(0);
+        if deepest > self.layers.len() {
+            return Err(ClipError::Config {
+                path: "config.json".into(),
+                reason: format!("layer {deepest} does not exist: the tower has {} layers", self.layers.len()),
+            });
+        }
+        let mut x = self.embed(pixels)?;
+        let mut kept: Vec<Option<Tensor>> = layers.iter().map(|&l| (l == 0).then(|| x.shallow_clone())).collect();
+        for (i, l) in self.layers.iter().take(deepest).enumerate() {
+            x = self.block(l, &x)?.0;
+            for (slot, &want) in kept.iter_mut().zip(layers) {
+                if want == i + 1 {
+                    *slot = Some(x.shallow_clone());
+                }
+            }
+        }
+        Ok(kept.into_iter().map(|t| t.unwrap_or_else(|| x.shallow_clone())).collect())
+    }
+
+    /// `post_layernorm(x)` over the last dimension.
+    pub fn post_layernorm(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        let (w, b) = &self.post_ln;
+        x.f_layer_norm([self.config.hidden_size as i64].as_slice(), Some(w), Some(b), self.config.layer_norm_eps, false)
+    }
+
+    /// SigLIP's attention-pooling head over `out` `[B, N, D]` (post-layernormed states): `[B, D]`, what
+    /// `pooler_output` holds; `None` for a tower without a head.
+    pub fn head_pool(&self, out: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+        self.head.as_ref().map(|h| self.head_attend(h, out).map(|(pooled, _)| pooled)).transpose()
+    }
+
+    /// SigLIP's head applied to every token alone, `[B, N, D]`: `h = out_proj(v(x_i))`, `h + mlp(layernorm(h))`.
+    /// With all the probe's attention on one token this is what the head outputs, so the tokens land in the
+    /// space of the pooled embedding (the pooled one is the head over their attention-weighted mean before the
+    /// MLP). `None` without a head.
+    pub fn head_per_token(&self, out: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+        let Some(head) = &self.head else { return Ok(None) };
+        let d = self.config.hidden_size as i64;
+        let (w, bias) = &head.in_proj;
+        let v = out.f_linear(&w.f_narrow(0, 2 * d, d)?, Some(&bias.f_narrow(0, 2 * d, d)?))?;
+        let h = v.f_linear(&head.out_proj.0, Some(&head.out_proj.1))?;
+        Ok(Some(h.f_add(&self.head_mlp(head, &h)?)?))
+    }
+
+    /// `mlp(layernorm(x))` of the pooling head.
+    fn head_mlp(&self, head: &Head, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        let d = self.config.hidden_size as i64;
+        let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
+        let normed =
+            x.f_layer_norm([d].as_slice(), Some(&head.ln.0), Some(&head.ln.1), self.config.layer_norm_eps, false)?;
+        lin(&self.act(&lin(&normed, &head.fc1)?)?, &head.fc2)
+    }
+
+    /// The head's pooled output `[B, D]` and its probe attention averaged over heads `[B, N]`.
+    fn head_attend(&self, head: &Head, out: &Tensor) -> Result<(Tensor, Tensor), tch::TchError> {
         let c = &self.config;
         let (d, heads) = (c.hidden_size as i64, c.num_attention_heads as i64);
-        let (b, tokens) = (x.size()[0], x.size()[1]);
-        let ln = |x: &Tensor, (w, bias): &(Tensor, Tensor)| {
-            x.f_layer_norm([d].as_slice(), Some(w), Some(bias), c.layer_norm_eps, false)
-        };
+        let head_dim = d / heads;
+        let (b, tokens) = (out.size()[0], out.size()[1]);
         let lin = |x: &Tensor, (w, bias): &(Tensor, Tensor)| x.f_linear(w, Some(bias));
-        let split = |t: Tensor| t.f_reshape([b, tokens, heads, d / heads])?.f_transpose(1, 2);
-        let h = ln(x, &l.ln1)?;
-        let (q, k, v) = (split(lin(&h, &l.q)?)?, split(lin(&h, &l.k)?)?, split(lin(&h, &l.v)?)?);
-        let attn = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
-        let attn = attn.f_transpose(1, 2)?.f_reshape([b, tokens, d])?;
-        let x = x.f_add(&lin(&attn, &l.out)?)?;
-        let x = x.f_add(&lin(&self.act(&lin(&ln(&x, &l.ln2)?, &l.fc1)?)?, &l.fc2)?)?;
-        Ok((x, q, k))
+        let split = |t: Tensor, len: i64| t.f_reshape([b, len, heads, head_dim])?.f_transpose(1, 2);
+        let (w, bias) = &head.in_proj;
+        let part = |n: i64| -> Result<(Tensor, Tensor), tch::TchError> {
+            Ok((w.f_narrow(0, n * d, d)?, bias.f_narrow(0, n * d, d)?))
+        };
+        let probe = head.probe.f_expand([b, 1, d], false)?;
+        let q = split(lin(&probe, &part(0)?)?, 1)?;
+        let k = split(lin(out, &part(1)?)?, tokens)?;
+        let v = split(lin(out, &part(2)?)?, tokens)?;
+        let attention = row_attention(&q, &k, head_dim)?;
+        let pooled = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
+        let pooled = lin(&pooled.f_transpose(1, 2)?.f_reshape([b, 1, d])?, &head.out_proj)?;
+        let pooled = pooled.f_add(&self.head_mlp(head, &pooled)?)?.f_select(1, 0)?;
+        Ok((pooled, attention))
+    }
+
+    /// One encoder block on `x` `[B, T, D]` (see [`EncoderLayer::forward`]).
+    fn block(&self, l: &EncoderLayer, x: &Tensor) -> Result<(Tensor, Tensor, Tensor), tch::TchError> {
+        l.forward(x, self.block_shape())
+    }
+
+    fn block_shape(&self) -> BlockShape {
+        let c = &self.config;
+        BlockShape {
+            hidden: c.hidden_size as i64,
+            heads: c.num_attention_heads as i64,
+            eps: c.layer_norm_eps,
+            act: self.act,
+            causal: false,
+        }
     }
 
     /// The embeddings `hidden_states[0]`: patches (and CLIP's class token) plus positions, CLIP's pre-layernorm.
@@ -389,12 +545,9 @@ impl VisionTower {
         }
     }
 
-    /// The MLP activation: CLIP's quick GELU, SigLIP's tanh GELU.
+    /// The MLP activation (`hidden_act`, else the family's default).
     fn act(&self, h: &Tensor) -> Result<Tensor, tch::TchError> {
-        match self.kind {
-            TowerKind::Clip => h.f_mul(&h.f_mul_scalar(1.702)?.f_sigmoid()?),
-            TowerKind::Siglip => h.f_gelu("tanh"),
-        }
+        self.act.apply(h)
     }
 }
 

@@ -5,8 +5,11 @@ use super::{emit, CliError};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tokensieve::npy;
-use tokensieve::pipeline::sampler::{Sampler, SamplerError};
-use tokensieve::video::samplers::{f2c, uniform_indices, Uniform};
+#[cfg(feature = "torch")]
+use tokensieve::pipeline::relevance::DualProvider;
+use tokensieve::pipeline::relevance::RelevanceSpec;
+use tokensieve::pipeline::sampler::{Sampler, SamplerError, EMBED_BATCH};
+use tokensieve::video::samplers::{f2c, uniform_indices, FrameScorer, Uniform};
 use tokensieve::video::{decode_at, probe, Frame, VideoInfo};
 
 /// Arguments of `sample`.
@@ -23,24 +26,30 @@ pub struct Args {
     /// Frames per second for `fps`.
     #[arg(long)]
     fps: Option<f64>,
-    /// Candidate frames (uniform) that `dcode` embeds and chooses from (D-CoDe's NUM_FRAMES).
+    /// Candidate frames (uniform) that `dcode` embeds and `f2c` scores with a dual encoder (D-CoDe's NUM_FRAMES).
     #[arg(long, default_value_t = 50)]
     candidates: usize,
     /// `dcode`: share of the frames taken uniformly.
     #[arg(long, default_value_t = 0.85)]
     uniform_ratio: f64,
-    /// `f2c`: relevance of each candidate frame to the question, a `[T]` .npy (T candidates, uniform over the video).
+    /// Where relevance comes from: `clip:MODEL` or `siglip:MODEL` (a CLIPModel / SiglipModel folder or Hugging Face
+    /// id; `f2c` scores the `--candidates` frames against `--query`, `dcode` embeds its candidates with it), or for
+    /// `f2c` a `[T]` .npy of scores (T candidates, uniform over the video).
     #[arg(long)]
-    relevance: Option<PathBuf>,
+    relevance: Option<String>,
     /// `f2c`: visual-token budget for the whole video.
     #[arg(long, default_value_t = 6272)]
     budget: usize,
     /// `f2c`: number of key clips.
     #[arg(long, default_value_t = 8)]
     anchors: usize,
-    /// A question; samplers that rank frames by relevance need an image-text model to score it.
+    /// The question `f2c` ranks frames by (with `--relevance clip:MODEL|siglip:MODEL`); for a multiple-choice
+    /// question give the question with its options, as F2C does.
     #[arg(long)]
     query: Option<String>,
+    /// Device of the dual encoder: `cpu` or `cuda` (default: CUDA when present).
+    #[arg(long)]
+    device: Option<String>,
     /// Write the picked frames as PNG files here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -76,20 +85,49 @@ fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json:
         }
         _ => None,
     };
+    let spec = args.relevance.as_deref().map(RelevanceSpec::parse).transpose().map_err(usage)?;
     if let Some(sampler) = sampler {
-        return sampler.pick(&args.video, info).map_err(|e| match e {
+        let picked = match (&spec, &sampler) {
+            (None, _) => sampler.pick(&args.video, info),
+            (Some(spec @ RelevanceSpec::Dual { .. }), Sampler::DCode { .. }) => {
+                sampler.pick_with(&args.video, info, &dual(args, spec)?)
+            }
+            (Some(spec), _) => {
+                return Err(usage(format!(
+                    "--relevance {} is for --sampler f2c (scores) or dcode (a dual encoder)",
+                    spec.label()
+                )))
+            }
+        };
+        return picked.map_err(|e| match e {
             SamplerError::Video(v) => video_error(v),
+            SamplerError::Embed(e) => CliError::runtime(e.to_string(), None),
             other => usage(other),
         });
     }
-    let Some(path) = &args.relevance else {
-        return Err(CliError::usage(
-            "f2c ranks frames by relevance to the question, which needs an image-text encoder; none is built in",
-            "pass --relevance R.npy with one score per candidate frame (candidates spread uniformly)",
-        ));
+    let (relevance, candidates, scored) = match &spec {
+        None | Some(RelevanceSpec::Llm) => {
+            return Err(CliError::usage(
+                "f2c ranks frames by relevance to the question, which needs an image-text encoder",
+                "pass --relevance clip:MODEL --query Q (or siglip:MODEL), or --relevance R.npy with one score per \
+                 candidate frame (candidates spread uniformly)",
+            ))
+        }
+        Some(RelevanceSpec::Scores(path)) => {
+            let relevance = npy::read(path).map_err(|e| CliError::runtime(e.to_string(), None))?.data;
+            let candidates = uniform_indices(info.frames, relevance.len(), Uniform::Inclusive).map_err(usage)?;
+            (relevance, candidates, None)
+        }
+        Some(spec @ RelevanceSpec::Dual { .. }) => {
+            let query = args.query.as_deref().ok_or_else(|| {
+                CliError::usage("f2c with a dual encoder scores frames against the question", "pass --query Q")
+            })?;
+            let provider = dual(args, spec)?;
+            let candidates = uniform_indices(info.frames, args.candidates, Uniform::Inclusive).map_err(usage)?;
+            let relevance = score_candidates(args, info, &candidates, query, &provider)?;
+            (relevance, candidates, Some((spec.label(), query.to_string())))
+        }
     };
-    let relevance = npy::read(path).map_err(|e| CliError::runtime(e.to_string(), None))?.data;
-    let candidates = uniform_indices(info.frames, relevance.len(), Uniform::Inclusive).map_err(usage)?;
     let planner = f2c::F2c {
         budget: args.budget,
         anchors: args.anchors,
@@ -98,9 +136,77 @@ fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json:
         ladder: f2c::ONEVISION_LADDER.to_vec(),
     };
     let plan = planner.plan(&relevance).map_err(usage)?;
-    let note = json!({"resolution": plan.rung.side, "clip_len": plan.clip_len, "tokens": plan.tokens,
+    let mut note = json!({"resolution": plan.rung.side, "clip_len": plan.clip_len, "tokens": plan.tokens,
         "anchors": plan.anchors.iter().map(|&a| candidates[a]).collect::<Vec<_>>()});
+    if let Some((label, query)) = scored {
+        note["relevance"] = json!(label);
+        note["query"] = json!(query);
+        note["scores"] = json!(candidates
+            .iter()
+            .zip(&relevance)
+            .map(|(&i, &r)| json!({"index": i, "score": r}))
+            .collect::<Vec<_>>());
+    }
     Ok((plan.frames.into_iter().map(|i| candidates[i]).collect(), Some(note)))
+}
+
+/// The dual encoder `spec` names, on `--device`.
+#[cfg(feature = "torch")]
+fn dual(args: &Args, spec: &RelevanceSpec) -> Result<DualProvider, CliError> {
+    let device = super::torch_device(args.device.as_deref())?;
+    DualProvider::load(spec, device).map_err(|e| {
+        CliError::runtime(e.to_string(), Some("give a full CLIPModel or SiglipModel folder (config.json with text_config and vision_config, model.safetensors, tokenizer.json, preprocessor_config.json)".into()))
+    })
+}
+
+/// No dual encoder: the type of the provider a build without libtorch cannot load.
+#[cfg(not(feature = "torch"))]
+enum NoProvider {}
+
+#[cfg(not(feature = "torch"))]
+impl tokensieve::video::samplers::FrameEmbedder for NoProvider {
+    fn name(&self) -> String {
+        match *self {}
+    }
+    fn embed(&self, _: &[Frame]) -> Result<Vec<Vec<f32>>, tokensieve::video::samplers::EmbedError> {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "torch"))]
+impl FrameScorer for NoProvider {
+    fn name(&self) -> String {
+        match *self {}
+    }
+    fn scores(&self, _: &[Frame], _: &str) -> Result<Vec<f32>, tokensieve::video::samplers::EmbedError> {
+        match *self {}
+    }
+}
+
+/// Without libtorch there is no dual encoder.
+#[cfg(not(feature = "torch"))]
+fn dual(_: &Args, spec: &RelevanceSpec) -> Result<NoProvider, CliError> {
+    Err(CliError::usage(
+        format!("--relevance {} runs the dual encoder on libtorch, which this build does not include", spec.label()),
+        "build with --features torch, or pass --relevance R.npy",
+    ))
+}
+
+/// F2C's relevance of each candidate frame: decoded at the video's size and scored [`EMBED_BATCH`] at a time.
+fn score_candidates(
+    args: &Args,
+    info: &VideoInfo,
+    candidates: &[usize],
+    query: &str,
+    scorer: &dyn FrameScorer,
+) -> Result<Vec<f32>, CliError> {
+    let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
+    let mut scores = Vec::with_capacity(candidates.len());
+    for chunk in candidates.chunks(EMBED_BATCH) {
+        let frames = decode_at(&args.video, &times(info, chunk), w, h).map_err(video_error)?.frames;
+        scores.extend(scorer.scores(&frames, query).map_err(|e| CliError::runtime(e.to_string(), None))?);
+    }
+    Ok(scores)
 }
 
 fn save(frames: &[Frame], indices: &[usize], dir: &Path) -> Result<(), CliError> {
@@ -114,10 +220,11 @@ fn save(frames: &[Frame], indices: &[usize], dir: &Path) -> Result<(), CliError>
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    if args.query.is_some() && args.relevance.is_none() {
+    let dual = args.relevance.as_deref().is_some_and(|r| r.starts_with("clip:") || r.starts_with("siglip:"));
+    if args.query.is_some() && !(dual && args.sampler == "f2c") {
         return Err(CliError::usage(
-            "--query needs an image-text encoder to score frames, and none is built in yet",
-            "give per-frame scores with --relevance R.npy (f2c), or drop --query",
+            "--query is what f2c scores frames against with a dual encoder",
+            "use --sampler f2c --relevance clip:MODEL (or siglip:MODEL) with --query, or drop --query",
         ));
     }
     let info = probe(&args.video).map_err(video_error)?;

@@ -21,6 +21,8 @@ pub mod overlap;
 pub mod prompt;
 #[cfg(feature = "video")]
 pub mod qa;
+#[cfg(feature = "video")]
+pub mod relevance;
 /// Frame samplers by name (they live in the video crate, beside the index rules, so the Python package has them).
 #[cfg(feature = "video")]
 pub use tokensieve_video::samplers::by_name as sampler;

@@ -6,12 +6,13 @@
 //! | `uniform` | lmms-eval's `linspace(0, N−1, k)`, both ends | `frames=8` |
 //! | `uniform-interior` | VLMEvalKit's `i·N/(k+1)`, ends excluded | `frames=8` |
 //! | `fps` | one frame every `1/rate` s, at most `max` | `rate=1`, `max=64` |
-//! | `dcode` | D-CoDe: `candidates` uniform frames, embedded (8x8 thumbnails), a share uniform and the rest by content change | `frames=8`, `candidates=50`, `uniform_ratio=0.85` |
+//! | `dcode` | D-CoDe: `candidates` uniform frames, embedded (8x8 thumbnails, or a dual encoder's image embeddings through [`Sampler::pick_with`]), a share uniform and the rest by content change | `frames=8`, `candidates=50`, `uniform_ratio=0.85` |
 //!
-//! F2C ranks frames by their relevance to the question, which needs an image-text encoder that no registry offers
-//! here; it runs from `tokensieve sample --sampler f2c --relevance R.npy` with scores computed elsewhere.
+//! F2C ranks frames by their relevance to the question, so it needs a [`super::FrameScorer`] and the question;
+//! `tokensieve sample --sampler f2c --relevance clip:MODEL --query Q` runs it (or `--relevance R.npy` with scores
+//! computed elsewhere); it is not one of these query-free specs.
 
-use super::{dcode, fps_indices, uniform_indices, FrameEmbedder, SampleError, ThumbnailEmbedder, Uniform};
+use super::{dcode, fps_indices, uniform_indices, EmbedError, FrameEmbedder, SampleError, ThumbnailEmbedder, Uniform};
 use crate::{decode_at, VideoError, VideoInfo};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -30,6 +31,9 @@ pub enum SamplerError {
     /// Decoding the candidate thumbnails failed.
     #[error(transparent)]
     Video(#[from] VideoError),
+    /// The frame embedder failed.
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
 }
 
 /// A frame sampler with its parameters.
@@ -125,6 +129,18 @@ impl Sampler {
     /// the note says so (`{"frames_asked": k, "video_frames": n}`), so a record never claims frames that were not
     /// there.
     pub fn pick(&self, path: &Path, info: &VideoInfo) -> Result<(Vec<usize>, Option<Value>), SamplerError> {
+        self.pick_with(path, info, &ThumbnailEmbedder::default())
+    }
+
+    /// [`Sampler::pick`] with the frame embedder content-aware samplers use (D-CoDe: a dual encoder's image
+    /// embeddings, as its paper's CLIP ViT-L/14-336; [`Sampler::pick`] uses the 8x8 thumbnails). The note names
+    /// the embedder.
+    pub fn pick_with(
+        &self,
+        path: &Path,
+        info: &VideoInfo,
+        embedder: &dyn FrameEmbedder,
+    ) -> Result<(Vec<usize>, Option<Value>), SamplerError> {
         let n = info.frames;
         let clamped = |asked: usize| (asked > n).then(|| json!({"frames_asked": asked, "video_frames": n}));
         Ok(match *self {
@@ -134,10 +150,12 @@ impl Sampler {
             Sampler::DCode { frames, candidates, uniform_ratio } => {
                 let candidates = uniform_indices(n, candidates, Uniform::Inclusive)?;
                 let times: Vec<f64> = candidates.iter().map(|&i| i as f64 / info.fps).collect();
-                let thumbs = decode_at(path, &times, 64, 64)?.frames;
-                let embeddings = ThumbnailEmbedder::default().embed(&thumbs);
+                let (w, h) =
+                    if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
+                let (w, h) = embedder.decode_size(w, h);
+                let embeddings = embed_in_batches(path, &times, (w, h), embedder)?;
                 let picked = dcode::select(&embeddings, frames, uniform_ratio)?;
-                let mut note = json!({"candidates": candidates.len(), "embedder": "thumbnail 8x8",
+                let mut note = json!({"candidates": candidates.len(), "embedder": embedder.name(),
                     "uniform_ratio": uniform_ratio});
                 if let (Some(extra), Some(map)) = (clamped(frames), note.as_object_mut()) {
                     map.extend(extra.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
@@ -147,6 +165,23 @@ impl Sampler {
         })
     }
 }
+
+/// Frames decoded and embedded [`EMBED_BATCH`] at a time, so memory stays one batch of full-size frames.
+fn embed_in_batches(
+    path: &Path,
+    times: &[f64],
+    (w, h): (u32, u32),
+    embedder: &dyn FrameEmbedder,
+) -> Result<Vec<Vec<f32>>, SamplerError> {
+    let mut out = Vec::with_capacity(times.len());
+    for chunk in times.chunks(EMBED_BATCH) {
+        out.extend(embedder.embed(&decode_at(path, chunk, w, h)?.frames)?);
+    }
+    Ok(out)
+}
+
+/// Candidate frames decoded at once by content-aware samplers.
+pub const EMBED_BATCH: usize = 16;
 
 #[cfg(test)]
 mod tests {

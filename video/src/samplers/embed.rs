@@ -1,17 +1,43 @@
 //! Per-frame embeddings for the samplers that look at content, and a cheap built-in one.
 //!
-//! A vision encoder implements [`FrameEmbedder`] (the models crate plugs its encoders in); without a model,
+//! A vision encoder implements [`FrameEmbedder`] (the root crate plugs the CLIP/SigLIP dual encoders in, for
+//! D-CoDe's CLIP image embeddings) and an image-text model [`FrameScorer`] (F2C's relevance); without a model,
 //! [`ThumbnailEmbedder`] describes a frame by a tiny colour thumbnail. That is good for what changes between frames
 //! — scene cuts, motion, lighting — so D-CoDe's diversity picks and DySeg's segments behave sensibly on real
-//! footage; it knows nothing about meaning, so it cannot score relevance to a question (F2C needs a real
-//! image-text model for that).
+//! footage; it knows nothing about meaning, so it cannot score relevance to a question.
 
 use crate::decode::Frame;
 
+/// Why an embedder or scorer failed: its name and the model's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{embedder}: {source}")]
+pub struct EmbedError {
+    /// The embedder (`clip:/path`, ...).
+    pub embedder: String,
+    /// The model's error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
 /// Maps decoded frames to one embedding each.
 pub trait FrameEmbedder {
+    /// What the record calls it (`thumbnail 8x8`, `clip:/models/clip-vit-large-patch14-336`).
+    fn name(&self) -> String;
     /// One vector per frame, all of the same width.
-    fn embed(&self, frames: &[Frame]) -> Vec<Vec<f32>>;
+    fn embed(&self, frames: &[Frame]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// The size to decode a `width x height` video's frames at for this embedder: the video's own by default (a
+    /// model's image processor resizes them as it would a photo).
+    fn decode_size(&self, width: u32, height: u32) -> (u32, u32) {
+        (width, height)
+    }
+}
+
+/// Scores decoded frames against a question (F2C's `r_i = cos(E_img(f_i), E_txt(Q))`).
+pub trait FrameScorer {
+    /// What the record calls it.
+    fn name(&self) -> String;
+    /// One relevance per frame.
+    fn scores(&self, frames: &[Frame], query: &str) -> Result<Vec<f32>, EmbedError>;
 }
 
 /// A `side x side` RGB thumbnail (area-averaged), centred on the frame's mean and L2-normalised.
@@ -27,8 +53,9 @@ impl Default for ThumbnailEmbedder {
     }
 }
 
-impl FrameEmbedder for ThumbnailEmbedder {
-    fn embed(&self, frames: &[Frame]) -> Vec<Vec<f32>> {
+impl ThumbnailEmbedder {
+    /// One thumbnail vector per frame (infallible, unlike a model).
+    pub fn thumbnails(&self, frames: &[Frame]) -> Vec<Vec<f32>> {
         frames
             .iter()
             .map(|f| {
@@ -59,6 +86,21 @@ impl FrameEmbedder for ThumbnailEmbedder {
     }
 }
 
+impl FrameEmbedder for ThumbnailEmbedder {
+    fn name(&self) -> String {
+        format!("thumbnail {0}x{0}", self.side)
+    }
+
+    fn embed(&self, frames: &[Frame]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(self.thumbnails(frames))
+    }
+
+    /// 64 x 64 is plenty for an 8 x 8 thumbnail.
+    fn decode_size(&self, _: u32, _: u32) -> (u32, u32) {
+        (64, 64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,7 +116,7 @@ mod tests {
         let left_dark = frame(|x, _| if x < 8 { [10, 10, 10] } else { [200, 200, 200] });
         let left_dark2 = frame(|x, _| if x < 8 { [20, 20, 20] } else { [210, 190, 200] });
         let top_dark = frame(|_, y| if y < 8 { [10, 10, 10] } else { [200, 200, 200] });
-        let e = ThumbnailEmbedder { side: 4 }.embed(&[left_dark, left_dark2, top_dark]);
+        let e = ThumbnailEmbedder { side: 4 }.thumbnails(&[left_dark, left_dark2, top_dark]);
         let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         assert!(cos(&e[0], &e[1]) > 0.95);
         assert!(cos(&e[0], &e[2]) < 0.1);

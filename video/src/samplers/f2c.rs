@@ -16,7 +16,7 @@
 //! frames; a flat curve gives `K` uniform anchors; `T·tok <= B` keeps every frame at the highest resolution that
 //! fits. A moving-average `smooth` window (default 1 = off) is applied to `r` first. Frames freed by overlapping
 //! clips are not re-spent; the plan reports the tokens actually used.
-//! Complexity: `O(T)` plus a tiny 1-D K-means. Relevance needs an image-text model; see [`super::FrameEmbedder`].
+//! Complexity: `O(T)` plus a tiny 1-D K-means. Relevance needs an image-text model; see [`super::FrameScorer`].
 //! Source: Sun et al., "From Frames to Clips: Efficient Key Clip Selection for Long-Form Video Understanding",
 //! arXiv 2510.02262 (no public code; ALGORITHMS.md §2.2).
 

@@ -12,7 +12,7 @@ pub mod segments;
 pub mod uniform;
 
 pub use by_name::{Sampler, SamplerError, SAMPLERS};
-pub use embed::{FrameEmbedder, ThumbnailEmbedder};
+pub use embed::{EmbedError, FrameEmbedder, FrameScorer, ThumbnailEmbedder};
 pub use uniform::{fps_indices, uniform_indices, Uniform};
 
 use thiserror::Error;
