@@ -158,3 +158,108 @@ fn wrong_checkpoints_and_missing_inputs_are_one_line() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is for --sampler f2c"), "{err}");
 }
+
+const TINY_LLAVA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+const TINY_ONEVISION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision");
+const TINY_QWEN2_5_VL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_qwen2_5_vl");
+
+/// A 64 x 64 picture: the top-left quadrant red, the rest blue.
+fn quadrant_picture(dir: &Path) -> PathBuf {
+    let path = dir.join("quadrant.png");
+    let rgb: Vec<u8> = (0..64)
+        .flat_map(|y| (0..64).flat_map(move |x| if x < 32 && y < 32 { [255u8, 0, 0] } else { [0, 0, 255] }))
+        .collect();
+    image::save_buffer(&path, &rgb, 64, 64, image::ExtendedColorType::Rgb8).unwrap();
+    path
+}
+
+fn ask(model: &str, media: &[&str], pruner: &str, keep: usize, question: &str) -> serde_json::Value {
+    let relevance = format!("siglip:{CONSTRUCTED}");
+    let keep = keep.to_string();
+    let mut args = vec!["ask", "--model", model, "--device", "cpu", "--pruner", pruner, "--keep", &keep];
+    args.extend_from_slice(media);
+    args.extend(["--relevance", &relevance, "--max-new-tokens", "1", "--json", question]);
+    let (code, out, err) = tokensieve(&args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn kept(answer: &serde_json::Value) -> Vec<usize> {
+    answer["record"]["kept"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+}
+
+fn encoder_tokens(answer: &serde_json::Value) -> usize {
+    answer["record"]["visual_tokens"][0][1].as_u64().unwrap() as usize
+}
+
+/// The token indices of a `side x side` grid's top-left quadrant.
+fn top_left(side: usize) -> Vec<usize> {
+    (0..side / 2).flat_map(|r| (0..side / 2).map(move |c| r * side + c)).collect()
+}
+
+#[test]
+fn query_keeps_the_region_the_question_names_on_llava_and_qwen() {
+    let dir = tempfile::tempdir().unwrap();
+    let picture = quadrant_picture(dir.path());
+    let image = ["--image", picture.to_str().unwrap()];
+    for model in [TINY_LLAVA, TINY_QWEN2_5_VL] {
+        // The square picture's token grid (LLaVA: 4 x 4; Qwen-VL: its smart-resized merged grid).
+        let probe = ask(model, &image, "query:recovery=off", 1, "red");
+        let side = (encoder_tokens(&probe) as f64).sqrt() as usize;
+        assert_eq!(side * side, encoder_tokens(&probe), "{model}: a square grid");
+        let quadrant = top_left(side);
+        let red = ask(model, &image, "query:recovery=off", quadrant.len(), "what is the red car ?");
+        assert_eq!(kept(&red), quadrant, "{model}: the red quadrant");
+        let notes = red["record"]["notes"].to_string();
+        assert!(notes.contains(&format!("siglip:{CONSTRUCTED} text embeddings")), "{notes}");
+        assert!(notes.contains("layer -1 patch embeddings"), "{notes}");
+        let blue = ask(model, &image, "query:recovery=off", quadrant.len(), "blue");
+        assert!(kept(&blue).iter().all(|i| !quadrant.contains(i)), "{model}: blue keeps no red token");
+        // CDPruner reads layer -2 (its official tower layer). Its first pick is the token of highest scaled
+        // relevance; the official relevance is the *negative* cosine (`sign=-1`, tuned to CLIP), so for "red" it
+        // starts outside the red quadrant, and with `sign=1` inside it.
+        let cd = ask(model, &image, "cdpruner", 1, "red");
+        assert!(!quadrant.contains(&kept(&cd)[0]), "{model}: {:?}", kept(&cd));
+        assert!(cd["record"]["notes"].to_string().contains("layer -2 patch embeddings"));
+        let cd = ask(model, &image, "cdpruner:sign=1", 1, "red");
+        assert!(quadrant.contains(&kept(&cd)[0]), "{model}: {:?}", kept(&cd));
+    }
+}
+
+#[test]
+fn query_finds_the_frame_on_onevision_videos_and_refuses_any_resolution_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = colour_video(dir.path());
+    // Frames 0, 5, 11, 16, 22, 27, 33, 39 of 40: only frame 16 (the fourth) is red.
+    let media = ["--video", video.to_str().unwrap(), "--frames", "8"];
+    let probe = ask(TINY_ONEVISION, &media, "query:recovery=off", 1, "red");
+    let per_frame = encoder_tokens(&probe) / 8;
+    let red = ask(TINY_ONEVISION, &media, "query:recovery=off", per_frame, "red");
+    assert_eq!(kept(&red), (3 * per_frame..4 * per_frame).collect::<Vec<_>>());
+    let green = ask(TINY_ONEVISION, &media, "query:recovery=off", per_frame, "green");
+    assert!(kept(&green).iter().all(|&i| i >= 4 * per_frame), "{:?}", kept(&green));
+    // A query-agnostic chain says the provider went unused.
+    let todre = ask(TINY_ONEVISION, &media, "todre", per_frame, "red");
+    assert!(todre["record"]["notes"].to_string().contains("unused, the chain is query-agnostic"));
+    // One OneVision image is packed from any-resolution views: refused in one line.
+    let picture = quadrant_picture(dir.path());
+    let relevance = format!("siglip:{CONSTRUCTED}");
+    let (code, _, err) = tokensieve(&[
+        "ask",
+        "--model",
+        TINY_ONEVISION,
+        "--device",
+        "cpu",
+        "--image",
+        picture.to_str().unwrap(),
+        "--pruner",
+        "query",
+        "--ratio",
+        "0.5",
+        "--relevance",
+        &relevance,
+        "red",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("any-resolution"), "{err}");
+}

@@ -19,6 +19,7 @@ pub struct TokenSet<M> {
     importance: Option<Vec<f32>>,
     relevance: Option<Vec<f32>>,
     query: Option<M>,
+    query_space: Option<M>,
 }
 
 fn check_vector(name: &'static str, v: &[f32], n: usize) -> Result<()> {
@@ -53,6 +54,7 @@ impl<M> TokenSet<M> {
             importance: None,
             relevance: None,
             query: None,
+            query_space: None,
         })
     }
 
@@ -103,14 +105,33 @@ impl<M> TokenSet<M> {
         Ok(self)
     }
 
-    /// Adds query embeddings `[T, D]` in the same space (and width) as the features.
+    /// Adds the tokens as a dual encoder embeds them, `[N, E]`: the joint image-text space the query lives in
+    /// (a CLIP/SigLIP checkpoint's patch embeddings where each token's region is). Query-aware methods then measure
+    /// relevance here and keep measuring similarity on the features. Set it before [`TokenSet::with_query`].
+    pub fn with_query_space<B: Backend<Matrix = M>>(mut self, backend: &B, space: M) -> Result<Self> {
+        let (rows, cols) = backend.shape(&space);
+        if rows != self.n {
+            return Err(PruneError::Shape {
+                tensor: "query space",
+                got: vec![rows, cols],
+                expected: format!("[{}, E] (one row per token)", self.n),
+            });
+        }
+        check_matrix(backend, "query space", &space)?;
+        self.query_space = Some(space);
+        Ok(self)
+    }
+
+    /// Adds query embeddings `[T, D]` in the space (and width) of the features, or of the query space when one is
+    /// set ([`TokenSet::with_query_space`]).
     pub fn with_query<B: Backend<Matrix = M>>(mut self, backend: &B, query: M) -> Result<Self> {
         let (rows, cols) = backend.shape(&query);
-        if cols != self.d {
+        let width = self.query_space.as_ref().map_or(self.d, |s| backend.shape(s).1);
+        if cols != width {
             return Err(PruneError::Shape {
                 tensor: "query",
                 got: vec![rows, cols],
-                expected: format!("[T, {}]", self.d),
+                expected: format!("[T, {width}]"),
             });
         }
         check_matrix(backend, "query", &query)?;
@@ -173,6 +194,11 @@ impl<M> TokenSet<M> {
         self.query.as_ref()
     }
 
+    /// The tokens in the query's space, if given ([`TokenSet::with_query_space`]).
+    pub fn query_space(&self) -> Option<&M> {
+        self.query_space.as_ref()
+    }
+
     /// The tokens `idx` (in that order) as a new flat set with the matching slices of every signal; the query is
     /// shared whole. Used by methods that run an inner selector per clip or frame.
     pub fn subset<B: Backend<Matrix = M>>(&self, backend: &B, idx: &[usize]) -> Result<Self> {
@@ -191,6 +217,7 @@ impl<M> TokenSet<M> {
                 (Some(q), Some(rows)) => Some(backend.gather_rows(q, &rows)?),
                 _ => None,
             },
+            query_space: self.query_space.as_ref().map(|s| backend.gather_rows(s, idx)).transpose()?,
         })
     }
 

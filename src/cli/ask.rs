@@ -74,6 +74,51 @@ pub struct PruningFlags {
     /// (each frame, temporal patch or image keeps its even share; the per-frame counts are known before encoding).
     #[arg(long, default_value = "global", value_parser = ["global", "frame"])]
     pub budget_scope: String,
+    /// Where query-aware methods (`query`, `cdpruner`, `mmr:importance=relevance`) get relevance: `llm` (the VLM's
+    /// own embeddings, the default) or a dual encoder `clip:MODEL` / `siglip:MODEL` (a CLIPModel / SiglipModel
+    /// folder or Hugging Face id, on libtorch): its text embeddings of the question against its patch embeddings of
+    /// the pixels the VLM saw.
+    #[arg(long, default_value = "llm")]
+    pub relevance: String,
+}
+
+/// The dual encoder `--relevance` names on `device` (`None` for `llm`).
+pub(super) fn relevance_provider(
+    flags: &PruningFlags,
+    device: Option<&str>,
+) -> Result<Option<std::sync::Arc<dyn tokensieve::pipeline::relevance::PatchRelevance>>, CliError> {
+    use tokensieve::pipeline::relevance::RelevanceSpec;
+    let spec = RelevanceSpec::parse(&flags.relevance)
+        .map_err(|e| CliError::usage(e.to_string(), "--relevance llm, clip:MODEL or siglip:MODEL"))?;
+    match spec {
+        RelevanceSpec::Llm => Ok(None),
+        RelevanceSpec::Scores(_) => Err(CliError::usage(
+            format!("--relevance {}: per-frame scores are for `tokensieve sample --sampler f2c`", flags.relevance),
+            "give llm, clip:MODEL or siglip:MODEL",
+        )),
+        #[cfg(feature = "torch")]
+        spec @ RelevanceSpec::Dual { .. } => {
+            let device = super::torch_device(device)?;
+            let provider = tokensieve::pipeline::relevance::DualProvider::load(&spec, device).map_err(|e| {
+                CliError::runtime(
+                    e.to_string(),
+                    Some("give a full CLIPModel or SiglipModel folder (both towers, tokenizer.json, preprocessor_config.json)".into()),
+                )
+            })?;
+            Ok(Some(std::sync::Arc::new(provider)))
+        }
+        #[cfg(not(feature = "torch"))]
+        RelevanceSpec::Dual { .. } => {
+            let _ = device;
+            Err(CliError::usage(
+                format!(
+                    "--relevance {} runs a dual encoder on libtorch, which this build does not include",
+                    flags.relevance
+                ),
+                "build with --features torch, or use --relevance llm",
+            ))
+        }
+    }
 }
 
 /// Arguments of `ask`.
@@ -251,7 +296,7 @@ pub(super) fn qa_options(
 ) -> Result<tokensieve::pipeline::qa::QaOptions, CliError> {
     use tokensieve::pruners::in_decoder::InDecoder;
     use tokensieve::pruners::{Budget, Method};
-    let PruningFlags { pruner, keep, ratio, in_llm, positions, budget_scope } = flags;
+    let PruningFlags { pruner, keep, ratio, in_llm, positions, budget_scope, relevance: _ } = flags;
     let (keep, ratio, in_llm) = (*keep, *ratio, in_llm.as_deref());
     let usage = |e: String| CliError::usage(e, "see `tokensieve ask --help`");
     let pruners = pruner
@@ -342,6 +387,9 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
     let scope = tokensieve::pipeline::qa::BudgetScope::parse(&args.pruning.budget_scope)
         .map_err(|e| CliError::usage(e, "global or frame"))?;
     builder = builder.positions(positions).budget_scope(scope);
+    if let Some(provider) = relevance_provider(&args.pruning, args.device.as_deref())? {
+        builder = builder.relevance(provider);
+    }
     builder = builder.sampling(sampling(args)?).stop(args.stop.clone()).keep_logits(args.logits_out.is_some());
     if args.backend.encode_batch > 0 {
         builder = builder.encode_batch(args.backend.encode_batch);

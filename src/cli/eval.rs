@@ -150,6 +150,7 @@ fn config(args: &Args) -> Value {
         "keep": args.pruning.keep,
         "ratio": args.pruning.ratio,
         "in_llm": args.pruning.in_llm,
+        "relevance": args.pruning.relevance,
         "backend": args.backend.backend,
         "dtype": args.backend.dtype,
         "precision": args.backend.precision,
@@ -164,7 +165,8 @@ fn config(args: &Args) -> Value {
 
 /// Runs `eval`.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let opts = super::ask::qa_options(&args.pruning, args.max_new_tokens)?;
+    let mut opts = super::ask::qa_options(&args.pruning, args.max_new_tokens)?;
+    opts.relevance = super::ask::relevance_provider(&args.pruning, None)?;
     let scoring = args.scoring.scoring()?;
     if args.frames == 0 {
         return Err(CliError::usage("--frames 0 samples nothing", "give at least one frame, for example --frames 8"));

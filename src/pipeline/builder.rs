@@ -77,6 +77,7 @@ pub struct PipelineBuilder {
     keep_logits: bool,
     scope: BudgetScope,
     encode_batch: Option<usize>,
+    relevance: Option<std::sync::Arc<dyn super::relevance::PatchRelevance>>,
 }
 
 impl PipelineBuilder {
@@ -105,6 +106,13 @@ impl PipelineBuilder {
     /// (each frame keeps its share).
     pub fn budget_scope(mut self, scope: BudgetScope) -> Self {
         self.scope = scope;
+        self
+    }
+
+    /// Gives query-aware methods (`query`, `cdpruner`, `mmr:importance=relevance`) a dual encoder's relevance
+    /// (a `DualProvider` on libtorch) instead of the VLM's own embeddings (`llm`, the default).
+    pub fn relevance(mut self, provider: std::sync::Arc<dyn super::relevance::PatchRelevance>) -> Self {
+        self.relevance = Some(provider);
         self
     }
 
@@ -221,6 +229,7 @@ impl PipelineBuilder {
             positions: self.positions,
             keep_logits: self.keep_logits,
             scope: self.scope,
+            relevance: self.relevance,
         };
         qa.check_options(&opts)?;
         Ok(Pipeline { qa, sampler: self.sampler, opts })
@@ -311,6 +320,7 @@ impl Pipeline {
             keep_logits: false,
             scope: BudgetScope::Global,
             encode_batch: None,
+            relevance: None,
         }
     }
 

@@ -17,9 +17,12 @@
 //!   SigLIP layer, where FastVID and HoliTom read theirs). Attention and keys follow the kept rows through the chain;
 //!   a merged token carries its representative's.
 //! - Query: methods that read query embeddings (`query`, `cdpruner`) get the LLM input embeddings of the question's
-//!   tokens, in the space of the projected visual tokens (OpenVINO GenAI's choice for CDPruner); methods that read
-//!   relevance but not the query (`mmr:importance=relevance`) get each token's mean cosine to those embeddings (the
-//!   `llm` relevance provider, `tokensieve_pruners::methods::query::question_relevance`); the record notes both.
+//!   tokens, in the space of the projected visual tokens (the `llm` provider, OpenVINO GenAI's choice for
+//!   CDPruner), or with a dual encoder (`QaOptions::relevance`, `--relevance clip:MODEL`) its text embeddings of
+//!   the question and, as the tokens' query space, its patch embeddings of the pixels the VLM saw, collected batch
+//!   by batch during encoding (`QuerySpace`); methods that read relevance but not the query
+//!   (`mmr:importance=relevance`) get each token's mean cosine to those rows
+//!   (`tokensieve_pruners::methods::query::question_relevance`); the record notes the source.
 //! - What a selection returns beyond indices reaches the decoder and the record: merged features replace the kept
 //!   rows, extra tokens (PruMerge+) follow the kept tokens of the span (before a trailing newline), every note is
 //!   recorded as `method: note`.
@@ -34,8 +37,9 @@ use super::frames::{FrameSlice, FrameSource};
 use super::model::{DropPlan, LanguageSide, VisionSide};
 use super::qa::{
     generate, inspection_prompt, prompt_positions, prune_chain, pruning, question_prompt, span_offsets, square_views,
-    unit_runs, Chained, Measured, MediaKind, Newline, QaError, QaOptions, QaRecord, StageClock,
+    unit_runs, Chained, Measured, MediaKind, Newline, QaError, QaOptions, QaRecord, QueryInput, StageClock,
 };
+use super::relevance::{PatchRelevance, PixelScale};
 use ndarray::{Array2, ArrayView2};
 use serde::Deserialize;
 use std::path::Path;
@@ -55,6 +59,104 @@ use tokensieve_video::preprocess::{ImageProcessor, Pixels};
 use tokensieve_video::Frame;
 
 pub use super::qa::VisualTokens;
+
+/// Whether a method of the chain reads the question (query embeddings, or relevance the chain computes from them).
+fn reads_query(opts: &QaOptions) -> bool {
+    opts.pruners.iter().any(|m| m.uses().contains(&Signal::Query) || m.reads_relevance())
+}
+
+/// The visual tokens' rows in a dual encoder's space, collected batch by batch while the frames are encoded (the
+/// pixels are gone afterwards): the same pixels the VLM saw, through the provider (see
+/// [`super::relevance::PatchRelevance::patches`]).
+///
+/// The layer \[project where the method is silent\]: CDPruner's official code takes the CLIP tower's layer −2
+/// (`mm_vision_select_layer`), so a chain with `cdpruner` uses −2; `query` (LaVida, no public code) and MMR's
+/// relevance use the last layer, where the joint space is trained.
+pub(crate) struct QuerySpace<'a> {
+    provider: &'a dyn PatchRelevance,
+    layer: i64,
+    rows: Vec<Array2<f32>>,
+}
+
+impl<'a> QuerySpace<'a> {
+    fn new(provider: &'a dyn PatchRelevance, opts: &QaOptions) -> Self {
+        let layer = if opts.pruners.iter().any(|m| m.name() == "cdpruner") { -2 } else { -1 };
+        QuerySpace { provider, layer, rows: Vec::new() }
+    }
+
+    /// Square views, one per arranged unit (video frames, several images, one LLaVA-1.5 image).
+    fn add_square(&mut self, views: &[Pixels], next: &VisualTokens, processor: &ImageProcessor) -> Result<(), QaError> {
+        let grid = match next.layout {
+            Some(tokensieve_pruners::Layout::Grid { height, width, .. }) if next.units.0 == views.len() => {
+                (height, width)
+            }
+            _ => {
+                return Err(QaError::Unsupported {
+                    setting: format!("--relevance {}", self.provider.label()),
+                    reason: format!(
+                        "{} views arranged as {} units without one grid each; use --relevance llm",
+                        views.len(),
+                        next.units.0
+                    ),
+                })
+            }
+        };
+        let refs: Vec<&Pixels> = views.iter().collect();
+        self.rows.push(self.provider.patches(&refs, scale_of(processor), grid, self.layer)?);
+        Ok(())
+    }
+
+    /// Native-resolution frames of one size: each unit is `temporal` consecutive frames (Qwen-VL's temporal
+    /// patches, 1 for images) on one merged `grid`; a unit's row is the mean of its frames' rows.
+    fn add_patches(
+        &mut self,
+        frames: &[&Pixels],
+        grid: (usize, usize),
+        temporal: usize,
+        processor: &ImageProcessor,
+    ) -> Result<(), QaError> {
+        let per_frame = self.provider.patches(frames, scale_of(processor), grid, self.layer)?;
+        let cells = grid.0 * grid.1;
+        if temporal <= 1 {
+            self.rows.push(per_frame);
+            return Ok(());
+        }
+        let units = frames.len().div_ceil(temporal);
+        let mut out = Array2::zeros((units * cells, per_frame.ncols()));
+        for u in 0..units {
+            let members = (u * temporal..((u + 1) * temporal).min(frames.len())).collect::<Vec<_>>();
+            for &f in &members {
+                let rows = per_frame.slice(ndarray::s![f * cells..(f + 1) * cells, ..]);
+                let mut slot = out.slice_mut(ndarray::s![u * cells..(u + 1) * cells, ..]);
+                slot.scaled_add(1.0 / members.len() as f32, &rows);
+            }
+        }
+        self.rows.push(out);
+        Ok(())
+    }
+
+    /// The chain's query: the question's text embeddings and the collected rows.
+    fn finish(self, question: &str) -> Result<QueryInput, QaError> {
+        let views: Vec<_> = self.rows.iter().map(|r| r.view()).collect();
+        let space = ndarray::concatenate(ndarray::Axis(0), &views)
+            .map_err(|e| QaError::Config { path: "query space".into(), reason: e.to_string() })?;
+        Ok(QueryInput {
+            rows: self.provider.text(question)?,
+            space: Some(space),
+            source: format!(
+                "the question's {0} text embeddings, against the tokens' {0} layer {1} patch embeddings",
+                self.provider.label(),
+                self.layer
+            ),
+        })
+    }
+}
+
+/// How `processor` normalised its pixels.
+fn scale_of(processor: &ImageProcessor) -> PixelScale {
+    let (mean, std) = processor.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
+    PixelScale { rescale: processor.rescale.unwrap_or(1.0), mean, std }
+}
 
 /// Which backend to load a model on.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -317,6 +419,7 @@ impl Engine {
         kind: MediaKind,
         request: SignalRequest,
         preprocess_ms: &mut f64,
+        mut space: Option<&mut QuerySpace<'_>>,
     ) -> Result<VisualTokens, QaError> {
         let side = self.family.image_size();
         let batch = self.encode_batch;
@@ -340,6 +443,9 @@ impl Engine {
                     *preprocess_ms += clock.elapsed().as_secs_f64() * 1e3;
                     drop(frames);
                     let next = self.family.arrange(tower(&views)?, kind, None).map_err(arranged)?;
+                    if let (Some(q), false) = (space.as_deref_mut(), views.is_empty()) {
+                        q.add_square(&views, &next, &self.processor)?;
+                    }
                     match tokens.as_mut() {
                         Some(t) => t.append(next).map_err(arranged)?,
                         None => {
@@ -356,8 +462,13 @@ impl Engine {
                 tokens.ok_or_else(|| arranged("no frame to encode".into()))
             }
             ViewPlan::Patches { patch, merge, temporal } => {
-                self.encode_patches(source, kind, request, (patch, merge, temporal), preprocess_ms)
+                self.encode_patches(source, kind, request, (patch, merge, temporal), preprocess_ms, space)
             }
+            ViewPlan::AnyRes { .. } if space.is_some() => Err(QaError::Unsupported {
+                setting: "a dual-encoder relevance provider on an any-resolution image".into(),
+                reason: "its tokens are packed from several views; give a video, several images, or --relevance llm"
+                    .into(),
+            }),
             ViewPlan::AnyRes { .. } => {
                 let count = source.len();
                 let frames = source.next_batch(count)?;
@@ -390,6 +501,7 @@ impl Engine {
         request: SignalRequest,
         (patch, merge, temporal): (usize, usize, usize),
         preprocess_ms: &mut f64,
+        mut space: Option<&mut QuerySpace<'_>>,
     ) -> Result<VisualTokens, QaError> {
         use rayon::prelude::*;
         let arranged = |reason: String| QaError::Config { path: "visual tokens".into(), reason };
@@ -418,6 +530,10 @@ impl Engine {
                 let run = if images { same } else { rest.len() };
                 let refs: Vec<&Pixels> = rest[..run].iter().collect();
                 rest = &rest[run..];
+                if let Some(q) = space.as_deref_mut() {
+                    let grid = (first.height / (patch * merge), first.width / (patch * merge));
+                    q.add_patches(&refs, grid, if images { 1 } else { temporal }, processor)?;
+                }
                 let cut = tokensieve_video::preprocess::patches::patchify(&refs, patch, merge, temporal, images);
                 batches.push(cut.ok_or_else(|| {
                     let sizes: Vec<String> = refs.iter().map(|p| format!("{}x{}", p.width, p.height)).collect();
@@ -519,7 +635,7 @@ impl Engine {
 
     /// The visual tokens of `frames` before pruning, with their layout and every signal the tower gives.
     pub fn visual_tokens(&self, frames: &[Frame], kind: MediaKind) -> Result<VisualTokens, QaError> {
-        self.encode(&mut FrameSlice::new(frames), kind, SignalRequest { attention: true, keys: true }, &mut 0.0)
+        self.encode(&mut FrameSlice::new(frames), kind, SignalRequest { attention: true, keys: true }, &mut 0.0, None)
     }
 
     /// The rows of the decoder's visual span: the kept tokens, extra tokens, and the family's newlines where the
@@ -595,11 +711,15 @@ impl Engine {
 
     /// The LLM input embeddings of the question's tokens, when a method of the chain reads query embeddings or
     /// relevance (which the chain computes from them, [`super::qa`]).
-    fn query(&self, question: &str, opts: &QaOptions) -> Result<Option<Array2<f32>>, QaError> {
-        if !opts.pruners.iter().any(|m| m.uses().contains(&Signal::Query) || m.reads_relevance()) {
+    fn query(&self, question: &str, opts: &QaOptions) -> Result<Option<QueryInput>, QaError> {
+        if !reads_query(opts) {
             return Ok(None);
         }
-        self.question_embeddings(question)
+        Ok(self.question_embeddings(question)?.map(|rows| QueryInput {
+            rows,
+            space: None,
+            source: "the question's LLM input embeddings".into(),
+        }))
     }
 
     /// The LLM input embeddings `[T, D]` of `question`'s tokens (no chat template), the query that query-aware
@@ -612,7 +732,7 @@ impl Engine {
         Ok(Some(self.language.embed_ids(&ids)?))
     }
 
-    fn chain(&self, visual: VisualTokens, query: Option<Array2<f32>>, opts: &QaOptions) -> Result<Chained, QaError> {
+    fn chain(&self, visual: VisualTokens, query: Option<QueryInput>, opts: &QaOptions) -> Result<Chained, QaError> {
         match self.prune_on {
             #[cfg(feature = "onnx")]
             PruneOn::Host => prune_chain(&tokensieve_pruners::CpuBackend, visual, query, opts),
@@ -629,7 +749,7 @@ impl Engine {
     /// each.
     pub fn prefill(&self, frames: &[Frame], kind: MediaKind, prompt: &str, raw: bool) -> Result<Prefilled, QaError> {
         let request = SignalRequest { attention: true, keys: false };
-        let mut visual = self.encode(&mut FrameSlice::new(frames), kind, request, &mut 0.0)?;
+        let mut visual = self.encode(&mut FrameSlice::new(frames), kind, request, &mut 0.0, None)?;
         let attention = visual.attention.take();
         let total = visual.features.nrows();
         let chained = Chained {
@@ -729,16 +849,24 @@ impl Engine {
         }
         let mut clock = StageClock::start();
         let mut preprocess_ms = 0.0;
-        let visual = self.encode(source, kind, self.signals(opts), &mut preprocess_ms)?;
+        let dual = opts.relevance.as_deref().filter(|_| reads_query(opts));
+        let mut space = dual.map(|provider| QuerySpace::new(provider, opts));
+        let visual = self.encode(source, kind, self.signals(opts), &mut preprocess_ms, space.as_mut())?;
         self.check_signals(&visual, opts)?;
         let decode_ms = source.wait_ms();
         let mut ttft = clock.lap("encode") - decode_ms;
-        let query = self.query(question, opts)?;
+        let query = match space {
+            Some(space) => Some(space.finish(question)?),
+            None => self.query(question, opts)?,
+        };
         let (units, newline, (placeholder_id, placeholder)) = (visual.units, visual.newline, visual.placeholder);
         let grids = visual.unit_grids();
         let mut visual = visual;
         let deepstack = visual.deepstack.take();
-        let chained = self.chain(visual, query, opts)?;
+        let mut chained = self.chain(visual, query, opts)?;
+        if let (Some(provider), false) = (&opts.relevance, reads_query(opts)) {
+            chained.notes.push(format!("relevance: {} unused, the chain is query-agnostic", provider.label()));
+        }
         let rows = self.span_rows(&chained, units, newline)?;
         ttft += clock.lap("prune");
         let extra = chained.extra.as_ref().map_or(0, |e| e.nrows());

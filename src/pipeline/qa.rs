@@ -40,6 +40,9 @@ pub enum QaError {
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] tokensieve_models::tokenizer::TokenizerError),
+    /// The relevance provider (a dual encoder) failed.
+    #[error(transparent)]
+    Relevance(#[from] super::relevance::RelevanceError),
     /// A pruner failed (the method is named).
     #[error("{method}: {source}")]
     Prune {
@@ -134,6 +137,9 @@ pub struct QaOptions {
     pub keep_logits: bool,
     /// How the budget is shared among frames (images, temporal patches).
     pub scope: BudgetScope,
+    /// Where query-aware methods get relevance: a dual encoder (`--relevance clip:MODEL`), or `None` for the
+    /// `llm` provider (the VLM's own embeddings).
+    pub relevance: Option<std::sync::Arc<dyn super::relevance::PatchRelevance>>,
 }
 
 /// How a multi-frame input's budget is shared among its units (video frames, Qwen temporal patches, images).
@@ -200,6 +206,7 @@ impl QaOptions {
             positions: Positions::Original,
             keep_logits: false,
             scope: BudgetScope::Global,
+            relevance: None,
         }
     }
 }
@@ -327,6 +334,17 @@ pub(crate) struct Chained {
     pub visual_tokens: Vec<(String, usize)>,
 }
 
+/// The question as query-aware methods read it: its embedding rows `[T, E]` and, when they come from a dual
+/// encoder, the visual tokens embedded in that space (`[N, E]`, row `i` where token `i`'s region is).
+pub struct QueryInput {
+    /// The question's rows: the LLM's input embeddings of its tokens (`llm`) or a dual encoder's text embeddings.
+    pub rows: Array2<f32>,
+    /// The tokens in the rows' space (`None` for `llm`: the features are that space).
+    pub space: Option<Array2<f32>>,
+    /// How the record describes the rows (`the question's LLM input embeddings`, ...).
+    pub source: String,
+}
+
 /// Runs `opts.pruners` in order on `visual` (and the question's `query` embeddings, for methods that read them),
 /// on `backend`. The budget is resolved once against all `N` tokens and every stage keeps at most that many (a stage
 /// whose input already fits is the identity); the attention and keys follow the kept rows so a later stage still
@@ -335,21 +353,35 @@ pub(crate) struct Chained {
 pub(crate) fn prune_chain<B: Backend>(
     backend: &B,
     visual: VisualTokens,
-    query: Option<Array2<f32>>,
+    query: Option<QueryInput>,
     opts: &QaOptions,
 ) -> Result<Chained, QaError> {
     let total = visual.features.nrows();
     let k = opts.budget.resolve(total).map_err(pruning("budget"))?.k;
+    let (query, space, source) = match query {
+        Some(QueryInput { rows, space, source }) => (Some(rows), space, source),
+        None => (None, None, String::new()),
+    };
+    if let Some(s) = &space {
+        if s.nrows() != total {
+            return Err(QaError::Config {
+                path: "query space".into(),
+                reason: format!("{} rows for {total} visual tokens", s.nrows()),
+            });
+        }
+    }
     let query = query.map(|q| backend.upload_owned(q).map_err(pruning("query"))).transpose()?;
+    let query = query.as_ref().map(|rows| ChainQuery { rows, source: &source });
     let units = visual.units.0;
     if opts.scope == BudgetScope::Global || units < 2 || opts.pruners.is_empty() {
         let tokens = ChainInput {
             features: visual.features,
             attention: visual.attention,
             keys: visual.keys,
+            space,
             layout: visual.layout,
         };
-        return chain_once(backend, tokens, query.as_ref(), opts, k);
+        return chain_once(backend, tokens, query, opts, k);
     }
     if let Some(m) = opts.pruners.iter().find(|m| m.uses().contains(&Signal::FrameGrid)) {
         return Err(QaError::Unsupported {
@@ -383,9 +415,10 @@ pub(crate) fn prune_chain<B: Backend>(
             features: rows(&visual.features, u),
             attention: visual.attention.as_ref().map(|a| a[starts[u]..starts[u + 1]].to_vec()),
             keys: visual.keys.as_ref().map(|m| rows(m, u)),
+            space: space.as_ref().map(|m| rows(m, u)),
             layout: layout(u),
         };
-        let mut part = chain_once(backend, tokens, query.as_ref(), opts, share)?;
+        let mut part = chain_once(backend, tokens, query, opts, share)?;
         part.origin.iter_mut().for_each(|o| *o += starts[u]);
         parts.push(part);
     }
@@ -427,14 +460,31 @@ struct ChainInput {
     features: Array2<f32>,
     attention: Option<Vec<f32>>,
     keys: Option<Array2<f32>>,
+    /// The tokens in the query's space ([`QueryInput::space`]).
+    space: Option<Array2<f32>>,
     layout: Option<Layout>,
 }
+
+/// The uploaded question rows and how the record names them.
+struct ChainQuery<'a, M> {
+    rows: &'a M,
+    source: &'a str,
+}
+
+// Two references: copied whatever `M` is (a derive would ask `M: Copy`).
+impl<M> Clone for ChainQuery<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M> Copy for ChainQuery<'_, M> {}
 
 /// One run of the pruner chain over `input` keeping at most `k` tokens (see [`prune_chain`]).
 fn chain_once<B: Backend>(
     backend: &B,
     input: ChainInput,
-    query: Option<&B::Matrix>,
+    query: Option<ChainQuery<'_, B::Matrix>>,
     opts: &QaOptions,
     k: usize,
 ) -> Result<Chained, QaError> {
@@ -445,6 +495,7 @@ fn chain_once<B: Backend>(
     let mut features = upload(input.features, "encoder output")?;
     let mut attention = input.attention;
     let mut keys = input.keys.map(|k| upload(k, "keys")).transpose()?;
+    let mut space = input.space.map(|m| upload(m, "query space")).transpose()?;
     let mut layout = input.layout;
     let mut visual_tokens = vec![("encoder".to_string(), total)];
     let mut origin: Vec<usize> = (0..total).collect();
@@ -462,30 +513,35 @@ fn chain_once<B: Backend>(
         if let Some(kk) = keys.take() {
             tokens = tokens.with_keys(backend, kk).map_err(pruning(name))?;
         }
+        if let Some(s) = space.take() {
+            tokens = tokens.with_query_space(backend, s).map_err(pruning(name))?;
+        }
         if let Some(q) = query {
-            let rows: Vec<usize> = (0..backend.shape(q).0).collect();
+            let rows: Vec<usize> = (0..backend.shape(q.rows).0).collect();
             tokens = tokens
-                .with_query(backend, backend.gather_rows(q, &rows).map_err(pruning(name))?)
+                .with_query(backend, backend.gather_rows(q.rows, &rows).map_err(pruning(name))?)
                 .map_err(pruning(name))?;
         }
-        // Methods that read relevance but not the query itself (MMR's `importance=relevance`) get the `llm`
-        // provider's: each token's mean cosine to the question's LLM input embeddings. Query-reading methods
-        // (`query`, `cdpruner`) compute their own from the query, each with its official sign and aggregation.
+        // Methods that read relevance but not the query itself (MMR's `importance=relevance`) get each token's mean
+        // cosine to the question's rows, in the query space when there is one. Query-reading methods (`query`,
+        // `cdpruner`) compute their own from the query, each with its official sign and aggregation.
         let relevance_from_question = method.reads_relevance();
         if let (Some(q), true) = (query, relevance_from_question) {
-            let r = tokensieve_pruners::methods::query::question_relevance(backend, tokens.features(), q)
+            let against = tokens.query_space().unwrap_or(tokens.features());
+            let r = tokensieve_pruners::methods::query::question_relevance(backend, against, q.rows)
                 .map_err(pruning(name))?;
             tokens = tokens.with_relevance(r).map_err(pruning(name))?;
         }
         let s = prune(backend, method, &tokens, Budget::Keep(k)).map_err(pruning(name))?;
         notes.extend(s.notes.iter().map(|n| format!("{name}: {n}")));
-        if query.is_some() && method.uses().contains(&Signal::Query) {
-            notes.push(format!("{name}: query = the question's LLM input embeddings"));
-        } else if query.is_some() && relevance_from_question {
-            notes.push(format!("{name}: relevance = mean cosine to the question's LLM input embeddings"));
+        if let Some(q) = query.filter(|_| method.uses().contains(&Signal::Query)) {
+            notes.push(format!("{name}: query = {}", q.source));
+        } else if let Some(q) = query.filter(|_| relevance_from_question) {
+            notes.push(format!("{name}: relevance = mean cosine to {}", q.source));
         }
         attention = tokens.cls_attention().map(|a| s.kept.iter().map(|&i| a[i]).collect());
         keys = tokens.keys().map(|m| backend.gather_rows(m, &s.kept)).transpose().map_err(pruning(name))?;
+        space = tokens.query_space().map(|m| backend.gather_rows(m, &s.kept)).transpose().map_err(pruning(name))?;
         features = match s.merged {
             Some(m) => m,
             None => backend.gather_rows(tokens.features(), &s.kept).map_err(pruning(name))?,

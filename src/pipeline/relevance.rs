@@ -11,7 +11,40 @@
 //! question with its options (F2C's query). The dual encoders run on libtorch
 //! ([`tokensieve_models::dual_encoder`]); frames go through the checkpoint's own `preprocessor_config.json`.
 
+use ndarray::Array2;
 use std::path::PathBuf;
+use tokensieve_video::preprocess::Pixels;
+
+/// How a VLM's image processor normalised its pixels, so another model can see the same picture:
+/// `p = (x · rescale − mean) / std` per channel, `x` in `0..=255`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelScale {
+    /// The rescale factor (1/255 when the processor rescales, 1 when it does not).
+    pub rescale: f64,
+    /// Per-channel mean (0 without normalisation).
+    pub mean: [f64; 3],
+    /// Per-channel std (1 without normalisation).
+    pub std: [f64; 3],
+}
+
+/// A relevance provider as the engine uses it in `ask`/`eval`: the question's text embeddings, and the visual tokens
+/// embedded in the same space where their regions are. Implemented by `DualProvider` (libtorch).
+pub trait PatchRelevance: Send + Sync {
+    /// How the record names it (`clip:/models/clip`).
+    fn label(&self) -> String;
+    /// The question's text embeddings `[rows, E]` (one row per `max_position_embeddings` ids).
+    fn text(&self, question: &str) -> Result<Array2<f32>, RelevanceError>;
+    /// Joint-space patch embeddings of `views` (a VLM's preprocessed pixels, normalised as `scale` says), from
+    /// `hidden_states[layer]` (Python indexing), each view's patch grid averaged onto a `grid` = `(rows, cols)`
+    /// token grid: `[views · rows · cols, E]`, view-major and row-major as the VLM lays out its tokens.
+    fn patches(
+        &self,
+        views: &[&Pixels],
+        scale: PixelScale,
+        grid: (usize, usize),
+        layer: i64,
+    ) -> Result<Array2<f32>, RelevanceError>;
+}
 
 /// A parsed `--relevance` value.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +84,14 @@ pub enum RelevanceError {
     #[cfg(feature = "torch")]
     #[error("libtorch: {}", tokensieve_models::weights::brief(.0))]
     Torch(#[from] tch::TchError),
+    /// The embeddings do not fit the visual tokens.
+    #[error("{provider}: {reason}")]
+    Shape {
+        /// The provider.
+        provider: String,
+        /// What does not fit.
+        reason: String,
+    },
     /// The image processor config.
     #[error("{path}: {reason}")]
     Processor {
@@ -97,17 +138,22 @@ pub use dual::DualProvider;
 
 #[cfg(feature = "torch")]
 mod dual {
-    use super::{RelevanceError, RelevanceSpec};
+    use super::{PatchRelevance, PixelScale, RelevanceError, RelevanceSpec};
+    use ndarray::Array2;
+    use std::sync::Mutex;
     use tch::{Device, Kind, Tensor};
     use tokensieve_models::dual_encoder::{cosine, DualEncoder, DualKind};
     use tokensieve_video::preprocess::ImageProcessor;
+    use tokensieve_video::preprocess::Pixels;
     use tokensieve_video::samplers::{EmbedError, FrameEmbedder, FrameScorer};
     use tokensieve_video::Frame;
 
     /// A dual encoder with its image processor, as a frame embedder and a frame scorer.
     pub struct DualProvider {
         label: String,
-        encoder: DualEncoder,
+        /// Behind a lock so one provider can serve the engine from several threads (libtorch tensors are `Send`,
+        /// not `Sync`); calls are whole forward passes, so the lock is never contended inside one.
+        encoder: Mutex<DualEncoder>,
         processor: ImageProcessor,
         device: Device,
     }
@@ -129,12 +175,12 @@ mod dual {
             let text = std::fs::read_to_string(&path).map_err(|e| processor_error(e.to_string()))?;
             let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| processor_error(e.to_string()))?;
             let processor = ImageProcessor::from_config(&config).map_err(|e| processor_error(e.to_string()))?;
-            Ok(DualProvider { label: spec.label(), encoder, processor, device })
+            Ok(DualProvider { label: spec.label(), encoder: Mutex::new(encoder), processor, device })
         }
 
-        /// The loaded encoder.
-        pub fn encoder(&self) -> &DualEncoder {
-            &self.encoder
+        fn encoder(&self) -> std::sync::MutexGuard<'_, DualEncoder> {
+            // A panic inside a forward pass leaves nothing half-written that a later call reads.
+            self.encoder.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
         }
 
         /// Image embeddings `[F, E]` of `frames`.
@@ -147,12 +193,12 @@ mod dual {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let pixels = Tensor::f_cat(&views, 0)?.f_to_device(self.device)?;
-            Ok(self.encoder.encode_images(&pixels, None)?.image)
+            Ok(self.encoder().encode_images(&pixels, None)?.image)
         }
 
         /// `mean_t cos(E_img(f), E_txt(query)_t)` for every frame.
         pub fn frame_scores(&self, frames: &[Frame], query: &str) -> Result<Vec<f32>, RelevanceError> {
-            let text = self.encoder.text_embeddings(query)?;
+            let text = self.encoder().text_embeddings(query)?;
             let scores =
                 cosine(&self.image_embeddings(frames)?, &text)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)?;
             Ok(Vec::<f32>::try_from(scores.f_to_device(Device::Cpu)?)?)
@@ -160,6 +206,82 @@ mod dual {
 
         fn wrap(&self, e: RelevanceError) -> EmbedError {
             EmbedError { embedder: self.label.clone(), source: Box::new(e) }
+        }
+    }
+
+    /// `[rows, cols]` f32 tensor to an array.
+    fn array(t: &Tensor) -> Result<Array2<f32>, RelevanceError> {
+        let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
+        let flat = Vec::<f32>::try_from(t.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?;
+        Array2::from_shape_vec((rows, cols), flat)
+            .map_err(|e| RelevanceError::Shape { provider: "dual encoder".into(), reason: e.to_string() })
+    }
+
+    impl PatchRelevance for DualProvider {
+        fn label(&self) -> String {
+            self.label.clone()
+        }
+
+        fn text(&self, question: &str) -> Result<Array2<f32>, RelevanceError> {
+            array(&self.encoder().text_embeddings(question)?)
+        }
+
+        /// Each view is brought back to `0..1`, normalised as the checkpoint's own processor normalises, resized
+        /// (bilinear, antialiased) to its square input when the sizes differ \[project\]: the same picture the VLM
+        /// saw, so each patch covers the region its token covers (LLaVA-1.5 with CLIP ViT-L/14-336, CDPruner's
+        /// setting, needs no resize and no pooling). The patch grid is then average-pooled (adaptively) onto the
+        /// token grid.
+        fn patches(
+            &self,
+            views: &[&Pixels],
+            scale: PixelScale,
+            (rows, cols): (usize, usize),
+            layer: i64,
+        ) -> Result<Array2<f32>, RelevanceError> {
+            let _guard = tch::no_grad_guard();
+            let encoder = self.encoder();
+            let side = encoder.image_size() as i64;
+            let (mean, std) = self.processor.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
+            let rescale = self.processor.rescale.unwrap_or(1.0);
+            // p' = ((p·std + mean) / rescale · rescale' − mean') / std', folded into one affine map per channel.
+            let (mul, add): (Vec<f32>, Vec<f32>) = (0..3)
+                .map(|c| {
+                    let to_pixel = scale.std[c] / scale.rescale;
+                    let offset = scale.mean[c] / scale.rescale;
+                    let mul = to_pixel * rescale / std[c];
+                    (mul as f32, ((offset * rescale - mean[c]) / std[c]) as f32)
+                })
+                .unzip();
+            let device = self.device;
+            let mul = Tensor::from_slice(&mul).f_view([1, 3, 1, 1])?.f_to_device(device)?;
+            let add = Tensor::from_slice(&add).f_view([1, 3, 1, 1])?.f_to_device(device)?;
+            let batch = views
+                .iter()
+                .map(|p| {
+                    let t = Tensor::from_slice(&p.data).f_view([1, 3, p.height as i64, p.width as i64])?;
+                    let t = t.f_to_device(device)?.f_mul(&mul)?.f_add(&add)?;
+                    if (p.height as i64, p.width as i64) == (side, side) {
+                        Ok(t)
+                    } else {
+                        t.f_internal_upsample_bilinear2d_aa([side, side].as_slice(), false, None, None)
+                    }
+                })
+                .collect::<Result<Vec<_>, tch::TchError>>()?;
+            let pixels = Tensor::f_cat(&batch, 0)?;
+            let patches = encoder.encode_images(&pixels, Some(layer))?.patches.ok_or_else(|| {
+                RelevanceError::Shape { provider: self.label.clone(), reason: "no patch embeddings".into() }
+            })?;
+            let (b, n, e) = (patches.size()[0], patches.size()[1], patches.size()[2]);
+            let g = (n as f64).sqrt() as i64;
+            if g * g != n {
+                return Err(RelevanceError::Shape {
+                    provider: self.label.clone(),
+                    reason: format!("{n} patches are not a square grid"),
+                });
+            }
+            let grid = patches.f_view([b, g, g, e])?.f_permute([0, 3, 1, 2])?;
+            let pooled = grid.f_adaptive_avg_pool2d([rows as i64, cols as i64].as_slice())?;
+            array(&pooled.f_permute([0, 2, 3, 1])?.f_reshape([-1, e])?)
         }
     }
 
@@ -172,7 +294,8 @@ mod dual {
             let e = self.image_embeddings(frames).map_err(|e| self.wrap(e))?;
             let flat = e.f_reshape([-1]).and_then(|e| Vec::<f32>::try_from(e.to_device(Device::Cpu)));
             let flat = flat.map_err(|e| self.wrap(e.into()))?;
-            Ok(flat.chunks(self.encoder.dim).map(<[f32]>::to_vec).collect())
+            let dim = self.encoder().dim;
+            Ok(flat.chunks(dim).map(<[f32]>::to_vec).collect())
         }
     }
 

@@ -23,8 +23,11 @@
 //! epsilon; here `x / (‖x‖ + 1e−8)`, so a zero row does not divide by zero). The relevance comes from the
 //! `relevance` signal when given: it must be the official *raw* relevance, `mean_t(−cos(image_embeds_i,
 //! text_embeds_t))` of the CLIP vision and text towers, before the min-max, which is applied here. Without it,
-//! `raw` is computed from the `query` rows against the pruned features themselves with `sign` (−1 by default, the
-//! official orientation, which is specific to CLIP's embeddings) \[project: no CLIP text tower in the pipeline\].
+//! `raw` is computed from the `query` rows with `sign` (−1 by default, the official orientation, which is specific
+//! to CLIP's embeddings): against the tokens' query space when they carry one (the pipeline's `--relevance
+//! clip:MODEL` gives the checkpoint's layer −2 patch embeddings after post-layernorm and the visual projection and
+//! the question's text embeddings: the official inputs), else against the features themselves (the `llm`
+//! provider, OpenVINO GenAI's choice \[project\]).
 //!
 //! Deviations from the official code:
 //! - **Exhausted tokens** \[project\]: a token whose conditional variance falls to `d²_i <= 1e−4 · L_ii` lies (up to
@@ -86,7 +89,12 @@ impl Pruner for CdPruner {
         let x = backend.normalize_rows(tokens.features())?;
         let raw = match (tokens.relevance(), tokens.query()) {
             (Some(r), _) => r.to_vec(),
-            (None, Some(q)) => query_relevance(backend, &x, q, false, self.sign)?,
+            (None, Some(q)) => match tokens.query_space() {
+                // A dual encoder's patch embeddings: CDPruner's `image_embeds` (official: the CLIP tower's layer -2
+                // patches, post-layernormed and projected), while the kernel's similarity stays on the features.
+                Some(space) => query_relevance(backend, &backend.normalize_rows(space)?, q, false, self.sign)?,
+                None => query_relevance(backend, &x, q, false, self.sign)?,
+            },
             (None, None) => return Err(PruneError::MissingSignal { method: self.name(), signal: Signal::Query }),
         };
         let mut r = relevance_scale(&raw);

@@ -11,6 +11,8 @@
 //! x'_s = (x_s + Σ_{u→s} w_u x_u) / (1 + Σ_{u→s} w_u)
 //! ```
 //!
+//! The cosine is taken in the query's space when the tokens carry one (a dual encoder's patch embeddings,
+//! `TokenSet::with_query_space`), on the features otherwise; the recovery merge always works on the features.
 //! A given `relevance` signal replaces the first line; with neither query nor relevance the method falls back to
 //! the importance source (`auto`: CLS attention, else L2 norm) and notes that the run was query-agnostic.
 //! Complexity: `O(N·T·D)` relevance plus `O((N−k)·k_w·D)` recovery, `k_w` = kept tokens in the window, computed in
@@ -110,7 +112,16 @@ impl Pruner for QueryAware {
         let x = backend.normalize_rows(tokens.features())?;
         let (relevance, source) = match (tokens.relevance(), tokens.query()) {
             (Some(r), _) => (r.iter().map(|v| self.sign * v).collect(), "relevance".to_string()),
-            (None, Some(q)) => (query_relevance(backend, &x, q, self.agg == "max", self.sign)?, "query".to_string()),
+            (None, Some(q)) => {
+                let max = self.agg == "max";
+                match tokens.query_space() {
+                    Some(space) => {
+                        let space = backend.normalize_rows(space)?;
+                        (query_relevance(backend, &space, q, max, self.sign)?, "query (in its space)".to_string())
+                    }
+                    None => (query_relevance(backend, &x, q, max, self.sign)?, "query".to_string()),
+                }
+            }
             (None, None) => {
                 let (scores, used) = importance(backend, tokens, "auto", self.name())?;
                 (scores, format!("{used} (no query: query-agnostic)"))
@@ -215,6 +226,35 @@ mod tests {
         let wide = QueryAware { window: 1, ..same_frame };
         let s = prune(&CpuBackend, &wide, &t, Budget::Keep(2)).unwrap();
         assert_eq!(s.sizes, vec![2, 2]);
+    }
+
+    #[test]
+    fn relevance_is_measured_in_the_query_space_when_the_tokens_carry_one() {
+        // Features say token 0 matches the 3-wide query; the 2-wide query space (a dual encoder's) says token 2.
+        let x = array![[1.0f32, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        let space = array![[0.0f32, 1.0], [0.6, 0.8], [1.0, 0.0]];
+        let method = QueryAware { recovery: false, ..QueryAware::from_params(&params()).unwrap() };
+        let on_features = TokenSet::from_array(x.clone()).unwrap().with_query(&CpuBackend, array![[1.0f32, 0.0, 0.0]]);
+        let s = prune(&CpuBackend, &method, &on_features.unwrap(), Budget::Keep(1)).unwrap();
+        assert_eq!(s.kept, vec![0]);
+        let t = TokenSet::from_array(x).unwrap().with_query_space(&CpuBackend, space).unwrap();
+        // The query must now have the space's width.
+        let wrong = TokenSet::from_array(array![[1.0f32, 0.0, 0.0]]).unwrap();
+        let wrong = wrong.with_query_space(&CpuBackend, array![[1.0f32, 0.0]]).unwrap();
+        assert!(wrong.with_query(&CpuBackend, array![[1.0f32, 0.0, 0.0]]).unwrap_err().to_string().contains("[T, 2]"));
+        let t = t.with_query(&CpuBackend, array![[1.0f32, 0.0]]).unwrap();
+        let s = prune(&CpuBackend, &method, &t, Budget::Keep(1)).unwrap();
+        assert_eq!(s.kept, vec![2]);
+        assert!(s.notes.iter().any(|n| n.contains("in its space")), "{:?}", s.notes);
+        // A subset keeps each token's space row.
+        let sub = t.subset(&CpuBackend, &[2, 1]).unwrap();
+        assert_eq!(sub.query_space().unwrap().row(0).to_vec(), vec![1.0, 0.0]);
+        assert!(TokenSet::from_array(array![[1.0f32]])
+            .unwrap()
+            .with_query_space(&CpuBackend, array![[1.0f32], [2.0]])
+            .unwrap_err()
+            .to_string()
+            .contains("one row per token"));
     }
 
     fn params() -> Params {
