@@ -263,3 +263,50 @@ fn query_finds_the_frame_on_onevision_videos_and_refuses_any_resolution_images()
     assert_ne!(code, 0);
     assert!(err.contains("any-resolution"), "{err}");
 }
+
+#[test]
+fn ask_samples_key_clips_with_f2c_and_the_record_shows_the_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = colour_video(dir.path());
+    let video = video.to_str().unwrap();
+    let probe = ask(TINY_ONEVISION, &["--video", video, "--frames", "1"], "query:recovery=off", 1, "red");
+    let per_frame = encoder_tokens(&probe);
+    // One key clip of four frames: the budget is four frames' tokens (the model's one resolution).
+    let sampler = format!("f2c:candidates=40,anchors=1,budget={}", 4 * per_frame);
+    let run =
+        |question: &str| ask(TINY_ONEVISION, &["--video", video, "--sampler", &sampler], "todre", per_frame, question);
+    let red = run("what is the red car ?");
+    let record = &red["record"];
+    assert_eq!(record["sampler"], "f2c");
+    let note = &record["sampler_note"];
+    assert_eq!(note["anchors"], serde_json::json!([15]), "{note}");
+    assert_eq!((note["clip_len"].as_u64(), note["tokens"].as_u64()), (Some(4), Some(4 * per_frame as u64)));
+    assert_eq!(note["relevance"], format!("siglip:{CONSTRUCTED}"));
+    assert_eq!(note["scores"].as_array().unwrap().len(), 40);
+    let frames: Vec<u64> = record["frame_indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(frames.len() == 4 && frames.contains(&15) && frames.iter().all(|i| (13..=17).contains(i)), "{frames:?}");
+    assert_eq!(encoder_tokens(&red), 4 * per_frame);
+    let green = run("green");
+    assert_eq!(green["record"]["sampler_note"]["anchors"], serde_json::json!([20]));
+    // Without a dual encoder, and on a native-resolution model, F2C is refused in one line.
+    let (code, _, err) = tokensieve(&["ask", "--model", TINY_ONEVISION, "--video", video, "--sampler", "f2c", "q"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs a dual encoder"), "{err}");
+    let relevance = format!("siglip:{CONSTRUCTED}");
+    let (code, _, err) = tokensieve(&[
+        "ask",
+        "--model",
+        TINY_QWEN2_5_VL,
+        "--device",
+        "cpu",
+        "--video",
+        video,
+        "--sampler",
+        "f2c",
+        "--relevance",
+        &relevance,
+        "q",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("native resolution"), "{err}");
+}

@@ -139,7 +139,9 @@ pub struct AskArgs {
     /// A video (vision-language models only).
     #[arg(long)]
     pub(super) video: Option<PathBuf>,
-    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode).
+    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode, or
+    /// `f2c:candidates=64,anchors=8,budget=6272,min_clip=4` with `--relevance clip:MODEL|siglip:MODEL`: key clips
+    /// around the frames most relevant to the question, within a visual-token budget).
     #[arg(long, default_value = "uniform")]
     pub(super) sampler: String,
     /// Frames to sample (for samplers with a `frames` parameter that the spec does not set).
@@ -395,7 +397,7 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
         builder = builder.encode_batch(args.backend.encode_batch);
     }
     let pipeline = builder.build().map_err(|e| match e {
-        PipelineError::Spec(_) => usage(e),
+        PipelineError::Spec(_) | PipelineError::NeedsScorer { .. } => usage(e),
         e => CliError::runtime(
             e.to_string(),
             Some(format!("is it a vision-language directory ({})?", tokensieve::models::arch::FAMILIES.join(", "))),

@@ -23,7 +23,7 @@ pub struct Args {
     /// separate images).
     #[arg(long)]
     image: Vec<PathBuf>,
-    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode, f2c with a relevance file).
+    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode; f2c runs in `ask`, `eval` and `sample`).
     #[arg(long, default_value = "uniform")]
     sampler: String,
     /// Frames to sample (for samplers with a `frames` parameter that the spec does not set).

@@ -24,8 +24,9 @@ pub struct Args {
     /// root (samples/ and v1.0-*/), the video benchmarks their video folder.
     #[arg(long)]
     data_root: PathBuf,
-    /// Frame sampler of the videos `name:key=value,...` (uniform, uniform-interior, fps, dcode, f2c with a
-    /// relevance file); the default is lmms-eval's uniform `linspace(0, N-1, frames)`.
+    /// Frame sampler of the videos `name:key=value,...` (uniform, uniform-interior, fps, dcode, or
+    /// `f2c:candidates=64,anchors=8,budget=6272` with `--relevance clip:MODEL`, scoring frames against each
+    /// sample's prompt); the default is lmms-eval's uniform `linspace(0, N-1, frames)`.
     #[arg(long, default_value = "uniform")]
     sampler: String,
     /// Frames to sample (for samplers with a `frames` parameter that the spec does not set).

@@ -291,7 +291,7 @@ pub fn frames_from(
     };
     let sampler = Sampler::from_spec(&ask::with_frames(sampler, frames))
         .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
-    load_media(&sampler, &media)
+    load_media(&sampler, &media, None)
         .map(|m| m.frames)
         .map_err(|e| CliError::runtime(e.to_string(), Some("check the input file".into())))
 }
@@ -307,7 +307,7 @@ pub fn video_stream(
     use tokensieve::pipeline::sampler::Sampler;
     let sampler = Sampler::from_spec(&ask::with_frames(sampler, frames))
         .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
-    tokensieve::pipeline::builder::stream_video(&sampler, video)
+    tokensieve::pipeline::builder::stream_video(&sampler, video, None)
         .map(|(stream, _, _)| stream)
         .map_err(|e| CliError::runtime(e.to_string(), Some("check the input file".into())))
 }

@@ -8,8 +8,8 @@ use tokensieve::npy;
 #[cfg(feature = "torch")]
 use tokensieve::pipeline::relevance::DualProvider;
 use tokensieve::pipeline::relevance::RelevanceSpec;
-use tokensieve::pipeline::sampler::{Sampler, SamplerError, EMBED_BATCH};
-use tokensieve::video::samplers::{f2c, uniform_indices, FrameScorer, Uniform};
+use tokensieve::pipeline::sampler::{f2c_pick, Sampler, SamplerError};
+use tokensieve::video::samplers::{f2c, uniform_indices, Uniform};
 use tokensieve::video::{decode_at, probe, Frame, VideoInfo};
 
 /// Arguments of `sample`.
@@ -105,49 +105,38 @@ fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json:
             other => usage(other),
         });
     }
-    let (relevance, candidates, scored) = match &spec {
-        None | Some(RelevanceSpec::Llm) => {
-            return Err(CliError::usage(
-                "f2c ranks frames by relevance to the question, which needs an image-text encoder",
-                "pass --relevance clip:MODEL --query Q (or siglip:MODEL), or --relevance R.npy with one score per \
-                 candidate frame (candidates spread uniformly)",
-            ))
-        }
+    let f2c = Sampler::F2c { candidates: args.candidates, anchors: args.anchors, budget: args.budget, min_clip: 4 };
+    match &spec {
+        None | Some(RelevanceSpec::Llm) => Err(CliError::usage(
+            "f2c ranks frames by relevance to the question, which needs an image-text encoder",
+            "pass --relevance clip:MODEL --query Q (or siglip:MODEL), or --relevance R.npy with one score per \
+             candidate frame (candidates spread uniformly)",
+        )),
         Some(RelevanceSpec::Scores(path)) => {
             let relevance = npy::read(path).map_err(|e| CliError::runtime(e.to_string(), None))?.data;
             let candidates = uniform_indices(info.frames, relevance.len(), Uniform::Inclusive).map_err(usage)?;
-            (relevance, candidates, None)
+            let planner = f2c::F2c {
+                budget: args.budget,
+                anchors: args.anchors,
+                min_clip: 4,
+                smooth: 1,
+                ladder: f2c::ONEVISION_LADDER.to_vec(),
+            };
+            let (picked, note) = f2c_pick(&planner, &candidates, &relevance).map_err(usage)?;
+            Ok((picked, Some(note)))
         }
         Some(spec @ RelevanceSpec::Dual { .. }) => {
             let query = args.query.as_deref().ok_or_else(|| {
                 CliError::usage("f2c with a dual encoder scores frames against the question", "pass --query Q")
             })?;
             let provider = dual(args, spec)?;
-            let candidates = uniform_indices(info.frames, args.candidates, Uniform::Inclusive).map_err(usage)?;
-            let relevance = score_candidates(args, info, &candidates, query, &provider)?;
-            (relevance, candidates, Some((spec.label(), query.to_string())))
+            f2c.pick_scored(&args.video, info, &provider, query, &f2c::ONEVISION_LADDER).map_err(|e| match e {
+                SamplerError::Video(v) => video_error(v),
+                SamplerError::Embed(e) => CliError::runtime(e.to_string(), None),
+                other => usage(other),
+            })
         }
-    };
-    let planner = f2c::F2c {
-        budget: args.budget,
-        anchors: args.anchors,
-        min_clip: 4,
-        smooth: 1,
-        ladder: f2c::ONEVISION_LADDER.to_vec(),
-    };
-    let plan = planner.plan(&relevance).map_err(usage)?;
-    let mut note = json!({"resolution": plan.rung.side, "clip_len": plan.clip_len, "tokens": plan.tokens,
-        "anchors": plan.anchors.iter().map(|&a| candidates[a]).collect::<Vec<_>>()});
-    if let Some((label, query)) = scored {
-        note["relevance"] = json!(label);
-        note["query"] = json!(query);
-        note["scores"] = json!(candidates
-            .iter()
-            .zip(&relevance)
-            .map(|(&i, &r)| json!({"index": i, "score": r}))
-            .collect::<Vec<_>>());
     }
-    Ok((plan.frames.into_iter().map(|i| candidates[i]).collect(), Some(note)))
 }
 
 /// The dual encoder `spec` names, on `--device`.
@@ -174,7 +163,7 @@ impl tokensieve::video::samplers::FrameEmbedder for NoProvider {
 }
 
 #[cfg(not(feature = "torch"))]
-impl FrameScorer for NoProvider {
+impl tokensieve::video::samplers::FrameScorer for NoProvider {
     fn name(&self) -> String {
         match *self {}
     }
@@ -190,23 +179,6 @@ fn dual(_: &Args, spec: &RelevanceSpec) -> Result<NoProvider, CliError> {
         format!("--relevance {} runs the dual encoder on libtorch, which this build does not include", spec.label()),
         "build with --features torch, or pass --relevance R.npy",
     ))
-}
-
-/// F2C's relevance of each candidate frame: decoded at the video's size and scored [`EMBED_BATCH`] at a time.
-fn score_candidates(
-    args: &Args,
-    info: &VideoInfo,
-    candidates: &[usize],
-    query: &str,
-    scorer: &dyn FrameScorer,
-) -> Result<Vec<f32>, CliError> {
-    let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
-    let mut scores = Vec::with_capacity(candidates.len());
-    for chunk in candidates.chunks(EMBED_BATCH) {
-        let frames = decode_at(&args.video, &times(info, chunk), w, h).map_err(video_error)?.frames;
-        scores.extend(scorer.scores(&frames, query).map_err(|e| CliError::runtime(e.to_string(), None))?);
-    }
-    Ok(scores)
 }
 
 fn save(frames: &[Frame], indices: &[usize], dir: &Path) -> Result<(), CliError> {

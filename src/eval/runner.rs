@@ -95,14 +95,19 @@ pub struct Plan {
     pub sampler: Sampler,
 }
 
-/// Decodes a sample's media with the pipeline's loader (videos: the plan's sampler).
-fn load_media(media: &Media, sampler: &Sampler) -> Result<LoadedMedia, String> {
+/// Decodes a sample's media with the pipeline's loader (videos: the plan's sampler; F2C scores the candidates
+/// against the sample's prompt, which holds the options of a multiple-choice question, as F2C's query does).
+fn load_media(
+    media: &Media,
+    sampler: &Sampler,
+    question: Option<builder::Question<'_>>,
+) -> Result<LoadedMedia, String> {
     let media = match media {
         Media::Unavailable(why) => return Err(why.clone()),
         Media::Images(paths) => builder::Media::Images(paths.clone()),
         Media::Video(path) => builder::Media::Video(path.clone()),
     };
-    builder::load_media(sampler, &media).map_err(|e| e.to_string())
+    builder::load_media(sampler, &media, question).map_err(|e| e.to_string())
 }
 
 /// Runs the model over `samples` into `out`; returns how many samples this call answered.
@@ -133,10 +138,21 @@ pub fn run(
         .collect();
     let total = todo.len();
     let (mut written, mut attempted) = (0, 0);
+    // F2C ranks each video's frames by the sample's prompt with the relevance provider, on the model's ladder.
+    let ladder = match (plan.sampler.needs_question(), opts.relevance.as_deref()) {
+        (true, Some(_)) => vec![qa.video_frame_rung().map_err(|e| EvalError::Setting(e.to_string()))?],
+        (true, None) => {
+            return Err(EvalError::Setting(
+                builder::PipelineError::NeedsScorer { sampler: plan.sampler.name() }.to_string(),
+            ))
+        }
+        (false, _) => Vec::new(),
+    };
+    let provider = opts.relevance.as_deref();
     // The next sample's media decodes on another thread while the model answers this one.
     let outcomes = crate::pipeline::overlap::overlapped(
         &todo,
-        |s| load_media(&s.media, &plan.sampler),
+        |s| load_media(&s.media, &plan.sampler, builder::question_for(&plan.sampler, provider, &ladder, &s.prompt)),
         |s, loaded| -> Result<(), EvalError> {
             // After a failed write the output file is unusable; the remaining samples are not answered.
             if written < attempted {

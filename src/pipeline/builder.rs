@@ -60,6 +60,50 @@ pub enum PipelineError {
     /// The input holds no frame.
     #[error("{0}: no frame to show the model")]
     NoFrames(String),
+    /// The sampler ranks frames by the question and has no scorer.
+    #[error("--sampler {sampler} ranks frames by the question: it needs a dual encoder (--relevance clip:MODEL or siglip:MODEL)")]
+    NeedsScorer {
+        /// The sampler.
+        sampler: &'static str,
+    },
+}
+
+/// What a sampler that ranks frames by the question needs ([`Sampler::pick_scored`]): the scorer, the question
+/// (with its options for multiple choice, F2C's query) and the model's resolution ladder.
+#[derive(Clone, Copy)]
+pub struct Question<'a> {
+    /// The image-text scorer.
+    pub scorer: &'a dyn tokensieve_video::samplers::FrameScorer,
+    /// The question.
+    pub query: &'a str,
+    /// The resolutions the model takes and a frame's token cost at each.
+    pub ladder: &'a [tokensieve_video::samplers::f2c::Rung],
+}
+
+/// What `sampler` needs to rank frames by `query`: `None` when it does not rank by the question or there is no
+/// `provider` (then a ranking sampler refuses with [`PipelineError::NeedsScorer`]).
+pub fn question_for<'a>(
+    sampler: &Sampler,
+    provider: Option<&'a dyn super::relevance::PatchRelevance>,
+    ladder: &'a [tokensieve_video::samplers::f2c::Rung],
+    query: &'a str,
+) -> Option<Question<'a>> {
+    let provider = provider?;
+    sampler.needs_question().then(|| Question { scorer: provider.scorer(), query, ladder })
+}
+
+/// The frames `sampler` picks from the video `path` described by `info`, with the question when it needs one.
+fn pick(
+    sampler: &Sampler,
+    path: &Path,
+    info: &tokensieve_video::VideoInfo,
+    question: Option<Question<'_>>,
+) -> Result<(Vec<usize>, Option<serde_json::Value>), PipelineError> {
+    Ok(match (sampler.needs_question(), question) {
+        (true, Some(q)) => sampler.pick_scored(path, info, q.scorer, q.query, q.ladder)?,
+        (true, None) => return Err(PipelineError::NeedsScorer { sampler: sampler.name() }),
+        (false, _) => sampler.pick(path, info)?,
+    })
 }
 
 /// Configures a [`Pipeline`]; every setter that parses a spec says what is wrong with it.
@@ -232,7 +276,14 @@ impl PipelineBuilder {
             relevance: self.relevance,
         };
         qa.check_options(&opts)?;
-        Ok(Pipeline { qa, sampler: self.sampler, opts })
+        let ladder = match self.sampler.needs_question() {
+            true if opts.relevance.is_none() => {
+                return Err(PipelineError::NeedsScorer { sampler: self.sampler.name() })
+            }
+            true => vec![qa.video_frame_rung()?],
+            false => Vec::new(),
+        };
+        Ok(Pipeline { qa, sampler: self.sampler, opts, ladder })
     }
 }
 
@@ -300,6 +351,8 @@ pub struct Pipeline {
     qa: Engine,
     sampler: Sampler,
     opts: QaOptions,
+    /// The model's F2C ladder, when the sampler ranks frames by the question.
+    ladder: Vec<tokensieve_video::samplers::f2c::Rung>,
 }
 
 impl Pipeline {
@@ -324,9 +377,20 @@ impl Pipeline {
         }
     }
 
-    /// Decodes a question's media (the sampler's frames of a video at native resolution, or the images).
+    /// Decodes a question's media (the sampler's frames of a video at native resolution, or the images). A sampler
+    /// that ranks frames by the question (F2C) needs [`Pipeline::load_for`].
     pub fn load(&self, media: &Media) -> Result<LoadedMedia, PipelineError> {
-        load_media(&self.sampler, media)
+        load_media(&self.sampler, media, None)
+    }
+
+    /// [`Pipeline::load`] for `question`: F2C scores the candidate frames against it with the relevance provider.
+    pub fn load_for(&self, media: &Media, question: &str) -> Result<LoadedMedia, PipelineError> {
+        load_media(&self.sampler, media, self.question(question))
+    }
+
+    /// What the sampler needs to rank frames by `question`, when it does and the pipeline has a provider.
+    fn question<'a>(&'a self, query: &'a str) -> Option<Question<'a>> {
+        question_for(&self.sampler, self.opts.relevance.as_deref(), &self.ladder, query)
     }
 
     /// Answers `question` about already decoded media.
@@ -372,7 +436,7 @@ impl Pipeline {
             return self.answer_streaming(self.load(media)?, question, on_text);
         };
         let clock = Instant::now();
-        let (mut stream, indices, sampler_note) = stream_video(&self.sampler, path)?;
+        let (mut stream, indices, sampler_note) = stream_video(&self.sampler, path, self.question(question))?;
         let sample_ms = clock.elapsed().as_secs_f64() * 1e3;
         // A frame that fails to decode mid-stream is the same error as when decoding first.
         let (text, qa) = self
@@ -401,10 +465,10 @@ impl Pipeline {
 
     /// Answers every `(media, question)`, decoding the next media while the model answers the current question.
     pub fn ask_all(&self, requests: &[(Media, String)]) -> Vec<Result<Answer, PipelineError>> {
-        let sampler = &self.sampler;
+        let (sampler, provider, ladder) = (&self.sampler, self.opts.relevance.as_deref(), &self.ladder);
         super::overlap::overlapped(
             requests,
-            |(media, _)| load_media(sampler, media),
+            |(media, question)| load_media(sampler, media, question_for(sampler, provider, ladder, question)),
             |(_, question), loaded| loaded.and_then(|m| self.answer(m, question)),
         )
     }
@@ -424,23 +488,28 @@ fn default_choice() -> EngineChoice {
 pub fn stream_video(
     sampler: &Sampler,
     path: &Path,
+    question: Option<Question<'_>>,
 ) -> Result<(VideoStream, Vec<usize>, Option<serde_json::Value>), PipelineError> {
     let info = probe(path)?;
-    let (indices, note) = sampler.pick(path, &info)?;
+    let (indices, note) = pick(sampler, path, &info, question)?;
     if indices.is_empty() {
         return Err(PipelineError::NoFrames(path.display().to_string()));
     }
     Ok((VideoStream::start(path, &info, &indices), indices, note))
 }
 
-/// Decodes a question's media: the sampler's frames of a video at native resolution, or the images. Needs no model,
-/// so it runs on any thread.
-pub fn load_media(sampler: &Sampler, media: &Media) -> Result<LoadedMedia, PipelineError> {
+/// Decodes a question's media: the sampler's frames of a video at native resolution, or the images. Needs no model
+/// (F2C's `question` carries its scorer), so it runs on any thread.
+pub fn load_media(
+    sampler: &Sampler,
+    media: &Media,
+    question: Option<Question<'_>>,
+) -> Result<LoadedMedia, PipelineError> {
     let clock = Instant::now();
     let (frames, kind, indices, sampler_note, what) = match media {
         Media::Video(path) => {
             let info = probe(path)?;
-            let (indices, note) = sampler.pick(path, &info)?;
+            let (indices, note) = pick(sampler, path, &info, question)?;
             let frames = decode_indices_native(path, &info, &indices)?;
             (frames, MediaKind::Video, indices, note, path.display().to_string())
         }

@@ -633,6 +633,33 @@ impl Engine {
         Ok((ids, PositionIds::MRope(positions)))
     }
 
+    /// F2C's resolution ladder for this model: one rung, the tower's input side and what one video frame costs
+    /// there, measured by encoding one grey frame (exact for every fixed-resolution family: LLaVA's patches,
+    /// OneVision's pooled grid). Native-resolution towers (Qwen-VL) are refused: their per-frame cost depends on the
+    /// frame count the sampler is choosing (Qwen3-VL bounds the pixels of the whole video).
+    pub fn video_frame_rung(&self) -> Result<tokensieve_video::samplers::f2c::Rung, QaError> {
+        let side = self.family.image_size();
+        if let ViewPlan::Patches { .. } = self.family.view_plan(MediaKind::Video, 1) {
+            return Err(QaError::Unsupported {
+                setting: "--sampler f2c".into(),
+                reason: format!(
+                    "{} encodes frames at native resolution, so a frame's token cost depends on how many are sampled; \
+                     use tokensieve sample --sampler f2c to pick the frames",
+                    self.family.name()
+                ),
+            });
+        }
+        let grey = Frame {
+            timestamp: 0.0,
+            requested: 0.0,
+            width: side as u32,
+            height: side as u32,
+            rgb: vec![128; side * side * 3],
+        };
+        let tokens = self.visual_tokens(&[grey], MediaKind::Video)?.features.nrows();
+        Ok(tokensieve_video::samplers::f2c::Rung { side: side as u32, tokens })
+    }
+
     /// The visual tokens of `frames` before pruning, with their layout and every signal the tower gives.
     pub fn visual_tokens(&self, frames: &[Frame], kind: MediaKind) -> Result<VisualTokens, QaError> {
         self.encode(&mut FrameSlice::new(frames), kind, SignalRequest { attention: true, keys: true }, &mut 0.0, None)

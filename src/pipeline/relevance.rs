@@ -32,6 +32,8 @@ pub struct PixelScale {
 pub trait PatchRelevance: Send + Sync {
     /// How the record names it (`clip:/models/clip`).
     fn label(&self) -> String;
+    /// The same model as a frame scorer (F2C's relevance, `--sampler f2c`).
+    fn scorer(&self) -> &dyn tokensieve_video::samplers::FrameScorer;
     /// The question's text embeddings `[rows, E]` (one row per `max_position_embeddings` ids).
     fn text(&self, question: &str) -> Result<Array2<f32>, RelevanceError>;
     /// Joint-space patch embeddings of `views` (a VLM's preprocessed pixels, normalised as `scale` says), from
@@ -220,6 +222,10 @@ mod dual {
     impl PatchRelevance for DualProvider {
         fn label(&self) -> String {
             self.label.clone()
+        }
+
+        fn scorer(&self) -> &dyn FrameScorer {
+            self
         }
 
         fn text(&self, question: &str) -> Result<Array2<f32>, RelevanceError> {

@@ -8,11 +8,17 @@
 //! | `fps` | one frame every `1/rate` s, at most `max` | `rate=1`, `max=64` |
 //! | `dcode` | D-CoDe: `candidates` uniform frames, embedded (8x8 thumbnails, or a dual encoder's image embeddings through [`Sampler::pick_with`]), a share uniform and the rest by content change | `frames=8`, `candidates=50`, `uniform_ratio=0.85` |
 //!
-//! F2C ranks frames by their relevance to the question, so it needs a [`super::FrameScorer`] and the question;
-//! `tokensieve sample --sampler f2c --relevance clip:MODEL --query Q` runs it (or `--relevance R.npy` with scores
-//! computed elsewhere); it is not one of these query-free specs.
+//! | `f2c` | F2C: `candidates` uniform frames scored against the question by an image-text model, key clips around the best within the token budget ([`Sampler::pick_scored`]) | `candidates=64`, `anchors=8`, `budget=6272`, `min_clip=4` |
+//!
+//! F2C needs a [`super::FrameScorer`] and the question, so [`Sampler::pick`] refuses it; `tokensieve sample
+//! --sampler f2c --relevance clip:MODEL --query Q` and `ask --sampler f2c --relevance clip:MODEL` run it
+//! (`sample --relevance R.npy` takes scores computed elsewhere).
 
-use super::{dcode, fps_indices, uniform_indices, EmbedError, FrameEmbedder, SampleError, ThumbnailEmbedder, Uniform};
+use super::f2c::{F2c, Rung};
+use super::{
+    dcode, fps_indices, uniform_indices, EmbedError, FrameEmbedder, FrameScorer, SampleError, ThumbnailEmbedder,
+    Uniform,
+};
 use crate::{decode_at, VideoError, VideoInfo};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -65,10 +71,21 @@ pub enum Sampler {
         /// Share of the frames taken uniformly.
         uniform_ratio: f64,
     },
+    /// F2C key clips around the frames most relevant to the question ([`Sampler::pick_scored`]).
+    F2c {
+        /// Uniform candidate frames scored against the question.
+        candidates: usize,
+        /// Key clips.
+        anchors: usize,
+        /// Visual tokens for the whole video.
+        budget: usize,
+        /// Shortest clip before the resolution drops.
+        min_clip: usize,
+    },
 }
 
 /// Every sampler name with its parameters.
-pub const SAMPLERS: [(&str, &[ParamSpec]); 4] = [
+pub const SAMPLERS: [(&str, &[ParamSpec]); 5] = [
     ("uniform", &[ParamSpec { name: "frames", default: "8", help: "frames to pick" }]),
     ("uniform-interior", &[ParamSpec { name: "frames", default: "8", help: "frames to pick" }]),
     (
@@ -84,6 +101,19 @@ pub const SAMPLERS: [(&str, &[ParamSpec]); 4] = [
             ParamSpec { name: "frames", default: "8", help: "frames to pick" },
             ParamSpec { name: "candidates", default: "50", help: "uniform candidates embedded and chosen from" },
             ParamSpec { name: "uniform_ratio", default: "0.85", help: "share of the frames taken uniformly" },
+        ],
+    ),
+    (
+        "f2c",
+        &[
+            ParamSpec {
+                name: "candidates",
+                default: "64",
+                help: "uniform candidate frames scored against the question",
+            },
+            ParamSpec { name: "anchors", default: "8", help: "key clips (K)" },
+            ParamSpec { name: "budget", default: "6272", help: "visual tokens for the whole video (B)" },
+            ParamSpec { name: "min_clip", default: "4", help: "shortest clip before the resolution drops (L_min)" },
         ],
     ),
 ];
@@ -106,6 +136,12 @@ impl Sampler {
             "uniform" => Sampler::Uniform { frames: p.int_at_least("frames", 1)? },
             "uniform-interior" => Sampler::UniformInterior { frames: p.int_at_least("frames", 1)? },
             "fps" => Sampler::Fps { rate: p.float_in("rate", 1e-6, 1e6)?, max: p.int_at_least("max", 1)? },
+            "f2c" => Sampler::F2c {
+                candidates: p.int_at_least("candidates", 1)?,
+                anchors: p.int_at_least("anchors", 1)?,
+                budget: p.int_at_least("budget", 1)?,
+                min_clip: p.int_at_least("min_clip", 1)?,
+            },
             _ => Sampler::DCode {
                 frames: p.int_at_least("frames", 1)?,
                 candidates: p.int_at_least("candidates", 1)?,
@@ -121,6 +157,7 @@ impl Sampler {
             Sampler::UniformInterior { .. } => "uniform-interior",
             Sampler::Fps { .. } => "fps",
             Sampler::DCode { .. } => "dcode",
+            Sampler::F2c { .. } => "f2c",
         }
     }
 
@@ -162,8 +199,70 @@ impl Sampler {
                 }
                 (picked.into_iter().map(|i| candidates[i]).collect(), Some(note))
             }
+            Sampler::F2c { .. } => {
+                return Err(SampleError::Param {
+                    sampler: "f2c",
+                    reason: "ranks frames by their relevance to the question, so it needs an image-text scorer \
+                             (--relevance clip:MODEL or siglip:MODEL)"
+                        .into(),
+                }
+                .into())
+            }
         })
     }
+
+    /// Whether picking needs the question and a [`FrameScorer`] ([`Sampler::pick_scored`]).
+    pub fn needs_question(&self) -> bool {
+        matches!(self, Sampler::F2c { .. })
+    }
+
+    /// [`Sampler::pick`] for samplers that rank frames by the question: F2C scores its `candidates` uniform frames
+    /// (decoded at the video's size, [`EMBED_BATCH`] at a time) with `scorer` against `query` and plans its clips on
+    /// `ladder` (the resolutions the model can take and what a frame costs at each: one rung for a model whose
+    /// processor fixes the size). The note names the scorer and the query and lists every candidate's score beside
+    /// the anchors, the clip length and the resolution. Other samplers ignore the question.
+    pub fn pick_scored(
+        &self,
+        path: &Path,
+        info: &VideoInfo,
+        scorer: &dyn FrameScorer,
+        query: &str,
+        ladder: &[Rung],
+    ) -> Result<(Vec<usize>, Option<Value>), SamplerError> {
+        let Sampler::F2c { candidates, anchors, budget, min_clip } = *self else {
+            return self.pick(path, info);
+        };
+        let candidates = uniform_indices(info.frames, candidates, Uniform::Inclusive)?;
+        let times: Vec<f64> = candidates.iter().map(|&i| i as f64 / info.fps).collect();
+        let (w, h) = if info.rotation % 180 == 90 { (info.height, info.width) } else { (info.width, info.height) };
+        let mut relevance = Vec::with_capacity(candidates.len());
+        for chunk in times.chunks(EMBED_BATCH) {
+            relevance.extend(scorer.scores(&decode_at(path, chunk, w, h)?.frames, query)?);
+        }
+        let planner = F2c { budget, anchors, min_clip, smooth: 1, ladder: ladder.to_vec() };
+        let (picked, mut note) = f2c_pick(&planner, &candidates, &relevance)?;
+        note["relevance"] = json!(scorer.name());
+        note["query"] = json!(query);
+        Ok((picked, Some(note)))
+    }
+}
+
+/// F2C's frames among `candidates` (frame indices) with one `relevance` each, and the note: anchors (as frame
+/// indices), clip length, resolution, tokens and every candidate's score.
+pub fn f2c_pick(planner: &F2c, candidates: &[usize], relevance: &[f32]) -> Result<(Vec<usize>, Value), SampleError> {
+    if relevance.len() != candidates.len() {
+        return Err(SampleError::Length {
+            sampler: "f2c",
+            what: "relevance",
+            got: relevance.len(),
+            expected: candidates.len(),
+        });
+    }
+    let plan = planner.plan(relevance)?;
+    let note = json!({"resolution": plan.rung.side, "clip_len": plan.clip_len, "tokens": plan.tokens,
+        "anchors": plan.anchors.iter().map(|&a| candidates[a]).collect::<Vec<_>>(),
+        "scores": candidates.iter().zip(relevance).map(|(&i, &r)| json!({"index": i, "score": r})).collect::<Vec<_>>()});
+    Ok((plan.frames.into_iter().map(|i| candidates[i]).collect(), note))
 }
 
 /// Frames decoded and embedded [`EMBED_BATCH`] at a time, so memory stays one batch of full-size frames.
@@ -196,7 +295,11 @@ mod tests {
             Sampler::DCode { frames: 4, candidates: 20, uniform_ratio: 0.85 }
         );
         assert!(Sampler::from_spec("uniform:frames=0").unwrap_err().to_string().contains("frames"));
-        assert!(Sampler::from_spec("f2c").unwrap_err().to_string().contains("known: uniform"));
+        assert!(Sampler::from_spec("f3c").unwrap_err().to_string().contains("known: uniform"));
+        assert_eq!(
+            Sampler::from_spec("f2c:anchors=2").unwrap(),
+            Sampler::F2c { candidates: 64, anchors: 2, budget: 6272, min_clip: 4 }
+        );
         assert!(Sampler::from_spec("uniform:fps=2").unwrap_err().to_string().contains("fps"));
     }
 
