@@ -310,3 +310,101 @@ fn ask_samples_key_clips_with_f2c_and_the_record_shows_the_scores() {
     assert_ne!(code, 0);
     assert!(err.contains("native resolution"), "{err}");
 }
+
+#[test]
+fn compress_and_bench_take_the_dual_encoder_and_ask_embeds_dcode_candidates_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let picture = quadrant_picture(dir.path());
+    let picture = picture.to_str().unwrap();
+    let relevance = format!("siglip:{CONSTRUCTED}");
+    let out = dir.path().join("c");
+    let (code, stdout, err) = tokensieve(&[
+        "compress",
+        "--model",
+        TINY_LLAVA,
+        "--image",
+        picture,
+        "--pruner",
+        "query:recovery=off",
+        "--keep",
+        "4",
+        "--relevance",
+        &relevance,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        "what is the red car ?",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(record["kept"], serde_json::json!(top_left(4)), "{record}");
+    assert!(record["query"].as_str().unwrap().starts_with(&format!("the question's {relevance} text embeddings")));
+    // The heat panel beside the kept one: red (most relevant) over the red quadrant.
+    let sheet = image::open(out.join("kept.png")).unwrap().to_rgb8();
+    let (w, h) = (sheet.width() / 2, sheet.height());
+    let heat = |x: u32, y: u32| sheet.get_pixel(w + x, y).0;
+    let (hot, cold) = (heat(w / 8, h / 8), heat(7 * w / 8, 7 * h / 8));
+    assert!(hot[0] > hot[2] && cold[2] > cold[0], "hot {hot:?}, cold {cold:?}");
+    let (code, _, err) = tokensieve(&[
+        "compress",
+        "--model",
+        TINY_LLAVA,
+        "--image",
+        picture,
+        "--pruner",
+        "query",
+        "--keep",
+        "4",
+        "--relevance",
+        &relevance,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("none was given"), "{err}");
+    // bench: every budget's run reads the question through the dual encoder.
+    let plot = dir.path().join("b.svg");
+    let (code, stdout, err) = tokensieve(&[
+        "bench",
+        "--model",
+        TINY_LLAVA,
+        "--device",
+        "cpu",
+        "--image",
+        picture,
+        "--budgets",
+        "100%,25%",
+        "--repeats",
+        "1",
+        "--new-tokens",
+        "2",
+        "--pruner",
+        "query:recovery=off",
+        "--relevance",
+        &relevance,
+        "--question",
+        "red",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let pruned = &v["rows"][1];
+    assert_eq!(pruned["kept"], serde_json::json!(top_left(4)), "{pruned}");
+    assert!(pruned["notes"].to_string().contains(&format!("{relevance} text embeddings")));
+    // ask --sampler dcode with a dual encoder embeds its candidates with it.
+    let video = colour_video(dir.path());
+    let answer = ask(
+        TINY_ONEVISION,
+        &["--video", video.to_str().unwrap(), "--sampler", "dcode:frames=4,candidates=40,uniform_ratio=0.5"],
+        "todre",
+        8,
+        "red",
+    );
+    let note = &answer["record"]["sampler_note"];
+    assert_eq!(note["embedder"], relevance, "{note}");
+    let frames: Vec<u64> =
+        answer["record"]["frame_indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(frames.contains(&0) && frames.contains(&15) && frames.contains(&39), "{frames:?}");
+}

@@ -82,18 +82,18 @@ pub struct PruningFlags {
     pub relevance: String,
 }
 
-/// The dual encoder `--relevance` names on `device` (`None` for `llm`).
+/// The dual encoder a `--relevance` value names, on `device` (`None` for `llm`).
 pub(super) fn relevance_provider(
-    flags: &PruningFlags,
+    given: &str,
     device: Option<&str>,
 ) -> Result<Option<std::sync::Arc<dyn tokensieve::pipeline::relevance::PatchRelevance>>, CliError> {
     use tokensieve::pipeline::relevance::RelevanceSpec;
-    let spec = RelevanceSpec::parse(&flags.relevance)
+    let spec = RelevanceSpec::parse(given)
         .map_err(|e| CliError::usage(e.to_string(), "--relevance llm, clip:MODEL or siglip:MODEL"))?;
     match spec {
         RelevanceSpec::Llm => Ok(None),
         RelevanceSpec::Scores(_) => Err(CliError::usage(
-            format!("--relevance {}: per-frame scores are for `tokensieve sample --sampler f2c`", flags.relevance),
+            format!("--relevance {given}: per-frame scores are for `tokensieve sample --sampler f2c`"),
             "give llm, clip:MODEL or siglip:MODEL",
         )),
         #[cfg(feature = "torch")]
@@ -389,7 +389,7 @@ fn ask_vlm(args: &AskArgs, model: &Path) -> Result<(), CliError> {
     let scope = tokensieve::pipeline::qa::BudgetScope::parse(&args.pruning.budget_scope)
         .map_err(|e| CliError::usage(e, "global or frame"))?;
     builder = builder.positions(positions).budget_scope(scope);
-    if let Some(provider) = relevance_provider(&args.pruning, args.device.as_deref())? {
+    if let Some(provider) = relevance_provider(&args.pruning.relevance, args.device.as_deref())? {
         builder = builder.relevance(provider);
     }
     builder = builder.sampling(sampling(args)?).stop(args.stop.clone()).keep_logits(args.logits_out.is_some());

@@ -53,16 +53,27 @@ pub struct Args {
     /// Print JSON rows.
     #[arg(long)]
     json: bool,
+    /// The question every run asks (default: "Describe the video." / "Describe the images."); query-aware
+    /// pruners read it.
+    #[arg(long)]
+    question: Option<String>,
+    /// Where query-aware pruners get relevance: `llm` (default) or a dual encoder `clip:MODEL` / `siglip:MODEL`
+    /// (its time is part of the encode stage).
+    #[arg(long, default_value = "llm")]
+    relevance: String,
     /// Frame counts to sweep instead (comma-separated, for example 8,32,128,512; a video only): each count samples
     /// the video again and runs every budget once; the rows give TTFT, encode time and that count's peak RSS.
     #[arg(long, value_delimiter = ',', conflicts_with = "image")]
     frames_sweep: Vec<usize>,
 }
 
+/// A relevance provider shared by every run.
+type Provider = Option<std::sync::Arc<dyn tokensieve::pipeline::relevance::PatchRelevance>>;
+
 /// The options of one bench run: `method` at budget `b` percent (no pruner at 100 %), `new_tokens` generated.
-fn at_budget(method: &Method, b: f64, new_tokens: usize) -> QaOptions {
+fn at_budget(method: &Method, b: f64, new_tokens: usize, relevance: &Provider) -> QaOptions {
     let pruners = if b < 100.0 { vec![method.clone()] } else { Vec::new() };
-    QaOptions { pruners, budget: Budget::Ratio(b / 100.0), ..QaOptions::new(new_tokens) }
+    QaOptions { pruners, budget: Budget::Ratio(b / 100.0), relevance: relevance.clone(), ..QaOptions::new(new_tokens) }
 }
 
 /// Resets the process's peak RSS (`VmHWM`) so the next reading is the peak of what follows (Linux's `clear_refs`
@@ -90,6 +101,7 @@ fn sweep(
     budgets: &[f64],
     method: &Method,
     choice: tokensieve::pipeline::engine::EngineChoice,
+    relevance: &Provider,
 ) -> Result<(), CliError> {
     let runtime = |e: QaError| CliError::runtime(e.to_string(), None);
     let Some(video) = args.video.as_deref() else {
@@ -108,11 +120,10 @@ fn sweep(
         for &b in budgets {
             reset_peak_rss();
             let mut frames = super::video_stream(video, &args.sampler, count)?;
-            let opts = at_budget(method, b, args.new_tokens);
-            let r = qa
-                .ask_source(&mut frames, MediaKind::Video, None, "Describe the video.", &opts, &mut |_| true)
-                .map_err(runtime)?
-                .1;
+            let opts = at_budget(method, b, args.new_tokens, relevance);
+            let question = args.question.as_deref().unwrap_or("Describe the video.");
+            let r =
+                qa.ask_source(&mut frames, MediaKind::Video, None, question, &opts, &mut |_| true).map_err(runtime)?.1;
             rows.push(json!({"frames": frames.len(), "frames_asked": count, "budget": format!("{b}%"),
                 "visual_tokens": r.visual_tokens.last().map_or(0, |v| v.1), "prefill_tokens": r.prefill_tokens,
                 "ttft_ms": r.ttft_ms, "stage_ms": r.stage_ms, "peak_rss_bytes": peak_rss_bytes()}));
@@ -229,13 +240,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let runtime = |e: QaError| CliError::runtime(e.to_string(), None);
     if !args.frames_sweep.is_empty() {
-        return sweep(&args, &budgets, &method, choice);
+        let relevance = super::ask::relevance_provider(&args.relevance, args.device.as_deref())?;
+        return sweep(&args, &budgets, &method, choice, &relevance);
     }
     let frames = super::frames_from(args.video.as_deref(), &args.image, &args.sampler, args.frames)?;
     let (kind, question) = match args.video {
         Some(_) => (MediaKind::Video, "Describe the video."),
         None => (MediaKind::Images, "Describe the images."),
     };
+    let question = args.question.as_deref().unwrap_or(question);
+    let relevance = super::ask::relevance_provider(&args.relevance, args.device.as_deref())?;
     let source = match &args.video {
         Some(v) => v.display().to_string(),
         None => format!("{} image(s)", args.image.len()),
@@ -247,7 +261,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for &b in &budgets {
         let mut records = Vec::new();
         for _ in 0..args.repeats.max(1) {
-            records.push(qa.ask(&frames, kind, question, &at_budget(&method, b, args.new_tokens)).map_err(runtime)?.1);
+            let opts = at_budget(&method, b, args.new_tokens, &relevance);
+            records.push(qa.ask(&frames, kind, question, &opts).map_err(runtime)?.1);
             bar.inc(1);
         }
         records.sort_by(|a, b| a.ttft_ms.total_cmp(&b.ttft_ms));
@@ -260,7 +275,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         rows.push(json!({"budget": format!("{b}%"), "visual_tokens": visual, "prefill_tokens": r.prefill_tokens,
             "prefill_tokens_per_s": prefill_tps, "decode_steps": r.decode_steps, "decode_tokens_per_s": decode_tps,
             "llm_tflops": tflops, "llm_tflops_fastv": 2.0 * r.llm_macs_fastv / 1e12, "ttft_ms": r.ttft_ms,
-            "stage_ms": r.stage_ms, "kv_bytes": r.kv_bytes, "peak_rss_bytes": peak_rss_bytes()}));
+            "stage_ms": r.stage_ms, "kv_bytes": r.kv_bytes, "peak_rss_bytes": peak_rss_bytes(),
+            "kept": r.kept, "notes": r.notes}));
     }
     let title = format!("{}: TTFT and prefill FLOPs against the budget ({})", model_name(&args.model), method.name());
     budget_chart(&rows, title).save(&args.plot)?;

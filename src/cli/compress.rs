@@ -3,10 +3,11 @@
 //! JSON. People look at this to trust a pruner.
 //!
 //! With a question (`tokensieve compress ... "what is on the left?"`), query-aware methods (`query`, `cdpruner`)
-//! read its LLM input embeddings as the query, as `ask` hands them over, and the picture puts a relevance heat map
-//! beside each kept-patch panel: each token's mean cosine to the question's token embeddings, min-max scaled over the
-//! whole input (blue = least, red = most relevant). The record names the query's source, or says the method is
-//! query-agnostic. An encoder `.onnx` has no language model, so it takes no question.
+//! read it as `ask` hands it over (`--relevance llm`: its LLM input embeddings; `clip:MODEL` / `siglip:MODEL`: a
+//! dual encoder's text embeddings against its patch embeddings of the pixels the model saw), and the picture puts a
+//! relevance heat map beside each kept-patch panel: each token's mean cosine to the question's rows, in that
+//! space, min-max scaled over the whole input (blue = least, red = most relevant). The record names the query's
+//! source, or says the method is query-agnostic. An encoder `.onnx` has no language model, so it takes no question.
 
 use super::{emit, CliError};
 use serde_json::json;
@@ -59,7 +60,12 @@ pub struct Args {
     /// Print the record as JSON.
     #[arg(long)]
     json: bool,
-    /// The question: query-aware pruners read its LLM input embeddings, and the picture adds a relevance heat map.
+    /// Where query-aware pruners and the heat map get relevance: `llm` (the question's LLM input embeddings against
+    /// the visual tokens, the default) or a dual encoder `clip:MODEL` / `siglip:MODEL` (its text embeddings against
+    /// its patch embeddings of the pixels the model saw), as in `ask`.
+    #[arg(long, default_value = "llm")]
+    relevance: String,
+    /// The question: query-aware pruners read it, and the picture adds a relevance heat map.
     question: Option<String>,
 }
 
@@ -278,10 +284,27 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells; a
     // single image goes through any-resolution tiling: the picture shows its base view and its packed tile map.
     let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
-    let visual = match &encoder {
-        Encoder::Model(engine) => engine.visual_tokens(&frames, kind),
+    if args.relevance != "llm" && args.question.is_none() {
+        return Err(CliError::usage(
+            format!("--relevance {} scores the question, and none was given", args.relevance),
+            "give the question last: tokensieve compress ... \"what is on the left?\"",
+        ));
+    }
+    let provider = super::ask::relevance_provider(&args.relevance, None)?;
+    let (visual, query) = match (&encoder, &args.question) {
+        (Encoder::Model(engine), Some(q)) => {
+            engine.visual_tokens_for(&frames, kind, q, std::slice::from_ref(&method), provider.as_deref())
+        }
+        (Encoder::Model(engine), None) => engine.visual_tokens(&frames, kind).map(|v| (v, None)),
         #[cfg(feature = "onnx")]
-        Encoder::Custom(custom) => custom.visual_tokens(&frames),
+        (Encoder::Custom(_), Some(_)) => {
+            return Err(CliError::usage(
+                "an encoder .onnx has no language model to embed the question",
+                "drop the question, or give a llava/llava_onevision model",
+            ))
+        }
+        #[cfg(feature = "onnx")]
+        (Encoder::Custom(custom), None) => custom.visual_tokens(&frames).map(|v| (v, None)),
     }
     .map_err(runtime)?;
     lap("encode", &mut times);
@@ -297,29 +320,27 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(k) = visual.keys.clone() {
         tokens = tokens.with_keys(&CpuBackend, k).map_err(runtime)?;
     }
-    let query = match (&args.question, &encoder) {
-        (None, _) => None,
-        (Some(q), Encoder::Model(engine)) => engine.question_embeddings(q).map_err(runtime)?,
-        #[cfg(feature = "onnx")]
-        (Some(_), Encoder::Custom(_)) => {
-            return Err(CliError::usage(
-                "an encoder .onnx has no language model to embed the question",
-                "drop the question, or give a llava/llava_onevision model",
-            ))
-        }
-    };
     // As in the pipeline: query-reading methods get the query, relevance-reading ones (MMR's
     // `importance=relevance`) the question's relevance.
     let reads_query = method.uses().contains(&Signal::Query);
     let reads_relevance = method.reads_relevance();
+    // The tokens' relevance to the question: in the dual encoder's space when there is one (the heat map's too).
+    let heat = match &query {
+        Some(q) => Some(relevance(q.space.as_ref().unwrap_or(&visual.features), &q.rows)?),
+        None => None,
+    };
+    if let Some(space) = query.as_ref().and_then(|q| q.space.clone()).filter(|_| reads_query) {
+        tokens = tokens.with_query_space(&CpuBackend, space).map_err(runtime)?;
+    }
     if let (Some(q), true) = (&query, reads_query) {
-        tokens = tokens.with_query(&CpuBackend, q.clone()).map_err(runtime)?;
+        tokens = tokens.with_query(&CpuBackend, q.rows.clone()).map_err(runtime)?;
     } else if let (Some(q), true) = (&query, reads_relevance) {
-        let r = question_relevance(&CpuBackend, tokens.features(), q).map_err(runtime)?;
+        let against = q.space.as_ref().unwrap_or(tokens.features());
+        let r = question_relevance(&CpuBackend, against, &q.rows).map_err(runtime)?;
         tokens = tokens.with_relevance(r).map_err(runtime)?;
     }
     let query_source = match (&query, reads_query || reads_relevance) {
-        (Some(q), true) => format!("the question's LLM input embeddings ({} tokens)", q.nrows()),
+        (Some(q), true) => format!("{} ({} rows)", q.source, q.rows.nrows()),
         (Some(_), false) => format!("none: {} is query-agnostic (the heat map still shows relevance)", method.name()),
         (None, true) => "none: no question given".to_string(),
         (None, false) => format!("none: {} is query-agnostic", method.name()),
@@ -349,9 +370,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let mut kept = vec![false; total];
     selection.kept.iter().for_each(|&i| kept[i] = true);
     let mut sheet_panels = panels(shown, &visual, &kept)?;
-    if let Some(q) = &query {
+    if let Some(heat) = heat {
         // A heat panel after each kept-patch panel, over the same image and cells.
-        let heat = relevance(&visual.features, q)?;
         // Each panel's cells are its unit's rows (units may differ in size: Qwen-VL images).
         if visual.anyres.is_none() && sheet_panels.len() + 1 == starts.len() && starts.last() == Some(&heat.len()) {
             sheet_panels = sheet_panels

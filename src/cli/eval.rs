@@ -167,7 +167,7 @@ fn config(args: &Args) -> Value {
 /// Runs `eval`.
 pub fn run(args: Args) -> Result<(), CliError> {
     let mut opts = super::ask::qa_options(&args.pruning, args.max_new_tokens)?;
-    opts.relevance = super::ask::relevance_provider(&args.pruning, None)?;
+    opts.relevance = super::ask::relevance_provider(&args.pruning.relevance, None)?;
     let scoring = args.scoring.scoring()?;
     if args.frames == 0 {
         return Err(CliError::usage("--frames 0 samples nothing", "give at least one frame, for example --frames 8"));

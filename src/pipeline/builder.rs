@@ -68,12 +68,13 @@ pub enum PipelineError {
     },
 }
 
-/// What a sampler that ranks frames by the question needs ([`Sampler::pick_scored`]): the scorer, the question
-/// (with its options for multiple choice, F2C's query) and the model's resolution ladder.
+/// What content-aware samplers take from a dual encoder: F2C ranks frames by the question
+/// ([`Sampler::pick_scored`]: the scorer, the question with its options for multiple choice, as F2C's query, and the
+/// model's resolution ladder), D-CoDe embeds its candidates with it ([`Sampler::pick_with`]).
 #[derive(Clone, Copy)]
 pub struct Question<'a> {
-    /// The image-text scorer.
-    pub scorer: &'a dyn tokensieve_video::samplers::FrameScorer,
+    /// The dual encoder.
+    pub provider: &'a dyn super::relevance::PatchRelevance,
     /// The question.
     pub query: &'a str,
     /// The resolutions the model takes and a frame's token cost at each.
@@ -89,7 +90,7 @@ pub fn question_for<'a>(
     query: &'a str,
 ) -> Option<Question<'a>> {
     let provider = provider?;
-    sampler.needs_question().then(|| Question { scorer: provider.scorer(), query, ladder })
+    matches!(sampler, Sampler::F2c { .. } | Sampler::DCode { .. }).then_some(Question { provider, query, ladder })
 }
 
 /// The frames `sampler` picks from the video `path` described by `info`, with the question when it needs one.
@@ -99,10 +100,11 @@ fn pick(
     info: &tokensieve_video::VideoInfo,
     question: Option<Question<'_>>,
 ) -> Result<(Vec<usize>, Option<serde_json::Value>), PipelineError> {
-    Ok(match (sampler.needs_question(), question) {
-        (true, Some(q)) => sampler.pick_scored(path, info, q.scorer, q.query, q.ladder)?,
-        (true, None) => return Err(PipelineError::NeedsScorer { sampler: sampler.name() }),
-        (false, _) => sampler.pick(path, info)?,
+    Ok(match (sampler, question) {
+        (Sampler::F2c { .. }, Some(q)) => sampler.pick_scored(path, info, q.provider.scorer(), q.query, q.ladder)?,
+        (Sampler::F2c { .. }, None) => return Err(PipelineError::NeedsScorer { sampler: sampler.name() }),
+        (Sampler::DCode { .. }, Some(q)) => sampler.pick_with(path, info, q.provider.embedder())?,
+        _ => sampler.pick(path, info)?,
     })
 }
 
@@ -383,7 +385,8 @@ impl Pipeline {
         load_media(&self.sampler, media, None)
     }
 
-    /// [`Pipeline::load`] for `question`: F2C scores the candidate frames against it with the relevance provider.
+    /// [`Pipeline::load`] for `question`: F2C scores the candidate frames against it with the relevance provider
+    /// (D-CoDe embeds them with it).
     pub fn load_for(&self, media: &Media, question: &str) -> Result<LoadedMedia, PipelineError> {
         load_media(&self.sampler, media, self.question(question))
     }

@@ -79,8 +79,8 @@ pub(crate) struct QuerySpace<'a> {
 }
 
 impl<'a> QuerySpace<'a> {
-    fn new(provider: &'a dyn PatchRelevance, opts: &QaOptions) -> Self {
-        let layer = if opts.pruners.iter().any(|m| m.name() == "cdpruner") { -2 } else { -1 };
+    fn new(provider: &'a dyn PatchRelevance, methods: &[tokensieve_pruners::Method]) -> Self {
+        let layer = if methods.iter().any(|m| m.name() == "cdpruner") { -2 } else { -1 };
         QuerySpace { provider, layer, rows: Vec::new() }
     }
 
@@ -633,6 +633,31 @@ impl Engine {
         Ok((ids, PositionIds::MRope(positions)))
     }
 
+    /// The visual tokens of `frames` (every signal, as [`Engine::visual_tokens`]) and `question` as `methods` read
+    /// it, built as `ask` builds both: a dual encoder's text embeddings and the tokens' query space when `relevance`
+    /// is given, the LLM's input embeddings of the question otherwise. What `compress` prunes and draws.
+    pub fn visual_tokens_for(
+        &self,
+        frames: &[Frame],
+        kind: MediaKind,
+        question: &str,
+        methods: &[tokensieve_pruners::Method],
+        relevance: Option<&dyn PatchRelevance>,
+    ) -> Result<(VisualTokens, Option<QueryInput>), QaError> {
+        let request = SignalRequest { attention: true, keys: true };
+        let mut space = relevance.map(|provider| QuerySpace::new(provider, methods));
+        let visual = self.encode(&mut FrameSlice::new(frames), kind, request, &mut 0.0, space.as_mut())?;
+        let query = match space {
+            Some(space) => Some(space.finish(question)?),
+            None => self.question_embeddings(question)?.map(|rows| QueryInput {
+                rows,
+                space: None,
+                source: "the question's LLM input embeddings".into(),
+            }),
+        };
+        Ok((visual, query))
+    }
+
     /// F2C's resolution ladder for this model: one rung, the tower's input side and what one video frame costs
     /// there, measured by encoding one grey frame (exact for every fixed-resolution family: LLaVA's patches,
     /// OneVision's pooled grid). Native-resolution towers (Qwen-VL) are refused: their per-frame cost depends on the
@@ -877,7 +902,7 @@ impl Engine {
         let mut clock = StageClock::start();
         let mut preprocess_ms = 0.0;
         let dual = opts.relevance.as_deref().filter(|_| reads_query(opts));
-        let mut space = dual.map(|provider| QuerySpace::new(provider, opts));
+        let mut space = dual.map(|provider| QuerySpace::new(provider, &opts.pruners));
         let visual = self.encode(source, kind, self.signals(opts), &mut preprocess_ms, space.as_mut())?;
         self.check_signals(&visual, opts)?;
         let decode_ms = source.wait_ms();

@@ -34,6 +34,8 @@ pub trait PatchRelevance: Send + Sync {
     fn label(&self) -> String;
     /// The same model as a frame scorer (F2C's relevance, `--sampler f2c`).
     fn scorer(&self) -> &dyn tokensieve_video::samplers::FrameScorer;
+    /// The same model as a frame embedder (D-CoDe's image embeddings, `--sampler dcode`).
+    fn embedder(&self) -> &dyn tokensieve_video::samplers::FrameEmbedder;
     /// The question's text embeddings `[rows, E]` (one row per `max_position_embeddings` ids).
     fn text(&self, question: &str) -> Result<Array2<f32>, RelevanceError>;
     /// Joint-space patch embeddings of `views` (a VLM's preprocessed pixels, normalised as `scale` says), from
@@ -225,6 +227,10 @@ mod dual {
         }
 
         fn scorer(&self) -> &dyn FrameScorer {
+            self
+        }
+
+        fn embedder(&self) -> &dyn FrameEmbedder {
             self
         }
 
