@@ -408,3 +408,57 @@ fn compress_and_bench_take_the_dual_encoder_and_ask_embeds_dcode_candidates_with
         answer["record"]["frame_indices"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(frames.contains(&0) && frames.contains(&15) && frames.contains(&39), "{frames:?}");
 }
+
+#[test]
+fn eval_samples_each_video_with_f2c_against_its_prompt_and_records_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = colour_video(dir.path());
+    let probe = ask(TINY_ONEVISION, &["--video", video.to_str().unwrap(), "--frames", "1"], "todre", 1, "red");
+    let per_frame = encoder_tokens(&probe);
+    // MLVU's JSON layout: the question names the colour on screen in frames 15-19 only.
+    let mlvu = dir.path().join("MLVU");
+    std::fs::create_dir_all(mlvu.join("json")).unwrap();
+    std::fs::create_dir_all(mlvu.join("video/4_count")).unwrap();
+    std::fs::copy(&video, mlvu.join("video/4_count/colours.mkv")).unwrap();
+    let q = serde_json::json!([{"video": "colours.mkv", "duration": 4.0, "question": "what is the red car ?",
+        "candidates": ["blue", "green", "red"], "answer": "red", "question_type": "count"}]);
+    std::fs::write(mlvu.join("json/4_count.json"), q.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let relevance = format!("siglip:{CONSTRUCTED}");
+    let sampler = format!("f2c:candidates=40,anchors=1,budget={}", 4 * per_frame);
+    let keep = per_frame.to_string();
+    let (code, stdout, err) = tokensieve(&[
+        "eval",
+        "--task",
+        "mlvu",
+        "--data",
+        mlvu.join("json").to_str().unwrap(),
+        "--data-root",
+        mlvu.to_str().unwrap(),
+        "--model",
+        TINY_ONEVISION,
+        "--max-new-tokens",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--sampler",
+        &sampler,
+        "--relevance",
+        &relevance,
+        "--pruner",
+        "query:recovery=off",
+        "--keep",
+        &keep,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(results["config"]["relevance"], relevance);
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(out.join("samples_mlvu.jsonl")).unwrap().lines().next().unwrap())
+            .unwrap();
+    let record = &line["record"];
+    // The prompt holds the options too (`red` among them), as F2C's query does; the red frames still win.
+    assert_eq!(line["sampler_note"]["anchors"], serde_json::json!([15]), "{line}");
+    assert_eq!(line["frame_indices"], serde_json::json!([14, 15, 16, 17]));
+    assert!(record["notes"].to_string().contains(&format!("{relevance} text embeddings")), "{record}");
+}

@@ -169,6 +169,13 @@ pub fn run(
                 Err(e) => line["error"] = json!(e),
                 Ok(m) => {
                     line["decode_ms"] = json!(m.decode_ms);
+                    // Which frames the sampler chose and why (F2C's anchors and scores, D-CoDe's embedder).
+                    if !m.indices.is_empty() {
+                        line["frame_indices"] = json!(m.indices);
+                    }
+                    if let Some(note) = &m.sampler_note {
+                        line["sampler_note"] = note.clone();
+                    }
                     match qa.ask_streaming(&m.frames, m.kind, s.system.as_deref(), &s.prompt, opts, &mut |_| true) {
                         Ok((answer, record)) => {
                             line["prediction"] = json!(answer);

@@ -306,8 +306,10 @@ pub struct LoadedMedia {
     pub frames: Vec<Frame>,
     /// Video frames or separate images.
     pub kind: MediaKind,
-    indices: Vec<usize>,
-    sampler_note: Option<serde_json::Value>,
+    /// Frame indices the sampler picked from the video (empty for images).
+    pub indices: Vec<usize>,
+    /// What the sampler reported (F2C's anchors and scores, D-CoDe's embedder, a clamped frame count).
+    pub sampler_note: Option<serde_json::Value>,
     /// Milliseconds spent decoding.
     pub decode_ms: f64,
 }
