@@ -59,6 +59,7 @@ demo: build
 	@$(ENV) && ./target/release/tokensieve compress --model $(DEMO_MODEL) --video $(DEMO_VIDEO) --frames 8 --pruner todre --ratio 0.1 --out target/demo/compress
 	@$(ENV) && ./target/release/tokensieve bench --model $(DEMO_MODEL) --video $(DEMO_VIDEO) --frames 8 --pruner todre --plot target/demo/bench.png
 	@$(ENV) && cargo run --release $(FEATURES) --example ask_video -- $(DEMO_MODEL) $(DEMO_VIDEO)
+	@$(ENV) && examples/query_aware.sh target/release/tokensieve target/demo/query-aware
 	@$(ENV) && ./target/release/tokensieve ask --model "$$TOKENSIEVE_ASSETS/llm/SmolLM2-135M-Instruct.Q4_1.gguf" --max-new-tokens 40 "In one sentence, why do video language models prune visual tokens?"
 	@if [ -n "$(MODEL)" ]; then $(ENV) && ./target/release/tokensieve ask --model "$(MODEL)" --video $(DEMO_VIDEO) --frames 8 --pruner todre --ratio 0.25 "What happens in this video?"; fi
 
