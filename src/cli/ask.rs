@@ -111,10 +111,7 @@ pub(super) fn relevance_provider(
         RelevanceSpec::Dual { .. } => {
             let _ = device;
             Err(CliError::usage(
-                format!(
-                    "--relevance {} runs a dual encoder on libtorch, which this build does not include",
-                    flags.relevance
-                ),
+                format!("--relevance {given} runs a dual encoder on libtorch, which this build does not include"),
                 "build with --features torch, or use --relevance llm",
             ))
         }

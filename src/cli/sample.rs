@@ -4,10 +4,9 @@
 use super::{emit, CliError};
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokensieve::npy;
-#[cfg(feature = "torch")]
-use tokensieve::pipeline::relevance::DualProvider;
-use tokensieve::pipeline::relevance::RelevanceSpec;
+use tokensieve::pipeline::relevance::{PatchRelevance, RelevanceSpec};
 use tokensieve::pipeline::sampler::{f2c_pick, Sampler, SamplerError};
 use tokensieve::video::samplers::{f2c, uniform_indices, Uniform};
 use tokensieve::video::{decode_at, probe, Frame, VideoInfo};
@@ -90,7 +89,7 @@ fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json:
         let picked = match (&spec, &sampler) {
             (None, _) => sampler.pick(&args.video, info),
             (Some(spec @ RelevanceSpec::Dual { .. }), Sampler::DCode { .. }) => {
-                sampler.pick_with(&args.video, info, &dual(args, spec)?)
+                sampler.pick_with(&args.video, info, dual(args, spec)?.embedder())
             }
             (Some(spec), _) => {
                 return Err(usage(format!(
@@ -130,7 +129,7 @@ fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json:
                 CliError::usage("f2c with a dual encoder scores frames against the question", "pass --query Q")
             })?;
             let provider = dual(args, spec)?;
-            f2c.pick_scored(&args.video, info, &provider, query, &f2c::ONEVISION_LADDER).map_err(|e| match e {
+            f2c.pick_scored(&args.video, info, provider.scorer(), query, &f2c::ONEVISION_LADDER).map_err(|e| match e {
                 SamplerError::Video(v) => video_error(v),
                 SamplerError::Embed(e) => CliError::runtime(e.to_string(), None),
                 other => usage(other),
@@ -139,46 +138,10 @@ fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json:
     }
 }
 
-/// The dual encoder `spec` names, on `--device`.
-#[cfg(feature = "torch")]
-fn dual(args: &Args, spec: &RelevanceSpec) -> Result<DualProvider, CliError> {
-    let device = super::torch_device(args.device.as_deref())?;
-    DualProvider::load(spec, device).map_err(|e| {
-        CliError::runtime(e.to_string(), Some("give a full CLIPModel or SiglipModel folder (config.json with text_config and vision_config, model.safetensors, tokenizer.json, preprocessor_config.json)".into()))
-    })
-}
-
-/// No dual encoder: the type of the provider a build without libtorch cannot load.
-#[cfg(not(feature = "torch"))]
-enum NoProvider {}
-
-#[cfg(not(feature = "torch"))]
-impl tokensieve::video::samplers::FrameEmbedder for NoProvider {
-    fn name(&self) -> String {
-        match *self {}
-    }
-    fn embed(&self, _: &[Frame]) -> Result<Vec<Vec<f32>>, tokensieve::video::samplers::EmbedError> {
-        match *self {}
-    }
-}
-
-#[cfg(not(feature = "torch"))]
-impl tokensieve::video::samplers::FrameScorer for NoProvider {
-    fn name(&self) -> String {
-        match *self {}
-    }
-    fn scores(&self, _: &[Frame], _: &str) -> Result<Vec<f32>, tokensieve::video::samplers::EmbedError> {
-        match *self {}
-    }
-}
-
-/// Without libtorch there is no dual encoder.
-#[cfg(not(feature = "torch"))]
-fn dual(_: &Args, spec: &RelevanceSpec) -> Result<NoProvider, CliError> {
-    Err(CliError::usage(
-        format!("--relevance {} runs the dual encoder on libtorch, which this build does not include", spec.label()),
-        "build with --features torch, or pass --relevance R.npy",
-    ))
+/// The dual encoder `spec` names, on `--device` (the loader `ask` uses; a build without libtorch refuses there).
+fn dual(args: &Args, spec: &RelevanceSpec) -> Result<Arc<dyn PatchRelevance>, CliError> {
+    super::ask::relevance_provider(&spec.label(), args.device.as_deref())?
+        .ok_or_else(|| CliError::usage(format!("--relevance {} is not a dual encoder", spec.label()), "clip:MODEL"))
 }
 
 fn save(frames: &[Frame], indices: &[usize], dir: &Path) -> Result<(), CliError> {
