@@ -184,6 +184,18 @@ fn ask(model: &str, media: &[&str], pruner: &str, keep: usize, question: &str) -
     serde_json::from_str(out.trim()).unwrap()
 }
 
+/// `ask` with the constructed SigLIP and `args`, which must fail; its stderr.
+fn refused(args: &[&str]) -> String {
+    let relevance = format!("siglip:{CONSTRUCTED}");
+    let mut all = vec!["ask", "--device", "cpu", "--ratio", "0.5", "--relevance", &relevance];
+    all.extend_from_slice(args);
+    all.push("red");
+    let (code, _, err) = tokensieve(&all);
+    assert_ne!(code, 0, "{all:?} ran");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "one line: {err}");
+    err
+}
+
 fn kept(answer: &serde_json::Value) -> Vec<usize> {
     answer["record"]["kept"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
 }
@@ -243,24 +255,7 @@ fn query_finds_the_frame_on_onevision_videos_and_refuses_any_resolution_images()
     assert!(todre["record"]["notes"].to_string().contains("unused, the chain is query-agnostic"));
     // One OneVision image is packed from any-resolution views: refused in one line.
     let picture = quadrant_picture(dir.path());
-    let relevance = format!("siglip:{CONSTRUCTED}");
-    let (code, _, err) = tokensieve(&[
-        "ask",
-        "--model",
-        TINY_ONEVISION,
-        "--device",
-        "cpu",
-        "--image",
-        picture.to_str().unwrap(),
-        "--pruner",
-        "query",
-        "--ratio",
-        "0.5",
-        "--relevance",
-        &relevance,
-        "red",
-    ]);
-    assert_ne!(code, 0);
+    let err = refused(&["--model", TINY_ONEVISION, "--image", picture.to_str().unwrap(), "--pruner", "query"]);
     assert!(err.contains("any-resolution"), "{err}");
 }
 
@@ -292,22 +287,7 @@ fn ask_samples_key_clips_with_f2c_and_the_record_shows_the_scores() {
     let (code, _, err) = tokensieve(&["ask", "--model", TINY_ONEVISION, "--video", video, "--sampler", "f2c", "q"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("needs a dual encoder"), "{err}");
-    let relevance = format!("siglip:{CONSTRUCTED}");
-    let (code, _, err) = tokensieve(&[
-        "ask",
-        "--model",
-        TINY_QWEN2_5_VL,
-        "--device",
-        "cpu",
-        "--video",
-        video,
-        "--sampler",
-        "f2c",
-        "--relevance",
-        &relevance,
-        "q",
-    ]);
-    assert_ne!(code, 0);
+    let err = refused(&["--model", TINY_QWEN2_5_VL, "--video", video, "--sampler", "f2c"]);
     assert!(err.contains("native resolution"), "{err}");
 }
 
