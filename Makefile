@@ -144,6 +144,8 @@ fixtures: setup
 	@$(ENV) && python models/tests/fixtures/make_dart_fixture.py
 	@$(ENV) && python models/tests/fixtures/make_dual_encoder_fixtures.py
 	@$(ENV) && python tests/fixtures/make_constructed_siglip.py
+	@$(ENV) && for m in models/tests/fixtures/tiny_clip_model models/tests/fixtures/tiny_siglip_model tests/fixtures/constructed_siglip; do \
+		python models/export/export_dual_onnx.py --model $$m --out $${m}_onnx || exit 1; done
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_llava --out models/tests/fixtures/tiny_llava_onnx --precision fp16,q8
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_onevision --out models/tests/fixtures/tiny_onevision_onnx
 	@$(ENV) && python models/export/export_onnx.py --model models/tests/fixtures/tiny_qwen2_5_vl --out models/tests/fixtures/tiny_qwen2_5_vl_onnx

@@ -1,14 +1,17 @@
 //! The dual-encoder relevance providers end to end, on a SigLIP built so that the answer is known
 //! (tests/fixtures/make_constructed_siglip.py: a frame's embedding is its colour, the words `red`, `green`, `blue`
-//! embed as those colours) and a video the test encodes: blue frames, then red ones, then green ones.
+//! embed as those colours) and a video the test encodes: blue frames, then red ones, then green ones. The checkpoint
+//! runs on libtorch, its export (tests/fixtures/constructed_siglip_onnx) on ONNX Runtime, with the same answers.
 
-#![cfg(all(feature = "torch", feature = "video"))]
+#![cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[cfg(feature = "torch")]
 const CONSTRUCTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/constructed_siglip");
+#[cfg(feature = "torch")]
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures");
 
 fn tokensieve(args: &[&str]) -> (i32, String, String) {
@@ -41,8 +44,14 @@ fn colour_video(dir: &Path) -> PathBuf {
     path
 }
 
+#[cfg(feature = "torch")]
 fn f2c(video: &Path, query: &str) -> serde_json::Value {
-    let relevance = format!("siglip:{CONSTRUCTED}");
+    f2c_with(CONSTRUCTED, video, query)
+}
+
+/// `sample --sampler f2c` with the constructed SigLIP at `model` (checkpoint or export): one anchor, 144 tokens.
+fn f2c_with(model: &str, video: &Path, query: &str) -> serde_json::Value {
+    let relevance = format!("siglip:{model}");
     let (code, out, err) = tokensieve(&[
         "sample",
         video.to_str().unwrap(),
@@ -66,10 +75,12 @@ fn f2c(video: &Path, query: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap()
 }
 
+#[cfg(feature = "torch")]
 fn indices(v: &serde_json::Value) -> Vec<u64> {
     v["frames"].as_array().unwrap().iter().map(|f| f["index"].as_u64().unwrap()).collect()
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn f2c_picks_the_clip_where_the_question_is_on_screen() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,6 +111,7 @@ fn f2c_picks_the_clip_where_the_question_is_on_screen() {
     assert!(indices(&green).contains(&20) && indices(&green).iter().all(|i| (18..=22).contains(i)));
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn dcode_embeds_its_candidates_with_the_dual_encoder() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,6 +144,7 @@ fn dcode_embeds_its_candidates_with_the_dual_encoder() {
     assert!(picked.contains(&0) && picked.contains(&39) && picked.contains(&15), "{picked:?}");
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn wrong_checkpoints_and_missing_inputs_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,8 +172,11 @@ fn wrong_checkpoints_and_missing_inputs_are_one_line() {
     assert!(err.contains("is for --sampler f2c"), "{err}");
 }
 
+#[cfg(feature = "torch")]
 const TINY_LLAVA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava");
+#[cfg(feature = "torch")]
 const TINY_ONEVISION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_onevision");
+#[cfg(feature = "torch")]
 const TINY_QWEN2_5_VL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_qwen2_5_vl");
 
 /// A 64 x 64 picture: the top-left quadrant red, the rest blue.
@@ -173,6 +189,7 @@ fn quadrant_picture(dir: &Path) -> PathBuf {
     path
 }
 
+#[cfg(feature = "torch")]
 fn ask(model: &str, media: &[&str], pruner: &str, keep: usize, question: &str) -> serde_json::Value {
     let relevance = format!("siglip:{CONSTRUCTED}");
     let keep = keep.to_string();
@@ -184,6 +201,7 @@ fn ask(model: &str, media: &[&str], pruner: &str, keep: usize, question: &str) -
     serde_json::from_str(out.trim()).unwrap()
 }
 
+#[cfg(feature = "torch")]
 /// `ask` with the constructed SigLIP and `args`, which must fail; its stderr.
 fn refused(args: &[&str]) -> String {
     let relevance = format!("siglip:{CONSTRUCTED}");
@@ -200,6 +218,7 @@ fn kept(answer: &serde_json::Value) -> Vec<usize> {
     answer["record"]["kept"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
 }
 
+#[cfg(feature = "torch")]
 fn encoder_tokens(answer: &serde_json::Value) -> usize {
     answer["record"]["visual_tokens"][0][1].as_u64().unwrap() as usize
 }
@@ -209,6 +228,7 @@ fn top_left(side: usize) -> Vec<usize> {
     (0..side / 2).flat_map(|r| (0..side / 2).map(move |c| r * side + c)).collect()
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn query_keeps_the_region_the_question_names_on_llava_and_qwen() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,6 +258,7 @@ fn query_keeps_the_region_the_question_names_on_llava_and_qwen() {
     }
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn query_finds_the_frame_on_onevision_videos_and_refuses_any_resolution_images() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,6 +280,7 @@ fn query_finds_the_frame_on_onevision_videos_and_refuses_any_resolution_images()
     assert!(err.contains("any-resolution"), "{err}");
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn ask_samples_key_clips_with_f2c_and_the_record_shows_the_scores() {
     let dir = tempfile::tempdir().unwrap();
@@ -291,6 +313,7 @@ fn ask_samples_key_clips_with_f2c_and_the_record_shows_the_scores() {
     assert!(err.contains("native resolution"), "{err}");
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn compress_and_bench_take_the_dual_encoder_and_ask_embeds_dcode_candidates_with_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -389,6 +412,7 @@ fn compress_and_bench_take_the_dual_encoder_and_ask_embeds_dcode_candidates_with
     assert!(frames.contains(&0) && frames.contains(&15) && frames.contains(&39), "{frames:?}");
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn eval_samples_each_video_with_f2c_against_its_prompt_and_records_the_provider() {
     let dir = tempfile::tempdir().unwrap();
@@ -441,4 +465,58 @@ fn eval_samples_each_video_with_f2c_against_its_prompt_and_records_the_provider(
     assert_eq!(line["sampler_note"]["anchors"], serde_json::json!([15]), "{line}");
     assert_eq!(line["frame_indices"], serde_json::json!([14, 15, 16, 17]));
     assert!(record["notes"].to_string().contains(&format!("{relevance} text embeddings")), "{record}");
+}
+
+#[cfg(feature = "onnx")]
+const CONSTRUCTED_ONNX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/constructed_siglip_onnx");
+#[cfg(feature = "onnx")]
+const TINY_LLAVA_ONNX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/tiny_llava_onnx");
+
+#[cfg(feature = "onnx")]
+#[test]
+fn the_exported_dual_encoder_gives_the_same_answers_on_onnx_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = colour_video(dir.path());
+    let red = f2c_with(CONSTRUCTED_ONNX, &video, "what is the red car ?");
+    assert_eq!(red["details"]["anchors"], serde_json::json!([15]), "{red}");
+    for s in red["details"]["scores"].as_array().unwrap() {
+        let (i, score) = (s["index"].as_u64().unwrap(), s["score"].as_f64().unwrap());
+        let want = if (15..=19).contains(&i) { 1.0 } else { -1.0 / 3.0 };
+        assert!((score - want).abs() < 1e-4, "frame {i}: score {score}, expected {want}");
+    }
+    // The ONNX VLM export with the ONNX dual encoder: the red quadrant of tiny_llava's 4 x 4 grid.
+    let picture = quadrant_picture(dir.path());
+    let relevance = format!("siglip:{CONSTRUCTED_ONNX}");
+    let (code, out, err) = tokensieve(&[
+        "ask",
+        "--backend",
+        "onnx",
+        "--model",
+        TINY_LLAVA_ONNX,
+        "--image",
+        picture.to_str().unwrap(),
+        "--pruner",
+        "query:recovery=off",
+        "--keep",
+        "4",
+        "--relevance",
+        &relevance,
+        "--max-new-tokens",
+        "1",
+        "--json",
+        "red",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(kept(&answer), top_left(4), "{answer}");
+    #[cfg(feature = "torch")]
+    {
+        // Both backends of the provider: the same scores.
+        let torch = f2c(&video, "what is the red car ?");
+        let scores = |v: &serde_json::Value| -> Vec<f64> {
+            v["details"]["scores"].as_array().unwrap().iter().map(|s| s["score"].as_f64().unwrap()).collect()
+        };
+        let d = scores(&torch).iter().zip(scores(&red)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(d < 1e-5, "torch and onnx providers differ by {d}");
+    }
 }

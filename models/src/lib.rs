@@ -12,7 +12,6 @@
 
 pub mod arch;
 pub mod chat_template;
-#[cfg(feature = "torch")]
 pub mod dual_encoder;
 
 pub mod gguf;
@@ -25,6 +24,8 @@ pub mod llava;
 pub mod onevision;
 #[cfg(feature = "onnx")]
 pub mod onnx_decoder;
+#[cfg(feature = "onnx")]
+pub mod onnx_dual_encoder;
 #[cfg(feature = "onnx")]
 pub mod onnx_encoder;
 #[cfg(feature = "onnx")]

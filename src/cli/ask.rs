@@ -96,24 +96,26 @@ pub(super) fn relevance_provider(
             format!("--relevance {given}: per-frame scores are for `tokensieve sample --sampler f2c`"),
             "give llm, clip:MODEL or siglip:MODEL",
         )),
-        #[cfg(feature = "torch")]
         spec @ RelevanceSpec::Dual { .. } => {
-            let device = super::torch_device(device)?;
-            let provider = tokensieve::pipeline::relevance::DualProvider::load(&spec, device).map_err(|e| {
+            use tokensieve::pipeline::relevance::DualProvider;
+            #[cfg(feature = "torch")]
+            let provider = DualProvider::load(&spec, super::torch_device(device)?);
+            #[cfg(not(feature = "torch"))]
+            let provider = {
+                let _ = device;
+                DualProvider::load(&spec)
+            };
+            let provider = provider.map_err(|e| {
                 CliError::runtime(
                     e.to_string(),
-                    Some("give a full CLIPModel or SiglipModel folder (both towers, tokenizer.json, preprocessor_config.json)".into()),
+                    Some(
+                        "give a full CLIPModel or SiglipModel folder (both towers, tokenizer.json, \
+                         preprocessor_config.json) or its export from models/export/export_dual_onnx.py"
+                            .into(),
+                    ),
                 )
             })?;
             Ok(Some(std::sync::Arc::new(provider)))
-        }
-        #[cfg(not(feature = "torch"))]
-        RelevanceSpec::Dual { .. } => {
-            let _ = device;
-            Err(CliError::usage(
-                format!("--relevance {given} runs a dual encoder on libtorch, which this build does not include"),
-                "build with --features torch, or use --relevance llm",
-            ))
         }
     }
 }

@@ -81,7 +81,6 @@ pub enum RelevanceError {
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
     /// The dual encoder failed to load or run.
-    #[cfg(feature = "torch")]
     #[error(transparent)]
     Model(#[from] tokensieve_models::dual_encoder::DualEncoderError),
     /// libtorch.
@@ -137,34 +136,109 @@ impl RelevanceSpec {
     }
 }
 
-#[cfg(feature = "torch")]
+#[cfg(any(feature = "torch", feature = "onnx"))]
 pub use dual::DualProvider;
 
-#[cfg(feature = "torch")]
+#[cfg(any(feature = "torch", feature = "onnx"))]
 mod dual {
     use super::{PatchRelevance, PixelScale, RelevanceError, RelevanceSpec};
-    use ndarray::Array2;
+    use ndarray::{Array2, Array3};
     use std::sync::Mutex;
-    use tch::{Device, Kind, Tensor};
-    use tokensieve_models::dual_encoder::{cosine, DualEncoder, DualKind};
-    use tokensieve_video::preprocess::ImageProcessor;
-    use tokensieve_video::preprocess::Pixels;
+    use tokensieve_models::dual_encoder::{DualKind, DualSpec};
+    use tokensieve_video::preprocess::{ImageProcessor, Pixels};
     use tokensieve_video::samplers::{EmbedError, FrameEmbedder, FrameScorer};
     use tokensieve_video::Frame;
 
-    /// A dual encoder with its image processor, as a frame embedder and a frame scorer.
+    /// The model behind a provider: the checkpoint on libtorch, or its ONNX export (a folder holding
+    /// `onnx/vision_model.onnx`, from `models/export/export_dual_onnx.py`). Only the towers differ; pixels, pooling
+    /// and scores are computed here, once for both.
+    enum Backend {
+        #[cfg(feature = "torch")]
+        Torch(Box<tokensieve_models::dual_encoder::DualEncoder>, tch::Device),
+        #[cfg(feature = "onnx")]
+        Onnx(Box<tokensieve_models::onnx_dual_encoder::OnnxDualEncoder>),
+    }
+
+    impl Backend {
+        fn spec(&self) -> &DualSpec {
+            match self {
+                #[cfg(feature = "torch")]
+                Backend::Torch(e, _) => &e.spec,
+                #[cfg(feature = "onnx")]
+                Backend::Onnx(e) => &e.spec,
+            }
+        }
+
+        /// Text embeddings `[rows, E]`.
+        fn text(&mut self, question: &str) -> Result<Array2<f32>, RelevanceError> {
+            match self {
+                #[cfg(feature = "torch")]
+                Backend::Torch(e, _) => tensor_2d(&e.text_embeddings(question)?),
+                #[cfg(feature = "onnx")]
+                Backend::Onnx(e) => Ok(e.text_embeddings(question)?),
+            }
+        }
+
+        /// Image embeddings `[B, E]` of `[B, 3, S, S]` pixels and the patch embeddings `[B, N, E]` of `layer`.
+        fn images(
+            &mut self,
+            pixels: &[f32],
+            batch: usize,
+            layer: Option<i64>,
+        ) -> Result<(Array2<f32>, Option<Array3<f32>>), RelevanceError> {
+            match self {
+                #[cfg(feature = "torch")]
+                Backend::Torch(e, device) => {
+                    let side = e.image_size() as i64;
+                    let t = tch::Tensor::from_slice(pixels).f_view([batch as i64, 3, side, side])?;
+                    let out = e.encode_images(&t.f_to_device(*device)?, layer)?;
+                    let patches = match &out.patches {
+                        Some(p) => {
+                            let (n, d) = (p.size()[1] as usize, p.size()[2] as usize);
+                            let flat = tensor_2d(&p.f_reshape([-1, d as i64])?)?;
+                            Some(Array3::from_shape_vec((batch, n, d), flat.into_raw_vec_and_offset().0).map_err(
+                                |e| RelevanceError::Shape { provider: "dual encoder".into(), reason: e.to_string() },
+                            )?)
+                        }
+                        None => None,
+                    };
+                    Ok((tensor_2d(&out.image)?, patches))
+                }
+                #[cfg(feature = "onnx")]
+                Backend::Onnx(e) => Ok(e.encode_images(pixels, batch, layer)?),
+            }
+        }
+    }
+
+    /// `[rows, cols]` tensor to an array.
+    #[cfg(feature = "torch")]
+    fn tensor_2d(t: &tch::Tensor) -> Result<Array2<f32>, RelevanceError> {
+        let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
+        let t = t.f_to_kind(tch::Kind::Float)?.f_to_device(tch::Device::Cpu)?.f_reshape([-1])?;
+        Array2::from_shape_vec((rows, cols), Vec::<f32>::try_from(t)?)
+            .map_err(|e| RelevanceError::Shape { provider: "dual encoder".into(), reason: e.to_string() })
+    }
+
+    /// A dual encoder with its image processor, as a frame embedder, a frame scorer and the engine's
+    /// [`PatchRelevance`].
     pub struct DualProvider {
         label: String,
-        /// Behind a lock so one provider can serve the engine from several threads (libtorch tensors are `Send`,
-        /// not `Sync`); calls are whole forward passes, so the lock is never contended inside one.
-        encoder: Mutex<DualEncoder>,
+        /// Behind a lock so one provider can serve the engine from several threads (libtorch tensors and ONNX
+        /// sessions are not `Sync`); calls are whole forward passes, so the lock is never contended inside one.
+        backend: Mutex<Backend>,
         processor: ImageProcessor,
-        device: Device,
+        side: usize,
+        grid: usize,
+        dim: usize,
     }
 
     impl DualProvider {
-        /// Loads the checkpoint a [`RelevanceSpec::Dual`] names on `device` (f32).
-        pub fn load(spec: &RelevanceSpec, device: Device) -> Result<Self, RelevanceError> {
+        /// Loads the checkpoint a [`RelevanceSpec::Dual`] names: an ONNX export folder on ONNX Runtime, otherwise
+        /// the safetensors checkpoint on libtorch (on `device`, f32).
+        pub fn load(
+            spec: &RelevanceSpec,
+            #[cfg(feature = "torch")] device: tch::Device,
+        ) -> Result<Self, RelevanceError> {
             let RelevanceSpec::Dual { family, model } = spec else {
                 return Err(RelevanceError::Spec {
                     given: spec.label(),
@@ -173,39 +247,40 @@ mod dual {
             };
             let dir = crate::hub::resolve(model)?;
             let kind = if *family == "clip" { DualKind::Clip } else { DualKind::Siglip };
-            let encoder = DualEncoder::load(&dir, kind, device, Kind::Float)?;
+            let backend = load_backend(
+                &dir,
+                kind,
+                #[cfg(feature = "torch")]
+                device,
+            )?;
             let path = dir.join("preprocessor_config.json");
             let processor_error = |reason: String| RelevanceError::Processor { path: path.clone(), reason };
             let text = std::fs::read_to_string(&path).map_err(|e| processor_error(e.to_string()))?;
             let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| processor_error(e.to_string()))?;
             let processor = ImageProcessor::from_config(&config).map_err(|e| processor_error(e.to_string()))?;
-            Ok(DualProvider { label: spec.label(), encoder: Mutex::new(encoder), processor, device })
+            let (side, grid, dim) = (backend.spec().vision.image_size, backend.spec().grid_side(), backend.spec().dim);
+            Ok(DualProvider { label: spec.label(), backend: Mutex::new(backend), processor, side, grid, dim })
         }
 
-        fn encoder(&self) -> std::sync::MutexGuard<'_, DualEncoder> {
+        fn backend(&self) -> std::sync::MutexGuard<'_, Backend> {
             // A panic inside a forward pass leaves nothing half-written that a later call reads.
-            self.encoder.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+            self.backend.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
         }
 
-        /// Image embeddings `[F, E]` of `frames`.
-        pub fn image_embeddings(&self, frames: &[Frame]) -> Result<Tensor, RelevanceError> {
-            let views = frames
+        /// Image embeddings `[F, E]` of `frames` through the checkpoint's own image processor.
+        pub fn image_embeddings(&self, frames: &[Frame]) -> Result<Array2<f32>, RelevanceError> {
+            let pixels: Vec<f32> = frames
                 .iter()
-                .map(|f| {
-                    let p = self.processor.preprocess(&f.rgb, f.width as usize, f.height as usize);
-                    Tensor::from_slice(&p.data).f_reshape([1, 3, p.height as i64, p.width as i64])
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let pixels = Tensor::f_cat(&views, 0)?.f_to_device(self.device)?;
-            Ok(self.encoder().encode_images(&pixels, None)?.image)
+                .flat_map(|f| self.processor.preprocess(&f.rgb, f.width as usize, f.height as usize).data)
+                .collect();
+            Ok(self.backend().images(&pixels, frames.len(), None)?.0)
         }
 
         /// `mean_t cos(E_img(f), E_txt(query)_t)` for every frame.
         pub fn frame_scores(&self, frames: &[Frame], query: &str) -> Result<Vec<f32>, RelevanceError> {
-            let text = self.encoder().text_embeddings(query)?;
-            let scores =
-                cosine(&self.image_embeddings(frames)?, &text)?.f_mean_dim([1i64].as_slice(), false, Kind::Float)?;
-            Ok(Vec::<f32>::try_from(scores.f_to_device(Device::Cpu)?)?)
+            let text = unit_rows(self.backend().text(query)?);
+            let images = unit_rows(self.image_embeddings(frames)?);
+            Ok(images.dot(&text.t()).mean_axis(ndarray::Axis(1)).map(|m| m.to_vec()).unwrap_or_default())
         }
 
         fn wrap(&self, e: RelevanceError) -> EmbedError {
@@ -213,12 +288,45 @@ mod dual {
         }
     }
 
-    /// `[rows, cols]` f32 tensor to an array.
-    fn array(t: &Tensor) -> Result<Array2<f32>, RelevanceError> {
-        let (rows, cols) = (t.size()[0] as usize, t.size()[1] as usize);
-        let flat = Vec::<f32>::try_from(t.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?;
-        Array2::from_shape_vec((rows, cols), flat)
-            .map_err(|e| RelevanceError::Shape { provider: "dual encoder".into(), reason: e.to_string() })
+    fn load_backend(
+        dir: &std::path::Path,
+        kind: DualKind,
+        #[cfg(feature = "torch")] device: tch::Device,
+    ) -> Result<Backend, RelevanceError> {
+        if tokensieve_models::dual_encoder::is_onnx_export(dir) {
+            #[cfg(feature = "onnx")]
+            return Ok(Backend::Onnx(Box::new(tokensieve_models::onnx_dual_encoder::OnnxDualEncoder::load(
+                dir,
+                kind,
+                &Default::default(),
+            )?)));
+            #[cfg(not(feature = "onnx"))]
+            return Err(RelevanceError::Model(tokensieve_models::dual_encoder::DualEncoderError::Config {
+                path: dir.to_path_buf(),
+                reason: "an ONNX export, and this build has no ONNX Runtime backend: give the checkpoint folder".into(),
+            }));
+        }
+        #[cfg(feature = "torch")]
+        return Ok(Backend::Torch(
+            Box::new(tokensieve_models::dual_encoder::DualEncoder::load(dir, kind, device, tch::Kind::Float)?),
+            device,
+        ));
+        #[cfg(not(feature = "torch"))]
+        Err(RelevanceError::Model(tokensieve_models::dual_encoder::DualEncoderError::Config {
+            path: dir.to_path_buf(),
+            reason: "this build runs dual encoders on ONNX Runtime only: give an export folder \
+                     (models/export/export_dual_onnx.py)"
+                .into(),
+        }))
+    }
+
+    /// Rows scaled to unit length (zero rows stay zero).
+    fn unit_rows(mut m: Array2<f32>) -> Array2<f32> {
+        for mut row in m.rows_mut() {
+            let n = row.dot(&row).sqrt().max(1e-12);
+            row /= n;
+        }
+        m
     }
 
     impl PatchRelevance for DualProvider {
@@ -235,14 +343,14 @@ mod dual {
         }
 
         fn text(&self, question: &str) -> Result<Array2<f32>, RelevanceError> {
-            array(&self.encoder().text_embeddings(question)?)
+            self.backend().text(question)
         }
 
         /// Each view is brought back to `0..1`, normalised as the checkpoint's own processor normalises, resized
-        /// (bilinear, antialiased) to its square input when the sizes differ \[project\]: the same picture the VLM
-        /// saw, so each patch covers the region its token covers (LLaVA-1.5 with CLIP ViT-L/14-336, CDPruner's
-        /// setting, needs no resize and no pooling). The patch grid is then average-pooled (adaptively) onto the
-        /// token grid.
+        /// (bilinear, antialiased, as torch's `interpolate(antialias=True)`) to its square input when the sizes
+        /// differ \[project\]: the same picture the VLM saw, so each patch covers the region its token covers
+        /// (LLaVA-1.5 with CLIP ViT-L/14-336, CDPruner's setting, needs no resize and no pooling). The patch grid
+        /// is then average-pooled (as `adaptive_avg_pool2d`) onto the token grid.
         fn patches(
             &self,
             views: &[&Pixels],
@@ -250,51 +358,94 @@ mod dual {
             (rows, cols): (usize, usize),
             layer: i64,
         ) -> Result<Array2<f32>, RelevanceError> {
-            let _guard = tch::no_grad_guard();
-            let encoder = self.encoder();
-            let side = encoder.image_size() as i64;
             let (mean, std) = self.processor.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
             let rescale = self.processor.rescale.unwrap_or(1.0);
-            // p' = ((p·std + mean) / rescale · rescale' − mean') / std', folded into one affine map per channel.
-            let (mul, add): (Vec<f32>, Vec<f32>) = (0..3)
+            // p' = ((p·std + mean) / rescale · rescale' − mean') / std', one affine map per channel.
+            let affine: Vec<(f32, f32)> = (0..3)
                 .map(|c| {
-                    let to_pixel = scale.std[c] / scale.rescale;
-                    let offset = scale.mean[c] / scale.rescale;
-                    let mul = to_pixel * rescale / std[c];
-                    (mul as f32, ((offset * rescale - mean[c]) / std[c]) as f32)
+                    let mul = scale.std[c] / scale.rescale * rescale / std[c];
+                    let add = (scale.mean[c] / scale.rescale * rescale - mean[c]) / std[c];
+                    (mul as f32, add as f32)
                 })
-                .unzip();
-            let device = self.device;
-            let mul = Tensor::from_slice(&mul).f_view([1, 3, 1, 1])?.f_to_device(device)?;
-            let add = Tensor::from_slice(&add).f_view([1, 3, 1, 1])?.f_to_device(device)?;
-            let batch = views
-                .iter()
-                .map(|p| {
-                    let t = Tensor::from_slice(&p.data).f_view([1, 3, p.height as i64, p.width as i64])?;
-                    let t = t.f_to_device(device)?.f_mul(&mul)?.f_add(&add)?;
-                    if (p.height as i64, p.width as i64) == (side, side) {
-                        Ok(t)
-                    } else {
-                        t.f_internal_upsample_bilinear2d_aa([side, side].as_slice(), false, None, None)
-                    }
-                })
-                .collect::<Result<Vec<_>, tch::TchError>>()?;
-            let pixels = Tensor::f_cat(&batch, 0)?;
-            let patches = encoder.encode_images(&pixels, Some(layer))?.patches.ok_or_else(|| {
+                .collect();
+            let side = self.side;
+            let mut pixels = Vec::with_capacity(views.len() * 3 * side * side);
+            for p in views {
+                for (c, &(mul, add)) in affine.iter().enumerate() {
+                    let plane: Vec<f32> = p.data[c * p.height * p.width..(c + 1) * p.height * p.width]
+                        .iter()
+                        .map(|v| v * mul + add)
+                        .collect();
+                    pixels.extend(resize_aa(&plane, p.height, p.width, side, side));
+                }
+            }
+            let patches = self.backend().images(&pixels, views.len(), Some(layer))?.1.ok_or_else(|| {
                 RelevanceError::Shape { provider: self.label.clone(), reason: "no patch embeddings".into() }
             })?;
-            let (b, n, e) = (patches.size()[0], patches.size()[1], patches.size()[2]);
-            let g = (n as f64).sqrt() as i64;
-            if g * g != n {
+            let g = self.grid;
+            if patches.shape()[1] != g * g {
                 return Err(RelevanceError::Shape {
                     provider: self.label.clone(),
-                    reason: format!("{n} patches are not a square grid"),
+                    reason: format!("{} patches are not its {g} x {g} grid", patches.shape()[1]),
                 });
             }
-            let grid = patches.f_view([b, g, g, e])?.f_permute([0, 3, 1, 2])?;
-            let pooled = grid.f_adaptive_avg_pool2d([rows as i64, cols as i64].as_slice())?;
-            array(&pooled.f_permute([0, 2, 3, 1])?.f_reshape([-1, e])?)
+            let mut out = Array2::zeros((views.len() * rows * cols, self.dim));
+            let bins = |i: usize, n: usize, of: usize| (i * of / n)..((i + 1) * of).div_ceil(n);
+            for (v, view) in patches.outer_iter().enumerate() {
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let mut cell = out.row_mut((v * rows + r) * cols + c);
+                        let (ys, xs) = (bins(r, rows, g), bins(c, cols, g));
+                        let count = (ys.len() * xs.len()) as f32;
+                        for y in ys {
+                            for x in xs.clone() {
+                                cell.scaled_add(1.0 / count, &view.row(y * g + x));
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(out)
         }
+    }
+
+    /// A `h x w` plane resized to `oh x ow` with the antialiased bilinear (triangle) filter PyTorch's
+    /// `interpolate(mode="bilinear", antialias=True, align_corners=False)` and Pillow use: the filter widens by the
+    /// scale when shrinking; separable, weights normalised per output. Unchanged when the size is.
+    pub(crate) fn resize_aa(plane: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+        if (h, w) == (oh, ow) {
+            return plane.to_vec();
+        }
+        let taps = |input: usize, output: usize| -> Vec<(usize, Vec<f32>)> {
+            let scale = input as f64 / output as f64;
+            let support = scale.max(1.0);
+            let inv = 1.0 / scale.max(1.0);
+            (0..output)
+                .map(|i| {
+                    let centre = scale * (i as f64 + 0.5);
+                    let lo = ((centre - support + 0.5).floor().max(0.0)) as usize;
+                    let hi = ((centre + support + 0.5).floor() as usize).min(input);
+                    let weights: Vec<f64> =
+                        (lo..hi).map(|j| (1.0 - ((j as f64 - centre + 0.5) * inv).abs()).max(0.0)).collect();
+                    let total: f64 = weights.iter().sum();
+                    (lo, weights.iter().map(|v| (v / total.max(1e-12)) as f32).collect())
+                })
+                .collect()
+        };
+        let (across, down) = (taps(w, ow), taps(h, oh));
+        let mut wide = vec![0f32; h * ow];
+        for y in 0..h {
+            for (x, (lo, ws)) in across.iter().enumerate() {
+                wide[y * ow + x] = ws.iter().enumerate().map(|(k, wt)| wt * plane[y * w + lo + k]).sum();
+            }
+        }
+        let mut out = vec![0f32; oh * ow];
+        for (y, (lo, ws)) in down.iter().enumerate() {
+            for x in 0..ow {
+                out[y * ow + x] = ws.iter().enumerate().map(|(k, wt)| wt * wide[(lo + k) * ow + x]).sum();
+            }
+        }
+        out
     }
 
     impl FrameEmbedder for DualProvider {
@@ -304,10 +455,7 @@ mod dual {
 
         fn embed(&self, frames: &[Frame]) -> Result<Vec<Vec<f32>>, EmbedError> {
             let e = self.image_embeddings(frames).map_err(|e| self.wrap(e))?;
-            let flat = e.f_reshape([-1]).and_then(|e| Vec::<f32>::try_from(e.to_device(Device::Cpu)));
-            let flat = flat.map_err(|e| self.wrap(e.into()))?;
-            let dim = self.encoder().dim;
-            Ok(flat.chunks(dim).map(<[f32]>::to_vec).collect())
+            Ok(e.rows().into_iter().map(|r| r.to_vec()).collect())
         }
     }
 
@@ -318,6 +466,22 @@ mod dual {
 
         fn scores(&self, frames: &[Frame], query: &str) -> Result<Vec<f32>, EmbedError> {
             self.frame_scores(frames, query).map_err(|e| self.wrap(e))
+        }
+    }
+
+    #[cfg(all(test, feature = "torch"))]
+    mod tests {
+        #[test]
+        fn the_host_resize_is_torchs_antialiased_bilinear() {
+            for (h, w, oh, ow) in [(37, 53, 32, 32), (24, 24, 32, 32), (64, 48, 16, 20)] {
+                let plane: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect();
+                let ours = super::resize_aa(&plane, h, w, oh, ow);
+                let t = tch::Tensor::from_slice(&plane).view([1, 1, h as i64, w as i64]);
+                let theirs = t.internal_upsample_bilinear2d_aa([oh as i64, ow as i64].as_slice(), false, None, None);
+                let theirs = Vec::<f32>::try_from(theirs.reshape([-1])).unwrap();
+                let d = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(d < 1e-5, "{h}x{w} -> {oh}x{ow}: {d}");
+            }
         }
     }
 }
