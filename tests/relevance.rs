@@ -520,3 +520,63 @@ fn the_exported_dual_encoder_gives_the_same_answers_on_onnx_runtime() {
         assert!(d < 1e-5, "torch and onnx providers differ by {d}");
     }
 }
+
+#[cfg(feature = "torch")]
+#[test]
+fn compress_and_bench_sample_key_clips_with_f2c() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = colour_video(dir.path());
+    let video = video.to_str().unwrap();
+    let probe = ask(TINY_ONEVISION, &["--video", video, "--frames", "1"], "todre", 1, "red");
+    let per_frame = encoder_tokens(&probe);
+    let sampler = format!("f2c:candidates=40,anchors=1,budget={}", 4 * per_frame);
+    let relevance = format!("siglip:{CONSTRUCTED}");
+    let out = dir.path().join("c");
+    let compress = |extra: &[&str]| {
+        let mut args = vec!["compress", "--model", TINY_ONEVISION, "--video", video, "--sampler", &sampler];
+        args.extend(["--pruner", "todre", "--ratio", "0.5", "--out", out.to_str().unwrap(), "--json"]);
+        args.extend_from_slice(extra);
+        tokensieve(&args)
+    };
+    let (code, stdout, err) = compress(&["--relevance", &relevance, "what is the red car ?"]);
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let times: Vec<f64> =
+        record["frames"].as_array().unwrap().iter().map(|f| f["timestamp"].as_f64().unwrap()).collect();
+    assert_eq!(times.len(), 4, "{times:?}");
+    assert!(
+        times.iter().all(|t| (1.3..=1.75).contains(t)) && times.iter().any(|t| (t - 1.5).abs() < 1e-6),
+        "{times:?}"
+    );
+    let (code, _, err) = compress(&["what is the red car ?"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs a dual encoder"), "{err}");
+    let plot = dir.path().join("b.svg");
+    let (code, stdout, err) = tokensieve(&[
+        "bench",
+        "--model",
+        TINY_ONEVISION,
+        "--device",
+        "cpu",
+        "--video",
+        video,
+        "--sampler",
+        &sampler,
+        "--budgets",
+        "100%",
+        "--repeats",
+        "1",
+        "--new-tokens",
+        "2",
+        "--relevance",
+        &relevance,
+        "--question",
+        "red",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["rows"][0]["visual_tokens"].as_u64(), Some(4 * per_frame as u64), "{v}");
+}

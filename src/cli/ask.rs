@@ -209,7 +209,7 @@ fn forward_vlm(args: &ForwardArgs) -> Result<Prefill, CliError> {
     }
     let qa = args.backend.load(&args.model, choice).map_err(|e| runtime(&e))?;
     let tokenizer = TextTokenizer::from_hf_dir(&args.model).map_err(|e| runtime(&e))?;
-    let frames = super::frames_from(args.video.as_deref(), &args.image, "uniform", args.frames)?;
+    let frames = super::frames_from(args.video.as_deref(), &args.image, "uniform", args.frames, None)?;
     let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
     let p = qa.prefill(&frames, kind, &args.prompt, args.raw).map_err(|e| match e {
         QaError::Prompt(_) => CliError::usage(e.to_string(), "put <image> (or <video>) in the prompt"),

@@ -23,7 +23,8 @@ pub struct Args {
     /// separate images).
     #[arg(long)]
     image: Vec<PathBuf>,
-    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode; f2c runs in `ask`, `eval` and `sample`).
+    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode, or `f2c:...` with
+    /// `--relevance clip:MODEL`, ranking frames by `--question`).
     #[arg(long, default_value = "uniform")]
     sampler: String,
     /// Frames to sample (for samplers with a `frames` parameter that the spec does not set).
@@ -119,7 +120,9 @@ fn sweep(
     for &count in &counts {
         for &b in budgets {
             reset_peak_rss();
-            let mut frames = super::video_stream(video, &args.sampler, count)?;
+            let question = args.question.as_deref().unwrap_or("Describe the video.");
+            let ranking = super::Ranking { engine: &qa, provider: relevance.as_deref(), query: Some(question) };
+            let mut frames = super::video_stream(video, &args.sampler, count, Some(ranking))?;
             let opts = at_budget(method, b, args.new_tokens, relevance);
             let question = args.question.as_deref().unwrap_or("Describe the video.");
             let r =
@@ -243,7 +246,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let relevance = super::ask::relevance_provider(&args.relevance, args.device.as_deref())?;
         return sweep(&args, &budgets, &method, choice, &relevance);
     }
-    let frames = super::frames_from(args.video.as_deref(), &args.image, &args.sampler, args.frames)?;
     let (kind, question) = match args.video {
         Some(_) => (MediaKind::Video, "Describe the video."),
         None => (MediaKind::Images, "Describe the images."),
@@ -256,6 +258,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     args.backend.check_model(&args.model)?;
     let qa = args.backend.load(&args.model, choice).map_err(runtime)?;
+    let ranking = super::Ranking { engine: &qa, provider: relevance.as_deref(), query: Some(question) };
+    let frames = super::frames_from(args.video.as_deref(), &args.image, &args.sampler, args.frames, Some(ranking))?;
     let mut rows = Vec::new();
     let bar = super::progress_bar(budgets.len() * args.repeats.max(1), "runs");
     for &b in &budgets {

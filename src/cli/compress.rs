@@ -37,7 +37,8 @@ pub struct Args {
     /// Images (each is one frame).
     #[arg(long)]
     image: Vec<PathBuf>,
-    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode; f2c runs in `ask`, `eval` and `sample`).
+    /// Frame sampler `name:key=value,...` (uniform, uniform-interior, fps, dcode, or `f2c:...` with the question and
+    /// `--relevance clip:MODEL`).
     #[arg(long, default_value = "uniform")]
     sampler: String,
     /// Frames to sample (for samplers with a `frames` parameter that the spec does not set; lmms-eval uniform).
@@ -278,12 +279,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
         Encoder::Model(Box::new(args.backend.load(&args.model, choice).map_err(runtime)?))
     };
     lap("load", &mut times);
-    // Frames at their own resolution: the image processor resizes and crops exactly as transformers does.
-    let frames = super::frames_from(args.video.as_deref(), &args.image, &args.sampler, args.frames)?;
-    lap("decode", &mut times);
-    // OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells; a
-    // single image goes through any-resolution tiling: the picture shows its base view and its packed tile map.
-    let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
     if args.relevance != "llm" && args.question.is_none() {
         return Err(CliError::usage(
             format!("--relevance {} scores the question, and none was given", args.relevance),
@@ -291,6 +286,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
         ));
     }
     let provider = super::ask::relevance_provider(&args.relevance, None)?;
+    // Frames at their own resolution: the image processor resizes and crops exactly as transformers does. F2C ranks
+    // them by the question with the dual encoder, D-CoDe embeds them with it.
+    let ranking = match &encoder {
+        Encoder::Model(engine) => {
+            Some(super::Ranking { engine, provider: provider.as_deref(), query: args.question.as_deref() })
+        }
+        #[cfg(feature = "onnx")]
+        Encoder::Custom(_) => None,
+    };
+    let frames = super::frames_from(args.video.as_deref(), &args.image, &args.sampler, args.frames, ranking)?;
+    lap("decode", &mut times);
+    // OneVision pools a video's frames 2x2 before the LLM, so the pruners (and the picture) see pooled cells; a
+    // single image goes through any-resolution tiling: the picture shows its base view and its packed tile map.
+    let kind = if args.video.is_some() { MediaKind::Video } else { MediaKind::Images };
     let (visual, query) = match (&encoder, &args.question) {
         (Encoder::Model(engine), Some(q)) => {
             engine.visual_tokens_for(&frames, kind, q, std::slice::from_ref(&method), provider.as_deref())

@@ -271,17 +271,75 @@ pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Frames at their own resolution from `--video` (through the `sampler` spec, `frames` filling in its frame count)
-/// or `--image` files, for the model commands: the pipeline's one media loader.
+/// What the model commands that pick frames themselves (`compress`, `bench`) give a sampler that ranks frames by the
+/// question (F2C) or embeds them (D-CoDe): the loaded model (F2C's ladder), the dual encoder, the question.
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+#[derive(Clone, Copy)]
+pub struct Ranking<'a> {
+    /// The loaded model.
+    pub engine: &'a tokensieve::pipeline::engine::Engine,
+    /// `--relevance`'s dual encoder, if any.
+    pub provider: Option<&'a dyn tokensieve::pipeline::relevance::PatchRelevance>,
+    /// The question (`None`: the command has none).
+    pub query: Option<&'a str>,
+}
+
+/// `spec` (with `frames` filling in its frame count) as a sampler, and F2C's ladder from `ranking` when it samples a
+/// `video`.
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+fn sampler_with(
+    spec: &str,
+    frames: usize,
+    ranking: Option<Ranking<'_>>,
+    video: bool,
+) -> Result<(tokensieve::pipeline::sampler::Sampler, Vec<tokensieve::video::samplers::f2c::Rung>), CliError> {
+    use tokensieve::pipeline::sampler::Sampler;
+    let sampler = Sampler::from_spec(&ask::with_frames(spec, frames))
+        .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
+    let ladder = match (sampler.needs_question() && video, ranking) {
+        (false, _) => Vec::new(),
+        (true, Some(Ranking { engine, provider: Some(_), query: Some(_) })) => {
+            vec![engine.video_frame_rung().map_err(|e| CliError::usage(e.to_string(), "use another --sampler"))?]
+        }
+        (true, Some(Ranking { query: None, .. })) => {
+            return Err(CliError::usage(
+                "--sampler f2c ranks frames by the question, and none was given",
+                "give the question last, and --relevance clip:MODEL",
+            ))
+        }
+        (true, _) => {
+            return Err(CliError::usage(
+                "--sampler f2c ranks frames by the question: it needs a dual encoder",
+                "add --relevance clip:MODEL or siglip:MODEL",
+            ))
+        }
+    };
+    Ok((sampler, ladder))
+}
+
+/// The question `ranking` gives `sampler`, on `ladder`.
+#[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
+fn question<'a>(
+    sampler: &tokensieve::pipeline::sampler::Sampler,
+    ranking: Option<Ranking<'a>>,
+    ladder: &'a [tokensieve::video::samplers::f2c::Rung],
+) -> Option<tokensieve::pipeline::builder::Question<'a>> {
+    let r = ranking?;
+    tokensieve::pipeline::builder::question_for(sampler, r.provider, ladder, r.query.unwrap_or_default())
+}
+
+/// Frames at their own resolution from `--video` (through the `sampler` spec, `frames` filling in its frame count;
+/// F2C and D-CoDe take what `ranking` gives) or `--image` files, for the model commands: the pipeline's one media
+/// loader.
 #[cfg(all(any(feature = "torch", feature = "onnx"), feature = "video"))]
 pub fn frames_from(
     video: Option<&std::path::Path>,
     images: &[std::path::PathBuf],
     sampler: &str,
     frames: usize,
+    ranking: Option<Ranking<'_>>,
 ) -> Result<Vec<tokensieve::video::Frame>, CliError> {
     use tokensieve::pipeline::builder::{load_media, Media};
-    use tokensieve::pipeline::sampler::Sampler;
     let media = match (video, images.is_empty()) {
         (Some(v), _) => Media::Video(v.to_path_buf()),
         (None, false) => Media::Images(images.to_vec()),
@@ -289,9 +347,8 @@ pub fn frames_from(
             return Err(CliError::usage("give --video or --image", "for example --video clip.mp4 --frames 8"))
         }
     };
-    let sampler = Sampler::from_spec(&ask::with_frames(sampler, frames))
-        .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
-    load_media(&sampler, &media, None)
+    let (sampler, ladder) = sampler_with(sampler, frames, ranking, video.is_some())?;
+    load_media(&sampler, &media, question(&sampler, ranking, &ladder))
         .map(|m| m.frames)
         .map_err(|e| CliError::runtime(e.to_string(), Some("check the input file".into())))
 }
@@ -303,11 +360,10 @@ pub fn video_stream(
     video: &std::path::Path,
     sampler: &str,
     frames: usize,
+    ranking: Option<Ranking<'_>>,
 ) -> Result<tokensieve::pipeline::frames::VideoStream, CliError> {
-    use tokensieve::pipeline::sampler::Sampler;
-    let sampler = Sampler::from_spec(&ask::with_frames(sampler, frames))
-        .map_err(|e| CliError::usage(e.to_string(), "for example --sampler uniform:frames=8 or --sampler fps:fps=1"))?;
-    tokensieve::pipeline::builder::stream_video(&sampler, video, None)
+    let (sampler, ladder) = sampler_with(sampler, frames, ranking, true)?;
+    tokensieve::pipeline::builder::stream_video(&sampler, video, question(&sampler, ranking, &ladder))
         .map(|(stream, _, _)| stream)
         .map_err(|e| CliError::runtime(e.to_string(), Some("check the input file".into())))
 }
