@@ -280,16 +280,22 @@ fn query_finds_the_frame_on_onevision_videos_and_refuses_any_resolution_images()
     assert!(err.contains("any-resolution"), "{err}");
 }
 
+/// The colour video in `dir`, tiny_onevision's tokens per frame, and an F2C spec whose budget buys one key clip of
+/// four frames at the model's one resolution.
+#[cfg(feature = "torch")]
+fn key_clip(dir: &Path) -> (PathBuf, usize, String) {
+    let video = colour_video(dir);
+    let probe = ask(TINY_ONEVISION, &["--video", video.to_str().unwrap(), "--frames", "1"], "todre", 1, "red");
+    let per_frame = encoder_tokens(&probe);
+    (video, per_frame, format!("f2c:candidates=40,anchors=1,budget={}", 4 * per_frame))
+}
+
 #[cfg(feature = "torch")]
 #[test]
 fn ask_samples_key_clips_with_f2c_and_the_record_shows_the_scores() {
     let dir = tempfile::tempdir().unwrap();
-    let video = colour_video(dir.path());
+    let (video, per_frame, sampler) = key_clip(dir.path());
     let video = video.to_str().unwrap();
-    let probe = ask(TINY_ONEVISION, &["--video", video, "--frames", "1"], "query:recovery=off", 1, "red");
-    let per_frame = encoder_tokens(&probe);
-    // One key clip of four frames: the budget is four frames' tokens (the model's one resolution).
-    let sampler = format!("f2c:candidates=40,anchors=1,budget={}", 4 * per_frame);
     let run =
         |question: &str| ask(TINY_ONEVISION, &["--video", video, "--sampler", &sampler], "todre", per_frame, question);
     let red = run("what is the red car ?");
@@ -416,9 +422,7 @@ fn compress_and_bench_take_the_dual_encoder_and_ask_embeds_dcode_candidates_with
 #[test]
 fn eval_samples_each_video_with_f2c_against_its_prompt_and_records_the_provider() {
     let dir = tempfile::tempdir().unwrap();
-    let video = colour_video(dir.path());
-    let probe = ask(TINY_ONEVISION, &["--video", video.to_str().unwrap(), "--frames", "1"], "todre", 1, "red");
-    let per_frame = encoder_tokens(&probe);
+    let (video, per_frame, sampler) = key_clip(dir.path());
     // MLVU's JSON layout: the question names the colour on screen in frames 15-19 only.
     let mlvu = dir.path().join("MLVU");
     std::fs::create_dir_all(mlvu.join("json")).unwrap();
@@ -429,7 +433,6 @@ fn eval_samples_each_video_with_f2c_against_its_prompt_and_records_the_provider(
     std::fs::write(mlvu.join("json/4_count.json"), q.to_string()).unwrap();
     let out = dir.path().join("out");
     let relevance = format!("siglip:{CONSTRUCTED}");
-    let sampler = format!("f2c:candidates=40,anchors=1,budget={}", 4 * per_frame);
     let keep = per_frame.to_string();
     let (code, stdout, err) = tokensieve(&[
         "eval",
@@ -525,11 +528,8 @@ fn the_exported_dual_encoder_gives_the_same_answers_on_onnx_runtime() {
 #[test]
 fn compress_and_bench_sample_key_clips_with_f2c() {
     let dir = tempfile::tempdir().unwrap();
-    let video = colour_video(dir.path());
+    let (video, per_frame, sampler) = key_clip(dir.path());
     let video = video.to_str().unwrap();
-    let probe = ask(TINY_ONEVISION, &["--video", video, "--frames", "1"], "todre", 1, "red");
-    let per_frame = encoder_tokens(&probe);
-    let sampler = format!("f2c:candidates=40,anchors=1,budget={}", 4 * per_frame);
     let relevance = format!("siglip:{CONSTRUCTED}");
     let out = dir.path().join("c");
     let compress = |extra: &[&str]| {
