@@ -214,6 +214,19 @@ fn refused(args: &[&str]) -> String {
     err
 }
 
+/// `bench --json` on the CPU, one repeat of two new tokens, asking "red" with the constructed SigLIP, and `args`.
+#[cfg(feature = "torch")]
+fn bench(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let relevance = format!("siglip:{CONSTRUCTED}");
+    let plot = dir.join("b.svg");
+    let mut all = vec!["bench", "--device", "cpu", "--repeats", "1", "--new-tokens", "2", "--question", "red"];
+    all.extend(["--relevance", &relevance, "--plot", plot.to_str().unwrap(), "--json"]);
+    all.extend_from_slice(args);
+    let (code, stdout, err) = tokensieve(&all);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
 fn kept(answer: &serde_json::Value) -> Vec<usize> {
     answer["record"]["kept"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
 }
@@ -372,33 +385,10 @@ fn compress_and_bench_take_the_dual_encoder_and_ask_embeds_dcode_candidates_with
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("none was given"), "{err}");
     // bench: every budget's run reads the question through the dual encoder.
-    let plot = dir.path().join("b.svg");
-    let (code, stdout, err) = tokensieve(&[
-        "bench",
-        "--model",
-        TINY_LLAVA,
-        "--device",
-        "cpu",
-        "--image",
-        picture,
-        "--budgets",
-        "100%,25%",
-        "--repeats",
-        "1",
-        "--new-tokens",
-        "2",
-        "--pruner",
-        "query:recovery=off",
-        "--relevance",
-        &relevance,
-        "--question",
-        "red",
-        "--plot",
-        plot.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let v = bench(
+        dir.path(),
+        &["--model", TINY_LLAVA, "--image", picture, "--budgets", "100%,25%", "--pruner", "query:recovery=off"],
+    );
     let pruned = &v["rows"][1];
     assert_eq!(pruned["kept"], serde_json::json!(top_left(4)), "{pruned}");
     assert!(pruned["notes"].to_string().contains(&format!("{relevance} text embeddings")));
@@ -551,32 +541,7 @@ fn compress_and_bench_sample_key_clips_with_f2c() {
     let (code, _, err) = compress(&["what is the red car ?"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("needs a dual encoder"), "{err}");
-    let plot = dir.path().join("b.svg");
-    let (code, stdout, err) = tokensieve(&[
-        "bench",
-        "--model",
-        TINY_ONEVISION,
-        "--device",
-        "cpu",
-        "--video",
-        video,
-        "--sampler",
-        &sampler,
-        "--budgets",
-        "100%",
-        "--repeats",
-        "1",
-        "--new-tokens",
-        "2",
-        "--relevance",
-        &relevance,
-        "--question",
-        "red",
-        "--plot",
-        plot.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let v =
+        bench(dir.path(), &["--model", TINY_ONEVISION, "--video", video, "--sampler", &sampler, "--budgets", "100%"]);
     assert_eq!(v["rows"][0]["visual_tokens"].as_u64(), Some(4 * per_frame as u64), "{v}");
 }
