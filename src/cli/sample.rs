@@ -114,13 +114,7 @@ fn pick(args: &Args, info: &VideoInfo) -> Result<(Vec<usize>, Option<serde_json:
         Some(RelevanceSpec::Scores(path)) => {
             let relevance = npy::read(path).map_err(|e| CliError::runtime(e.to_string(), None))?.data;
             let candidates = uniform_indices(info.frames, relevance.len(), Uniform::Inclusive).map_err(usage)?;
-            let planner = f2c::F2c {
-                budget: args.budget,
-                anchors: args.anchors,
-                min_clip: 4,
-                smooth: 1,
-                ladder: f2c::ONEVISION_LADDER.to_vec(),
-            };
+            let planner = f2c.f2c_planner(&f2c::ONEVISION_LADDER).ok_or_else(|| usage("f2c has no planner"))?;
             let (picked, note) = f2c_pick(&planner, &candidates, &relevance).map_err(usage)?;
             Ok((picked, Some(note)))
         }

@@ -372,11 +372,13 @@ mod dual {
             let mut pixels = Vec::with_capacity(views.len() * 3 * side * side);
             for p in views {
                 for (c, &(mul, add)) in affine.iter().enumerate() {
-                    let plane: Vec<f32> = p.data[c * p.height * p.width..(c + 1) * p.height * p.width]
-                        .iter()
-                        .map(|v| v * mul + add)
-                        .collect();
-                    pixels.extend(resize_aa(&plane, p.height, p.width, side, side));
+                    let channel = p.data[c * p.height * p.width..(c + 1) * p.height * p.width].iter();
+                    let renormed = channel.map(|v| v * mul + add);
+                    if (p.height, p.width) == (side, side) {
+                        pixels.extend(renormed);
+                    } else {
+                        pixels.extend(resize_aa(&renormed.collect::<Vec<_>>(), p.height, p.width, side, side));
+                    }
                 }
             }
             let patches = self.backend().images(&pixels, views.len(), Some(layer))?.1.ok_or_else(|| {

@@ -211,6 +211,13 @@ impl Sampler {
         })
     }
 
+    /// F2C's planner on `ladder` for an `f2c` spec (no smoothing, as the spec has no such parameter); `None` for the
+    /// other samplers.
+    pub fn f2c_planner(&self, ladder: &[Rung]) -> Option<F2c> {
+        let Sampler::F2c { anchors, budget, min_clip, .. } = *self else { return None };
+        Some(F2c { budget, anchors, min_clip, smooth: 1, ladder: ladder.to_vec() })
+    }
+
     /// Whether picking needs the question and a [`FrameScorer`] ([`Sampler::pick_scored`]).
     pub fn needs_question(&self) -> bool {
         matches!(self, Sampler::F2c { .. })
@@ -229,7 +236,7 @@ impl Sampler {
         query: &str,
         ladder: &[Rung],
     ) -> Result<(Vec<usize>, Option<Value>), SamplerError> {
-        let Sampler::F2c { candidates, anchors, budget, min_clip } = *self else {
+        let (&Sampler::F2c { candidates, .. }, Some(planner)) = (self, self.f2c_planner(ladder)) else {
             return self.pick(path, info);
         };
         let candidates = uniform_indices(info.frames, candidates, Uniform::Inclusive)?;
@@ -239,7 +246,6 @@ impl Sampler {
         for chunk in times.chunks(EMBED_BATCH) {
             relevance.extend(scorer.scores(&decode_at(path, chunk, w, h)?.frames, query)?);
         }
-        let planner = F2c { budget, anchors, min_clip, smooth: 1, ladder: ladder.to_vec() };
         let (picked, mut note) = f2c_pick(&planner, &candidates, &relevance)?;
         note["relevance"] = json!(scorer.name());
         note["query"] = json!(query);
